@@ -479,6 +479,7 @@ def _kmeans_pick(X: np.ndarray, members: np.ndarray, k: int, rng: np.random.Gene
     """
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.exceptions import ConvergenceWarning
+    from threadpoolctl import threadpool_limits
 
     if k >= members.size:
         return members.copy()
@@ -490,7 +491,9 @@ def _kmeans_pick(X: np.ndarray, members: np.ndarray, k: int, rng: np.random.Gene
                              max_iter=50)
     else:
         km = KMeans(n_clusters=k, n_init=1, random_state=state, max_iter=100)
-    with warnings.catch_warnings():
+    # One thread: sklearn's OpenMP k-means is many times slower when threads contend for busy cores (and at
+    # k ~ m the per-iteration work is too small to gain from threading anyway).
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         labels = km.fit(X).labels_
     if pick == "nearest":
