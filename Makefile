@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine with Python >= 3.10:
+#   make app    create .venv, install, warm up UMAP's compiled code, start the Streamlit app
+#   make test   create .venv, install with the test extras, run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PORT ?= 8501
+# torch is installed first and pinned: 2.13.0 resolves to the CPU wheel on the CI machine and never drags a
+# multi-GB CUDA build in through another package's unpinned requirement.
+TORCH ?= torch==2.13.0
+
+.PHONY: app test install install-test bench clean
+
+$(VENV)/.base:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet "$(TORCH)"
+	touch $@
+
+$(VENV)/.app: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install --quiet -e ".[app,dask]"
+	$(PY) -c "from influence_core.projection import warm_up_umap; warm_up_umap()"
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base pyproject.toml
+	$(PY) -m pip install --quiet -e ".[app,dask,test]"
+	$(PY) -c "from influence_core.projection import warm_up_umap; warm_up_umap()"
+	touch $@
+
+install: $(VENV)/.app
+install-test: $(VENV)/.test
+
+app: $(VENV)/.app
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache test-artifacts

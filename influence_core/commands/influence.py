@@ -1,0 +1,64 @@
+"""``python -m influence_core influence``: train (or reuse) a model, draw a Hessian sample, and print the most
+helpful and harmful training points for chosen test points (optionally saving the score matrix)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from ..data import available_datasets, load_dataset
+from ..influence import InfluenceCalculator, top_influences
+from ..models import ARCHITECTURES
+from ..samplers import available_samplers
+from ..subsets import sample_hessian_subset
+from ..training import train_model
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="digits", help=f"one of {available_datasets()} (npz needs --path)")
+    parser.add_argument("--path", help="path of a .npz file when --dataset npz")
+    parser.add_argument("--arch", default="mlp", choices=ARCHITECTURES)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, the training and the sampler")
+    parser.add_argument("--test-index", type=int, nargs="+", default=[0], help="test point(s) to explain")
+    parser.add_argument("--sampler", default=None, help=f"Hessian sampler {available_samplers()} (default: full data)")
+    parser.add_argument("--m", type=int, default=256, help="Hessian sample size (with --sampler)")
+    parser.add_argument("--solver", default="cg", choices=["exact", "cg", "lissa"])
+    parser.add_argument("--damping", type=float, default=0.01, help="δ added to the Hessian (>= 0)")
+    parser.add_argument("--curvature", default="gauss_newton", choices=["hessian", "gauss_newton"],
+                        help="Hessian, or Gauss-Newton (positive semi-definite; the default, since the Hessian of a "
+                             "small sample of a non-convex model is often indefinite)")
+    parser.add_argument("--chunk-size", type=int, default=256, help="samples per vectorised chunk (memory bound)")
+    parser.add_argument("--top", type=int, default=5, help="how many helpful/harmful points to list")
+    parser.add_argument("--out", help="save the (n_test, n_train) score matrix to this .npy file")
+
+
+def run(args: argparse.Namespace) -> int:
+    options = {"path": args.path} if args.dataset == "npz" else {}
+    dataset = load_dataset(args.dataset, seed=args.seed, **options)
+    model = train_model(dataset, args.arch, seed=args.seed)
+    hessian = None
+    if args.sampler:
+        hessian = sample_hessian_subset(model, dataset, args.sampler, args.m, seed=args.seed)
+    calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size)
+    calc.fit(hessian, solver=args.solver, damping=args.damping, curvature=args.curvature)
+    test_idx = np.asarray(args.test_index)
+    if test_idx.min() < 0 or test_idx.max() >= dataset.n_test:
+        raise ValueError(f"--test-index must lie in [0, {dataset.n_test})")
+    start = time.perf_counter()
+    scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx])
+    seconds = time.perf_counter() - start
+    for row, t in zip(scores, test_idx):
+        top = top_influences(row, args.top)
+        print(f"test point {t} (label {dataset.class_names[dataset.y_test[t]]}):")
+        for kind in ("helpful", "harmful"):
+            items = ", ".join(f"{j} ({dataset.class_names[dataset.y_train[j]]}, {s:+.3g})"
+                              for j, s in zip(top[kind], top[f"{kind}_scores"]))
+            print(f"  {kind}: {items}")
+    print(json.dumps({"seconds": seconds, "solve": calc.last_solve.summary(),
+                      "hessian_sample": None if hessian is None else {"sampler": args.sampler, "m": args.m}}))
+    if args.out:
+        np.save(args.out, scores)
+    return 0

