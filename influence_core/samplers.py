@@ -173,8 +173,12 @@ class HessianSample:
         return int(self.indices.shape[0])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        out = self.indices if dtype is None else self.indices.astype(dtype)
-        return out.copy() if copy else out
+        """The (m,) indices, so ``np.asarray(sample)`` works (read-only unless a copy is made)."""
+        if dtype is None or np.dtype(dtype) == self.indices.dtype:
+            return self.indices.copy() if copy else self.indices
+        if copy is False:
+            raise ValueError(f"cannot view int64 indices as {np.dtype(dtype)} without a copy.")
+        return self.indices.astype(dtype)
 
     def weights_or_uniform(self) -> np.ndarray:
         """(m,) float64 weights, ones when the sample is unweighted."""
