@@ -172,44 +172,68 @@ class Objective:
         return vmap(directional)(V).T
 
     # ------------------------------------------------------------------ curvature
-    def hvp(self, V: torch.Tensor, indices: object | None = None, weights: object | None = None,
-            mode: str = "hessian") -> torch.Tensor:
-        """H_S v (or G_S v with mode="gauss_newton") for v (p,) or a batch V (k, p); S = ``indices`` (None: all),
-        ``weights`` optional (normalised to sum 1). Includes the wd·v term. Forward-over-reverse, chunked."""
+    def _chunk_maps(self, idx: np.ndarray, w: torch.Tensor, mode: str) -> list[Operator]:
+        """One linear map V (k, p) -> Σ_{i∈chunk} w_i ∇²ℓ_i V (or the Gauss-Newton term) per chunk of ``idx``.
+
+        Hessian: reverse-over-reverse, ``vjp(grad(Σ w_i ℓ_i))`` (H is symmetric, so the pullback of the gradient is
+        H v), vmapped over the k vectors. Gauss-Newton: Jv by ``jvp`` of the logits, the softmax block
+        diag(p) − ppᵀ, then Jᵀ(·) by the cached ``vjp`` of the logits. Each map keeps its chunk's graph, so
+        reusing the maps across solver iterations skips the forward/gradient recomputation."""
         if mode not in CURVATURE_MODES:
             raise ValueError(f"unknown curvature mode {mode!r}; choose one of {list(CURVATURE_MODES)}")
-        idx = self.subset(indices)
-        w = self._weights(idx, weights)
-        single = V.ndim == 1
-        V = V.reshape(-1, self.n_params).to(self.device, self.dtype)
-        out = self.weight_decay * V.clone()
+        maps: list[Operator] = []
         for start, chunk in zip(range(0, len(idx), self.chunk_size), self.chunks(idx)):
             wc = w[start:start + len(chunk)]
             x, y = self.X[chunk], self.y[chunk]
             if mode == "hessian":
-                def weighted_loss(th: torch.Tensor) -> torch.Tensor:
+                def weighted_loss(th: torch.Tensor, x=x, y=y, wc=wc) -> torch.Tensor:
                     return (self.losses(th, x, y) * wc).sum()
 
-                def one(v: torch.Tensor) -> torch.Tensor:
-                    return jvp(grad(weighted_loss), (self.theta,), (v,))[1]
+                _, pullback = vjp(grad(weighted_loss), self.theta)
+                maps.append(lambda V, pb=pullback: vmap(pb)(V)[0])
             else:
-                z, pullback = vjp(lambda th: self.logits(th, x), self.theta)
+                def logits(th: torch.Tensor, x=x) -> torch.Tensor:
+                    return self.logits(th, x)
+
+                z, pullback = vjp(logits, self.theta)
                 p = torch.softmax(z.detach(), dim=-1)
 
-                def one(v: torch.Tensor) -> torch.Tensor:
-                    jv = jvp(lambda th: self.logits(th, x), (self.theta,), (v,))[1]
+                def one(v: torch.Tensor, logits=logits, pullback=pullback, p=p, wc=wc) -> torch.Tensor:
+                    jv = jvp(logits, (self.theta,), (v,))[1]
                     hjv = p * jv - p * (p * jv).sum(-1, keepdim=True)
                     return pullback(hjv * wc[:, None])[0]
-            out += vmap(one)(V)
+
+                maps.append(lambda V, one=one: vmap(one)(V))
+        return maps
+
+    def _apply(self, maps: list[Operator], V: torch.Tensor) -> torch.Tensor:
+        single = V.ndim == 1
+        V = V.reshape(-1, self.n_params).to(self.device, self.dtype)
+        out = self.weight_decay * V
+        for apply in maps:
+            out = out + apply(V)
         return out[0] if single else out
 
-    def operator(self, indices: object | None = None, weights: object | None = None,
-                 mode: str = "hessian") -> Operator:
-        """The map V (k, p) -> H_S V as a closure (indices validated once)."""
+    def hvp(self, V: torch.Tensor, indices: object | None = None, weights: object | None = None,
+            mode: str = "hessian") -> torch.Tensor:
+        """H_S v (or G_S v with mode="gauss_newton") for v (p,) or a batch V (k, p); S = ``indices`` (None: all),
+        ``weights`` optional (normalised to sum 1). Includes the wd·v term. Chunked; see :meth:`_chunk_maps`."""
         idx = self.subset(indices)
-        w = None if weights is None else np.asarray(weights, dtype=np.float64)
-        self._weights(idx, w)  # validate now, not at the first product
-        return lambda V: self.hvp(V, idx, w, mode)
+        return self._apply(self._chunk_maps(idx, self._weights(idx, weights), mode), V)
+
+    def operator(self, indices: object | None = None, weights: object | None = None,
+                 mode: str = "hessian", cache_limit: int = 8192) -> Operator:
+        """The map V (k, p) -> H_S V as a closure, for solvers that apply it many times. When |S| <= ``cache_limit``
+        the per-chunk linearisations are built once and reused (memory ∝ |S| activations); above it they are
+        rebuilt at each product so memory stays bounded by the chunk size."""
+        idx = self.subset(indices)
+        w = self._weights(idx, weights)  # validated now, not at the first product
+        if len(idx) <= cache_limit:
+            maps = self._chunk_maps(idx, w, mode)
+            return lambda V: self._apply(maps, V)
+        if mode not in CURVATURE_MODES:
+            raise ValueError(f"unknown curvature mode {mode!r}; choose one of {list(CURVATURE_MODES)}")
+        return lambda V: self._apply(self._chunk_maps(idx, w, mode), V)
 
     def hessian(self, indices: object | None = None, weights: object | None = None, mode: str = "hessian",
                 block: int = 256) -> torch.Tensor:
@@ -221,8 +245,9 @@ class Objective:
         idx = self.subset(indices)
         H = torch.empty(p, p, device=self.device, dtype=self.dtype)
         eye = torch.eye(p, device=self.device, dtype=self.dtype)
+        op = self.operator(idx, weights, mode)
         for start in range(0, p, block):
-            H[start:start + block] = self.hvp(eye[start:start + block], idx, weights, mode)
+            H[start:start + block] = op(eye[start:start + block])
         return 0.5 * (H + H.T)
 
     def largest_eigenvalue(self, indices: object | None = None, weights: object | None = None,

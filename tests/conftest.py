@@ -1,0 +1,36 @@
+"""Shared fixtures: small real datasets and models, trained once per test session."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from influence_core import load_dataset, train_model
+
+
+@pytest.fixture(scope="session")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def digits_mlp(digits):
+    return train_model(digits, "mlp", seed=0, epochs=15)
+
+
+@pytest.fixture(scope="session")
+def digits_logreg64(digits):
+    """Logistic regression on digits in float64, trained to the optimum (for exact ground-truth checks)."""
+    return train_model(digits, "logreg", seed=0, weight_decay=1e-2, dtype="float64")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_torch():
+    torch.manual_seed(0)
+    yield
