@@ -1,0 +1,101 @@
+"""Samplers page: which training points each sampler puts into the Hessian sample, on a 2-D map."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import influence_core as ic
+from ui.components import load_current, page_header
+from ui.figures import COLOUR_OPTIONS, distribution_figures, sample_map
+from ui.state import get_projection, get_sample
+from ui.summaries import SAMPLER_HELP, distribution_gaps
+
+page_header("Samplers: which points feed the Hessian")
+ctx = load_current()
+if ctx is None:
+    st.stop()
+run, dataset, model, view = ctx
+
+st.markdown(
+    "Each sampler picks **m** training points to estimate the Hessian on. Coloured points are in the sample; grey "
+    "points are the rest of the training set. A representative sample covers the map and matches the population's "
+    "class and confidence distributions. Change the **seed** to see how much each sampler's choice moves."
+)
+
+c1, c2, c3, c4 = st.columns([1.2, 1, 1, 2.2])
+with c1:
+    space = st.radio("Map of", ["features", "logits"], horizontal=True, key="smp_space",
+                     help="penultimate-layer features (what the feature sampler clusters) or logits")
+    method = st.radio("Projection", ["pca", "umap"], horizontal=True, key="smp_method",
+                      format_func={"pca": "PCA (instant)", "umap": "UMAP"}.get,
+                      help="UMAP is computed once per model and map (a few seconds to ~20 s), then cached")
+with c2:
+    colour = st.selectbox("Colour by", COLOUR_OPTIONS, key="smp_colour")
+    m = st.number_input("m (sample size)", min_value=1, value=min(100, dataset.n_train), step=10, key="smp_m",
+                        help=f"1 <= m <= {dataset.n_train} (the training set)")
+with c3:
+    seed = st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, key="smp_seed")
+with c4:
+    samplers = st.multiselect("Samplers (up to 3, side by side; same m and seed)", ic.available_samplers(),
+                              default=["random", "feature", "logit"], max_selections=3, key="smp_samplers")
+
+if not samplers:
+    st.warning("Choose at least one sampler.")
+    st.stop()
+
+try:
+    xy = get_projection(run, space, method)[: dataset.n_train]
+except (ValueError, ImportError) as exc:
+    st.error(f"Could not compute the {method.upper()} map: {exc}")
+    st.stop()
+
+labels, pred, conf = dataset.y_train, view.train_pred, view.train_conf
+cols = st.columns(len(samplers))
+summary = []
+for col, name in zip(cols, samplers):
+    with col:
+        try:
+            sample = get_sample(run, name, int(m), int(seed))
+        except ValueError as exc:
+            st.error(f"{name}: {exc}")
+            continue
+        idx = np.asarray(sample.indices)
+        st.plotly_chart(sample_map(xy, idx, colour, labels, pred, conf, dataset.class_names,
+                                   title=f"{name} (m={len(idx)}, seed={seed})", showlegend=(col is cols[-1])),
+                        width="stretch", key=f"smp_map_{name}", config={"displaylogo": False})
+        st.caption(SAMPLER_HELP.get(name, "user-registered sampler")
+                   + ("; importance weights shown in the table below" if sample.weights is not None else ""))
+        f_class, f_conf = distribution_figures(labels, conf, idx, dataset.class_names, name)
+        st.plotly_chart(f_class, width="stretch", key=f"smp_cls_{name}")
+        st.plotly_chart(f_conf, width="stretch", key=f"smp_conf_{name}")
+        gaps = distribution_gaps(labels, conf, idx, dataset.n_classes)
+        summary.append({"sampler": name, "m": len(idx), "seed": int(seed), "classes covered":
+                        int(len(np.unique(labels[idx]))), "class TV distance": gaps["class_tv"],
+                        "confidence TV distance": gaps["confidence_tv"],
+                        "weighted": sample.weights is not None})
+
+if summary:
+    st.subheader("How representative is each sample?")
+    st.caption("Total-variation distance (0 = identical, 1 = disjoint) between the sample's and the population's "
+               "class shares and confidence histogram (10 bins).")
+    st.dataframe(pd.DataFrame(summary), hide_index=True, width="stretch")
+
+with st.expander("Across seeds: how much does each sample move?"):
+    n_seeds = st.slider("Seeds", 2, 10, 5, key="smp_nseeds")
+    rows = []
+    try:
+        for name in samplers:
+            samples = [np.asarray(get_sample(run, name, int(m), s).indices) for s in range(n_seeds)]
+            for s, idx in enumerate(samples):
+                gaps = distribution_gaps(labels, conf, idx, dataset.n_classes)
+                overlap = len(np.intersect1d(idx, samples[0])) / len(idx)
+                rows.append({"sampler": name, "seed": s, "class TV": gaps["class_tv"],
+                             "confidence TV": gaps["confidence_tv"], "overlap with seed 0": overlap})
+    except ValueError as exc:
+        st.error(str(exc))
+    if rows:
+        table = pd.DataFrame(rows)
+        agg = table.groupby("sampler", sort=False)[["class TV", "confidence TV"]].agg(["mean", "std"])
+        agg.columns = [f"{a} {b}" for a, b in agg.columns]
+        st.dataframe(agg.reset_index(), hide_index=True, width="stretch")
+        st.dataframe(table, hide_index=True, width="stretch")

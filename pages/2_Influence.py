@@ -1,0 +1,197 @@
+"""Influence page: the training points that helped or harmed one test prediction, and how much that depends on the
+Hessian sample."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import influence_core as ic
+from influence_core import metrics
+from ui.components import load_current, page_header, show_inputs
+from ui.figures import COLOUR_OPTIONS, influence_map, strip_figure, trace_figure
+from ui.selection import parse_selection
+from ui.state import EXACT_MAX_PARAMS, SOLVER_OPTIONS, get_projection, get_sample, influence_rows, reference_solver, \
+    reference_spec, seed_spread
+
+page_header("Influence: helpful and harmful training points")
+ctx = load_current()
+if ctx is None:
+    st.stop()
+run, dataset, model, view = ctx
+n_train, n_test = dataset.n_train, dataset.n_test
+MODES = ("click on the map", "by index", "misclassified")
+MAP_KEY = "inf_map"
+
+# A click on a test point in the map (previous interaction) picks it: handled before the widgets are created.
+event = st.session_state.get(MAP_KEY)
+clicked = parse_selection(event, n_train, n_test).clicked_test_row()
+if clicked is not None and clicked != st.session_state.get("inf_last_click"):
+    st.session_state["inf_last_click"] = clicked
+    st.session_state["inf_clicked"] = clicked
+    st.session_state["inf_mode"] = MODES[0]
+
+wrong = np.flatnonzero(view.test_pred != dataset.y_test)
+st.markdown(
+    "Pick a test point: click a cross on the map, or choose it by index or among the misclassified ones. The scores "
+    "are `(1/n) ∇ℓ(test)ᵀ H⁻¹ ∇ℓ(train)`: the predicted increase of the test loss if that training point were "
+    "removed (positive = helpful, negative = harmful), with the Hessian H estimated on sampler A's sample (Gauss-Newton "
+    "curvature + damping)."
+)
+c1, c2, c3, c4 = st.columns([1.3, 1.2, 1.2, 1.2])
+with c1:
+    mode = st.radio("Pick the test point", MODES, key="inf_mode")
+    if mode == "by index":
+        test_index = int(st.number_input("Test index", min_value=0, max_value=n_test - 1, value=0, key="inf_index"))
+    elif mode == "misclassified":
+        if len(wrong) == 0:
+            st.info("The model gets every test point right; showing test point 0.")
+            test_index = 0
+        else:
+            test_index = int(st.selectbox(
+                f"Misclassified test points ({len(wrong)})", wrong.tolist(), key="inf_wrong",
+                format_func=lambda i: f"#{i}: true {dataset.class_names[dataset.y_test[i]]}, "
+                                      f"predicted {dataset.class_names[view.test_pred[i]]}"))
+    else:
+        test_index = int(st.session_state.get("inf_clicked", wrong[0] if len(wrong) else 0))
+        st.caption(f"Test point #{test_index} (click another cross on the map to change it)")
+samplers = ic.available_samplers()
+with c2:
+    sampler_a = st.selectbox("Sampler A", samplers, index=samplers.index("logit"), key="inf_a")
+    sampler_b = st.selectbox("Sampler B (compared)", samplers, index=samplers.index("random"), key="inf_b")
+with c3:
+    m = int(st.number_input("m (Hessian sample size)", min_value=1, value=min(100, n_train), step=10, key="inf_m"))
+    seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, key="inf_seed"))
+with c4:
+    small = view.n_params <= EXACT_MAX_PARAMS  # exact: one factorisation per sample, then every test point is cheap
+    solver = st.selectbox("Solver", ["exact", "cg", "lissa"], index=0 if small else 1, key="inf_solver",
+                          help="exact: LU of the sampled Hessian (small models); cg: conjugate gradient; "
+                               "lissa: Neumann series with automatic scale")
+    damping = float(st.number_input("Damping δ", min_value=0.0, value=0.01, format="%.4f", key="inf_damping"))
+    k = int(st.slider("Top k", 3, 16, 8, key="inf_k"))
+compare_full = st.toggle(f"Compare with the full-data Hessian ({n_train} points, {reference_solver(run)} solver)",
+                         value=True, key="inf_full")
+
+# ------------------------------------------------------------------------------------------------ computation
+specs = {"A": (sampler_a, m, seed, solver), "B": (sampler_b, m, seed, solver)}
+if compare_full:
+    specs["full"] = reference_spec(run)
+try:
+    with st.spinner("Computing influence…"):
+        rows = dict(zip(specs, influence_rows(run, tuple(specs.values()), damping, test_index)))
+except (ValueError, RuntimeError) as exc:  # m > pool, solver errors (SolverError is a RuntimeError)
+    st.error(f"Could not compute influence: {exc}")
+    st.stop()
+
+names = {"A": f"A: {sampler_a}", "B": f"B: {sampler_b}", "full": "full data"}
+scores = {key: row["scores"] for key, row in rows.items()}
+top = ic.top_influences(scores["A"], k)
+y_t, p_t = dataset.y_test[test_index], view.test_pred[test_index]
+
+left, right = st.columns([1, 4])
+with left:
+    st.markdown(f"**Test point #{test_index}**")
+    show_inputs(dataset, dataset.X_test[test_index:test_index + 1],
+                [f"true {dataset.class_names[y_t]}, predicted {dataset.class_names[p_t]} "
+                 f"({view.test_conf[test_index]:.0%})"], per_row=1, key="inf_test")
+    st.caption(f"A: {rows['A']['method']} solve in {rows['A']['solve_seconds']:.2f} s, "
+               f"{rows['A']['iterations']} iterations; scores of all {n_train} training points for "
+               f"{len(rows)} Hessians in {rows['A']['seconds']:.2f} s (measured, this machine)")
+with right:
+    tabs = st.tabs([names[key] for key in rows])
+    for tab, key in zip(tabs, rows):
+        with tab:
+            t = ic.top_influences(scores[key], k)
+            for kind in ("helpful", "harmful"):
+                idx, sc = t[kind], t[f"{kind}_scores"]
+                st.markdown(f"**Top {k} {kind}** ({names[key]})")
+                show_inputs(dataset, dataset.X_train[idx],
+                            [f"#{i} ({dataset.class_names[dataset.y_train[i]]}) {s:+.2e}" for i, s in zip(idx, sc)],
+                            per_row=8, key=f"inf_{key}_{kind}")
+
+# ------------------------------------------------------------------------------------------------ map
+st.subheader("Map")
+mc1, mc2, mc3 = st.columns([1, 1, 3])
+space = mc1.radio("Map of", ["features", "logits"], horizontal=True, key="inf_space")
+colour = mc2.selectbox("Colour training points by", COLOUR_OPTIONS, key="inf_colour")
+mc3.caption("Crosses are test points (green = correct, red = wrong); the star is the chosen one; green/red rings "
+            "are sampler A's top helpful/harmful points. Click a cross to pick it; use the box or lasso tool "
+            "(top right of the map) to list training points with their scores below.")
+try:
+    xy = get_projection(run, space, "pca")
+except ValueError as exc:
+    st.error(f"Could not compute the map: {exc}")
+    st.stop()
+fig = influence_map(xy[:n_train], xy[n_train:], colour, dataset.y_train, view.train_pred, view.train_conf,
+                    dataset.y_test, view.test_pred, view.test_conf, dataset.class_names, test_index,
+                    top["helpful"], top["harmful"], title=f"PCA of {space}: test #{test_index}, sampler A = {sampler_a}")
+event = st.plotly_chart(fig, width="stretch", key=MAP_KEY, on_select="rerun",
+                        selection_mode=("points", "box", "lasso"), config={"displaylogo": False})
+
+selection = parse_selection(event, n_train, n_test)
+if selection.region and selection.train_rows:
+    chosen = np.asarray(selection.train_rows)
+    sample_a = set(np.asarray(get_sample(run, sampler_a, m, seed).indices).tolist())
+    table = pd.DataFrame({
+        "train index": chosen,
+        "label": [dataset.class_names[c] for c in dataset.y_train[chosen]],
+        "predicted": [dataset.class_names[c] for c in view.train_pred[chosen]],
+        **{f"score {names[key]}": scores[key][chosen] for key in rows},
+        "in sample A": [int(i) in sample_a for i in chosen],
+    }).sort_values(f"score {names['A']}", ascending=False)
+    st.markdown(f"**{len(chosen)} selected training points** (scores on test point #{test_index})")
+    st.dataframe(table, hide_index=True, width="stretch", key="inf_table")
+    st.download_button("Download the selection as CSV", table.to_csv(index=False).encode(),
+                       file_name=f"influence_test{test_index}_selection.csv", mime="text/csv", key="inf_csv")
+elif selection.region:
+    st.info("The selection holds no training points; draw the box or lasso around some.")
+
+# ------------------------------------------------------------------------------------------------ comparison
+st.subheader("How much does the answer depend on the Hessian sample?")
+pairs = [("A", "B")] + ([("A", "full"), ("B", "full")] if "full" in rows else [])
+comp = [{"pair": f"{names[a]} vs {names[b]}", "Spearman": metrics.spearman(scores[a], scores[b]),
+         f"top-{k} helpful overlap": metrics.topk_overlap(scores[a], scores[b], k),
+         f"top-{k} harmful overlap": metrics.topk_overlap(scores[a], scores[b], k, largest=False)} for a, b in pairs]
+st.dataframe(pd.DataFrame(comp), hide_index=True, width="stretch")
+
+with st.expander("Spread across seeds (the paper's central claim: an advanced sample moves less)",
+                 expanded=False):
+    if "full" not in rows:
+        st.info("Turn on the full-data comparison above: the spread is measured against the full-data Hessian.")
+    else:
+        n_seeds = st.slider("Seeds", 2, 8, 3, key="inf_nseeds")
+        if st.toggle("Compute the spread", value=False, key="inf_spread"):
+            try:
+                with st.spinner(f"{2 * n_seeds} influence solves…"):
+                    spread = seed_spread(run, tuple(dict.fromkeys([sampler_a, sampler_b])), m,
+                                         tuple(range(n_seeds)), solver, damping, test_index, k)
+            except (ValueError, RuntimeError) as exc:
+                st.error(f"Could not compute the spread: {exc}")
+            else:
+                table = pd.DataFrame(spread)
+                st.plotly_chart(strip_figure({s: table.loc[table.sampler == s, "spearman_vs_full"].tolist()
+                                              for s in table.sampler.unique()},
+                                             "Spearman with the full-data scores, one point per seed", "Spearman"),
+                                width="stretch", key="inf_spread_fig")
+                agg = table.groupby("sampler", sort=False)[["spearman_vs_full", "topk_overlap_vs_full"]]
+                st.dataframe(agg.agg(["mean", "std"]).reset_index(), hide_index=True, width="stretch")
+
+with st.expander("Solver convergence (LiSSA trace)", expanded=(solver == "lissa")):
+    traces = {}
+    if solver in ("cg", "lissa"):
+        traces = {f"{names[key]} ({solver})": rows[key]["trace"] for key in ("A", "B")}
+    if solver != "lissa" and st.toggle("Also run LiSSA on samples A and B", value=False, key="inf_lissa"):
+        try:
+            with st.spinner("LiSSA…"):
+                lissa = influence_rows(run, ((sampler_a, m, seed, "lissa"), (sampler_b, m, seed, "lissa")),
+                                       damping, test_index)
+                for key, row in zip(("A", "B"), lissa):
+                    traces[f"{names[key]} (lissa)"] = row["trace"]
+        except (ValueError, RuntimeError) as exc:
+            st.error(f"LiSSA failed: {exc}")
+    if traces:
+        st.plotly_chart(trace_figure(traces, tol=SOLVER_OPTIONS["lissa"]["tol"] if solver != "cg" else
+                                     SOLVER_OPTIONS["cg"]["tol"]), width="stretch", key="inf_trace")
+        st.caption("LiSSA's step size is set automatically (1.1 x the largest eigenvalue, by power iteration); it "
+                   "stops when the relative residual reaches the tolerance and raises a clear error if it diverges.")
+    else:
+        st.info("The exact solver has no iterations; pick cg or lissa, or run LiSSA with the toggle.")

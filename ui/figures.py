@@ -1,0 +1,193 @@
+"""Plotly figure builders and display helpers for the pages (no Streamlit import, no influence maths).
+
+Maps use ``go.Scattergl`` (WebGL) so 5,000+ points stay smooth, and put ``customdata = [kind, row]`` on every
+point (see :mod:`ui.selection`).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .selection import TEST, TRAIN
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
+           "#756bb1", "#636363")
+GREY = "rgba(170,170,170,0.35)"
+COLOUR_OPTIONS = ("label", "predicted", "confidence", "correctness")
+MAP_HEIGHT = 420
+
+
+def _custom(kind: int, rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.int64)
+    return np.column_stack([np.full(len(rows), kind), rows])
+
+
+def _layout(fig: go.Figure, title: str, height: int = MAP_HEIGHT) -> go.Figure:
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), dragmode="zoom",
+                      legend=dict(itemsizing="constant", font=dict(size=10)), uirevision="keep")
+    fig.update_xaxes(showticklabels=False, title=None)
+    fig.update_yaxes(showticklabels=False, title=None)
+    return fig
+
+
+def coloured_points(fig: go.Figure, xy: np.ndarray, rows: np.ndarray, kind: int, colour_by: str,
+                    labels: np.ndarray, pred: np.ndarray, conf: np.ndarray, class_names: Sequence[str],
+                    size: float = 6, symbol: str = "circle", name_prefix: str = "", showlegend: bool = True) -> None:
+    """Add the points ``rows`` (coordinates ``xy[rows]``) coloured by label, predicted label, confidence or
+    correctness. ``labels``, ``pred``, ``conf`` are indexed by row."""
+    rows = np.asarray(rows, dtype=np.int64)
+    hover = [f"{'train' if kind == TRAIN else 'test'} #{r}<br>label {class_names[labels[r]]}, "
+             f"predicted {class_names[pred[r]]}<br>confidence {conf[r]:.2f}" for r in rows]
+    hover = np.asarray(hover, dtype=object)
+    if colour_by == "confidence":
+        fig.add_trace(go.Scattergl(
+            x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=f"{name_prefix}confidence",
+            marker=dict(size=size, symbol=symbol, color=conf[rows], colorscale="Viridis", cmin=0, cmax=1,
+                        colorbar=dict(title="conf.", thickness=10, len=0.6), line=dict(width=0)),
+            customdata=_custom(kind, rows), hovertext=hover, hoverinfo="text", showlegend=False))
+        return
+    if colour_by == "correctness":
+        groups = [("correct", labels[rows] == pred[rows], "#2ca02c"), ("wrong", labels[rows] != pred[rows], "#d62728")]
+    else:
+        values = labels[rows] if colour_by == "label" else pred[rows]
+        groups = [(str(class_names[c]), values == c, PALETTE[c % len(PALETTE)]) for c in range(len(class_names))]
+    for name, mask, colour in groups:
+        if not np.any(mask):
+            continue
+        fig.add_trace(go.Scattergl(
+            x=xy[rows[mask], 0], y=xy[rows[mask], 1], mode="markers", name=f"{name_prefix}{name}",
+            legendgroup=name, showlegend=showlegend,
+            marker=dict(size=size, symbol=symbol, color=colour, line=dict(width=0)),
+            customdata=_custom(kind, rows[mask]), hovertext=hover[mask], hoverinfo="text"))
+
+
+def sample_map(xy_train: np.ndarray, subset: np.ndarray, colour_by: str, labels: np.ndarray, pred: np.ndarray,
+               conf: np.ndarray, class_names: Sequence[str], title: str, showlegend: bool = True) -> go.Figure:
+    """All training points greyed, the Hessian subset on top coloured by ``colour_by``."""
+    fig = go.Figure()
+    n = len(xy_train)
+    fig.add_trace(go.Scattergl(x=xy_train[:, 0], y=xy_train[:, 1], mode="markers", name="not in sample",
+                               marker=dict(size=4, color=GREY), customdata=_custom(TRAIN, np.arange(n)),
+                               hoverinfo="skip"))
+    coloured_points(fig, xy_train, np.asarray(subset), TRAIN, colour_by, labels, pred, conf, class_names, size=7,
+                    showlegend=showlegend)
+    return _layout(fig, title)
+
+
+def influence_map(xy_train: np.ndarray, xy_test: np.ndarray, colour_by: str, train_labels: np.ndarray,
+                  train_pred: np.ndarray, train_conf: np.ndarray, test_labels: np.ndarray, test_pred: np.ndarray,
+                  test_conf: np.ndarray, class_names: Sequence[str], test_index: int | None,
+                  helpful: Sequence[int] = (), harmful: Sequence[int] = (), title: str = "") -> go.Figure:
+    """Training points (small, coloured), test points (crosses: click one to pick it), the chosen test point
+    (star) and its top helpful (green) / harmful (red) training points."""
+    fig = go.Figure()
+    coloured_points(fig, xy_train, np.arange(len(xy_train)), TRAIN, colour_by, train_labels, train_pred, train_conf,
+                    class_names, size=4, name_prefix="train ")
+    coloured_points(fig, xy_test, np.arange(len(xy_test)), TEST, "correctness", test_labels, test_pred, test_conf,
+                    class_names, size=7, symbol="x", name_prefix="test ")
+    for name, rows, colour in (("helpful", helpful, "#00a000"), ("harmful", harmful, "#e00000")):
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows):
+            fig.add_trace(go.Scattergl(
+                x=xy_train[rows, 0], y=xy_train[rows, 1], mode="markers", name=f"top {name}",
+                marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(width=2.5, color=colour)),
+                customdata=_custom(TRAIN, rows), hovertext=[f"{name} train #{r}" for r in rows], hoverinfo="text"))
+    if test_index is not None:
+        fig.add_trace(go.Scattergl(
+            x=[xy_test[test_index, 0]], y=[xy_test[test_index, 1]], mode="markers", name=f"test #{test_index}",
+            marker=dict(size=18, symbol="star", color="black", line=dict(width=1, color="white")),
+            customdata=_custom(TEST, np.array([test_index])), hoverinfo="text", hovertext=[f"test #{test_index}"]))
+    return _layout(fig, title, height=520)
+
+
+def distribution_figures(labels: np.ndarray, conf: np.ndarray, subset: np.ndarray, class_names: Sequence[str],
+                         title: str) -> tuple[go.Figure, go.Figure]:
+    """Class shares and confidence histogram of the subset against the whole population."""
+    C = len(class_names)
+    pop = np.bincount(labels, minlength=C) / max(len(labels), 1)
+    sub = np.bincount(labels[subset], minlength=C) / max(len(subset), 1)
+    names = [str(c) for c in class_names]
+    f1 = go.Figure([go.Bar(x=names, y=pop, name="population", marker_color="#aaaaaa"),
+                    go.Bar(x=names, y=sub, name="sample", marker_color="#1f77b4")])
+    f1.update_layout(barmode="group", title=f"{title}: class shares", height=260, margin=dict(l=10, r=10, t=40, b=10),
+                     yaxis_title="share", legend=dict(orientation="h", y=-0.25))
+    edges = np.linspace(0, 1, 11)
+    hp = np.histogram(conf, bins=edges)[0] / max(len(conf), 1)
+    hs = np.histogram(conf[subset], bins=edges)[0] / max(len(subset), 1)
+    centres = [f"{a:.1f}-{b:.1f}" for a, b in zip(edges[:-1], edges[1:])]
+    f2 = go.Figure([go.Bar(x=centres, y=hp, name="population", marker_color="#aaaaaa"),
+                    go.Bar(x=centres, y=hs, name="sample", marker_color="#ff7f0e")])
+    f2.update_layout(barmode="group", title=f"{title}: confidence", height=260, margin=dict(l=10, r=10, t=40, b=10),
+                     yaxis_title="share", legend=dict(orientation="h", y=-0.35))
+    return f1, f2
+
+
+def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C, C) counts: row = true class, column = predicted class."""
+    return np.bincount(np.asarray(y_true) * n_classes + np.asarray(y_pred),
+                       minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> go.Figure:
+    cm = confusion_counts(y_true, y_pred, len(class_names))
+    names = [str(c) for c in class_names]
+    fig = go.Figure(go.Heatmap(z=cm, x=names, y=names, colorscale="Blues", text=cm, texttemplate="%{text}",
+                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>", showscale=False))
+    fig.update_layout(title="Confusion matrix (test set)", height=420, margin=dict(l=10, r=10, t=40, b=10),
+                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
+    return fig
+
+
+def trace_figure(traces: dict[str, Sequence[float]], tol: float | None = None) -> go.Figure:
+    """Relative residual per iteration (log scale) for each named solve."""
+    fig = go.Figure()
+    for name, trace in traces.items():
+        if len(trace):
+            fig.add_trace(go.Scatter(x=np.arange(1, len(trace) + 1), y=list(trace), mode="lines", name=name))
+    if tol:
+        fig.add_hline(y=tol, line_dash="dot", annotation_text=f"tol {tol:g}")
+    fig.update_layout(title="Solver convergence: relative residual per iteration", height=320,
+                      margin=dict(l=10, r=10, t=40, b=10), xaxis_title="iteration", yaxis_title="relative residual",
+                      yaxis_type="log")
+    return fig
+
+
+def line_figure(x: Sequence[float], series: dict[str, Sequence[float]], title: str, x_title: str,
+                y_title: str) -> go.Figure:
+    fig = go.Figure([go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name) for name, y in series.items()])
+    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis_title=x_title,
+                      yaxis_title=y_title)
+    return fig
+
+
+def strip_figure(groups: dict[str, Sequence[float]], title: str, y_title: str) -> go.Figure:
+    """One box with all points per group (e.g. a metric across seeds per sampler)."""
+    fig = go.Figure([go.Box(y=list(v), name=k, boxpoints="all", jitter=0.3, pointpos=0) for k, v in groups.items()])
+    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), yaxis_title=y_title,
+                      showlegend=False)
+    return fig
+
+
+def feature_bars(values: np.ndarray, title: str, height: int = 140) -> go.Figure:
+    """A tabular input (raw scale) as bars, one per feature: the thumbnail of data without an image shape."""
+    values = np.asarray(values, dtype=np.float64).ravel()
+    fig = go.Figure(go.Bar(x=np.arange(len(values)), y=values, marker_color="#555555"))
+    fig.update_layout(title=dict(text=title, font=dict(size=11)), height=height, margin=dict(l=5, r=5, t=25, b=5),
+                      showlegend=False)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return fig
+
+
+def image_tile(raw_row: np.ndarray, image_shape: tuple[int, int], size: int = 84) -> np.ndarray:
+    """One input row (raw scale, from ``dataset.inverse_transform``) as a (size, size) grey image in [0, 1],
+    upscaled by pixel repetition so 8x8 digits stay crisp."""
+    img = np.asarray(raw_row, dtype=np.float64).reshape(image_shape)
+    lo, hi = float(img.min()), float(img.max())
+    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+    rep = max(1, size // max(image_shape))
+    return np.kron(img, np.ones((rep, rep)))

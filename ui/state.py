@@ -1,0 +1,289 @@
+"""Cached loaders shared by the pages: everything expensive is computed once per small hashable key.
+
+- Datasets, trained models, sampler inputs, Hessian samples and fitted influence calculators are
+  ``st.cache_resource`` objects: shared read-only across sessions (never mutate them).
+- 2-D projections and per-test-point influence rows are ``st.cache_data`` (small arrays, copied per reader).
+
+Keys are :class:`ui.config.RunConfig` plus a few scalars. All maths is done by ``influence_core``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import streamlit as st
+
+import influence_core as ic
+from influence_core import metrics
+from influence_core.projection import project_2d
+from influence_core.samplers import confidence
+
+from .config import DEFAULT_RUN, DataConfig, RunConfig
+
+RUN_KEY = "run_config"
+PAYLOAD_KEY = "npz_payloads"
+MAX_MODELS = 8
+CURVATURE = "gauss_newton"  # the subset Hessian of a network is indefinite; Gauss-Newton keeps it PSD
+EXACT_MAX_PARAMS = 3000  # above this the full-data reference uses CG instead of forming the (p, p) matrix
+
+
+# ---------------------------------------------------------------------------------------------------- session
+
+
+def current_run() -> RunConfig:
+    """The configuration chosen on the home page (the default digits MLP until one is chosen)."""
+    return st.session_state.get(RUN_KEY, DEFAULT_RUN)
+
+
+def set_run(run: RunConfig) -> None:
+    st.session_state[RUN_KEY] = run
+
+
+def remember_upload(data: bytes, filename: str | None) -> DataConfig:
+    """Keep an uploaded .npz's bytes in this session (keyed by digest); return the DataConfig naming it."""
+    digest = hashlib.sha256(data).hexdigest()
+    st.session_state.setdefault(PAYLOAD_KEY, {})[digest] = bytes(data)
+    return DataConfig(name="npz", npz_digest=digest, npz_filename=filename)
+
+
+# ---------------------------------------------------------------------------------------------------- data
+
+
+@st.cache_resource(show_spinner=False, max_entries=16)
+def _load_dataset(cfg: DataConfig, _payload: bytes | None) -> ic.Dataset:
+    if cfg.name == "npz":
+        if _payload is None:
+            raise ic.DatasetError("the uploaded .npz is no longer in this session; upload it again on the home page")
+        name = (cfg.npz_filename or "upload").rsplit(".", 1)[0]
+        return ic.load_npz(_payload, seed=cfg.seed, name=name)  # allow_pickle=False, size-limited
+    if cfg.name == "mnist1d":
+        return ic.load_dataset("mnist1d", seed=cfg.seed, num_samples=cfg.num_samples)
+    return ic.load_dataset(cfg.name, seed=cfg.seed)
+
+
+def get_dataset(cfg: DataConfig) -> ic.Dataset:
+    """The dataset for ``cfg`` (raises :class:`influence_core.DatasetError` with a clear message)."""
+    payload = st.session_state.get(PAYLOAD_KEY, {}).get(cfg.npz_digest) if cfg.name == "npz" else None
+    return _load_dataset(cfg, payload)
+
+
+# ---------------------------------------------------------------------------------------------------- models
+
+
+@st.cache_resource(show_spinner=False)
+def _model_store() -> dict:
+    return {"models": OrderedDict(), "lock": threading.Lock()}
+
+
+def has_model(run: RunConfig) -> bool:
+    return run in _model_store()["models"]
+
+
+def get_model(run: RunConfig, progress: Callable[[float, str], None] | None = None):
+    """The trained model for ``run``, trained once (with ``progress``) and shared read-only by all sessions."""
+    store = _model_store()
+    with store["lock"]:
+        models: OrderedDict = store["models"]
+        if run in models:
+            models.move_to_end(run)
+            return models[run]
+        dataset = get_dataset(run.data)
+        cfg = run.model
+        model = ic.train_model(dataset, arch=cfg.arch, seed=cfg.seed, progress=progress, **cfg.train_kwargs())
+        models[run] = model
+        while len(models) > MAX_MODELS:
+            models.popitem(last=False)
+        return model
+
+
+def ensure_model(run: RunConfig):
+    """Train (with a progress bar) if needed and return the model; page-level helper."""
+    if has_model(run):
+        return get_model(run)
+    bar = st.progress(0.0, text=f"Training {run.model.arch} on {run.data.label()}…")
+
+    def progress(fraction: float, message: str) -> None:
+        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"Training: {message}")
+
+    model = get_model(run, progress)
+    bar.empty()
+    return model
+
+
+def n_params(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+@dataclass(frozen=True, eq=False)
+class ModelView:
+    """What the pages show about a trained model: logits, features, predictions and confidence."""
+
+    inputs: ic.SamplerInputs  # training labels, logits, features (what samplers look at)
+    test_logits: np.ndarray
+    test_features: np.ndarray
+    train_pred: np.ndarray
+    test_pred: np.ndarray
+    train_conf: np.ndarray
+    test_conf: np.ndarray
+    n_params: int
+
+
+@st.cache_resource(show_spinner=False, max_entries=MAX_MODELS)
+def get_view(run: RunConfig) -> ModelView:
+    model, dataset = get_model(run), get_dataset(run.data)
+    inputs = ic.sampler_inputs(model, dataset)
+    test_logits = ic.predict_logits(model, dataset.X_test)
+    return ModelView(
+        inputs=inputs,
+        test_logits=test_logits,
+        test_features=ic.penultimate_features(model, dataset.X_test),
+        train_pred=inputs.logits.argmax(1),
+        test_pred=test_logits.argmax(1),
+        train_conf=confidence(inputs.logits),
+        test_conf=confidence(test_logits),
+        n_params=n_params(model),
+    )
+
+
+@st.cache_data(show_spinner="Computing the 2-D map…", max_entries=32)
+def get_projection(run: RunConfig, space: str, method: str) -> np.ndarray:
+    """(n_train + n_test, 2) map of the penultimate features or the logits (train rows first)."""
+    view = get_view(run)
+    if space == "logits":
+        X = np.vstack([view.inputs.logits, view.test_logits])
+    else:
+        X = np.vstack([view.inputs.features, view.test_features])
+    return project_2d(X, method=method, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------- samples
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def get_sample(run: RunConfig, sampler: str, m: int, seed: int, pool: tuple[int, ...] | None = None):
+    """A Hessian sample (raises ValueError with a clear message for impossible settings, e.g. m > pool)."""
+    return ic.sample_hessian_subset(get_model(run), get_dataset(run.data), sampler, int(m), seed=int(seed),
+                                    pool=None if pool is None else np.asarray(pool), inputs=get_view(run).inputs)
+
+
+# ---------------------------------------------------------------------------------------------------- influence
+
+
+def reference_solver(run: RunConfig) -> str:
+    """Solver of the full-data reference: exact for small models (one factorisation), CG otherwise."""
+    return "exact" if get_view(run).n_params <= EXACT_MAX_PARAMS else "cg"
+
+
+SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 3000}}
+
+
+@st.cache_resource(show_spinner=False, max_entries=24)
+def get_calculator(run: RunConfig, sampler: str | None, m: int, seed: int, solver: str, damping: float):
+    """A fitted InfluenceCalculator (and a lock: ``scores`` records ``last_solve``, so one caller at a time).
+
+    ``sampler=None`` is the full-data Hessian."""
+    model, dataset = get_model(run), get_dataset(run.data)
+    calc = ic.InfluenceCalculator(model, dataset.X_train, dataset.y_train)
+    sample = None if sampler is None else get_sample(run, sampler, m, seed)
+    calc.fit(hessian_indices=sample, solver=solver, damping=float(damping), curvature=CURVATURE,
+             **SOLVER_OPTIONS[solver])
+    return calc, threading.Lock()
+
+
+Spec = tuple  # (sampler | None, m, seed, solver): one Hessian sample and solver; sampler None = full data
+
+
+def reference_spec(run: RunConfig) -> Spec:
+    return (None, get_dataset(run.data).n_train, 0, reference_solver(run))
+
+
+@st.cache_data(show_spinner=False, max_entries=1024)
+def _ihvp(run: RunConfig, spec: Spec, damping: float, test_index: int) -> dict:
+    """s = (H_S + δI)⁻¹ ∇ℓ(test point) for one spec, with the solve's record (trace, iterations, time)."""
+    calc, lock = get_calculator(run, *spec, damping)
+    dataset = get_dataset(run.data)
+    i = int(test_index)
+    with lock:
+        solve = calc.ihvp(calc.gradients(dataset.X_test[i:i + 1], dataset.y_test[i:i + 1]))
+    return {"x": solve.x.detach().cpu().numpy(), "trace": list(solve.trace), "iterations": int(solve.iterations),
+            "converged": bool(solve.converged), "solve_seconds": float(solve.seconds), "method": solve.method}
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def influence_rows(run: RunConfig, specs: tuple[Spec, ...], damping: float, test_index: int) -> list[dict]:
+    """Scores of every training point on test point ``test_index`` (n_train,) for each spec, with the solve
+    records. The iHVPs are solved per spec (cached); the scores of all specs are then formed in ONE pass over the
+    training set (``InfluenceCalculator.scores_from_ihvp`` with k right-hand sides)."""
+    import torch
+
+    start = time.perf_counter()
+    solves = [_ihvp(run, spec, damping, test_index) for spec in specs]
+    calc, lock = get_calculator(run, *specs[0], damping)
+    S = torch.as_tensor(np.concatenate([s["x"] for s in solves]))
+    with lock:
+        scores = calc.scores_from_ihvp(S)
+    seconds = time.perf_counter() - start
+    return [{**{k: v for k, v in s.items() if k != "x"}, "scores": scores[j], "seconds": seconds}
+            for j, s in enumerate(solves)]
+
+
+def influence_row(run: RunConfig, sampler: str | None, m: int, seed: int, solver: str, damping: float,
+                  test_index: int) -> dict:
+    return influence_rows(run, ((sampler, int(m), int(seed), solver),), damping, test_index)[0]
+
+
+def reference_row(run: RunConfig, damping: float, test_index: int) -> dict:
+    return influence_rows(run, (reference_spec(run),), damping, test_index)[0]
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def seed_spread(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solver: str,
+                damping: float, test_index: int, k: int) -> list[dict]:
+    """Per sampler and seed: Spearman and top-k overlap of the scores against the full-data Hessian's."""
+    specs = [(name, int(m), int(s), solver) for name in samplers for s in seeds]
+    rows = influence_rows(run, (reference_spec(run), *specs), damping, test_index)
+    ref = rows[0]["scores"]
+    return [{"sampler": spec[0], "seed": spec[2], "spearman_vs_full": metrics.spearman(row["scores"], ref),
+             "topk_overlap_vs_full": metrics.topk_overlap(row["scores"], ref, k)}
+            for spec, row in zip(specs, rows[1:])]
+
+
+# ---------------------------------------------------------------------------------------------------- removal
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def get_removal_task(run: RunConfig):
+    """``influence_core.removal.ClassRemoval`` for the model (caches g_c and retrained references), with a lock."""
+    from influence_core.removal import ClassRemoval
+
+    return ClassRemoval(get_model(run), get_dataset(run.data)), threading.Lock()
+
+
+REMOVAL_SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 5000}}
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str, damping: float,
+                reference: bool, memory: bool, _progress: Callable[[float, str], None] | None = None) -> dict:
+    """One class removal (``ClassRemoval.run``) as its JSON record (``RemovalResult.to_dict``)."""
+    task, lock = get_removal_task(run)
+    with lock:
+        result = task.run(int(removed_class), sampler, int(m), int(seed), solver=solver, damping=float(damping),
+                          retrain_reference=reference, measure_memory=memory, progress=_progress,
+                          **REMOVAL_SOLVER_OPTIONS[solver])
+    return result.to_dict()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def reference_predictions(run: RunConfig, removed_class: int) -> np.ndarray:
+    """Test predictions of the model retrained from scratch without the class (cached by the removal task)."""
+    task, lock = get_removal_task(run)
+    with lock:
+        ref = task.reference_model(int(removed_class))
+    return ic.predict_logits(ref, get_dataset(run.data).X_test).argmax(1)

@@ -1,0 +1,45 @@
+"""Small descriptive summaries for display (no Streamlit): how far a sample's class and confidence distributions
+are from the population's, as total-variation distances in [0, 1]."""
+
+from __future__ import annotations
+
+import numpy as np
+
+SAMPLER_HELP = {
+    "random": "uniform without replacement: the paper's baseline",
+    "feature": "k-means (k = m) on the normalised penultimate features, one point per cluster",
+    "logit": "stratified by predicted class x confidence bin, proportional allocation",
+    "class_stratified": "uniform within each true class, proportional allocation",
+    "logit_kmeans": "k-means on the logits, one point per cluster",
+    "curvature": "importance sampling by the curvature proxy 1 - sum p^2, reweighted",
+}
+
+
+def total_variation(p: np.ndarray, q: np.ndarray) -> float:
+    """0.5 * sum |p - q| of two histograms normalised to sum 1."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    p = p / p.sum() if p.sum() > 0 else p
+    q = q / q.sum() if q.sum() > 0 else q
+    return float(0.5 * np.abs(p - q).sum())
+
+
+def distribution_gaps(labels: np.ndarray, conf: np.ndarray, subset: np.ndarray, n_classes: int,
+                      bins: int = 10) -> dict[str, float]:
+    """Total-variation distance between the subset and the population: class shares and confidence histogram."""
+    subset = np.asarray(subset, dtype=np.int64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    return {
+        "class_tv": total_variation(np.bincount(labels[subset], minlength=n_classes),
+                                    np.bincount(labels, minlength=n_classes)),
+        "confidence_tv": total_variation(np.histogram(conf[subset], edges)[0], np.histogram(conf, edges)[0]),
+    }
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C,) accuracy on each class's test points (nan for a class without test points)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    total = np.bincount(y_true, minlength=n_classes).astype(float)
+    correct = np.bincount(y_true[y_true == y_pred], minlength=n_classes).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, correct / np.where(total > 0, total, 1), np.nan)
