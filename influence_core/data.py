@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -316,6 +317,11 @@ def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, na
     if size > max_bytes:
         raise DatasetError(f"the .npz file is {size / 1e6:.1f} MB, above the {max_bytes / 1e6:.0f} MB limit; "
                            "subsample it or pass max_bytes")
+    if not zipfile.is_zipfile(stream):  # else np.load treats arbitrary bytes as a pickle and says "object arrays"
+        raise DatasetError("not a readable .npz file: it is not a zip archive; save your arrays with "
+                           "numpy.savez(path, X_train=..., y_train=...)")
+    if hasattr(stream, "seek"):
+        stream.seek(0)
     try:
         with np.load(stream, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
