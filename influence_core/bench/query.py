@@ -1,0 +1,192 @@
+"""Influence-query benchmark: time of one influence query divided by one forward+backward pass over the training set.
+
+The query is one test point against all n training points with the model trained and the solver fitted beforehand
+(``InfluenceCalculator.fit``: the exact Hessian formed and factorised, or the HVP operator built and, for LiSSA, its
+scale fixed from λ_max): test gradient + iHVP solve + scoring of every training point (``calc.scores``). The
+baseline is one batched forward pass over the whole training set, the summed cross-entropy and ``.backward()``.
+Both are timed in the same process, as the median of ``--repeats`` calls after a warm-up call, and reported as a
+ratio (the physical floor is about 1x: every training gradient has to be formed once).
+
+The split: ``ihvp`` = test gradient + solve (``calc.ihvp(calc.gradients(...))``), ``scoring`` = the forward-mode
+pass over the training set (``calc.scores_from_ihvp``); ``1 HVP`` is one Hessian-vector product on the Hessian sample,
+which is what an iterative solver pays per iteration.
+
+Run: ``flock /tmp/influence-bench.lock python -m influence_core bench query --out docs/bench/query``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .common import command_line, environment, format_table, time_call, write_report
+
+DEFAULT_CONFIGS = ("digits:mlp", "mnist5k:mlp", "digits:logreg", "mnist5k:logreg")
+QUICK_CONFIGS = ("digits:logreg", "digits:mlp")
+QUICK_TRAINING = {"mlp": {"hidden": (8,), "epochs": 1, "polish_steps": 3}}
+SOLVERS = ("exact", "cg", "lissa")
+
+COLUMNS = [
+    ("config", "data/model"), ("p", "p"), ("n", "n"), ("hessian", "Hessian on"), ("solver", "solver"),
+    ("fwd_bwd_ms", "fwd+bwd ms"), ("ratio", "query / fwd+bwd"), ("ihvp_ratio", "iHVP / fwd+bwd"),
+    ("scoring_ratio", "scoring / fwd+bwd"), ("hvp_ratio", "1 HVP / fwd+bwd"), ("iterations", "iters"),
+    ("ihvp_rel_err", "iHVP rel. err vs exact"), ("fit_s", "fit s"), ("target", "<= 3x"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--configs", nargs="+", default=None, metavar="DATA:ARCH",
+                        help=f"dataset:architecture pairs (default {' '.join(DEFAULT_CONFIGS)})")
+    parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
+    parser.add_argument("--hessian", nargs="+", default=["full", "256"], metavar="full|M",
+                        help="Hessian data: 'full' (all n training points) and/or a uniform random sample of M points")
+    parser.add_argument("--damping", type=float, default=0.01, help="δ added to H (which already includes wd·I)")
+    parser.add_argument("--tol", type=float, default=1e-4, help="relative-residual tolerance of CG and LiSSA")
+    parser.add_argument("--max-iter", type=int, default=20_000, help="iteration cap of CG and LiSSA")
+    parser.add_argument("--exact-max-params", type=int, default=8_000,
+                        help="form the exact Hessian only for models with at most this many parameters")
+    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported); "
+                        "measurements whose warm-up call takes over 10 s use at most 3")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (1 avoids OpenMP spin contention on a shared machine; 0 = "
+                             "torch's default)")
+    parser.add_argument("--seed", type=int, default=0, help="training and sampling seed")
+    parser.add_argument("--test-index", type=int, default=0, help="the test point of the query")
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny configuration for tests: digits logreg and a tiny MLP, 1 repeat, Hessian on 128")
+    parser.add_argument("--out", default=None, help="write a report: PATH.md, PATH.json, or PATH (both)")
+
+
+def _time(fn: Any, repeats: int) -> Any:
+    start = time.perf_counter()
+    fn()  # warm-up
+    first = time.perf_counter() - start
+    return time_call(fn, repeats=min(repeats, 3) if first > 10 else repeats, warmup=0)
+
+
+def measure_config(spec: str, args: argparse.Namespace, log: Any = print) -> list[dict[str, Any]]:
+    """All rows (hessian × solver) of one dataset:architecture pair."""
+    import torch
+    from torch.nn import functional as F
+
+    from influence_core import InfluenceCalculator, load_dataset, train_model
+    from influence_core.solvers import SolverError, SolverNotConvergedWarning
+
+    data_name, _, arch = spec.partition(":")
+    if not arch:
+        raise ValueError(f"config {spec!r} must look like DATASET:ARCH, e.g. digits:mlp")
+    ds = load_dataset(data_name, seed=args.seed)
+    settings = QUICK_TRAINING.get(arch, {}) if args.quick else {}
+    log(f"[query] {spec}: training {arch} on {ds.n_train} points ...")
+    model = train_model(ds, arch, seed=args.seed, **settings)
+    X = torch.as_tensor(ds.X_train)
+    y = torch.as_tensor(ds.y_train)
+    p = sum(t.numel() for t in model.parameters() if t.requires_grad)
+    n = len(y)
+
+    def forward_backward() -> None:
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(X), y, reduction="sum").backward()
+
+    base = _time(forward_backward, max(args.repeats, 5))
+    model.zero_grad(set_to_none=True)
+    xt, yt = ds.X_test[args.test_index:args.test_index + 1], ds.y_test[args.test_index:args.test_index + 1]
+
+    rows = []
+    rng = np.random.default_rng(args.seed)
+    for hess in args.hessian:
+        if hess == "full":
+            idx, label = None, f"all {n}"
+        else:
+            m = int(hess)
+            if not 1 <= m <= n:
+                raise ValueError(f"--hessian sample size must be in [1, {n}], got {m}")
+            idx, label = np.sort(rng.choice(n, size=m, replace=False)), f"random {m}"
+        calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
+        obj = calc.objective
+        v = torch.randn(1, obj.n_params, generator=torch.Generator().manual_seed(0)).to(obj.dtype)
+        hvp = _time(lambda: obj.hvp(v, idx), args.repeats)
+        reference = None
+        for solver in args.solvers:
+            row: dict[str, Any] = {"config": spec, "p": p, "n": n, "hessian": label, "solver": solver,
+                                   "fwd_bwd_ms": base.median * 1e3, "hvp_ratio": hvp.median / base.median}
+            if solver == "exact" and p > args.exact_max_params:
+                log(f"[query] {spec} {label} exact: skipped (p={p} > --exact-max-params {args.exact_max_params})")
+                continue
+            start = time.perf_counter()
+            options: dict[str, Any] = {}
+            if solver != "exact":
+                options = {"tol": args.tol, "max_iter": args.max_iter}
+            if solver == "lissa":  # the operator is cached with its scale: power iteration belongs to fit
+                options["scale"] = 1.1 * (obj.largest_eigenvalue(idx) + args.damping)
+            try:
+                calc.fit(idx, solver=solver, damping=args.damping, **options)
+                calc.ihvp(calc.gradients(xt, yt))
+            except SolverError as exc:  # e.g. an indefinite Hessian sample: a row that says so, not a crash
+                log(f"[query] {spec} {label} {solver}: failed: {exc}")
+                rows.append({**row, "target": "failed", "error": str(exc)})
+                continue
+            row["fit_s"] = time.perf_counter() - start
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", SolverNotConvergedWarning)
+                total = _time(lambda: calc.scores(xt, yt), args.repeats)
+                solved = calc.ihvp(calc.gradients(xt, yt))
+                ihvp = _time(lambda: calc.ihvp(calc.gradients(xt, yt)), args.repeats)
+                scoring = _time(lambda: calc.scores_from_ihvp(solved.x), args.repeats)
+            if solver == "exact":
+                reference = solved.x
+            err = None
+            if reference is not None:
+                err = float((solved.x - reference).norm() / reference.norm())
+            row.update(ratio=total.median / base.median, ihvp_ratio=ihvp.median / base.median,
+                       scoring_ratio=scoring.median / base.median, iterations=solved.iterations,
+                       converged=solved.converged, ihvp_rel_err=err, query_s=total.median,
+                       ihvp_s=ihvp.median, scoring_s=scoring.median, hvp_s=hvp.median, fwd_bwd_s=base.median,
+                       repeats=total.repeats, target="yes" if total.median / base.median <= 3 else "no")
+            log(f"[query] {spec} {label} {solver}: {row['ratio']:.2f}x (iHVP {row['ihvp_ratio']:.2f}x, "
+                f"scoring {row['scoring_ratio']:.2f}x, {solved.iterations} iterations)")
+            rows.append(row)
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    threads = torch.get_num_threads()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads)  # leave the caller's (e.g. a test session's) setting as it was
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.quick:
+        configs = args.configs or list(QUICK_CONFIGS)
+        args.hessian = ["128"] if args.hessian == ["full", "256"] else args.hessian
+        args.repeats = 1
+        args.damping = max(args.damping, 0.1)  # the tiny, briefly trained MLP has negative curvature below that
+    else:
+        configs = args.configs or list(DEFAULT_CONFIGS)
+    env = environment()
+    rows: list[dict[str, Any]] = []
+    for spec in configs:
+        rows += measure_config(spec, args)
+    print(format_table(rows, COLUMNS))
+    if args.out:
+        text = (f"One test point against all training points; damping δ={args.damping}, CG/LiSSA relative-residual "
+                f"tolerance {args.tol}; median of up to {args.repeats} repeats after a warm-up; torch threads "
+                f"{env.get('torch_threads')}. Ratios are to one batched forward+backward pass over the training set "
+                "measured in the same process. 'fit' (Hessian formation and factorisation, or LiSSA's power "
+                "iteration) is done once beforehand and not part of the query.")
+        meta = {"environment": env, "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
+        for path in write_report(args.out, title="Influence query vs one forward+backward pass",
+                                 command=command_line(), sections=[{"heading": "Query time ratios", "text": text,
+                                                                    "rows": rows, "columns": COLUMNS}], meta=meta):
+            print(f"wrote {path}")
+    return 0
