@@ -1,0 +1,142 @@
+"""Influence scores against ground truth: leave-one-out retraining of a convex model, the full-data exact solve,
+invariance to chunking, and bad input."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from influence_core import (
+    InfluenceCalculator, NotFittedError, influence_scores, sample_hessian_subset, top_influences,
+)
+from influence_core.training import fit_full_batch
+
+
+def _test_losses(model, X, y):
+    with torch.no_grad():
+        return F.cross_entropy(model(torch.as_tensor(X, dtype=torch.float64)), torch.as_tensor(y),
+                               reduction="none").numpy()
+
+
+def test_leave_one_out_retraining_matches_predicted_loss_change(digits, digits_logreg64):
+    """Logistic regression on digits (float64, wd = 1e-2, trained to the optimum). For several test points,
+    retrain without each of the most influential training points (warm-started L-BFGS on the same objective with
+    the point's weight set to 0) and compare the actual change of the test loss with score[t, j]."""
+    model = digits_logreg64
+    test_idx = np.array([0, 7, 42])
+    scores = influence_scores(model, digits, test_idx, solver="exact")
+    assert scores.shape == (len(test_idx), digits.n_train)
+    chosen = np.unique(np.concatenate([np.argsort(-np.abs(row))[:6] for row in scores]))
+    base = _test_losses(model, digits.X_test[test_idx], digits.y_test[test_idx])
+    actual = np.empty((len(test_idx), len(chosen)))
+    for col, j in enumerate(chosen):
+        retrained = copy.deepcopy(model)
+        weight = np.ones(digits.n_train)
+        weight[j] = 0.0
+        report = fit_full_batch(retrained, digits.X_train, digits.y_train, model.weight_decay,
+                                sample_weight=weight, max_iter=100, tol=1e-10)
+        assert report["grad_norm"] < 1e-7
+        actual[:, col] = _test_losses(retrained, digits.X_test[test_idx], digits.y_test[test_idx]) - base
+    predicted = scores[:, chosen]
+    for t in range(len(test_idx)):
+        r = np.corrcoef(predicted[t], actual[t])[0, 1]
+        assert r >= 0.9, f"test point {test_idx[t]}: Pearson {r:.3f}"
+    # sign convention: positive score = removing the point increases the test loss
+    assert np.mean(np.sign(predicted) == np.sign(actual)) > 0.9
+
+
+def test_solvers_and_full_pool_sample_agree_with_exact(digits, digits_logreg64):
+    model = digits_logreg64
+    exact = influence_scores(model, digits, [3, 4], solver="exact")
+    whole_pool = influence_scores(model, digits, [3, 4], hessian_indices=np.arange(digits.n_train))
+    np.testing.assert_allclose(whole_pool, exact, rtol=1e-9, atol=1e-14)
+    uniform = influence_scores(model, digits, [3, 4], hessian_indices=np.arange(digits.n_train),
+                               hessian_weights=np.full(digits.n_train, 2.5))
+    np.testing.assert_allclose(uniform, exact, rtol=1e-9, atol=1e-14)
+    cg = influence_scores(model, digits, [3, 4], solver="cg", tol=1e-8)
+    np.testing.assert_allclose(cg, exact, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
+    gn = influence_scores(model, digits, [3, 4], curvature="gauss_newton")  # = Hessian for softmax regression
+    np.testing.assert_allclose(gn, exact, rtol=1e-8, atol=1e-14)
+
+
+def test_scores_do_not_depend_on_chunk_size(digits, digits_logreg64, digits_mlp):
+    for model, solver, chunks, rtol in ((digits_logreg64, "exact", (7, 100, 5000), 1e-10),
+                                        (digits_mlp, "cg", (97, 5000), 1e-4)):
+        results = [influence_scores(model, digits, [0, 5, 9], solver=solver, damping=0.01, chunk_size=c,
+                                    curvature="gauss_newton", **({"tol": 1e-7} if solver == "cg" else {}))
+                   for c in chunks]
+        for other in results[1:]:
+            np.testing.assert_allclose(other, results[0], rtol=rtol, atol=rtol * np.abs(results[0]).max())
+
+
+def test_sampled_hessian_is_deterministic_and_carries_weights(digits, digits_mlp):
+    a = sample_hessian_subset(digits_mlp, digits, "curvature", 64, seed=3)
+    b = sample_hessian_subset(digits_mlp, digits, "curvature", 64, seed=3)
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    s1 = influence_scores(digits_mlp, digits, [1], hessian_indices=a, solver="cg", damping=0.01,
+                          curvature="gauss_newton")
+    s2 = influence_scores(digits_mlp, digits, [1], hessian_indices=np.asarray(a), hessian_weights=a.weights,
+                          solver="cg", damping=0.01, curvature="gauss_newton")
+    s3 = influence_scores(digits_mlp, digits, [1], hessian_indices=np.asarray(a), solver="cg", damping=0.01,
+                          curvature="gauss_newton")
+    np.testing.assert_array_equal(s1, s2)
+    assert not np.allclose(s1, s3)  # the importance weights are used
+
+
+def test_self_influence_is_the_diagonal(digits, digits_logreg64):
+    calc = InfluenceCalculator(digits_logreg64, digits.X_train, digits.y_train).fit(solver="exact")
+    idx = np.array([2, 40, 400])
+    full = calc.scores(digits.X_train[idx], digits.y_train[idx])
+    np.testing.assert_allclose(calc.self_influence(idx), full[np.arange(3), idx], rtol=1e-9)
+    assert np.all(calc.self_influence(idx) > 0)  # H is positive definite
+
+
+def test_user_module_and_tensors():
+    """A plain nn.Sequential (no features(), no recorded weight decay) on tensors works."""
+    gen = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 5, generator=gen, dtype=torch.float64)
+    y = (X[:, 0] > 0).long()
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    fit_full_batch(model, X, y, 0.1, max_iter=200)
+    scores = influence_scores(model, (X, y, X[:10], y[:10]), [0, 1], weight_decay=0.1)
+    assert scores.shape == (2, 60) and np.all(np.isfinite(scores))
+    # self-influence of a training point on itself (as a test point) is positive at a minimum
+    assert scores[0, 0] > 0 and scores[1, 1] > 0
+
+
+def test_top_influences_orders_scores():
+    top = top_influences(np.array([0.5, -2.0, 3.0, -0.1, 1.0]), 2)
+    np.testing.assert_array_equal(top["helpful"], [2, 4])
+    np.testing.assert_array_equal(top["harmful"], [1, 3])
+    np.testing.assert_allclose(top["harmful_scores"], [-2.0, -0.1])
+    with pytest.raises(ValueError, match="one non-empty row"):
+        top_influences(np.zeros((2, 3)))
+
+
+def test_bad_input_is_reported(digits, digits_logreg64):
+    model = digits_logreg64
+    calc = InfluenceCalculator(model, digits.X_train, digits.y_train)
+    with pytest.raises(NotFittedError, match="fit"):
+        calc.scores(digits.X_test[:1], digits.y_test[:1])
+    with pytest.raises(ValueError, match="test_indices must lie"):
+        influence_scores(model, digits, [digits.n_test])
+    with pytest.raises(ValueError, match="damping"):
+        calc.fit(damping=-0.1)
+    with pytest.raises(ValueError, match="unknown solver"):
+        calc.fit(solver="newton")
+    with pytest.raises(ValueError, match="unknown curvature"):
+        calc.fit(curvature="fisher")
+    with pytest.raises(ValueError, match="duplicates"):
+        calc.fit([1, 2, 2])
+    with pytest.raises(ValueError, match="hessian_indices must lie"):
+        calc.fit([0, digits.n_train])
+    with pytest.raises(ValueError, match="hessian_indices is empty"):
+        calc.fit([])
+    with pytest.raises(TypeError, match="dataset must be"):
+        influence_scores(model, digits.X_train, [0])
+    with pytest.raises(ValueError, match="exact' takes no options"):
+        calc.fit(solver="exact", tol=1e-3)
