@@ -1,0 +1,54 @@
+"""Fixtures for the app tests: AppTest runs on a small, fast training configuration (real digits data, real
+training, few epochs), and the browser test launches Debian's chromium through pytest-playwright."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="session")
+def fast_run():
+    """A small MLP (8 hidden units, 3 Adam epochs + 10 L-BFGS steps) on digits: trains in ~1 s, 610 parameters."""
+    from ui.config import ModelConfig, RunConfig
+
+    return RunConfig(model=ModelConfig(hidden=8, epochs=3, polish_steps=10))
+
+
+@pytest.fixture
+def app_page(fast_run):
+    """``app_page("pages/1_Samplers.py")`` -> an AppTest of that script with the fast configuration in session state."""
+    from streamlit.testing.v1 import AppTest
+
+    def make(path: str, run=None, timeout: float = 120):
+        at = AppTest.from_file(str(ROOT / path), default_timeout=timeout)
+        at.session_state["run_config"] = run or fast_run
+        return at
+
+    return make
+
+
+def chromium_or_skip() -> str:
+    """Path of Debian's chromium; skip when it is missing, unless REQUIRE_BROWSER=1 (CI), then fail."""
+    if os.path.exists(CHROMIUM) or shutil.which("chromium"):
+        return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    message = (f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium); the browser test "
+               "needs it")
+    if os.environ.get("REQUIRE_BROWSER") == "1":
+        pytest.fail(message + " and REQUIRE_BROWSER=1 is set")
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright: launch the system chromium (never a downloaded browser)."""
+    path = CHROMIUM if os.path.exists(CHROMIUM) else (shutil.which("chromium") or CHROMIUM)
+    return {**browser_type_launch_args, "executable_path": path, "args": CHROMIUM_ARGS, "headless": True}

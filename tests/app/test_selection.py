@@ -1,0 +1,67 @@
+"""Unit tests of the pure selection parser (ui/selection.py)."""
+
+import numpy as np
+
+from ui.selection import TEST, TRAIN, MapSelection, parse_selection
+
+
+def event(points, box=(), lasso=()):
+    return {"selection": {"points": list(points), "box": list(box), "lasso": list(lasso), "point_indices": []}}
+
+
+def test_empty_inputs_give_empty_selection():
+    for ev in (None, {}, {"selection": None}, {"selection": {}}, event([])):
+        sel = parse_selection(ev)
+        assert sel == MapSelection() and sel.empty and sel.clicked_test_row() is None
+
+
+def test_box_selection_splits_train_and_test_rows_sorted_unique():
+    ev = event([{"customdata": [TRAIN, 7], "point_index": 0}, {"customdata": [TRAIN, 3], "point_index": 5},
+                {"customdata": [TEST, 2]}, {"customdata": [TRAIN, 7]}], box=[{"x": [0, 1], "y": [0, 1]}])
+    sel = parse_selection(ev)
+    assert sel.train_rows == (3, 7) and sel.test_rows == (2,) and sel.region
+    assert sel.clicked_test_row() is None  # a region is never a click
+
+
+def test_lasso_counts_as_region_and_uses_customdata_not_point_index():
+    ev = event([{"customdata": [0, 42], "point_index": 1, "curve_number": 3}], lasso=[{"x": [0], "y": [0]}])
+    sel = parse_selection(ev)
+    assert sel.train_rows == (42,) and sel.region
+
+
+def test_single_click_on_a_test_point_is_a_pick():
+    sel = parse_selection(event([{"customdata": [1, 11]}]))
+    assert not sel.region and sel.clicked_test_row() == 11
+    # a click on a training point is not a test pick
+    assert parse_selection(event([{"customdata": [0, 11]}])).clicked_test_row() is None
+
+
+def test_string_kinds_floats_and_numpy_values_are_accepted():
+    ev = event([{"customdata": ["train", 4.0]}, {"customdata": np.array([1, 5])}, {"customdata": ("TEST", "6")},
+                {"customdata": [np.int64(0), np.int32(9)]}], box=[{}])
+    sel = parse_selection(ev)
+    assert sel.train_rows == (4, 9) and sel.test_rows == (5, 6)
+
+
+def test_malformed_points_are_ignored():
+    ev = event([{"customdata": None}, {"customdata": "0,1"}, {"customdata": [0]}, {"customdata": [2, 1]},
+                {"customdata": [0, -1]}, {"customdata": [0, 1.5]}, {"customdata": [True, 1]}, {},
+                {"customdata": [0, "x"]}, {"customdata": [1, 3]}], box=[{}])
+    sel = parse_selection(ev)
+    assert sel.train_rows == () and sel.test_rows == (3,)
+
+
+def test_rows_outside_the_dataset_are_dropped():
+    ev = event([{"customdata": [0, 5]}, {"customdata": [0, 500]}, {"customdata": [1, 9]}, {"customdata": [1, 10]}],
+               box=[{}])
+    sel = parse_selection(ev, n_train=100, n_test=10)
+    assert sel.train_rows == (5,) and sel.test_rows == (9,)
+
+
+def test_attribute_style_events_work():
+    class Obj:  # streamlit returns attribute-accessible dicts; objects with attributes work too
+        def __init__(self, **kw):
+            self.__dict__.update(kw)
+
+    ev = Obj(selection=Obj(points=[{"customdata": [0, 1]}], box=[{"x": [0, 1]}], lasso=[]))
+    assert parse_selection(ev).train_rows == (1,)
