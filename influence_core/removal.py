@@ -111,6 +111,7 @@ class RemovalResult:
         reference: retrained-without-c metrics and distances of θ(1), θ(best α) and θ to it, or None.
         hessian_sample: the drawn sample (indices into the training set, weights). config: everything else needed
             to reproduce the numbers (dataset, training configuration, options). warnings: solver warnings.
+        delta: the update Δ (p,) itself (θ(α) = θ + α·Δ in ``named_parameters`` order); not in :meth:`to_dict`.
     """
 
     removed_class: int
@@ -136,6 +137,7 @@ class RemovalResult:
     peak_memory: dict[str, Any] | None = None
     reference: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    delta: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def f1(self) -> float:
@@ -479,7 +481,7 @@ class ClassRemoval:
             original=original, sampler_seconds=sampler_seconds, solver_seconds=solver_seconds,
             iterations=int(result.iterations), converged=bool(result.converged), solve=summary,
             delta_norm=float(delta.norm()), hessian_sample=sample, config=config, peak_memory=peak,
-            reference=reference, warnings=caught)
+            reference=reference, warnings=caught, delta=delta.detach())
 
     def _reference_record(self, c: int, delta: torch.Tensor, best_alpha: float, pred_best: np.ndarray,
                           pred_one: np.ndarray) -> dict[str, Any]:

@@ -61,11 +61,13 @@ def test_quick_run_writes_complete_well_formed_output(quick_run):
             assert 0.0 <= float(r[key]) <= 1.0
         assert float(r["f1_best"]) >= float(r["f1_at_1"])
         assert float(r["solver_seconds"]) > 0 and int(r["iterations"]) > 0 and float(r["self_loss_at_1"]) > 0
+        assert -1.0 <= float(r["delta_cos"]) <= 1.0 + 1e-12 and float(r["delta_rel_error"]) >= 0
+    full = [r for r in rows if r["sampler"] == "full"]
+    assert float(full[0]["delta_cos"]) == pytest.approx(1.0) and float(full[0]["delta_rel_error"]) == 0.0
 
     memory = _csv(quick_run / "memory.csv")
     assert {(r["sampler"], r["m"]) for r in memory if r["sampler"] != "full"} == {
         ("random", "32"), ("random", "64"), ("logit", "32"), ("logit", "64")}
-    full = [r for r in rows if r["sampler"] == "full"]
     assert [r["m"] for r in memory if r["sampler"] == "full"] == [full[0]["m"]]  # the whole pool, measured once
     assert all(float(r["peak_kb"]) > 0 and float(r["peak_rss_kb"]) > float(r["peak_kb"]) for r in memory)
 
@@ -82,6 +84,7 @@ def test_quick_run_writes_complete_well_formed_output(quick_run):
 
     md = (quick_run / "summary.md").read_text()
     assert "| random | 32 | 2 |" in md and "| logit | 64 | 2 |" in md and "smallest m reaching it" in md
+    assert "cos(Δ, Δ_full)" in md
 
 
 def test_same_seed_gives_the_same_numbers(quick_run, tmp_path):
