@@ -532,15 +532,18 @@ def _pairwise_agreement(mats: list[np.ndarray], k: int) -> tuple[float, float]:
 
 def summarise(rows: list[dict[str, Any]], scores: dict[tuple[str, int, int], np.ndarray],
               k: int) -> list[dict[str, Any]]:
-    """One record per (sampler, m): mean and std across seeds of every metric and cost, the number of failed seeds,
+    """One record per (sampler, m): mean and std across seeds of every metric (over the seeds with finite metrics,
+    i.e. converged or not-converged solves) and cost, the numbers of failed and not-converged seeds,
     and the seed-to-seed agreement (``seed_spearman``, ``seed_topk``; NaN with fewer than 2 successful seeds)."""
     out = []
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault((row["sampler"], row["m"]), []).append(row)
     for (sampler, m), group in groups.items():
-        ok = [r for r in group if r["status"] == "ok"]
-        record: dict[str, Any] = {"sampler": sampler, "m": m, "seeds": len(group), "failed": len(group) - len(ok)}
+        ok = [r for r in group if all(math.isfinite(r[key]) for key in METRICS)]  # incl. "not converged"
+        record: dict[str, Any] = {"sampler": sampler, "m": m, "seeds": len(group),
+                                  "failed": sum(r["status"].startswith("failed") for r in group),
+                                  "not_converged": sum(r["status"].startswith("not converged") for r in group)}
         keys = [key for key in group[0] if key in METRICS or key.endswith("_vs_hessian") or key in COST]
         for key in keys:
             values = [r[key] for r in (ok if key not in COST else group)]
@@ -613,7 +616,7 @@ def markdown(result: StudyResult) -> str:
         lines.append(f"| {r['sampler']} | {r['m']} | {_pm(r, 'spearman')} | {_pm(r, 'rel_error')} | "
                      f"{_pm(r, 'topk_helpful', 2)} | {_pm(r, 'topk_harmful', 2)} | {r['seed_spearman']:.3f} | "
                      f"{r['sampler_seconds_mean']:.3f} | {r['solve_seconds_mean']:.3f} | {r['peak_mb_mean']:.0f} | "
-                     f"{r['failed']}/{r['seeds']} |")
+                     f"{r['failed']}/{r['seeds']}{f' ({n} n.c.)' if (n := r['not_converged']) else ''} |")
     gaps = gap_table(result.summary)
     if gaps:
         lines += ["", "Best sampler vs random (Spearman; std ratio < 1 = more consistent than random):", "",

@@ -131,8 +131,10 @@ def test_woodbury_matches_engine_exact_gauss_newton(small, m, budget):
 def test_nonconvergence_is_recorded_not_hidden(small):
     ds, model = small
     config = StudyConfig(samplers=("random",), ms=(30,), n_seeds=1, n_test_points=3, solver="cg", max_iter=1, tol=1e-12)
-    row = run_study(config, dataset=ds, model=model).rows[0]
+    result = run_study(config, dataset=ds, model=model)
+    row, summary = result.rows[0], result.summary[0]
     assert row["status"].startswith("not converged") and row["converged"] is False and row["iterations"] == 1
+    assert summary["not_converged"] == 1 and summary["failed"] == 0 and math.isfinite(summary["spearman_mean"])
 
 
 def test_peak_memory_sees_a_real_allocation():
