@@ -12,6 +12,7 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "influence": ("influence_core.commands.influence", "influence of training points on chosen test points"),
+    "validate": ("influence_core.commands.validate", "leave-one-out retraining check on logistic regression"),
     "faithfulness": ("influence_core.faithfulness", "sampler faithfulness study against the full-data influence"),
     "removal": ("influence_core.removal_study", "class-removal experiment: samplers x m x seeds x classes"),
     "bench": ("influence_core.bench", "benchmarks: query (vs forward+backward), compare (vs pyDVL), scale"),

@@ -35,18 +35,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="save the (n_test, n_train) score matrix to this .npy file")
 
 
+def _check(args: argparse.Namespace) -> None:
+    """Fail on impossible settings before any training happens."""
+    if args.sampler is not None and args.sampler not in available_samplers():
+        raise ValueError(f"unknown sampler {args.sampler!r}; choose one of {available_samplers()}")
+    if not args.damping >= 0:
+        raise ValueError(f"--damping must be >= 0, got {args.damping}")
+    if args.m < 1:
+        raise ValueError(f"--m must be >= 1, got {args.m}")
+    if args.chunk_size < 1:
+        raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+
+
 def run(args: argparse.Namespace) -> int:
+    _check(args)
     options = {"path": args.path} if args.dataset == "npz" else {}
     dataset = load_dataset(args.dataset, seed=args.seed, **options)
+    test_idx = np.asarray(args.test_index)
+    if test_idx.min() < 0 or test_idx.max() >= dataset.n_test:
+        raise ValueError(f"--test-index must lie in [0, {dataset.n_test}) for {dataset.name}")
     model = train_model(dataset, args.arch, seed=args.seed)
     hessian = None
     if args.sampler:
         hessian = sample_hessian_subset(model, dataset, args.sampler, args.m, seed=args.seed)
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size)
     calc.fit(hessian, solver=args.solver, damping=args.damping, curvature=args.curvature)
-    test_idx = np.asarray(args.test_index)
-    if test_idx.min() < 0 or test_idx.max() >= dataset.n_test:
-        raise ValueError(f"--test-index must lie in [0, {dataset.n_test})")
     start = time.perf_counter()
     scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx])
     seconds = time.perf_counter() - start
