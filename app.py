@@ -10,7 +10,7 @@ import influence_core as ic
 from ui.components import page_header, show_inputs
 from ui.config import ARCH_CHOICES, DATASET_CHOICES, DataConfig, ModelConfig, RunConfig
 from ui.figures import confusion_figure
-from ui.state import current_run, ensure_model, get_dataset, get_view, remember_upload, set_run
+from ui.state import current_run, ensure_model, get_dataset, get_view, has_model, remember_upload, set_run
 
 page_header("Influence Explorer")
 
@@ -88,6 +88,11 @@ if submitted:
     except (ValueError, RuntimeError) as exc:
         st.error(f"Could not train with these settings: {exc}")
         st.info(f"Still showing the previous model ({run.model.arch} on {run.data.label()}).")
+
+if not has_model(run):  # models are shared across sessions: one trained elsewhere is shown at once
+    st.info(f"Press **Train** to train the {run.model.arch} on {run.data.label()} (a few seconds on digits); the "
+            "other pages train the current settings themselves when opened first.")
+    st.stop()
 
 try:
     dataset = get_dataset(run.data)

@@ -75,6 +75,8 @@ def parse_selection(event: Any, n_train: int | None = None, n_test: int | None =
     Args:
         event: the value returned by ``st.plotly_chart(on_select="rerun")`` (or kept in ``st.session_state``):
             ``{"selection": {"points": [{"customdata": [kind, row], ...}, ...], "box": [...], "lasso": [...]}}``.
+            In a real browser, numeric customdata arrives as ``{"0": kind, "1": row}`` (a serialised typed array);
+            both forms are accepted.
             None, an empty dict, or points without usable customdata give an empty selection.
         n_train, n_test: when given, rows outside ``[0, n)`` are dropped (a stale event from another dataset).
     Returns:
@@ -93,6 +95,8 @@ def parse_selection(event: Any, n_train: int | None = None, n_test: int | None =
         custom = _get(point, "customdata", None)
         if custom is None or isinstance(custom, (str, bytes)):
             continue
+        if isinstance(custom, Mapping):  # plotly.js sends typed-array customdata as {"0": kind, "1": row}
+            custom = [custom.get("0", custom.get(0)), custom.get("1", custom.get(1))]
         try:
             custom = list(custom)
         except TypeError:

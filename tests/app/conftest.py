@@ -23,8 +23,18 @@ def fast_run():
     return RunConfig(model=ModelConfig(hidden=8, epochs=3, polish_steps=10))
 
 
+@pytest.fixture(scope="session")
+def trained_fast_run(fast_run):
+    """Train the fast configuration once (into the app's shared model cache, as another session would)."""
+    from ui.state import get_model
+
+    get_model(fast_run)
+    return fast_run
+
+
 @pytest.fixture
-def app_page(fast_run):
+def app_page(trained_fast_run):
+    fast_run = trained_fast_run
     """``app_page("pages/1_Samplers.py")`` -> an AppTest of that script with the fast configuration in session state."""
     from streamlit.testing.v1 import AppTest
 
@@ -50,5 +60,5 @@ def chromium_or_skip() -> str:
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     """pytest-playwright: launch the system chromium (never a downloaded browser)."""
-    path = CHROMIUM if os.path.exists(CHROMIUM) else (shutil.which("chromium") or CHROMIUM)
+    path = chromium_or_skip()
     return {**browser_type_launch_args, "executable_path": path, "args": CHROMIUM_ARGS, "headless": True}

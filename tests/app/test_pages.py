@@ -35,8 +35,16 @@ def npz_bytes(**arrays) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------------------- home
-def test_home_trains_and_shows_accuracy_confusion_and_examples(app_page):
-    at = ok(app_page("app.py").run())
+def test_home_trains_and_shows_accuracy_confusion_and_examples(app_page, fast_run):
+    from ui.config import ModelConfig, RunConfig
+
+    untrained = RunConfig(model=ModelConfig(hidden=8, epochs=2, polish_steps=7))
+    at = ok(app_page("app.py", run=untrained).run())
+    assert any("Press **Train**" in i.value for i in at.info) and not at.metric
+    at.number_input(key="form_epochs").set_value(3)
+    at.number_input(key="form_hidden").set_value(8)
+    at.button[0].click()  # the form's Train button
+    ok(at.run())
     assert not errors(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Test accuracy"].endswith("%") and float(metrics["Test accuracy"][:-1]) > 50

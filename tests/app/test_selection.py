@@ -65,3 +65,13 @@ def test_attribute_style_events_work():
 
     ev = Obj(selection=Obj(points=[{"customdata": [0, 1]}], box=[{"x": [0, 1]}], lasso=[]))
     assert parse_selection(ev).train_rows == (1,)
+
+
+def test_browser_shape_of_customdata_is_understood():
+    # what Streamlit 1.67 + plotly.js actually deliver for a numeric (typed-array) customdata in a scattergl trace
+    ev = event([{"curve_number": 0, "point_number": 0, "point_index": 0, "x": 0.1, "y": -0.1,
+                 "customdata": {"0": 0, "1": 17}},
+                {"curve_number": 2, "point_number": 5, "point_index": 5, "x": 0.6, "y": 0.1,
+                 "customdata": {"0": 1, "1": 4}}], box=[{"x": [0, 1], "y": [0, 1]}])
+    sel = parse_selection(ev)
+    assert sel.train_rows == (17,) and sel.test_rows == (4,)
