@@ -52,6 +52,7 @@ except (ValueError, ImportError) as exc:
 labels, pred, conf = dataset.y_train, view.train_pred, view.train_conf
 cols = st.columns(len(samplers))
 summary = []
+subsets = {}
 for col, name in zip(cols, samplers):
     with col:
         try:
@@ -65,14 +66,18 @@ for col, name in zip(cols, samplers):
                         width="stretch", key=f"smp_map_{name}", config={"displaylogo": False})
         st.caption(SAMPLER_HELP.get(name, "user-registered sampler")
                    + ("; importance weights shown in the table below" if sample.weights is not None else ""))
-        f_class, f_conf = distribution_figures(labels, conf, idx, dataset.class_names, name)
-        st.plotly_chart(f_class, width="stretch", key=f"smp_cls_{name}")
-        st.plotly_chart(f_conf, width="stretch", key=f"smp_conf_{name}")
+        subsets[name] = idx
         gaps = distribution_gaps(labels, conf, idx, dataset.n_classes)
         summary.append({"sampler": name, "m": len(idx), "seed": int(seed), "classes covered":
                         int(len(np.unique(labels[idx]))), "class TV distance": gaps["class_tv"],
                         "confidence TV distance": gaps["confidence_tv"],
                         "weighted": sample.weights is not None})
+
+if subsets:
+    f_class, f_conf = distribution_figures(labels, conf, subsets, dataset.class_names)
+    d1, d2 = st.columns(2)
+    d1.plotly_chart(f_class, width="stretch", key="smp_classes")
+    d2.plotly_chart(f_conf, width="stretch", key="smp_confidence")
 
 if summary:
     st.subheader("How representative is each sample?")
@@ -83,8 +88,10 @@ if summary:
 with st.expander("Across seeds: how much does each sample move?"):
     n_seeds = st.slider("Seeds", 2, 10, 5, key="smp_nseeds")
     rows = []
+    show_seeds = st.toggle("Draw the samples for every seed", value=False, key="smp_seeds_on")
+    samplers_for_seeds = samplers if show_seeds else []
     try:
-        for name in samplers:
+        for name in samplers_for_seeds:
             samples = [np.asarray(get_sample(run, name, int(m), s).indices) for s in range(n_seeds)]
             for s, idx in enumerate(samples):
                 gaps = distribution_gaps(labels, conf, idx, dataset.n_classes)

@@ -104,25 +104,29 @@ def influence_map(xy_train: np.ndarray, xy_test: np.ndarray, colour_by: str, tra
     return _layout(fig, title, height=520)
 
 
-def distribution_figures(labels: np.ndarray, conf: np.ndarray, subset: np.ndarray, class_names: Sequence[str],
-                         title: str) -> tuple[go.Figure, go.Figure]:
-    """Class shares and confidence histogram of the subset against the whole population."""
+def distribution_figures(labels: np.ndarray, conf: np.ndarray, subsets: dict[str, np.ndarray],
+                         class_names: Sequence[str]) -> tuple[go.Figure, go.Figure]:
+    """Class shares and confidence histogram of each sampler's subset against the whole population (grey)."""
     C = len(class_names)
-    pop = np.bincount(labels, minlength=C) / max(len(labels), 1)
-    sub = np.bincount(labels[subset], minlength=C) / max(len(subset), 1)
     names = [str(c) for c in class_names]
-    f1 = go.Figure([go.Bar(x=names, y=pop, name="population", marker_color="#aaaaaa"),
-                    go.Bar(x=names, y=sub, name="sample", marker_color="#1f77b4")])
-    f1.update_layout(barmode="group", title=f"{title}: class shares", height=260, margin=dict(l=10, r=10, t=40, b=10),
-                     yaxis_title="share", legend=dict(orientation="h", y=-0.25))
     edges = np.linspace(0, 1, 11)
-    hp = np.histogram(conf, bins=edges)[0] / max(len(conf), 1)
-    hs = np.histogram(conf[subset], bins=edges)[0] / max(len(subset), 1)
-    centres = [f"{a:.1f}-{b:.1f}" for a, b in zip(edges[:-1], edges[1:])]
-    f2 = go.Figure([go.Bar(x=centres, y=hp, name="population", marker_color="#aaaaaa"),
-                    go.Bar(x=centres, y=hs, name="sample", marker_color="#ff7f0e")])
-    f2.update_layout(barmode="group", title=f"{title}: confidence", height=260, margin=dict(l=10, r=10, t=40, b=10),
-                     yaxis_title="share", legend=dict(orientation="h", y=-0.35))
+    bins = [f"{a:.1f}-{b:.1f}" for a, b in zip(edges[:-1], edges[1:])]
+    f1 = go.Figure([go.Bar(x=names, y=np.bincount(labels, minlength=C) / max(len(labels), 1), name="population",
+                           marker_color="#aaaaaa")])
+    f2 = go.Figure([go.Bar(x=bins, y=np.histogram(conf, bins=edges)[0] / max(len(conf), 1), name="population",
+                           marker_color="#aaaaaa")])
+    for j, (name, subset) in enumerate(subsets.items()):
+        subset = np.asarray(subset, dtype=np.int64)
+        colour = PALETTE[j % len(PALETTE)]
+        f1.add_trace(go.Bar(x=names, y=np.bincount(labels[subset], minlength=C) / max(len(subset), 1), name=name,
+                            marker_color=colour))
+        f2.add_trace(go.Bar(x=bins, y=np.histogram(conf[subset], bins=edges)[0] / max(len(subset), 1), name=name,
+                            marker_color=colour))
+    for fig, title, x_title in ((f1, "Class shares: samples vs population", "class"),
+                                (f2, "Confidence (max softmax): samples vs population", "confidence bin")):
+        fig.update_layout(barmode="group", title=title, height=300, margin=dict(l=10, r=10, t=40, b=10),
+                          yaxis_title="share", xaxis_title=x_title, legend=dict(orientation="h", y=1.12, x=1,
+                                                                                 xanchor="right"))
     return f1, f2
 
 

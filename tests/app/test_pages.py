@@ -111,8 +111,8 @@ def test_home_valid_upload_trains_on_it(app_page):
 def test_samplers_page_maps_and_distributions(app_page):
     at = ok(app_page("pages/1_Samplers.py").run())
     assert not errors(at)
-    assert len(charts(at)) == 9  # map + class shares + confidence for 3 samplers
-    assert all('"scattergl"' in s for s in chart_specs(at)[::3])  # WebGL maps
+    assert len(charts(at)) == 5  # 3 maps + class shares + confidence (samples vs population)
+    assert all('"scattergl"' in s for s in chart_specs(at)[:3])  # WebGL maps
     table = at.dataframe[0].value
     assert list(table.sampler) == ["random", "feature", "logit"] and (table.m == 100).all()
 
@@ -128,7 +128,13 @@ def test_samplers_page_maps_and_distributions(app_page):
 
     at.multiselect(key="smp_samplers").set_value(["random", "curvature"])
     ok(at.run())
-    assert len(charts(at)) == 6 and list(at.dataframe[0].value.sampler) == ["random", "curvature"]
+    assert len(charts(at)) == 4 and list(at.dataframe[0].value.sampler) == ["random", "curvature"]
+
+    at.toggle(key="smp_seeds_on").set_value(True)
+    ok(at.run())
+    per_seed = at.dataframe[-1].value
+    assert len(per_seed) == 2 * 5 and set(per_seed.sampler) == {"random", "curvature"}
+    assert (per_seed.loc[per_seed.seed == 0, "overlap with seed 0"] == 1).all()
 
 
 def test_samplers_page_m_larger_than_pool_shows_error(app_page):
