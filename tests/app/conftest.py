@@ -3,16 +3,14 @@ training, few epochs), and the browser test launches Debian's chromium through p
 
 from __future__ import annotations
 
-import os
-import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_gate import CHROMIUM_ARGS, chromium_or_skip  # noqa: E402  (tests/app is on sys.path)
 
 
 @pytest.fixture(scope="session")
@@ -44,17 +42,6 @@ def app_page(trained_fast_run):
         return at
 
     return make
-
-
-def chromium_or_skip() -> str:
-    """Path of Debian's chromium; skip when it is missing, unless REQUIRE_BROWSER=1 (CI), then fail."""
-    if os.path.exists(CHROMIUM) or shutil.which("chromium"):
-        return CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    message = (f"Debian's chromium is not installed at {CHROMIUM} (apt-get install chromium); the browser test "
-               "needs it")
-    if os.environ.get("REQUIRE_BROWSER") == "1":
-        pytest.fail(message + " and REQUIRE_BROWSER=1 is set")
-    pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

@@ -75,3 +75,22 @@ def test_browser_shape_of_customdata_is_understood():
                  "customdata": {"0": 1, "1": 4}}], box=[{"x": [0, 1], "y": [0, 1]}])
     sel = parse_selection(ev)
     assert sel.train_rows == (17,) and sel.test_rows == (4,)
+
+
+# ------------------------------------------------------------------------------ browser gate (skip vs fail in CI)
+def test_browser_gate_skips_without_chromium_and_fails_when_required(monkeypatch, tmp_path):
+    import pytest
+
+    from browser_gate import chromium_or_skip
+
+    missing = str(tmp_path / "no-chromium")
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    monkeypatch.delenv("REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        chromium_or_skip(missing)
+    monkeypatch.setenv("REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="REQUIRE_BROWSER=1"):
+        chromium_or_skip(missing)
+    present = tmp_path / "chromium"
+    present.write_text("")
+    assert chromium_or_skip(str(present)) == str(present)
