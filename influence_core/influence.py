@@ -85,6 +85,7 @@ class InfluenceCalculator:
         self._exact: ExactInverse | None = None
         self._operator: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.last_solve: SolveResult | None = None
+        self.last_scoring: Any = None  # a scoring.ScoringReport after scores()
         self.fit_seconds = 0.0
 
     @property
@@ -146,27 +147,37 @@ class InfluenceCalculator:
                           for i in range(0, len(X), obj.chunk_size)])
 
     def scores(self, X_test: Any, y_test: Any, train_indices: Any | None = None,
-               progress: Progress | None = None) -> np.ndarray:
-        """score[t, j] = (1/n) ∇ℓ(z_t)ᵀ (H_S + δI)⁻¹ ∇ℓ(z_j): (n_test, n_train) or (n_test, len(train_indices))."""
+               progress: Progress | None = None, *, test_chunk_size: int | None = None,
+               train_chunk_size: int | None = None, executor: Any = None, out: Any = None,
+               resume: bool = True) -> np.ndarray:
+        """score[t, j] = (1/n) ∇ℓ(z_t)ᵀ (H_S + δI)⁻¹ ∇ℓ(z_j): (n_test, n_train) or (n_test, len(train_indices)).
+
+        Computed block by block (:func:`influence_core.scoring.score_grid`): iHVPs per chunk of ``test_chunk_size``
+        test points (default 128), then one forward-mode pass per chunk of ``train_chunk_size`` training points
+        (default ``chunk_size``), so memory is set by the chunk sizes. ``executor``: None (sequential), an
+        :class:`~influence_core.parallel.Executor`, a ``distributed.Client`` or a Dask scheduler address. ``out``: a
+        ``.npy`` path to write the matrix to (returned as a read-only memmap), resumable after an interruption.
+        Afterwards ``last_solve`` summarises the per-chunk iHVP solves (its ``x`` is empty; call :meth:`ihvp` for
+        the vectors) and ``last_scoring`` describes the run.
+        """
         self._require_fit()
-        solved = self.ihvp(self.gradients(X_test, y_test))
-        return self.scores_from_ihvp(solved.x, train_indices, progress)
+        from .scoring import score_grid
+
+        return score_grid(self, X_test, y_test, train_indices=train_indices, test_chunk_size=test_chunk_size,
+                          train_chunk_size=train_chunk_size, executor=executor, out=out, resume=resume,
+                          progress=progress)
 
     def scores_from_ihvp(self, S: torch.Tensor, train_indices: Any | None = None,
-                         progress: Progress | None = None) -> np.ndarray:
-        """(1/n) ∇ℓ_jᵀ s_t for precomputed iHVPs S (k, p): (k, n_selected) numpy array."""
-        obj = self.objective
-        idx = obj.subset(train_indices)
-        out = np.empty((len(S), len(idx)))
-        S = S.to(obj.device, obj.dtype)
-        done = 0
-        for chunk in obj.chunks(idx):
-            block = obj.grad_dot(S, obj.X[chunk], obj.y[chunk])  # (c, k)
-            out[:, done:done + len(chunk)] = block.T.double().cpu().numpy() / obj.n
-            done += len(chunk)
-            if progress:
-                progress(done / len(idx), f"scored {done}/{len(idx)} training points")
-        return out
+                         progress: Progress | None = None, *, test_chunk_size: int | None = None,
+                         train_chunk_size: int | None = None, executor: Any = None, out: Any = None,
+                         resume: bool = True) -> np.ndarray:
+        """(1/n) ∇ℓ_jᵀ s_t for precomputed iHVPs S (k, p): (k, n_selected) numpy array (blocked like
+        :meth:`scores`)."""
+        from .scoring import score_grid
+
+        return score_grid(self, ihvps=S, train_indices=train_indices, test_chunk_size=test_chunk_size,
+                          train_chunk_size=train_chunk_size, executor=executor, out=out, resume=resume,
+                          progress=progress)
 
     def self_influence(self, train_indices: Any | None = None) -> np.ndarray:
         """(1/n) ∇ℓ_jᵀ (H_S + δI)⁻¹ ∇ℓ_j for the selected training points (n_selected,): one iHVP per point,
@@ -202,12 +213,15 @@ def _split_data(dataset: Any) -> tuple[Any, Any, Any, Any]:
 def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_indices: Any | None = None,
                      solver: str = "exact", damping: float = 0.0, *, hessian_weights: Any | None = None,
                      curvature: str = "hessian", weight_decay: float | None = None, chunk_size: int = 256,
-                     train_indices: Any | None = None, **solver_options: Any) -> np.ndarray:
+                     train_indices: Any | None = None, test_chunk_size: int | None = None, executor: Any = None,
+                     out: Any = None, progress: Progress | None = None, **solver_options: Any) -> np.ndarray:
     """Influence of every training point (or ``train_indices``) on the test points ``test_indices``.
 
     ``dataset``: a :class:`Dataset` or a tuple (X_train, y_train, X_test, y_test) of arrays/tensors for your own
     model. ``hessian_indices``: the Hessian sample (None = the full training set; an index array or a
     ``HessianSample``). Returns score (len(test_indices), n_train) with the convention of this module.
+    ``chunk_size``/``test_chunk_size`` bound memory, ``executor`` picks where blocks run and ``out`` writes the
+    matrix to a resumable ``.npy`` file (see :meth:`InfluenceCalculator.scores`).
     """
     X_train, y_train, X_test, y_test = _split_data(dataset)
     test_idx = as_index_array(test_indices if np.ndim(test_indices) else [test_indices], len(y_test),
@@ -217,4 +231,5 @@ def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_
              **solver_options)
     X_test = X_test[torch.as_tensor(test_idx)] if isinstance(X_test, torch.Tensor) else np.asarray(X_test)[test_idx]
     y_test = y_test[torch.as_tensor(test_idx)] if isinstance(y_test, torch.Tensor) else np.asarray(y_test)[test_idx]
-    return calc.scores(X_test, y_test, train_indices)
+    return calc.scores(X_test, y_test, train_indices, progress, test_chunk_size=test_chunk_size,
+                       executor=executor, out=out)

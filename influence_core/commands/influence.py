@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from typing import Any, Callable
 
 import numpy as np
 
 from ..data import available_datasets, load_dataset
 from ..influence import InfluenceCalculator, top_influences
 from ..models import ARCHITECTURES
+from ..parallel import Executor, get_executor
 from ..samplers import available_samplers
 from ..subsets import sample_hessian_subset
 from ..training import train_model
@@ -30,9 +33,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--curvature", default="gauss_newton", choices=["hessian", "gauss_newton"],
                         help="Hessian, or Gauss-Newton (positive semi-definite; the default, since the Hessian of a "
                              "small sample of a non-convex model is often indefinite)")
-    parser.add_argument("--chunk-size", type=int, default=256, help="samples per vectorised chunk (memory bound)")
+    parser.add_argument("--chunk-size", type=int, default=256,
+                        help="training points per vectorised chunk and per score block (memory bound)")
+    parser.add_argument("--test-chunk-size", type=int, default=128,
+                        help="test points per iHVP batch and per score block (memory bound)")
     parser.add_argument("--top", type=int, default=5, help="how many helpful/harmful points to list")
-    parser.add_argument("--out", help="save the (n_test, n_train) score matrix to this .npy file")
+    parser.add_argument("--out", help="write the (n_test, n_train) score matrix to this .npy file, block by block")
+    parser.add_argument("--resume", action="store_true",
+                        help="with --out: continue an interrupted run of the same problem instead of starting afresh")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None,
+                       help="score on a local Dask cluster of N single-threaded worker processes (needs the dask "
+                            "extra)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="score on a running Dask cluster, e.g. tcp://host:8786 (start it with 'dask scheduler' "
+                            "and 'dask worker ADDRESS --nthreads 1')")
+    parser.add_argument("--quiet", action="store_true", help="do not show scoring progress on stderr")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -45,10 +61,38 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--m must be >= 1, got {args.m}")
     if args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
+    if args.test_chunk_size < 1:
+        raise ValueError(f"--test-chunk-size must be >= 1, got {args.test_chunk_size}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1 (local Dask worker processes), got {args.workers}")
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out (the .npy file of the interrupted run)")
+
+
+def _progress_printer(stream: Any = None) -> Callable[[float, str], None]:
+    """Show scoring progress on stderr: a rewritten line on a terminal, else one line per 10%."""
+    stream = stream or sys.stderr
+    tty = stream.isatty()
+    last = [-1]
+
+    def show(fraction: float, message: str) -> None:
+        if tty:
+            stream.write(f"\r[{fraction:4.0%}] {message}\x1b[K" + ("\n" if fraction >= 1 else ""))
+            stream.flush()
+        elif int(fraction * 10) > last[0]:
+            last[0] = int(fraction * 10)
+            print(f"[{fraction:4.0%}] {message}", file=stream, flush=True)
+
+    return show
 
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    with get_executor(workers=args.workers, scheduler=args.scheduler) as executor:  # an unreachable scheduler
+        return _run(args, executor)                                                # fails here, before training
+
+
+def _run(args: argparse.Namespace, executor: Executor) -> int:
     options = {"path": args.path} if args.dataset == "npz" else {}
     dataset = load_dataset(args.dataset, seed=args.seed, **options)
     test_idx = np.asarray(args.test_index)
@@ -61,7 +105,12 @@ def run(args: argparse.Namespace) -> int:
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size)
     calc.fit(hessian, solver=args.solver, damping=args.damping, curvature=args.curvature)
     start = time.perf_counter()
-    scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx])
+    out = None
+    if args.out:
+        out = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as np.save names it
+    scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx], None,
+                         None if args.quiet else _progress_printer(), test_chunk_size=args.test_chunk_size,
+                         train_chunk_size=args.chunk_size, executor=executor, out=out, resume=args.resume)
     seconds = time.perf_counter() - start
     for row, t in zip(scores, test_idx):
         top = top_influences(row, args.top)
@@ -70,8 +119,7 @@ def run(args: argparse.Namespace) -> int:
             items = ", ".join(f"{j} ({dataset.class_names[dataset.y_train[j]]}, {s:+.3g})"
                               for j, s in zip(top[kind], top[f"{kind}_scores"]))
             print(f"  {kind}: {items}")
-    print(json.dumps({"seconds": seconds, "solve": calc.last_solve.summary(),
+    print(json.dumps({"seconds": seconds, "solve": None if calc.last_solve is None else calc.last_solve.summary(),
+                      "scoring": calc.last_scoring.to_dict(),
                       "hessian_sample": None if hessian is None else {"sampler": args.sampler, "m": args.m}}))
-    if args.out:
-        np.save(args.out, scores)
     return 0

@@ -1,0 +1,436 @@
+"""The blocked scoring grid: influence scores (n_test, n_train) computed block by block, in bounded memory, on any
+executor, optionally straight into a resumable ``.npy`` file on disk.
+
+For a fitted :class:`~influence_core.influence.InfluenceCalculator` the grid is
+
+    test chunk a (``test_chunk_size`` points):   S_a = (H_S + δI)⁻¹ [∇ℓ(z_t)]_{t∈a}        one batched iHVP
+    block (a, b) (``train_chunk_size`` points):  score[a, b] = (1/n) · (∇ℓ_jᵀ s_t)_{t∈a, j∈b}  one forward-mode pass
+
+(``Objective.grad_dot``: a forward pass with one tangent per test point, never forming per-sample training
+gradients). Peak memory is therefore set by the two chunk sizes and the model, not by n_train × n_params: a block
+holds (train_chunk × test_chunk) tangent activations, an iHVP holds test_chunk × n_params numbers, and only the score
+matrix itself grows with n_train × n_test, which is why it can go to disk.
+
+Blocks are independent tasks: the :class:`~influence_core.parallel.SequentialExecutor` (default) runs them in this
+process; a :class:`~influence_core.parallel.DaskExecutor` scatters the problem (model, data, fitted solver) to its
+workers once and then sends one small task per iHVP and per block. Every block is computed by the same function on
+the same inputs whatever the executor, and none of the sums in a block spans two blocks, so the chunk sizes and the
+executor do not change the arithmetic: in our tests the results agree bit for bit (see docs/SCALE.md).
+
+On disk (``out="scores.npy"``): the matrix is a float64 ``.npy`` file (read it with ``np.load(path, mmap_mode="r")``)
+written block by block with positioned writes (so it never occupies this process's memory), and a manifest
+``scores.npy.manifest`` (JSON lines: a header identifying the problem, then one line per finished block, then
+``{"complete": true}``) records progress. After an interruption the same call with ``resume=True`` skips the
+finished blocks; a manifest for a different problem is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import torch
+
+from .parallel import Executor, get_executor
+from .solvers import SolveResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .influence import InfluenceCalculator
+
+__all__ = ["score_grid", "ScoringProblem", "ScoringReport", "DEFAULT_TEST_CHUNK_SIZE", "manifest_path",
+           "check_chunk_size"]
+
+DEFAULT_TEST_CHUNK_SIZE = 128
+"""Test points per iHVP batch and per block row when the caller does not choose."""
+
+MANIFEST_SUFFIX = ".manifest"
+Progress = Callable[[float, str], None]
+
+
+def check_chunk_size(value: Any, name: str) -> int:
+    """A positive integer chunk size, or a ValueError that says so."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise ValueError(f"{name} must be a positive integer (points per chunk), got {value!r}")
+    return int(value)
+
+
+def manifest_path(out: str | os.PathLike) -> Path:
+    """Where the progress manifest of the on-disk score matrix ``out`` lives."""
+    return Path(str(out) + MANIFEST_SUFFIX)
+
+
+# ---------------------------------------------------------------------------------------------------- the problem
+class ScoringProblem:
+    """Everything a worker needs to compute blocks, picklable.
+
+    In this process it wraps the caller's fitted calculator (no copies). Pickled (Dask scatter), it carries the
+    model object, the training arrays, the weight decay and chunk size, the fitted configuration and, for the exact
+    solver, the LU factors, so a worker rebuilds the calculator without re-forming the Hessian. The rebuilt
+    calculator is cached on the worker's copy; a lock serialises tasks on it (``torch.func.functional_call`` swaps
+    the module's parameters while it runs, so two threads must not share a model).
+    """
+
+    def __init__(self, calc: "InfluenceCalculator", X_test: torch.Tensor | None, y_test: torch.Tensor | None,
+                 ihvps: torch.Tensor | None, train_idx: np.ndarray):
+        self._calc = calc
+        self._state: dict[str, Any] | None = None
+        self.X_test, self.y_test, self.ihvps = X_test, y_test, ihvps
+        self.train_idx = train_idx
+        self.n = calc.n
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        if getattr(self, "_state", None) is not None:  # a worker's copy being passed on (Dask replication)
+            return self._state
+        calc = self._calc
+        obj = calc.objective
+        return {"model": obj.model, "X": obj.X.cpu(), "y": obj.y.cpu(), "weight_decay": obj.weight_decay,
+                "chunk_size": obj.chunk_size, "config": calc.config, "exact": calc._exact,
+                "X_test": self.X_test, "y_test": self.y_test, "ihvps": self.ihvps, "train_idx": self.train_idx,
+                "n": self.n}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._calc = None
+        self._state = state
+        self.X_test, self.y_test, self.ihvps = state["X_test"], state["y_test"], state["ihvps"]
+        self.train_idx, self.n = state["train_idx"], state["n"]
+        self.lock = threading.Lock()
+
+    def calculator(self) -> "InfluenceCalculator":
+        if self._calc is None:
+            from .influence import InfluenceCalculator
+
+            st = self._state
+            calc = InfluenceCalculator(st["model"], st["X"], st["y"], weight_decay=st["weight_decay"],
+                                       chunk_size=st["chunk_size"])
+            cfg = st["config"]
+            if cfg is not None:  # None: scoring precomputed iHVPs of an unfitted calculator
+                idx = None if cfg.hessian_indices is None else np.asarray(cfg.hessian_indices, dtype=np.int64)
+                w = None if cfg.hessian_weights is None else np.asarray(cfg.hessian_weights, dtype=np.float64)
+                calc._operator = calc.objective.operator(idx, w, cfg.curvature)
+                calc._exact = st["exact"]
+                calc.config = cfg
+            self._calc = calc
+        return self._calc
+
+
+def _ihvp_task(problem: ScoringProblem, t0: int, t1: int) -> SolveResult:
+    """iHVPs of test points t0..t1 (or the caller's precomputed rows)."""
+    with problem.lock:
+        calc = problem.calculator()
+        if problem.ihvps is not None:
+            S = problem.ihvps[t0:t1]
+            return SolveResult(S, "given", 0, True, calc.config.damping if calc.config else 0.0)
+        return calc.ihvp(calc.gradients(problem.X_test[t0:t1], problem.y_test[t0:t1]))
+
+
+def _score_task(problem: ScoringProblem, solved: SolveResult, j0: int, j1: int) -> np.ndarray:
+    """score block (test chunk, train points train_idx[j0:j1]) as float64 (k, c)."""
+    with problem.lock:
+        obj = problem.calculator().objective
+        idx = torch.as_tensor(problem.train_idx[j0:j1], device=obj.device)
+        S = solved.x.to(obj.device, obj.dtype)
+        block = obj.grad_dot(S, obj.X[idx], obj.y[idx])  # (c, k)
+        return block.T.double().cpu().numpy() / problem.n
+
+
+def _solve_summary(solved: SolveResult) -> dict[str, Any]:
+    return {"method": solved.method, "iterations": solved.iterations, "converged": solved.converged,
+            "damping": solved.damping, "scale": solved.scale, "seconds": solved.seconds,
+            "trace": list(solved.trace), "info": dict(solved.info)}
+
+
+def _merge_solves(summaries: list[dict[str, Any]], n_params: int, dtype: torch.dtype) -> SolveResult | None:
+    """One SolveResult describing all per-chunk solves (x is empty: the iHVPs are not kept)."""
+    if not summaries:
+        return None
+    worst = max(summaries, key=lambda s: (s["iterations"], s["trace"][-1] if s["trace"] else 0.0))
+    return SolveResult(torch.empty(0, n_params, dtype=dtype), worst["method"],
+                       max(s["iterations"] for s in summaries), all(s["converged"] for s in summaries),
+                       worst["damping"], worst["trace"], worst["scale"], sum(s["seconds"] for s in summaries),
+                       {**worst["info"], "test_chunks": len(summaries)})
+
+
+# ---------------------------------------------------------------------------------------------------- the output
+@dataclass
+class ScoringReport:
+    """What a scoring run did (kept as ``calc.last_scoring``)."""
+
+    shape: tuple[int, int]
+    test_chunk_size: int
+    train_chunk_size: int
+    blocks: int
+    computed: int
+    skipped: int
+    seconds: float
+    executor: dict[str, Any] = field(default_factory=dict)
+    out: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "test_chunk_size": self.test_chunk_size,
+                "train_chunk_size": self.train_chunk_size, "blocks": self.blocks, "computed": self.computed,
+                "skipped": self.skipped, "seconds": self.seconds, "executor": self.executor, "out": self.out}
+
+
+class _MemorySink:
+    def __init__(self, shape: tuple[int, int]):
+        self.array = np.empty(shape)
+        self.done: set[tuple[int, int]] = set()
+
+    def write(self, key: tuple[int, int], rows: slice, cols: slice, block: np.ndarray) -> None:
+        self.array[rows, cols] = block
+
+    def result(self) -> np.ndarray:
+        return self.array
+
+    def close(self) -> None:
+        pass
+
+
+class _DiskSink:
+    """A float64 .npy file written with positioned writes, plus a JSON-lines manifest of finished blocks."""
+
+    def __init__(self, path: Path, shape: tuple[int, int], header: dict[str, Any], resume: bool):
+        self.path, self.shape = path, shape
+        self.manifest = manifest_path(path)
+        self.done: set[tuple[int, int]] = set()
+        self.complete = False
+        if resume and self.manifest.exists() and path.exists():
+            self._load(header)
+        else:
+            if path.suffix != ".npy":
+                raise ValueError(f"the score file must end in .npy (numpy's format), got {path}")
+            if not path.parent.is_dir():
+                raise ValueError(f"the directory of {path} does not exist; create it first")
+            self.manifest.unlink(missing_ok=True)
+            mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=shape)  # header + sparse file
+            del mm
+            with open(self.manifest, "w") as fh:
+                fh.write(json.dumps({"header": header}) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        self.offset = self._data_offset()
+        self.fd = os.open(path, os.O_RDWR)
+        self.log = open(self.manifest, "a")
+
+    def _data_offset(self) -> int:
+        arr = np.load(self.path, mmap_mode="r")
+        if arr.shape != self.shape or arr.dtype != np.float64 or not arr.flags.c_contiguous:
+            raise ValueError(f"{self.path} holds a {arr.dtype} array of shape {arr.shape}, expected float64 "
+                             f"{self.shape}; delete it or resume=False")
+        offset = int(arr.offset)
+        del arr
+        return offset
+
+    def _load(self, header: dict[str, Any]) -> None:
+        lines = self.manifest.read_text().splitlines()
+        try:
+            found = json.loads(lines[0])["header"]
+        except (IndexError, ValueError, KeyError, TypeError):
+            raise ValueError(f"{self.manifest} is not a scoring manifest; delete it (and {self.path}) to start "
+                             "afresh") from None
+        if found != header:
+            diff = sorted(k for k in set(found) | set(header) if found.get(k) != header.get(k))
+            raise ValueError(f"{self.path} was started for a different problem (differs in {diff}); delete it and "
+                             f"{self.manifest.name}, choose another output path, or pass resume=False to overwrite")
+        for line in lines[1:]:
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line cut short by the interruption: that block is simply redone
+                continue
+            if entry.get("complete"):
+                self.complete = True
+            elif "block" in entry:
+                self.done.add(tuple(entry["block"]))
+
+    def write(self, key: tuple[int, int], rows: slice, cols: slice, block: np.ndarray) -> None:
+        n_cols = self.shape[1]
+        data = np.ascontiguousarray(block, dtype="<f8")
+        for r, row in enumerate(data):
+            os.pwrite(self.fd, row.tobytes(), self.offset + ((rows.start + r) * n_cols + cols.start) * 8)
+        os.fsync(self.fd)  # the data are on disk before the manifest says so
+        self.log.write(json.dumps({"block": list(key)}) + "\n")
+        self.log.flush()
+        os.fsync(self.log.fileno())
+
+    def finish(self) -> None:
+        self.log.write(json.dumps({"complete": True}) + "\n")
+        self.log.flush()
+        os.fsync(self.log.fileno())
+
+    def result(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r")
+
+    def close(self) -> None:
+        os.close(self.fd)
+        self.log.close()
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+def _as_tensor(a: Any) -> torch.Tensor:
+    return a.detach().cpu() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+
+
+def _check_test_data(calc: "InfluenceCalculator", X_test: Any, y_test: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    obj = calc.objective
+    X = _as_tensor(X_test)
+    y = _as_tensor(y_test)
+    if X.ndim == obj.X.ndim - 1 and y.ndim == 0:
+        X, y = X.unsqueeze(0), y.unsqueeze(0)
+    if X.ndim != obj.X.ndim or tuple(X.shape[1:]) != tuple(obj.X.shape[1:]):
+        raise ValueError(f"X_test must have shape (k, {', '.join(map(str, obj.X.shape[1:]))}) like the training "
+                         f"inputs, got {tuple(X.shape)}")
+    if y.ndim != 1 or len(y) != len(X) or len(X) == 0:
+        raise ValueError(f"X_test and y_test must be non-empty with the same length, got {tuple(X.shape)} and "
+                         f"{tuple(y.shape)}")
+    if X.is_floating_point() and not torch.isfinite(X).all():
+        raise ValueError("X_test contains NaN or infinite values")
+    if y.is_floating_point():
+        if not torch.equal(y, y.round()):
+            raise ValueError("y_test must hold integer class labels")
+    n_classes = int(calc.objective.logits(calc.objective.theta, obj.X[:1]).shape[-1])
+    y = y.long()
+    if int(y.min()) < 0 or int(y.max()) >= n_classes:
+        raise ValueError(f"y_test labels must lie in [0, {n_classes}); got values from {int(y.min())} to "
+                         f"{int(y.max())}")
+    return X, y
+
+
+def _fingerprint(*parts: Any) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu().contiguous().numpy()
+        if isinstance(part, np.ndarray):
+            h.update(str((part.dtype.str, part.shape)).encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------- the grid
+def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = None, *, ihvps: Any = None,
+               train_indices: Any | None = None, test_chunk_size: int | None = None,
+               train_chunk_size: int | None = None, executor: Any = None, out: str | os.PathLike | None = None,
+               resume: bool = True, progress: Progress | None = None) -> np.ndarray:
+    """Influence scores (n_test, n_selected) of a fitted calculator, block by block.
+
+    Give either test points (``X_test``, ``y_test``) or precomputed iHVPs ``ihvps`` (k, p). ``train_indices``
+    selects training columns (None = all). ``test_chunk_size`` (default 128) and ``train_chunk_size`` (default the
+    calculator's ``chunk_size``) set the block and so the memory. ``executor``: None (sequential), an
+    :class:`~influence_core.parallel.Executor`, a ``distributed.Client`` or a scheduler address. ``out``: a ``.npy``
+    path to write the matrix to (returned as a read-only memmap); ``resume`` continues an interrupted run of the same
+    problem found there (False: start afresh). ``progress(fraction, message)`` is called after every block.
+    """
+    obj = calc.objective
+    test_chunk = check_chunk_size(DEFAULT_TEST_CHUNK_SIZE if test_chunk_size is None else test_chunk_size,
+                                  "test_chunk_size")
+    train_chunk = check_chunk_size(obj.chunk_size if train_chunk_size is None else train_chunk_size,
+                                   "train_chunk_size")
+    train_idx = obj.subset(train_indices)
+    if ihvps is not None:
+        if X_test is not None or y_test is not None:
+            raise ValueError("pass either test points (X_test, y_test) or precomputed ihvps, not both")
+        S = _as_tensor(ihvps)
+        if S.ndim == 1:
+            S = S.unsqueeze(0)
+        if S.ndim != 2 or S.shape[1] != obj.n_params or len(S) == 0:
+            raise ValueError(f"ihvps must have shape (k, {obj.n_params}), got {tuple(S.shape)}")
+        X, y, k = None, None, len(S)
+    else:
+        calc._require_fit()
+        if X_test is None or y_test is None:
+            raise ValueError("pass the test points X_test and y_test")
+        X, y = _check_test_data(calc, X_test, y_test)
+        S, k = None, len(X)
+    shape = (k, len(train_idx))
+    test_starts = list(range(0, k, test_chunk))
+    train_starts = list(range(0, len(train_idx), train_chunk))
+    total = len(test_starts) * len(train_starts)
+
+    if out is not None:
+        header = {"format": 1, "shape": list(shape), "test_chunk_size": test_chunk, "train_chunk_size": train_chunk,
+                  "problem": _fingerprint(obj.theta, obj.X, obj.y, None if calc.config is None else calc.config.to_dict(),
+                                          obj.weight_decay,
+                                          train_idx, X, y, S)}
+        sink: _MemorySink | _DiskSink = _DiskSink(Path(out), shape, header, resume)
+    else:
+        sink = _MemorySink(shape)
+    owned = not isinstance(executor, Executor)
+    start = time.perf_counter()
+    computed = 0
+    summaries: list[dict[str, Any]] = []
+    try:
+        if isinstance(sink, _DiskSink) and sink.complete:
+            pending: deque = deque()
+            ex = None
+        else:
+            pending = deque((a, b) for a in range(len(test_starts)) for b in range(len(train_starts))
+                            if (a, b) not in sink.done)
+            ex = get_executor(executor)
+        finished = total - len(pending)
+        if progress and finished:
+            progress(finished / total, f"resuming: {finished}/{total} blocks already on disk")
+        computed = len(pending)
+        if pending:
+            _run_grid(ex, ScoringProblem(calc, X, y, S, train_idx), pending, test_starts, train_starts, k,
+                      len(train_idx), test_chunk, train_chunk, sink, summaries, progress, total, finished)
+        if isinstance(sink, _DiskSink) and not sink.complete:
+            sink.finish()
+        calc.last_scoring = ScoringReport(shape, test_chunk, train_chunk, total, computed, total - computed,
+                                          time.perf_counter() - start,
+                                          ex.describe() if ex is not None else {"executor": None},
+                                          None if out is None else str(out))
+        if ihvps is None and summaries:
+            calc.last_solve = _merge_solves(summaries, obj.n_params, obj.dtype)
+        return sink.result()
+    finally:
+        sink.close()
+        if owned and ex is not None:
+            ex.close()
+
+
+def _run_grid(ex: Executor, problem: ScoringProblem, pending: deque, test_starts: list[int],
+              train_starts: list[int], k: int, n_cols: int, test_chunk: int, train_chunk: int, sink: Any,
+              summaries: list[dict[str, Any]], progress: Progress | None, total: int, finished: int) -> None:
+    """Submit iHVP and block tasks with a bounded number in flight; write blocks as they arrive."""
+    handle = ex.scatter(problem)
+    remaining: dict[int, int] = {}
+    for a, _ in pending:
+        remaining[a] = remaining.get(a, 0) + 1
+    solves: dict[int, Any] = {}
+    in_flight: dict[Any, tuple[int, int]] = {}
+    window = ex.max_in_flight
+    while pending or in_flight:
+        while pending and len(in_flight) < window:
+            a, b = pending.popleft()
+            if a not in solves:
+                t0 = test_starts[a]
+                solves[a] = ex.submit(_ihvp_task, handle, t0, min(t0 + test_chunk, k), priority=1)
+                summaries.append(ex.submit(_solve_summary, solves[a]))
+            j0 = train_starts[b]
+            future = ex.submit(_score_task, handle, solves[a], j0, min(j0 + train_chunk, n_cols))
+            in_flight[future] = (a, b)
+        future = ex.wait_first(in_flight)
+        a, b = in_flight.pop(future)
+        block = future.result()
+        ex.release(future)
+        t0, j0 = test_starts[a], train_starts[b]
+        sink.write((a, b), slice(t0, t0 + block.shape[0]), slice(j0, j0 + block.shape[1]), block)
+        finished += 1
+        remaining[a] -= 1
+        if remaining[a] == 0:
+            ex.release(solves.pop(a))
+        if progress:
+            progress(finished / total, f"block {finished}/{total}: test {t0}-{t0 + block.shape[0]} x "
+                                       f"train {j0}-{j0 + block.shape[1]}")
+    summaries[:] = [s.result() for s in summaries]
