@@ -7,6 +7,9 @@ Conventions (the same objective the model was trained on, see :mod:`influence_co
     G_S     = Σ_{i∈S} w_i J_iᵀ (diag(p_i) − p_i p_iᵀ) J_i / Σ w_i + wd · I   Gauss-Newton (mode="gauss_newton"),
               J_i = ∂ logits_i / ∂θ, p_i = softmax(logits_i); positive semi-definite even where H_S is not.
 
+Low-rank square root of G_S (:meth:`Objective.gauss_newton_factors`): with A_i = diag(p_i) − p_i p_iᵀ = Q_i Λ_i Q_iᵀ
+(rank C − 1), U_i = Λ_i^{1/2} Q_iᵀ J_i ((C−1), p) and U_S = stack_i √(w_i/Σw) U_i (m(C−1), p), G_S = U_SᵀU_S + wd·I.
+
 Everything is computed in chunks of ``chunk_size`` samples, so memory is set by the chunk, not by n. Vectors
 follow the model's device and dtype. Batches of vectors are (k, p) tensors.
 """
@@ -19,12 +22,12 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 from torch.nn import functional as F
 
 from .models import model_device_dtype
 
-__all__ = ["Objective", "largest_eigenvalue", "CURVATURE_MODES", "as_index_array"]
+__all__ = ["Objective", "GaussNewtonFactors", "largest_eigenvalue", "CURVATURE_MODES", "as_index_array"]
 
 CURVATURE_MODES = ("hessian", "gauss_newton")
 Operator = Callable[[torch.Tensor], torch.Tensor]
@@ -105,6 +108,12 @@ class Objective:
     @property
     def n_params(self) -> int:
         return int(self.theta.numel())
+
+    @property
+    def n_classes(self) -> int:
+        """C, the number of model outputs."""
+        with torch.no_grad():
+            return int(self.logits(self.theta, self.X[:1]).shape[-1])
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: t.view(s) for k, t, s in zip(self.names, torch.split(theta, self.numels), self.shapes)}
@@ -250,11 +259,111 @@ class Objective:
             H[start:start + block] = op(eye[start:start + block])
         return 0.5 * (H + H.T)
 
+    def gauss_newton_roots(self, indices: object | None = None, weights: object | None = None, *,
+                           unweighted: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+        """(validated indices (m,), M (m, C−1, C)) with M_i = √w_i Λ_i^{1/2} Q_iᵀ, so M_iᵀM_i = w_i A_i and
+        U_i = M_i J_i. Weights are normalised to sum 1 (uniform 1/m if None); ``unweighted=True`` uses w_i = 1."""
+        idx = self.subset(indices)
+        w = torch.ones(len(idx), device=self.device, dtype=torch.float64) if unweighted else \
+            self._weights(idx, weights).double()
+        with torch.no_grad():
+            prob = torch.cat([torch.softmax(self.logits(self.theta, self.X[c]), dim=-1) for c in self.chunks(idx)])
+        prob = prob.double()
+        A = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]           # (m, C, C)
+        lam, Q = torch.linalg.eigh(A)                                               # ascending; lam[:, 0] ≈ 0
+        M = (lam[:, 1:].clamp_min(0) * w[:, None]).sqrt()[:, :, None] * Q[:, :, 1:].transpose(1, 2)
+        return idx, M.to(self.dtype)
+
+    def gauss_newton_factors(self, indices: object | None = None, weights: object | None = None, *,
+                             unweighted: bool = False) -> torch.Tensor:
+        """The dense factor U_S (m(C−1), p), rows point-major, with U_SᵀU_S + wd·I = G_S (see the module doc).
+
+        Per-point Jacobians J_i (C, p) by ``vmap(jacrev)`` in chunks of (chunk, C, p) <= ~256 MB. Memory of the
+        result: m(C−1)·p numbers. ``unweighted=True`` returns the raw U_i (Σ U_iᵀU_i = Σ J_iᵀ A_i J_i)."""
+        idx, M = self.gauss_newton_roots(indices, weights, unweighted=unweighted)
+        C, p = M.shape[2], self.n_params
+        chunk = max(1, min(self.chunk_size, int(2**28 // (4 * C * p))))
+
+        def single_logits(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            return self.logits(theta, x.unsqueeze(0))[0]
+
+        jac = vmap(jacrev(single_logits), in_dims=(None, 0))
+        out = []
+        for start, c in zip(range(0, len(idx), chunk), self.chunks(idx, chunk)):
+            J = jac(self.theta, self.X[c])                                          # (c, C, p)
+            out.append(torch.bmm(M[start:start + len(c)], J).reshape(-1, p))       # (c·(C−1), p)
+        return torch.cat(out)
+
+    def gauss_newton_operator(self, indices: object | None = None,
+                              weights: object | None = None) -> "GaussNewtonFactors":
+        """U_S as a matrix-free linear map (see :class:`GaussNewtonFactors`)."""
+        return GaussNewtonFactors(self, indices, weights)
+
     def largest_eigenvalue(self, indices: object | None = None, weights: object | None = None,
                            mode: str = "hessian", **options: float) -> float:
         """λ_max of H_S (including wd), by power iteration (see :func:`largest_eigenvalue`)."""
         return largest_eigenvalue(self.operator(indices, weights, mode), self.n_params, self.device, self.dtype,
                                   **options)
+
+
+class GaussNewtonFactors:
+    """U_S (r, p), r = m(C−1), of :meth:`Objective.gauss_newton_factors` as a linear map that never stores it.
+
+    ``matmul(V)``: V (k, p) -> U_S Vᵀ as (k, r), by ``jvp`` of the sample's logits (J_i v) then M_i (C−1, C).
+    ``rmatmul(Y)``: Y (k, r) -> (U_Sᵀ Yᵀ)ᵀ as (k, p), by the cached ``vjp`` of the logits with cotangents M_iᵀ y_i.
+    Each costs about one forward (resp. backward) pass over the m sample points per vector; memory is the sample's
+    activations. ``dense()`` forms U_S. Picklable: the cached pullbacks are rebuilt after unpickling.
+    """
+
+    def __init__(self, objective: Objective, indices: object | None = None, weights: object | None = None):
+        self.objective = objective
+        self.indices, self.M = objective.gauss_newton_roots(indices, weights)
+        self.rank_per_point = self.M.shape[1]
+        self.shape = (len(self.indices) * self.rank_per_point, objective.n_params)
+        self.weights = weights
+        self._maps: list[tuple[torch.Tensor, Callable, Callable]] | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_maps": None}
+
+    def _chunk_maps(self) -> list[tuple[torch.Tensor, Callable, Callable]]:
+        if self._maps is None:
+            obj = self.objective
+            self._maps = []
+            for chunk in obj.chunks(self.indices):
+                def logits(th: torch.Tensor, x=obj.X[chunk]) -> torch.Tensor:
+                    return obj.logits(th, x)
+
+                _, pullback = vjp(logits, obj.theta)
+                self._maps.append((chunk, logits, pullback))
+        return self._maps
+
+    def matmul(self, V: torch.Tensor) -> torch.Tensor:
+        """U_S Vᵀ transposed: (k, p) -> (k, r)."""
+        obj, out, start = self.objective, [], 0
+        for chunk, logits, _ in self._chunk_maps():
+            M = self.M[start:start + len(chunk)]
+            jv = vmap(lambda v, logits=logits: jvp(logits, (obj.theta,), (v,))[1])(V)   # (k, c, C)
+            out.append(torch.einsum("irc,kic->kir", M, jv).reshape(len(V), -1))
+            start += len(chunk)
+        return torch.cat(out, dim=1)
+
+    def rmatmul(self, Y: torch.Tensor) -> torch.Tensor:
+        """(U_Sᵀ Yᵀ)ᵀ: (k, r) -> (k, p)."""
+        k, R = len(Y), self.rank_per_point
+        Y = Y.reshape(k, -1, R)
+        out = torch.zeros(k, self.shape[1], device=Y.device, dtype=Y.dtype)
+        start = 0
+        for chunk, _, pullback in self._chunk_maps():
+            M = self.M[start:start + len(chunk)]
+            cot = torch.einsum("irc,kir->kic", M, Y[:, start:start + len(chunk)])      # (k, c, C)
+            out += vmap(lambda c, pb=pullback: pb(c)[0])(cot)
+            start += len(chunk)
+        return out
+
+    def dense(self) -> torch.Tensor:
+        """U_S (r, p) by ``jacrev`` (memory r·p)."""
+        return self.objective.gauss_newton_factors(self.indices, self.weights)
 
 
 def largest_eigenvalue(op: Operator, dim: int, device: torch.device | str = "cpu",

@@ -22,7 +22,8 @@ score rows, which needs no reference at all.
 
 Subset solves (``solver="auto"`` with Gauss-Newton curvature) use the **exact** low-rank structure of the
 Gauss-Newton matrix instead of p Hessian-vector products: with A_i = diag(p_i) − p_i p_iᵀ = Q_i Λ_i Q_iᵀ (rank C − 1)
-and J_i = ∂z_i/∂θ (C, p) from ``torch.func.jacrev``, each point contributes U_i = Λ_i^{1/2} Q_iᵀ J_i ((C−1), p) and
+and J_i = ∂z_i/∂θ (C, p) from ``torch.func.jacrev`` (the engine's ``Objective.gauss_newton_factors`` and
+``solvers.LowRankInverse``), each point contributes U_i = Λ_i^{1/2} Q_iᵀ J_i ((C−1), p) and
 
     G_S + δI = c·I + U_Sᵀ U_S,  c = wd + δ,  U_S = stack_i √(w_i/Σw) U_i   (r = m(C−1) rows)
     (G_S + δI)⁻¹ g = (g − U_Sᵀ (c·I_r + U_S U_Sᵀ)⁻¹ U_S g) / c          (Woodbury; Cholesky of an r×r matrix)
@@ -56,7 +57,6 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 from torch import nn
-from torch.func import functional_call, jacrev, vmap
 
 from .curvature import CURVATURE_MODES, Objective
 from .data import Dataset, available_datasets, load_dataset
@@ -64,7 +64,7 @@ from .influence import InfluenceCalculator
 from .metrics import mean_std, relative_error, rowwise_pearson, rowwise_spearman, rowwise_topk_overlap
 from .models import ARCHITECTURES
 from .samplers import available_samplers, draw_sample
-from .solvers import SolverError, SolverNotConvergedWarning
+from .solvers import LowRankInverse, SolverError, SolverNotConvergedWarning
 from .subsets import sampler_inputs
 from .training import train_model
 
@@ -244,9 +244,9 @@ class GaussNewtonSubsetSolver:
     """Exact (G_S + δI)⁻¹ B for the fixed right-hand sides B (T, p) and many index subsets S (see the module doc).
 
     ``objective`` supplies θ, the model and the training data; c = wd + δ must be > 0. The per-point factors U_i
-    ((C−1), p) come from ``torch.func.jacrev`` per sample (vmapped) and the eigendecomposition of
-    diag(p_i) − p_i p_iᵀ. If the factors of all n points and their Gram matrix fit in ``gram_budget_mb``, both are
-    computed once (``precompute_seconds``) and a subset only gathers rows. ``planned_sizes`` (the m of every solve
+    ((C−1), p) are the engine's (:meth:`Objective.gauss_newton_factors`) and the solve is the engine's
+    :class:`~influence_core.solvers.LowRankInverse`; this class adds the all-points cache. If the factors of all n
+    points and their Gram matrix fit in ``gram_budget_mb``, both are computed once (``precompute_seconds``) and a subset only gathers rows. ``planned_sizes`` (the m of every solve
     to come, repeats included) lets it form the Gram matrix only when that is cheaper than forming each subset's:
     Σ (m(C−1))² over the solves with m(C−1) <= p must exceed (n(C−1))².
     """
@@ -280,57 +280,23 @@ class GaussNewtonSubsetSolver:
             self.P_all = self.U_all @ self.B.T                            # (nR, T)
         self.precompute_seconds = time.perf_counter() - start
 
-    def _chunk(self) -> int:
-        """Samples per Jacobian chunk: (chunk, C, p) floats within ~256 MB."""
-        return max(1, min(self.obj.chunk_size, int(2**28 // (4 * self.n_classes * self.p))))
-
     def factors(self, indices: np.ndarray) -> torch.Tensor:
-        """U_S rows (len(indices)·(C−1), p), unweighted: U_i = Λ_i^{1/2} Q_iᵀ J_i, so Σ U_iᵀU_i = Σ J_iᵀ A_i J_i."""
-        obj = self.obj
-
-        def single_logits(theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-            return functional_call(obj.model, (obj.unflatten(theta), obj.buffers), (x.unsqueeze(0),))[0]
-
-        jac = vmap(jacrev(single_logits), in_dims=(None, 0))
-        out = []
-        for idx in obj.chunks(np.asarray(indices), self._chunk()):
-            x = obj.X[idx]
-            with torch.no_grad():
-                prob = torch.softmax(obj.logits(obj.theta, x), dim=-1).double()
-            A = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]   # (c, C, C)
-            lam, Q = torch.linalg.eigh(A)                                        # ascending; lam[:, 0] ≈ 0 (null 1)
-            M = (lam[:, 1:].clamp_min(0).sqrt()[:, :, None] * Q[:, :, 1:].transpose(1, 2)).to(obj.dtype)
-            J = jac(obj.theta, x)                                                # (c, C, p)
-            out.append(torch.bmm(M, J).reshape(-1, self.p))                     # (c·(C−1), p)
-        return torch.cat(out)
+        """U_S rows (len(indices)·(C−1), p), unweighted (:meth:`Objective.gauss_newton_factors`)."""
+        return self.obj.gauss_newton_factors(np.asarray(indices), unweighted=True)
 
     def solve(self, indices: np.ndarray, weights: np.ndarray | None = None) -> torch.Tensor:
-        """(G_S + δI)⁻¹ bᵀ for every row b of B: (T, p). ``weights`` (m,) optional, normalised to sum 1."""
+        """(G_S + δI)⁻¹ bᵀ for every row b of B: (T, p). ``weights`` (m,) optional, normalised to sum 1.
+        The inverse is the engine's :class:`~influence_core.solvers.LowRankInverse`, fed the gathered rows."""
         idx = np.asarray(indices, dtype=np.int64)
         w = np.full(len(idx), 1.0 / len(idx)) if weights is None else np.asarray(weights, float) / np.sum(weights)
         d = torch.as_tensor(np.repeat(np.sqrt(w), self.rank), device=self.obj.device, dtype=self.obj.dtype)
         rows = torch.as_tensor((idx[:, None] * self.rank + np.arange(self.rank)).ravel(), device=self.obj.device)
         U = (self.U_all[rows] if self.factors_stored else self.factors(idx)) * d[:, None]   # (r, p), weighted
-        r = U.shape[0]
-        if r <= self.p:
-            if self.precomputed:
-                K = self.K_all[rows][:, rows] * (d[:, None] * d[None, :])
-                P = self.P_all[rows] * d[:, None]
-            else:
-                K = U @ U.T
-                P = U @ self.B.T
-            K.diagonal().add_(self.c)
-            L, info = torch.linalg.cholesky_ex(K)
-            if int(info) != 0:
-                raise SolverError("Cholesky of c·I + U Uᵀ failed; the factors contain NaN/inf (check the model)")
-            Y = torch.cholesky_solve(P, L)                                        # (r, T)
-            return (self.B - (U.T @ Y).T) / self.c
-        H = U.T @ U
-        H.diagonal().add_(self.c)
-        L, info = torch.linalg.cholesky_ex(H)
-        if int(info) != 0:
-            raise SolverError("Cholesky of c·I + UᵀU failed; the factors contain NaN/inf (check the model)")
-        return torch.cholesky_solve(self.B.T, L).T
+        gram = projected = None
+        if self.precomputed and U.shape[0] < self.p:
+            gram = self.K_all[rows][:, rows] * (d[:, None] * d[None, :])
+            projected = self.P_all[rows] * d[:, None]
+        return LowRankInverse(U, self.c, gram=gram).solve(self.B, projected).x
 
 
 # --------------------------------------------------------------------------------------------------------------------

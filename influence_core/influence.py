@@ -12,6 +12,12 @@ Lifecycle (fit, then score): :class:`InfluenceCalculator` owns the objective; ``
 test points (k iHVPs) and then forms ∇ℓ_jᵀ s_t for all training points with one forward-mode pass per chunk of
 training points (``Objective.grad_dot``), so a query costs about one forward+backward pass over the training set and
 the (n, p) per-sample gradients are never stored.
+
+Exact solves: with ``curvature="gauss_newton"`` and r = m(C−1) < p (m Hessian points, C classes), ``fit`` uses the
+low-rank structure G_S + δI = (wd+δ)·I + U_SᵀU_S (:class:`~influence_core.solvers.LowRankInverse`): one Cholesky of
+an r×r matrix at fit, and per query one forward-mode and one backward pass over the m sample points plus an r×r
+triangular solve, instead of forming and LU-factorising the p×p matrix (which stays the path when r >= p, or for
+the Hessian). It needs wd + δ > 0 and r·p + r² numbers (<= ``LOW_RANK_MAX_BYTES``) while fitting.
 """
 
 from __future__ import annotations
@@ -26,11 +32,15 @@ from torch import nn
 
 from .curvature import CURVATURE_MODES, Objective, as_index_array
 from .data import Dataset
-from .solvers import SOLVERS, ExactInverse, SolveResult, solve_cg, solve_lissa
+from .solvers import SOLVERS, ExactInverse, LowRankInverse, SolveResult, solve_cg, solve_lissa
 
 __all__ = ["InfluenceCalculator", "InfluenceConfig", "influence_scores", "top_influences", "NotFittedError"]
 
 Progress = Callable[[float, str], None]
+
+LOW_RANK_MAX_BYTES = 2 * 1024**3   # memory allowed for the dense Gauss-Newton factor U_S (r, p) while fitting
+SCORE_MEMORY_BYTES = 256 * 1024**2  # tangent activations of one scoring block when the train chunk is automatic
+MAX_SCORE_CHUNK = 16_384
 
 
 class NotFittedError(RuntimeError):
@@ -72,17 +82,26 @@ class InfluenceCalculator:
     """Influence functions for a trained classifier on its training data (X_train, y_train).
 
     ``weight_decay`` defaults to ``model.weight_decay`` (set by :func:`influence_core.train_model`), else 0: it must
-    be the wd of the objective the model was trained on. ``chunk_size`` bounds memory (samples per vectorised chunk)
-    and does not change the results beyond floating-point rounding.
+    be the wd of the objective the model was trained on. ``chunk_size`` bounds memory (samples per vectorised chunk
+    of per-sample gradients and HVPs) and does not change the results beyond floating-point rounding.
+    ``score_chunk_size``: training points per forward-mode scoring block (None = automatic: as many as keep
+    k tangents × the model's activations within ``SCORE_MEMORY_BYTES``, k = test points per block, so small models
+    are scored in one block; at least ``chunk_size``, at most ``MAX_SCORE_CHUNK``).
     """
 
     def __init__(self, model: nn.Module, X_train: Any, y_train: Any, *, weight_decay: float | None = None,
-                 chunk_size: int = 256):
+                 chunk_size: int = 256, score_chunk_size: int | None = None):
         if weight_decay is None:
             weight_decay = float(getattr(model, "weight_decay", 0.0))
+        if score_chunk_size is not None and (isinstance(score_chunk_size, bool) or int(score_chunk_size) < 1):
+            raise ValueError(f"score_chunk_size must be a positive integer or None, got {score_chunk_size!r}")
         self.objective = Objective(model, X_train, y_train, weight_decay, chunk_size)
+        self.score_chunk_size = None if score_chunk_size is None else int(score_chunk_size)
+        self._activations_per_point: int | None = None
         self.config: InfluenceConfig | None = None
-        self._exact: ExactInverse | None = None
+        self._exact: ExactInverse | LowRankInverse | None = None
+        self._lissa_lambda_max: float | None = None
+        self.fit_info: dict[str, Any] = {}
         self._operator: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.last_solve: SolveResult | None = None
         self.last_scoring: Any = None  # a scoring.ScoringReport after scores()
@@ -94,7 +113,9 @@ class InfluenceCalculator:
 
     def fit(self, hessian_indices: Any | None = None, hessian_weights: Any | None = None, *, solver: str = "exact",
             damping: float = 0.0, curvature: str = "hessian", **solver_options: Any) -> "InfluenceCalculator":
-        """Fix the Hessian sample and the solver. For ``exact``, H_S is formed and factorised here once.
+        """Fix the Hessian sample and the solver. For ``exact``, H_S is formed and factorised here once (low-rank
+        Woodbury for Gauss-Newton when m(C−1) < p, see the module doc; ``fit_info["inverse"]`` says which).
+        For ``lissa`` without a ``scale``, λ_max is found by power iteration at the first solve and kept.
 
         ``hessian_indices`` may be an index array or a :class:`~influence_core.samplers.HessianSample` (its weights
         are used unless ``hessian_weights`` is given).
@@ -110,13 +131,42 @@ class InfluenceCalculator:
         start = time.perf_counter()
         self._operator = self.objective.operator(idx, w, curvature)
         self._exact = None
+        self._lissa_lambda_max = None
+        self.fit_info = {}
         if solver == "exact":
             if solver_options:
                 raise ValueError(f"solver 'exact' takes no options, got {sorted(solver_options)}")
-            self._exact = ExactInverse(self.objective.hessian(idx, w, curvature), damping)
+            self._exact = self._fit_exact(idx, w, curvature, float(damping))
+            self.fit_info = {"inverse": "lu" if isinstance(self._exact, ExactInverse) else "low_rank"}
+            if isinstance(self._exact, LowRankInverse):
+                self.fit_info["rank"] = self._exact.rank
         self.config = config
         self.fit_seconds = time.perf_counter() - start
         return self
+
+    def _fit_exact(self, idx: np.ndarray | None, w: np.ndarray | None, curvature: str,
+                   damping: float) -> ExactInverse | LowRankInverse:
+        """LowRankInverse for Gauss-Newton with r = m(C−1) < p, else the LU of the dense (p, p) matrix."""
+        obj = self.objective
+        p = obj.n_params
+        if curvature == "gauss_newton":
+            m = obj.n if idx is None else len(idx)
+            r = m * (obj.n_classes - 1)
+            if r < p:
+                itemsize = torch.finfo(obj.dtype).bits // 8
+                need = (r * p + r * r) * itemsize
+                if need > LOW_RANK_MAX_BYTES:
+                    m_max = int(LOW_RANK_MAX_BYTES // (itemsize * (r // m) * (p + r)))
+                    raise ValueError(
+                        f"the exact Gauss-Newton solve on {m} points would need {need / 1e9:.1f} GB for its "
+                        f"{r} x {p} factor (limit {LOW_RANK_MAX_BYTES / 1e9:.1f} GB); use solver='cg' "
+                        f"(matrix-free) or a Hessian sample of at most about {m_max} points")
+                if obj.weight_decay + damping <= 0:
+                    raise ValueError(f"the Gauss-Newton matrix on {m} points has rank <= {r} < p = {p}, so it is "
+                                     "singular without a shift: pass damping > 0 (e.g. 0.01)")
+                return LowRankInverse(obj.gauss_newton_operator(idx, w), obj.weight_decay + damping,
+                                      damping=damping)
+        return ExactInverse(obj.hessian(idx, w, curvature), damping)
 
     def _require_fit(self) -> InfluenceConfig:
         if self.config is None:
@@ -132,7 +182,14 @@ class InfluenceCalculator:
         elif cfg.solver == "cg":
             result = solve_cg(self._operator, B, cfg.damping, **cfg.solver_options)
         else:
-            result = solve_lissa(self._operator, B, cfg.damping, **cfg.solver_options)
+            options = dict(cfg.solver_options)
+            if options.get("scale") is None and self._lissa_lambda_max is not None:
+                options["scale"] = 1.1 * (self._lissa_lambda_max + cfg.damping)  # the automatic scale, cached
+            result = solve_lissa(self._operator, B, cfg.damping, **options)
+            if result.info.get("lambda_max") is not None:
+                self._lissa_lambda_max = result.info["lambda_max"]
+            elif cfg.solver_options.get("scale") is None:
+                result.info["lambda_max"] = self._lissa_lambda_max
         self.last_solve = result
         return result
 
@@ -154,8 +211,8 @@ class InfluenceCalculator:
 
         Computed block by block (:func:`influence_core.scoring.score_grid`): iHVPs per chunk of ``test_chunk_size``
         test points (default 128), then one forward-mode pass per chunk of ``train_chunk_size`` training points
-        (default ``chunk_size``), so memory is set by the chunk sizes. ``executor``: None (sequential), an
-        :class:`~influence_core.parallel.Executor`, a ``distributed.Client`` or a Dask scheduler address. ``out``: a
+        (default ``score_chunk_size``, see the class doc), so memory is set by the chunk sizes. ``executor``: None
+        (sequential), an :class:`~influence_core.parallel.Executor`, a ``distributed.Client`` or a Dask scheduler address. ``out``: a
         ``.npy`` path to write the matrix to (returned as a read-only memmap), resumable after an interruption.
         Afterwards ``last_solve`` summarises the per-chunk iHVP solves (its ``x`` is empty; call :meth:`ihvp` for
         the vectors) and ``last_scoring`` describes the run.
@@ -164,8 +221,30 @@ class InfluenceCalculator:
         from .scoring import score_grid
 
         return score_grid(self, X_test, y_test, train_indices=train_indices, test_chunk_size=test_chunk_size,
-                          train_chunk_size=train_chunk_size, executor=executor, out=out, resume=resume,
+                          train_chunk_size=self._train_chunk(train_chunk_size, _rows(X_test), test_chunk_size),
+                          executor=executor, out=out, resume=resume,
                           progress=progress)
+
+    def _train_chunk(self, given: int | None, k: int, test_chunk_size: int | None) -> int | None:
+        """The training points per scoring block: ``given``, else ``score_chunk_size``, else from the memory budget
+        SCORE_MEMORY_BYTES >= chunk · (4 · k_block · activations + input size) · itemsize."""
+        if given is not None:
+            return given
+        if self.score_chunk_size is not None:
+            return self.score_chunk_size
+        from .scoring import DEFAULT_TEST_CHUNK_SIZE
+
+        obj = self.objective
+        if self._activations_per_point is None:
+            self._activations_per_point = _activations_per_point(obj.model, obj.X[:1])
+        try:
+            k_block = max(1, min(int(k), DEFAULT_TEST_CHUNK_SIZE if test_chunk_size is None else int(test_chunk_size)))
+        except (TypeError, ValueError):
+            return None  # score_grid reports the bad test_chunk_size
+
+        itemsize = torch.finfo(obj.dtype).bits // 8
+        per_point = (4 * k_block * self._activations_per_point + obj.X[0].numel()) * itemsize
+        return int(min(MAX_SCORE_CHUNK, max(obj.chunk_size, SCORE_MEMORY_BYTES // per_point)))
 
     def scores_from_ihvp(self, S: torch.Tensor, train_indices: Any | None = None,
                          progress: Progress | None = None, *, test_chunk_size: int | None = None,
@@ -176,7 +255,8 @@ class InfluenceCalculator:
         from .scoring import score_grid
 
         return score_grid(self, ihvps=S, train_indices=train_indices, test_chunk_size=test_chunk_size,
-                          train_chunk_size=train_chunk_size, executor=executor, out=out, resume=resume,
+                          train_chunk_size=self._train_chunk(train_chunk_size, _rows(S), test_chunk_size),
+                          executor=executor, out=out, resume=resume,
                           progress=progress)
 
     def self_influence(self, train_indices: Any | None = None) -> np.ndarray:
@@ -188,6 +268,32 @@ class InfluenceCalculator:
         for _, G in obj.train_grads(obj.subset(train_indices)):
             out.append((G * self.ihvp(G).x).sum(1).double().cpu().numpy() / obj.n)
         return np.concatenate(out)
+
+
+def _rows(X: Any) -> int:
+    """len(X), or 1 for something without a length (score_grid then reports what is wrong with it)."""
+    try:
+        return len(X)
+    except TypeError:
+        return 1
+
+
+def _activations_per_point(model: nn.Module, x: torch.Tensor) -> int:
+    """Numbers output by all leaf modules for one input (1, ...): what a forward-mode tangent carries per point."""
+    total = [0]
+
+    def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            total[0] += output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(total[0], 1)
 
 
 def top_influences(scores: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:

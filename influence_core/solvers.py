@@ -4,7 +4,9 @@ A solver is a pure function of an operator ``hvp: (k, p) -> (k, p)`` (V ↦ H V,
 :class:`influence_core.curvature.Objective`) or, for ``exact``, of the matrix H. It never chooses the Hessian data:
 that is the sampler's job. δ (``damping``) >= 0 is explicit and recorded. All return a :class:`SolveResult`.
 
-- ``exact``: LU factorisation of H + δI (works for indefinite H), reusable for many right-hand sides.
+- ``exact``: LU factorisation of H + δI (works for indefinite H), reusable for many right-hand sides
+  (:class:`ExactInverse`); or, for a low-rank-plus-shift matrix H + δI = c·I + UᵀU (Gauss-Newton, U (r, p)),
+  the Woodbury identity (:class:`LowRankInverse`) with one Cholesky of the r×r matrix c·I_r + U Uᵀ.
 - ``cg``: conjugate gradient, batched over the k columns; stops when every relative residual
   ||b − (H+δI)x|| / ||b|| <= tol. Raises :class:`SolverError` on non-positive curvature.
 - ``lissa``: the Neumann iteration x_{j+1} = b + (I − (H+δI)/s) x_j, solution x/s. Automatic scale
@@ -32,6 +34,7 @@ __all__ = [
     "SolverDivergedError",
     "SolverNotConvergedWarning",
     "ExactInverse",
+    "LowRankInverse",
     "solve_exact",
     "solve_cg",
     "solve_lissa",
@@ -120,7 +123,70 @@ class ExactInverse:
         start = time.perf_counter()
         X = torch.linalg.lu_solve(self.lu, self.pivots, B.T).T
         return SolveResult(X, "exact", 0, True, self.damping, seconds=time.perf_counter() - start,
-                           info={"factor_seconds": self.factor_seconds})
+                           info={"factor_seconds": self.factor_seconds, "inverse": "lu"})
+
+
+class LowRankInverse:
+    """(c·I_p + UᵀU)⁻¹ for U (r, p) and a shift c > 0 (Gauss-Newton: c = wd + δ, U = U_S), exactly.
+
+    r < p (Woodbury, "low_rank"): (cI + UᵀU)⁻¹ b = (b − Uᵀ (c·I_r + U Uᵀ)⁻¹ U b) / c, with the Cholesky factor of
+    the r×r matrix computed once here; a solve costs two products with U and an r×r triangular pair.
+    r >= p ("dense"): Cholesky of the p×p matrix c·I + UᵀU.
+
+    ``U``: a (r, p) tensor, or a matrix-free map with ``shape``, ``matmul(V (k,p)) -> (k,r)``,
+    ``rmatmul(Y (k,r)) -> (k,p)`` and ``dense()`` (e.g. :class:`~influence_core.curvature.GaussNewtonFactors`): then
+    U is formed once to build the r×r matrix and dropped, and each solve uses the map. ``gram``: a precomputed
+    U Uᵀ (r, r) to use instead (r < p only). ``damping``: the δ to record in results (default c).
+    """
+
+    def __init__(self, U: Any, shift: float, *, gram: torch.Tensor | None = None, damping: float | None = None):
+        if shift is None or not math.isfinite(shift) or shift <= 0:
+            raise ValueError(f"the low-rank solve needs a shift c = weight_decay + damping > 0, got {shift}; "
+                             "pass damping > 0 (e.g. 0.01)")
+        if len(U.shape) != 2:
+            raise ValueError(f"U must be (r, p), got shape {tuple(U.shape)}")
+        start = time.perf_counter()
+        self.shift = float(shift)
+        self.damping = self.shift if damping is None else _check_damping(damping)
+        self.rank, self.dim = int(U.shape[0]), int(U.shape[1])
+        self.low_rank = self.rank < self.dim
+        dense = U if isinstance(U, torch.Tensor) else (None if gram is not None and self.low_rank else U.dense())
+        if dense is not None and not torch.isfinite(dense).all():
+            raise SolverError("the Gauss-Newton factors contain NaN/inf; check the model and data for overflow")
+        if self.low_rank:
+            K = (dense @ dense.T if gram is None else gram.clone())
+            self.U = U  # the tensor, or the matrix-free map (the dense copy is dropped)
+        else:
+            K = dense.T @ dense
+            self.U = None
+        K.diagonal().add_(self.shift)
+        self.L, info = torch.linalg.cholesky_ex(K)
+        if int(info) != 0 or not torch.isfinite(self.L).all():
+            raise SolverError("Cholesky of c·I + U Uᵀ failed: the factors contain NaN/inf or c is too small "
+                              "relative to them; increase damping")
+        self.factor_seconds = time.perf_counter() - start
+
+    def _U(self, V: torch.Tensor) -> torch.Tensor:
+        return V @ self.U.T if isinstance(self.U, torch.Tensor) else self.U.matmul(V)
+
+    def _Ut(self, Y: torch.Tensor) -> torch.Tensor:
+        return Y @ self.U if isinstance(self.U, torch.Tensor) else self.U.rmatmul(Y)
+
+    def solve(self, B: torch.Tensor, projected: torch.Tensor | None = None) -> SolveResult:
+        """X (k, p) = (cI + UᵀU)⁻¹ bᵀ for each row of B (k, p). ``projected``: U Bᵀ (r, k) if already known."""
+        B = _as_batch(B)
+        if B.shape[1] != self.dim:
+            raise ValueError(f"right-hand sides must have {self.dim} columns, got shape {tuple(B.shape)}")
+        start = time.perf_counter()
+        if self.low_rank:
+            P = self._U(B).T if projected is None else projected                  # (r, k)
+            Y = torch.cholesky_solve(P, self.L)                                   # (r, k)
+            X = (B - self._Ut(Y.T)) / self.shift
+        else:
+            X = torch.cholesky_solve(B.T, self.L).T
+        return SolveResult(X, "exact", 0, True, self.damping, seconds=time.perf_counter() - start,
+                           info={"factor_seconds": self.factor_seconds,
+                                 "inverse": "low_rank" if self.low_rank else "dense", "rank": self.rank})
 
 
 def solve_exact(H: torch.Tensor, B: torch.Tensor, damping: float = 0.0) -> SolveResult:
