@@ -118,3 +118,48 @@ def test_bad_input_is_reported(digits, digits_logreg64):
         influence_scores(model, digits.X_train, [0])
     with pytest.raises(ValueError, match="exact' takes no options"):
         calc.fit(solver="exact", tol=1e-3)
+
+
+def test_gauss_newton_exact_uses_low_rank_and_equals_dense(digits):
+    """influence_scores(curvature="gauss_newton", solver="exact") on a sample with m(C−1) < p takes the Woodbury
+    path and equals the dense ground truth: G_S formed column by column (Objective.hessian), LU-solved, then scored."""
+    from influence_core import train_model
+    from influence_core.solvers import ExactInverse
+
+    model = train_model(digits, "mlp", seed=0, epochs=3, hidden=(8,), dtype="float64")
+    idx = np.arange(0, 400, 10)  # m = 40, r = 360 < p = 610
+    w = np.random.default_rng(0).uniform(0.5, 2.0, len(idx))
+    got = influence_scores(model, digits, [0, 5], idx, solver="exact", damping=0.01, hessian_weights=w,
+                           curvature="gauss_newton")
+    calc = InfluenceCalculator(model, digits.X_train, digits.y_train)
+    calc.fit(idx, w, solver="exact", damping=0.01, curvature="gauss_newton")
+    assert calc.fit_info == {"inverse": "low_rank", "rank": 360}
+    G = calc.gradients(digits.X_test[[0, 5]], digits.y_test[[0, 5]])
+    S = ExactInverse(calc.objective.hessian(idx, w, "gauss_newton"), 0.01).solve(G).x
+    want = calc.scores_from_ihvp(S)
+    np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
+
+
+def test_gauss_newton_exact_refuses_when_factor_too_big(digits, digits_mlp, monkeypatch):
+    import influence_core.influence as influence_module
+
+    monkeypatch.setattr(influence_module, "LOW_RANK_MAX_BYTES", 1000)
+    calc = InfluenceCalculator(digits_mlp, digits.X_train, digits.y_train)
+    with pytest.raises(ValueError, match="solver='cg'"):
+        calc.fit(np.arange(50), solver="exact", damping=0.01, curvature="gauss_newton")
+
+
+def test_automatic_score_chunk_and_cached_lissa_scale(digits, digits_mlp):
+    """The automatic scoring chunk gives the same scores as 256-point chunks; LiSSA's power iteration runs once
+    per fit (λ_max kept and reported on later solves)."""
+    calc = InfluenceCalculator(digits_mlp, digits.X_train, digits.y_train)
+    calc.fit(np.arange(100), solver="lissa", damping=0.1, curvature="gauss_newton", tol=1e-3)
+    assert calc._train_chunk(None, 1, None) >= digits.n_train  # a small model is scored in one block
+    auto = calc.scores(digits.X_test[:2], digits.y_test[:2])
+    first = calc.last_solve.info["lambda_max"]
+    assert calc.last_scoring.train_chunk_size >= digits.n_train
+    fixed = calc.scores(digits.X_test[:2], digits.y_test[:2], train_chunk_size=256)
+    np.testing.assert_allclose(auto, fixed, rtol=1e-5, atol=1e-6 * np.abs(fixed).max())
+    assert calc._lissa_lambda_max == first and calc.last_solve.info["lambda_max"] == first
+    calc.fit(np.arange(50), solver="lissa", damping=0.1, curvature="gauss_newton", tol=1e-3)
+    assert calc._lissa_lambda_max is None  # a new fit forgets it
