@@ -102,7 +102,11 @@ def _as_batch(B: torch.Tensor) -> torch.Tensor:
 
 
 class ExactInverse:
-    """(H + δI)⁻¹ from an LU factorisation of the (p, p) matrix H; ``solve(B)`` for any (k, p) batch."""
+    """(H + δI)⁻¹ from an LU factorisation of the (p, p) matrix H; ``solve(B)`` for any (k, p) batch.
+
+    The inverse itself is formed once from the LU factors (p³ more flops at construction), so a solve is one
+    matrix product: for a single right-hand side a (p, p) matrix-vector product is about 2-3x faster than the
+    pair of triangular solves, and it is what bounds an exact influence query."""
 
     def __init__(self, H: torch.Tensor, damping: float = 0.0):
         damping = _check_damping(damping)
@@ -112,16 +116,20 @@ class ExactInverse:
             raise SolverError("the Hessian contains NaN/inf; check the model and data for overflow")
         start = time.perf_counter()
         A = H + damping * torch.eye(H.shape[0], device=H.device, dtype=H.dtype)
-        self.lu, self.pivots, status = torch.linalg.lu_factor_ex(A)
-        if int(status) != 0 or not torch.isfinite(self.lu).all():
+        lu, pivots, status = torch.linalg.lu_factor_ex(A)
+        del A
+        if int(status) != 0 or not torch.isfinite(lu).all():
             raise SolverError("H + damping·I is singular; increase damping (e.g. 1e-3) or weight decay")
+        eye = torch.eye(H.shape[0], device=H.device, dtype=H.dtype)
+        self.inverse = torch.linalg.lu_solve(lu, pivots, eye)                      # (p, p) = A⁻¹ (LU dropped)
+        del eye, lu
         self.damping = damping
         self.factor_seconds = time.perf_counter() - start
 
     def solve(self, B: torch.Tensor) -> SolveResult:
         B = _as_batch(B)
         start = time.perf_counter()
-        X = torch.linalg.lu_solve(self.lu, self.pivots, B.T).T
+        X = B @ self.inverse.T
         return SolveResult(X, "exact", 0, True, self.damping, seconds=time.perf_counter() - start,
                            info={"factor_seconds": self.factor_seconds, "inverse": "lu"})
 
@@ -129,8 +137,8 @@ class ExactInverse:
 class LowRankInverse:
     """(c·I_p + UᵀU)⁻¹ for U (r, p) and a shift c > 0 (Gauss-Newton: c = wd + δ, U = U_S), exactly.
 
-    r < p (Woodbury, "low_rank"): (cI + UᵀU)⁻¹ b = (b − Uᵀ (c·I_r + U Uᵀ)⁻¹ U b) / c, with the Cholesky factor of
-    the r×r matrix computed once here; a solve costs two products with U and an r×r triangular pair.
+    r < p (Woodbury, "low_rank"): (cI + UᵀU)⁻¹ b = (b − Uᵀ (c·I_r + U Uᵀ)⁻¹ U b) / c, with K⁻¹ = (c·I_r + U Uᵀ)⁻¹
+    formed here once from its Cholesky factor; a solve costs two products with U and one r×r matrix product.
     r >= p ("dense"): Cholesky of the p×p matrix c·I + UᵀU.
 
     ``U``: a (r, p) tensor, or a matrix-free map with ``shape``, ``matmul(V (k,p)) -> (k,r)``,
@@ -160,10 +168,14 @@ class LowRankInverse:
             K = dense.T @ dense
             self.U = None
         K.diagonal().add_(self.shift)
-        self.L, info = torch.linalg.cholesky_ex(K)
-        if int(info) != 0 or not torch.isfinite(self.L).all():
+        L, info = torch.linalg.cholesky_ex(K)
+        if int(info) != 0 or not torch.isfinite(L).all():
             raise SolverError("Cholesky of c·I + U Uᵀ failed: the factors contain NaN/inf or c is too small "
                               "relative to them; increase damping")
+        del K
+        # K⁻¹ from the Cholesky factor, formed once: a query's r×r (or p×p) step is then one matrix product,
+        # 2-3x faster than two triangular solves for a single right-hand side
+        self.K_inv = torch.cholesky_inverse(L)
         self.factor_seconds = time.perf_counter() - start
 
     def _U(self, V: torch.Tensor) -> torch.Tensor:
@@ -180,10 +192,10 @@ class LowRankInverse:
         start = time.perf_counter()
         if self.low_rank:
             P = self._U(B).T if projected is None else projected                  # (r, k)
-            Y = torch.cholesky_solve(P, self.L)                                   # (r, k)
+            Y = self.K_inv @ P                                                    # (r, k)
             X = (B - self._Ut(Y.T)) / self.shift
         else:
-            X = torch.cholesky_solve(B.T, self.L).T
+            X = B @ self.K_inv                                                    # K_inv symmetric (p, p)
         return SolveResult(X, "exact", 0, True, self.damping, seconds=time.perf_counter() - start,
                            info={"factor_seconds": self.factor_seconds,
                                  "inverse": "low_rank" if self.low_rank else "dense", "rank": self.rank})

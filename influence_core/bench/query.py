@@ -1,8 +1,9 @@
 """Influence-query benchmark: time of one influence query divided by one forward+backward pass over the training set.
 
 The query is one test point against all n training points with the model trained and the solver fitted beforehand
-(``InfluenceCalculator.fit``: the exact Hessian formed and factorised, or the HVP operator built and, for LiSSA, its
-scale fixed from λ_max): test gradient + iHVP solve + scoring of every training point (``calc.scores``). The
+(``InfluenceCalculator.fit`` plus one warm-up solve: the exact inverse factorised, dense LU or the Gauss-Newton
+low-rank Woodbury form when m(C−1) < p; or the HVP operator built and, for LiSSA, its automatic scale found from
+λ_max at the first solve and cached): test gradient + iHVP solve + scoring of every training point (``calc.scores``). The
 baseline is one batched forward pass over the whole training set, the summed cross-entropy and ``.backward()``.
 Both are timed in the same process, as the median of ``--repeats`` calls after a warm-up call, and reported as a
 ratio (the physical floor is about 1x: every training gradient has to be formed once).
@@ -30,9 +31,11 @@ DEFAULT_CONFIGS = ("digits:mlp", "mnist5k:mlp", "digits:logreg", "mnist5k:logreg
 QUICK_CONFIGS = ("digits:logreg", "digits:mlp")
 QUICK_TRAINING = {"mlp": {"hidden": (8,), "epochs": 1, "polish_steps": 3}}
 SOLVERS = ("exact", "cg", "lissa")
+CURVATURES = ("gauss_newton", "hessian")
 
 COLUMNS = [
-    ("config", "data/model"), ("p", "p"), ("n", "n"), ("hessian", "Hessian on"), ("solver", "solver"),
+    ("config", "data/model"), ("p", "p"), ("n", "n"), ("curvature", "curvature"), ("hessian", "Hessian on"),
+    ("solver", "solver"), ("inverse", "exact form"),
     ("fwd_bwd_ms", "fwd+bwd ms"), ("ratio", "query / fwd+bwd"), ("ihvp_ratio", "iHVP / fwd+bwd"),
     ("scoring_ratio", "scoring / fwd+bwd"), ("hvp_ratio", "1 HVP / fwd+bwd"), ("iterations", "iters"),
     ("ihvp_rel_err", "iHVP rel. err vs exact"), ("fit_s", "fit s"), ("target", "<= 3x"),
@@ -43,13 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", nargs="+", default=None, metavar="DATA:ARCH",
                         help=f"dataset:architecture pairs (default {' '.join(DEFAULT_CONFIGS)})")
     parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
+    parser.add_argument("--curvatures", nargs="+", default=list(CURVATURES), choices=CURVATURES,
+                        help="curvature of H (Hessian rows are skipped for logreg, where they equal Gauss-Newton)")
+    parser.add_argument("--hessian-solvers", nargs="+", default=["exact", "cg"], choices=SOLVERS,
+                        help="solvers measured with curvature 'hessian' (LiSSA on the Hessian is the slowest row "
+                             "and was measured before: see git history of docs/bench/query.md)")
     parser.add_argument("--hessian", nargs="+", default=["full", "256"], metavar="full|M",
                         help="Hessian data: 'full' (all n training points) and/or a uniform random sample of M points")
     parser.add_argument("--damping", type=float, default=0.01, help="δ added to H (which already includes wd·I)")
     parser.add_argument("--tol", type=float, default=1e-4, help="relative-residual tolerance of CG and LiSSA")
     parser.add_argument("--max-iter", type=int, default=20_000, help="iteration cap of CG and LiSSA")
     parser.add_argument("--exact-max-params", type=int, default=8_000,
-                        help="form the exact Hessian only for models with at most this many parameters")
+                        help="form the dense (p, p) matrix only for models with at most this many parameters (the "
+                             "Gauss-Newton low-rank form, used when m(C-1) < p, is not limited by this)")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported); "
                         "a call over 10 s is timed at most 3 times, its warm-up call included")
     parser.add_argument("--threads", type=int, default=1,
@@ -80,8 +89,7 @@ def measure_config(spec: str, args: argparse.Namespace, log: Any = print) -> lis
     import torch
     from torch.nn import functional as F
 
-    from influence_core import InfluenceCalculator, load_dataset, train_model
-    from influence_core.solvers import SolverError, SolverNotConvergedWarning
+    from influence_core import load_dataset, train_model
 
     data_name, _, arch = spec.partition(":")
     if not arch:
@@ -105,58 +113,84 @@ def measure_config(spec: str, args: argparse.Namespace, log: Any = print) -> lis
 
     rows = []
     rng = np.random.default_rng(args.seed)
+    samples = []
     for hess in args.hessian:
         if hess == "full":
-            idx, label = None, f"all {n}"
+            samples.append((None, n, f"all {n}"))
         else:
             m = int(hess)
             if not 1 <= m <= n:
                 raise ValueError(f"--hessian sample size must be in [1, {n}], got {m}")
-            idx, label = np.sort(rng.choice(n, size=m, replace=False)), f"random {m}"
-        calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
-        obj = calc.objective
-        v = torch.randn(1, obj.n_params, generator=torch.Generator().manual_seed(0)).to(obj.dtype)
-        hvp = _time(lambda: obj.hvp(v, idx), args.repeats)
-        reference = None
-        for solver in args.solvers:
-            row: dict[str, Any] = {"config": spec, "p": p, "n": n, "hessian": label, "solver": solver,
-                                   "fwd_bwd_ms": base.median * 1e3, "hvp_ratio": hvp.median / base.median}
-            if solver == "exact" and p > args.exact_max_params:
-                log(f"[query] {spec} {label} exact: skipped (p={p} > --exact-max-params {args.exact_max_params})")
-                continue
-            start = time.perf_counter()
-            options: dict[str, Any] = {}
-            if solver != "exact":
-                options = {"tol": args.tol, "max_iter": args.max_iter}
-            if solver == "lissa":  # the operator is cached with its scale: power iteration belongs to fit
-                options["scale"] = 1.1 * (obj.largest_eigenvalue(idx) + args.damping)
-            try:
-                calc.fit(idx, solver=solver, damping=args.damping, **options)
-                calc.ihvp(calc.gradients(xt, yt))
-            except SolverError as exc:  # e.g. an indefinite Hessian sample: a row that says so, not a crash
-                log(f"[query] {spec} {label} {solver}: failed: {exc}")
-                rows.append({**row, "target": "failed", "error": str(exc)})
-                continue
-            row["fit_s"] = time.perf_counter() - start
+            samples.append((np.sort(rng.choice(n, size=m, replace=False)), m, f"random {m}"))
+    with torch.no_grad():
+        n_classes = int(model(X[:1]).shape[-1])
+    for curvature in args.curvatures:
+        if curvature == "hessian" and arch == "logreg":
+            continue  # softmax regression: the Hessian is the Gauss-Newton matrix
+        solvers = [s for s in args.solvers if curvature != "hessian" or s in args.hessian_solvers]
+        for idx, m, label in samples:
+            rows += _measure_sample(spec, args, model, ds, base, xt, yt, p, n, n_classes, curvature, idx, m, label,
+                                    solvers, log)
+    return rows
+
+
+def _measure_sample(spec: str, args: argparse.Namespace, model: Any, ds: Any, base: Timing, xt: Any, yt: Any,
+                    p: int, n: int, n_classes: int, curvature: str, idx: np.ndarray | None, m: int, label: str,
+                    solvers: list[str], log: Any) -> list[dict[str, Any]]:
+    """The rows (one per solver) of one curvature and Hessian sample."""
+    import torch
+
+    from influence_core import InfluenceCalculator
+    from influence_core.solvers import SolverError, SolverNotConvergedWarning
+
+    rows = []
+    calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
+    obj = calc.objective
+    v = torch.randn(1, obj.n_params, generator=torch.Generator().manual_seed(0)).to(obj.dtype)
+    hvp = _time(lambda: obj.hvp(v, idx, mode=curvature), args.repeats)
+    reference = None
+    for solver in solvers:
+        row: dict[str, Any] = {"config": spec, "p": p, "n": n, "curvature": curvature, "hessian": label,
+                               "solver": solver, "fwd_bwd_ms": base.median * 1e3,
+                               "hvp_ratio": hvp.median / base.median}
+        low_rank = curvature == "gauss_newton" and m * (n_classes - 1) < p
+        if solver == "exact" and p > args.exact_max_params and not low_rank:
+            log(f"[query] {spec} {curvature} {label} exact: skipped (dense, p={p} > --exact-max-params "
+                f"{args.exact_max_params})")
+            continue
+        start = time.perf_counter()
+        options: dict[str, Any] = {} if solver == "exact" else {"tol": args.tol, "max_iter": args.max_iter}
+        try:
+            calc.fit(idx, solver=solver, damping=args.damping, curvature=curvature, **options)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", SolverNotConvergedWarning)
-                total = _time(lambda: calc.scores(xt, yt), args.repeats)
-                solved = calc.ihvp(calc.gradients(xt, yt))
-                ihvp = _time(lambda: calc.ihvp(calc.gradients(xt, yt)), args.repeats)
-                scoring = _time(lambda: calc.scores_from_ihvp(solved.x), args.repeats)
-            if solver == "exact":
-                reference = solved.x
-            err = None
-            if reference is not None:
-                err = float((solved.x - reference).norm() / reference.norm())
-            row.update(ratio=total.median / base.median, ihvp_ratio=ihvp.median / base.median,
-                       scoring_ratio=scoring.median / base.median, iterations=solved.iterations,
-                       converged=solved.converged, ihvp_rel_err=err, query_s=total.median,
-                       ihvp_s=ihvp.median, scoring_s=scoring.median, hvp_s=hvp.median, fwd_bwd_s=base.median,
-                       repeats=total.repeats, target="yes" if total.median / base.median <= 3 else "no")
-            log(f"[query] {spec} {label} {solver}: {row['ratio']:.2f}x (iHVP {row['ihvp_ratio']:.2f}x, "
-                f"scoring {row['scoring_ratio']:.2f}x, {solved.iterations} iterations)")
-            rows.append(row)
+                calc.ihvp(calc.gradients(xt, yt))  # LiSSA: finds and caches λ_max (part of the fit)
+        except (SolverError, ValueError) as exc:  # indefinite sample, or the engine's memory refusal
+            log(f"[query] {spec} {curvature} {label} {solver}: failed: {exc}")
+            rows.append({**row, "target": "failed", "error": str(exc)})
+            continue
+        row["fit_s"] = time.perf_counter() - start
+        row["inverse"] = calc.fit_info.get("inverse", "—")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SolverNotConvergedWarning)
+            total = _time(lambda: calc.scores(xt, yt), args.repeats)
+            solved = calc.ihvp(calc.gradients(xt, yt))
+            ihvp = _time(lambda: calc.ihvp(calc.gradients(xt, yt)), args.repeats)
+            scoring = _time(lambda: calc.scores_from_ihvp(solved.x), args.repeats)
+        if solver == "exact":
+            reference = solved.x
+        err = None
+        if reference is not None:
+            err = float((solved.x - reference).norm() / reference.norm())
+        row.update(ratio=total.median / base.median, ihvp_ratio=ihvp.median / base.median,
+                   scoring_ratio=scoring.median / base.median, iterations=solved.iterations,
+                   converged=solved.converged, ihvp_rel_err=err, query_s=total.median,
+                   ihvp_s=ihvp.median, scoring_s=scoring.median, hvp_s=hvp.median, fwd_bwd_s=base.median,
+                   repeats=total.repeats, score_chunk=calc.last_scoring.train_chunk_size,
+                   target="yes" if total.median / base.median <= 3 else "no")
+        log(f"[query] {spec} {curvature} {label} {solver}: {row['ratio']:.2f}x (iHVP {row['ihvp_ratio']:.2f}x, "
+            f"scoring {row['scoring_ratio']:.2f}x, {solved.iterations} iterations)")
+        rows.append(row)
     return rows
 
 
@@ -190,7 +224,9 @@ def _run(args: argparse.Namespace) -> int:
                 f"tolerance {args.tol}; median of up to {args.repeats} repeats after a warm-up; torch threads "
                 f"{env.get('torch_threads')}. Ratios are to one batched forward+backward pass over the training set "
                 "measured in the same process. 'fit' (Hessian formation and factorisation, or LiSSA's power "
-                "iteration) is done once beforehand and not part of the query.")
+                "iteration) is done once beforehand and not part of the query. 'exact form': lu = dense (p, p) LU; "
+                "low_rank = Gauss-Newton Woodbury form (r = m(C-1) < p). Hessian rows are not repeated for logreg "
+                "(there the Hessian is the Gauss-Newton matrix).")
         meta = {"environment": env, "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
         for path in write_report(args.out, title="Influence query vs one forward+backward pass",
                                  command=command_line(), sections=[{"heading": "Query time ratios", "text": text,
