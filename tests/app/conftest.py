@@ -49,3 +49,13 @@ def browser_type_launch_args(browser_type_launch_args):
     """pytest-playwright: launch the system chromium (never a downloaded browser)."""
     path = chromium_or_skip()
     return {**browser_type_launch_args, "executable_path": path, "args": CHROMIUM_ARGS, "headless": True}
+
+
+@pytest.fixture(autouse=True)
+def _restore_main_module():
+    """AppTest runs page scripts as ``__main__`` and leaves them in ``sys.modules``; a later test that starts a
+    "spawn" worker process would then re-run the page in the child. Put the real ``__main__`` back."""
+    main = sys.modules.get("__main__")
+    yield
+    if main is not None:
+        sys.modules["__main__"] = main
