@@ -58,7 +58,8 @@ ROW_FIELDS = [
     "f1_at_1", "forget_at_1", "retain_at_1", "self_loss_at_1", "consistency_at_1",
     "f1_best", "forget_best", "retain_best", "self_loss_best", "consistency_best", "best_alpha",
     "sampler_seconds", "solver_seconds", "iterations", "converged", "lambda_max", "scale", "final_residual",
-    "delta_norm", "delta_cos", "delta_rel_error", "ref_f1", "ref_dist_original", "ref_dist_alpha_1", "ref_dist_best", "ref_agree_original",
+    "delta_norm", "delta_cos", "delta_rel_error", "ref_f1", "ref_dist_original", "ref_dist_alpha_1", "ref_dist_best",
+    "ref_agree_original",
     "ref_agree_alpha_1", "ref_agree_best", "error",
 ]
 MEMORY_FIELDS = ["sampler", "m", "removed_class", "seed", "peak_kb", "baseline_rss_kb", "peak_rss_kb", "seconds",
@@ -369,7 +370,8 @@ def _reference_summary(task: ClassRemoval, classes: list[int]) -> dict[str, Any]
 
 SUMMARY_METRICS = ["f1_best", "f1_at_1", "best_alpha", "forget_best", "retain_best", "consistency_best",
                    "self_loss_at_1", "forget_at_1", "retain_at_1", "consistency_at_1", "sampler_seconds",
-                   "solver_seconds", "iterations", "converged", "lambda_max", "delta_cos", "delta_rel_error", "ref_agree_alpha_1", "ref_agree_best",
+                   "solver_seconds", "iterations", "converged", "lambda_max", "delta_cos", "delta_rel_error",
+                   "ref_agree_alpha_1", "ref_agree_best",
                    "ref_dist_alpha_1", "ref_dist_best", "ref_dist_original"]
 
 
@@ -741,7 +743,8 @@ def _findings(record: dict[str, Any]) -> list[str]:
             s = h["sampler"]
             if h["m_star"] is None:
                 out.append(f"- **{s}** ({label}): never reaches random sampling's mean {name} "
-                           f"{_fmt(h['random_quality'])} at m={h['m_ref']} on this grid, so there is no saving at equal "
+                           f"{_fmt(h['random_quality'])} at m={h['m_ref']} on this grid, so there is no saving at "
+                           "equal "
                            "quality.")
             else:
                 verdict = []
@@ -767,7 +770,8 @@ def _findings(record: dict[str, Any]) -> list[str]:
                    f"{lo['iterations']:.0f} vs {hi['iterations']:.0f}: a smaller sample has a larger λ_max, hence a "
                    "larger LiSSA scale and more iterations).")
         per_lo, per_hi = lo["solver_seconds"] / lo["iterations"], hi["solver_seconds"] / hi["iterations"]
-        out.append(f"- Per iteration (one curvature-vector product) the solve costs {1e3 * per_lo:.2f} ms at m={lo['m']} "
+        out.append(f"- Per iteration (one curvature-vector product) the solve costs {1e3 * per_lo:.2f} ms at "
+                   f"m={lo['m']} "
                    f"and {1e3 * per_hi:.2f} ms at m={hi['m']} (×{per_hi / per_lo:.1f} for ×{hi['m'] / lo['m']:.0f} the "
                    "points): the solver time follows the iteration count (set by λ_max of the sample and the damping) "
                    "at least as much as m. Peak memory grows with m above a fixed per-solve overhead (see the table).")
@@ -785,6 +789,14 @@ def _findings(record: dict[str, Any]) -> list[str]:
                        "larger there, the step is longer and forgets more. A higher F1 at α = 1 is therefore not a "
                        "more faithful update; cos(Δ, Δ_full) measures faithfulness (random: "
                        f"{_fmt(lo['delta_cos'])} at m={lo['m']}, {_fmt(hi['delta_cos'])} at m={hi['m']}).")
+    mem = _finite(e["peak_kb"] for e in record["summary"])
+    rss = _finite(e["peak_rss_kb"] for e in record["summary"])
+    if mem.size and rss.size:
+        out.append(f"- Memory scale: the solve adds {mem.min() / 1024:.1f}–{mem.max() / 1024:.1f} MiB at its peak "
+                   "on top of "
+                   f"a worker process of ≈{(rss.mean() - mem.mean()) / 1024:.0f} MiB (Python, torch, the model and the "
+                   "sample), so savings on the solve's own memory hardly move the total resident memory "
+                   "(last column of the savings tables).")
     f1 = _finite(e["f1_best"] for e in record["summary"])
     ds = record["config"]["dataset"]
     if f1.size > 1:
@@ -919,7 +931,8 @@ def write_report(runs: list[Path], path: Path) -> None:
             f"![memory vs m]({rel(run_dir / 'memory_vs_m.png')})",
             "",
             f"Interactive: [F1 vs m]({rel(run_dir / 'f1_vs_m.html')}), "
-            f"[F1 vs time]({rel(run_dir / 'f1_vs_time.html')}), [memory vs m]({rel(run_dir / 'memory_vs_m.html')}). Raw data: [results.csv]"
+            f"[F1 vs time]({rel(run_dir / 'f1_vs_time.html')}), [memory vs m]({rel(run_dir / 'memory_vs_m.html')}). "
+            "Raw data: [results.csv]"
             f"({rel(run_dir / 'results.csv')}), [memory.csv]({rel(run_dir / 'memory.csv')}), "
             f"[results.json]({rel(run_dir / 'results.json')}), sampled indices in "
             f"[samples.json]({rel(run_dir / 'samples.json')}).",
