@@ -138,6 +138,7 @@ class RemovalResult:
     reference: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     delta: torch.Tensor | None = field(default=None, repr=False)
+    per_class_accuracy: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def f1(self) -> float:
@@ -168,7 +169,7 @@ class RemovalResult:
             "solver_seconds": self.solver_seconds, "iterations": self.iterations, "converged": self.converged,
             "solve": solve, "delta_norm": self.delta_norm, "peak_memory": self.peak_memory,
             "reference": self.reference, "hessian_sample": sample, "config": self.config,
-            "warnings": self.warnings,
+            "warnings": self.warnings, "per_class_accuracy": self.per_class_accuracy,
         })
 
 
@@ -368,6 +369,11 @@ class ClassRemoval:
         pred, losses = self._predict(theta)
         return self._metrics(pred, losses, removed_class)
 
+    def per_class_accuracy(self, pred: np.ndarray) -> list[float]:
+        """Test accuracy of each class (C,) for predictions (n_test,)."""
+        return [float(np.mean(pred[self.y_test == k] == k)) if np.any(self.y_test == k) else float("nan")
+                for k in range(self.dataset.n_classes)]
+
     def _metrics(self, pred: np.ndarray, losses: np.ndarray, c: int) -> dict[str, float]:
         removed = self.y_test == c
         out = forget_retain_f1(self.y_test, pred, c)
@@ -448,6 +454,8 @@ class ClassRemoval:
         pred1, loss1 = self._predict(self.theta + delta)
         at_one = self._metrics(pred1, loss1, c)
         original = self._metrics(*self._predict(self.theta), c)
+        per_class = {"original": self.per_class_accuracy(self.pred0), "alpha_1": self.per_class_accuracy(pred1),
+                     "best_alpha": self.per_class_accuracy(preds[ib])}
 
         reference = None
         if retrain_reference:
@@ -481,7 +489,7 @@ class ClassRemoval:
             original=original, sampler_seconds=sampler_seconds, solver_seconds=solver_seconds,
             iterations=int(result.iterations), converged=bool(result.converged), solve=summary,
             delta_norm=float(delta.norm()), hessian_sample=sample, config=config, peak_memory=peak,
-            reference=reference, warnings=caught, delta=delta.detach())
+            reference=reference, warnings=caught, delta=delta.detach(), per_class_accuracy=per_class)
 
     def _reference_record(self, c: int, delta: torch.Tensor, best_alpha: float, pred_best: np.ndarray,
                           pred_one: np.ndarray) -> dict[str, Any]:
@@ -494,6 +502,7 @@ class ClassRemoval:
         dist = lambda th: float((th - theta_ref).norm())  # noqa: E731
         return {
             "metrics": self._metrics(pred_ref, loss_ref, c),
+            "per_class_accuracy": self.per_class_accuracy(pred_ref),
             "param_distance": {"original": dist(self.theta), "alpha_1": dist(self.theta + delta),
                                "best_alpha": dist(self.theta + best_alpha * delta)},
             "prediction_agreement": {"original": float(np.mean(self.pred0 == pred_ref)),

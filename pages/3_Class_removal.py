@@ -132,12 +132,8 @@ with right:
             st.error(f"Reference model unavailable: {exc}")
     for name in series:
         runs = [r for r in records if r["sampler"] == name]
-        after_removed = np.mean([1 - r["best"]["forget"] for r in runs])
-        after_rest = np.mean([r["best"]["retain"] for r in runs])
-        y = [after_removed if c == removed else np.nan for c in range(dataset.n_classes)]
-        bars.append(go.Bar(x=names, y=y, name=f"{name}: class {cname} after (best α)"))
-        bars.append(go.Scatter(x=names, y=[after_rest if c != removed else np.nan for c in range(dataset.n_classes)],
-                               mode="lines", name=f"{name}: other classes after (mean)", line=dict(dash="dot")))
+        after = np.mean([r["per_class_accuracy"]["best_alpha"] for r in runs], axis=0)
+        bars.append(go.Bar(x=names, y=after, name=f"{name}: after removal (best α, mean over seeds)"))
     fig = go.Figure(bars)
     fig.update_layout(barmode="group", title="Test accuracy per class, before and after", height=320,
                       margin=dict(l=10, r=10, t=40, b=10), yaxis_title="accuracy", yaxis_range=[0, 1.05])

@@ -141,6 +141,11 @@ def test_mlp_removal_with_sampled_hessian_and_lissa(digits, digits_mlp):
     record = json.loads(json.dumps(res.to_dict()))
     assert record["hessian_sample"]["indices"] == idx.tolist() and record["seed"] == 3
     assert record["config"]["pool_size"] == int(np.sum(digits.y_train != 2))
+    per_class = record["per_class_accuracy"]
+    assert len(per_class["best_alpha"]) == digits.n_classes
+    # accuracy on the removed class after the update is 1 - forget; before it, the model's accuracy on it
+    assert per_class["best_alpha"][2] == pytest.approx(1 - res.best["forget"])
+    assert per_class["original"][2] == pytest.approx(1 - res.original["forget"])
     again = class_removal(digits_mlp, digits, 2, sampler="logit", m=64, seed=3)
     np.testing.assert_array_equal(np.asarray(again.hessian_sample), idx)
     assert again.path["f1"].tolist() == res.path["f1"].tolist()
