@@ -20,7 +20,8 @@ executor do not change the arithmetic: in our tests the results agree bit for bi
 On disk (``out="scores.npy"``): the matrix is a float64 ``.npy`` file (read it with ``np.load(path, mmap_mode="r")``)
 written block by block with positioned writes (so it never occupies this process's memory), and a manifest
 ``scores.npy.manifest`` (JSON lines: a header identifying the problem, then one line per finished block, then
-``{"complete": true}``) records progress. After an interruption the same call with ``resume=True`` skips the
+``{"complete": true}``) records progress: blocks are claimed after an fsync of the data, every few seconds and when
+the call ends for any reason (an exception, Ctrl-C), so a hard kill loses at most the last few seconds of blocks. After an interruption the same call with ``resume=True`` skips the
 finished blocks; a manifest for a different problem is refused rather than mixed in.
 """
 
@@ -220,6 +221,8 @@ class _DiskSink:
         self.offset = self._data_offset()
         self.fd = os.open(path, os.O_RDWR)
         self.log = open(self.manifest, "a")
+        self._unclaimed: list[tuple[int, int]] = []
+        self._last_sync = time.monotonic()
 
     def _data_offset(self) -> int:
         arr = np.load(self.path, mmap_mode="r")
@@ -256,12 +259,25 @@ class _DiskSink:
         data = np.ascontiguousarray(block, dtype="<f8")
         for r, row in enumerate(data):
             os.pwrite(self.fd, row.tobytes(), self.offset + ((rows.start + r) * n_cols + cols.start) * 8)
-        os.fsync(self.fd)  # the data are on disk before the manifest says so
-        self.log.write(json.dumps({"block": list(key)}) + "\n")
-        self.log.flush()
-        os.fsync(self.log.fileno())
+        self._unclaimed.append(key)
+        if time.monotonic() - self._last_sync >= self.SYNC_SECONDS:
+            self._sync()
+
+    SYNC_SECONDS = 5.0
+    """Finished blocks are claimed in the manifest at most this often (and on close), each time after an fsync of the
+    data, so the manifest never claims data that are not on disk and fsync costs stay small."""
+
+    def _sync(self) -> None:
+        if self._unclaimed:
+            os.fsync(self.fd)  # the data are on disk before the manifest says so
+            self.log.write("".join(json.dumps({"block": list(k)}) + "\n" for k in self._unclaimed))
+            self.log.flush()
+            os.fsync(self.log.fileno())
+            self._unclaimed = []
+        self._last_sync = time.monotonic()
 
     def finish(self) -> None:
+        self._sync()
         self.log.write(json.dumps({"complete": True}) + "\n")
         self.log.flush()
         os.fsync(self.log.fileno())
@@ -270,8 +286,12 @@ class _DiskSink:
         return np.load(self.path, mmap_mode="r")
 
     def close(self) -> None:
-        os.close(self.fd)
-        self.log.close()
+        """Claim what was written (also after an exception or Ctrl-C: those blocks need not be redone)."""
+        try:
+            self._sync()
+        finally:
+            os.close(self.fd)
+            self.log.close()
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -311,7 +331,7 @@ def _fingerprint(*parts: Any) -> str:
             part = part.detach().cpu().contiguous().numpy()
         if isinstance(part, np.ndarray):
             h.update(str((part.dtype.str, part.shape)).encode())
-            h.update(np.ascontiguousarray(part).tobytes())
+            h.update(np.ascontiguousarray(part).data)  # hashes the buffer in place: no copy of the training data
         else:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()
@@ -359,8 +379,8 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
 
     if out is not None:
         header = {"format": 1, "shape": list(shape), "test_chunk_size": test_chunk, "train_chunk_size": train_chunk,
-                  "problem": _fingerprint(obj.theta, obj.X, obj.y, None if calc.config is None else calc.config.to_dict(),
-                                          obj.weight_decay,
+                  "problem": _fingerprint(obj.theta, obj.X, obj.y,
+                                          None if calc.config is None else calc.config.to_dict(), obj.weight_decay,
                                           train_idx, X, y, S)}
         sink: _MemorySink | _DiskSink = _DiskSink(Path(out), shape, header, resume)
     else:
