@@ -5,7 +5,7 @@ write Markdown/JSON reports (docs/BENCHMARKS.md is generated from them).
   pass over the training set, per solver, split into iHVP and scoring (:mod:`influence_core.bench.query`).
 - ``compare``: our exact/CG/LiSSA against pyDVL's DirectInfluence/CgInfluence/LissaInfluence: rank correlation of
   the scores and time at equal accuracy (:mod:`influence_core.bench.compare`; needs the optional ``compare`` extra).
-- ``scale``: class-removal time and peak memory per sampler and subset size (:mod:`influence_core.bench.scale`,
+- ``scale``: scoring time and peak memory as n_train and n_test grow; sequential vs Dask (:mod:`influence_core.bench.scale`,
   present when that module is installed).
 
 Every timing run should hold ``/tmp/influence-bench.lock`` (``flock /tmp/influence-bench.lock python -m ...``) so
@@ -22,7 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "query": ("influence_core.bench.query", "influence query time / forward+backward time, per solver"),
     "compare": ("influence_core.bench.compare", "our exact/CG/LiSSA vs pyDVL: rank correlation, time at equal "
                                                 "accuracy"),
-    "scale": ("influence_core.bench.scale", "class-removal time and peak memory per sampler and subset size"),
+    "scale": ("influence_core.bench.scale", "scoring time and peak memory as n_train and n_test grow; sequential vs Dask"),
 }
 
 
