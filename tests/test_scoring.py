@@ -47,13 +47,14 @@ def test_train_chunking_is_bitwise_identical(problem):
 
 
 def test_test_chunking_matches_to_float32_rounding(problem):
-    """Batching k test points changes which BLAS kernel computes their gradients and triangular solves, so
-    float32 results may differ in the last bits (the score of one pair never mixes two test points)."""
+    """Batching k test points changes which BLAS kernel computes their gradients and the product with the
+    precomputed inverse, so float32 results may differ by a few ulps times the condition number of H + δI (the
+    score of one pair never mixes two test points; float64 agrees to 1e-12 below)."""
     ds, _, calc = problem
     X, y = ds.X_test[:N_TEST], ds.y_test[:N_TEST]
     ref = unchunked(calc, X, y)
     for test_chunk in (3, 1):
-        assert rel_err(calc.scores(X, y, test_chunk_size=test_chunk, train_chunk_size=500), ref) < 1e-6
+        assert rel_err(calc.scores(X, y, test_chunk_size=test_chunk, train_chunk_size=500), ref) < 1e-5
 
 
 def test_chunking_in_float64_agrees_to_1e12(digits_logreg64, digits):
