@@ -39,7 +39,6 @@ indefinite small-sample Hessian) is recorded as the row's ``status`` with NaN me
 from __future__ import annotations
 
 import argparse
-import ctypes
 import csv
 import itertools
 import json
@@ -61,6 +60,7 @@ from torch import nn
 from .curvature import CURVATURE_MODES, Objective
 from .data import Dataset, available_datasets, load_dataset
 from .influence import InfluenceCalculator
+from .memory import PeakMemory
 from .metrics import mean_std, relative_error, rowwise_pearson, rowwise_spearman, rowwise_topk_overlap
 from .models import ARCHITECTURES
 from .samplers import available_samplers, draw_sample
@@ -189,50 +189,6 @@ class StudyResult:
 # --------------------------------------------------------------------------------------------------------------------
 # Peak memory
 # --------------------------------------------------------------------------------------------------------------------
-
-
-def _status_kb(key: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(key + ":"):
-                return float(line.split()[1])
-    raise OSError(f"{key} not in /proc/self/status")
-
-
-class PeakMemory:
-    """Peak resident memory added inside a ``with`` block, in MB (``.mb``; NaN where unsupported).
-
-    Linux: frees what glibc holds (``malloc_trim(0)``), resets the process's high-water mark by writing ``5`` to
-    ``/proc/self/clear_refs``, records VmRSS, and on exit reports VmHWM − that VmRSS: a measurement of the pages the
-    block touched on top of what was resident, not an estimate.
-    """
-
-    def __init__(self) -> None:
-        self.mb = float("nan")
-        self._base: float | None = None
-
-    @staticmethod
-    def supported() -> bool:
-        return sys.platform.startswith("linux") and os.access("/proc/self/clear_refs", os.W_OK)
-
-    def __enter__(self) -> "PeakMemory":
-        if not self.supported():
-            return self
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:  # pragma: no cover - non-glibc Linux
-            pass
-        try:
-            with open("/proc/self/clear_refs", "w") as fh:
-                fh.write("5")
-            self._base = _status_kb("VmRSS")
-        except OSError:  # pragma: no cover - kernel without peak reset
-            self._base = None
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._base is not None:
-            self.mb = max(0.0, (_status_kb("VmHWM") - self._base) / 1024.0)
 
 
 # --------------------------------------------------------------------------------------------------------------------

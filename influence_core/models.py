@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -109,10 +110,8 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, X: Any, batch_size: int = 1024) -> "np.ndarray":
+def predict_logits(model: nn.Module, X: Any, batch_size: int = 1024) -> np.ndarray:
     """Logits (n, C) as a float64 numpy array, computed in batches in eval mode."""
-    import numpy as np
-
     device, dtype = model_device_dtype(model)
     X = torch.as_tensor(np.asarray(X))
     out = [model(X[i:i + batch_size].to(device=device, dtype=dtype)).double().cpu()
@@ -121,7 +120,7 @@ def predict_logits(model: nn.Module, X: Any, batch_size: int = 1024) -> "np.ndar
 
 
 @torch.no_grad()
-def penultimate_features(model: nn.Module, X: Any, batch_size: int = 1024) -> "np.ndarray":
+def penultimate_features(model: nn.Module, X: Any, batch_size: int = 1024) -> np.ndarray:
     """Penultimate-layer features (n, k) as float64, from ``model.features`` (a user model without one: error)."""
     import numpy as np
 

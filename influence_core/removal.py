@@ -54,6 +54,7 @@ from torch.nn import functional as F
 
 from .curvature import CURVATURE_MODES, Objective
 from .data import Dataset
+from .memory import status_kib as _status_kb
 from .metrics import consistency, forget_retain_f1
 from .samplers import HessianSample, SamplerInputs, available_samplers
 from .solvers import SOLVERS, ExactInverse, SolveResult, SolverNotConvergedWarning, solve_cg, solve_lissa
@@ -591,17 +592,6 @@ def measure_solve_memory(model: nn.Module, X: torch.Tensor, y: torch.Tensor, wei
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"the memory worker failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
     return json.loads(lines[-1])
-
-
-def _status_kb(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 def _memory_worker(path: str) -> None:

@@ -212,8 +212,7 @@ class _DiskSink:
             if not path.parent.is_dir():
                 raise ValueError(f"the directory of {path} does not exist; create it first")
             self.manifest.unlink(missing_ok=True)
-            mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=shape)  # header + sparse file
-            del mm
+            np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=shape)  # header + sparse file
             with open(self.manifest, "w") as fh:
                 fh.write(json.dumps({"header": header}) + "\n")
                 fh.flush()

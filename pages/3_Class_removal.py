@@ -13,7 +13,7 @@ import influence_core as ic
 from influence_core.metrics import mean_std
 from ui.components import load_current, page_header
 from ui.figures import line_figure
-from ui.state import get_removal_task, reference_predictions, removal_run
+from ui.state import reference_predictions, removal_run
 from ui.summaries import per_class_accuracy
 
 page_header("Class removal: forget one class with an influence update")

@@ -26,9 +26,11 @@ import statistics
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from ..memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
 __all__ = [
     "Timing",
@@ -84,43 +86,6 @@ def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> Timin
 
 
 # ---------------------------------------------------------------------------------------------------------- memory
-def _status_kib(key: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def current_rss_bytes() -> int | None:
-    """Resident set size of this process now (Linux /proc; None elsewhere)."""
-    kib = _status_kib("VmRSS")
-    return None if kib is None else kib * 1024
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far: /proc VmHWM where available, else ru_maxrss."""
-    kib = _status_kib("VmHWM")
-    if kib is not None:
-        return kib * 1024
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(maxrss if sys.platform == "darwin" else maxrss * 1024)  # bytes on macOS, KiB on Linux
-
-
-def reset_peak_rss() -> bool:
-    """Reset this process's VmHWM to its current RSS (Linux: write "5" to /proc/self/clear_refs). Returns whether it
-    worked; where it does not, the peak includes everything before the call."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 @dataclass
 class MemoryReport:
     """Peak memory of one call of a function in a fresh worker process.
