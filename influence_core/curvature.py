@@ -143,7 +143,7 @@ class Objective:
     def _weights(self, indices: np.ndarray, weights: object | None) -> torch.Tensor:
         if weights is None:
             return torch.full((len(indices),), 1.0 / len(indices), device=self.device, dtype=self.dtype)
-        w = torch.as_tensor(np.asarray(weights, dtype=np.float64)).to(self.device, self.dtype)
+        w = torch.as_tensor(np.array(weights, dtype=np.float64)).to(self.device, self.dtype)  # a copy: may be read-only
         if w.shape != (len(indices),):
             raise ValueError(f"weights must have shape ({len(indices)},) like the indices, got {tuple(w.shape)}")
         if not torch.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:

@@ -71,7 +71,8 @@ def shot(page, name: str) -> None:
     page.wait_for_timeout(500)  # let plotly finish drawing
     path = SHOTS[0] / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    shutil.copy(path, SHOTS[1] / f"{name}.png")
+    for folder in SHOTS[1:]:
+        shutil.copy(path, folder / f"{name}.png")
 
 
 def wait_idle(page) -> None:
