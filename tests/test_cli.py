@@ -31,3 +31,5 @@ def test_bad_arguments_give_a_clear_error_and_exit_code_2(capsys):
     assert "damping" in capsys.readouterr().err
     assert main(["influence", "--test-index", "100000"]) == 2
     assert "--test-index must lie" in capsys.readouterr().err
+    assert main(["influence", "--sampler", "random", "--m", "5000"]) == 2
+    assert "larger than the 1437 training points" in capsys.readouterr().err

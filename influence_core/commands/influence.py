@@ -98,6 +98,9 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
     test_idx = np.asarray(args.test_index)
     if test_idx.min() < 0 or test_idx.max() >= dataset.n_test:
         raise ValueError(f"--test-index must lie in [0, {dataset.n_test}) for {dataset.name}")
+    if args.sampler and args.m > dataset.n_train:
+        raise ValueError(f"--m {args.m} is larger than the {dataset.n_train} training points of {dataset.name}; "
+                         "choose a smaller Hessian sample")
     model = train_model(dataset, args.arch, seed=args.seed)
     hessian = None
     if args.sampler:
