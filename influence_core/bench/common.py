@@ -26,9 +26,10 @@ import statistics
 import sys
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from ..memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
@@ -295,3 +296,18 @@ def touch_memory(nbytes: int) -> int:
 
 
 __all__.append("touch_memory")
+
+
+@contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (n <= 0: unchanged), then restore the caller's setting (e.g.
+    a test session's)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .common import command_line, environment, format_table, time_call, write_report
+from .common import command_line, environment, format_table, time_call, torch_threads, write_report
 
 COLUMNS = [
     ("model", "model"), ("p", "p"), ("ours", "ours"), ("theirs", "pyDVL"), ("spearman", "Spearman (min)"),
@@ -210,16 +210,9 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     _require_pydvl()
-    threads = torch.get_num_threads()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)  # leave the caller's (e.g. a test session's) setting as it was
 
 
 def _run(args: argparse.Namespace) -> int:

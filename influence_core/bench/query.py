@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import Timing, command_line, environment, format_table, time_call, write_report
+from .common import Timing, command_line, environment, format_table, time_call, torch_threads, write_report
 
 DEFAULT_CONFIGS = ("digits:mlp", "mnist5k:mlp", "digits:logreg", "mnist5k:logreg")
 QUICK_CONFIGS = ("digits:logreg", "digits:mlp")
@@ -195,15 +195,8 @@ def _measure_sample(spec: str, args: argparse.Namespace, model: Any, ds: Any, ba
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    threads = torch.get_num_threads()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(threads)  # leave the caller's (e.g. a test session's) setting as it was
 
 
 def _run(args: argparse.Namespace) -> int:
