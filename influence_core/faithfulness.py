@@ -63,6 +63,7 @@ from .influence import InfluenceCalculator
 from .memory import PeakMemory
 from .metrics import mean_std, relative_error, rowwise_pearson, rowwise_spearman, rowwise_topk_overlap
 from .models import ARCHITECTURES
+from .parallel import get_executor
 from .samplers import available_samplers, draw_sample
 from .solvers import LowRankInverse, SolverError, SolverNotConvergedWarning
 from .subsets import sampler_inputs
@@ -315,9 +316,16 @@ def _quality(est_x: torch.Tensor, est_scores: np.ndarray, ref_x: torch.Tensor, r
 
 
 def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.Module | None = None,
-              progress: Progress | None = None) -> StudyResult:
+              progress: Progress | None = None, executor: Any = None,
+              train_chunk_size: int | None = None) -> StudyResult:
     """Run the study described by ``config``. Pass ``dataset`` and/or ``model`` to reuse them (the model must have
-    been trained on ``dataset`` with ``model.weight_decay`` set, as :func:`train_model` does)."""
+    been trained on ``dataset`` with ``model.weight_decay`` set, as :func:`train_model` does).
+
+    Scores R = (1/n) X G_trainᵀ: by default the (n, p) training gradients are kept in memory and each score matrix
+    is one product. With an ``executor`` (see :func:`influence_core.parallel.get_executor`: sequential, or Dask
+    workers) the training gradients are never stored: every score matrix is computed block by block
+    (``train_chunk_size`` training points per block) by :meth:`InfluenceCalculator.scores_from_ihvp`, on the
+    executor, so memory is bounded by the chunk and the blocks can run on a cluster."""
     t0 = time.perf_counter()
     if dataset is None:
         dataset = load_dataset(config.dataset, seed=config.seed, **config.dataset_options)
@@ -334,11 +342,13 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
     n, p = obj.n, obj.n_params
     start = time.perf_counter()
     G = calc.gradients(dataset.X_test[test_idx], dataset.y_test[test_idx])              # (T, p)
-    G_train = torch.cat([g for _, g in obj.train_grads()])                             # (n, p)
+    G_train = None if executor is not None else torch.cat([g for _, g in obj.train_grads()])  # (n, p)
     grad_seconds = time.perf_counter() - start
 
     def score(X: torch.Tensor) -> np.ndarray:
         """R[t, j] = (1/n) g_jᵀ x_t: (T, n)."""
+        if G_train is None:
+            return calc.scores_from_ihvp(X, executor=executor, train_chunk_size=train_chunk_size)
         return (X @ G_train.T).double().cpu().numpy() / n
 
     ref_solver = config.reference_solver
@@ -356,6 +366,8 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
                   "training_report": getattr(model, "training_report", None),
                   "weight_decay": obj.weight_decay, "dtype": str(obj.dtype), "device": str(obj.device)},
         "reference": ref_info, "train_seconds": train_seconds, "gradient_seconds": grad_seconds,
+        "scoring": ("in-memory training gradients" if executor is None else
+                    {"blocked": True, "train_chunk_size": train_chunk_size, "executor": executor.describe()}),
         "peak_memory_method": ("VmHWM - VmRSS after malloc_trim + /proc/self/clear_refs reset (Linux)"
                                if PeakMemory.supported() else "unavailable on this platform (NaN)"),
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
@@ -695,6 +707,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-size", type=int, default=d["chunk_size"].default)
     parser.add_argument("--gram-budget-mb", type=float, default=d["gram_budget_mb"].default,
                         help="memory allowed for the precomputed Gauss-Newton Gram matrix (0 = per subset)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None,
+                       help="score in blocks on a local Dask cluster of N single-threaded workers (needs .[dask])")
+    where.add_argument("--scheduler", default=None,
+                       help="score in blocks on a running Dask scheduler, e.g. tcp://host:8786")
+    parser.add_argument("--train-chunk-size", type=int, default=None,
+                        help="training points per scoring block with --workers/--scheduler (bounds memory)")
     parser.add_argument("--out", default="docs/faithfulness", help="output directory")
     parser.add_argument("--name", default=None, help="file name stem (default: DATASET_ARCH)")
     parser.add_argument("--plotlyjs", default="inline", choices=("inline", "cdn"),
@@ -722,7 +741,14 @@ def run(args: argparse.Namespace) -> int:
     def progress(fraction: float, message: str) -> None:
         print(f"[{fraction:5.1%}] {message}", file=sys.stderr, flush=True)
 
-    result = run_study(config, progress=None if args.quiet else progress)
+    if args.train_chunk_size is not None and args.train_chunk_size < 1:
+        raise ValueError(f"--train-chunk-size must be a positive integer, got {args.train_chunk_size}")
+    if args.workers is None and args.scheduler is None:
+        result = run_study(config, progress=None if args.quiet else progress)
+    else:
+        with get_executor(workers=args.workers, scheduler=args.scheduler) as executor:
+            result = run_study(config, progress=None if args.quiet else progress, executor=executor,
+                               train_chunk_size=args.train_chunk_size)
     paths = write_outputs(result, args.out, args.name, args.plotlyjs)
     print(markdown(result))
     print(f"total {result.context['total_seconds']:.1f} s; wrote " + ", ".join(str(p) for p in paths.values()))

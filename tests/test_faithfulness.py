@@ -198,3 +198,31 @@ def test_cli_small_run_writes_every_output(small, tmp_path, capsys):
     assert record["config"]["train_settings"] == {"epochs": 2, "hidden": [4]}
     assert record["context"]["n_train"] == ds.n_train
     assert len(record["runs"]) == 2 * 2 * 2 and all(r["status"] == "ok" for r in record["runs"])
+
+
+def test_blocked_scoring_on_an_executor_matches_in_memory_scores(small):
+    """With an executor the training gradients are never stored: scores come block by block (here 50 training
+    points per block) on the sequential executor and on a 2-worker local Dask cluster, and every metric matches the
+    in-memory product to rounding."""
+    from influence_core.parallel import get_executor
+
+    ds, model = small
+    config = StudyConfig(dataset="digits400", samplers=("random", "curvature"), ms=(16,), n_seeds=2,
+                         n_test_points=4, k=5)
+    base = run_study(config, dataset=ds, model=model)
+    for options in ({}, {"workers": 2}):
+        with get_executor(**options) as executor:
+            blocked = run_study(config, dataset=ds, model=model, executor=executor, train_chunk_size=50)
+        assert blocked.context["scoring"]["blocked"] and blocked.context["scoring"]["train_chunk_size"] == 50
+        for a, b in zip(base.rows, blocked.rows):
+            assert (a["sampler"], a["m"], a["seed"]) == (b["sampler"], b["m"], b["seed"])
+            for key in ("spearman", "rel_error", "topk_helpful", "topk_harmful"):
+                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (options, key)
+
+
+def test_cli_rejects_workers_with_scheduler_and_bad_chunk(capsys):
+    with pytest.raises(SystemExit):
+        main(["faithfulness", "--workers", "2", "--scheduler", "tcp://127.0.0.1:1"])
+    assert "not allowed with" in capsys.readouterr().err
+    assert main(["faithfulness", "--train-chunk-size", "0", "--workers", "1"]) == 2
+    assert "--train-chunk-size" in capsys.readouterr().err
