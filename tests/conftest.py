@@ -38,15 +38,3 @@ def rng():
 def _deterministic_torch():
     torch.manual_seed(0)
     yield
-
-
-@pytest.fixture(scope="session")
-def scoring_problem(digits):
-    """A small real MLP (float32) on digits, fitted with the exact solver on a 300-point Gauss-Newton sample
-    (shared by the scoring and parallel tests)."""
-    from influence_core import InfluenceCalculator
-
-    model = train_model(digits, "mlp", seed=0, epochs=3, hidden=(16,), polish_steps=20)
-    calc = InfluenceCalculator(model, digits.X_train, digits.y_train, chunk_size=128)
-    calc.fit(np.arange(300), solver="exact", damping=0.01, curvature="gauss_newton")
-    return digits, model, calc

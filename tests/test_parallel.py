@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from influence_core import load_dataset, train_model
 from influence_core.influence import InfluenceCalculator
 from influence_core.parallel import (DaskExecutor, SchedulerUnreachableError, SequentialExecutor,
                                      get_executor)
@@ -18,8 +19,11 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def problem(scoring_problem):
-    ds, _, calc = scoring_problem
+def problem():
+    ds = load_dataset("digits")
+    model = train_model(ds, "mlp", seed=0, epochs=3, hidden=(16,), polish_steps=20)
+    calc = InfluenceCalculator(model, ds.X_train, ds.y_train, chunk_size=128)
+    calc.fit(np.arange(300), solver="exact", damping=0.01, curvature="gauss_newton")
     return ds, calc
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from influence_core import load_dataset, train_model
 from influence_core.influence import InfluenceCalculator, influence_scores
 from influence_core.scoring import manifest_path, score_grid
 
@@ -15,8 +16,13 @@ N_TEST = 10
 
 
 @pytest.fixture(scope="module")
-def problem(scoring_problem):
-    return scoring_problem
+def problem():
+    """A small real MLP (float32) on digits, fitted with the exact solver on a 300-point Gauss-Newton sample."""
+    ds = load_dataset("digits")
+    model = train_model(ds, "mlp", seed=0, epochs=3, hidden=(16,), polish_steps=20)
+    calc = InfluenceCalculator(model, ds.X_train, ds.y_train, chunk_size=128)
+    calc.fit(np.arange(300), solver="exact", damping=0.01, curvature="gauss_newton")
+    return ds, model, calc
 
 
 def unchunked(calc, X, y):
