@@ -1,0 +1,101 @@
+"""Saving fitted curvature factors (K-FAC, EK-FAC, Arnoldi) as ``.npz`` files, never pickle, keyed by configuration.
+
+A factor file holds named float arrays and one JSON header (a 0-d unicode array ``__header__``) with a ``format``
+tag, the fitting configuration and its key. :func:`read_factor_file` opens it with ``allow_pickle=False`` and raises
+:class:`FactorFileError` (a ``ValueError``) saying what is wrong for a missing, truncated, corrupt or foreign file.
+
+The key of a configuration is the first 16 hex digits of the SHA-256 of its canonical JSON; :func:`fingerprint`
+hashes the arrays (parameters, sample, data) the configuration depends on, so a file fitted on another model or
+sample has another key and is refused on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["FactorFileError", "config_key", "fingerprint", "write_factor_file", "read_factor_file"]
+
+
+class FactorFileError(ValueError):
+    """A factor file is missing, corrupt, of another format, or was fitted for another model/configuration."""
+
+
+def fingerprint(*parts: Any) -> str:
+    """SHA-256 (hex) of arrays/tensors (dtype, shape and bytes) and JSON-able values, in order."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, torch.Tensor):
+            part = part.detach().cpu().contiguous().numpy()
+        if isinstance(part, np.ndarray):
+            h.update(str((part.dtype.str, part.shape)).encode())
+            h.update(np.ascontiguousarray(part).data)
+        else:
+            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """16 hex digits identifying a configuration (canonical JSON, sorted keys)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def write_factor_file(path: str | os.PathLike, format_tag: str, header: dict[str, Any],
+                      arrays: dict[str, np.ndarray]) -> Path:
+    """Write ``arrays`` and the JSON ``header`` (with ``format`` = ``format_tag``) to ``path`` atomically (a temporary
+    file renamed into place, so an interrupted save never leaves a half-written file under the final name)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"factor files are .npz archives; give a path ending in .npz, got {str(path)!r}")
+    if "__header__" in arrays:
+        raise ValueError("'__header__' is reserved for the file header")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({**header, "format": format_tag}, sort_keys=True, default=str)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, __header__=np.array(text), **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    os.replace(tmp, path)
+    return path
+
+
+def read_factor_file(path: str | os.PathLike, format_tag: str,
+                     required: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(header, arrays) of a factor file written by :func:`write_factor_file` with the same ``format_tag``.
+
+    Raises :class:`FactorFileError` if the file is missing, not a readable ``.npz`` archive, has no or another
+    header/format, lacks a ``required`` array, or holds non-finite values."""
+    path = Path(path)
+    if not path.is_file():
+        raise FactorFileError(f"no factor file at {str(path)!r}; fit the factors first and save them")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
+        raise FactorFileError(f"{str(path)!r} is not a readable factor file (corrupt or truncated .npz: {err}); "
+                              "delete it and fit the factors again") from err
+    if "__header__" not in arrays:
+        raise FactorFileError(f"{str(path)!r} is an .npz archive but not a factor file (no header); "
+                              "it was not written by influence_core")
+    try:
+        header = json.loads(str(arrays.pop("__header__")))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise FactorFileError(f"{str(path)!r} has a corrupt header ({err}); fit the factors again") from err
+    if not isinstance(header, dict) or header.get("format") != format_tag:
+        found = header.get("format") if isinstance(header, dict) else None
+        raise FactorFileError(f"{str(path)!r} holds {found!r} data, not {format_tag!r}; load it with the class "
+                              "that wrote it")
+    missing = [k for k in required if k not in arrays]
+    if missing:
+        raise FactorFileError(f"{str(path)!r} lacks the arrays {missing}; the file is incomplete, fit again")
+    for k, v in arrays.items():
+        if not np.issubdtype(v.dtype, np.number):
+            raise FactorFileError(f"{str(path)!r}: array {k!r} is not numeric (dtype {v.dtype})")
+        if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
+            raise FactorFileError(f"{str(path)!r}: array {k!r} contains NaN or inf; the file is corrupt, fit again")
+    return header, arrays
