@@ -1,0 +1,104 @@
+"""Kronfluence's EK-FAC scores for an exported MLP, run in a separate environment (torch + numpy + kronfluence 1.0.1
+only; this file imports nothing from influence_core).
+
+    python influence_core/bench/kronfluence_side.py DIR
+
+DIR holds ``problem.npz`` (written by :mod:`influence_core.bench.kfac_compare`): X_train, y_train, X_query,
+y_query, the MLP's weights ``body.{k}.weight/bias`` and ``head.weight/bias``, and a JSON ``settings`` string
+(damping, fisher, threads, batch size). Writes ``kronfluence.npz``: ``scores`` (n_query, n_train) =
+g_queryᵀ (F + λI)⁻¹ g_train (no 1/n) and the fit / score seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class _MLP(nn.Module):
+    def __init__(self, sizes: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes[:-2], sizes[1:-1]):
+            layers += [nn.Linear(a, b), nn.Tanh()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(sizes[-2], sizes[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def main(directory: str) -> None:
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+    from kronfluence.task import Task
+
+    d = Path(directory)
+    data = np.load(d / "problem.npz", allow_pickle=False)
+    settings = json.loads(str(data["settings"]))
+    torch.set_num_threads(int(settings["threads"]))
+    torch.manual_seed(int(settings["seed"]))
+    dtype = torch.float64 if settings["dtype"] == "float64" else torch.float32
+    weights = {k: torch.as_tensor(data[k]) for k in data.files if k.startswith(("body.", "head."))}
+    n_hidden = len([k for k in weights if k.startswith("body.") and k.endswith(".weight")])
+    sizes = [weights["body.0.weight"].shape[1]] if n_hidden else [weights["head.weight"].shape[1]]
+    sizes += [weights[f"body.{2 * i}.weight"].shape[0] for i in range(n_hidden)] + [weights["head.weight"].shape[0]]
+    model = _MLP(sizes).to(dtype)
+    model.load_state_dict(weights)
+    model.eval()
+
+    empirical = settings["fisher"] == "empirical"
+
+    class Classification(Task):
+        def compute_train_loss(self, batch, model, sample=False):
+            inputs, labels = batch
+            logits = model(inputs)
+            if not sample:
+                return F.cross_entropy(logits, labels, reduction="sum")
+            with torch.no_grad():
+                probs = torch.softmax(logits.detach(), dim=-1)
+                sampled = torch.multinomial(probs, num_samples=1).flatten()
+            return F.cross_entropy(logits, sampled, reduction="sum")
+
+        def compute_measurement(self, batch, model):
+            inputs, labels = batch
+            return F.cross_entropy(model(inputs), labels, reduction="sum")
+
+    train = torch.utils.data.TensorDataset(torch.as_tensor(data["X_train"]).to(dtype),
+                                           torch.as_tensor(data["y_train"]).long())
+    query = torch.utils.data.TensorDataset(torch.as_tensor(data["X_query"]).to(dtype),
+                                           torch.as_tensor(data["y_query"]).long())
+    task = Classification()
+    model = prepare_model(model, task)
+    analyzer = Analyzer(analysis_name="compare", model=model, task=task, cpu=True, disable_tqdm=True,
+                        output_dir=str(d / "kronfluence"))
+    f64 = torch.float64
+    factor_args = FactorArguments(strategy="ekfac", use_empirical_fisher=empirical,
+                                  activation_covariance_dtype=f64, gradient_covariance_dtype=f64,
+                                  per_sample_gradient_dtype=f64, lambda_dtype=f64)
+    score_args = ScoreArguments(damping_factor=float(settings["damping"]), score_dtype=f64,
+                                per_sample_gradient_dtype=f64, precondition_dtype=f64)
+    batch = int(settings["batch_size"])
+    start = time.perf_counter()
+    analyzer.fit_all_factors(factors_name="ekfac", dataset=train, per_device_batch_size=batch,
+                             factor_args=factor_args, overwrite_output_dir=True)
+    fit = time.perf_counter() - start
+    start = time.perf_counter()
+    analyzer.compute_pairwise_scores(scores_name="scores", factors_name="ekfac", query_dataset=query,
+                                     train_dataset=train, per_device_query_batch_size=min(batch, len(query)),
+                                     per_device_train_batch_size=batch, score_args=score_args,
+                                     overwrite_output_dir=True)
+    score = time.perf_counter() - start
+    scores = analyzer.load_pairwise_scores("scores")["all_modules"].double().numpy()
+    np.savez(d / "kronfluence.npz", scores=scores, fit_seconds=fit, score_seconds=score)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
