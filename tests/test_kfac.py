@@ -272,3 +272,13 @@ def test_bad_options_give_clear_errors(mlp_obj):
     inv = fit_kfac(mlp_obj, np.arange(5), damping=0.1)
     with pytest.raises(ValueError, match=r"right-hand sides must be \(k, "):
         inv.solve(torch.zeros(2, 3, dtype=torch.float64))
+
+
+def test_float32_model_solve_inverts_the_approximation(digits, digits_mlp):
+    obj = Objective(digits_mlp, digits.X_train, digits.y_train, digits_mlp.weight_decay)
+    inv = fit_kfac(obj, np.arange(0, 1000, 5), method="ekfac", fisher="true", damping=0.01)
+    B = obj.per_sample_grads(obj.X[:4], obj.y[:4])
+    X = inv.solve(B).x
+    assert X.dtype == torch.float32 and X.shape == B.shape
+    back = inv.matmul(X, damping=True)
+    assert ((back - B).norm(dim=1) / B.norm(dim=1)).max() < 1e-5
