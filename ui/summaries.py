@@ -43,3 +43,8 @@ def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -
     correct = np.bincount(y_true[y_true == y_pred], minlength=n_classes).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, correct / np.where(total > 0, total, 1), np.nan)
+
+# Measured with /tmp-free commands documented in the README ("The app"): the first UMAP of a server process.
+UMAP_HELP = ("UMAP is computed once per model and map, then cached. The first UMAP of a server process takes "
+             "about XX s on digits (numba compiles part of umap-learn; the server warms it up in the background "
+             "when it starts, after which it takes about YY s); later maps of the same size take a few seconds.")
