@@ -11,10 +11,10 @@ from ui.warmup import start_in_background
 start_in_background()  # once per server process: compile what the first UMAP map runs (see ui/warmup.py)
 
 PAGES = [
-    st.Page("pages/0_Home.py", title="Home", icon="🏠", default=True),
-    st.Page("pages/1_Samplers.py", title="Samplers", icon="🗺️"),
-    st.Page("pages/2_Influence.py", title="Influence", icon="🔍"),
-    st.Page("pages/3_Class_removal.py", title="Class removal", icon="🧹"),
+    st.Page("pages/0_Home.py", title="Home", default=True),
+    st.Page("pages/1_Samplers.py", title="Samplers"),
+    st.Page("pages/2_Influence.py", title="Influence"),
+    st.Page("pages/3_Class_removal.py", title="Class removal"),
 ]
 
 st.navigation(PAGES).run()

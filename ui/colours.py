@@ -30,15 +30,15 @@ REFERENCE = "#222222"  # the model retrained from scratch
 CONFIDENCE_SCALE = [[0.0, "#e5f5e0"], [0.5, "#74c476"], [1.0, "#00441b"]]
 
 SAMPLER_COLOURS = {
-    "random": "#6f6f6f",
+    "random": "#9467bd",
     "feature": "#1f77b4",
     "logit": "#d62728",
-    "class_stratified": "#9467bd",
+    "class_stratified": "#bcbd22",
     "logit_kmeans": "#8c564b",
     "curvature": "#17becf",
     "full": "#222222",
 }
-_EXTRA = ("#bcbd22", "#e377c2", "#393b79", "#637939", "#7b4173", "#843c39")
+_EXTRA = ("#7f7f00", "#e377c2", "#393b79", "#637939", "#7b4173", "#843c39")
 
 
 def class_colour(c: int) -> str:

@@ -44,7 +44,10 @@ def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, correct / np.where(total > 0, total, 1), np.nan)
 
-# Measured with /tmp-free commands documented in the README ("The app"): the first UMAP of a server process.
-UMAP_HELP = ("UMAP is computed once per model and map, then cached. The first UMAP of a server process takes "
-             "about XX s on digits (numba compiles part of umap-learn; the server warms it up in the background "
-             "when it starts, after which it takes about YY s); later maps of the same size take a few seconds.")
+# Measured on the shared 2-core machine (load average 6-8) with the commands in README "The app": a fresh process
+# after `make app`'s warm-up, digits MLP features (1,797 x 32) and 5,000 x 32 points (MNIST-5k's size).
+UMAP_HELP = ("UMAP is computed once per model and map, then cached. It is slow the first time in a server process: "
+             "numba compiles umap-learn's code in the process that runs it. Measured on a shared 2-core machine "
+             "(load 6-8): 119 s for the first digits map, 35 s for the next one of the same size; 316 s for the first "
+             "5,000-point (MNIST-5k) map, 20 s after that. The server compiles the digits path in the background "
+             "when it starts, so wait a minute or two after the start, and use PCA meanwhile.")

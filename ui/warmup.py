@@ -6,9 +6,10 @@ different nearest-neighbour paths: an exact distance matrix for n < 4096 (digits
 approximate search for n >= 4096 (MNIST-5k: 5,000 points). Each path compiles its own numba code the first time it
 runs in a process. :func:`warm_up_maps` runs both paths on small random arrays of the same dtype and width class.
 
-``make app`` runs it once (``python -m ui.warmup``: numba's on-disk cache keeps what it can), and the app runs it
-again in a background thread when the server starts (:func:`start_in_background`), because part of the compiled
-code lives only in the process that compiled it. Set ``INFLUENCE_EXPLORER_WARM_UP=0`` to skip the background run.
+``make app`` runs it once (``python -m ui.warmup``: numba's on-disk cache keeps what it can), and the app runs the
+exact path again in a background thread when the server starts (:func:`start_in_background`), because most of the
+compiled code lives only in the process that compiled it (measured: the first digits UMAP in a fresh process after
+``make app``'s warm-up still took 119 s, the second 35 s, load average 6-8; see README "The app"). Set ``INFLUENCE_EXPLORER_WARM_UP=0`` to skip the background run.
 """
 
 from __future__ import annotations
@@ -25,11 +26,16 @@ SMALL_N = 300  # umap-learn's exact-distance path (n < 4096)
 LARGE_N = 4200  # umap-learn's pynndescent path (n >= 4096)
 
 
-def warm_up_maps(width: int = 16) -> dict[str, float]:
-    """Run the app's UMAP call on a (300, width) and a (4200, width) float32 array; returns seconds per path."""
+PATHS = {"exact": SMALL_N, "pynndescent": LARGE_N}
+
+
+def warm_up_maps(paths: tuple[str, ...] = ("exact", "pynndescent"), width: int = 16) -> dict[str, float]:
+    """Run the app's UMAP call on a (300, width) array (exact path) and/or a (4200, width) float32 array
+    (pynndescent path); returns the seconds per path."""
     rng = np.random.default_rng(0)
     seconds = {}
-    for name, n in (("exact", SMALL_N), ("pynndescent", LARGE_N)):
+    for name in paths:
+        n = PATHS[name]
         X = rng.normal(size=(n, width)).astype(np.float32)
         start = time.perf_counter()
         project_2d(X, method="umap", seed=0)
@@ -41,11 +47,16 @@ _started = threading.Event()
 
 
 def start_in_background() -> bool:
-    """Start :func:`warm_up_maps` once per process in a daemon thread (unless INFLUENCE_EXPLORER_WARM_UP=0)."""
-    if os.environ.get("INFLUENCE_EXPLORER_WARM_UP", "1") == "0" or _started.is_set():
+    """Start :func:`warm_up_maps` for the exact path (the default digits map; n < 4096) once per process in a
+    daemon thread, unless INFLUENCE_EXPLORER_WARM_UP=0. The pynndescent path (MNIST-5k) is left to ``make app``:
+    warming it in the server costs minutes of CPU next to the students' first requests; INFLUENCE_EXPLORER_WARM_UP=all
+    warms both paths (for a MNIST-5k workshop)."""
+    setting = os.environ.get("INFLUENCE_EXPLORER_WARM_UP", "1")
+    if setting == "0" or _started.is_set():
         return False
     _started.set()
-    threading.Thread(target=warm_up_maps, name="umap-warm-up", daemon=True).start()
+    paths = tuple(PATHS) if setting == "all" else ("exact",)
+    threading.Thread(target=warm_up_maps, args=(paths,), name="umap-warm-up", daemon=True).start()
     return True
 
 
