@@ -98,7 +98,7 @@ if submitted:
                     "limit: the browser refuses larger files (a red icon next to the name). Make it smaller "
                     "(np.savez_compressed, float32, fewer rows), or pick a built-in dataset")
             if upload.size > upload_limit_mb * 1024 * 1024:
-                raise ic.DatasetError(f"{upload.name} is {upload.size / 2**20:.1f} MB, over the {upload_limit_mb} MB "
+                raise ic.DatasetError(f"{upload.name} is {upload.size / 1e6:.1f} MB, over the {upload_limit_mb} MB "
                                       "upload limit; make it smaller (np.savez_compressed, float32, fewer rows)")
             data_cfg = remember_upload(upload.getvalue(), upload.name)
         else:

@@ -19,7 +19,8 @@ run, dataset, model, view = ctx
 
 st.markdown(
     "Each sampler picks **m** training points to estimate the Hessian on. Coloured dots (one colour per class) are "
-    "in the sample; light grey dots are the rest of the training set. A representative sample covers the map and matches the population's "
+    "in the sample; light grey dots are the rest of the training set. A representative sample covers the map "
+    "and matches the population's "
     "class and confidence distributions. Change the **seed** to see how much each sampler's choice moves."
 )
 

@@ -122,7 +122,8 @@ space = mc1.radio("Map of", ["features", "logits"], horizontal=True, key="inf_sp
 colour = mc2.selectbox("Colour training points by", COLOUR_OPTIONS, key="inf_colour")
 mc3.caption("Dots are training points (one colour per class, or by confidence / correctness); crosses are test "
             "points (thin dark-blue = correct, bold orange = wrong); the black star is the chosen one; dark-blue "
-            "circles / orange diamonds are sampler A's top helpful / harmful points. Click a cross to pick it; use the box or lasso tool "
+            "circles / orange diamonds are sampler A's top helpful / harmful points. Click a cross to pick it; use "
+            "the box or lasso tool "
             "(top right of the map) to list training points with their scores below.")
 with reported("Could not compute the map") as outcome:
     xy = get_projection(run, space, "pca")

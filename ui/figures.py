@@ -140,6 +140,7 @@ def distribution_figures(labels: np.ndarray, conf: np.ndarray, subsets: dict[str
                             marker_color=colour))
     for fig, title, x_title in ((f1, "Class shares: samples vs population", "class"),
                                 (f2, "Confidence (max softmax): samples vs population", "confidence bin")):
+        fig.update_xaxes(type="category")  # one tick per class (a numeric axis showed every other one)
         fig.update_layout(barmode="group", title=title, height=300, margin=dict(l=10, r=10, t=40, b=10),
                           yaxis_title="share", xaxis_title=x_title, legend=dict(orientation="h", y=1.12, x=1,
                                                                                  xanchor="right"))
@@ -158,7 +159,8 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
     fig = go.Figure(go.Heatmap(z=cm, x=names, y=names, colorscale="Blues", text=cm, texttemplate="%{text}",
                                hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>", showscale=False))
     fig.update_layout(title="Confusion matrix (test set)", height=420, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
+                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
+                      xaxis_type="category", yaxis_type="category")
     return fig
 
 
