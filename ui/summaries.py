@@ -50,4 +50,5 @@ UMAP_HELP = ("UMAP is computed once per model and map, then cached. It is slow t
              "numba compiles umap-learn's code in the process that runs it. Measured on a shared 2-core machine "
              "(load 6-8): 119 s for the first digits map, 35 s for the next one of the same size; 316 s for the first "
              "5,000-point (MNIST-5k) map, 20 s after that. The server compiles the digits path in the background "
-             "when it starts, so wait a minute or two after the start, and use PCA meanwhile.")
+             "when it starts (149 s at load 15-20); after that the first digits map took 37 s like any later one. "
+             "Use PCA meanwhile.")

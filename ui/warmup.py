@@ -9,7 +9,8 @@ runs in a process. :func:`warm_up_maps` runs both paths on small random arrays o
 ``make app`` runs it once (``python -m ui.warmup``: numba's on-disk cache keeps what it can), and the app runs the
 exact path again in a background thread when the server starts (:func:`start_in_background`), because most of the
 compiled code lives only in the process that compiled it (measured: the first digits UMAP in a fresh process after
-``make app``'s warm-up still took 119 s, the second 35 s, load average 6-8; see README "The app").
+``make app``'s warm-up still took 119 s, the second 35 s, load average 6-8; after this in-process warm-up the first
+took 37 s; see README "The app").
 Set ``INFLUENCE_EXPLORER_WARM_UP=0`` to skip the background run, ``=all`` to warm both paths.
 """
 
