@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.10:
-#   make app    create .venv, install, warm up UMAP's compiled code, start the Streamlit app
+#   make app    create .venv, install, warm up what the first UMAP map compiles, start the Streamlit app
 #   make test   create .venv, install with the test extras, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,21 +17,22 @@ $(VENV)/.base:
 	$(PY) -m pip install --quiet "$(TORCH)"
 	touch $@
 
+# .test builds on .app (same install plus the test extras), so `make app` after `make test` finds .app up to date
+# and neither reinstalls nor warms up again.
 $(VENV)/.app: $(VENV)/.base pyproject.toml
 	$(PY) -m pip install --quiet -e ".[app,dask]"
-	$(PY) -c "from influence_core.projection import warm_up_umap; warm_up_umap()"
+	$(PY) -m ui.warmup
 	touch $@
 
-$(VENV)/.test: $(VENV)/.base pyproject.toml
+$(VENV)/.test: $(VENV)/.app pyproject.toml
 	$(PY) -m pip install --quiet -e ".[app,dask,test]"
-	$(PY) -c "from influence_core.projection import warm_up_umap; warm_up_umap()"
 	touch $@
 
 install: $(VENV)/.app
 install-test: $(VENV)/.test
 
 app: $(VENV)/.app
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT)  # settings: .streamlit/config.toml
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q

@@ -5,10 +5,11 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import load_current, page_header
+from ui.components import load_current, page_header, sample_size_input
+from ui.errors import reported
 from ui.figures import COLOUR_OPTIONS, distribution_figures, sample_map
 from ui.state import get_projection, get_sample
-from ui.summaries import SAMPLER_HELP, distribution_gaps
+from ui.summaries import SAMPLER_HELP, UMAP_HELP, distribution_gaps
 
 page_header("Samplers: which points feed the Hessian")
 ctx = load_current()
@@ -17,8 +18,9 @@ if ctx is None:
 run, dataset, model, view = ctx
 
 st.markdown(
-    "Each sampler picks **m** training points to estimate the Hessian on. Coloured points are in the sample; grey "
-    "points are the rest of the training set. A representative sample covers the map and matches the population's "
+    "Each sampler picks **m** training points to estimate the Hessian on. Coloured dots (one colour per class) are "
+    "in the sample; light grey dots are the rest of the training set. A representative sample covers the map "
+    "and matches the population's "
     "class and confidence distributions. Change the **seed** to see how much each sampler's choice moves."
 )
 
@@ -28,11 +30,10 @@ with c1:
                      help="penultimate-layer features (what the feature sampler clusters) or logits")
     method = st.radio("Projection", ["pca", "umap"], horizontal=True, key="smp_method",
                       format_func={"pca": "PCA (instant)", "umap": "UMAP"}.get,
-                      help="UMAP is computed once per model and map (a few seconds to ~20 s), then cached")
+                      help=UMAP_HELP)
 with c2:
     colour = st.selectbox("Colour by", COLOUR_OPTIONS, key="smp_colour")
-    m = st.number_input("m (sample size)", min_value=1, value=min(100, dataset.n_train), step=10, key="smp_m",
-                        help=f"1 <= m <= {dataset.n_train} (the training set)")
+    m = sample_size_input("m (sample size)", dataset.n_train, key="smp_m", what="training points")
 with c3:
     seed = st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, key="smp_seed")
 with c4:
@@ -43,10 +44,9 @@ if not samplers:
     st.warning("Choose at least one sampler.")
     st.stop()
 
-try:
+with reported(f"Could not compute the {method.upper()} map") as outcome:
     xy = get_projection(run, space, method)[: dataset.n_train]
-except (ValueError, ImportError) as exc:
-    st.error(f"Could not compute the {method.upper()} map: {exc}")
+if outcome.failed:
     st.stop()
 
 labels, pred, conf = dataset.y_train, view.train_pred, view.train_conf
@@ -55,23 +55,24 @@ summary = []
 subsets = {}
 for col, name in zip(cols, samplers):
     with col:
-        try:
+        with reported(f"{name}") as outcome:
             sample = get_sample(run, name, int(m), int(seed))
-        except ValueError as exc:
-            st.error(f"{name}: {exc}")
+        if outcome.failed:
             continue
         idx = np.asarray(sample.indices)
         st.plotly_chart(sample_map(xy, idx, colour, labels, pred, conf, dataset.class_names,
                                    title=f"{name} (m={len(idx)}, seed={seed})", showlegend=(col is cols[-1])),
                         width="stretch", key=f"smp_map_{name}", config={"displaylogo": False})
         st.caption(SAMPLER_HELP.get(name, "user-registered sampler")
-                   + ("; importance weights shown in the table below" if sample.weights is not None else ""))
+                   + ("; importance-weighted (the weights' range is in the table below)"
+                      if sample.weights is not None else ""))
         subsets[name] = idx
         gaps = distribution_gaps(labels, conf, idx, dataset.n_classes)
         summary.append({"sampler": name, "m": len(idx), "seed": int(seed), "classes covered":
                         int(len(np.unique(labels[idx]))), "class TV distance": gaps["class_tv"],
                         "confidence TV distance": gaps["confidence_tv"],
-                        "weighted": sample.weights is not None})
+                        "importance weights (min – max)": "none (equal)" if sample.weights is None else
+                        f"{float(np.min(sample.weights)):.3g} – {float(np.max(sample.weights)):.3g}"})
 
 if subsets:
     f_class, f_conf = distribution_figures(labels, conf, subsets, dataset.class_names)
@@ -90,7 +91,7 @@ with st.expander("Across seeds: how much does each sample move?"):
     rows = []
     show_seeds = st.toggle("Draw the samples for every seed", value=False, key="smp_seeds_on")
     samplers_for_seeds = samplers if show_seeds else []
-    try:
+    with reported("Could not draw the samples for every seed"):
         for name in samplers_for_seeds:
             samples = [np.asarray(get_sample(run, name, int(m), s).indices) for s in range(n_seeds)]
             for s, idx in enumerate(samples):
@@ -98,8 +99,6 @@ with st.expander("Across seeds: how much does each sample move?"):
                 overlap = len(np.intersect1d(idx, samples[0])) / len(idx)
                 rows.append({"sampler": name, "seed": s, "class TV": gaps["class_tv"],
                              "confidence TV": gaps["confidence_tv"], "overlap with seed 0": overlap})
-    except ValueError as exc:
-        st.error(str(exc))
     if rows:
         table = pd.DataFrame(rows)
         agg = table.groupby("sampler", sort=False)[["class TV", "confidence TV"]].agg(["mean", "std"])

@@ -1,14 +1,17 @@
 """Influence page: the training points that helped or harmed one test prediction, and how much that depends on the
 Hessian sample."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import streamlit as st
 
 import influence_core as ic
 from influence_core import metrics
-from ui.components import load_current, page_header, show_inputs
-from ui.figures import COLOUR_OPTIONS, influence_map, strip_figure, trace_figure
+from ui.components import load_current, page_header, sample_size_input, show_inputs
+from ui.errors import reported
+from ui.figures import COLOUR_OPTIONS, influence_map, nowrap, score_text, strip_figure, trace_figure
 from ui.selection import parse_selection
 from ui.state import EXACT_MAX_PARAMS, SOLVER_OPTIONS, get_projection, get_sample, influence_rows, reference_solver, \
     reference_spec, seed_spread
@@ -59,7 +62,7 @@ with c2:
     sampler_a = st.selectbox("Sampler A", samplers, index=samplers.index("logit"), key="inf_a")
     sampler_b = st.selectbox("Sampler B (compared)", samplers, index=samplers.index("random"), key="inf_b")
 with c3:
-    m = int(st.number_input("m (Hessian sample size)", min_value=1, value=min(100, n_train), step=10, key="inf_m"))
+    m = sample_size_input("m (Hessian sample size)", n_train, key="inf_m", what="training points")
     seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, key="inf_seed"))
 with c4:
     small = view.n_params <= EXACT_MAX_PARAMS  # exact: one factorisation per sample, then every test point is cheap
@@ -75,11 +78,11 @@ compare_full = st.toggle(f"Compare with the full-data Hessian ({n_train} points,
 specs = {"A": (sampler_a, m, seed, solver), "B": (sampler_b, m, seed, solver)}
 if compare_full:
     specs["full"] = reference_spec(run)
-try:
-    with st.spinner("Computing influence…"):
-        rows = dict(zip(specs, influence_rows(run, tuple(specs.values()), damping, test_index)))
-except (ValueError, RuntimeError) as exc:  # m > pool, solver errors (SolverError is a RuntimeError)
-    st.error(f"Could not compute influence: {exc}")
+with reported("Could not compute influence") as outcome, st.spinner("Computing influence…"):
+    started = time.perf_counter()
+    rows = dict(zip(specs, influence_rows(run, tuple(specs.values()), damping, test_index)))
+    elapsed = time.perf_counter() - started
+if outcome.failed:
     st.stop()
 
 names = {"A": f"A: {sampler_a}", "B": f"B: {sampler_b}", "full": "full data"}
@@ -93,9 +96,12 @@ with left:
     show_inputs(dataset, dataset.X_test[test_index:test_index + 1],
                 [f"true {dataset.class_names[y_t]}, predicted {dataset.class_names[p_t]} "
                  f"({view.test_conf[test_index]:.0%})"], per_row=1, key="inf_test")
-    st.caption(f"A: {rows['A']['method']} solve in {rows['A']['solve_seconds']:.2f} s, "
+    first = rows["A"]["seconds"]
+    when = (f"in {elapsed:.2f} s just now" if elapsed >= 0.5 * first else
+            f"from the cache in {elapsed:.2f} s (first computed in {first:.2f} s)")
+    st.caption(f"A: {rows['A']['method']} solve of {rows['A']['solve_seconds']:.2f} s, "
                f"{rows['A']['iterations']} iterations; scores of all {n_train} training points for "
-               f"{len(rows)} Hessians in {rows['A']['seconds']:.2f} s (measured, this machine)")
+               f"{len(rows)} Hessians {when} (measured, this machine)")
 with right:
     tabs = st.tabs([names[key] for key in rows])
     for tab, key in zip(tabs, rows):
@@ -105,7 +111,8 @@ with right:
                 idx, sc = t[kind], t[f"{kind}_scores"]
                 st.markdown(f"**Top {k} {kind}** ({names[key]})")
                 show_inputs(dataset, dataset.X_train[idx],
-                            [f"#{i} ({dataset.class_names[dataset.y_train[i]]}) {s:+.2e}" for i, s in zip(idx, sc)],
+                            [nowrap(f"#{i} ({dataset.class_names[dataset.y_train[i]]})") + " " + score_text(s)
+                             for i, s in zip(idx, sc)],
                             per_row=8, key=f"inf_{key}_{kind}")
 
 # ------------------------------------------------------------------------------------------------ map
@@ -113,13 +120,14 @@ st.subheader("Map")
 mc1, mc2, mc3 = st.columns([1, 1, 3])
 space = mc1.radio("Map of", ["features", "logits"], horizontal=True, key="inf_space")
 colour = mc2.selectbox("Colour training points by", COLOUR_OPTIONS, key="inf_colour")
-mc3.caption("Crosses are test points (green = correct, red = wrong); the star is the chosen one; green/red rings "
-            "are sampler A's top helpful/harmful points. Click a cross to pick it; use the box or lasso tool "
+mc3.caption("Dots are training points (one colour per class, or by confidence / correctness); crosses are test "
+            "points (thin dark-blue = correct, bold orange = wrong); the black star is the chosen one; dark-blue "
+            "circles / orange diamonds are sampler A's top helpful / harmful points. Click a cross to pick it; use "
+            "the box or lasso tool "
             "(top right of the map) to list training points with their scores below.")
-try:
+with reported("Could not compute the map") as outcome:
     xy = get_projection(run, space, "pca")
-except ValueError as exc:
-    st.error(f"Could not compute the map: {exc}")
+if outcome.failed:
     st.stop()
 fig = influence_map(xy[:n_train], xy[n_train:], colour, dataset.y_train, view.train_pred, view.train_conf,
                     dataset.y_test, view.test_pred, view.test_conf, dataset.class_names, test_index,
@@ -160,13 +168,11 @@ with st.expander("Spread across seeds (the paper's central claim: an advanced sa
     else:
         n_seeds = st.slider("Seeds", 2, 8, 3, key="inf_nseeds")
         if st.toggle("Compute the spread", value=False, key="inf_spread"):
-            try:
-                with st.spinner(f"{2 * n_seeds} influence solves…"):
-                    spread = seed_spread(run, tuple(dict.fromkeys([sampler_a, sampler_b])), m,
-                                         tuple(range(n_seeds)), solver, damping, test_index, k)
-            except (ValueError, RuntimeError) as exc:
-                st.error(f"Could not compute the spread: {exc}")
-            else:
+            with reported("Could not compute the spread") as spread_outcome, \
+                    st.spinner(f"{2 * n_seeds} influence solves…"):
+                spread = seed_spread(run, tuple(dict.fromkeys([sampler_a, sampler_b])), m,
+                                     tuple(range(n_seeds)), solver, damping, test_index, k)
+            if not spread_outcome.failed:
                 table = pd.DataFrame(spread)
                 st.plotly_chart(strip_figure({s: table.loc[table.sampler == s, "spearman_vs_full"].tolist()
                                               for s in table.sampler.unique()},
@@ -180,14 +186,11 @@ with st.expander("Solver convergence (LiSSA trace)", expanded=(solver == "lissa"
     if solver in ("cg", "lissa"):
         traces = {f"{names[key]} ({solver})": rows[key]["trace"] for key in ("A", "B")}
     if solver != "lissa" and st.toggle("Also run LiSSA on samples A and B", value=False, key="inf_lissa"):
-        try:
-            with st.spinner("LiSSA…"):
-                lissa = influence_rows(run, ((sampler_a, m, seed, "lissa"), (sampler_b, m, seed, "lissa")),
-                                       damping, test_index)
-                for key, row in zip(("A", "B"), lissa):
-                    traces[f"{names[key]} (lissa)"] = row["trace"]
-        except (ValueError, RuntimeError) as exc:
-            st.error(f"LiSSA failed: {exc}")
+        with reported("LiSSA failed"), st.spinner("LiSSA…"):
+            lissa = influence_rows(run, ((sampler_a, m, seed, "lissa"), (sampler_b, m, seed, "lissa")),
+                                   damping, test_index)
+            for key, row in zip(("A", "B"), lissa):
+                traces[f"{names[key]} (lissa)"] = row["trace"]
     if traces:
         st.plotly_chart(trace_figure(traces, tol=SOLVER_OPTIONS["lissa"]["tol"] if solver != "cg" else
                                      SOLVER_OPTIONS["cg"]["tol"]), width="stretch", key="inf_trace")

@@ -6,13 +6,13 @@ import json
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 import influence_core as ic
 from influence_core.metrics import mean_std
-from ui.components import load_current, page_header
-from ui.figures import line_figure
+from ui.components import load_current, page_header, sample_size_input
+from ui.errors import reported
+from ui.figures import alpha_path_figure, per_class_figure
 from ui.state import reference_predictions, removal_run
 from ui.summaries import per_class_accuracy
 
@@ -23,7 +23,8 @@ if ctx is None:
 run, dataset, model, view = ctx
 
 st.markdown(
-    "Removing class *c* is predicted by one Newton step θ + α·Δ with Δ = (1/n)·H⁻¹·Σ_{j in c} ∇ℓ_j, where H is "
+    r"Removing class *c* is predicted by one Newton step $\theta + \alpha\,\Delta$ with "
+    r"$\Delta = \frac{1}{n} H^{-1} \sum_{j \in c} \nabla \ell_j$, where $H$ is "
     "estimated on **m points of the remaining classes** chosen by each sampler. **Forget** = 1 − accuracy on class "
     "*c*'s test points, **retain** = accuracy on the other test points, **F1** = their harmonic mean. α = 1 is the "
     "pure influence prediction; *best α* is the best F1 along the α path (the paper's protocol, an oracle over α "
@@ -34,8 +35,9 @@ c1, c2, c3, c4 = st.columns([1, 2, 1, 1.3])
 with c1:
     removed = int(st.selectbox("Class to remove", list(range(dataset.n_classes)), key="rm_class",
                                format_func=lambda c: str(dataset.class_names[c])))
-    m = int(st.number_input("m (Hessian sample size)", min_value=1, value=min(100, dataset.n_train), step=10,
-                            key="rm_m"))
+    pool = int(np.sum(dataset.y_train != removed))  # the Hessian sample is drawn from the remaining classes
+    m = sample_size_input("m (Hessian sample size)", pool, key="rm_m",
+                          what=f"training points outside class {dataset.class_names[removed]}")
 with c2:
     chosen = st.multiselect("Samplers (random is the baseline, always run)", ic.available_samplers(),
                             default=["feature", "logit"], key="rm_samplers")
@@ -48,30 +50,32 @@ with c3:
 with c4:
     reference = st.toggle("Retrain-from-scratch reference", value=True, key="rm_reference",
                           help="retrains the model without the class once (cached)")
-    memory = st.toggle("Measure peak memory (fresh process per run, slower)", value=False, key="rm_memory")
+    memory = st.toggle("Peak memory", value=False, key="rm_memory",
+                       help="measure the peak resident memory of each solve in a fresh process per run (slower)")
     go_run = st.button("Run class removal", type="primary", key="rm_run")
 
 config = (run, removed, tuple(samplers), m, n_seeds, solver, damping, reference, memory)
 if go_run:
     records = []
     total = len(samplers) * n_seeds
-    bar = st.progress(0.0, text="Class removal…")
-    try:
-        for i, name in enumerate(samplers):
-            for s in range(n_seeds):
-                done = i * n_seeds + s
+    slot = st.empty()  # the progress bar lives here and is removed in `finally`, also after a failure
+    with reported("Class removal failed", then="The results below (if any) are from the previous run."):
+        try:
+            bar = slot.progress(0.0, text="Class removal…")
+            for i, name in enumerate(samplers):
+                for s in range(n_seeds):
+                    done = i * n_seeds + s
 
-                def progress(fraction: float, message: str, done: int = done) -> None:
-                    bar.progress(min((done + fraction) / total, 1.0), text=f"{name}, seed {s}: {message}")
+                    def progress(fraction: float, message: str, done: int = done, name: str = name,
+                                 s: int = s) -> None:
+                        bar.progress(min((done + fraction) / total, 1.0), text=f"{name}, seed {s}: {message}")
 
-                progress(0.0, "starting")
-                records.append(removal_run(run, removed, name, m, s, solver, damping, reference, memory,
-                                           _progress=progress))
-        bar.empty()
+                    progress(0.0, "starting")
+                    records.append(removal_run(run, removed, name, m, s, solver, damping, reference, memory,
+                                               progress=progress))
+        finally:
+            slot.empty()
         st.session_state["rm_results"] = {"config": config, "records": records}
-    except (ValueError, RuntimeError) as exc:  # impossible m, unknown class, solver failures
-        bar.empty()
-        st.error(f"Class removal failed: {exc}")
 
 state = st.session_state.get("rm_results")
 if state is None or state["config"][0] != run:
@@ -109,35 +113,22 @@ st.caption("Solver time and peak memory are measured on this machine (shared, so
            "resident memory the solve added, measured in a fresh process, when the toggle is on.")
 
 left, right = st.columns(2)
+sampler_order = list(dict.fromkeys(r["sampler"] for r in records))
 with left:
-    alphas = records[0]["alphas"]
-    series = {}
-    for name in dict.fromkeys(r["sampler"] for r in records):
-        paths = np.array([r["path"]["f1"] for r in records if r["sampler"] == name], dtype=float)
-        series[name] = paths.mean(0)
-    fig = line_figure(alphas, series, "F1 along the α path (mean over seeds)", "α (log scale)", "F1")
-    fig.update_xaxes(type="log")
-    fig.add_vline(x=1.0, line_dash="dot", annotation_text="α = 1")
-    st.plotly_chart(fig, width="stretch", key="rm_path")
+    series = {name: np.array([r["path"]["f1"] for r in records if r["sampler"] == name], dtype=float).mean(0)
+              for name in sampler_order}
+    st.plotly_chart(alpha_path_figure(records[0]["alphas"], series), width="stretch", key="rm_path")
 with right:
     before = per_class_accuracy(dataset.y_test, view.test_pred, dataset.n_classes)
-    names = [str(c) for c in dataset.class_names]
-    bars = [go.Bar(x=names, y=before, name="before removal", marker_color="#888888")]
+    ref_acc = None
     if records[0].get("reference"):
-        try:
+        with reported("Reference model unavailable"):
             ref_pred = reference_predictions(run, removed)
-            bars.append(go.Bar(x=names, y=per_class_accuracy(dataset.y_test, ref_pred, dataset.n_classes),
-                               name="retrained without the class", marker_color="#2ca02c"))
-        except (ValueError, RuntimeError) as exc:
-            st.error(f"Reference model unavailable: {exc}")
-    for name in series:
-        runs = [r for r in records if r["sampler"] == name]
-        after = np.mean([r["per_class_accuracy"]["best_alpha"] for r in runs], axis=0)
-        bars.append(go.Bar(x=names, y=after, name=f"{name}: after removal (best α, mean over seeds)"))
-    fig = go.Figure(bars)
-    fig.update_layout(barmode="group", title="Test accuracy per class, before and after", height=320,
-                      margin=dict(l=10, r=10, t=40, b=10), yaxis_title="accuracy", yaxis_range=[0, 1.05])
-    st.plotly_chart(fig, width="stretch", key="rm_classes")
+            ref_acc = per_class_accuracy(dataset.y_test, ref_pred, dataset.n_classes)
+    after = {name: np.mean([r["per_class_accuracy"]["best_alpha"] for r in records if r["sampler"] == name], axis=0)
+             for name in sampler_order}
+    st.plotly_chart(per_class_figure(dataset.class_names, before, after, ref_acc), width="stretch",
+                    key="rm_classes")
 
 ref = records[0].get("reference")
 if ref:

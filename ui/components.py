@@ -10,6 +10,7 @@ import streamlit as st
 import influence_core as ic
 
 from .config import RunConfig
+from .errors import reported
 from .figures import feature_bars, image_tile
 from .state import current_run, ensure_model, get_dataset, get_view
 
@@ -24,13 +25,12 @@ def load_current() -> tuple[RunConfig, ic.Dataset, object, object] | None:
 
     Shows an error and returns None when the data or the model cannot be prepared."""
     run = current_run()
-    try:
+    with reported(f"Could not prepare the data and model ({run.data.label()}, {run.model.arch})",
+                  then="Choose other settings on the home page.") as outcome:
         dataset = get_dataset(run.data)
         model = ensure_model(run)
         view = get_view(run)
-    except (ValueError, RuntimeError) as exc:
-        st.error(f"Could not prepare the data and model ({run.data.label()}, {run.model.arch}): {exc}. "
-                 "Choose other settings on the home page.")
+    if outcome.failed:
         return None
     acc = model.training_report["test_accuracy"]
     st.caption(f"Model: {run.model.arch} on {run.data.label()}, {dataset.n_train} training / {dataset.n_test} "
@@ -40,17 +40,37 @@ def load_current() -> tuple[RunConfig, ic.Dataset, object, object] | None:
 
 def show_inputs(dataset: ic.Dataset, X_rows: np.ndarray, captions: Sequence[str], per_row: int = 8,
                 key: str = "inputs") -> None:
-    """Thumbnails of input rows (standardised, as in the dataset): images, or feature bars for tabular data."""
-    raw = dataset.inverse_transform(np.asarray(X_rows))
-    for start in range(0, len(raw), per_row):
+    """Thumbnails of input rows: images (raw scale, min-max per tile), or, for tabular data, bars of the
+    standardised features with labelled axes; the caption under each (``st.caption``, which wraps between words
+    and never inside a number: see :func:`ui.figures.score_text`)."""
+    X_rows = np.asarray(X_rows)
+    raw = dataset.inverse_transform(X_rows) if dataset.image_shape is not None else None
+    feature_names = (dataset.info or {}).get("feature_names")
+    for start in range(0, len(X_rows), per_row):
         cols = st.columns(per_row)
         for j, col in enumerate(cols):
             i = start + j
-            if i >= len(raw):
+            if i >= len(X_rows):
                 break
             with col:
-                if dataset.image_shape is not None:
+                if raw is not None:
                     st.image(image_tile(raw[i], dataset.image_shape), caption=captions[i], clamp=True, width="stretch")
                 else:
-                    st.plotly_chart(feature_bars(raw[i], captions[i]), width="stretch",
+                    st.plotly_chart(feature_bars(X_rows[i], feature_names), width="stretch",
                                     config={"displayModeBar": False}, key=f"{key}-{i}")
+                    st.caption(captions[i])
+
+
+def sample_size_input(label: str, pool: int, key: str, what: str, default: int = 100) -> int:
+    """A number input for the Hessian sample size m, bounded by the pool it is drawn from (``1 <= m <= pool``).
+
+    The default is ``min(default, pool)``; a value left from a larger pool (another class, another dataset) is
+    clamped to the new pool before the widget is drawn, and the help text says so."""
+    pool = max(int(pool), 1)
+    if key not in st.session_state:
+        st.session_state[key] = min(default, pool)
+    elif int(st.session_state[key]) > pool:
+        st.session_state[key] = pool
+    return int(st.number_input(label, min_value=1, max_value=pool, step=10, key=key,
+                               help=f"1 to {pool}: the {what}. The default is {min(default, pool)} (100, or the "
+                                    "whole pool when it is smaller)."))

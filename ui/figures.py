@@ -11,12 +11,10 @@ from typing import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from .colours import BAD, CHOSEN, CONFIDENCE_SCALE, GOOD, NOT_IN_SAMPLE, POPULATION, REFERENCE, class_colour, \
+    sampler_colour
 from .selection import TEST, TRAIN
 
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
-           "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
-           "#756bb1", "#636363")
-GREY = "rgba(170,170,170,0.35)"
 COLOUR_OPTIONS = ("label", "predicted", "confidence", "correctness")
 MAP_HEIGHT = 420
 
@@ -27,8 +25,10 @@ def _custom(kind: int, rows: np.ndarray) -> np.ndarray:
 
 
 def _layout(fig: go.Figure, title: str, height: int = MAP_HEIGHT) -> go.Figure:
+    # The legend sits below the plot, so a colour bar (colouring by confidence) on the right never overlaps it.
     fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), dragmode="zoom",
-                      legend=dict(itemsizing="constant", font=dict(size=10)), uirevision="keep")
+                      legend=dict(itemsizing="constant", font=dict(size=10), orientation="h", yanchor="top", y=-0.02,
+                                  x=0, xanchor="left"), uirevision="keep")
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None)
     return fig
@@ -46,15 +46,16 @@ def coloured_points(fig: go.Figure, xy: np.ndarray, rows: np.ndarray, kind: int,
     if colour_by == "confidence":
         fig.add_trace(go.Scattergl(
             x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=f"{name_prefix}confidence",
-            marker=dict(size=size, symbol=symbol, color=conf[rows], colorscale="Viridis", cmin=0, cmax=1,
-                        colorbar=dict(title="conf.", thickness=10, len=0.6), line=dict(width=0)),
+            marker=dict(size=size, symbol=symbol, color=conf[rows], colorscale=CONFIDENCE_SCALE, cmin=0, cmax=1,
+                        colorbar=dict(title="conf.", thickness=10, len=0.6, x=1.0, xanchor="left"),
+                        line=dict(width=0)),
             customdata=_custom(kind, rows), hovertext=hover, hoverinfo="text", showlegend=False))
         return
     if colour_by == "correctness":
-        groups = [("correct", labels[rows] == pred[rows], "#2ca02c"), ("wrong", labels[rows] != pred[rows], "#d62728")]
+        groups = [("correct", labels[rows] == pred[rows], GOOD), ("wrong", labels[rows] != pred[rows], BAD)]
     else:
         values = labels[rows] if colour_by == "label" else pred[rows]
-        groups = [(str(class_names[c]), values == c, PALETTE[c % len(PALETTE)]) for c in range(len(class_names))]
+        groups = [(str(class_names[c]), values == c, class_colour(c)) for c in range(len(class_names))]
     for name, mask, colour in groups:
         if not np.any(mask):
             continue
@@ -71,11 +72,26 @@ def sample_map(xy_train: np.ndarray, subset: np.ndarray, colour_by: str, labels:
     fig = go.Figure()
     n = len(xy_train)
     fig.add_trace(go.Scattergl(x=xy_train[:, 0], y=xy_train[:, 1], mode="markers", name="not in sample",
-                               marker=dict(size=4, color=GREY), customdata=_custom(TRAIN, np.arange(n)),
+                               marker=dict(size=4, color=NOT_IN_SAMPLE), customdata=_custom(TRAIN, np.arange(n)),
                                hoverinfo="skip"))
     coloured_points(fig, xy_train, np.asarray(subset), TRAIN, colour_by, labels, pred, conf, class_names, size=7,
                     showlegend=showlegend)
     return _layout(fig, title)
+
+
+def test_points(fig: go.Figure, xy_test: np.ndarray, labels: np.ndarray, pred: np.ndarray, conf: np.ndarray,
+                class_names: Sequence[str]) -> None:
+    """Test points as crosses in the state colours: correct = thin dark-blue cross, wrong = bold orange cross."""
+    rows = np.arange(len(xy_test))
+    hover = np.asarray([f"test #{r}<br>label {class_names[labels[r]]}, predicted {class_names[pred[r]]}<br>"
+                        f"confidence {conf[r]:.2f}" for r in rows], dtype=object)
+    for name, mask, colour, symbol, size in (("correct", labels == pred, GOOD, "x-thin-open", 7),
+                                             ("wrong", labels != pred, BAD, "x", 9)):
+        if np.any(mask):
+            fig.add_trace(go.Scattergl(
+                x=xy_test[mask, 0], y=xy_test[mask, 1], mode="markers", name=f"test {name}",
+                marker=dict(size=size, symbol=symbol, color=colour, line=dict(width=1.5, color=colour)),
+                customdata=_custom(TEST, rows[mask]), hovertext=hover[mask], hoverinfo="text"))
 
 
 def influence_map(xy_train: np.ndarray, xy_test: np.ndarray, colour_by: str, train_labels: np.ndarray,
@@ -83,23 +99,23 @@ def influence_map(xy_train: np.ndarray, xy_test: np.ndarray, colour_by: str, tra
                   test_conf: np.ndarray, class_names: Sequence[str], test_index: int | None,
                   helpful: Sequence[int] = (), harmful: Sequence[int] = (), title: str = "") -> go.Figure:
     """Training points (small, coloured), test points (crosses: click one to pick it), the chosen test point
-    (star) and its top helpful (green) / harmful (red) training points."""
+    (star) and its top helpful (dark-blue circles) / harmful (orange diamonds) training points."""
     fig = go.Figure()
     coloured_points(fig, xy_train, np.arange(len(xy_train)), TRAIN, colour_by, train_labels, train_pred, train_conf,
                     class_names, size=4, name_prefix="train ")
-    coloured_points(fig, xy_test, np.arange(len(xy_test)), TEST, "correctness", test_labels, test_pred, test_conf,
-                    class_names, size=7, symbol="x", name_prefix="test ")
-    for name, rows, colour in (("helpful", helpful, "#00a000"), ("harmful", harmful, "#e00000")):
+    test_points(fig, xy_test, test_labels, test_pred, test_conf, class_names)
+    for name, rows, colour, symbol in (("helpful", helpful, GOOD, "circle-open"), ("harmful", harmful, BAD,
+                                                                                   "diamond-open")):
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows):
             fig.add_trace(go.Scattergl(
-                x=xy_train[rows, 0], y=xy_train[rows, 1], mode="markers", name=f"top {name}",
-                marker=dict(size=13, color="rgba(0,0,0,0)", line=dict(width=2.5, color=colour)),
+                x=xy_train[rows, 0], y=xy_train[rows, 1], mode="markers", name=f"top {name} (sampler A)",
+                marker=dict(size=14, symbol=symbol, color=colour, line=dict(width=3, color=colour)),
                 customdata=_custom(TRAIN, rows), hovertext=[f"{name} train #{r}" for r in rows], hoverinfo="text"))
     if test_index is not None:
         fig.add_trace(go.Scattergl(
             x=[xy_test[test_index, 0]], y=[xy_test[test_index, 1]], mode="markers", name=f"test #{test_index}",
-            marker=dict(size=18, symbol="star", color="black", line=dict(width=1, color="white")),
+            marker=dict(size=18, symbol="star", color=CHOSEN, line=dict(width=1, color="white")),
             customdata=_custom(TEST, np.array([test_index])), hoverinfo="text", hovertext=[f"test #{test_index}"]))
     return _layout(fig, title, height=520)
 
@@ -112,18 +128,19 @@ def distribution_figures(labels: np.ndarray, conf: np.ndarray, subsets: dict[str
     edges = np.linspace(0, 1, 11)
     bins = [f"{a:.1f}-{b:.1f}" for a, b in zip(edges[:-1], edges[1:])]
     f1 = go.Figure([go.Bar(x=names, y=np.bincount(labels, minlength=C) / max(len(labels), 1), name="population",
-                           marker_color="#aaaaaa")])
+                           marker_color=POPULATION)])
     f2 = go.Figure([go.Bar(x=bins, y=np.histogram(conf, bins=edges)[0] / max(len(conf), 1), name="population",
-                           marker_color="#aaaaaa")])
-    for j, (name, subset) in enumerate(subsets.items()):
+                           marker_color=POPULATION)])
+    for name, subset in subsets.items():
         subset = np.asarray(subset, dtype=np.int64)
-        colour = PALETTE[j % len(PALETTE)]
+        colour = sampler_colour(name)
         f1.add_trace(go.Bar(x=names, y=np.bincount(labels[subset], minlength=C) / max(len(subset), 1), name=name,
                             marker_color=colour))
         f2.add_trace(go.Bar(x=bins, y=np.histogram(conf[subset], bins=edges)[0] / max(len(subset), 1), name=name,
                             marker_color=colour))
     for fig, title, x_title in ((f1, "Class shares: samples vs population", "class"),
                                 (f2, "Confidence (max softmax): samples vs population", "confidence bin")):
+        fig.update_xaxes(type="category")  # one tick per class (a numeric axis showed every other one)
         fig.update_layout(barmode="group", title=title, height=300, margin=dict(l=10, r=10, t=40, b=10),
                           yaxis_title="share", xaxis_title=x_title, legend=dict(orientation="h", y=1.12, x=1,
                                                                                  xanchor="right"))
@@ -142,7 +159,8 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
     fig = go.Figure(go.Heatmap(z=cm, x=names, y=names, colorscale="Blues", text=cm, texttemplate="%{text}",
                                hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>", showscale=False))
     fig.update_layout(title="Confusion matrix (test set)", height=420, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed")
+                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
+                      xaxis_type="category", yaxis_type="category")
     return fig
 
 
@@ -160,11 +178,39 @@ def trace_figure(traces: dict[str, Sequence[float]], tol: float | None = None) -
     return fig
 
 
-def line_figure(x: Sequence[float], series: dict[str, Sequence[float]], title: str, x_title: str,
-                y_title: str) -> go.Figure:
-    fig = go.Figure([go.Scatter(x=list(x), y=list(y), mode="lines+markers", name=name) for name, y in series.items()])
-    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), xaxis_title=x_title,
-                      yaxis_title=y_title)
+def alpha_path_figure(alphas: Sequence[float], series: dict[str, Sequence[float]]) -> go.Figure:
+    """F1 against the step size α (log axis), one line per sampler in its fixed colour, a dotted line at α = 1.
+
+    On a log axis plotly places annotations at log10(x) while shapes use x itself, so the α = 1 label is put at
+    ``x=0`` (log10 1) explicitly instead of with ``add_vline(annotation_text=...)``, which drew it near α = 10."""
+    fig = go.Figure([go.Scatter(x=list(alphas), y=list(y), mode="lines+markers", name=name,
+                                line=dict(color=sampler_colour(name)), marker=dict(color=sampler_colour(name)))
+                     for name, y in series.items()])
+    fig.add_vline(x=1.0, line_dash="dot", line_color="#444444")
+    fig.add_annotation(x=0.0, xref="x", y=1.0, yref="paper", text="α = 1", showarrow=False, xanchor="left",
+                       yanchor="top", xshift=4, font=dict(size=11))
+    fig.update_xaxes(type="log", title="α (log scale)")
+    fig.update_layout(title="F1 along the α path (mean over seeds)", height=380, margin=dict(l=10, r=10, t=40, b=10),
+                      yaxis_title="F1", legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    return fig
+
+
+def per_class_figure(class_names: Sequence[str], before: np.ndarray, after: dict[str, np.ndarray],
+                     reference: np.ndarray | None = None) -> go.Figure:
+    """Grouped bars of test accuracy per class: before removal (grey), the retrained reference (black) and each
+    sampler after its influence update (its fixed colour). The legend sits below the plot so every class keeps a
+    tick (a right-hand legend with long names squeezed the axis to two ticks)."""
+    names = [str(c) for c in class_names]
+    bars = [go.Bar(x=names, y=before, name="before removal", marker_color=POPULATION)]
+    if reference is not None:
+        bars.append(go.Bar(x=names, y=reference, name="retrained without the class", marker_color=REFERENCE))
+    bars += [go.Bar(x=names, y=acc, name=f"{name} (best α)", marker_color=sampler_colour(name))
+             for name, acc in after.items()]
+    fig = go.Figure(bars)
+    fig.update_layout(barmode="group", title="Test accuracy per class, before and after (mean over seeds)",
+                      height=380, margin=dict(l=10, r=10, t=40, b=10), yaxis_title="accuracy", yaxis_range=[0, 1.05],
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    fig.update_xaxes(type="category", tickmode="array", tickvals=names, ticktext=names, title="class")
     return fig
 
 
@@ -176,15 +222,34 @@ def strip_figure(groups: dict[str, Sequence[float]], title: str, y_title: str) -
     return fig
 
 
-def feature_bars(values: np.ndarray, title: str, height: int = 140) -> go.Figure:
-    """A tabular input (raw scale) as bars, one per feature: the thumbnail of data without an image shape."""
+def feature_bars(values: np.ndarray, feature_names: Sequence[str] | None = None, height: int = 160) -> go.Figure:
+    """A tabular input as bars, one per feature, in **standardised** units (each feature's z-score, as the model
+    sees it), so a feature with a large raw scale does not hide the rest; the axes are labelled (feature names or
+    indices on x, "z" on y). The caption goes under the chart (``st.caption``), not in a title that gets cut off."""
     values = np.asarray(values, dtype=np.float64).ravel()
-    fig = go.Figure(go.Bar(x=np.arange(len(values)), y=values, marker_color="#555555"))
-    fig.update_layout(title=dict(text=title, font=dict(size=11)), height=height, margin=dict(l=5, r=5, t=25, b=5),
-                      showlegend=False)
-    fig.update_xaxes(showticklabels=False)
-    fig.update_yaxes(showticklabels=False)
+    names = list(feature_names) if feature_names is not None and len(feature_names) == len(values) else \
+        [str(i) for i in range(len(values))]
+    colours = [GOOD if v >= 0 else BAD for v in values]
+    fig = go.Figure(go.Bar(x=names, y=values, marker_color=colours,
+                           hovertemplate="feature %{x}: z = %{y:.2f}<extra></extra>"))
+    fig.update_layout(height=height, margin=dict(l=5, r=5, t=5, b=5), showlegend=False)
+    fig.update_xaxes(type="category", tickfont=dict(size=8), title=dict(text="feature", font=dict(size=9)),
+                     nticks=min(len(names), 8))
+    lim = max(3.0, float(np.nanmax(np.abs(values))) if len(values) else 3.0)
+    fig.update_yaxes(range=[-lim, lim], tickfont=dict(size=8), title=dict(text="z", font=dict(size=9)),
+                     zeroline=True, zerolinecolor="#888888")
     return fig
+
+
+def score_text(score: float) -> str:
+    """A score for a thumbnail caption: two significant digits (``+3.1e-01``) that never wrap: the hyphen of the
+    exponent is a non-breaking hyphen (U+2011), so a narrow column cannot break it into "+3.1e-" / "01"."""
+    return f"{score:+.1e}".replace("-", "\u2011")
+
+
+def nowrap(text: str) -> str:
+    """``text`` with non-breaking spaces and hyphens (a caption that should stay on one line)."""
+    return text.replace(" ", "\u00a0").replace("-", "\u2011")
 
 
 def image_tile(raw_row: np.ndarray, image_shape: tuple[int, int], size: int = 84) -> np.ndarray:

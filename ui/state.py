@@ -9,6 +9,7 @@ Keys are :class:`ui.config.RunConfig` plus a few scalars. All maths is done by `
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import threading
@@ -26,7 +27,7 @@ from influence_core import metrics
 from influence_core.projection import project_2d
 from influence_core.samplers import confidence
 
-from .config import DEFAULT_RUN, DataConfig, RunConfig
+from .config import DataConfig, RunConfig, run_from_query, run_to_query
 
 # The app's models are small (thousands of parameters): torch's intra-op threads only add synchronisation, and on a
 # shared 2-core machine they made training 10-20x slower (measured: digits MLP 37.6 s with 2 threads vs 2.0 s with 1).
@@ -43,18 +44,33 @@ EXACT_MAX_PARAMS = 3000  # above this the full-data reference uses CG instead of
 
 
 def current_run() -> RunConfig:
-    """The configuration chosen on the home page (the default digits MLP until one is chosen)."""
-    return st.session_state.get(RUN_KEY, DEFAULT_RUN)
+    """The configuration chosen on the home page: this session's choice, else the one in the URL's query
+    parameters (so a browser reload keeps it), else the default digits MLP."""
+    if RUN_KEY not in st.session_state:
+        st.session_state[RUN_KEY] = run_from_query(st.query_params.to_dict())
+    return st.session_state[RUN_KEY]
 
 
 def set_run(run: RunConfig) -> None:
+    """Make ``run`` this session's configuration and write it into the URL (see :func:`ui.config.run_to_query`)."""
     st.session_state[RUN_KEY] = run
+    st.query_params.from_dict(run_to_query(run))
+    payloads = st.session_state.get(PAYLOAD_KEY, {})
+    for digest in [d for d in payloads if d != run.data.npz_digest]:  # keep only the current run's upload
+        del payloads[digest]
 
 
 def remember_upload(data: bytes, filename: str | None) -> DataConfig:
-    """Keep an uploaded .npz's bytes in this session (keyed by digest); return the DataConfig naming it."""
+    """Keep the uploaded .npz's bytes in this session (keyed by digest) and return the DataConfig naming it.
+
+    A session keeps at most two files of at most the upload limit each: the current run's upload and this new one
+    (which replaces any earlier candidate; :func:`set_run` drops all but the current run's), so a failed upload
+    does not lose the file the current model was trained on."""
     digest = hashlib.sha256(data).hexdigest()
-    st.session_state.setdefault(PAYLOAD_KEY, {})[digest] = bytes(data)
+    current = st.session_state.get(RUN_KEY)
+    keep = {current.data.npz_digest} if current is not None and current.data.name == "npz" else set()
+    old = st.session_state.get(PAYLOAD_KEY, {})
+    st.session_state[PAYLOAD_KEY] = {**{d: b for d, b in old.items() if d in keep}, digest: bytes(data)}
     return DataConfig(name="npz", npz_digest=digest, npz_filename=filename)
 
 
@@ -91,6 +107,26 @@ def has_model(run: RunConfig) -> bool:
     return run in _model_store()["models"]
 
 
+def evict_one(models: OrderedDict, keep: object) -> object:
+    """Drop the model that is cheapest to get back: the smallest training time (``training_report["seconds"]``),
+    the least recently used among equals, never ``keep`` (the one just asked for). Returns the dropped key.
+
+    Evicting by age alone dropped an MNIST-5k CNN (367 s to retrain) to keep a 2 s digits model."""
+    candidates = [key for key in models if key != keep]
+    age = {key: i for i, key in enumerate(models)}  # 0 = least recently used
+    victim = min(candidates, key=lambda key: (float(models[key].training_report.get("seconds", 0.0)), age[key]))
+    del models[victim]
+    return victim
+
+
+def cached_models() -> list[tuple[RunConfig, float]]:
+    """The models kept in memory (shared by all sessions), most recently used first, with their training times."""
+    store = _model_store()
+    with store["lock"]:
+        items = list(store["models"].items())
+    return [(run, float(model.training_report.get("seconds", 0.0))) for run, model in reversed(items)]
+
+
 def get_model(run: RunConfig, progress: Callable[[float, str], None] | None = None):
     """The trained model for ``run``, trained once (with ``progress``) and shared read-only by all sessions."""
     store = _model_store()
@@ -104,22 +140,25 @@ def get_model(run: RunConfig, progress: Callable[[float, str], None] | None = No
         model = ic.train_model(dataset, arch=cfg.arch, seed=cfg.seed, progress=progress, **cfg.train_kwargs())
         models[run] = model
         while len(models) > MAX_MODELS:
-            models.popitem(last=False)
+            evict_one(models, keep=run)
         return model
 
 
 def ensure_model(run: RunConfig):
-    """Train (with a progress bar) if needed and return the model; page-level helper."""
+    """Train (with a progress bar) if needed and return the model; page-level helper. The bar lives in a
+    placeholder that is emptied in ``finally``, so it never stays on the page above an error."""
     if has_model(run):
         return get_model(run)
-    bar = st.progress(0.0, text=f"Training {run.model.arch} on {run.data.label()}…")
+    slot = st.empty()
+    try:
+        bar = slot.progress(0.0, text=f"Training {run.model.arch} on {run.data.label()}…")
 
-    def progress(fraction: float, message: str) -> None:
-        bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"Training: {message}")
+        def progress(fraction: float, message: str) -> None:
+            bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"Training: {message}")
 
-    model = get_model(run, progress)
-    bar.empty()
-    return model
+        return get_model(run, progress)
+    finally:
+        slot.empty()
 
 
 def n_params(model) -> int:
@@ -274,16 +313,50 @@ def get_removal_task(run: RunConfig):
 REMOVAL_SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 5000}}
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
+MAX_REMOVAL_RECORDS = 512
+
+
+@st.cache_resource(show_spinner=False)
+def _removal_store() -> dict:
+    """Class-removal records shared by all sessions: {key: record}, most recently used last, and a lock.
+
+    Deliberately NOT ``st.cache_data``: that cache records the Streamlit calls made inside the function and replays
+    them on a hit, so a progress bar created outside and updated inside raised ``CacheReplayClosureError`` on the
+    second press of "Run class removal" (and in every other session that ran the same settings). Here the
+    progress callback runs only while a record is computed, and a hit never touches any element."""
+    return {"records": OrderedDict(), "lock": threading.Lock()}
+
+
 def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str, damping: float,
-                reference: bool, memory: bool, _progress: Callable[[float, str], None] | None = None) -> dict:
-    """One class removal (``ClassRemoval.run``) as its JSON record (``RemovalResult.to_dict``)."""
+                reference: bool, memory: bool, progress: Callable[[float, str], None] | None = None) -> dict:
+    """One class removal (``ClassRemoval.run``) as its JSON record (``RemovalResult.to_dict``), computed once per
+    settings and shared by all sessions; ``progress(fraction, message)`` is called only when it is computed.
+    Returns a copy (callers may not mutate the shared record)."""
+    key = (run, int(removed_class), sampler, int(m), int(seed), solver, float(damping), bool(reference), bool(memory))
+    store = _removal_store()
+    with store["lock"]:
+        if key in store["records"]:
+            store["records"].move_to_end(key)
+            return copy.deepcopy(store["records"][key])
     task, lock = get_removal_task(run)
     with lock:
+        with store["lock"]:  # another session may have computed it while this one waited for the task
+            if key in store["records"]:
+                return copy.deepcopy(store["records"][key])
         result = task.run(int(removed_class), sampler, int(m), int(seed), solver=solver, damping=float(damping),
-                          retrain_reference=reference, measure_memory=memory, progress=_progress,
-                          **REMOVAL_SOLVER_OPTIONS[solver])
-    return result.to_dict()
+                          retrain_reference=reference, measure_memory=memory, progress=progress,
+                          **REMOVAL_SOLVER_OPTIONS[solver]).to_dict()
+    with store["lock"]:
+        store["records"][key] = result
+        while len(store["records"]) > MAX_REMOVAL_RECORDS:
+            store["records"].popitem(last=False)
+    return copy.deepcopy(result)
+
+
+def removal_is_cached(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str,
+                      damping: float, reference: bool, memory: bool) -> bool:
+    key = (run, int(removed_class), sampler, int(m), int(seed), solver, float(damping), bool(reference), bool(memory))
+    return key in _removal_store()["records"]
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

@@ -3,10 +3,13 @@ training, few epochs), and the browser test launches Debian's chromium through p
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("INFLUENCE_EXPLORER_WARM_UP", "0")  # no background UMAP warm-up thread in the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -59,3 +62,21 @@ def _restore_main_module():
     yield
     if main is not None:
         sys.modules["__main__"] = main
+
+
+@pytest.fixture
+def failing_sampler():
+    """A registered sampler that raises ``kind`` (default MemoryError): the engine failing in a way the pages did not
+    catch before (they caught only ValueError / RuntimeError). Yields a setter for the exception type."""
+    from influence_core.samplers import SAMPLERS, register_sampler
+
+    state = {"kind": MemoryError}
+
+    @register_sampler("exploding")
+    def exploding(inputs, pool, m, rng):
+        raise state["kind"]("simulated failure inside the engine")
+
+    try:
+        yield state
+    finally:
+        SAMPLERS.pop("exploding", None)

@@ -89,7 +89,7 @@ def test_home_npz_without_file_shows_error(app_page):
     at.selectbox(key="form_dataset").set_value("npz")
     at.button[0].click()
     ok(at.run())
-    assert any("choose a .npz file" in e for e in errors(at))
+    assert any("no .npz file arrived" in e and "over the 25 MB upload limit" in e for e in errors(at)), errors(at)
 
 
 def test_home_valid_upload_trains_on_it(app_page):
@@ -137,11 +137,10 @@ def test_samplers_page_maps_and_distributions(app_page):
     assert (per_seed.loc[per_seed.seed == 0, "overlap with seed 0"] == 1).all()
 
 
-def test_samplers_page_m_larger_than_pool_shows_error(app_page):
+def test_samplers_page_m_is_bounded_by_the_training_set(app_page):
     at = ok(app_page("pages/1_Samplers.py").run())
-    at.number_input(key="smp_m").set_value(100_000)
-    ok(at.run())
-    assert any("outside the valid range" in e for e in errors(at))
+    widget = at.number_input(key="smp_m")
+    assert widget.value == 100 and widget.max == 1437 and "1 to 1437" in widget.help
 
 
 # ------------------------------------------------------------------------------------------------------- influence
@@ -198,13 +197,6 @@ def test_influence_page_cg_shows_convergence_trace(app_page):
     assert any("relative residual" in s for s in chart_specs(at))
 
 
-def test_influence_page_errors_are_shown(app_page):
-    at = ok(app_page("pages/2_Influence.py").run())
-    at.number_input(key="inf_m").set_value(100_000)
-    ok(at.run())
-    assert any("outside the valid range" in e for e in errors(at))
-
-
 # ------------------------------------------------------------------------------------------------------- removal
 def test_removal_page_runs_and_offers_downloads(app_page):
     at = ok(app_page("pages/3_Class_removal.py").run())
@@ -228,9 +220,8 @@ def test_removal_page_runs_and_offers_downloads(app_page):
     assert at.warning and "settings changed" in at.warning[0].value
 
 
-def test_removal_page_m_larger_than_pool_shows_error(app_page):
+def test_removal_page_m_is_bounded_by_the_pool(app_page):
     at = ok(app_page("pages/3_Class_removal.py").run())
-    at.number_input(key="rm_m").set_value(100_000)
-    at.button(key="rm_run").click()
-    ok(at.run())
-    assert any("m = 100000 is invalid" in e for e in errors(at))
+    widget = at.number_input(key="rm_m")
+    pool = 1295  # digits training points outside class 0 (1437 - 142)
+    assert widget.max == pool and f"1 to {pool}" in widget.help

@@ -1,0 +1,162 @@
+"""Influence Explorer: home page. Choose the data and the model, train (cached per configuration), see the overview.
+
+Run the app with ``streamlit run app.py`` (it names and runs the pages); all maths is in ``influence_core``.
+"""
+
+import numpy as np
+import streamlit as st
+
+import influence_core as ic
+from ui.components import page_header, show_inputs
+from ui.config import ARCH_CHOICES, DATASET_CHOICES, MNIST1D_HINT, MNIST1D_SUGGESTED, MNIST1D_USABLE, DataConfig, \
+    ModelConfig, RunConfig
+from ui.figures import confusion_figure
+from ui.errors import reported
+from ui.state import MAX_MODELS, cached_models, current_run, ensure_model, get_dataset, get_view, \
+    has_model, remember_upload, set_run
+
+page_header("Influence Explorer")
+
+st.markdown(
+    """
+**Which training examples made the model say this?** An *influence function* answers without retraining: it
+predicts how much the loss on a test example would change if one training example were removed. Positive scores
+here mean *helpful* (removing the example would hurt the prediction), negative mean *harmful*.
+
+The catch is the **Hessian** (the curvature of the training loss): the influence of every training point needs one
+inverse-Hessian-vector product. For a real network the Hessian over all training data is too expensive, so people
+estimate it on a **small random sample** of the training data, and the influence scores then change noticeably from
+one random sample to the next.
+
+*Faithful and Fast Influence Function via Advanced Sampling* (Koh, Lyu, Jang, Yang; ICML 2024 Mechanistic
+Interpretability workshop, [arXiv:2510.26776](https://arxiv.org/abs/2510.26776)) proposes choosing a small but
+**representative** sample instead: a *feature-based* sampler (spread over the model's penultimate-layer features)
+and a *logit-based* sampler (matching the distribution of the model's logits), and checks them by removing a whole
+class with an influence update. The samplers in this app are this project's reconstruction of those rules (the
+paper's code is not public).
+
+**How to use this app:** train a model below (the digits default takes a few seconds), then open
+**Samplers** to see which points each sampler picks, **Influence** to see which training points helped or harmed
+one test prediction and how much that depends on the sample, and **Class removal** to run the paper's experiment.
+"""
+)
+
+run = current_run()
+datasets = list(DATASET_CHOICES)
+dataset_labels = {"digits": "digits (8x8, embedded)", "mnist5k": "MNIST-5k (28x28)", "mnist1d": "MNIST-1D (tabular)",
+                  "npz": "upload a .npz file"}
+FORM_KEYS = ("form_dataset", "form_num_samples", "form_arch", "form_hidden", "form_epochs", "form_lr", "form_wd",
+             "form_seed")
+upload_limit_mb = int(st.get_option("server.maxUploadSize"))
+
+
+def use_settings(new_run) -> None:
+    """Button callback: make ``new_run`` the session's choice and redraw the form from it (its widgets are reset)."""
+    for key in FORM_KEYS:
+        st.session_state.pop(key, None)
+    set_run(new_run)
+    st.session_state["train_now"] = True
+
+
+with st.form("train_form"):
+    st.subheader("Data and model")
+    c1, c2, c3 = st.columns(3)
+    with c1:
+        data_name = st.selectbox("Dataset", datasets, index=datasets.index(run.data.name),
+                                 format_func=dataset_labels.get, key="form_dataset")
+        upload = st.file_uploader(f"Your .npz, at most {upload_limit_mb} MB (arrays X_train, y_train; optional "
+                                  "X_test, y_test, class_names, image_shape). Read as data only, never unpickled.",
+                                  type=["npz"], key="form_upload",
+                                  help=f"The server accepts files up to {upload_limit_mb} MB (server.maxUploadSize in "
+                                       ".streamlit/config.toml); the browser refuses a larger file and marks it with "
+                                       "a red icon. np.savez_compressed and float32 arrays make files smaller.")
+        num_samples = st.number_input("MNIST-1D samples", min_value=200, max_value=20000, step=100,
+                                      value=run.data.num_samples, key="form_num_samples")
+    with c2:
+        arch = st.selectbox("Model", list(ARCH_CHOICES), index=list(ARCH_CHOICES).index(run.model.arch),
+                            format_func={"mlp": "MLP (1 hidden layer, tanh)", "logreg": "logistic regression",
+                                         "cnn": "small CNN (images only)"}.get, key="form_arch")
+        hidden = st.number_input("MLP hidden width", min_value=2, max_value=512, value=run.model.hidden,
+                                 key="form_hidden")
+        epochs = st.number_input("Epochs (Adam; logistic regression uses L-BFGS only)", min_value=0, max_value=500,
+                                 value=run.model.epochs, key="form_epochs")
+    with c3:
+        lr = st.number_input("Learning rate", min_value=1e-5, max_value=1.0, value=run.model.lr, format="%.4f",
+                             key="form_lr")
+        weight_decay = st.number_input("Weight decay (also in the Hessian)", min_value=0.0, max_value=1.0,
+                                       value=run.model.weight_decay, format="%.5f", key="form_wd")
+        seed = st.number_input("Seed", min_value=0, max_value=1_000_000, value=run.model.seed, key="form_seed")
+    submitted = st.form_submit_button("Train", type="primary")
+
+if submitted:
+    with reported("Could not train with these settings",
+                  then=f"Still showing the previous model ({run.model.arch} on {run.data.label()})."):
+        if data_name == "npz":
+            if upload is None:
+                raise ic.DatasetError(
+                    f"no .npz file arrived. If you chose one, it is probably over the {upload_limit_mb} MB upload "
+                    "limit: the browser refuses larger files (a red icon next to the name). Make it smaller "
+                    "(np.savez_compressed, float32, fewer rows), or pick a built-in dataset")
+            if upload.size > upload_limit_mb * 1024 * 1024:
+                raise ic.DatasetError(f"{upload.name} is {upload.size / 1e6:.1f} MB, over the {upload_limit_mb} MB "
+                                      "upload limit; make it smaller (np.savez_compressed, float32, fewer rows)")
+            data_cfg = remember_upload(upload.getvalue(), upload.name)
+        else:
+            data_cfg = DataConfig(name=data_name, num_samples=int(num_samples))
+        get_dataset(data_cfg)  # validates the data before training
+        model_cfg = ModelConfig(arch=arch, hidden=int(hidden), epochs=int(epochs), lr=float(lr),
+                                weight_decay=float(weight_decay), seed=int(seed),
+                                polish_steps=run.model.polish_steps)
+        new_run = RunConfig(data=data_cfg, model=model_cfg)
+        ensure_model(new_run)
+        set_run(new_run)
+        run = new_run
+
+if st.session_state.pop("train_now", False) and not has_model(run):
+    with reported(f"Could not train {run.model.arch} on {run.data.label()}"):
+        ensure_model(run)
+
+if not has_model(run):  # models are shared across sessions: one trained elsewhere is shown at once
+    st.info(f"Press **Train** to train the {run.model.arch} on {run.data.label()} (a few seconds on digits); the "
+            "other pages train the current settings themselves when opened first.")
+    st.stop()
+
+with reported(f"Could not prepare {run.data.label()}") as outcome:
+    dataset = get_dataset(run.data)
+    model = ensure_model(run)
+    view = get_view(run)
+if outcome.failed:
+    st.stop()
+
+report = model.training_report
+st.subheader(f"Trained model: {run.model.arch} on {run.data.label()}")
+m1, m2, m3, m4, m5 = st.columns(5)
+m1.metric("Test accuracy", f"{report['test_accuracy']:.1%}")
+m2.metric("Train accuracy", f"{report['train_accuracy']:.1%}")
+m3.metric("Training points", f"{dataset.n_train:,}")
+m4.metric("Parameters", f"{view.n_params:,}")
+m5.metric("Training time", f"{report['seconds']:.1f} s")
+if run.data.name == "mnist1d" and report["test_accuracy"] < MNIST1D_USABLE:
+    st.warning(MNIST1D_HINT)
+    st.button("Train the suggested MNIST-1D model", key="mnist1d_suggested", on_click=use_settings,
+              args=(MNIST1D_SUGGESTED,))
+kept = cached_models()
+st.caption(f"Models kept in memory, shared by every session ({len(kept)} of at most {MAX_MODELS}; when full, the "
+           "one quickest to retrain is dropped first, so expensive models stay): "
+           + "; ".join(f"{r.model.arch} on {r.data.label()} ({sec:.0f} s to train)" for r, sec in kept) + ".")
+
+left, right = st.columns([1, 1])
+with left:
+    st.plotly_chart(confusion_figure(dataset.y_test, view.test_pred, dataset.class_names), width="stretch",
+                    key="confusion")
+with right:
+    st.markdown("**Example training inputs** (two per class, with their labels)")
+    rows = np.concatenate([np.flatnonzero(dataset.y_train == c)[:2] for c in range(min(dataset.n_classes, 10))])
+    show_inputs(dataset, dataset.X_train[rows],
+                [f"#{r}: {dataset.class_names[dataset.y_train[r]]}" for r in rows], per_row=5, key="examples")
+
+st.markdown("Next: ")
+n1, n2, n3 = st.columns(3)
+n1.page_link("pages/1_Samplers.py", label="Samplers: which points feed the Hessian", icon="🗺️")
+n2.page_link("pages/2_Influence.py", label="Influence: helpful and harmful training points", icon="🔍")
+n3.page_link("pages/3_Class_removal.py", label="Class removal: the paper's experiment", icon="🧹")

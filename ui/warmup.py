@@ -1,0 +1,66 @@
+"""Warm up what the app's first UMAP map really runs, so a student's first map does not pay numba's compilation.
+
+The Samplers page maps ``np.vstack([train, test])`` features or logits (float32, n points) with
+``project_2d(X, "umap", seed=0)``: ``n_neighbors=15``, spectral initialisation, and, inside umap-learn, two
+different nearest-neighbour paths: an exact distance matrix for n < 4096 (digits: 1,797 points) and pynndescent's
+approximate search for n >= 4096 (MNIST-5k: 5,000 points). Each path compiles its own numba code the first time it
+runs in a process. :func:`warm_up_maps` runs both paths on small random arrays of the same dtype and width class.
+
+``make app`` runs it once (``python -m ui.warmup``: numba's on-disk cache keeps what it can), and the app runs the
+exact path again in a background thread when the server starts (:func:`start_in_background`), because most of the
+compiled code lives only in the process that compiled it (measured: the first digits UMAP in a fresh process after
+``make app``'s warm-up still took 119 s, the second 35 s, load average 6-8; after this in-process warm-up the first
+took 37 s; see README "The app").
+Set ``INFLUENCE_EXPLORER_WARM_UP=0`` to skip the background run, ``=all`` to warm both paths.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+
+from influence_core.projection import project_2d
+
+SMALL_N = 300  # umap-learn's exact-distance path (n < 4096)
+LARGE_N = 4200  # umap-learn's pynndescent path (n >= 4096)
+
+
+PATHS = {"exact": SMALL_N, "pynndescent": LARGE_N}
+
+
+def warm_up_maps(paths: tuple[str, ...] = ("exact", "pynndescent"), width: int = 16) -> dict[str, float]:
+    """Run the app's UMAP call on a (300, width) array (exact path) and/or a (4200, width) float32 array
+    (pynndescent path); returns the seconds per path."""
+    rng = np.random.default_rng(0)
+    seconds = {}
+    for name in paths:
+        n = PATHS[name]
+        X = rng.normal(size=(n, width)).astype(np.float32)
+        start = time.perf_counter()
+        project_2d(X, method="umap", seed=0)
+        seconds[name] = time.perf_counter() - start
+    return seconds
+
+
+_started = threading.Event()
+
+
+def start_in_background() -> bool:
+    """Start :func:`warm_up_maps` for the exact path (the default digits map; n < 4096) once per process in a
+    daemon thread, unless INFLUENCE_EXPLORER_WARM_UP=0. The pynndescent path (MNIST-5k) is left to ``make app``:
+    warming it in the server costs minutes of CPU next to the students' first requests; INFLUENCE_EXPLORER_WARM_UP=all
+    warms both paths (for a MNIST-5k workshop)."""
+    setting = os.environ.get("INFLUENCE_EXPLORER_WARM_UP", "1")
+    if setting == "0" or _started.is_set():
+        return False
+    _started.set()
+    paths = tuple(PATHS) if setting == "all" else ("exact",)
+    threading.Thread(target=warm_up_maps, args=(paths,), name="umap-warm-up", daemon=True).start()
+    return True
+
+
+if __name__ == "__main__":
+    print({k: round(v, 1) for k, v in warm_up_maps().items()}, "seconds")
