@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from .parallel import Executor, get_executor
+from .parallel import ClusterLostError, Executor, get_executor
 from .solvers import SolveResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,14 +133,15 @@ def _ihvp_task(problem: ScoringProblem, t0: int, t1: int) -> SolveResult:
         return calc.ihvp(calc.gradients(problem.X_test[t0:t1], problem.y_test[t0:t1]))
 
 
-def _score_task(problem: ScoringProblem, solved: SolveResult, j0: int, j1: int) -> np.ndarray:
-    """score block (test chunk, train points train_idx[j0:j1]) as float64 (k, c)."""
+def _score_task(problem: ScoringProblem, solved: SolveResult, j0: int,
+                j1: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """score block (test chunk, train points train_idx[j0:j1]) as float64 (k, c), and the summary of its solve."""
     with problem.lock:
         obj = problem.calculator().objective
         idx = torch.as_tensor(problem.train_idx[j0:j1], device=obj.device)
         S = solved.x.to(obj.device, obj.dtype)
         block = obj.grad_dot(S, obj.X[idx], obj.y[idx])  # (c, k)
-        return block.T.double().cpu().numpy() / problem.n
+        return block.T.double().cpu().numpy() / problem.n, _solve_summary(solved)
 
 
 def _solve_summary(solved: SolveResult) -> dict[str, Any]:
@@ -401,8 +402,15 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
             progress(finished / total, f"resuming: {finished}/{total} blocks already on disk")
         computed = len(pending)
         if pending:
-            _run_grid(ex, ScoringProblem(calc, X, y, S, train_idx), pending, test_starts, train_starts, k,
-                      len(train_idx), test_chunk, train_chunk, sink, summaries, progress, total, finished)
+            try:
+                _run_grid(ex, ScoringProblem(calc, X, y, S, train_idx), pending, test_starts, train_starts, k,
+                          len(train_idx), test_chunk, train_chunk, sink, summaries, progress, total, finished)
+            except ClusterLostError as exc:
+                hint = (f"the finished blocks are kept in {out}: rerun with resume=True (CLI: the same command "
+                        "with --resume) once the cluster is back" if out is not None else
+                        "nothing was kept: pass out=FILE.npy (CLI: --out FILE.npy) so that a rerun with --resume "
+                        "skips the finished blocks")
+                raise ClusterLostError(f"{exc}; {hint}") from exc
         if isinstance(sink, _DiskSink) and not sink.complete:
             sink.finish()
         calc.last_scoring = ScoringReport(shape, test_chunk, train_chunk, total, computed, total - computed,
@@ -418,38 +426,78 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
             ex.close()
 
 
+MAX_RECOVERIES = 5
+"""How many times a run re-sends its problem and resubmits lost blocks after workers die before giving up."""
+
+
 def _run_grid(ex: Executor, problem: ScoringProblem, pending: deque, test_starts: list[int],
               train_starts: list[int], k: int, n_cols: int, test_chunk: int, train_chunk: int, sink: Any,
               summaries: list[dict[str, Any]], progress: Progress | None, total: int, finished: int) -> None:
-    """Submit iHVP and block tasks with a bounded number in flight; write blocks as they arrive."""
-    handle = ex.scatter(problem)
+    """Submit iHVP and block tasks with a bounded number in flight; write blocks as they arrive.
+
+    Lost work (a worker died, taking in-flight tasks or the last copy of the scattered problem with it) is
+    resubmitted on the remaining workers: the problem is scattered again and every block in flight is requeued, so
+    the result is the same matrix, bit for bit. When no worker or no scheduler is left, :class:`ClusterLostError`
+    says how many blocks are done (the caller adds how to resume).
+    """
+    done = [finished]
+
+    def cluster(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the executor; a connection lost on the way means the scheduler is gone."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not ex.is_lost(exc):
+                raise
+            raise ClusterLostError(f"the Dask scheduler is gone ({type(exc).__name__}: {str(exc)[:200]}) after "
+                                   f"{done[0]}/{total} blocks") from exc
+
+    handle = cluster(ex.scatter, problem)
     remaining: dict[int, int] = {}
     for a, _ in pending:
         remaining[a] = remaining.get(a, 0) + 1
     solves: dict[int, Any] = {}
+    solved: dict[int, dict[str, Any]] = {}
     in_flight: dict[Any, tuple[int, int]] = {}
     window = ex.max_in_flight
+    recoveries = 0
     while pending or in_flight:
         while pending and len(in_flight) < window:
             a, b = pending.popleft()
             if a not in solves:
                 t0 = test_starts[a]
-                solves[a] = ex.submit(_ihvp_task, handle, t0, min(t0 + test_chunk, k), priority=1)
-                summaries.append(ex.submit(_solve_summary, solves[a]))
+                solves[a] = cluster(ex.submit, _ihvp_task, handle, t0, min(t0 + test_chunk, k), priority=1)
             j0 = train_starts[b]
-            future = ex.submit(_score_task, handle, solves[a], j0, min(j0 + train_chunk, n_cols))
+            future = cluster(ex.submit, _score_task, handle, solves[a], j0, min(j0 + train_chunk, n_cols))
             in_flight[future] = (a, b)
-        future = ex.wait_first(in_flight)
+        future = cluster(ex.wait_first, in_flight)
         a, b = in_flight.pop(future)
-        block = future.result()
+        try:
+            block, summary = future.result()
+        except Exception as exc:
+            if not ex.is_lost(exc):
+                raise  # an error of the computation itself (a solver failure, ...): not retried
+            recoveries += 1
+            ex.recover(exc, recoveries > MAX_RECOVERIES, done[0], total)  # raises ClusterLostError when hopeless
+            for f, key in [(future, (a, b)), *in_flight.items()]:
+                pending.appendleft(key)
+                ex.release(f)
+            in_flight.clear()
+            for f in solves.values():
+                ex.release(f)
+            solves.clear()
+            ex.release(handle)
+            handle = cluster(ex.scatter, problem)
+            continue
         ex.release(future)
+        solved.setdefault(a, summary)
         t0, j0 = test_starts[a], train_starts[b]
         sink.write((a, b), slice(t0, t0 + block.shape[0]), slice(j0, j0 + block.shape[1]), block)
-        finished += 1
+        done[0] += 1
         remaining[a] -= 1
         if remaining[a] == 0:
             ex.release(solves.pop(a))
         if progress:
-            progress(finished / total, f"block {finished}/{total}: test {t0}-{t0 + block.shape[0]} x "
-                                       f"train {j0}-{j0 + block.shape[1]}")
-    summaries[:] = [s.result() for s in summaries]
+            progress(done[0] / total, f"block {done[0]}/{total}: test {t0}-{t0 + block.shape[0]} x "
+                                      f"train {j0}-{j0 + block.shape[1]}")
+    summaries[:] = [solved[a] for a in sorted(solved)]
