@@ -18,7 +18,7 @@ import torch
 from influence_core import load_dataset, train_model
 from influence_core.influence import InfluenceCalculator
 from influence_core.parallel import ClusterLostError, DaskExecutor
-from influence_core.scoring import manifest_path
+from influence_core.scoring import manifest_path, verify_score_file
 
 distributed = pytest.importorskip("distributed")
 
@@ -38,6 +38,26 @@ def one_thread():
     torch.set_num_threads(1)  # Dask workers run one thread: bitwise comparisons need the same count here
     yield
     torch.set_num_threads(before)
+
+
+def test_corrupted_block_is_detected_on_resume_and_by_verify(problem, tmp_path):
+    ds, calc = problem
+    X, y = ds.X_test[:4], ds.y_test[:4]
+    out = tmp_path / "scores.npy"
+    good = np.asarray(calc.scores(X, y, out=out, test_chunk_size=2, train_chunk_size=500)).copy()
+    assert verify_score_file(out) == {"blocks": 6, "complete": True}
+    np.testing.assert_array_equal(np.asarray(calc.scores(X, y, out=out, test_chunk_size=2,
+                                                         train_chunk_size=500)), good)  # intact: resumed as is
+    with open(out, "r+b") as fh:  # overwrite 8 bytes inside block (1, 2) after the run
+        fh.seek(-8, os.SEEK_END)
+        fh.write(np.float64(0.125).tobytes())
+    for check in (lambda: verify_score_file(out),
+                  lambda: calc.scores(X, y, out=out, test_chunk_size=2, train_chunk_size=500)):
+        with pytest.raises(ValueError, match=r"1 of 6 finished blocks fail their checksum.*test chunk 1, train "
+                                             r"chunk 2.*delete it"):
+            check()
+    got = calc.scores(X, y, out=out, test_chunk_size=2, train_chunk_size=500, resume=False)  # recompute
+    np.testing.assert_array_equal(np.asarray(got), good)
 
 
 @pytest.fixture(scope="module")
