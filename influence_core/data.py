@@ -410,7 +410,8 @@ def _npz_members(archive: zipfile.ZipFile, max_decompressed: int) -> dict[str, t
         total += nbytes
         if total > max_decompressed:
             raise DatasetError(f"the .npz expands to more than {max_decompressed / 2**20:.0f} MiB of arrays "
-                               f"({key} alone declares shape {shape}, {nbytes / 2**20:.0f} MiB); subsample it, "
+                               f"({key} alone declares shape {shape}, {nbytes / 2**20:.0f} MiB"
+                               f"{' as float64' if kind == 'features' else ''}); subsample it, "
                                "or load it in Python with load_npz(..., max_decompressed=...)")
         found[key] = (info, dtype, shape)
     return found
