@@ -76,8 +76,14 @@ class Objective:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
         self.model = model
         self.device, self.dtype = model_device_dtype(model)
-        self.X = torch.as_tensor(X if isinstance(X, torch.Tensor) else np.asarray(X)).to(self.device, self.dtype)
-        self.y = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y)).to(self.device).long()
+        self.X = torch.as_tensor(X if isinstance(X, torch.Tensor) else np.asarray(X))
+        if self.X.is_complex():
+            raise ValueError(f"X is complex ({self.X.dtype}); pass real inputs")
+        self.X = self.X.to(self.device, self.dtype)
+        self.y = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y)).to(self.device)
+        if self.y.is_complex() or (self.y.is_floating_point() and not torch.equal(self.y, self.y.round())):
+            raise ValueError("y must hold integer class labels; got non-integer values (they are never truncated)")
+        self.y = self.y.long()
         if self.X.ndim < 2 or self.y.ndim != 1 or len(self.X) != len(self.y):
             raise ValueError(f"X must be (n, ...) and y (n,) with the same n; got {tuple(self.X.shape)} "
                              f"and {tuple(self.y.shape)}")

@@ -25,10 +25,22 @@ __all__ = [
     "dataset_from_arrays",
     "load_npz",
     "MAX_NPZ_BYTES",
+    "MAX_NPZ_DECOMPRESSED_BYTES",
 ]
 
 MAX_NPZ_BYTES = 200 * 1024 * 1024
 """Largest ``.npz`` file accepted (bytes). Larger files are refused before anything is read into memory."""
+
+MAX_NPZ_DECOMPRESSED_BYTES = 256 * 1024 * 1024
+"""Largest total size of the arrays a ``.npz`` may expand to (bytes), checked from the members' headers before
+anything is decompressed. Input features count at 8 bytes per value whatever their dtype (their float64 size during
+the standardisation), so building the dataset needs at most about 3.5x this (the raw array, a float64 copy, one
+float64 temporary and the float32 result), which keeps one upload well below the 2 GB memory bound documented in the
+README (measured: see the README's "Reliability" section)."""
+
+_NPZ_KEYS = {"X_train": "features", "X_test": "features", "y_train": "labels", "y_test": "labels",
+             "class_names": "names", "image_shape": "shape"}
+_MAX_SHOWN = 10  # values listed in an error message, at most
 
 
 class DatasetError(ValueError):
@@ -102,13 +114,23 @@ class Dataset:
         }
 
 
+def _shown(values: Any) -> str:
+    """At most ``_MAX_SHOWN`` values for an error message (never a whole array)."""
+    values = list(values)
+    head = ", ".join(str(v) for v in values[:_MAX_SHOWN])
+    return f"[{head}]" if len(values) <= _MAX_SHOWN else f"[{head}, ...] ({len(values)} in all)"
+
+
 def _check_array(name: str, X: Any, ndim: int) -> np.ndarray:
     if isinstance(X, np.ndarray) and X.dtype == object:
         raise DatasetError(f"{name} has dtype object; pass a numeric array")
     try:
         arr = np.asarray(X)
     except Exception as exc:  # pragma: no cover - defensive
-        raise DatasetError(f"{name} could not be converted to an array: {exc}") from exc
+        raise DatasetError(f"{name} could not be converted to an array: {str(exc)[:200]}") from exc
+    if np.iscomplexobj(arr):
+        raise DatasetError(f"{name} is complex ({arr.dtype}); pass real numbers (e.g. np.abs(x) or x.real, "
+                           "whichever your data mean)")
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise DatasetError(f"{name} must be numeric, got dtype {arr.dtype}")
     if ndim == 2 and arr.ndim > 2:
@@ -118,6 +140,9 @@ def _check_array(name: str, X: Any, ndim: int) -> np.ndarray:
         raise DatasetError(f"{name} must have shape {shape}, got shape {arr.shape}")
     if arr.shape[0] == 0:
         raise DatasetError(f"{name} is empty")
+    if ndim == 2 and arr.shape[1] == 0:
+        raise DatasetError(f"{name} has no features (shape {arr.shape}); a classifier needs at least one input "
+                           "feature per example")
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise DatasetError(f"{name} contains {bad} NaN or infinite value(s); remove or impute them first")
@@ -125,14 +150,33 @@ def _check_array(name: str, X: Any, ndim: int) -> np.ndarray:
 
 
 def _check_labels(name: str, y: Any) -> np.ndarray:
+    """Integer class labels >= 0 as int64: integer or boolean dtype, or floats holding whole numbers (1.0, 2.0);
+    non-integral floats (0.7, -0.5) are refused, never truncated."""
     y = _check_array(name, y, 1)
     if np.issubdtype(y.dtype, np.floating):
-        if not np.all(y == np.round(y)):
-            raise DatasetError(f"{name} must hold integer class labels, got non-integer values")
+        bad = y != np.round(y)
+        if bad.any():
+            raise DatasetError(f"{name} must hold integer class labels, got {int(bad.sum())} non-integer value(s), "
+                               f"e.g. {_shown(y[bad][:_MAX_SHOWN])}; labels are class numbers 0..C-1")
+        if np.abs(y).max() >= 2 ** 53:
+            raise DatasetError(f"{name} holds labels too large to be class numbers (up to {np.abs(y).max():.3g}); "
+                               "labels must be 0..C-1")
     y = y.astype(np.int64)
     if y.min() < 0:
         raise DatasetError(f"{name} has negative labels (min {y.min()}); labels must be 0..C-1")
     return y
+
+
+def _check_label_range(y_train: np.ndarray, y_test: np.ndarray | None) -> None:
+    """Labels 0..C-1 with every class in the training set imply C <= n_train: checked before anything is sized by
+    the largest label (a single label of 10⁹ must not allocate a 10⁹-entry table)."""
+    top = int(y_train.max()) if y_test is None else int(max(y_train.max(), y_test.max()))
+    if top >= len(y_train):  # C classes, each in y_train, need C <= n_train: the label tables stay small
+        where = "y_train" if top == int(y_train.max()) else "y_test"
+        n_seen = len(np.unique(y_train))
+        raise DatasetError(f"labels must be contiguous class numbers 0..C-1 with every class in y_train: {where} "
+                           f"goes up to {top} but y_train holds only {n_seen} distinct classes; relabel "
+                           "them (e.g. np.unique(y, return_inverse=True)[1])")
 
 
 def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -173,6 +217,7 @@ def dataset_from_arrays(
     if (X_test is None) != (y_test is None):
         raise DatasetError("give both X_test and y_test, or neither (then a stratified test split is made)")
     if X_test is None:
+        _check_label_range(y_train, None)
         if not 0.0 < test_fraction < 1.0:
             raise DatasetError(f"test_fraction must be in (0, 1), got {test_fraction}")
         counts = np.bincount(y_train)
@@ -190,6 +235,7 @@ def dataset_from_arrays(
             raise DatasetError(
                 f"X_test has {X_test.shape[1]} features but X_train has {X_train.shape[1]}; they must match"
             )
+        _check_label_range(y_train, y_test)
     n_classes = int(max(y_train.max(), y_test.max())) + 1
     if class_names is not None:
         class_names = tuple(str(c) for c in class_names)
@@ -202,24 +248,32 @@ def dataset_from_arrays(
         raise DatasetError("a classifier needs at least 2 classes; the labels hold only one")
     missing = np.setdiff1d(np.arange(n_classes), np.unique(y_train))
     if len(missing):
-        raise DatasetError(f"class(es) {missing.tolist()} have no training examples; relabel classes to 0..C-1")
-    if image_shape is not None and int(np.prod(image_shape)) != X_train.shape[1]:
-        raise DatasetError(f"image_shape {image_shape} does not match {X_train.shape[1]} features")
+        raise DatasetError(f"class(es) {_shown(missing)} have no training examples; relabel classes to 0..C-1")
+    if image_shape is not None:
+        image_shape = _check_image_shape(image_shape, X_train.shape[1])
 
     X_train = X_train.astype(np.float64)
     X_test = X_test.astype(np.float64)
-    if standardize:
-        mean = X_train.mean(axis=0)
-        scale = X_train.std(axis=0)
-        scale[scale < 1e-8] = 1.0  # constant pixels stay constant (0) instead of dividing by zero
-    else:
-        mean = np.zeros(X_train.shape[1])
-        scale = np.ones(X_train.shape[1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        if standardize:
+            mean = X_train.mean(axis=0)
+            scale = X_train.std(axis=0)
+            scale[scale < 1e-8] = 1.0  # constant pixels stay constant (0) instead of dividing by zero
+        else:
+            mean = np.zeros(X_train.shape[1])
+            scale = np.ones(X_train.shape[1])
+        Z_train = ((X_train - mean) / scale).astype(np.float32)
+        Z_test = ((X_test - mean) / scale).astype(np.float32)
+    for part, Z, raw in (("X_train", Z_train, X_train), ("X_test", Z_test, X_test)):
+        if not (np.all(np.isfinite(Z)) and np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
+            raise DatasetError(f"{part} holds values too large to compute with (up to {np.abs(raw).max():.3g}): "
+                               "they overflow to inf/NaN in the standardisation or in float32; rescale the "
+                               "inputs (e.g. divide by their maximum) before loading")
     return Dataset(
         name=name,
-        X_train=((X_train - mean) / scale).astype(np.float32),
+        X_train=Z_train,
         y_train=y_train,
-        X_test=((X_test - mean) / scale).astype(np.float32),
+        X_test=Z_test,
         y_test=y_test,
         class_names=class_names,
         image_shape=tuple(image_shape) if image_shape is not None else None,
@@ -227,6 +281,23 @@ def dataset_from_arrays(
         scale=scale,
         info=dict(info or {}),
     )
+
+
+def _check_image_shape(image_shape: Any, n_features: int) -> tuple[int, int]:
+    """(height, width): two positive integers whose product is the number of features."""
+    try:
+        shape = np.asarray(image_shape).ravel()
+        ok = shape.size == 2 and np.all(shape == np.round(shape)) and np.all(shape >= 1)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DatasetError(f"image_shape must be 2 positive integers (height, width), got "
+                           f"{str(image_shape)[:80]}")
+    h, w = int(shape[0]), int(shape[1])
+    if h * w != n_features:
+        raise DatasetError(f"image_shape ({h}, {w}) does not match the {n_features} features per example "
+                           f"({h}x{w} = {h * w}); fix image_shape or leave it out")
+    return h, w
 
 
 def _load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
@@ -285,7 +356,7 @@ def load_dataset(name: str = "digits", seed: int = 0, **options: Any) -> Dataset
     ``seed`` fixes the stratified train/test split (and the generator of mnist1d).
     """
     if name == "npz":
-        if "path" not in options:
+        if options.get("path") is None:
             raise DatasetError("load_dataset('npz') needs path=... pointing to a .npz file")
         return load_npz(options.pop("path"), seed=seed, **options)
     if name not in DATASETS:
@@ -296,13 +367,65 @@ def load_dataset(name: str = "digits", seed: int = 0, **options: Any) -> Dataset
         raise DatasetError(f"bad option for dataset {name!r}: {exc}") from exc
 
 
+def _npz_members(archive: zipfile.ZipFile, max_decompressed: int) -> dict[str, tuple[zipfile.ZipInfo, Any, tuple]]:
+    """Read every known member's ``.npy`` header (a few hundred bytes) without decompressing its data, and check
+    the declared dtype, shape and size: object, complex and other non-numeric arrays, wrong numbers of dimensions,
+    sizes that disagree with the header, and a total above ``max_decompressed`` bytes are refused here."""
+    found: dict[str, tuple[zipfile.ZipInfo, Any, tuple]] = {}
+    total = 0
+    for info in archive.infolist():
+        key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+        kind = _NPZ_KEYS.get(key)
+        if kind is None:
+            continue  # unknown members are never decompressed
+        try:
+            with archive.open(info) as fh:
+                version = np.lib.format.read_magic(fh)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, _fortran, dtype = read_header(fh, max_header_size=10_000)
+                header_bytes = fh.tell()
+        except Exception as exc:  # noqa: BLE001 - any malformed header is the same user error
+            raise DatasetError(f"{key} in the .npz is not a readable .npy array ({type(exc).__name__}: "
+                               f"{str(exc)[:200]}); save the file with numpy.savez") from None
+        if dtype.hasobject:
+            raise DatasetError(f"{key} in the .npz holds Python objects (object arrays), which are refused "
+                               "(they would need unpickling); save numeric arrays only")
+        allowed = "US" if kind == "names" else "biuf"
+        if dtype.kind == "c":
+            raise DatasetError(f"{key} in the .npz is complex ({dtype}); save real numbers")
+        if dtype.kind not in allowed or dtype.fields is not None:
+            raise DatasetError(f"{key} in the .npz has dtype {dtype}; expected "
+                               f"{'strings' if kind == 'names' else 'numbers'}")
+        ndims = {"features": (2, 3, 4), "labels": (1,), "names": (1,), "shape": (1,)}[kind]
+        if len(shape) not in ndims:
+            raise DatasetError(f"{key} in the .npz has shape {shape}; expected "
+                               f"{'(n, d) or images (n, h, w)' if kind == 'features' else 'a 1-D array'}")
+        nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if nbytes != info.file_size - header_bytes:
+            raise DatasetError(f"{key} in the .npz declares shape {shape} ({nbytes} bytes) but holds "
+                               f"{info.file_size - header_bytes} bytes; the file is damaged, save it again")
+        if kind == "features":  # standardised in float64: that is the size that counts
+            nbytes = nbytes // max(dtype.itemsize, 1) * 8
+        total += nbytes
+        if total > max_decompressed:
+            raise DatasetError(f"the .npz expands to more than {max_decompressed / 2**20:.0f} MiB of arrays "
+                               f"({key} alone declares shape {shape}, {nbytes / 2**20:.0f} MiB"
+                               f"{' as float64' if kind == 'features' else ''}); subsample it, "
+                               "or load it in Python with load_npz(..., max_decompressed=...)")
+        found[key] = (info, dtype, shape)
+    return found
+
+
 def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, name: str | None = None,
-             max_bytes: int = MAX_NPZ_BYTES) -> Dataset:
+             max_bytes: int = MAX_NPZ_BYTES, max_decompressed: int = MAX_NPZ_DECOMPRESSED_BYTES) -> Dataset:
     """Load a user's ``.npz`` file: ``X_train``, ``y_train`` and optionally ``X_test``, ``y_test``,
     ``class_names`` (strings) and ``image_shape`` (2 ints).
 
-    Data only: read with ``allow_pickle=False`` (object arrays are refused, nothing is unpickled) and refused when
-    larger than ``max_bytes``. ``source`` is a path, raw bytes (an upload) or a binary file object.
+    Data only: nothing is unpickled (object arrays are refused). The file must be at most ``max_bytes``; the
+    members' ``.npy`` headers are read first and the arrays must declare numeric dtypes, the expected dimensions and
+    at most ``max_decompressed`` bytes in total before any of them is decompressed (a small file that expands to
+    gigabytes is refused in milliseconds). ``source`` is a path, raw bytes (an upload) or a binary file object.
     """
     if isinstance(source, (bytes, bytearray)):
         size, stream, label = len(source), io.BytesIO(source), name or "upload"
@@ -310,6 +433,8 @@ def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, na
         data = source.read(max_bytes + 1)
         size, stream, label = len(data), io.BytesIO(data), name or "upload"
     else:
+        if source is None:
+            raise DatasetError("load_npz needs a path to a .npz file (CLI: --dataset npz --path FILE.npz)")
         path = os.fspath(source)
         if not os.path.isfile(path):
             raise DatasetError(f"no such file: {path}")
@@ -323,29 +448,33 @@ def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, na
     if hasattr(stream, "seek"):
         stream.seek(0)
     try:
-        with np.load(stream, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DatasetError("the .npz holds object arrays, which are refused (they would need unpickling); "
-                               "save numeric arrays only") from exc
-        raise DatasetError(f"not a readable .npz file: {exc}") from exc
-    except Exception as exc:
-        raise DatasetError(f"not a readable .npz file ({type(exc).__name__}: {exc}); "
-                           "save it with numpy.savez(path, X_train=..., y_train=...)") from exc
-    missing = [k for k in ("X_train", "y_train") if k not in arrays]
-    if missing:
-        raise DatasetError(f"the .npz misses {missing}; it holds {sorted(arrays)}. Required: X_train, y_train; "
-                           "optional: X_test, y_test, class_names, image_shape")
+        with zipfile.ZipFile(stream) as archive:
+            members = _npz_members(archive, max_decompressed)
+            missing = [k for k in ("X_train", "y_train") if k not in members]
+            if missing:
+                held = sorted(n[:-4] if n.endswith(".npy") else n for n in archive.namelist())
+                raise DatasetError(f"the .npz misses {missing}; it holds {_shown(held)}. Required: X_train, "
+                                   "y_train; optional: X_test, y_test, class_names, image_shape")
+            arrays = {}
+            for key, (info, _dtype, _shape) in members.items():
+                with archive.open(info) as fh:
+                    arrays[key] = np.lib.format.read_array(fh, allow_pickle=False)
+    except DatasetError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged archive (bad CRC, truncated member, ...)
+        raise DatasetError(f"not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]}); "
+                           "save it with numpy.savez(path, X_train=..., y_train=...)") from None
     image_shape = None
     if "image_shape" in arrays:
-        shape = np.asarray(arrays["image_shape"]).ravel()
-        if shape.size != 2:
-            raise DatasetError("image_shape must hold 2 integers (height, width)")
-        image_shape = (int(shape[0]), int(shape[1]))
-    elif np.asarray(arrays["X_train"]).ndim == 3:
+        image_shape = arrays["image_shape"]  # checked by dataset_from_arrays (2 positive ints matching d)
+    elif arrays["X_train"].ndim == 3:
         image_shape = tuple(int(s) for s in arrays["X_train"].shape[1:])
-    class_names = [str(c) for c in arrays["class_names"]] if "class_names" in arrays else None
+    class_names = None
+    if "class_names" in arrays:
+        if len(arrays["class_names"]) > arrays["y_train"].size:
+            raise DatasetError(f"class_names lists {len(arrays['class_names'])} names but there are only "
+                               f"{arrays['y_train'].size} training labels; give one name per class")
+        class_names = [str(c)[:200] for c in arrays["class_names"]]
     return dataset_from_arrays(
         arrays["X_train"], arrays["y_train"], arrays.get("X_test"), arrays.get("y_test"),
         name=label, class_names=class_names, image_shape=image_shape, seed=seed,

@@ -60,6 +60,7 @@ from torch import nn
 from .curvature import CURVATURE_MODES, Objective
 from .data import Dataset, available_datasets, load_dataset
 from .influence import InfluenceCalculator
+from .io_safety import atomic_path, atomic_write, check_output_dir
 from .memory import PeakMemory
 from .metrics import mean_std, relative_error, rowwise_pearson, rowwise_spearman, rowwise_topk_overlap
 from .models import ARCHITECTURES
@@ -503,7 +504,7 @@ def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
     keys: list[str] = []
     for record in records:
         keys += [k for k in record if k not in keys]
-    with open(path, "w", newline="") as fh:
+    with atomic_write(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(records)
@@ -600,7 +601,8 @@ def plot_png(result: StudyResult, path: Path) -> None:
     fig.suptitle(f"Sampler faithfulness: {cfg['dataset']} / {cfg['arch']}, {cfg['curvature']}, damping "
                  f"{cfg['damping']}, {cfg['n_seeds']} seeds (bands: ± 1 std)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -631,7 +633,8 @@ def plot_html(result: StudyResult, path: Path, plotlyjs: str = "inline") -> None
     cfg = result.config
     fig.update_layout(title=f"Sampler faithfulness: {cfg['dataset']} / {cfg['arch']}, {cfg['curvature']}, "
                             f"damping {cfg['damping']}, {cfg['n_seeds']} seeds (bands: ± 1 std)", height=750)
-    fig.write_html(str(path), include_plotlyjs=True if plotlyjs == "inline" else "cdn")
+    with atomic_path(path) as tmp:
+        fig.write_html(str(tmp), include_plotlyjs=True if plotlyjs == "inline" else "cdn")
 
 
 def _json_safe(value: Any) -> Any:
@@ -660,9 +663,10 @@ def write_outputs(result: StudyResult, out_dir: str | os.PathLike, name: str | N
              "html": out / f"{name}.html"}
     _write_csv(paths["runs_csv"], result.rows)
     _write_csv(paths["summary_csv"], result.summary)
-    with open(paths["json"], "w") as fh:
+    with atomic_write(paths["json"]) as fh:
         json.dump(_json_safe(result.to_json()), fh)
-    paths["markdown"].write_text(markdown(result))
+    with atomic_write(paths["markdown"]) as fh:
+        fh.write(markdown(result))
     plot_png(result, paths["png"])
     plot_html(result, paths["html"], plotlyjs)
     return paths
@@ -730,6 +734,7 @@ def run(args: argparse.Namespace) -> int:
         train_settings["hidden"] = tuple(args.hidden)
     if args.dataset == "npz" and not args.path:
         raise ValueError("--dataset npz needs --path FILE.npz")
+    check_output_dir(args.out, "--out")  # before the study, not after it
     config = StudyConfig(
         dataset=args.dataset, arch=args.arch, seed=args.seed, samplers=tuple(args.samplers or ()), ms=tuple(args.m),
         n_seeds=args.seeds, n_test_points=args.test_points, test_seed=args.test_seed, k=args.k,

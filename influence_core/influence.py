@@ -301,7 +301,14 @@ def top_influences(scores: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 1 or scores.size == 0:
         raise ValueError(f"top_influences takes one non-empty row of scores (n_train,), got shape {scores.shape}")
-    k = int(min(max(k, 1), scores.size))
+    if isinstance(k, bool) or int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer (points per list), got {k!r}")
+    bad = ~np.isfinite(scores)
+    if bad.any():  # NaN would sort as the most harmful point
+        raise ValueError(f"{int(bad.sum())} of the {scores.size} scores are NaN or infinite (e.g. training point "
+                         f"{int(np.flatnonzero(bad)[0])}); the solve or the model produced them: check the solver's "
+                         "convergence, raise the damping, or retrain")
+    k = int(min(k, scores.size))
     order = np.argsort(-scores, kind="stable")
     helpful, harmful = order[:k], order[::-1][:k]
     return {"helpful": helpful, "helpful_scores": scores[helpful],

@@ -30,6 +30,7 @@ __all__ = [
     "SequentialExecutor",
     "DaskExecutor",
     "SchedulerUnreachableError",
+    "ClusterLostError",
     "get_executor",
     "DEFAULT_CONNECT_TIMEOUT",
 ]
@@ -40,6 +41,11 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 
 class SchedulerUnreachableError(RuntimeError):
     """No Dask scheduler answered at the given address within the connect timeout."""
+
+
+class ClusterLostError(RuntimeError):
+    """The Dask cluster went away mid-run (scheduler gone, or no worker left) and the lost work could not be
+    resubmitted; the message says how many blocks were finished and how to resume."""
 
 
 class _Done:
@@ -87,6 +93,16 @@ class Executor:
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name, "workers": self.n_workers}
+
+    def is_lost(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (raised by a future's result) means lost work (a dead worker, lost data) rather than an
+        error of the task itself."""
+        return False
+
+    def recover(self, exc: BaseException, give_up: bool, finished: int, total: int) -> None:
+        """Called after lost work, before it is resubmitted: returns when workers are there to take it, else
+        raises :class:`ClusterLostError`."""
+        raise ClusterLostError(f"lost work after {finished}/{total} blocks: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
         """Release what this executor started (a no-op for borrowed clients)."""
@@ -223,8 +239,8 @@ class DaskExecutor(Executor):
                                                      dashboard_address=None)
             self.client = distributed.Client(self._cluster, set_as_default=False)
             self._owns_client = True
-        try:
-            self.client.wait_for_workers(1, timeout=max(timeout, 30.0))
+        try:  # a local cluster waits for all its workers: the problem is then scattered to every one of them
+            self.client.wait_for_workers(n_workers or 1, timeout=max(timeout, 30.0))
         except (TimeoutError, OSError) as exc:
             self.close()
             raise SchedulerUnreachableError(
@@ -260,6 +276,35 @@ class DaskExecutor(Executor):
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.name, "workers": self.n_workers, "scheduler": self.address}
+
+    RECOVERY_WAIT = 30.0
+    """Seconds to wait for a worker (e.g. one restarted by its nanny) after all were lost."""
+
+    def is_lost(self, exc: BaseException) -> bool:
+        import asyncio
+        import concurrent.futures
+
+        from distributed.comm.core import CommClosedError
+        from distributed.scheduler import KilledWorker
+
+        lost = (concurrent.futures.CancelledError, asyncio.CancelledError, KilledWorker, CommClosedError, OSError,
+                TimeoutError)
+        return isinstance(exc, lost) or type(exc).__name__ in ("FutureCancelledError", "CancelledError",
+                                                               "ClosedClientError")
+
+    def recover(self, exc: BaseException, give_up: bool, finished: int, total: int) -> None:
+        what = f"{type(exc).__name__}: {str(exc)[:200]}"
+        if give_up:
+            raise ClusterLostError(f"the Dask cluster kept losing work ({what}) after {finished}/{total} blocks; "
+                                   "check the workers' logs and memory") from exc
+        if self.client.status not in ("running", "connecting"):
+            raise ClusterLostError(f"the Dask scheduler at {self.address} is gone ({what}) after {finished}/{total} "
+                                   "blocks") from exc
+        try:
+            self.client.wait_for_workers(1, timeout=self.RECOVERY_WAIT)
+        except Exception as err:  # noqa: BLE001 - timeout, or the scheduler went away meanwhile
+            raise ClusterLostError(f"no Dask worker left at {self.address} ({what}) after {finished}/{total} "
+                                   f"blocks, none came back within {self.RECOVERY_WAIT:.0f} s") from err
 
     def close(self) -> None:
         if self._owns_client:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from .data import available_datasets, load_dataset
+from .io_safety import atomic_path, atomic_write, check_output_dir, check_output_file
 from .models import ARCHITECTURES
 from .removal import (DEFAULT_CURVATURE, DEFAULT_DAMPING, ClassRemoval, _flat_params, _jsonable, default_alphas,
                       measure_solve_memory)
@@ -115,18 +116,23 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         if not args.runs:
             raise ValueError("--report needs --runs DIR [DIR ...]: directories written by earlier runs with --out")
+        check_output_file(args.report, "--report", create_parent=True)
         write_report([Path(r) for r in args.runs], Path(args.report))
         print(f"wrote {args.report}")
         return 0
     if not args.out:
         raise ValueError("--out DIR is required: the directory where the run's tables and plots go")
+    check_output_dir(args.out, "--out")  # before the study, not after it
+    if args.threads < 1:
+        raise ValueError(f"--threads must be >= 1 (torch threads; results and timings are per thread count), "
+                         f"got {args.threads}")
     if args.quick:  # the small grid, for every grid option left at its default
         defaults = _defaults()
         for key, value in QUICK.items():
             if getattr(args, key) == defaults[key]:
                 setattr(args, key, value)
     threads = torch.get_num_threads()
-    torch.set_num_threads(max(1, int(args.threads)))
+    torch.set_num_threads(int(args.threads))
     try:
         record = run_study(args)
     finally:
@@ -610,7 +616,7 @@ def format_savings_text(record: dict[str, Any]) -> str:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
-    with open(path, "w", newline="") as fh:
+    with atomic_write(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
@@ -620,14 +626,17 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> Non
 def _write_outputs(out: Path, record: dict[str, Any], samples: list[dict[str, Any]], embed: bool) -> None:
     _write_csv(out / "results.csv", record["rows"] + record["full_rows"], ROW_FIELDS)
     _write_csv(out / "memory.csv", record["memory"], MEMORY_FIELDS)
-    (out / "results.json").write_text(json.dumps(_jsonable(record), indent=1) + "\n")
-    (out / "samples.json").write_text(json.dumps(_jsonable(samples), separators=(",", ":")) + "\n")
+    with atomic_write(out / "results.json") as fh:
+        fh.write(json.dumps(_jsonable(record), indent=1) + "\n")
+    with atomic_write(out / "samples.json") as fh:
+        fh.write(json.dumps(_jsonable(samples), separators=(",", ":")) + "\n")
     md = [f"# Class removal: {record['config']['dataset']['name']}, {record['config']['arch']}", "",
           f"Command: `{record['command']}`", "", summary_markdown(record), ""]
     for quality, label in QUALITY.items():
         md += [f"## Savings at equal quality: {label}", "", savings_markdown(record, quality), "",
                f"Gain at equal m (points = 100 × difference; {label}):", "", gain_markdown(record, quality), ""]
-    (out / "summary.md").write_text("\n".join(md))
+    with atomic_write(out / "summary.md") as fh:
+        fh.write("\n".join(md))
     plot_run(record, out, embed)
 
 
@@ -680,10 +689,12 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     axes[0].legend()
     fig.suptitle(f"Class removal F1 vs m ({title})")
     fig.tight_layout()
-    fig.savefig(out / "f1_vs_m.png", dpi=110)
+    with atomic_path(out / "f1_vs_m.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     pfig.update_layout(title=f"Class removal F1 vs m ({title})", yaxis_title="F1")
-    pfig.write_html(out / "f1_vs_m.html", include_plotlyjs=include)
+    with atomic_path(out / "f1_vs_m.html") as tmp:
+        pfig.write_html(tmp, include_plotlyjs=include)
 
     # F1 vs solver time
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -701,11 +712,13 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     ax.set_title(f"F1 vs solver time ({title}); labels = m")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "f1_vs_time.png", dpi=110)
+    with atomic_path(out / "f1_vs_time.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     pfig.update_layout(title=f"F1 vs solver time ({title})", xaxis_title="solver time (s)",
                        yaxis_title="F1 at best α")
-    pfig.write_html(out / "f1_vs_time.html", include_plotlyjs=include)
+    with atomic_path(out / "f1_vs_time.html") as tmp:
+        pfig.write_html(tmp, include_plotlyjs=include)
 
     # Peak memory vs m
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -721,11 +734,13 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     ax.set_title(f"Measured peak memory of the solve ({title})")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "memory_vs_m.png", dpi=110)
+    with atomic_path(out / "memory_vs_m.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     pfig.update_layout(title=f"Measured peak memory of the solve ({title})", xaxis_type="log",
                        xaxis_title="m", yaxis_title="MiB", yaxis_rangemode="tozero")
-    pfig.write_html(out / "memory_vs_m.html", include_plotlyjs=include)
+    with atomic_path(out / "memory_vs_m.html") as tmp:
+        pfig.write_html(tmp, include_plotlyjs=include)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -938,4 +953,5 @@ def write_report(runs: list[Path], path: Path) -> None:
             f"[samples.json]({rel(run_dir / 'samples.json')}).",
             "",
         ]
-    path.write_text("\n".join(lines))
+    with atomic_write(path) as fh:
+        fh.write("\n".join(lines))

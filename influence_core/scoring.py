@@ -22,7 +22,9 @@ written block by block with positioned writes (so it never occupies this process
 ``scores.npy.manifest`` (JSON lines: a header identifying the problem, then one line per finished block, then
 ``{"complete": true}``) records progress: blocks are claimed after an fsync of the data, every few seconds and when
 the call ends for any reason (an exception, Ctrl-C), so a hard kill loses at most the last few seconds of blocks. After an interruption the same call with ``resume=True`` skips the
-finished blocks; a manifest for a different problem is refused rather than mixed in.
+finished blocks; a manifest for a different problem is refused rather than mixed in. Each finished block's line
+carries the CRC-32 of its bytes, checked on resume (and by :func:`verify_score_file`), so a file overwritten or
+damaged after it was written is refused instead of returned.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import json
 import os
 import threading
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,14 +43,14 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
-from .parallel import Executor, get_executor
+from .parallel import ClusterLostError, Executor, get_executor
 from .solvers import SolveResult
 
 if TYPE_CHECKING:  # pragma: no cover
     from .influence import InfluenceCalculator
 
 __all__ = ["score_grid", "ScoringProblem", "ScoringReport", "DEFAULT_TEST_CHUNK_SIZE", "manifest_path",
-           "check_chunk_size"]
+           "check_chunk_size", "verify_score_file"]
 
 DEFAULT_TEST_CHUNK_SIZE = 128
 """Test points per iHVP batch and per block row when the caller does not choose."""
@@ -133,14 +136,15 @@ def _ihvp_task(problem: ScoringProblem, t0: int, t1: int) -> SolveResult:
         return calc.ihvp(calc.gradients(problem.X_test[t0:t1], problem.y_test[t0:t1]))
 
 
-def _score_task(problem: ScoringProblem, solved: SolveResult, j0: int, j1: int) -> np.ndarray:
-    """score block (test chunk, train points train_idx[j0:j1]) as float64 (k, c)."""
+def _score_task(problem: ScoringProblem, solved: SolveResult, j0: int,
+                j1: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """score block (test chunk, train points train_idx[j0:j1]) as float64 (k, c), and the summary of its solve."""
     with problem.lock:
         obj = problem.calculator().objective
         idx = torch.as_tensor(problem.train_idx[j0:j1], device=obj.device)
         S = solved.x.to(obj.device, obj.dtype)
         block = obj.grad_dot(S, obj.X[idx], obj.y[idx])  # (c, k)
-        return block.T.double().cpu().numpy() / problem.n
+        return block.T.double().cpu().numpy() / problem.n, _solve_summary(solved)
 
 
 def _solve_summary(solved: SolveResult) -> dict[str, Any]:
@@ -203,6 +207,7 @@ class _DiskSink:
         self.path, self.shape = path, shape
         self.manifest = manifest_path(path)
         self.done: set[tuple[int, int]] = set()
+        self.checksums: dict[tuple[int, int], int] = {}
         self.complete = False
         if resume and self.manifest.exists() and path.exists():
             self._load(header)
@@ -220,14 +225,44 @@ class _DiskSink:
         self.offset = self._data_offset()
         self.fd = os.open(path, os.O_RDWR)
         self.log = open(self.manifest, "a")
-        self._unclaimed: list[tuple[int, int]] = []
+        self._unclaimed: list[tuple[tuple[int, int], int]] = []
         self._last_sync = time.monotonic()
+        if self.done:
+            self.verify(header["test_chunk_size"], header["train_chunk_size"])
+
+    def _read_block(self, rows: slice, cols: slice) -> bytes:
+        n_cols, width = self.shape[1], (cols.stop - cols.start) * 8
+        return b"".join(os.pread(self.fd, width, self.offset + (r * n_cols + cols.start) * 8)
+                        for r in range(rows.start, rows.stop))
+
+    def verify(self, test_chunk: int, train_chunk: int) -> None:
+        """Check every finished block against the CRC-32 recorded in the manifest when it was written; a block
+        whose bytes changed on disk since (overwritten, damaged) is refused with what to do."""
+        bad = []
+        for a, b in sorted(self.done):
+            rows = slice(a * test_chunk, min((a + 1) * test_chunk, self.shape[0]))
+            cols = slice(b * train_chunk, min((b + 1) * train_chunk, self.shape[1]))
+            if zlib.crc32(self._read_block(rows, cols)) != self.checksums.get((a, b)):
+                bad.append((a, b))
+        if bad:
+            os.close(self.fd)
+            self.log.close()
+            raise ValueError(f"{self.path} was modified or damaged after it was written: {len(bad)} of "
+                             f"{len(self.done)} finished blocks fail their checksum (first: test chunk {bad[0][0]}, "
+                             f"train chunk {bad[0][1]}); delete it and {self.manifest.name} and recompute (CLI: "
+                             "rerun without --resume, which starts afresh)")
 
     def _data_offset(self) -> int:
-        arr = np.load(self.path, mmap_mode="r")
+        advice = (f"delete it and {self.manifest.name} and recompute (CLI: rerun without --resume, which starts "
+                  "afresh; Python: resume=False)")
+        try:
+            arr = np.load(self.path, mmap_mode="r")
+        except (ValueError, OSError, EOFError) as exc:
+            raise ValueError(f"{self.path} is not a complete score file (cut short or damaged: {str(exc)[:120]}); "
+                             f"{advice}") from None
         if arr.shape != self.shape or arr.dtype != np.float64 or not arr.flags.c_contiguous:
             raise ValueError(f"{self.path} holds a {arr.dtype} array of shape {arr.shape}, expected float64 "
-                             f"{self.shape}; delete it or resume=False")
+                             f"{self.shape}; {advice}")
         offset = int(arr.offset)
         del arr
         return offset
@@ -241,8 +276,10 @@ class _DiskSink:
                              "afresh") from None
         if found != header:
             diff = sorted(k for k in set(found) | set(header) if found.get(k) != header.get(k))
-            raise ValueError(f"{self.path} was started for a different problem (differs in {diff}); delete it and "
-                             f"{self.manifest.name}, choose another output path, or pass resume=False to overwrite")
+            raise ValueError(f"{self.path} was started for a different problem (differs in {diff}); to keep it, "
+                             "choose another output path (CLI: another --out); to replace it, delete it and "
+                             f"{self.manifest.name} (or rerun without --resume, which starts afresh; Python: "
+                             "resume=False)")
         for line in lines[1:]:
             try:
                 entry = json.loads(line)
@@ -250,15 +287,16 @@ class _DiskSink:
                 continue
             if entry.get("complete"):
                 self.complete = True
-            elif "block" in entry:
+            elif "block" in entry and "crc32" in entry:
                 self.done.add(tuple(entry["block"]))
+                self.checksums[tuple(entry["block"])] = int(entry["crc32"])
 
     def write(self, key: tuple[int, int], rows: slice, cols: slice, block: np.ndarray) -> None:
         n_cols = self.shape[1]
         data = np.ascontiguousarray(block, dtype="<f8")
         for r, row in enumerate(data):
             os.pwrite(self.fd, row.tobytes(), self.offset + ((rows.start + r) * n_cols + cols.start) * 8)
-        self._unclaimed.append(key)
+        self._unclaimed.append((key, zlib.crc32(data.tobytes())))
         if time.monotonic() - self._last_sync >= self.SYNC_SECONDS:
             self._sync()
 
@@ -269,7 +307,8 @@ class _DiskSink:
     def _sync(self) -> None:
         if self._unclaimed:
             os.fsync(self.fd)  # the data are on disk before the manifest says so
-            self.log.write("".join(json.dumps({"block": list(k)}) + "\n" for k in self._unclaimed))
+            self.log.write("".join(json.dumps({"block": list(k), "crc32": crc}) + "\n"
+                                   for k, crc in self._unclaimed))
             self.log.flush()
             os.fsync(self.log.fileno())
             self._unclaimed = []
@@ -291,6 +330,24 @@ class _DiskSink:
         finally:
             os.close(self.fd)
             self.log.close()
+
+
+def verify_score_file(out: str | os.PathLike) -> dict[str, Any]:
+    """Check a score file written by ``scores(..., out=...)`` against its manifest: the array's shape and every
+    finished block's CRC-32. Returns ``{"blocks": finished, "complete": bool}``; raises ValueError saying what to
+    do when the file was cut short, modified or damaged."""
+    path = Path(out)
+    manifest = manifest_path(path)
+    if not (path.is_file() and manifest.is_file()):
+        raise ValueError(f"{path} or its manifest {manifest.name} is missing; nothing to verify")
+    try:
+        header = json.loads(manifest.read_text().splitlines()[0])["header"]
+        shape = (int(header["shape"][0]), int(header["shape"][1]))
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{manifest} is not a scoring manifest; delete it and {path.name} and recompute") from None
+    sink = _DiskSink(path, shape, header, resume=True)
+    sink.close()
+    return {"blocks": len(sink.done), "complete": sink.complete}
 
 
 # ---------------------------------------------------------------------------------------------------- validation
@@ -377,7 +434,7 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
     total = len(test_starts) * len(train_starts)
 
     if out is not None:
-        header = {"format": 1, "shape": list(shape), "test_chunk_size": test_chunk, "train_chunk_size": train_chunk,
+        header = {"format": 2, "shape": list(shape), "test_chunk_size": test_chunk, "train_chunk_size": train_chunk,
                   "problem": _fingerprint(obj.theta, obj.X, obj.y,
                                           None if calc.config is None else calc.config.to_dict(), obj.weight_decay,
                                           train_idx, X, y, S)}
@@ -401,8 +458,15 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
             progress(finished / total, f"resuming: {finished}/{total} blocks already on disk")
         computed = len(pending)
         if pending:
-            _run_grid(ex, ScoringProblem(calc, X, y, S, train_idx), pending, test_starts, train_starts, k,
-                      len(train_idx), test_chunk, train_chunk, sink, summaries, progress, total, finished)
+            try:
+                _run_grid(ex, ScoringProblem(calc, X, y, S, train_idx), pending, test_starts, train_starts, k,
+                          len(train_idx), test_chunk, train_chunk, sink, summaries, progress, total, finished)
+            except ClusterLostError as exc:
+                hint = (f"the finished blocks are kept in {out}: rerun with resume=True (CLI: the same command "
+                        "with --resume) once the cluster is back" if out is not None else
+                        "nothing was kept: pass out=FILE.npy (CLI: --out FILE.npy) so that a rerun with --resume "
+                        "skips the finished blocks")
+                raise ClusterLostError(f"{exc}; {hint}") from exc
         if isinstance(sink, _DiskSink) and not sink.complete:
             sink.finish()
         calc.last_scoring = ScoringReport(shape, test_chunk, train_chunk, total, computed, total - computed,
@@ -418,38 +482,78 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
             ex.close()
 
 
+MAX_RECOVERIES = 5
+"""How many times a run re-sends its problem and resubmits lost blocks after workers die before giving up."""
+
+
 def _run_grid(ex: Executor, problem: ScoringProblem, pending: deque, test_starts: list[int],
               train_starts: list[int], k: int, n_cols: int, test_chunk: int, train_chunk: int, sink: Any,
               summaries: list[dict[str, Any]], progress: Progress | None, total: int, finished: int) -> None:
-    """Submit iHVP and block tasks with a bounded number in flight; write blocks as they arrive."""
-    handle = ex.scatter(problem)
+    """Submit iHVP and block tasks with a bounded number in flight; write blocks as they arrive.
+
+    Lost work (a worker died, taking in-flight tasks or the last copy of the scattered problem with it) is
+    resubmitted on the remaining workers: the problem is scattered again and every block in flight is requeued, so
+    the result is the same matrix, bit for bit. When no worker or no scheduler is left, :class:`ClusterLostError`
+    says how many blocks are done (the caller adds how to resume).
+    """
+    done = [finished]
+
+    def cluster(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call the executor; a connection lost on the way means the scheduler is gone."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if not ex.is_lost(exc):
+                raise
+            raise ClusterLostError(f"the Dask scheduler is gone ({type(exc).__name__}: {str(exc)[:200]}) after "
+                                   f"{done[0]}/{total} blocks") from exc
+
+    handle = cluster(ex.scatter, problem)
     remaining: dict[int, int] = {}
     for a, _ in pending:
         remaining[a] = remaining.get(a, 0) + 1
     solves: dict[int, Any] = {}
+    solved: dict[int, dict[str, Any]] = {}
     in_flight: dict[Any, tuple[int, int]] = {}
     window = ex.max_in_flight
+    recoveries = 0
     while pending or in_flight:
         while pending and len(in_flight) < window:
             a, b = pending.popleft()
             if a not in solves:
                 t0 = test_starts[a]
-                solves[a] = ex.submit(_ihvp_task, handle, t0, min(t0 + test_chunk, k), priority=1)
-                summaries.append(ex.submit(_solve_summary, solves[a]))
+                solves[a] = cluster(ex.submit, _ihvp_task, handle, t0, min(t0 + test_chunk, k), priority=1)
             j0 = train_starts[b]
-            future = ex.submit(_score_task, handle, solves[a], j0, min(j0 + train_chunk, n_cols))
+            future = cluster(ex.submit, _score_task, handle, solves[a], j0, min(j0 + train_chunk, n_cols))
             in_flight[future] = (a, b)
-        future = ex.wait_first(in_flight)
+        future = cluster(ex.wait_first, in_flight)
         a, b = in_flight.pop(future)
-        block = future.result()
+        try:
+            block, summary = future.result()
+        except Exception as exc:
+            if not ex.is_lost(exc):
+                raise  # an error of the computation itself (a solver failure, ...): not retried
+            recoveries += 1
+            ex.recover(exc, recoveries > MAX_RECOVERIES, done[0], total)  # raises ClusterLostError when hopeless
+            for f, key in [(future, (a, b)), *in_flight.items()]:
+                pending.appendleft(key)
+                ex.release(f)
+            in_flight.clear()
+            for f in solves.values():
+                ex.release(f)
+            solves.clear()
+            ex.release(handle)
+            handle = cluster(ex.scatter, problem)
+            continue
         ex.release(future)
+        solved.setdefault(a, summary)
         t0, j0 = test_starts[a], train_starts[b]
         sink.write((a, b), slice(t0, t0 + block.shape[0]), slice(j0, j0 + block.shape[1]), block)
-        finished += 1
+        done[0] += 1
         remaining[a] -= 1
         if remaining[a] == 0:
             ex.release(solves.pop(a))
         if progress:
-            progress(finished / total, f"block {finished}/{total}: test {t0}-{t0 + block.shape[0]} x "
-                                       f"train {j0}-{j0 + block.shape[1]}")
-    summaries[:] = [s.result() for s in summaries]
+            progress(done[0] / total, f"block {done[0]}/{total}: test {t0}-{t0 + block.shape[0]} x "
+                                      f"train {j0}-{j0 + block.shape[1]}")
+    summaries[:] = [solved[a] for a in sorted(solved)]

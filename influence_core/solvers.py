@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .curvature import largest_eigenvalue
@@ -215,6 +216,7 @@ def solve_cg(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, tol: float
     ``on_nonconvergence``: "warn" (default) or "raise" when ``max_iter`` is reached first.
     """
     damping = _check_damping(damping)
+    _check_budget(tol, max_iter)
     B = _as_batch(B)
     start = time.perf_counter()
 
@@ -269,9 +271,8 @@ def solve_lissa(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, scale: 
     Raises :class:`SolverDivergedError` when the residual becomes NaN/inf or grows ``divergence_factor``-fold.
     """
     damping = _check_damping(damping)
+    _check_budget(tol, max_iter)
     B = _as_batch(B)
-    if max_iter < 1:
-        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
     start = time.perf_counter()
     lam_max = None
     if scale is None:
@@ -308,6 +309,15 @@ def solve_lissa(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, scale: 
     _report_nonconvergence(result, tol, on_nonconvergence,
                            "increase max_iter, or increase damping (faster convergence, more bias)")
     return result
+
+
+def _check_budget(tol: Any, max_iter: Any) -> None:
+    """Stopping rule of the iterative solvers: a finite tol > 0 and at least one iteration."""
+    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(tol) or tol <= 0:
+        raise ValueError(f"tol must be a finite number > 0 (the relative residual to reach), got {tol!r}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
+        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
 
 
 def _short(trace: list[float]) -> str:

@@ -9,6 +9,7 @@ The weight decay is recorded on the model (``model.weight_decay``) so influence 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -50,10 +51,12 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; choose one of {list(ARCHITECTURES)}")
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
-        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0 or self.polish_steps < 0:
-            raise ValueError("epochs and polish_steps must be >= 0, batch_size >= 1 and lr > 0")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr (learning rate) must be a finite number > 0, got {self.lr}")
+        if self.epochs < 0 or self.batch_size < 1 or self.polish_steps < 0:
+            raise ValueError("epochs and polish_steps must be >= 0 and batch_size >= 1")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
@@ -105,6 +108,11 @@ def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sam
     return {"objective": loss, "grad_norm": gnorm}
 
 
+def _diverged(what: str, cfg: TrainingConfig) -> RuntimeError:
+    return RuntimeError(f"training diverged: {what} (learning rate lr={cfg.lr:g}, weight_decay="
+                        f"{cfg.weight_decay:g}); lower the learning rate (e.g. lr={cfg.lr / 10:g}) and retry")
+
+
 def accuracy(model: nn.Module, X: Any, y: Any) -> float:
     """Fraction of correct argmax predictions."""
     return float(np.mean(predict_logits(model, X).argmax(1) == np.asarray(y)))
@@ -133,6 +141,8 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
     model = model.to(device=device, dtype=dtype)
     X = torch.as_tensor(dataset.X_train, device=device, dtype=dtype)
     y = torch.as_tensor(dataset.y_train, device=device)
+    if not torch.isfinite(X).all():  # after the cast to the training dtype: large values can overflow there
+        raise ValueError(f"the training inputs overflow to inf/NaN in {cfg.dtype}; rescale them")
     n = len(X)
 
     adam_epochs = 0 if arch == "logreg" else cfg.epochs
@@ -146,7 +156,10 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
             for i in range(0, n, cfg.batch_size):
                 idx = order[i:i + cfg.batch_size]
                 opt.zero_grad()
-                objective(model, X[idx], y[idx], cfg.weight_decay).backward()
+                loss = objective(model, X[idx], y[idx], cfg.weight_decay)
+                if not torch.isfinite(loss):
+                    raise _diverged(f"the loss became {loss.item()} in epoch {epoch + 1} of Adam", cfg)
+                loss.backward()
                 opt.step()
             if progress:
                 progress((epoch + 1) / total, f"epoch {epoch + 1}/{adam_epochs}")
@@ -154,12 +167,16 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
     final = {"objective": float("nan"), "grad_norm": float("nan")}
     if steps:
         final = fit_full_batch(model, X, y, cfg.weight_decay, max_iter=steps)
+    if (steps and not math.isfinite(final["objective"])) or not all(
+            torch.isfinite(p).all() for p in model.parameters()):
+        raise _diverged(f"training ended with objective {final['objective']} and non-finite weights", cfg)
     model.eval()
     if progress:
         progress(1.0, "done")
     model.weight_decay = cfg.weight_decay
     model.training_config = {**asdict(cfg), "hidden": list(cfg.hidden), "dataset": dataset.describe()}
     model.training_report = {
+        "torch_threads": torch.get_num_threads(),  # float sums, hence the weights, depend on it (see README)
         "train_accuracy": accuracy(model, dataset.X_train, dataset.y_train),
         "test_accuracy": accuracy(model, dataset.X_test, dataset.y_test),
         **final,

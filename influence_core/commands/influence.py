@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from ..data import available_datasets, load_dataset
 from ..influence import InfluenceCalculator, top_influences
+from ..io_safety import check_output_file
 from ..models import ARCHITECTURES
 from ..parallel import Executor, get_executor
 from ..samplers import available_samplers
@@ -53,10 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _check(args: argparse.Namespace) -> None:
     """Fail on impossible settings before any training happens."""
+    if args.dataset == "npz" and not args.path:
+        raise ValueError("--dataset npz needs --path FILE.npz (the arrays X_train, y_train, ...)")
     if args.sampler is not None and args.sampler not in available_samplers():
         raise ValueError(f"unknown sampler {args.sampler!r}; choose one of {available_samplers()}")
-    if not args.damping >= 0:
-        raise ValueError(f"--damping must be >= 0, got {args.damping}")
+    if not (args.damping >= 0 and math.isfinite(args.damping)):
+        raise ValueError(f"--damping must be a finite number >= 0, got {args.damping}")
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1 (points listed per kind), got {args.top}")
     if args.m < 1:
         raise ValueError(f"--m must be >= 1, got {args.m}")
     if args.chunk_size < 1:
@@ -67,6 +74,12 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError(f"--workers must be >= 1 (local Dask worker processes), got {args.workers}")
     if args.resume and not args.out:
         raise ValueError("--resume needs --out (the .npy file of the interrupted run)")
+    if args.out:
+        check_output_file(_npy_path(args.out), "--out")
+
+
+def _npy_path(out: str) -> str:
+    return out if out.endswith(".npy") else out + ".npy"  # as np.save names it
 
 
 def _progress_printer(stream: Any = None) -> Callable[[float, str], None]:
@@ -108,9 +121,7 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size)
     calc.fit(hessian, solver=args.solver, damping=args.damping, curvature=args.curvature)
     start = time.perf_counter()
-    out = None
-    if args.out:
-        out = args.out if args.out.endswith(".npy") else args.out + ".npy"  # as np.save names it
+    out = _npy_path(args.out) if args.out else None
     scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx], None,
                          None if args.quiet else _progress_printer(), test_chunk_size=args.test_chunk_size,
                          train_chunk_size=args.chunk_size, executor=executor, out=out, resume=args.resume)
@@ -122,7 +133,7 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
             items = ", ".join(f"{j} ({dataset.class_names[dataset.y_train[j]]}, {s:+.3g})"
                               for j, s in zip(top[kind], top[f"{kind}_scores"]))
             print(f"  {kind}: {items}")
-    print(json.dumps({"seconds": seconds, "solve": None if calc.last_solve is None else calc.last_solve.summary(),
+    print(json.dumps({"seconds": seconds, "torch_threads": torch.get_num_threads(), "solve": None if calc.last_solve is None else calc.last_solve.summary(),
                       "scoring": calc.last_scoring.to_dict(),
                       "hessian_sample": None if hessian is None else {"sampler": args.sampler, "m": args.m}}))
     return 0

@@ -9,6 +9,7 @@ import json
 import numpy as np
 
 from ..data import load_dataset
+from ..io_safety import atomic_write, check_output_file
 from ..training import train_model
 from ..validation import leave_one_out_check
 
@@ -23,10 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json:
+        check_output_file(args.json, "--json")  # before the retrainings, not after
     dataset = load_dataset(args.dataset, seed=args.seed)
-    model = train_model(dataset, "logreg", seed=args.seed, weight_decay=args.weight_decay, dtype="float64")
     if not 1 <= args.n_test <= dataset.n_test:
         raise ValueError(f"--n-test must be in [1, {dataset.n_test}]")
+    model = train_model(dataset, "logreg", seed=args.seed, weight_decay=args.weight_decay, dtype="float64")
     test_idx = np.sort(np.random.default_rng(args.seed).choice(dataset.n_test, args.n_test, replace=False))
     check = leave_one_out_check(model, dataset, test_idx, n_retrain=args.n_retrain)
     print(f"leave-one-out on {args.dataset} / logistic regression (wd={args.weight_decay}), "
@@ -37,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"mean Pearson {check['pearson'].mean():.4f}, min {check['pearson'].min():.4f}, "
           f"sign agreement {check['sign_agreement']:.3f}")
     if args.json:
-        with open(args.json, "w") as fh:
+        with atomic_write(args.json) as fh:
             json.dump({k: np.asarray(v).tolist() for k, v in check.items()}, fh, indent=1)
     return 0

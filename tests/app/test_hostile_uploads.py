@@ -1,0 +1,55 @@
+"""Hostile uploads through the home page (AppTest): each is refused by the engine with an error on the page, the
+app keeps running and keeps the previous model. The memory-exhaustion cases (a decompression bomb, a huge label)
+are refused from the file's headers and label range in well under a second, before anything large is built."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from npz_bombs import lying_header, npz_bytes, zeros_bomb  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(60, 4))
+Y = np.arange(60) % 3
+
+
+def _huge_label() -> bytes:
+    y = Y.copy()
+    y[[5, 9]] = 10**9
+    return npz_bytes(X_train=X, y_train=y)
+
+
+CASES = {
+    "bomb": (lambda: zeros_bomb((6000, 6000), "|u1"), "expands to more than"),   # 36 MB of bytes in a 40 KB file
+    "huge_label": (_huge_label, "contiguous"),
+    "lying_header": (lambda: lying_header((100000, 1000)), "damaged"),
+    "complex": (lambda: npz_bytes(X_train=X + 1j, y_train=Y), "complex"),
+    "float_labels": (lambda: npz_bytes(X_train=X, y_train=Y + 0.7), "integer class labels"),
+    "zero_features": (lambda: npz_bytes(X_train=np.zeros((60, 0)), y_train=Y), "no features"),
+    "overflow": (lambda: npz_bytes(X_train=X * 1e306, y_train=Y), "too large"),
+    "negative_image_shape": (lambda: npz_bytes(X_train=X, y_train=Y, image_shape=np.array([-2, -2])),
+                             "image_shape"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_hostile_upload_shows_an_error_and_keeps_the_previous_model(app_page, case):
+    make, message = CASES[case]
+    at = app_page("app.py").run()
+    assert not at.exception
+    at.selectbox(key="form_dataset").set_value("npz")
+    at.file_uploader(key="form_upload").upload(f"{case}.npz", make())
+    at.button[0].click()
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert any(message in e for e in errors), errors
+    assert all(len(e) < 600 for e in errors)
+    assert "mlp on digits" in at.subheader[-1].value  # still running, on the previous model
