@@ -67,7 +67,8 @@ def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def margin_measurement(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Negative margin −(z_y − logsumexp_{k≠y} z_k) per sample (c,): grows when the prediction gets worse."""
     correct = logits.gather(1, y[:, None])[:, 0]
-    others = logits.masked_fill(F.one_hot(y, logits.shape[-1]).bool(), float("-inf"))
+    mask = torch.arange(logits.shape[-1], device=logits.device) == y[:, None]  # vmap-safe one-hot
+    others = logits.masked_fill(mask, float("-inf"))
     return torch.logsumexp(others, dim=-1) - correct
 
 
@@ -204,7 +205,7 @@ def resolve_weight_decay(model: nn.Module, weight_decay: float | None) -> float:
         if recorded is None:
             warnings.warn("the model records no weight_decay and none was given, so influence assumes the model was "
                           "trained without weight decay (wd = 0); pass weight_decay= (the L2 coefficient of your "
-                          "training objective (wd/2)·||θ||², e.g. AdamW's weight_decay) to silence this",
+                          "training objective (wd/2)·||θ||², which is torch.optim.SGD's or Adam's weight_decay) to silence this",
                           WeightDecayWarning, stacklevel=3)
             return 0.0
         weight_decay = recorded
