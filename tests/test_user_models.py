@@ -430,3 +430,18 @@ def test_cli_params_last_layer(capsys):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["params"] == ["head.weight", "head.bias"]
     assert main(["influence", "--dataset", "digits", "--arch", "logreg", "--params", "body"]) == 2
+
+
+def test_readme_own_classifier_example_runs():
+    """The README's "Your own classifier" example runs as written (train-mode Dropout model, DataLoader source,
+    last-layer restriction, margin measurement) and leaves the model in train mode."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("### Your own classifier"):]
+    block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["scores"].shape == (2, 1437) and namespace["margins"].shape == (2, 1437)
+    assert namespace["model"].training
