@@ -198,7 +198,7 @@ def get_calculator(run: RunConfig, sampler: str | None, m: int, seed: int, solve
     calc = ic.InfluenceCalculator(model, dataset.X_train, dataset.y_train)
     sample = None if sampler is None else get_sample(run, sampler, m, seed)
     calc.fit(hessian_indices=sample, solver=solver, damping=float(damping), curvature=CURVATURE,
-             **SOLVER_OPTIONS[solver])
+             **SOLVER_OPTIONS.get(solver, {}))
     return calc, threading.Lock()
 
 
@@ -282,7 +282,7 @@ def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: 
     with lock:
         result = task.run(int(removed_class), sampler, int(m), int(seed), solver=solver, damping=float(damping),
                           retrain_reference=reference, measure_memory=memory, progress=_progress,
-                          **REMOVAL_SOLVER_OPTIONS[solver])
+                          **REMOVAL_SOLVER_OPTIONS.get(solver, {}))
     return result.to_dict()
 
 
