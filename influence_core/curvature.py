@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
-from torch.nn import functional as F
 
 from .sources import ArraySource, as_source, source_labels
 from .task import Task, check_parameters, eval_mode, select_parameters

@@ -32,7 +32,7 @@ from torch import nn
 
 from .curvature import CURVATURE_MODES, Objective, as_index_array
 from .data import Dataset
-from .solver_registry import LOW_RANK_MAX_BYTES, FittedInverse, IterativeFit, available_solvers, fit_inverse
+from .solver_registry import LOW_RANK_MAX_BYTES, FittedInverse  # noqa: F401 - LOW_RANK_MAX_BYTES re-exported, IterativeFit, available_solvers, fit_inverse
 from .solvers import SolveResult
 from .sources import as_source
 from .task import Task, resolve_weight_decay
@@ -90,7 +90,8 @@ class InfluenceCalculator:
     the model was trained on. ``task`` (or the shortcuts ``output_fn``, ``loss_fn``, ``measurement``): how logits,
     the training loss and the query measurement are obtained (:class:`~influence_core.task.Task`; default softmax
     cross-entropy, test loss). ``params``: the parameters influence is computed over (None = all with
-    ``requires_grad``; names, modules or ``"last_layer"``); the model itself is never modified. ``chunk_size`` bounds memory (samples per vectorised chunk
+    ``requires_grad``; names, modules or ``"last_layer"``); the model itself is never modified.
+    ``chunk_size`` bounds memory (samples per vectorised chunk
     of per-sample gradients and HVPs) and does not change the results beyond floating-point rounding.
     ``score_chunk_size``: training points per forward-mode scoring block (None = automatic: as many as keep
     k tangents × the model's activations within ``SCORE_MEMORY_BYTES``, k = test points per block, so small models
@@ -326,7 +327,8 @@ def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_
     ``dataset``: a :class:`Dataset` or a tuple (X_train, y_train, X_test, y_test) of arrays/tensors for your own
     model; X_train (or X_test) may also be a data source, ``torch.utils.data.Dataset`` or ``DataLoader`` with
     y_train (y_test) None. ``task``/``output_fn``/``loss_fn``/``measurement`` and ``params``: see
-    :class:`InfluenceCalculator`. ``hessian_indices``: the Hessian sample (None = the full training set; an index array or a
+    :class:`InfluenceCalculator`. ``hessian_indices``: the Hessian sample (None = the full training set; an index
+    array or a
     ``HessianSample``). Returns score (len(test_indices), n_train) with the convention of this module.
     ``chunk_size``/``test_chunk_size`` bound memory, ``executor`` picks where blocks run and ``out`` writes the
     matrix to a resumable ``.npy`` file (see :meth:`InfluenceCalculator.scores`).

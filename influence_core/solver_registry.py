@@ -255,12 +255,14 @@ def _check_positive_definite(H: torch.Tensor, damping: float, curvature: str, on
     del A
     if int(info) == 0:
         return
+    what = "Gauss-Newton matrix is singular" if curvature == "gauss_newton" else \
+        "Hessian of this model is indefinite on the sample"
     lam = ""
     if H.shape[0] <= EIGEN_REPORT_MAX_P:
         lam_min = float(torch.linalg.eigvalsh(H)[0])
         lam = f" (λ_min(H_S) = {lam_min:.3g}, so damping > {max(-lam_min, 0):.3g} makes it positive definite)"
     message = (f"the exact solve inverts H_S + damping·I with damping={damping:g}, which is not positive definite"
-               f"{lam}: the {'Gauss-Newton matrix is singular' if curvature == 'gauss_newton' else 'Hessian of this model is indefinite on the sample'}, "
+               f"{lam}: the {what}, "
                "so the influence of directions with negative curvature has the wrong sign. Use "
                "curvature='gauss_newton' (positive semi-definite) with damping > 0, or increase damping; pass "
                "on_indefinite='ignore' to invert it anyway")

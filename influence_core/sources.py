@@ -111,9 +111,10 @@ class DatasetSource:
                                  "(inputs, labels): return (input, label) items or a collate_fn that does")
             batch = (batch[keys[0]], batch[label_keys[0]])
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+            size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
             raise ValueError(f"dataset items must be (input, label) pairs; a collated batch is a "
-                             f"{type(batch).__name__}{'' if not isinstance(batch, (tuple, list)) else f' of {len(batch)}'}. "
-                             "Wrap the dataset so that __getitem__ returns (input, label)")
+                             f"{type(batch).__name__}{size}. Wrap the dataset so that __getitem__ returns "
+                             "(input, label)")
         x, y = batch
         return _as_tensor(x), _as_tensor(y).long().reshape(-1)
 

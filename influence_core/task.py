@@ -205,7 +205,8 @@ def resolve_weight_decay(model: nn.Module, weight_decay: float | None) -> float:
         if recorded is None:
             warnings.warn("the model records no weight_decay and none was given, so influence assumes the model was "
                           "trained without weight decay (wd = 0); pass weight_decay= (the L2 coefficient of your "
-                          "training objective (wd/2)·||θ||², which is torch.optim.SGD's or Adam's weight_decay) to silence this",
+                          "training objective (wd/2)·||θ||², which is torch.optim.SGD's or Adam's weight_decay) "
+                          "to silence this",
                           WeightDecayWarning, stacklevel=3)
             return 0.0
         weight_decay = recorded

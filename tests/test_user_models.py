@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from influence_core import (InfluenceCalculator, Task, as_source, available_solvers, class_removal, fit_inverse,
+from influence_core import (InfluenceCalculator, as_source, available_solvers, class_removal, fit_inverse,
                             influence_scores, register_solver, sample_hessian_subset, train_model)
 from influence_core.curvature import Objective
 from influence_core.solver_registry import SOLVER_REGISTRY, ExactFit, IndefiniteHessianWarning
