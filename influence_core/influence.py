@@ -32,7 +32,8 @@ from torch import nn
 
 from .curvature import CURVATURE_MODES, Objective, as_index_array
 from .data import Dataset
-from .solver_registry import LOW_RANK_MAX_BYTES, FittedInverse  # noqa: F401 - LOW_RANK_MAX_BYTES re-exported, IterativeFit, available_solvers, fit_inverse
+from .solver_registry import (LOW_RANK_MAX_BYTES, FittedInverse, IterativeFit,  # noqa: F401 - re-exported
+                              available_solvers, fit_inverse)
 from .solvers import SolveResult
 from .sources import as_source
 from .task import Task, resolve_weight_decay
