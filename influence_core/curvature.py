@@ -23,9 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
-from torch.nn import functional as F
 
-from .models import model_device_dtype
+from .sources import ArraySource, as_source, source_labels
+from .task import Task, check_parameters, eval_mode, select_parameters
 
 __all__ = ["Objective", "GaussNewtonFactors", "largest_eigenvalue", "CURVATURE_MODES", "as_index_array"]
 
@@ -58,16 +58,24 @@ def as_index_array(indices: object, n: int, what: str = "indices") -> np.ndarray
 
 
 class Objective:
-    """ℓ_i and L_S = mean loss on S + (wd/2)||θ||² of a trained ``model`` on data (X, y), at its current θ.
+    """ℓ_i and L_S = mean loss on S + (wd/2)||θ||² of a trained ``model`` on a training set, at its current θ.
 
     Args:
-        model: a classifier mapping (c, d) inputs to (c, C) logits (any ``nn.Module``; its buffers are kept).
-        X: (n, ...) inputs; y: (n,) integer labels. Moved to the model's device and dtype.
+        model: a classifier (any ``nn.Module``; its buffers are kept). It is evaluated in eval mode and left as it
+            was (:func:`~influence_core.task.eval_mode`); its parameters and ``requires_grad`` are never changed.
+        X, y: the training set: arrays/tensors X (n, ...) and labels y (n,), or a data source / map-style
+            ``torch.utils.data.Dataset`` / ``DataLoader`` as ``X`` with ``y=None`` (see :mod:`influence_core.sources`).
+            Chunks are moved to the model's device one at a time; floating inputs take the model's dtype, integer
+            inputs (token ids) stay integers.
         weight_decay: wd of the training objective (its Hessian contributes wd·I).
         chunk_size: samples per vectorised chunk (memory ∝ chunk_size · p for per-sample gradients).
+        task: a :class:`~influence_core.task.Task` (output function, loss, query measurement); default softmax CE.
+        params: the parameters θ is made of (see :func:`~influence_core.task.select_parameters`): None (all with
+            ``requires_grad``), names, modules or ``"last_layer"``; the others are held fixed.
     """
 
-    def __init__(self, model: nn.Module, X: object, y: object, weight_decay: float = 0.0, chunk_size: int = 256):
+    def __init__(self, model: nn.Module, X: object, y: object = None, weight_decay: float = 0.0,
+                 chunk_size: int = 256, *, task: Task | None = None, params: object = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if weight_decay is None or not math.isfinite(weight_decay) or weight_decay < 0:
@@ -75,41 +83,49 @@ class Objective:
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
         self.model = model
-        self.device, self.dtype = model_device_dtype(model)
-        self.X = torch.as_tensor(X if isinstance(X, torch.Tensor) else np.asarray(X))
-        if self.X.is_complex():
-            raise ValueError(f"X is complex ({self.X.dtype}); pass real inputs")
-        self.X = self.X.to(self.device, self.dtype)
-        self.y = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y)).to(self.device)
-        if self.y.is_complex() or (self.y.is_floating_point() and not torch.equal(self.y, self.y.round())):
-            raise ValueError("y must hold integer class labels; got non-integer values (they are never truncated)")
-        self.y = self.y.long()
-        if self.X.ndim < 2 or self.y.ndim != 1 or len(self.X) != len(self.y):
-            raise ValueError(f"X must be (n, ...) and y (n,) with the same n; got {tuple(self.X.shape)} "
-                             f"and {tuple(self.y.shape)}")
-        if not torch.isfinite(self.X).all():
-            raise ValueError("X contains NaN or infinite values")
+        self.task = task if task is not None else Task()
+        if not isinstance(self.task, Task):
+            raise TypeError(f"task must be an influence_core.task.Task, got {type(self.task).__name__}")
+        self.names = select_parameters(model, params)
+        self.device, self.dtype = check_parameters(model, self.names)
+        self.source = as_source(X, y, self.dtype)
+        self._y = source_labels(self.source)
+        if len(self._y) == 0 or len(self._y) != len(self.source):
+            raise ValueError(f"the training set must be non-empty with one label per point; got {len(self.source)} "
+                             f"points and {len(self._y)} labels")
+        if isinstance(self.source, ArraySource):
+            if self.source.X.ndim < 2:
+                raise ValueError(f"X must be (n, ...) and y (n,) with the same n; got {tuple(self.source.X.shape)} "
+                                 f"and {tuple(self._y.shape)}")
+            if self.source.X.is_floating_point() and not torch.isfinite(self.source.X).all():
+                raise ValueError("X contains NaN or infinite values")
         self.weight_decay = float(weight_decay)
         self.chunk_size = int(chunk_size)
-        named = [(k, v) for k, v in model.named_parameters() if v.requires_grad]
-        if not named:
-            raise ValueError("the model has no trainable parameters")
-        self.names = [k for k, _ in named]
-        self.shapes = [v.shape for _, v in named]
-        self.numels = [v.numel() for _, v in named]
-        self.theta = torch.cat([v.detach().reshape(-1) for _, v in named])
+        named = dict(model.named_parameters())
+        self.shapes = [named[k].shape for k in self.names]
+        self.numels = [named[k].numel() for k in self.names]
+        self.theta = torch.cat([named[k].detach().reshape(-1) for k in self.names])
+        chosen = set(self.names)
+        self.fixed = {k: v.detach() for k, v in named.items() if k not in chosen}  # held constant, not differentiated
         self.buffers = {k: v for k, v in model.named_buffers()}
+        x1, _ = self.batch(np.arange(1))
         with torch.no_grad():
-            n_classes = model(self.X[:1]).shape[-1]
-        if self.y.min() < 0 or self.y.max() >= n_classes:
-            raise ValueError(f"labels must lie in [0, {n_classes}) (the model has {n_classes} outputs); "
-                             f"got values from {int(self.y.min())} to {int(self.y.max())}")
+            out = self.logits(self.theta, x1)
+        if out.ndim != 2 or out.shape[0] != 1:
+            raise ValueError(f"the model's output (after the output function) has shape {tuple(out.shape)} for a "
+                             "batch of 1 input; influence needs logits of shape (batch, classes): pass output_fn= "
+                             "(or Task(output=...)) to extract them, e.g. lambda out: out.flatten(1)")
+        self._n_classes = int(out.shape[-1])
+        self.input_shape = tuple(x1.shape[1:])  # of one input; test points must match it
+        if self._y.min() < 0 or self._y.max() >= self._n_classes:
+            raise ValueError(f"labels must lie in [0, {self._n_classes}) (the model has {self._n_classes} outputs); "
+                             f"got values from {int(self._y.min())} to {int(self._y.max())}")
 
     # ------------------------------------------------------------------ basics
     @property
     def n(self) -> int:
         """Number of training points n (the 1/n of the influence convention)."""
-        return len(self.y)
+        return len(self._y)
 
     @property
     def n_params(self) -> int:
@@ -118,22 +134,54 @@ class Objective:
     @property
     def n_classes(self) -> int:
         """C, the number of model outputs."""
-        with torch.no_grad():
-            return int(self.logits(self.theta, self.X[:1]).shape[-1])
+        return self._n_classes
+
+    @property
+    def X(self) -> torch.Tensor:
+        """All training inputs (n, ...) of an array source (on the CPU or where they were given)."""
+        if not isinstance(self.source, ArraySource):
+            raise AttributeError("this objective reads its training points from a data source, not arrays; use "
+                                 "objective.batch(indices) to fetch some")
+        return self.source.X
+
+    @property
+    def y(self) -> torch.Tensor:
+        """All training labels (n,), long."""
+        return self._y
+
+    def batch(self, indices: object) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training points ``indices`` as (inputs, labels) on the model's device (floating inputs in its dtype)."""
+        idx = indices.cpu().numpy() if isinstance(indices, torch.Tensor) else np.asarray(indices, dtype=np.int64)
+        x, y = self.source.fetch(idx)
+        return self._prepare(x), y.to(self.device).long()
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs on the model's device; floating inputs in the model's dtype, anything else untouched."""
+        return x.to(self.device, self.dtype) if x.is_floating_point() else x.to(self.device)
 
     def unflatten(self, theta: torch.Tensor) -> dict[str, torch.Tensor]:
         return {k: t.view(s) for k, t, s in zip(self.names, torch.split(theta, self.numels), self.shapes)}
 
     def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """f_θ(x): (c, ...) -> (c, C)."""
-        return functional_call(self.model, (self.unflatten(theta), self.buffers), (x,))
+        """f_θ(x): (c, ...) -> (c, C), the model in eval mode, through the task's output function."""
+        with eval_mode(self.model):
+            out = functional_call(self.model, (self.unflatten(theta), self.fixed, self.buffers),
+                                  (self._prepare(x),))
+        return self.task.output(out)
 
     def losses(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample cross-entropy (c,)."""
-        return F.cross_entropy(self.logits(theta, x), y, reduction="none")
+        """Per-sample training loss ℓ (c,) (softmax cross-entropy unless the task says otherwise)."""
+        return self.task.loss(self.logits(theta, x), y)
+
+    def measurements(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample query measurement f (c,) (the test loss unless the task says otherwise)."""
+        return self.task.measure(self.logits(theta, x), y)
 
     def _single_loss(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.losses(theta, x.unsqueeze(0), y.unsqueeze(0)).squeeze(0)
+
+    def _single_measurement(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.measurements(theta, x.unsqueeze(0), y.unsqueeze(0)).squeeze(0)
 
     def chunks(self, indices: np.ndarray | None = None, chunk_size: int | None = None) -> Iterator[torch.Tensor]:
         """Index tensors of at most ``chunk_size`` into the data (all points if ``indices`` is None)."""
@@ -159,27 +207,42 @@ class Objective:
     # ------------------------------------------------------------------ gradients
     def per_sample_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """∇ℓ(x_i, y_i) for a batch of inputs (c, ...) -> (c, p), by ``vmap(grad)`` (no regulariser term)."""
-        x = x.to(self.device, self.dtype)
-        y = y.to(self.device).long()
+        x, y = self._prepare(x), y.to(self.device).long()
         return vmap(grad(self._single_loss), in_dims=(None, 0, 0))(self.theta, x, y)
+
+    def query_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """∇f(x_t, y_t) of the task's measurement (the test loss by default) for a batch (c, ...) -> (c, p)."""
+        if self.task.measurement == "loss":
+            return self.per_sample_grads(x, y)
+        x, y = self._prepare(x), y.to(self.device).long()
+        return vmap(grad(self._single_measurement), in_dims=(None, 0, 0))(self.theta, x, y)
+
+    def query_gradients(self, X: object, y: object) -> torch.Tensor:
+        """:meth:`query_grads` of arbitrary points (k, ...) (arrays or tensors), ``chunk_size`` at a time -> (k, p)."""
+        X = torch.as_tensor(X if isinstance(X, torch.Tensor) else np.asarray(X))
+        y = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y))
+        if len(X) != len(y) or len(X) == 0:
+            raise ValueError(f"X and y must be non-empty with the same length, got {len(X)} and {len(y)}")
+        return torch.cat([self.query_grads(X[i:i + self.chunk_size], y[i:i + self.chunk_size])
+                          for i in range(0, len(X), self.chunk_size)])
 
     def train_grads(self, indices: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (index chunk, per-sample gradients (c, p)) over the training points."""
         for idx in self.chunks(indices):
-            yield idx, self.per_sample_grads(self.X[idx], self.y[idx])
+            yield idx, self.per_sample_grads(*self.batch(idx))
 
     def grad_sum(self, indices: np.ndarray | None = None) -> torch.Tensor:
         """Σ_{i∈indices} ∇ℓ_i (p,), by one backward pass per chunk (no per-sample gradients needed)."""
         total = torch.zeros_like(self.theta)
         for idx in self.chunks(indices):
-            total += grad(lambda th: self.losses(th, self.X[idx], self.y[idx]).sum())(self.theta)
+            x, y = self.batch(idx)
+            total += grad(lambda th: self.losses(th, x, y).sum())(self.theta)
         return total
 
     def grad_dot(self, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """∇ℓ(x_i, y_i)ᵀ v_k for a batch (c, ...) and vectors V (k, p) -> (c, k), by forward-mode ``jvp``:
         one forward pass with k tangents, never forming the (c, p) per-sample gradients."""
-        x = x.to(self.device, self.dtype)
-        y = y.to(self.device).long()
+        x, y = self._prepare(x), y.to(self.device).long()
 
         def directional(v: torch.Tensor) -> torch.Tensor:
             return jvp(lambda th: self.losses(th, x, y), (self.theta,), (v,))[1]
@@ -196,10 +259,12 @@ class Objective:
         reusing the maps across solver iterations skips the forward/gradient recomputation."""
         if mode not in CURVATURE_MODES:
             raise ValueError(f"unknown curvature mode {mode!r}; choose one of {list(CURVATURE_MODES)}")
+        if mode == "gauss_newton":
+            self.task.require_gauss_newton()
         maps: list[Operator] = []
         for start, chunk in zip(range(0, len(idx), self.chunk_size), self.chunks(idx)):
             wc = w[start:start + len(chunk)]
-            x, y = self.X[chunk], self.y[chunk]
+            x, y = self.batch(chunk)
             if mode == "hessian":
                 def weighted_loss(th: torch.Tensor, x=x, y=y, wc=wc) -> torch.Tensor:
                     return (self.losses(th, x, y) * wc).sum()
@@ -248,6 +313,8 @@ class Objective:
             return lambda V: self._apply(maps, V)
         if mode not in CURVATURE_MODES:
             raise ValueError(f"unknown curvature mode {mode!r}; choose one of {list(CURVATURE_MODES)}")
+        if mode == "gauss_newton":
+            self.task.require_gauss_newton()
         return lambda V: self._apply(self._chunk_maps(idx, w, mode), V)
 
     def hessian(self, indices: object | None = None, weights: object | None = None, mode: str = "hessian",
@@ -269,11 +336,13 @@ class Objective:
                            unweighted: bool = False) -> tuple[np.ndarray, torch.Tensor]:
         """(validated indices (m,), M (m, C−1, C)) with M_i = √w_i Λ_i^{1/2} Q_iᵀ, so M_iᵀM_i = w_i A_i and
         U_i = M_i J_i. Weights are normalised to sum 1 (uniform 1/m if None); ``unweighted=True`` uses w_i = 1."""
+        self.task.require_gauss_newton()
         idx = self.subset(indices)
         w = torch.ones(len(idx), device=self.device, dtype=torch.float64) if unweighted else \
             self._weights(idx, weights).double()
         with torch.no_grad():
-            prob = torch.cat([torch.softmax(self.logits(self.theta, self.X[c]), dim=-1) for c in self.chunks(idx)])
+            prob = torch.cat([torch.softmax(self.logits(self.theta, self.batch(c)[0]), dim=-1)
+                              for c in self.chunks(idx)])
         prob = prob.double()
         A = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]           # (m, C, C)
         lam, Q = torch.linalg.eigh(A)                                               # ascending; lam[:, 0] ≈ 0
@@ -296,7 +365,7 @@ class Objective:
         jac = vmap(jacrev(single_logits), in_dims=(None, 0))
         out = []
         for start, c in zip(range(0, len(idx), chunk), self.chunks(idx, chunk)):
-            J = jac(self.theta, self.X[c])                                          # (c, C, p)
+            J = jac(self.theta, self.batch(c)[0])                                        # (c, C, p)
             out.append(torch.bmm(M[start:start + len(c)], J).reshape(-1, p))       # (c·(C−1), p)
         return torch.cat(out)
 
@@ -337,7 +406,7 @@ class GaussNewtonFactors:
             obj = self.objective
             self._maps = []
             for chunk in obj.chunks(self.indices):
-                def logits(th: torch.Tensor, x=obj.X[chunk]) -> torch.Tensor:
+                def logits(th: torch.Tensor, x=obj.batch(chunk)[0]) -> torch.Tensor:
                     return obj.logits(th, x)
 
                 _, pullback = vjp(logits, obj.theta)

@@ -543,7 +543,7 @@ def markdown(result: StudyResult) -> str:
              f"reference: {ref['solver']} solve on all {ctx['n_train']} points"
              + (f" (CG {ref['iterations']} iterations, final residual {ref.get('final_residual'):.2g}, "
                 f"converged={ref['converged']})" if ref["solver"] == "cg" else "") + ". "
-             f"Mean ± std across seeds; seed agreement = mean pairwise Spearman between seeds.", "",
+             "Mean ± std across seeds; seed agreement = mean pairwise Spearman between seeds.", "",
              "| sampler | m | Spearman | iHVP rel. error | top-k helpful | top-k harmful | seed agreement | "
              "sampler s | solve s | peak MB | failed |",
              "|---|---:|---|---|---|---|---:|---:|---:|---:|---:|"]

@@ -32,13 +32,16 @@ from torch import nn
 
 from .curvature import CURVATURE_MODES, Objective, as_index_array
 from .data import Dataset
-from .solvers import SOLVERS, ExactInverse, LowRankInverse, SolveResult, solve_cg, solve_lissa
+from .solver_registry import (LOW_RANK_MAX_BYTES, FittedInverse, IterativeFit,  # noqa: F401 - re-exported
+                              available_solvers, fit_inverse)
+from .solvers import SolveResult
+from .sources import as_source
+from .task import Task, resolve_weight_decay
 
 __all__ = ["InfluenceCalculator", "InfluenceConfig", "influence_scores", "top_influences", "NotFittedError"]
 
 Progress = Callable[[float, str], None]
 
-LOW_RANK_MAX_BYTES = 2 * 1024**3   # memory allowed for the dense Gauss-Newton factor U_S (r, p) while fitting
 SCORE_MEMORY_BYTES = 256 * 1024**2  # tangent activations of one scoring block when the train chunk is automatic
 MAX_SCORE_CHUNK = 16_384
 
@@ -64,8 +67,8 @@ class InfluenceConfig:
     solver_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.solver not in SOLVERS:
-            raise ValueError(f"unknown solver {self.solver!r}; choose one of {list(SOLVERS)}")
+        if self.solver not in available_solvers():
+            raise ValueError(f"unknown solver {self.solver!r}; choose one of {available_solvers()}")
         if self.curvature not in CURVATURE_MODES:
             raise ValueError(f"unknown curvature {self.curvature!r}; choose one of {list(CURVATURE_MODES)}")
         if not np.isfinite(self.damping) or self.damping < 0:
@@ -81,28 +84,37 @@ class InfluenceConfig:
 class InfluenceCalculator:
     """Influence functions for a trained classifier on its training data (X_train, y_train).
 
-    ``weight_decay`` defaults to ``model.weight_decay`` (set by :func:`influence_core.train_model`), else 0: it must
-    be the wd of the objective the model was trained on. ``chunk_size`` bounds memory (samples per vectorised chunk
+    ``X_train``/``y_train``: arrays or tensors, or a data source, map-style ``torch.utils.data.Dataset`` or
+    ``DataLoader`` as ``X_train`` with ``y_train=None`` (:mod:`influence_core.sources`; read chunk by chunk).
+    ``weight_decay`` defaults to ``model.weight_decay`` (set by :func:`influence_core.train_model`); a model that
+    records none gets 0 with a :class:`~influence_core.task.WeightDecayWarning`: it must be the wd of the objective
+    the model was trained on. ``task`` (or the shortcuts ``output_fn``, ``loss_fn``, ``measurement``): how logits,
+    the training loss and the query measurement are obtained (:class:`~influence_core.task.Task`; default softmax
+    cross-entropy, test loss). ``params``: the parameters influence is computed over (None = all with
+    ``requires_grad``; names, modules or ``"last_layer"``); the model itself is never modified.
+    ``chunk_size`` bounds memory (samples per vectorised chunk
     of per-sample gradients and HVPs) and does not change the results beyond floating-point rounding.
     ``score_chunk_size``: training points per forward-mode scoring block (None = automatic: as many as keep
     k tangents × the model's activations within ``SCORE_MEMORY_BYTES``, k = test points per block, so small models
     are scored in one block; at least ``chunk_size``, at most ``MAX_SCORE_CHUNK``).
     """
 
-    def __init__(self, model: nn.Module, X_train: Any, y_train: Any, *, weight_decay: float | None = None,
-                 chunk_size: int = 256, score_chunk_size: int | None = None):
-        if weight_decay is None:
-            weight_decay = float(getattr(model, "weight_decay", 0.0))
+    def __init__(self, model: nn.Module, X_train: Any, y_train: Any = None, *, weight_decay: float | None = None,
+                 chunk_size: int = 256, score_chunk_size: int | None = None, task: Task | None = None,
+                 params: Any = None, output_fn: Callable[[Any], torch.Tensor] | None = None,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 measurement: Any = None):
+        task = make_task(task, output_fn, loss_fn, measurement)
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        weight_decay = resolve_weight_decay(model, weight_decay)
         if score_chunk_size is not None and (isinstance(score_chunk_size, bool) or int(score_chunk_size) < 1):
             raise ValueError(f"score_chunk_size must be a positive integer or None, got {score_chunk_size!r}")
-        self.objective = Objective(model, X_train, y_train, weight_decay, chunk_size)
+        self.objective = Objective(model, X_train, y_train, weight_decay, chunk_size, task=task, params=params)
         self.score_chunk_size = None if score_chunk_size is None else int(score_chunk_size)
         self._activations_per_point: int | None = None
         self.config: InfluenceConfig | None = None
-        self._exact: ExactInverse | LowRankInverse | None = None
-        self._lissa_lambda_max: float | None = None
-        self.fit_info: dict[str, Any] = {}
-        self._operator: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.inverse: FittedInverse | None = None
         self.last_solve: SolveResult | None = None
         self.last_scoring: Any = None  # a scoring.ScoringReport after scores()
         self.fit_seconds = 0.0
@@ -120,53 +132,29 @@ class InfluenceCalculator:
         ``hessian_indices`` may be an index array or a :class:`~influence_core.samplers.HessianSample` (its weights
         are used unless ``hessian_weights`` is given).
         """
-        if hessian_weights is None and getattr(hessian_indices, "weights", None) is not None:
-            hessian_weights = hessian_indices.weights  # a HessianSample carries its importance weights
-        idx = None if hessian_indices is None else as_index_array(np.asarray(hessian_indices), self.n,
-                                                                   "hessian_indices")
-        w = None if hessian_weights is None else np.asarray(hessian_weights, dtype=np.float64)
+        idx, w = hessian_arrays(hessian_indices, hessian_weights)
+        idx = None if idx is None else as_index_array(idx, self.n, "hessian_indices")
         config = InfluenceConfig(None if idx is None else tuple(int(i) for i in idx),
                                  None if w is None else tuple(float(v) for v in w),
                                  solver, float(damping), curvature, dict(solver_options))
         start = time.perf_counter()
-        self._operator = self.objective.operator(idx, w, curvature)
-        self._exact = None
-        self._lissa_lambda_max = None
-        self.fit_info = {}
-        if solver == "exact":
-            if solver_options:
-                raise ValueError(f"solver 'exact' takes no options, got {sorted(solver_options)}")
-            self._exact = self._fit_exact(idx, w, curvature, float(damping))
-            self.fit_info = {"inverse": "lu" if isinstance(self._exact, ExactInverse) else "low_rank"}
-            if isinstance(self._exact, LowRankInverse):
-                self.fit_info["rank"] = self._exact.rank
-        self.config = config
+        self.inverse = None
+        self.config = None
+        inverse = fit_inverse(self.objective, idx, w, solver=solver, damping=float(damping), curvature=curvature,
+                              **solver_options)
+        self.inverse, self.config = inverse, config
         self.fit_seconds = time.perf_counter() - start
         return self
 
-    def _fit_exact(self, idx: np.ndarray | None, w: np.ndarray | None, curvature: str,
-                   damping: float) -> ExactInverse | LowRankInverse:
-        """LowRankInverse for Gauss-Newton with r = m(C−1) < p, else the LU of the dense (p, p) matrix."""
-        obj = self.objective
-        p = obj.n_params
-        if curvature == "gauss_newton":
-            m = obj.n if idx is None else len(idx)
-            r = m * (obj.n_classes - 1)
-            if r < p:
-                itemsize = torch.finfo(obj.dtype).bits // 8
-                need = (r * p + r * r) * itemsize
-                if need > LOW_RANK_MAX_BYTES:
-                    m_max = int(LOW_RANK_MAX_BYTES // (itemsize * (r // m) * (p + r)))
-                    raise ValueError(
-                        f"the exact Gauss-Newton solve on {m} points would need {need / 1e9:.1f} GB for its "
-                        f"{r} x {p} factor (limit {LOW_RANK_MAX_BYTES / 1e9:.1f} GB); use solver='cg' "
-                        f"(matrix-free) or a Hessian sample of at most about {m_max} points")
-                if obj.weight_decay + damping <= 0:
-                    raise ValueError(f"the Gauss-Newton matrix on {m} points has rank <= {r} < p = {p}, so it is "
-                                     "singular without a shift: pass damping > 0 (e.g. 0.01)")
-                return LowRankInverse(obj.gauss_newton_operator(idx, w), obj.weight_decay + damping,
-                                      damping=damping)
-        return ExactInverse(obj.hessian(idx, w, curvature), damping)
+    @property
+    def fit_info(self) -> dict[str, Any]:
+        """What the fit chose (e.g. ``{"inverse": "low_rank", "rank": r}`` for an exact Gauss-Newton solve)."""
+        return {} if self.inverse is None else dict(self.inverse.info)
+
+    @property
+    def _lissa_lambda_max(self) -> float | None:
+        """λ_max found by LiSSA's power iteration in this fit (None before the first solve)."""
+        return self.inverse.lambda_max if isinstance(self.inverse, IterativeFit) else None
 
     def _require_fit(self) -> InfluenceConfig:
         if self.config is None:
@@ -175,35 +163,17 @@ class InfluenceCalculator:
 
     def ihvp(self, B: torch.Tensor) -> SolveResult:
         """(H_S + δI)⁻¹ b for each row of B (k, p); the result is also kept in ``last_solve``."""
-        cfg = self._require_fit()
-        B = B.to(self.objective.device, self.objective.dtype)
-        if cfg.solver == "exact":
-            result = self._exact.solve(B)
-        elif cfg.solver == "cg":
-            result = solve_cg(self._operator, B, cfg.damping, **cfg.solver_options)
-        else:
-            options = dict(cfg.solver_options)
-            if options.get("scale") is None and self._lissa_lambda_max is not None:
-                options["scale"] = 1.1 * (self._lissa_lambda_max + cfg.damping)  # the automatic scale, cached
-            result = solve_lissa(self._operator, B, cfg.damping, **options)
-            if result.info.get("lambda_max") is not None:
-                self._lissa_lambda_max = result.info["lambda_max"]
-            elif cfg.solver_options.get("scale") is None:
-                result.info["lambda_max"] = self._lissa_lambda_max
+        self._require_fit()
+        result = self.inverse.solve(B)
         self.last_solve = result
         return result
 
     def gradients(self, X: Any, y: Any) -> torch.Tensor:
-        """Per-sample loss gradients (k, p) of arbitrary points (e.g. test points), in chunks."""
-        obj = self.objective
-        X = torch.as_tensor(X if isinstance(X, torch.Tensor) else np.asarray(X))
-        y = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y))
-        if len(X) != len(y) or len(X) == 0:
-            raise ValueError(f"X and y must be non-empty with the same length, got {len(X)} and {len(y)}")
-        return torch.cat([obj.per_sample_grads(X[i:i + obj.chunk_size], y[i:i + obj.chunk_size])
-                          for i in range(0, len(X), obj.chunk_size)])
+        """Per-sample gradients (k, p) of the task's measurement (the loss by default) at arbitrary points (e.g.
+        test points), in chunks."""
+        return self.objective.query_gradients(X, y)
 
-    def scores(self, X_test: Any, y_test: Any, train_indices: Any | None = None,
+    def scores(self, X_test: Any, y_test: Any = None, train_indices: Any | None = None,
                progress: Progress | None = None, *, test_chunk_size: int | None = None,
                train_chunk_size: int | None = None, executor: Any = None, out: Any = None,
                resume: bool = True) -> np.ndarray:
@@ -220,6 +190,9 @@ class InfluenceCalculator:
         self._require_fit()
         from .scoring import score_grid
 
+        if y_test is None and X_test is not None:  # a data source / Dataset / DataLoader of test points
+            source = as_source(X_test)
+            X_test, y_test = source.fetch(np.arange(len(source)))
         return score_grid(self, X_test, y_test, train_indices=train_indices, test_chunk_size=test_chunk_size,
                           train_chunk_size=self._train_chunk(train_chunk_size, _rows(X_test), test_chunk_size),
                           executor=executor, out=out, resume=resume,
@@ -236,14 +209,14 @@ class InfluenceCalculator:
 
         obj = self.objective
         if self._activations_per_point is None:
-            self._activations_per_point = _activations_per_point(obj.model, obj.X[:1])
+            self._activations_per_point = _activations_per_point(obj, obj.batch(np.arange(1))[0])
         try:
             k_block = max(1, min(int(k), DEFAULT_TEST_CHUNK_SIZE if test_chunk_size is None else int(test_chunk_size)))
         except (TypeError, ValueError):
             return None  # score_grid reports the bad test_chunk_size
 
         itemsize = torch.finfo(obj.dtype).bits // 8
-        per_point = (4 * k_block * self._activations_per_point + obj.X[0].numel()) * itemsize
+        per_point = (4 * k_block * self._activations_per_point + obj.batch(np.arange(1))[0].numel()) * itemsize
         return int(min(MAX_SCORE_CHUNK, max(obj.chunk_size, SCORE_MEMORY_BYTES // per_point)))
 
     def scores_from_ihvp(self, S: torch.Tensor, train_indices: Any | None = None,
@@ -278,8 +251,9 @@ def _rows(X: Any) -> int:
         return 1
 
 
-def _activations_per_point(model: nn.Module, x: torch.Tensor) -> int:
+def _activations_per_point(obj: Objective, x: torch.Tensor) -> int:
     """Numbers output by all leaf modules for one input (1, ...): what a forward-mode tangent carries per point."""
+    model = obj.model
     total = [0]
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -289,7 +263,7 @@ def _activations_per_point(model: nn.Module, x: torch.Tensor) -> int:
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
         with torch.no_grad():
-            model(x)
+            obj.logits(obj.theta, x)
     finally:
         for h in handles:
             h.remove()
@@ -315,6 +289,32 @@ def top_influences(scores: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
             "harmful": harmful, "harmful_scores": scores[harmful]}
 
 
+def make_task(task: Task | None = None, output_fn: Any = None, loss_fn: Any = None, measurement: Any = None) -> Task:
+    """A :class:`Task` from ``task`` or from the shortcuts (not both)."""
+    shortcuts = {k: v for k, v in (("output", output_fn), ("loss", loss_fn), ("measurement", measurement))
+                 if v is not None}
+    if task is not None and shortcuts:
+        raise ValueError(f"pass either task= or {sorted(shortcuts)} (the Task's fields), not both")
+    return task if task is not None else Task(**shortcuts)
+
+
+def hessian_arrays(hessian_indices: Any, hessian_weights: Any = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(indices, weights) of a Hessian sample given as a :class:`~influence_core.samplers.HessianSample` (its
+    weights are used unless ``hessian_weights`` is given) or as an index array (with optional weights)."""
+    if hessian_indices is None:
+        if hessian_weights is not None:
+            raise ValueError("hessian_weights need hessian_indices (the points they weight)")
+        return None, None
+    sample_indices = getattr(hessian_indices, "indices", None)
+    if isinstance(sample_indices, np.ndarray) and hasattr(hessian_indices, "weights"):  # a HessianSample
+        if hessian_weights is None:
+            hessian_weights = hessian_indices.weights  # it carries its importance weights
+        hessian_indices = sample_indices
+    idx = np.asarray(hessian_indices)
+    w = None if hessian_weights is None else np.asarray(hessian_weights, dtype=np.float64)
+    return idx, w
+
+
 def _split_data(dataset: Any) -> tuple[Any, Any, Any, Any]:
     if isinstance(dataset, Dataset):
         return dataset.X_train, dataset.y_train, dataset.X_test, dataset.y_test
@@ -327,22 +327,35 @@ def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_
                      solver: str = "exact", damping: float = 0.0, *, hessian_weights: Any | None = None,
                      curvature: str = "hessian", weight_decay: float | None = None, chunk_size: int = 256,
                      train_indices: Any | None = None, test_chunk_size: int | None = None, executor: Any = None,
-                     out: Any = None, progress: Progress | None = None, **solver_options: Any) -> np.ndarray:
+                     out: Any = None, progress: Progress | None = None, task: Task | None = None,
+                     params: Any = None, output_fn: Any = None, loss_fn: Any = None, measurement: Any = None,
+                     **solver_options: Any) -> np.ndarray:
     """Influence of every training point (or ``train_indices``) on the test points ``test_indices``.
 
     ``dataset``: a :class:`Dataset` or a tuple (X_train, y_train, X_test, y_test) of arrays/tensors for your own
-    model. ``hessian_indices``: the Hessian sample (None = the full training set; an index array or a
+    model; X_train (or X_test) may also be a data source, ``torch.utils.data.Dataset`` or ``DataLoader`` with
+    y_train (y_test) None. ``task``/``output_fn``/``loss_fn``/``measurement`` and ``params``: see
+    :class:`InfluenceCalculator`. ``hessian_indices``: the Hessian sample (None = the full training set; an index
+    array or a
     ``HessianSample``). Returns score (len(test_indices), n_train) with the convention of this module.
     ``chunk_size``/``test_chunk_size`` bound memory, ``executor`` picks where blocks run and ``out`` writes the
     matrix to a resumable ``.npy`` file (see :meth:`InfluenceCalculator.scores`).
     """
     X_train, y_train, X_test, y_test = _split_data(dataset)
-    test_idx = as_index_array(test_indices if np.ndim(test_indices) else [test_indices], len(y_test),
-                              "test_indices")
-    calc = InfluenceCalculator(model, X_train, y_train, weight_decay=weight_decay, chunk_size=chunk_size)
+    test_source = None if y_test is not None else as_source(X_test)
+    test_idx = as_index_array(test_indices if np.ndim(test_indices) else [test_indices],
+                              len(y_test) if test_source is None else len(test_source), "test_indices")
+    calc = InfluenceCalculator(model, X_train, y_train, weight_decay=weight_decay, chunk_size=chunk_size,
+                               task=task, params=params, output_fn=output_fn, loss_fn=loss_fn,
+                               measurement=measurement)
     calc.fit(hessian_indices, hessian_weights, solver=solver, damping=damping, curvature=curvature,
              **solver_options)
-    X_test = X_test[torch.as_tensor(test_idx)] if isinstance(X_test, torch.Tensor) else np.asarray(X_test)[test_idx]
-    y_test = y_test[torch.as_tensor(test_idx)] if isinstance(y_test, torch.Tensor) else np.asarray(y_test)[test_idx]
+    if test_source is not None:
+        X_test, y_test = test_source.fetch(test_idx)
+    else:
+        X_test = X_test[torch.as_tensor(test_idx)] if isinstance(X_test, torch.Tensor) else \
+            np.asarray(X_test)[test_idx]
+        y_test = y_test[torch.as_tensor(test_idx)] if isinstance(y_test, torch.Tensor) else \
+            np.asarray(y_test)[test_idx]
     return calc.scores(X_test, y_test, train_indices, progress, test_chunk_size=test_chunk_size,
                        executor=executor, out=out)

@@ -4,11 +4,14 @@ layer (n, k) that the ``feature`` sampler clusters; ``forward(x) = head(features
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+from .sources import as_source
+from .task import check_parameters, default_output, eval_mode
 
 __all__ = ["Classifier", "LogisticRegression", "MLP", "SmallCNN", "ARCHITECTURES", "build_model"]
 
@@ -102,32 +105,46 @@ def build_model(arch: str, n_features: int, n_classes: int, image_shape: tuple[i
 
 
 def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Device and floating dtype of the model's parameters (inputs are moved there; CPU and GPU both work)."""
-    p = next(model.parameters(), None)
-    if p is None:
-        raise ValueError("the model has no parameters")
-    return p.device, p.dtype
+    """Device and floating dtype of the model's parameters (inputs are moved there; CPU and GPU both work).
+    Parameters of mixed dtypes or devices: a ValueError that says how to fix it."""
+    return check_parameters(model, [k for k, _ in model.named_parameters()])
+
+
+def _input_batches(X: Any, batch_size: int, device: torch.device, dtype: torch.dtype) -> Any:
+    """Chunks of the inputs X (array, tensor on any device, or a data source / Dataset / DataLoader) on ``device``;
+    floating inputs in ``dtype``, integer inputs (token ids) untouched."""
+    if isinstance(X, (np.ndarray, torch.Tensor, list, tuple)):
+        X = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X))
+        chunks = (X[i:i + batch_size] for i in range(0, len(X), batch_size))
+    else:
+        source = as_source(X)
+        chunks = (source.fetch(np.arange(i, min(i + batch_size, len(source))))[0]
+                  for i in range(0, len(source), batch_size))
+    for x in chunks:
+        yield x.to(device, dtype) if x.is_floating_point() else x.to(device)
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, X: Any, batch_size: int = 1024) -> np.ndarray:
-    """Logits (n, C) as a float64 numpy array, computed in batches in eval mode."""
+def predict_logits(model: nn.Module, X: Any, batch_size: int = 1024, *,
+                   output_fn: Callable[[Any], torch.Tensor] | None = None) -> np.ndarray:
+    """Logits (n, C) as a float64 numpy array, computed in batches in eval mode (the model's mode is restored).
+    ``X``: arrays, tensors (any device) or a data source; ``output_fn`` extracts the logits from the model's output
+    (default :func:`~influence_core.task.default_output`)."""
     device, dtype = model_device_dtype(model)
-    X = torch.as_tensor(np.asarray(X))
-    out = [model(X[i:i + batch_size].to(device=device, dtype=dtype)).double().cpu()
-           for i in range(0, len(X), batch_size)]
+    output = output_fn or default_output
+    with eval_mode(model):
+        out = [output(model(x)).double().cpu() for x in _input_batches(X, batch_size, device, dtype)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
 @torch.no_grad()
 def penultimate_features(model: nn.Module, X: Any, batch_size: int = 1024) -> np.ndarray:
-    """Penultimate-layer features (n, k) as float64, from ``model.features`` (a user model without one: error)."""
-    import numpy as np
-
+    """Penultimate-layer features (n, k) as float64, from ``model.features`` (a user model without one: error),
+    in eval mode (the model's mode is restored)."""
     if not hasattr(model, "features"):
         raise ValueError("the model has no features(x) method (penultimate layer); add one or use a logit sampler")
     device, dtype = model_device_dtype(model)
-    X = torch.as_tensor(np.asarray(X))
-    out = [model.features(X[i:i + batch_size].to(device=device, dtype=dtype)).double().cpu()
-           for i in range(0, len(X), batch_size)]
+    with eval_mode(model):
+        out = [model.features(x).double().cpu().reshape(len(x), -1)
+               for x in _input_batches(X, batch_size, device, dtype)]
     return torch.cat(out).numpy()

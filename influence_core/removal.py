@@ -53,11 +53,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from .curvature import CURVATURE_MODES, Objective
+from .task import resolve_weight_decay
 from .data import Dataset
 from .memory import status_kib as _status_kb
 from .metrics import consistency, forget_retain_f1
 from .samplers import HessianSample, SamplerInputs, available_samplers
-from .solvers import SOLVERS, ExactInverse, SolveResult, SolverNotConvergedWarning, solve_cg, solve_lissa
+from .solver_registry import available_solvers, fit_inverse
+from .solvers import SolveResult, SolverNotConvergedWarning
 from .subsets import sample_hessian_subset, sampler_inputs
 from .training import train_model
 
@@ -242,8 +244,8 @@ def _check_alphas(alphas: Any) -> np.ndarray:
 
 
 def _check_settings(solver: str, curvature: str, damping: float) -> float:
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {list(SOLVERS)}")
+    if solver not in available_solvers():
+        raise ValueError(f"unknown solver {solver!r}; choose one of {available_solvers()}")
     if curvature not in CURVATURE_MODES:
         raise ValueError(f"unknown curvature {curvature!r}; choose one of {list(CURVATURE_MODES)}")
     if damping is None or not math.isfinite(damping) or damping < 0:
@@ -253,17 +255,12 @@ def _check_settings(solver: str, curvature: str, damping: float) -> float:
 
 def _solve(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weights: np.ndarray | None, rhs: torch.Tensor, *,
            weight_decay: float, solver: str, damping: float, curvature: str, chunk_size: int,
-           solver_options: dict[str, Any]) -> SolveResult:
-    """(H_S + δI)⁻¹ rhs with H_S the curvature of the rows (X, y) (weights optional): (1, p) solution."""
-    obj = Objective(model, X, y, weight_decay, chunk_size)
-    op = obj.operator(None, weights, curvature)
-    if solver == "exact":
-        if solver_options:
-            raise ValueError(f"solver 'exact' takes no options, got {sorted(solver_options)}")
-        return ExactInverse(obj.hessian(None, weights, curvature), damping).solve(rhs)
-    if solver == "cg":
-        return solve_cg(op, rhs, damping, **solver_options)
-    return solve_lissa(op, rhs, damping, **solver_options)
+           solver_options: dict[str, Any], params: Any = None) -> SolveResult:
+    """(H_S + δI)⁻¹ rhs with H_S the curvature of the rows (X, y) (weights optional): (1, p) solution, by the
+    solver registry (so ``exact`` takes the low-rank Woodbury path for Gauss-Newton when m(C−1) < p)."""
+    obj = Objective(model, X, y, weight_decay, chunk_size, params=params)
+    return fit_inverse(obj, None, weights, solver=solver, damping=damping, curvature=curvature,
+                       **solver_options).solve(rhs)
 
 
 def retrain_without_class(model: nn.Module, dataset: Dataset, removed_class: int,
@@ -311,14 +308,17 @@ class ClassRemoval:
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset, *, weight_decay: float | None = None,
-                 chunk_size: int = 256):
+                 chunk_size: int = 256, params: Any = None):
         if not isinstance(dataset, Dataset):
             raise TypeError(f"dataset must be an influence_core Dataset, got {type(dataset).__name__}")
         self.model = model
         self.dataset = dataset
-        self.weight_decay = float(getattr(model, "weight_decay", 0.0) if weight_decay is None else weight_decay)
-        self.train_objective = Objective(model, dataset.X_train, dataset.y_train, self.weight_decay, chunk_size)
-        self.test_objective = Objective(model, dataset.X_test, dataset.y_test, self.weight_decay, chunk_size)
+        self.weight_decay = resolve_weight_decay(model, weight_decay)
+        self.train_objective = Objective(model, dataset.X_train, dataset.y_train, self.weight_decay, chunk_size,
+                                         params=params)
+        self.test_objective = Objective(model, dataset.X_test, dataset.y_test, self.weight_decay, chunk_size,
+                                        params=params)
+        self.params = self.train_objective.names  # the parameters θ (and the update Δ) are made of
         self.theta = self.train_objective.theta.clone()
         self.y_test = np.asarray(dataset.y_test)
         self.pred0 = self._predict(self.theta)[0]
@@ -422,8 +422,7 @@ class ClassRemoval:
         sampler_seconds = time.perf_counter() - start
 
         g = self.gradient_sum(c)
-        idx = torch.as_tensor(np.array(sample.indices), device=self.train_objective.device)
-        X_s, y_s = self.train_objective.X[idx], self.train_objective.y[idx]
+        X_s, y_s = self.train_objective.batch(sample.indices)
         batch = int(hessian_batch or len(sample))
         if progress:
             progress(0.2, f"class {c}: solving with {solver} on {len(sample)} points")
@@ -433,7 +432,7 @@ class ClassRemoval:
             warnings.simplefilter("always", SolverNotConvergedWarning)
             result = _solve(self.model, X_s, y_s, sample.weights, g.unsqueeze(0), weight_decay=self.weight_decay,
                             solver=solver, damping=damping, curvature=curvature, chunk_size=batch,
-                            solver_options=solver_options)
+                            solver_options=solver_options, params=self.params)
         solver_seconds = time.perf_counter() - start
         for w in record:
             if issubclass(w.category, SolverNotConvergedWarning):
@@ -469,7 +468,8 @@ class ClassRemoval:
                 progress(0.9, f"class {c}: measuring the solve's peak memory in a fresh process")
             peak = measure_solve_memory(self.model, X_s, y_s, sample.weights, g.unsqueeze(0),
                                         weight_decay=self.weight_decay, solver=solver, damping=damping,
-                                        curvature=curvature, chunk_size=batch, solver_options=solver_options)
+                                        curvature=curvature, chunk_size=batch, solver_options=solver_options,
+                                        params=self.params)
         summary = result.summary()
         summary["trace"] = list(result.trace)
         config = {
@@ -495,7 +495,9 @@ class ClassRemoval:
     def _reference_record(self, c: int, delta: torch.Tensor, best_alpha: float, pred_best: np.ndarray,
                           pred_one: np.ndarray) -> dict[str, Any]:
         ref = self.reference_model(c)
-        theta_ref = _flat_params(ref).to(self.theta.device, self.theta.dtype)
+        named = dict(ref.named_parameters())
+        theta_ref = torch.cat([named[k].detach().reshape(-1) for k in self.params if k in named]) \
+            .to(self.theta.device, self.theta.dtype)
         if theta_ref.shape != self.theta.shape:
             raise ValueError(f"the reference model has {theta_ref.numel()} parameters but the model has "
                              f"{self.theta.numel()}; it must have the same architecture")
@@ -520,7 +522,8 @@ def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sample
                   curvature: str = DEFAULT_CURVATURE, alphas: Any = None, retrain_reference: bool = False, *,
                   reference_model: nn.Module | None = None, measure_memory: bool = False,
                   hessian_batch: int | None = None, progress: Progress | None = None,
-                  sampler_options: dict[str, Any] | None = None, **solver_options: Any) -> RemovalResult:
+                  sampler_options: dict[str, Any] | None = None, params: Any = None,
+                  **solver_options: Any) -> RemovalResult:
     """Remove class ``removed_class`` from a trained ``model`` by the influence update θ + α·Δ (module doc).
 
     Args:
@@ -541,7 +544,7 @@ def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sample
         outside [1, pool size]; :class:`~influence_core.solvers.SolverError` when the solver fails (message says
         what to change).
     """
-    task = ClassRemoval(model, dataset)
+    task = ClassRemoval(model, dataset, params=params)  # params: the parameters updated (None = all trainable)
     if reference_model is not None:
         task.set_reference_model(removed_class, reference_model)
     return task.run(removed_class, sampler, m, seed, solver=solver, damping=damping, curvature=curvature,
@@ -562,7 +565,7 @@ def measure_solve_memory(model: nn.Module, X: torch.Tensor, y: torch.Tensor, wei
                          rhs: torch.Tensor, *, weight_decay: float, solver: str = "lissa",
                          damping: float = DEFAULT_DAMPING, curvature: str = DEFAULT_CURVATURE,
                          chunk_size: int | None = None, solver_options: dict[str, Any] | None = None,
-                         threads: int | None = None, timeout: float = 600.0) -> dict[str, Any]:
+                         threads: int | None = None, timeout: float = 600.0, params: Any = None) -> dict[str, Any]:
     """Peak memory of solving (H_S + δI) x = rhs on the rows (X, y), measured in a fresh Python process.
 
     Returns ``{"peak_kb": memory the solve added at its peak (KiB), "baseline_rss_kb": resident memory before
@@ -575,6 +578,7 @@ def measure_solve_memory(model: nn.Module, X: torch.Tensor, y: torch.Tensor, wei
         "weight_decay": float(weight_decay), "solver": solver, "damping": float(damping), "curvature": curvature,
         "chunk_size": int(chunk_size or len(y)), "solver_options": dict(solver_options or {}),
         "threads": int(threads or torch.get_num_threads()),
+        "params": None if params is None else list(params),
     }
     root = str(Path(__file__).resolve().parent.parent)
     env = dict(os.environ)
@@ -602,9 +606,10 @@ def _memory_worker(path: str) -> None:
     X, y, rhs, weights = payload["X"], payload["y"], payload["rhs"], payload["weights"]
     options = dict(payload["solver_options"])
     kwargs = dict(weight_decay=payload["weight_decay"], solver=payload["solver"], damping=payload["damping"],
-                  curvature=payload["curvature"], chunk_size=payload["chunk_size"])
+                  curvature=payload["curvature"], chunk_size=payload["chunk_size"], params=payload.get("params"))
     # warm-up: one product on one point loads kernels and torch.func machinery (a fixed cost, not the solve's)
-    Objective(model, X[:1], y[:1], payload["weight_decay"], 1).operator(None, None, payload["curvature"])(rhs)
+    Objective(model, X[:1], y[:1], payload["weight_decay"], 1, params=payload.get("params")).operator(
+        None, None, payload["curvature"])(rhs)
     cuda = rhs.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()

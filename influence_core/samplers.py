@@ -45,6 +45,7 @@ __all__ = [
     "SAMPLERS",
     "register_sampler",
     "available_samplers",
+    "sampler_needs",
     "draw_sample",
     "softmax",
     "log_softmax",
@@ -173,7 +174,14 @@ class HessianSample:
         return int(self.indices.shape[0])
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        """The (m,) indices, so ``np.asarray(sample)`` works (read-only unless a copy is made)."""
+        """The (m,) indices, so ``np.asarray(sample)`` works (read-only unless a copy is made). A weighted sample
+        warns: the array has no weights; pass the sample itself (or ``hessian_weights=sample.weights``)."""
+        if self.weights is not None:
+            import warnings
+
+            warnings.warn(f"np.asarray() of a weighted HessianSample ({self.sampler!r}) keeps only its indices and "
+                          "drops the importance weights; pass the HessianSample itself as hessian_indices (or "
+                          "sample.indices with hessian_weights=sample.weights)", UserWarning, stacklevel=2)
         if dtype is None or np.dtype(dtype) == self.indices.dtype:
             return self.indices.copy() if copy else self.indices
         if copy is False:
@@ -220,11 +228,14 @@ def _to_builtin(value: Any) -> Any:
 
 SamplerFn = Callable[..., "tuple[np.ndarray, np.ndarray | None]"]
 SAMPLERS: dict[str, SamplerFn] = {}
+SAMPLER_NEEDS: dict[str, frozenset[str]] = {}
+"""What each sampler reads from :class:`SamplerInputs` besides labels: ``"logits"`` and/or ``"features"``."""
 _FIXED_PARAMS = ("inputs", "pool", "m", "rng")
 
 
-def register_sampler(name: str) -> Callable[[SamplerFn], SamplerFn]:
+def register_sampler(name: str, *, needs: tuple[str, ...] = ("logits",)) -> Callable[[SamplerFn], SamplerFn]:
     """Decorator registering ``fn(inputs, pool, m, rng, **options) -> (indices, weights | None)`` under ``name``.
+    ``needs``: what it reads besides labels (``"logits"``, ``"features"``), so callers compute only that.
 
     Raises ValueError if the name is empty or already taken (remove ``SAMPLERS[name]`` first to replace one).
     """
@@ -240,10 +251,21 @@ def register_sampler(name: str) -> Callable[[SamplerFn], SamplerFn]:
         if len(positional) < 4:
             raise ValueError(f"sampler {name!r} must accept (inputs, pool, m, rng, **options); its signature is "
                              f"{inspect.signature(fn)}.")
+        unknown = set(needs) - {"logits", "features"}
+        if unknown:
+            raise ValueError(f"sampler {name!r}: needs= may list 'logits' and 'features', got {sorted(unknown)}.")
         SAMPLERS[name] = fn
+        SAMPLER_NEEDS[name] = frozenset(needs)
         return fn
 
     return decorator
+
+
+def sampler_needs(name: str) -> frozenset[str]:
+    """What the sampler ``name`` reads besides labels (see :func:`register_sampler`)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(available_samplers())}.")
+    return SAMPLER_NEEDS.get(name, frozenset({"logits", "features"}))
 
 
 def available_samplers() -> list[str]:
@@ -536,13 +558,13 @@ def _cluster_sample(X: np.ndarray, inputs: SamplerInputs, pool: np.ndarray, m: i
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@register_sampler("random")
+@register_sampler("random", needs=())
 def random_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator):
     """Uniform without replacement: every m-subset of the pool is equally likely (the paper's baseline)."""
     return rng.choice(pool, size=m, replace=False), None
 
 
-@register_sampler("feature")
+@register_sampler("feature", needs=("features",))
 def feature_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
                     pick: str = "nearest", stratify_by_class: bool = False):
     """Feature-based: k-means (k = m) on L2-normalised penultimate features of the pool, one point per cluster.

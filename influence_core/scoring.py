@@ -73,77 +73,48 @@ def manifest_path(out: str | os.PathLike) -> Path:
 
 # ---------------------------------------------------------------------------------------------------- the problem
 class ScoringProblem:
-    """Everything a worker needs to compute blocks, picklable.
+    """Everything a worker needs to compute blocks, picklable: the objective (model and training data source), the
+    fitted inverse (:class:`~influence_core.solver_registry.FittedInverse`: the explicit inverse or Woodbury factors
+    of ``exact``, the sample of an iterative solver), the test points or precomputed iHVPs, the training columns.
 
-    In this process it wraps the caller's fitted calculator (no copies). Pickled (Dask scatter), it carries the
-    model object, the training arrays, the weight decay and chunk size, the fitted configuration and, for the exact
-    solver, the LU factors, so a worker rebuilds the calculator without re-forming the Hessian. The rebuilt
-    calculator is cached on the worker's copy; a lock serialises tasks on it (``torch.func.functional_call`` swaps
-    the module's parameters while it runs, so two threads must not share a model).
+    In this process it holds the caller's objects (no copies). Pickled (Dask scatter), the workers receive them once
+    and never re-form the Hessian. A lock serialises tasks on one copy (``torch.func.functional_call`` swaps the
+    module's parameters while it runs, so two threads must not share a model).
     """
 
     def __init__(self, calc: "InfluenceCalculator", X_test: torch.Tensor | None, y_test: torch.Tensor | None,
                  ihvps: torch.Tensor | None, train_idx: np.ndarray):
-        self._calc = calc
-        self._state: dict[str, Any] | None = None
+        self.objective, self.inverse = calc.objective, calc.inverse
         self.X_test, self.y_test, self.ihvps = X_test, y_test, ihvps
         self.train_idx = train_idx
         self.n = calc.n
+        self.damping = calc.config.damping if calc.config is not None else 0.0
         self.lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        if getattr(self, "_state", None) is not None:  # a worker's copy being passed on (Dask replication)
-            return self._state
-        calc = self._calc
-        obj = calc.objective
-        return {"model": obj.model, "X": obj.X.cpu(), "y": obj.y.cpu(), "weight_decay": obj.weight_decay,
-                "chunk_size": obj.chunk_size, "config": calc.config, "exact": calc._exact,
-                "X_test": self.X_test, "y_test": self.y_test, "ihvps": self.ihvps, "train_idx": self.train_idx,
-                "n": self.n}
+        return {k: v for k, v in self.__dict__.items() if k != "lock"}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._calc = None
-        self._state = state
-        self.X_test, self.y_test, self.ihvps = state["X_test"], state["y_test"], state["ihvps"]
-        self.train_idx, self.n = state["train_idx"], state["n"]
+        self.__dict__.update(state)
         self.lock = threading.Lock()
-
-    def calculator(self) -> "InfluenceCalculator":
-        if self._calc is None:
-            from .influence import InfluenceCalculator
-
-            st = self._state
-            calc = InfluenceCalculator(st["model"], st["X"], st["y"], weight_decay=st["weight_decay"],
-                                       chunk_size=st["chunk_size"])
-            cfg = st["config"]
-            if cfg is not None:  # None: scoring precomputed iHVPs of an unfitted calculator
-                idx = None if cfg.hessian_indices is None else np.asarray(cfg.hessian_indices, dtype=np.int64)
-                w = None if cfg.hessian_weights is None else np.asarray(cfg.hessian_weights, dtype=np.float64)
-                calc._operator = calc.objective.operator(idx, w, cfg.curvature)
-                calc._exact = st["exact"]
-                calc.config = cfg
-            self._calc = calc
-        return self._calc
 
 
 def _ihvp_task(problem: ScoringProblem, t0: int, t1: int) -> SolveResult:
     """iHVPs of test points t0..t1 (or the caller's precomputed rows)."""
     with problem.lock:
-        calc = problem.calculator()
         if problem.ihvps is not None:
-            S = problem.ihvps[t0:t1]
-            return SolveResult(S, "given", 0, True, calc.config.damping if calc.config else 0.0)
-        return calc.ihvp(calc.gradients(problem.X_test[t0:t1], problem.y_test[t0:t1]))
+            return SolveResult(problem.ihvps[t0:t1], "given", 0, True, problem.damping)
+        G = problem.objective.query_gradients(problem.X_test[t0:t1], problem.y_test[t0:t1])
+        return problem.inverse.solve(G)
 
 
 def _score_task(problem: ScoringProblem, solved: SolveResult, j0: int,
                 j1: int) -> tuple[np.ndarray, dict[str, Any]]:
     """score block (test chunk, train points train_idx[j0:j1]) as float64 (k, c), and the summary of its solve."""
     with problem.lock:
-        obj = problem.calculator().objective
-        idx = torch.as_tensor(problem.train_idx[j0:j1], device=obj.device)
+        obj = problem.objective
         S = solved.x.to(obj.device, obj.dtype)
-        block = obj.grad_dot(S, obj.X[idx], obj.y[idx])  # (c, k)
+        block = obj.grad_dot(S, *obj.batch(problem.train_idx[j0:j1]))  # (c, k)
         return block.T.double().cpu().numpy() / problem.n, _solve_summary(solved)
 
 
@@ -359,10 +330,10 @@ def _check_test_data(calc: "InfluenceCalculator", X_test: Any, y_test: Any) -> t
     obj = calc.objective
     X = _as_tensor(X_test)
     y = _as_tensor(y_test)
-    if X.ndim == obj.X.ndim - 1 and y.ndim == 0:
+    if X.ndim == len(obj.input_shape) and y.ndim == 0:
         X, y = X.unsqueeze(0), y.unsqueeze(0)
-    if X.ndim != obj.X.ndim or tuple(X.shape[1:]) != tuple(obj.X.shape[1:]):
-        raise ValueError(f"X_test must have shape (k, {', '.join(map(str, obj.X.shape[1:]))}) like the training "
+    if X.ndim != len(obj.input_shape) + 1 or tuple(X.shape[1:]) != obj.input_shape:
+        raise ValueError(f"X_test must have shape (k, {', '.join(map(str, obj.input_shape))}) like the training "
                          f"inputs, got {tuple(X.shape)}")
     if y.ndim != 1 or len(y) != len(X) or len(X) == 0:
         raise ValueError(f"X_test and y_test must be non-empty with the same length, got {tuple(X.shape)} and "
@@ -372,7 +343,7 @@ def _check_test_data(calc: "InfluenceCalculator", X_test: Any, y_test: Any) -> t
     if y.is_floating_point():
         if not torch.equal(y, y.round()):
             raise ValueError("y_test must hold integer class labels")
-    n_classes = int(calc.objective.logits(calc.objective.theta, obj.X[:1]).shape[-1])
+    n_classes = obj.n_classes
     y = y.long()
     if int(y.min()) < 0 or int(y.max()) >= n_classes:
         raise ValueError(f"y_test labels must lie in [0, {n_classes}); got values from {int(y.min())} to "
@@ -435,7 +406,8 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
 
     if out is not None:
         header = {"format": 2, "shape": list(shape), "test_chunk_size": test_chunk, "train_chunk_size": train_chunk,
-                  "problem": _fingerprint(obj.theta, obj.X, obj.y,
+                  "problem": _fingerprint(obj.theta, getattr(obj.source, "X", type(obj.source).__name__), obj.y,
+                                          obj.names, obj.task.describe(),
                                           None if calc.config is None else calc.config.to_dict(), obj.weight_decay,
                                           train_idx, X, y, S)}
         sink: _MemorySink | _DiskSink = _DiskSink(Path(out), shape, header, resume)

@@ -81,9 +81,11 @@ def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sam
     exactly as the influence convention assumes). Returns the final objective and gradient norm.
     """
     device, dtype = model_device_dtype(model)
-    X = torch.as_tensor(np.asarray(X), device=device, dtype=dtype)
-    y = torch.as_tensor(np.asarray(y), device=device, dtype=torch.long)
-    w = None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight), device=device, dtype=dtype)
+    def on_device(a: Any, dtype: torch.dtype) -> torch.Tensor:  # tensors on any device: no numpy round trip
+        return (a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))).to(device=device, dtype=dtype)
+
+    X, y = on_device(X, dtype), on_device(y, torch.long)
+    w = None if sample_weight is None else on_device(sample_weight, dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=50, tolerance_grad=tol,
                             tolerance_change=1e-15, line_search_fn="strong_wolfe")

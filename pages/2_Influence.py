@@ -66,7 +66,7 @@ with c3:
     seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, key="inf_seed"))
 with c4:
     small = view.n_params <= EXACT_MAX_PARAMS  # exact: one factorisation per sample, then every test point is cheap
-    solver = st.selectbox("Solver", ["exact", "cg", "lissa"], index=0 if small else 1, key="inf_solver",
+    solver = st.selectbox("Solver", ic.available_solvers(), index=0 if small else 1, key="inf_solver",
                           help="exact: LU of the sampled Hessian (small models); cg: conjugate gradient; "
                                "lissa: Neumann series with automatic scale")
     damping = float(st.number_input("Damping δ", min_value=0.0, value=0.01, format="%.4f", key="inf_damping"))

@@ -71,7 +71,8 @@ def test_tight_memory_budget_completes_and_matches(problem):
     X, y = ds.X_test[:2], ds.y_test[:2]
     seen = []
     got = calc.scores(X, y, test_chunk_size=1, train_chunk_size=32, progress=lambda f, m: seen.append(f))
-    assert rel_err(got, unchunked(calc, X, y)) < 1e-6
+    # float32 model: other block shapes reorder the sums (observed up to 1.3e-6); float64 agrees to 1e-12 (above)
+    assert rel_err(got, unchunked(calc, X, y)) < 1e-5
     assert calc.last_scoring.blocks == 2 * 45 and len(seen) == 90 and seen[-1] == 1.0
 
 

@@ -237,7 +237,7 @@ def get_calculator(run: RunConfig, sampler: str | None, m: int, seed: int, solve
     calc = ic.InfluenceCalculator(model, dataset.X_train, dataset.y_train)
     sample = None if sampler is None else get_sample(run, sampler, m, seed)
     calc.fit(hessian_indices=sample, solver=solver, damping=float(damping), curvature=CURVATURE,
-             **SOLVER_OPTIONS[solver])
+             **SOLVER_OPTIONS.get(solver, {}))
     return calc, threading.Lock()
 
 
@@ -345,7 +345,7 @@ def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: 
                 return copy.deepcopy(store["records"][key])
         result = task.run(int(removed_class), sampler, int(m), int(seed), solver=solver, damping=float(damping),
                           retrain_reference=reference, measure_memory=memory, progress=progress,
-                          **REMOVAL_SOLVER_OPTIONS[solver]).to_dict()
+                          **REMOVAL_SOLVER_OPTIONS.get(solver, {})).to_dict()
     with store["lock"]:
         store["records"][key] = result
         while len(store["records"]) > MAX_REMOVAL_RECORDS:

@@ -86,7 +86,7 @@ def _load(state_path: str, threads: int) -> None:
         torch.set_num_threads(threads)
     with open(state_path, "rb") as fh:
         saved = pickle.load(fh)
-    calc = saved["problem"].calculator()
+    calc = saved["calc"]
     _STATE.update(calc=calc, X_test=saved["X_test"], y_test=saved["y_test"])
     calc.scores(saved["X_test"][:1], saved["y_test"][:1], train_indices=np.arange(min(calc.n, 64)))
 
@@ -168,7 +168,6 @@ def _prepare(num_samples: int, args: argparse.Namespace, tmp: str, training: dic
              log: Any) -> dict[str, Any]:
     """Generate, train, sample and fit once per size; save the fitted problem for the children."""
     from influence_core import InfluenceCalculator, load_dataset, train_model
-    from influence_core.scoring import ScoringProblem
     from influence_core.subsets import sample_hessian_subset
 
     start = time.perf_counter()
@@ -181,10 +180,9 @@ def _prepare(num_samples: int, args: argparse.Namespace, tmp: str, training: dic
     n_test = max(args.n_test)
     if n_test > ds.n_test:
         raise ValueError(f"--n-test {n_test} exceeds the {ds.n_test} test points of mnist1d at {num_samples}")
-    problem = ScoringProblem(calc, None, None, None, np.arange(ds.n_train))
     path = os.path.join(tmp, f"problem-{num_samples}.pkl")
     with open(path, "wb") as fh:
-        pickle.dump({"problem": problem, "X_test": ds.X_test[:n_test], "y_test": ds.y_test[:n_test]}, fh)
+        pickle.dump({"calc": calc, "X_test": ds.X_test[:n_test], "y_test": ds.y_test[:n_test]}, fh)
     report = model.training_report
     log(f"mnist1d {num_samples}: n_train={ds.n_train}, p={calc.objective.n_params}, test accuracy "
         f"{report['test_accuracy']:.3f}, trained in {trained - start:.1f} s, "

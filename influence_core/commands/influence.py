@@ -19,6 +19,7 @@ from ..io_safety import check_output_file
 from ..models import ARCHITECTURES
 from ..parallel import Executor, get_executor
 from ..samplers import available_samplers
+from ..solver_registry import available_solvers
 from ..subsets import sample_hessian_subset
 from ..training import train_model
 
@@ -31,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-index", type=int, nargs="+", default=[0], help="test point(s) to explain")
     parser.add_argument("--sampler", default=None, help=f"Hessian sampler {available_samplers()} (default: full data)")
     parser.add_argument("--m", type=int, default=256, help="Hessian sample size (with --sampler)")
-    parser.add_argument("--solver", default="cg", choices=["exact", "cg", "lissa"])
+    parser.add_argument("--solver", default="cg", choices=available_solvers())
+    parser.add_argument("--params", default=None, metavar="NAMES",
+                        help="parameters influence is computed over: 'last_layer' or comma-separated parameter "
+                             "names/prefixes (e.g. head.weight,head.bias); default: all")
     parser.add_argument("--damping", type=float, default=0.01, help="δ added to the Hessian (>= 0)")
     parser.add_argument("--curvature", default="gauss_newton", choices=["hessian", "gauss_newton"],
                         help="Hessian, or Gauss-Newton (positive semi-definite; the default, since the Hessian of a "
@@ -118,7 +122,9 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
     hessian = None
     if args.sampler:
         hessian = sample_hessian_subset(model, dataset, args.sampler, args.m, seed=args.seed)
-    calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size)
+    params = None if not args.params else args.params if args.params == "last_layer" else \
+        [p.strip() for p in args.params.split(",") if p.strip()]
+    calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size, params=params)
     calc.fit(hessian, solver=args.solver, damping=args.damping, curvature=args.curvature)
     start = time.perf_counter()
     out = _npy_path(args.out) if args.out else None
@@ -133,7 +139,8 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
             items = ", ".join(f"{j} ({dataset.class_names[dataset.y_train[j]]}, {s:+.3g})"
                               for j, s in zip(top[kind], top[f"{kind}_scores"]))
             print(f"  {kind}: {items}")
-    print(json.dumps({"seconds": seconds, "torch_threads": torch.get_num_threads(), "solve": None if calc.last_solve is None else calc.last_solve.summary(),
-                      "scoring": calc.last_scoring.to_dict(),
+    print(json.dumps({"seconds": seconds, "torch_threads": torch.get_num_threads(),
+                      "solve": None if calc.last_solve is None else calc.last_solve.summary(),
+                      "scoring": calc.last_scoring.to_dict(), "params": calc.objective.names,
                       "hessian_sample": None if hessian is None else {"sampler": args.sampler, "m": args.m}}))
     return 0

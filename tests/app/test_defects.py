@@ -106,7 +106,7 @@ def test_home_lists_the_kept_models(app_page, fast_run):
     at = ok(app_page("app.py").run())
     captions = [c.value for c in at.caption if c.value.startswith("Models kept in memory")]
     assert captions and "quickest to retrain is dropped first" in captions[0]
-    assert f"mlp on digits" in captions[0] and "s to train" in captions[0]
+    assert "mlp on digits" in captions[0] and "s to train" in captions[0]
 
 
 # ------------------------------------------------------------------------------------------ 3, 5, 7: colours
