@@ -1,0 +1,33 @@
+"""Removal solver choice on digits MLP: time and accuracy of Δ for CG, LiSSA, exact dense and low-rank."""
+import json, os, sys, time
+import numpy as np, torch
+from influence_core import load_dataset, train_model
+from influence_core.removal import ClassRemoval
+torch.set_num_threads(1)
+d = load_dataset("digits")
+model = train_model(d, "mlp", seed=0)
+task = ClassRemoval(model, d)
+rows = []
+load0 = os.getloadavg()
+task.run(0, "random", 64, 0, solver="cg", alphas=[1.0])  # warm-up
+for c in range(10):
+    for m in (64, 256, None):
+        ref = task.run(c, "random", m, 0, solver="exact", alphas=[1.0])
+        for solver, opts in (("exact", {}), ("low_rank", {}), ("cg", {"tol": 1e-4, "max_iter": 10000}),
+                             ("lissa", {"tol": 1e-4, "max_iter": 10000})):
+            r = task.run(c, "random", m, 0, solver=solver, alphas=[1.0], **opts)
+            err = float((r.delta - ref.delta).norm() / ref.delta.norm())
+            rows.append({"class": c, "m": r.m, "solver": solver, "seconds": r.solver_seconds, "iterations": r.iterations,
+                         "rel_error_vs_exact": err, "converged": r.converged})
+    print(c, file=sys.stderr, flush=True)
+out = {"command": "python /tmp/w9a/solvers_bench.py (see docs/removal/solver_choice.md)", "rows": rows,
+       "load_average_start": load0, "load_average_end": os.getloadavg(), "n_params": task.train_objective.n_params}
+summary = {}
+for solver in ("exact", "low_rank", "cg", "lissa"):
+    for m in sorted({r["m"] for r in rows}):
+        sel = [r for r in rows if r["solver"] == solver and r["m"] == m]
+        summary[f"{solver} m={m}"] = {k: float(np.median([r[k] for r in sel])) for k in ("seconds", "iterations", "rel_error_vs_exact")} | {"max_rel_error": float(max(r["rel_error_vs_exact"] for r in sel))}
+out["summary_median"] = summary
+json.dump(out, open(sys.argv[1], "w"), indent=1)
+for k, v in summary.items(): print(k, v)
+print("load", load0, os.getloadavg())
