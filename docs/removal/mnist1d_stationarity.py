@@ -1,7 +1,7 @@
 """Which gradient-norm tolerance the default MLP on MNIST-1D reaches: the default training (Adam, then 100 L-BFGS
 polish steps) and the polish continued in float64 towards grad_tol, with the steps it took.
 
-    PYTHONPATH=. python docs/removal/mnist1d_stationarity.py
+    flock /tmp/influence-bench.lock env PYTHONPATH=. python docs/removal/mnist1d_stationarity.py > docs/removal/mnist1d_stationarity.txt
 """
 import json
 import os
@@ -14,7 +14,7 @@ from influence_core import load_dataset, train_model
 torch.set_num_threads(1)
 data = load_dataset("mnist1d")
 rows = []
-for grad_tol, budget in ((1.0, 100), (1e-3, 2000), (1e-4, 2000), (1e-5, 5000)):
+for grad_tol, budget in ((1.0, 100), (1e-3, 2000), (1e-4, 5000)):
     t = time.perf_counter()
     model = train_model(data, "mlp", seed=0, grad_tol=grad_tol, max_polish_steps=budget)
     rep = model.training_report
