@@ -304,3 +304,11 @@ def test_reference_is_cached_across_class_removal_calls(digits, digits_logreg64,
     class_removal(digits_logreg64, digits, 6, m=None, solver="exact", curvature="hessian", damping=0.0,
                   retrain_reference=True, alphas=[1.0])
     assert len(calls) == 2  # another class is another reference
+
+
+def test_low_rank_solver_equals_the_dense_gauss_newton_solve(digits, digits_logreg64):
+    dense = class_removal(digits_logreg64, digits, 1, sampler="random", m=40, seed=0, solver="exact", alphas=[1.0])
+    low = class_removal(digits_logreg64, digits, 1, sampler="random", m=40, seed=0, solver="low_rank", alphas=[1.0])
+    assert ((low.delta - dense.delta).norm() / dense.delta.norm()).item() < 1e-8
+    with pytest.raises(ValueError, match="low_rank"):
+        class_removal(digits_logreg64, digits, 1, m=40, solver="low_rank", curvature="hessian", alphas=[1.0])
