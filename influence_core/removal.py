@@ -1,27 +1,43 @@
 """Class removal by an influence (Newton) update, the validation protocol of Koh et al. 2024 (DESIGN §3).
 
-For a model trained on n points with objective L(θ) = (1/n) Σ_j ℓ_j(θ) + (wd/2)||θ||², removing class c is
-predicted by one Newton step::
+For a model trained on n points with objective L(θ) = (1/n) Σ_j ℓ_j(θ) + (wd/2)||θ||², removing class c (n_r
+points left) is predicted by one Newton step on the objective of the retrained model,
 
-    g_c  = Σ_{j: y_j = c} ∇ℓ_j(θ)                       (p,)  summed loss gradients of the removed class
-    Δ    = (1/n) · (H_S + δI)⁻¹ g_c                      (p,)  H_S on m points S drawn from the REMAINING classes
-    θ(α) = θ + α·Δ                                       α = 1 is the pure influence prediction
+    L_r(θ) = (1/n) Σ_{j: y_j ≠ c} ℓ_j(θ) + (wd/2)||θ||²,   ∇²L_r = (n_r/n)·mean_{j: y_j≠c} ∇²ℓ_j + wd·I,
 
-H_S (or the Gauss-Newton G_S, ``curvature="gauss_newton"``) is the weighted mean curvature of the sample plus wd·I
-(:class:`~influence_core.curvature.Objective`); δ is the damping. The step is evaluated along an α path with
+from θ̂ (where ∇L(θ̂) = 0, so ∇L_r(θ̂) = −(1/n) g_c)::
+
+    g_c  = Σ_{j: y_j = c} ∇ℓ_j(θ̂)                                  (p,)  summed loss gradients of the removed class
+    Δ    = (1/n) · ((n_r/n)(H_S + δI) + wd·I)⁻¹ g_c
+         = (1/n_r) · (H_S + (wd·n/n_r + δ)·I)⁻¹ g_c                 (p,)  H_S = weighted mean curvature of m points S
+    θ(α) = θ̂ + α·Δ                                                  α = 1 is the pure influence prediction
+
+The sampled mean H_S (drawn from the REMAINING classes) estimates mean_{j∉c} ∇²ℓ_j; the solve uses the second form
+(the objective times n/n_r, whose weight decay is wd·n/n_r, as in the retraining below), so δ is on the scale of the
+mean curvature. With S the whole pool, the true Hessian and δ = 0, Δ is exactly the Newton step on L_r.
+H_S (or the Gauss-Newton G_S, ``curvature="gauss_newton"``) is the weighted mean curvature of the sample
+(:class:`~influence_core.curvature.Objective`, built with weight decay wd·n/n_r); δ is the damping. The step is evaluated along an α path with
 
     forget = 1 − accuracy on the removed class's test points, retain = accuracy on the other test points,
     F1 = 2·forget·retain / (forget + retain), 0 when both are 0 (:func:`~influence_core.metrics.forget_retain_f1`),
     self_loss = mean test cross-entropy on the removed class; consistency = agreement with the original model's
     predictions on the other classes' test points,
 
-reported at α = 1 and at the α of best F1 (the paper's protocol; the smallest such α on ties). Note that the α path
-is scored on the test set, so "best F1" is an oracle over α, as in the paper.
+Honest α selection: the test set is split once (stratified by class, seeded: :func:`split_test_set`) into an
+α-selection half and a reporting half. α is chosen by the best F1 on the selection half (smallest α on ties), and
+the headline metrics (``selected``) are measured on the reporting half at that α. When the chosen α sits at an edge
+of the default grid, the grid is extended an octave at a time (up to :data:`ALPHA_LIMITS`) until it is interior;
+``alpha_edge`` says "low"/"high" if it still is. ``best`` is the paper's protocol, the best F1 over the α path on
+the whole test set (a test-set oracle, kept as a labelled secondary column); ``at_one`` is α = 1 on the whole test
+set.
 
 Reference (``retrain_reference=True``): the minimiser of the objective the update approximates,
 (1/n) Σ_{j: y_j ≠ c} ℓ_j + (wd/2)||θ||², found by retraining from scratch with the same architecture, settings and
 seed on the remaining n_r points with weight decay wd·n/n_r (the same objective times n/n_r, hence the same
-minimiser; logistic regression runs L-BFGS to the optimum).
+minimiser; logistic regression runs L-BFGS to the optimum). Distance to retraining: prediction agreement with the
+retrained model and the relative parameter distance ||θ(α) − θ_ret|| / ||θ̂ − θ_ret|| (1 = no closer than not
+updating), at α = 1 and at the selected α. References are cached per (parameters, training configuration, data,
+class, weight decay) in this process, so repeated :func:`class_removal` calls retrain once.
 
 Peak memory of the solve (``measure_memory=True``) is MEASURED, never estimated: the same solve runs again in a fresh
 Python process that loads only the model, the m sampled rows and g_c, warms up with one product on one point, then
@@ -32,6 +48,7 @@ solve: the resident memory the solve added at its peak. Without ``clear_refs`` i
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -72,11 +89,19 @@ __all__ = [
     "default_alphas",
     "DEFAULT_DAMPING",
     "DEFAULT_CURVATURE",
+    "DEFAULT_SOLVER",
+    "removal_solvers",
+    "split_test_set",
     "METRICS",
 ]
 
 DEFAULT_DAMPING = 0.01
 """δ of the removal solve. With the default Gauss-Newton curvature (λ_min = wd) it bounds LiSSA's rate."""
+DEFAULT_SOLVER = "cg"
+"""Solver of the removal, chosen by measurement (docs/removal/solver_choice.md): on digits CG reaches the exact solve's
+update to the tolerance in ~100 iterations where LiSSA needs thousands."""
+ALPHA_LIMITS = (2.0 ** -12, 2.0 ** 16)
+"""How far the default α grid is extended when the selected α sits at its edge."""
 DEFAULT_CURVATURE = "gauss_newton"
 """Gauss-Newton is PSD on any sample; the Hessian of a small sample of a non-convex model is often indefinite
 (digits MLP: λ_min ≈ −0.03 at m = 64), where CG/LiSSA with small damping fail."""
@@ -105,7 +130,11 @@ class RemovalResult:
         removed_class: c. sampler, m, seed: the Hessian sample's rule, size and seed (sampler "full" = whole pool).
         solver, curvature, damping: how (H_S + δI)⁻¹ g_c was solved.
         alphas: (a,) the α path. path: metric name -> (a,) values along it (see :data:`METRICS`).
-        at_one, best: metrics at α = 1 and at the best-F1 α of the path (``best["alpha"]``).
+        at_one, best: metrics at α = 1 and at the best-F1 α of the path on the whole test set (``best`` is the
+            test-set oracle of the paper's protocol).
+        selected: the headline: α chosen on the selection half (``alpha``, ``selection_f1``) and the metrics on the
+            reporting half at it. at_one_report: metrics at α = 1 on the reporting half. alpha_edge: "low"/"high"
+            when the chosen α is still at the grid's edge, else None. split: sizes and seed of the test split.
         original: metrics of the unmodified model (α = 0).
         sampler_seconds, solver_seconds: wall time of drawing the sample and of the solve (operator set-up,
             power iteration and iterations included). iterations, converged: of the solver.
@@ -142,6 +171,19 @@ class RemovalResult:
     warnings: list[str] = field(default_factory=list)
     delta: torch.Tensor | None = field(default=None, repr=False)
     per_class_accuracy: dict[str, list[float]] = field(default_factory=dict)
+    selected: dict[str, float] = field(default_factory=dict)
+    at_one_report: dict[str, float] = field(default_factory=dict)
+    alpha_edge: str | None = None
+    split: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def selected_f1(self) -> float:
+        """Headline F1: on the reporting half, at the α chosen on the selection half."""
+        return self.selected["f1"]
+
+    @property
+    def selected_alpha(self) -> float:
+        return self.selected["alpha"]
 
     @property
     def f1(self) -> float:
@@ -173,6 +215,8 @@ class RemovalResult:
             "solve": solve, "delta_norm": self.delta_norm, "peak_memory": self.peak_memory,
             "reference": self.reference, "hessian_sample": sample, "config": self.config,
             "warnings": self.warnings, "per_class_accuracy": self.per_class_accuracy,
+            "selected": self.selected, "at_one_report": self.at_one_report, "alpha_edge": self.alpha_edge,
+            "split": self.split,
         })
 
 
@@ -195,6 +239,38 @@ def _jsonable(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------------------------
+
+
+def split_test_set(y_test: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified split of the test indices into (selection, reporting) halves: within each class a seeded
+    permutation, the first floor(n_k/2) to selection and the rest to reporting (so reporting has every class)."""
+    y = np.asarray(y_test)
+    rng = np.random.default_rng(seed)
+    sel, rep = [], []
+    for k in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == k))
+        half = members.size // 2
+        sel.append(members[:half])
+        rep.append(members[half:])
+    return np.sort(np.concatenate(sel)), np.sort(np.concatenate(rep))
+
+
+_REFERENCE_CACHE: dict[str, dict[str, torch.Tensor]] = {}
+_REFERENCE_CACHE_SIZE = 32
+
+
+def _reference_key(model: nn.Module, dataset: Dataset, c: int) -> str:
+    """Hash of (parameters, training configuration, training data, class, weight decay)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for v in model.state_dict().values():
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(json.dumps(getattr(model, "training_config", None), sort_keys=True, default=str).encode())
+    h.update(np.ascontiguousarray(dataset.X_train).tobytes())
+    h.update(np.ascontiguousarray(dataset.y_train).tobytes())
+    h.update(f"{c}|{getattr(model, 'weight_decay', 0.0)!r}".encode())
+    return h.hexdigest()
 
 
 def _flat_params(model: nn.Module) -> torch.Tensor:
@@ -243,9 +319,15 @@ def _check_alphas(alphas: Any) -> np.ndarray:
     return a
 
 
+def removal_solvers() -> list[str]:
+    """Solvers of the removal: every registered solver (exact, cg, lissa, low_rank: the exact Gauss-Newton solve by
+    Woodbury, rank m·(C−1); and any registered by the user)."""
+    return available_solvers()
+
+
 def _check_settings(solver: str, curvature: str, damping: float) -> float:
-    if solver not in available_solvers():
-        raise ValueError(f"unknown solver {solver!r}; choose one of {available_solvers()}")
+    if solver not in removal_solvers():
+        raise ValueError(f"unknown solver {solver!r}; choose one of {removal_solvers()}")
     if curvature not in CURVATURE_MODES:
         raise ValueError(f"unknown curvature {curvature!r}; choose one of {list(CURVATURE_MODES)}")
     if damping is None or not math.isfinite(damping) or damping < 0:
@@ -279,7 +361,8 @@ def retrain_without_class(model: nn.Module, dataset: Dataset, removed_class: int
     n, n_r = dataset.n_train, int(keep.sum())
     reduced = dataclasses.replace(dataset, X_train=dataset.X_train[keep], y_train=dataset.y_train[keep],
                                   info={**dataset.info, "removed_class": c})
-    settings = {k: cfg[k] for k in ("epochs", "batch_size", "lr", "polish_steps", "dtype") if k in cfg}
+    settings = {k: cfg[k] for k in ("epochs", "batch_size", "lr", "polish_steps", "dtype", "grad_tol",
+                                    "max_polish_steps") if k in cfg}
     if cfg["arch"] == "mlp" and "hidden" in cfg:
         settings["hidden"] = tuple(cfg["hidden"])
     settings["weight_decay"] = float(cfg.get("weight_decay", getattr(model, "weight_decay", 0.0))) * n / n_r
@@ -305,10 +388,11 @@ class ClassRemoval:
         model: trained classifier (``model.weight_decay`` is used unless ``weight_decay`` is given).
         dataset: the :class:`Dataset` it was trained on.
         chunk_size: points per vectorised chunk for the class-gradient sums.
+        split_seed: seed of the stratified test split into α-selection and reporting halves.
     """
 
     def __init__(self, model: nn.Module, dataset: Dataset, *, weight_decay: float | None = None,
-                 chunk_size: int = 256, params: Any = None):
+                 chunk_size: int = 256, params: Any = None, split_seed: int = 0):
         if not isinstance(dataset, Dataset):
             raise TypeError(f"dataset must be an influence_core Dataset, got {type(dataset).__name__}")
         self.model = model
@@ -325,6 +409,8 @@ class ClassRemoval:
         self._inputs: SamplerInputs | None = None
         self._grads: dict[int, torch.Tensor] = {}
         self._references: dict[int, nn.Module] = {}
+        self.split_seed = int(split_seed)
+        self.selection_idx, self.report_idx = split_test_set(self.y_test, self.split_seed)
 
     # ---------------------------------------------------------------- cached pieces
     @property
@@ -349,12 +435,30 @@ class ClassRemoval:
         """The model retrained without class c (:func:`retrain_without_class`), cached per class."""
         c = _check_class(self.dataset, removed_class)
         if c not in self._references:
-            self._references[c] = retrain_without_class(self.model, self.dataset, c, progress)
+            key = _reference_key(self.model, self.dataset, c)
+            if key in _REFERENCE_CACHE:  # retrained earlier in this process for the same model, data and class
+                ref = copy.deepcopy(self.model)
+                ref.load_state_dict(_REFERENCE_CACHE[key]["state"])
+                ref.training_report = _REFERENCE_CACHE[key]["report"]
+                ref.training_config = _REFERENCE_CACHE[key]["config"]
+            else:
+                ref = retrain_without_class(self.model, self.dataset, c, progress)
+                while len(_REFERENCE_CACHE) >= _REFERENCE_CACHE_SIZE:
+                    _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
+                _REFERENCE_CACHE[key] = {"state": {k: v.detach().clone() for k, v in ref.state_dict().items()},
+                                         "report": getattr(ref, "training_report", None),
+                                         "config": getattr(ref, "training_config", None)}
+            self._references[c] = ref
         return self._references[c]
 
     def set_reference_model(self, removed_class: int, model: nn.Module) -> None:
         """Use your own retrained-without-c model as the reference for class c."""
         self._references[_check_class(self.dataset, removed_class)] = model
+
+    def removal_weight_decay(self, removed_class: int) -> float:
+        """wd·n/n_r: the weight decay of the retrained objective L_r times n/n_r (whose curvature the solve uses)."""
+        c = _check_class(self.dataset, removed_class)
+        return self.weight_decay * self.train_objective.n / int(np.sum(self.dataset.y_train != c))
 
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
@@ -375,28 +479,67 @@ class ClassRemoval:
         return [float(np.mean(pred[self.y_test == k] == k)) if np.any(self.y_test == k) else float("nan")
                 for k in range(self.dataset.n_classes)]
 
-    def _metrics(self, pred: np.ndarray, losses: np.ndarray, c: int) -> dict[str, float]:
-        removed = self.y_test == c
-        out = forget_retain_f1(self.y_test, pred, c)
-        out["self_loss"] = float(losses[removed].mean())
-        out["consistency"] = consistency(self.pred0, pred, ~removed)
+    def _metrics(self, pred: np.ndarray, losses: np.ndarray, c: int,
+                 subset: np.ndarray | None = None) -> dict[str, float]:
+        """Metrics on the test points ``subset`` (indices; None = all)."""
+        y, pred0 = self.y_test, self.pred0
+        if subset is not None:
+            y, pred0, pred, losses = y[subset], pred0[subset], pred[subset], losses[subset]
+        removed = y == c
+        out = forget_retain_f1(y, pred, c)
+        out["self_loss"] = float(losses[removed].mean()) if removed.any() else float("nan")
+        out["consistency"] = consistency(pred0, pred, ~removed)
         return out
+
+    def _select_alpha(self, delta: torch.Tensor, alphas: np.ndarray, c: int, extend: bool):
+        """Evaluate the α path; choose α by F1 on the selection half (extending the grid when the choice is at
+        its edge and ``extend``). Returns (alphas, preds, losses, chosen index, selection F1 path, edge)."""
+        sel = self.selection_idx
+        usable = np.any(self.y_test[sel] == c) and np.any(self.y_test[sel] != c)
+        if not usable:  # a tiny test set: no removed (or retained) point in the selection half
+            sel = np.arange(self.y_test.size)
+        cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        while True:
+            for a in alphas:
+                if float(a) not in cache:
+                    cache[float(a)] = self._predict(self.theta + float(a) * delta)
+            preds, losses = zip(*(cache[float(a)] for a in alphas))
+            sel_f1 = np.array([forget_retain_f1(self.y_test[sel], p[sel], c)["f1"] for p in preds])
+            best = sel_f1.max()
+            ties = np.flatnonzero(sel_f1 == best)
+            i = int(ties[np.argmin(np.abs(alphas[ties]))])  # the smallest α on ties
+            edge = None
+            if alphas.size > 1:
+                edge = "low" if alphas[i] == alphas.min() else "high" if alphas[i] == alphas.max() else None
+            if edge is None or not extend:
+                return alphas, preds, losses, i, sel_f1, edge
+            lo, hi = alphas.min(), alphas.max()
+            if edge == "low" and lo / 2 >= ALPHA_LIMITS[0] * (1 - 1e-12):
+                alphas = np.concatenate([lo * 2.0 ** (np.arange(-4, 0) / 4), alphas])
+            elif edge == "high" and hi * 2 <= ALPHA_LIMITS[1] * (1 + 1e-12):
+                alphas = np.concatenate([alphas, hi * 2.0 ** (np.arange(1, 5) / 4)])
+            else:
+                return alphas, preds, losses, i, sel_f1, edge
 
     # ---------------------------------------------------------------- one removal
     def run(self, removed_class: int, sampler: str = "random", m: int | None = 256, seed: int = 0, *,
-            solver: str = "lissa", damping: float = DEFAULT_DAMPING, curvature: str = DEFAULT_CURVATURE,
+            solver: str = DEFAULT_SOLVER, damping: float = DEFAULT_DAMPING, curvature: str = DEFAULT_CURVATURE,
             alphas: Any = None, hessian_batch: int | None = None, retrain_reference: bool = False,
             measure_memory: bool = False, progress: Progress | None = None,
-            sampler_options: dict[str, Any] | None = None, **solver_options: Any) -> RemovalResult:
+            sampler_options: dict[str, Any] | None = None, extend_grid: bool | None = None,
+            **solver_options: Any) -> RemovalResult:
         """Remove ``removed_class`` with the Hessian on m points of the remaining classes drawn by ``sampler``.
 
         ``m=None`` uses the whole remaining pool (recorded as sampler "full"). ``hessian_batch``: points per
         vectorised chunk of the Hessian sample (None: the whole sample in one batch, so memory follows m).
         ``solver_options`` go to the solver (e.g. ``tol``, ``max_iter``; LiSSA's power-iteration ``seed``).
+        ``extend_grid``: extend the α grid while the selected α is at its edge (default: only for the default
+        grid, ``alphas=None``).
         See :func:`class_removal` for the rest.
         """
         c = _check_class(self.dataset, removed_class)
         damping = _check_settings(solver, curvature, damping)
+        extend_grid = alphas is None if extend_grid is None else bool(extend_grid)
         alphas = _check_alphas(alphas)
         pool = self.pool(c)
         full = m is None or sampler == "full"
@@ -422,6 +565,8 @@ class ClassRemoval:
         sampler_seconds = time.perf_counter() - start
 
         g = self.gradient_sum(c)
+        n, n_r = self.train_objective.n, int(pool.size)
+        solve_wd = self.removal_weight_decay(c)
         X_s, y_s = self.train_objective.batch(sample.indices)
         batch = int(hessian_batch or len(sample))
         if progress:
@@ -430,7 +575,7 @@ class ClassRemoval:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always", SolverNotConvergedWarning)
-            result = _solve(self.model, X_s, y_s, sample.weights, g.unsqueeze(0), weight_decay=self.weight_decay,
+            result = _solve(self.model, X_s, y_s, sample.weights, g.unsqueeze(0), weight_decay=solve_wd,
                             solver=solver, damping=damping, curvature=curvature, chunk_size=batch,
                             solver_options=solver_options, params=self.params)
         solver_seconds = time.perf_counter() - start
@@ -439,35 +584,39 @@ class ClassRemoval:
                 caught.append(str(w.message))
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        delta = result.x[0] / self.train_objective.n
+        delta = result.x[0] / n_r  # (1/n_r)(H_S + (wd n/n_r + δ) I)⁻¹ g_c: the Newton step on L_r (module doc)
 
         if progress:
             progress(0.6, f"class {c}: evaluating {alphas.size} step sizes")
-        preds, losses = zip(*(self._predict(self.theta + a * delta) for a in alphas))
+        alphas, preds, losses, i_sel, sel_f1, edge = self._select_alpha(delta, alphas, c, extend_grid)
         rows = [self._metrics(p, ls, c) for p, ls in zip(preds, losses)]
         path = {k: np.array([r[k] for r in rows]) for k in METRICS}
-        ib = int(np.argmax(path["f1"]))  # first maximum: the smallest α on ties (alphas in increasing order)
-        if alphas.size > 1 and np.any(np.diff(alphas) < 0):
-            ties = np.flatnonzero(path["f1"] == path["f1"][ib])
-            ib = int(ties[np.argmin(np.abs(alphas[ties]))])
+        path["selection_f1"] = sel_f1
+        ties = np.flatnonzero(path["f1"] == path["f1"].max())
+        ib = int(ties[np.argmin(np.abs(alphas[ties]))])  # test-set oracle: the smallest α on ties
         best = {**rows[ib], "alpha": float(alphas[ib])}
+        selected = {**self._metrics(preds[i_sel], losses[i_sel], c, self.report_idx),
+                    "alpha": float(alphas[i_sel]), "selection_f1": float(sel_f1[i_sel])}
         pred1, loss1 = self._predict(self.theta + delta)
         at_one = self._metrics(pred1, loss1, c)
+        at_one_report = self._metrics(pred1, loss1, c, self.report_idx)
         original = self._metrics(*self._predict(self.theta), c)
         per_class = {"original": self.per_class_accuracy(self.pred0), "alpha_1": self.per_class_accuracy(pred1),
-                     "best_alpha": self.per_class_accuracy(preds[ib])}
+                     "best_alpha": self.per_class_accuracy(preds[ib]),
+                     "selected_alpha": self.per_class_accuracy(preds[i_sel])}
 
         reference = None
         if retrain_reference:
             if progress:
                 progress(0.7, f"class {c}: retraining without the class (reference)")
-            reference = self._reference_record(c, delta, float(alphas[ib]), preds[ib], pred1)
+            reference = self._reference_record(c, delta, float(alphas[ib]), preds[ib], pred1,
+                                               float(alphas[i_sel]), preds[i_sel])
         peak = None
         if measure_memory:
             if progress:
                 progress(0.9, f"class {c}: measuring the solve's peak memory in a fresh process")
             peak = measure_solve_memory(self.model, X_s, y_s, sample.weights, g.unsqueeze(0),
-                                        weight_decay=self.weight_decay, solver=solver, damping=damping,
+                                        weight_decay=solve_wd, solver=solver, damping=damping,
                                         curvature=curvature, chunk_size=batch, solver_options=solver_options,
                                         params=self.params)
         summary = result.summary()
@@ -475,7 +624,10 @@ class ClassRemoval:
         config = {
             "dataset": self.dataset.describe(),
             "training": getattr(self.model, "training_config", None),
-            "weight_decay": self.weight_decay, "n_train": self.train_objective.n,
+            "weight_decay": self.weight_decay, "solve_weight_decay": solve_wd, "n_train": n,
+            "n_remaining_train": n_r,
+            "objective": "L_r = (1/n) sum_{y_j != c} l_j + (wd/2)|theta|^2; "
+                         "Delta = (1/n_r)(H_S + (wd n/n_r + damping) I)^-1 g_c",
             "n_removed_train": int(np.sum(self.dataset.y_train == c)), "pool_size": int(pool.size),
             "n_params": self.train_objective.n_params, "hessian_batch": batch,
             "solver_options": dict(solver_options), "sampler_options": dict(sample.options),
@@ -490,10 +642,13 @@ class ClassRemoval:
             original=original, sampler_seconds=sampler_seconds, solver_seconds=solver_seconds,
             iterations=int(result.iterations), converged=bool(result.converged), solve=summary,
             delta_norm=float(delta.norm()), hessian_sample=sample, config=config, peak_memory=peak,
-            reference=reference, warnings=caught, delta=delta.detach(), per_class_accuracy=per_class)
+            reference=reference, warnings=caught, delta=delta.detach(), per_class_accuracy=per_class,
+            selected=selected, at_one_report=at_one_report, alpha_edge=edge,
+            split={"seed": self.split_seed, "n_selection": int(self.selection_idx.size),
+                   "n_report": int(self.report_idx.size), "stratified_by": "class"})
 
     def _reference_record(self, c: int, delta: torch.Tensor, best_alpha: float, pred_best: np.ndarray,
-                          pred_one: np.ndarray) -> dict[str, Any]:
+                          pred_one: np.ndarray, sel_alpha: float, pred_sel: np.ndarray) -> dict[str, Any]:
         ref = self.reference_model(c)
         named = dict(ref.named_parameters())
         theta_ref = torch.cat([named[k].detach().reshape(-1) for k in self.params if k in named]) \
@@ -503,22 +658,34 @@ class ClassRemoval:
                              f"{self.theta.numel()}; it must have the same architecture")
         pred_ref, loss_ref = self._predict(theta_ref)
         dist = lambda th: float((th - theta_ref).norm())  # noqa: E731
+        d0 = dist(self.theta)
+        rep = self.report_idx
         return {
             "metrics": self._metrics(pred_ref, loss_ref, c),
             "per_class_accuracy": self.per_class_accuracy(pred_ref),
-            "param_distance": {"original": dist(self.theta), "alpha_1": dist(self.theta + delta),
-                               "best_alpha": dist(self.theta + best_alpha * delta)},
+            "param_distance": {"original": d0, "alpha_1": dist(self.theta + delta),
+                               "best_alpha": dist(self.theta + best_alpha * delta),
+                               "selected_alpha": dist(self.theta + sel_alpha * delta)},
+            "relative_distance": {k: dist(self.theta + a * delta) / d0 if d0 > 0 else float("nan")
+                                  for k, a in (("alpha_1", 1.0), ("selected_alpha", sel_alpha),
+                                               ("best_alpha", best_alpha))},
             "prediction_agreement": {"original": float(np.mean(self.pred0 == pred_ref)),
                                      "alpha_1": float(np.mean(pred_one == pred_ref)),
-                                     "best_alpha": float(np.mean(pred_best == pred_ref))},
+                                     "best_alpha": float(np.mean(pred_best == pred_ref)),
+                                     "selected_alpha": float(np.mean(pred_sel == pred_ref))},
+            "report_agreement": {"original": float(np.mean(self.pred0[rep] == pred_ref[rep])),
+                                 "alpha_1": float(np.mean(pred_one[rep] == pred_ref[rep])),
+                                 "selected_alpha": float(np.mean(pred_sel[rep] == pred_ref[rep]))},
             "training_report": getattr(ref, "training_report", None),
             "definition": "retrained from scratch without the class (same arch, settings, seed; weight decay "
-                          "wd*n/n_r); distances are L2 over all parameters; agreement over all test points",
+                          "wd*n/n_r); distances are L2 over all parameters, relative = divided by the original "
+                          "model's distance; prediction_agreement over all test points, report_agreement over "
+                          "the reporting half",
         }
 
 
 def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sampler: str = "random",
-                  m: int | None = 256, seed: int = 0, solver: str = "lissa", damping: float = DEFAULT_DAMPING,
+                  m: int | None = 256, seed: int = 0, solver: str = DEFAULT_SOLVER, damping: float = DEFAULT_DAMPING,
                   curvature: str = DEFAULT_CURVATURE, alphas: Any = None, retrain_reference: bool = False, *,
                   reference_model: nn.Module | None = None, measure_memory: bool = False,
                   hessian_batch: int | None = None, progress: Progress | None = None,
@@ -531,7 +698,8 @@ def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sample
         removed_class: c, an existing class with training and test points (and other classes to retain).
         sampler, m, seed: the Hessian sample: m points of the remaining classes drawn by a registered sampler
             (``m=None``: all of them). 1 <= m <= pool size.
-        solver: "lissa" (default), "cg" or "exact". damping: δ >= 0. curvature: "gauss_newton" (default, PSD) or
+        solver: "cg" (default, chosen by measurement), "lissa", "exact" (dense) or "low_rank" (exact Gauss-Newton
+            solve by Woodbury). damping: δ >= 0. curvature: "gauss_newton" (default, PSD) or
             "hessian" (needs damping above |λ_min| of the sample).
         alphas: the α path (non-empty; default :func:`default_alphas`, 1/8..128, 4 per octave).
         retrain_reference: also retrain without c (or use ``reference_model``) and compare.

@@ -38,10 +38,10 @@ import torch
 from .data import available_datasets, load_dataset
 from .io_safety import atomic_path, atomic_write, check_output_dir, check_output_file
 from .models import ARCHITECTURES
-from .removal import (DEFAULT_CURVATURE, DEFAULT_DAMPING, ClassRemoval, _flat_params, _jsonable, default_alphas,
-                      measure_solve_memory)
+from .removal import (DEFAULT_CURVATURE, DEFAULT_DAMPING, DEFAULT_SOLVER, ClassRemoval, _flat_params,
+                      _jsonable, default_alphas, measure_solve_memory, removal_solvers)
 from .samplers import available_samplers
-from .solvers import SOLVERS, SolverError
+from .solvers import SolverError
 
 __all__ = ["add_arguments", "run", "run_study", "summarise", "savings", "write_report", "PAPER"]
 
@@ -51,9 +51,18 @@ or +2.5% F1 at equal cost."""
 
 QUICK = {"samplers": ["random", "logit"], "m": [32, 64], "seeds": [0, 1], "classes": [0], "epochs": 5,
          "memory_configs": 1}
-QUALITY = {"f1_best": "F1 at the best α (paper protocol)", "f1_at_1": "F1 at α = 1 (pure influence step)",
-           "delta_cos": "cos(Δ, Δ_full): direction of the update vs the whole-pool Hessian's (faithfulness)"}
-F1_QUALITIES = ("f1_best", "f1_at_1")
+QUALITY = {"f1_sel": "F1 on the reporting half at the α chosen on the selection half (honest headline)",
+           "ref_report_agree_sel": "prediction agreement with the retrained model at the chosen α (reporting half)",
+           "f1_best": "F1 at the best α on the whole test set (paper protocol, a test-set oracle)",
+           "f1_at_1": "F1 at α = 1 (pure influence step)",
+           "delta_cos": "cos(Δ, Δ_full): direction of the update vs the whole-pool Hessian's"}
+F1_QUALITIES = ("f1_sel", "f1_best", "f1_at_1")
+PAPER_QUALITIES = (*F1_QUALITIES, "ref_report_agree_sel")
+"""Qualities shown beside the paper's savings figures (its figures are for F1; agreement is read the same way)."""
+
+
+def _quality_name(quality: str) -> str:
+    return "F1" if quality in F1_QUALITIES else "agreement" if quality.startswith("ref_") else "cosine"
 ROW_FIELDS = [
     "dataset", "arch", "removed_class", "sampler", "m", "seed", "solver", "curvature", "damping",
     "f1_at_1", "forget_at_1", "retain_at_1", "self_loss_at_1", "consistency_at_1",
@@ -61,7 +70,10 @@ ROW_FIELDS = [
     "sampler_seconds", "solver_seconds", "iterations", "converged", "lambda_max", "scale", "final_residual",
     "delta_norm", "delta_cos", "delta_rel_error", "ref_f1", "ref_dist_original", "ref_dist_alpha_1", "ref_dist_best",
     "ref_agree_original",
-    "ref_agree_alpha_1", "ref_agree_best", "error",
+    "ref_agree_alpha_1", "ref_agree_best",
+    "f1_sel", "forget_sel", "retain_sel", "alpha_sel", "selection_f1", "alpha_edge_low", "alpha_edge_high",
+    "f1_report_at_1", "ref_agree_sel", "ref_report_agree_alpha_1", "ref_report_agree_sel", "ref_reldist_alpha_1",
+    "ref_reldist_sel", "error",
 ]
 MEMORY_FIELDS = ["sampler", "m", "removed_class", "seed", "peak_kb", "baseline_rss_kb", "peak_rss_kb", "seconds",
                  "iterations", "method"]
@@ -78,12 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="mlp", choices=ARCHITECTURES)
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the split and of the training")
     parser.add_argument("--epochs", type=int, default=None, help="Adam epochs of the training (default: training's)")
-    parser.add_argument("--samplers", nargs="+", default=["random", "feature", "logit"],
+    parser.add_argument("--samplers", nargs="+", default=["random", "feature", "logit", "int_distance"],
                         help=f"Hessian samplers to compare, from {available_samplers()}; 'random' is the baseline")
     parser.add_argument("--m", nargs="+", type=int, default=[32, 64, 128, 256, 512], help="Hessian sample sizes")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)), help="sampler seeds")
     parser.add_argument("--classes", nargs="+", type=int, default=None, help="classes to remove (default: all)")
-    parser.add_argument("--solver", default="lissa", choices=SOLVERS)
+    parser.add_argument("--solver", default=DEFAULT_SOLVER, choices=removal_solvers())
     parser.add_argument("--damping", type=float, default=DEFAULT_DAMPING, help="δ added to the curvature (>= 0)")
     parser.add_argument("--curvature", default=DEFAULT_CURVATURE, choices=["hessian", "gauss_newton"],
                         help="Gauss-Newton (default: PSD on any sample) or the Hessian (often indefinite on small "
@@ -220,6 +232,11 @@ def _row(dataset: str, arch: str, result: Any | None, full_delta: torch.Tensor |
     for key in ("f1", "forget", "retain", "self_loss", "consistency"):
         row[f"{key}_at_1"] = result.at_one[key]
         row[f"{key}_best"] = result.best[key]
+    if result.selected:
+        row.update(f1_sel=result.selected["f1"], forget_sel=result.selected["forget"],
+                   retain_sel=result.selected["retain"], alpha_sel=result.selected["alpha"],
+                   selection_f1=result.selected["selection_f1"], f1_report_at_1=result.at_one_report["f1"],
+                   alpha_edge_low=int(result.alpha_edge == "low"), alpha_edge_high=int(result.alpha_edge == "high"))
     if result.reference:
         ref = result.reference
         row.update(ref_f1=ref["metrics"]["f1"], ref_dist_original=ref["param_distance"]["original"],
@@ -227,6 +244,12 @@ def _row(dataset: str, arch: str, result: Any | None, full_delta: torch.Tensor |
                    ref_agree_original=ref["prediction_agreement"]["original"],
                    ref_agree_alpha_1=ref["prediction_agreement"]["alpha_1"],
                    ref_agree_best=ref["prediction_agreement"]["best_alpha"])
+        if "selected_alpha" in ref["prediction_agreement"]:
+            row.update(ref_agree_sel=ref["prediction_agreement"]["selected_alpha"],
+                       ref_report_agree_alpha_1=ref["report_agreement"]["alpha_1"],
+                       ref_report_agree_sel=ref["report_agreement"]["selected_alpha"],
+                       ref_reldist_alpha_1=ref["relative_distance"]["alpha_1"],
+                       ref_reldist_sel=ref["relative_distance"]["selected_alpha"])
     return row
 
 
@@ -255,9 +278,9 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     model = train_model(dataset, args.arch, seed=args.train_seed, **settings)
     train_seconds = time.perf_counter() - t0
     task = ClassRemoval(model, dataset)
-    solve_options = {"tol": args.tol, "max_iter": args.max_iter} if args.solver != "exact" else {}
+    solve_options = {"tol": args.tol, "max_iter": args.max_iter} if args.solver in ("cg", "lissa") else {}
     common = dict(solver=args.solver, damping=args.damping, curvature=args.curvature, alphas=alphas,
-                  hessian_batch=args.hessian_batch, **solve_options)
+                  hessian_batch=args.hessian_batch, extend_grid=args.alphas is None, **solve_options)
     _ = task.inputs  # sampler inputs (logits, features) once
     for c in classes:
         task.gradient_sum(c)
@@ -349,10 +372,11 @@ def _measure(task: ClassRemoval, result: Any, args: argparse.Namespace, label: s
     """Re-run ``result``'s solve in a fresh process and return a memory row."""
     obj = task.train_objective
     idx = torch.as_tensor(np.array(result.hessian_sample.indices), device=obj.device)
-    options = {"tol": args.tol, "max_iter": args.max_iter} if args.solver != "exact" else {}
+    options = {"tol": args.tol, "max_iter": args.max_iter} if args.solver in ("cg", "lissa") else {}
     mem = measure_solve_memory(task.model, obj.X[idx], obj.y[idx], result.hessian_sample.weights,
                                task.gradient_sum(result.removed_class).unsqueeze(0),
-                               weight_decay=task.weight_decay, solver=args.solver, damping=args.damping,
+                               weight_decay=task.removal_weight_decay(result.removed_class),
+                               solver=args.solver, damping=args.damping,
                                curvature=args.curvature, chunk_size=args.hessian_batch or result.m,
                                solver_options=options)
     return {"sampler": label, "m": result.m, "removed_class": result.removed_class, "seed": result.seed,
@@ -378,7 +402,10 @@ SUMMARY_METRICS = ["f1_best", "f1_at_1", "best_alpha", "forget_best", "retain_be
                    "self_loss_at_1", "forget_at_1", "retain_at_1", "consistency_at_1", "sampler_seconds",
                    "solver_seconds", "iterations", "converged", "lambda_max", "delta_cos", "delta_rel_error",
                    "ref_agree_alpha_1", "ref_agree_best",
-                   "ref_dist_alpha_1", "ref_dist_best", "ref_dist_original"]
+                   "ref_dist_alpha_1", "ref_dist_best", "ref_dist_original",
+                   "f1_sel", "forget_sel", "retain_sel", "alpha_sel", "alpha_edge_low", "alpha_edge_high",
+                   "f1_report_at_1", "ref_agree_sel", "ref_report_agree_alpha_1", "ref_report_agree_sel",
+                   "ref_reldist_alpha_1", "ref_reldist_sel"]
 
 
 def _finite(values: Iterable[Any]) -> np.ndarray:
@@ -412,7 +439,7 @@ def summarise(rows: list[dict[str, Any]], memory: list[dict[str, Any]], samplers
                     entry[f"{key}_std"] = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0
                 else:
                     entry[f"{key}_std"] = float(np.std(vals, ddof=1)) if vals.size > 1 else 0.0
-            for key in ("f1_best", "f1_at_1"):
+            for key in ("f1_sel", "f1_best", "f1_at_1"):
                 spreads = []
                 for c in sorted({r["removed_class"] for r in ok}):
                     v = _finite(r[key] for r in ok if r["removed_class"] == c)
@@ -586,8 +613,8 @@ def gain_markdown(record: dict[str, Any], quality: str) -> str:
 def headline_markdown(record: dict[str, Any], quality: str = "f1_best") -> str:
     """Savings at the largest m_ref and mean gain, marked ✓/✗ against the paper's figures for the F1 qualities."""
     p = PAPER
-    paper = quality in F1_QUALITIES
-    name = "F1" if paper else "cos"
+    paper = quality in PAPER_QUALITIES
+    name = _quality_name(quality)
     lines = [f"| sampler | m_ref | smallest m reaching random's {name} | solver-time saving"
              f"{' (paper 30.1%)' if paper else ''} | peak-memory saving{' (paper 42.2%)' if paper else ''} | "
              f"mean {name} gain at equal m (points){' (paper +2.5)' if paper else ''} | max gain |",
@@ -675,7 +702,7 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
             ax.errorbar(m, y, yerr=err, marker="o", capsize=3, label=s)
             pfig.add_trace(go.Scatter(x=m, y=y, error_y=dict(array=err), mode="lines+markers", name=s,
                                       legendgroup=s, showlegend=col == 1), row=1, col=col)
-        if full and quality in F1_QUALITIES:
+        if full and quality in (*F1_QUALITIES, "ref_report_agree_sel"):
             ax.axhline(full[0][quality], color="k", ls="--", lw=1, label="whole pool")
             pfig.add_hline(y=full[0][quality], line_dash="dash", row=1, col=col)
         if ref and quality in F1_QUALITIES:
@@ -683,7 +710,7 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
             pfig.add_hline(y=ref["f1_mean"], line_dash="dot", line_color="grey", row=1, col=col)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("Hessian sample size m")
-        ax.set_ylabel(("F1" if quality in F1_QUALITIES else "cosine") + " (mean ± std over seeds)")
+        ax.set_ylabel(_quality_name(quality) + " (mean ± std over seeds)")
         ax.set_title(label.split(":")[0])
         pfig.update_xaxes(type="log", title_text="m", row=1, col=col)
     axes[0].legend()
@@ -700,7 +727,7 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
     pfig = go.Figure()
     for s in samplers:
-        m, y, _ = _series(record, s, "f1_best")
+        m, y, _ = _series(record, s, "f1_sel")
         _, t, _ = _series(record, s, "solver_seconds")
         ax.plot(t, y, marker="o", label=s)
         for mi, ti, yi in zip(m, t, y):
@@ -708,7 +735,7 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
         pfig.add_trace(go.Scatter(x=t, y=y, mode="lines+markers+text", text=[f"m={v:.0f}" for v in m],
                                   textposition="top center", name=s))
     ax.set_xlabel("mean solver time per removal (s)")
-    ax.set_ylabel("F1 at best α")
+    ax.set_ylabel("F1 at the selected α (reporting half)")
     ax.set_title(f"F1 vs solver time ({title}); labels = m")
     ax.legend()
     fig.tight_layout()
@@ -716,7 +743,7 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     pfig.update_layout(title=f"F1 vs solver time ({title})", xaxis_title="solver time (s)",
-                       yaxis_title="F1 at best α")
+                       yaxis_title="F1 at the selected α (reporting half)")
     with atomic_path(out / "f1_vs_time.html") as tmp:
         pfig.write_html(tmp, include_plotlyjs=include)
 
@@ -752,8 +779,8 @@ def _findings(record: dict[str, Any]) -> list[str]:
     """Sentences generated from the numbers (nothing hand-typed): where each advanced sampler beats random or not."""
     out = []
     for quality, label in QUALITY.items():
-        paper = quality in F1_QUALITIES
-        name = "F1" if paper else "cosine"
+        paper = quality in PAPER_QUALITIES
+        name = _quality_name(quality)
         for h in headline(record, quality):
             s = h["sampler"]
             if h["m_star"] is None:
@@ -827,6 +854,41 @@ def _findings(record: dict[str, Any]) -> list[str]:
     return out
 
 
+def _stationarity(rec: dict[str, Any]) -> str:
+    """Sentence on how stationary the trained model (and the retrained references) are."""
+    tr = rec["config"]["training_report"]
+    text = (f"Training stopped at full-batch gradient norm {tr.get('grad_norm', math.nan):.2e}"
+            + (f" (tolerance {tr['grad_tol']:g}: {'reached' if tr.get('grad_tol_reached') else 'NOT reached'})"
+               if "grad_tol" in tr else "") + ".")
+    refs = (rec.get("reference_models") or {}).get("per_class", {})
+    norms = _finite((v.get("training_report") or {}).get("grad_norm") for v in refs.values())
+    if norms.size:
+        text += f" Retrained references: gradient norm ≤ {norms.max():.2e}."
+    return text
+
+
+def _honest_markdown(rec: dict[str, Any]) -> str:
+    """Per sampler and m: honest F1, oracle F1, F1 at α=1, chosen α, share at the grid edge, agreement with the
+    retrained model and relative parameter distance at α = 1 and at the chosen α."""
+    lines = ["| sampler | m | F1 (reporting half, chosen α) | chosen α | at grid edge | agreement w/ retrained "
+             "(chosen α) | agreement (α=1) | rel. distance to retrained (chosen α) | rel. distance (α=1) | "
+             "F1 oracle (best α on test) | F1 at α=1 |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for e in rec["summary"] + rec.get("full_pool", []):
+        m = _fmt(e["m"], 0) if e["sampler"] != "full" else f"all (≈{e['m']:.0f})"
+        edge = e.get("alpha_edge_low", math.nan) + e.get("alpha_edge_high", math.nan)
+        lines.append(f"| {e['sampler']} | {m} | {_pm(e, 'f1_sel')} | {_fmt(e['alpha_sel'], 2)} | "
+                     f"{_fmt(100 * edge, 0)}% | {_pm(e, 'ref_report_agree_sel')} | "
+                     f"{_pm(e, 'ref_report_agree_alpha_1')} | {_pm(e, 'ref_reldist_sel')} | "
+                     f"{_pm(e, 'ref_reldist_alpha_1')} | {_pm(e, 'f1_best')} | {_pm(e, 'f1_at_1')} |")
+    ref = rec.get("reference_models")
+    if ref:
+        lines.append("")
+        lines.append(f"Retrained-from-scratch F1 (whole test set): {_fmt(ref['f1_mean'])} ± {_fmt(ref['f1_std'])} "
+                     "over classes. ± = std over seeds of the class-averaged value; agreement on the reporting half; "
+                     "relative distance = ‖θ(α) − θ_ret‖ / ‖θ̂ − θ_ret‖ (1 = no closer than the original model).")
+    return "\n".join(lines)
+
+
 def write_report(runs: list[Path], path: Path) -> None:
     """Write ``path`` (Markdown) from the ``results.json`` of each run directory; every number comes from them."""
     records = []
@@ -848,18 +910,26 @@ def write_report(runs: list[Path], path: Path) -> None:
         "",
         f"    python -m influence_core removal --report {path} --runs {runs_arg}",
         "",
-        "Protocol (DESIGN §3, `influence_core/removal.py`): remove class c by θ(α) = θ + α·Δ with "
-        "Δ = (1/n)(H_S + δI)⁻¹ Σ_{y_j=c} ∇ℓ_j, the curvature H_S estimated on m points of the *remaining* classes "
-        "drawn by each sampler, solved with LiSSA (automatic scale from power iteration, relative-residual stop). "
+        "Protocol (DESIGN §3, `influence_core/removal.py`): remove class c by θ(α) = θ + α·Δ, the Newton step on "
+        "the retrained objective L_r = (1/n)Σ_{y_j≠c} ℓ_j + (wd/2)‖θ‖²: "
+        "Δ = (1/n_r)(H_S + (wd·n/n_r + δ)I)⁻¹ Σ_{y_j=c} ∇ℓ_j, the mean curvature H_S estimated on m points of the "
+        "*remaining* classes drawn by each sampler (with the sampler's weights), solved by the run's solver. "
         "Curvature: Gauss-Newton with damping δ = 0.01 by default (positive semi-definite on any sample; the true "
         "Hessian of a small sample of these MLPs is indefinite, where LiSSA and CG with small damping fail). "
         "F1 combines forget (1 − accuracy on the removed class's test points) and retain (accuracy on the others); "
-        "\"best α\" is the best F1 over the α grid on the test set (the paper's protocol, an oracle over α), α = 1 is "
-        "the pure influence step. Samplers are this project's reconstruction of the paper's (the paper's exact "
-        "rules are not public). The model is trained once per run; seeds vary the sample only.",
+        "The test set is split once (stratified by class, seed 0) into an α-selection half and a reporting half: "
+        "the **headline F1 (`f1_sel`) is measured on the reporting half at the α with the best F1 on the selection "
+        "half**; the grid (2^(k/4), 1/8..128) is extended an octave at a time while that α sits at its edge "
+        "(up to 2^-12..2^16; the share still at an edge is reported). \"Best α\" (`f1_best`) is the paper's "
+        "protocol, the best F1 over the α grid on the whole test set: a test-set oracle, kept as a secondary column. "
+        "α = 1 is the pure influence step. Faithfulness to retraining: prediction agreement with the model "
+        "retrained from scratch without the class (reporting half) and the relative parameter distance "
+        "‖θ(α) − θ_ret‖ / ‖θ̂ − θ_ret‖, at α = 1 and at the chosen α. Samplers are this project's reconstruction of "
+        "the paper's (the paper's exact rules are not public). The model is trained once per run; seeds vary the "
+        "sample only.",
         "",
         "Costs: solver time is the wall time of each solve in the study process (operator set-up, power iteration "
-        "and LiSSA iterations), configurations interleaved so the samplers are timed under the same load. Peak "
+        "and solver iterations), configurations interleaved so the samplers are timed under the same load. Peak "
         "memory is measured, not estimated: the solve is re-run in a fresh Python process that holds only the model, "
         "the m sampled rows and the right-hand side, and reports the peak resident memory the solve added (method "
         "recorded per run below). The whole sample is one vectorised batch, so the solve's memory follows m.",
@@ -884,8 +954,10 @@ def write_report(runs: list[Path], path: Path) -> None:
                              f"{h['m_star'] if h['m_star'] is not None else 'not reached'} (vs {h['m_ref']}) | "
                              f"{_pct(h['time_saving_pct'])} | {_pct(h['memory_saving_pct'])} | "
                              f"{_signed(h['mean_gain_points'])} |")
-    lines += ["", "Quality: `f1_best` = F1 at the best α (the paper's protocol), `f1_at_1` = F1 of the pure influence "
-              "step, `delta_cos` = cos(Δ_S, Δ_full), the direction of the sampled update against the whole-pool one "
+    lines += ["", "Quality: `f1_sel` = F1 on the reporting half at the α chosen on the selection half (headline), "
+              "`ref_report_agree_sel` = prediction agreement with the retrained model at that α, "
+              "`f1_best` = F1 at the best α on the whole test set (the paper's protocol, an oracle), `f1_at_1` = F1 "
+              "of the pure influence step, `delta_cos` = cos(Δ_S, Δ_full), the direction of the sampled update against the whole-pool one "
               "(faithfulness). Read the notes under each run before reading a saving as a win.", ""]
     for run_dir, rec in records:
         cfg = rec["config"]
@@ -909,11 +981,24 @@ def write_report(runs: list[Path], path: Path) -> None:
             f"{_fmt(rec['seconds'].get('load_average_start', [math.nan])[0], 1)} at the start and "
             f"{_fmt(rec['seconds'].get('load_average_end', [math.nan])[0], 1)} at the end on "
             f"{cfg['cpu_count']} cores (other jobs shared the machine; times are comparable within a run). "
-            f"Memory method: {cfg['memory_method']}.",
+            f"Memory method: {cfg['memory_method']}. {_stationarity(rec)}",
             "",
-            "### Headline against the paper",
+            "### Headline: honest F1 and distance to retraining",
             "",
-            "Savings at the largest m of random sampling (F1 at best α, the paper's protocol):",
+            _honest_markdown(rec),
+            "",
+            "### Savings against the paper",
+            "",
+            "Savings at the largest m of random sampling, on the honest F1 (reporting half, α chosen on the selection "
+            "half):",
+            "",
+            headline_markdown(rec, "f1_sel"),
+            "",
+            "Same on prediction agreement with the retrained model at the chosen α (reporting half):",
+            "",
+            headline_markdown(rec, "ref_report_agree_sel"),
+            "",
+            "Same with the test-set oracle (F1 at the best α on the whole test set, the paper's protocol):",
             "",
             headline_markdown(rec, "f1_best"),
             "",

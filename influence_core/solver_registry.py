@@ -239,9 +239,7 @@ def fit_exact(objective: Objective, indices: np.ndarray | None, weights: np.ndar
             if obj.weight_decay + damping <= 0:
                 raise ValueError(f"the Gauss-Newton matrix on {m} points has rank <= {r} < p = {p}, so it is "
                                  "singular without a shift: pass damping > 0 (e.g. 0.01)")
-            inverse = LowRankInverse(obj.gauss_newton_operator(indices, weights), obj.weight_decay + damping,
-                                     damping=damping)
-            return ExactFit(inverse, *args, info={"inverse": "low_rank", "rank": inverse.rank})
+            return _low_rank_fit(obj, indices, weights, damping, args)
     H = obj.hessian(indices, weights, curvature)
     if on_indefinite != "ignore":
         _check_positive_definite(H, damping, curvature, on_indefinite)
@@ -274,3 +272,23 @@ def _check_positive_definite(H: torch.Tensor, damping: float, curvature: str, on
 register_iterative_solver("cg", solve_cg, description="conjugate gradient, batched (needs H_S + δI positive "
                                                       "definite)")
 register_iterative_solver("lissa", solve_lissa, description="LiSSA / Neumann series with automatic scale")
+
+
+def _low_rank_fit(obj: Objective, indices: np.ndarray | None, weights: np.ndarray | None, damping: float,
+                  args: tuple) -> ExactFit:
+    inverse = LowRankInverse(obj.gauss_newton_operator(indices, weights), obj.weight_decay + damping,
+                             damping=damping)
+    return ExactFit(inverse, *args, info={"inverse": "low_rank", "rank": inverse.rank})
+
+
+@register_solver("low_rank", description="exact Gauss-Newton solve by Woodbury, rank m(C-1), whatever p")
+def fit_low_rank(objective: Objective, indices: np.ndarray | None, weights: np.ndarray | None, damping: float,
+                 curvature: str) -> FittedInverse:
+    """Exact Gauss-Newton solve by Woodbury on the rank-m(C−1) factor, even where ``exact`` would form H_S."""
+    if curvature != "gauss_newton":
+        raise ValueError("solver 'low_rank' solves the Gauss-Newton system exactly (Woodbury); use "
+                         "curvature='gauss_newton', or solver 'exact' for the Hessian")
+    if objective.weight_decay + damping <= 0:
+        raise ValueError("the low-rank Gauss-Newton solve needs weight_decay + damping > 0 (e.g. damping=0.01)")
+    return _low_rank_fit(objective, indices, weights, damping,
+                         (objective, "low_rank", indices, weights, damping, curvature, {}))

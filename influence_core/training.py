@@ -35,6 +35,9 @@ class TrainingConfig:
     arch: "logreg", "mlp" or "cnn". seed: fixes initialisation and batch order. epochs/batch_size/lr: Adam phase
     (ignored for logreg). weight_decay: wd in the objective above. hidden: MLP widths. polish_steps: L-BFGS
     iterations on the full objective after Adam (logreg: the whole fit). dtype: "float32" or "float64".
+    grad_tol: stationarity target: when the full-batch gradient norm ||∇L(θ)|| is still above it after
+    ``polish_steps``, L-BFGS continues up to ``max_polish_steps`` iterations in all (influence functions assume
+    ∇L(θ̂) = 0). The final norm and whether the target was reached are in ``model.training_report``.
     """
 
     arch: str = "mlp"
@@ -46,6 +49,8 @@ class TrainingConfig:
     hidden: tuple[int, ...] = (64,)
     polish_steps: int = 100
     dtype: str = "float32"
+    grad_tol: float = 1e-3
+    max_polish_steps: int = 2000
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -74,11 +79,14 @@ def objective(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: 
 
 
 def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sample_weight: Any | None = None,
-                   max_iter: int = 500, tol: float = 1e-9, progress: Progress | None = None) -> dict[str, float]:
+                   max_iter: int = 500, tol: float = 1e-9, progress: Progress | None = None,
+                   lbfgs_tolerance_grad: float | None = None) -> dict[str, float]:
     """Minimise the full objective with L-BFGS (strong Wolfe line search), in place.
 
     ``sample_weight`` (n,) multiplies each loss term; the mean still divides by n (so weight 0 removes a point
-    exactly as the influence convention assumes). Returns the final objective and gradient norm.
+    exactly as the influence convention assumes). Returns the final objective and gradient norm. Stops when the
+    gradient's 2-norm is below ``tol``; torch's L-BFGS also stops inside a step when the gradient's max-abs entry
+    is below ``lbfgs_tolerance_grad`` (default ``tol``).
     """
     device, dtype = model_device_dtype(model)
     def on_device(a: Any, dtype: torch.dtype) -> torch.Tensor:  # tensors on any device: no numpy round trip
@@ -87,7 +95,8 @@ def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sam
     X, y = on_device(X, dtype), on_device(y, torch.long)
     w = None if sample_weight is None else on_device(sample_weight, dtype)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=50, tolerance_grad=tol,
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=50,
+                            tolerance_grad=tol if lbfgs_tolerance_grad is None else lbfgs_tolerance_grad,
                             tolerance_change=1e-15, line_search_fn="strong_wolfe")
 
     def closure() -> torch.Tensor:
@@ -113,6 +122,14 @@ def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sam
 def _diverged(what: str, cfg: TrainingConfig) -> RuntimeError:
     return RuntimeError(f"training diverged: {what} (learning rate lr={cfg.lr:g}, weight_decay="
                         f"{cfg.weight_decay:g}); lower the learning rate (e.g. lr={cfg.lr / 10:g}) and retry")
+
+
+def _full_objective_record(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: float) -> dict:
+    """The full objective and its gradient norm at the model's current parameters (its own dtype)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = objective(model, X, y, weight_decay)
+    grads = torch.autograd.grad(loss, params)
+    return {"objective": float(loss.item()), "grad_norm": float(torch.sqrt(sum((g * g).sum() for g in grads)))}
 
 
 def accuracy(model: nn.Module, X: Any, y: Any) -> float:
@@ -172,6 +189,16 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
     if (steps and not math.isfinite(final["objective"])) or not all(
             torch.isfinite(p).all() for p in model.parameters()):
         raise _diverged(f"training ended with objective {final['objective']} and non-finite weights", cfg)
+    extra = max(0, cfg.max_polish_steps - steps) if steps else 0
+    if extra and not final["grad_norm"] <= cfg.grad_tol:  # not yet stationary: polish on towards grad_tol,
+        # in float64 (float32 L-BFGS stalls once the objective's changes fall below its precision), then back
+        model.double()
+        fit_full_batch(model, X.double(), y, cfg.weight_decay, max_iter=extra, tol=cfg.grad_tol,
+                       lbfgs_tolerance_grad=1e-12)
+        model.to(dtype)
+        final = _full_objective_record(model, X, y, cfg.weight_decay)
+    final["grad_tol"] = cfg.grad_tol
+    final["grad_tol_reached"] = bool(final["grad_norm"] <= cfg.grad_tol)
     model.eval()
     if progress:
         progress(1.0, "done")

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from influence_core import RemovalResult, class_removal, dataset_from_arrays
 from influence_core.models import build_model
@@ -92,9 +93,11 @@ def test_result_path_is_the_metrics_of_theta_plus_alpha_delta(toy):
     g = task.gradient_sum(0)
     from influence_core.curvature import Objective
 
-    obj = Objective(model, data.X_train[data.y_train != 0], data.y_train[data.y_train != 0], 1e-2)
-    H = obj.hessian()
-    delta = torch.linalg.solve(H, g) / data.n_train
+    keep = data.y_train != 0
+    n, n_r = data.n_train, int(keep.sum())
+    obj = Objective(model, data.X_train[keep], data.y_train[keep], 0.0)
+    H_r = (n_r / n) * obj.hessian() + 1e-2 * torch.eye(obj.n_params, dtype=torch.float64)  # ∇²L_r
+    delta = torch.linalg.solve(H_r, g) / n
     for i, a in enumerate(alphas):
         expected = task.metrics(task.theta + a * delta, 0)
         for key in expected:
@@ -127,15 +130,19 @@ def test_logreg_exact_update_moves_toward_retrained_model(digits, digits_logreg6
 
 
 def test_mlp_removal_with_sampled_hessian_and_lissa(digits, digits_mlp):
+    lissa = class_removal(digits_mlp, digits, 2, sampler="logit", m=64, seed=3, solver="lissa")
+    assert lissa.solver == "lissa" and lissa.converged
     res = class_removal(digits_mlp, digits, 2, sampler="logit", m=64, seed=3)
+    cos = float(res.delta @ lissa.delta / (res.delta.norm() * lissa.delta.norm()))
+    assert cos > 0.999  # the default (CG) and LiSSA solve the same system
     assert isinstance(res, RemovalResult)
-    assert res.solver == "lissa" and res.curvature == "gauss_newton" and res.damping == 0.01
+    assert res.solver == "cg" and res.curvature == "gauss_newton" and res.damping == 0.01
     assert res.converged and res.iterations > 1 and res.solve["trace"][-1] <= 1e-4
     assert res.solver_seconds > 0 and res.sampler_seconds >= 0
     idx = np.asarray(res.hessian_sample)
     assert idx.size == 64 and np.all(digits.y_train[idx] != 2)  # drawn from the remaining classes only
     alphas = default_alphas()
-    assert 1.0 in alphas and len(res.path["f1"]) == len(alphas)
+    assert 1.0 in alphas and len(res.path["f1"]) == len(res.alphas) and set(alphas) <= set(res.alphas)
     assert res.best["f1"] >= res.at_one["f1"] and res.best["f1"] > res.original["f1"]
     assert res.best["forget"] > 0.5  # the update really forgets class 2 at the best step size
     record = json.loads(json.dumps(res.to_dict()))
@@ -196,3 +203,112 @@ def test_m_larger_than_pool(digits, digits_mlp):
         class_removal(digits_mlp, digits, 5, m=pool + 1)
     with pytest.raises(ValueError, match="1 <= m"):
         class_removal(digits_mlp, digits, 5, m=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The curvature scale of the removal: the update is the Newton step on the retrained objective
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_update_is_the_dense_newton_step_on_the_retrained_objective(digits, digits_logreg64):
+    """Whole pool, exact solve, true Hessian, δ = 0, float64: Δ = −(∇²L_r)⁻¹ ∇L_r(θ̂) to 1e-6 relative, with
+    L_r(θ) = (1/n) Σ_{y_j≠c} ℓ_j + (wd/2)||θ||² built here from scratch with torch.autograd.functional (its data
+    term carries n_r/n; the old update, mean Hessian + wd·I, is 4% off and must fail the same check)."""
+    model, c = digits_logreg64, 3
+    X = torch.as_tensor(digits.X_train, dtype=torch.float64)
+    y = torch.as_tensor(digits.y_train)
+    n, keep, wd = len(y), y != c, model.weight_decay
+    W, b = model.head.weight.detach(), model.head.bias.detach()
+    C, D = W.shape
+    theta = torch.cat([W.reshape(-1), b])  # named_parameters order: head.weight, head.bias
+
+    def full_objective(th, mask):
+        logits = X[mask] @ th[:C * D].reshape(C, D).T + th[C * D:]
+        return F.cross_entropy(logits, y[mask], reduction="sum") / n + 0.5 * wd * (th * th).sum()
+
+    everyone = torch.ones_like(keep)
+    H_r = torch.autograd.functional.hessian(lambda th: full_objective(th, keep), theta)
+    grad_r = torch.autograd.functional.jacobian(lambda th: full_objective(th, keep), theta)
+    grad_full = torch.autograd.functional.jacobian(lambda th: full_objective(th, everyone), theta)
+    assert grad_full.norm() < 1e-6  # θ̂ is stationary for L, the premise of the one-step update
+    # Newton step on L_r from the stationary point (∇L(θ̂) = 0 exactly; the residual 1e-8 is removed)
+    newton = -torch.linalg.solve(H_r, grad_r - grad_full)
+
+    result = class_removal(model, digits, c, m=None, solver="exact", curvature="hessian", damping=0.0,
+                           alphas=[1.0])
+    rel = ((result.delta - newton).norm() / newton.norm()).item()
+    assert rel < 1e-6, rel
+
+    # the old rule solved with mean_{j∉c} ∇²ℓ_j + wd·I and divided by n: far from the Newton step
+    n_r = int(keep.sum())
+    H_mean = (H_r - wd * torch.eye(theta.numel(), dtype=torch.float64)) * n / n_r
+    old = torch.linalg.solve(H_mean + wd * torch.eye(theta.numel(), dtype=torch.float64), -(grad_r - grad_full))
+    assert ((old - newton).norm() / newton.norm()).item() > 1e-2
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Honest protocol: α chosen on one half of the test set, reported on the other; grid extension; reference cache
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_split_test_set_is_stratified_disjoint_and_seeded():
+    from influence_core.removal import split_test_set
+
+    y = np.repeat(np.arange(4), [10, 7, 3, 1])
+    sel, rep = split_test_set(y, seed=0)
+    assert np.intersect1d(sel, rep).size == 0 and np.union1d(sel, rep).tolist() == list(range(y.size))
+    assert [int(np.sum(y[sel] == k)) for k in range(4)] == [5, 3, 1, 0]  # floor(n_k / 2) per class
+    again, _ = split_test_set(y, seed=0)
+    other, _ = split_test_set(y, seed=1)
+    assert again.tolist() == sel.tolist() and other.tolist() != sel.tolist()
+
+
+def test_alpha_is_chosen_on_the_selection_half_and_reported_on_the_other(digits, digits_mlp):
+    task = ClassRemoval(digits_mlp, digits)
+    res = task.run(4, "random", 128, 0)
+    i = int(np.flatnonzero(res.alphas == res.selected["alpha"])[0])
+    sel_f1 = res.path["selection_f1"]
+    assert sel_f1[i] == sel_f1.max() and res.selected["selection_f1"] == sel_f1[i]
+    expected = task._metrics(*task._predict(task.theta + res.selected["alpha"] * res.delta), 4, task.report_idx)
+    for key in ("f1", "forget", "retain", "consistency"):
+        assert res.selected[key] == pytest.approx(expected[key], abs=1e-12)
+    assert res.split["n_selection"] + res.split["n_report"] == digits.y_test.size
+    # the oracle on the whole test set is never below the honest choice evaluated on the whole test set
+    assert res.best["f1"] >= res.path["f1"][i]
+
+
+def test_grid_is_extended_until_the_chosen_alpha_is_interior(digits, digits_mlp):
+    """Starting from a grid of two huge step sizes (the best is at its low edge), the grid grows downwards."""
+    res = ClassRemoval(digits_mlp, digits).run(4, "random", 128, 0, alphas=[1024.0, 2048.0], extend_grid=True)
+    assert res.alphas.min() < 1024.0
+    if res.alpha_edge is None:
+        assert res.alphas.min() < res.selected["alpha"] < res.alphas.max()
+    fixed = ClassRemoval(digits_mlp, digits).run(4, "random", 128, 0, alphas=[1024.0, 2048.0])
+    assert fixed.alphas.tolist() == [1024.0, 2048.0] and fixed.alpha_edge == "low"  # user grid: flagged, kept
+
+
+def test_reference_is_cached_across_class_removal_calls(digits, digits_logreg64, monkeypatch):
+    import influence_core.removal as removal
+
+    calls = []
+    real = removal.retrain_without_class
+    monkeypatch.setattr(removal, "retrain_without_class", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(removal, "_REFERENCE_CACHE", {})
+    a = class_removal(digits_logreg64, digits, 5, m=None, solver="exact", curvature="hessian", damping=0.0,
+                      retrain_reference=True, alphas=[1.0])
+    b = class_removal(digits_logreg64, digits, 5, m=None, solver="exact", curvature="hessian", damping=0.0,
+                      retrain_reference=True, alphas=[1.0])
+    assert len(calls) == 1
+    assert a.reference["param_distance"] == b.reference["param_distance"]
+    assert 0 < a.reference["relative_distance"]["alpha_1"] < 1  # the Newton step moves towards retraining
+    class_removal(digits_logreg64, digits, 6, m=None, solver="exact", curvature="hessian", damping=0.0,
+                  retrain_reference=True, alphas=[1.0])
+    assert len(calls) == 2  # another class is another reference
+
+
+def test_low_rank_solver_equals_the_dense_gauss_newton_solve(digits, digits_logreg64):
+    dense = class_removal(digits_logreg64, digits, 1, sampler="random", m=40, seed=0, solver="exact", alphas=[1.0])
+    low = class_removal(digits_logreg64, digits, 1, sampler="random", m=40, seed=0, solver="low_rank", alphas=[1.0])
+    assert ((low.delta - dense.delta).norm() / dense.delta.norm()).item() < 1e-8
+    with pytest.raises(ValueError, match="low_rank"):
+        class_removal(digits_logreg64, digits, 1, m=40, solver="low_rank", curvature="hessian", alphas=[1.0])

@@ -75,7 +75,7 @@ def test_quick_run_writes_complete_well_formed_output(quick_run):
     assert record["command"].startswith("python -m influence_core removal --dataset digits --arch mlp")
     cfg = record["config"]
     assert cfg["samplers"] == ["random", "logit"] and cfg["m"] == [32, 64] and cfg["seeds"] == [0, 1]
-    assert cfg["curvature"] == "gauss_newton" and cfg["damping"] == 0.01 and cfg["solver"] == "lissa"
+    assert cfg["curvature"] == "gauss_newton" and cfg["damping"] == 0.01 and cfg["solver"] == "cg"
     assert len(record["summary"]) == 4 and record["failures"] == 0
     for quality in study.QUALITY:
         assert {(s["sampler"], s["m_ref"]) for s in record["savings"][quality]} == {("logit", 32), ("logit", 64)}
@@ -148,3 +148,16 @@ def test_bad_input(argv, message, tmp_path):
     argv = [str(tmp_path / a) if a in ("X", "R.md") else a for a in argv]
     with pytest.raises(ValueError, match=message):
         study.run(_args(*argv))
+
+
+def test_quick_run_reports_the_honest_protocol(quick_run):
+    rows = [r for r in _csv(quick_run / "results.csv") if r["sampler"] != "full"]
+    for r in rows:
+        assert 0.0 <= float(r["f1_sel"]) <= 1.0 and float(r["alpha_sel"]) > 0
+        assert 0.0 <= float(r["ref_report_agree_sel"]) <= 1.0 and float(r["ref_reldist_sel"]) > 0
+        assert int(r["alpha_edge_low"]) + int(r["alpha_edge_high"]) <= 1
+    record = json.loads((quick_run / "results.json").read_text())
+    assert "grad_norm" in record["config"]["training_report"] and "grad_tol" in record["config"]["training_report"]
+    text = study._honest_markdown(record)
+    assert "F1 (reporting half, chosen α)" in text and "| random | 32 |" in text
+    assert "gradient norm" in study._stationarity(record)

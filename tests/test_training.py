@@ -50,3 +50,16 @@ def test_cnn_on_images_and_bad_settings(digits, small):
     with pytest.raises(ValueError, match="weight_decay"):
         train_model(small, "mlp", weight_decay=-1)
     assert np.isfinite(cnn.training_report["test_accuracy"])
+
+
+def test_polish_continues_until_the_gradient_tolerance(small):
+    """After ``polish_steps`` L-BFGS goes on (up to ``max_polish_steps``) until ||∇L|| <= grad_tol; the final norm,
+    recomputed here from scratch, and whether the tolerance was reached are recorded with the model."""
+    loose = train_model(small, "mlp", seed=0, epochs=2, polish_steps=5, max_polish_steps=5)
+    tight = train_model(small, "mlp", seed=0, epochs=2, polish_steps=5, grad_tol=1e-3, max_polish_steps=2000)
+    assert loose.training_report["grad_norm"] > 1e-3 and not loose.training_report["grad_tol_reached"]
+    assert tight.training_report["grad_tol_reached"] and tight.training_report["grad_tol"] == 1e-3
+    obj = Objective(tight, small.X_train, small.y_train, tight.weight_decay)
+    gradient = obj.grad_sum() / obj.n + tight.weight_decay * obj.theta
+    assert gradient.norm().item() <= 1.5e-3
+    assert tight.training_config["grad_tol"] == 1e-3 and tight.training_config["max_polish_steps"] == 2000
