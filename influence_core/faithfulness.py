@@ -64,7 +64,7 @@ from .memory import PeakMemory
 from .metrics import mean_std, relative_error, rowwise_pearson, rowwise_spearman, rowwise_topk_overlap
 from .models import ARCHITECTURES
 from .parallel import get_executor
-from .samplers import available_samplers, draw_sample
+from .samplers import FEATURE_SAMPLERS, available_samplers, draw_sample
 from .solvers import LowRankInverse, SolverError, SolverNotConvergedWarning
 from .subsets import sampler_inputs
 from .training import train_model
@@ -394,7 +394,7 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
                                "precompute_seconds": woodbury.precompute_seconds, "rank_per_point": woodbury.rank}
     context["subset_solver"] = solver
 
-    needs_features = "feature" in config.samplers
+    needs_features = bool(FEATURE_SAMPLERS & set(config.samplers))
     inputs = sampler_inputs(model, dataset, with_features=needs_features)
 
     rows: list[dict[str, Any]] = []

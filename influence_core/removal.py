@@ -1,14 +1,22 @@
 """Class removal by an influence (Newton) update, the validation protocol of Koh et al. 2024 (DESIGN §3).
 
-For a model trained on n points with objective L(θ) = (1/n) Σ_j ℓ_j(θ) + (wd/2)||θ||², removing class c is
-predicted by one Newton step::
+For a model trained on n points with objective L(θ) = (1/n) Σ_j ℓ_j(θ) + (wd/2)||θ||², removing class c (n_r
+points left) is predicted by one Newton step on the objective of the retrained model,
 
-    g_c  = Σ_{j: y_j = c} ∇ℓ_j(θ)                       (p,)  summed loss gradients of the removed class
-    Δ    = (1/n) · (H_S + δI)⁻¹ g_c                      (p,)  H_S on m points S drawn from the REMAINING classes
-    θ(α) = θ + α·Δ                                       α = 1 is the pure influence prediction
+    L_r(θ) = (1/n) Σ_{j: y_j ≠ c} ℓ_j(θ) + (wd/2)||θ||²,   ∇²L_r = (n_r/n)·mean_{j: y_j≠c} ∇²ℓ_j + wd·I,
 
-H_S (or the Gauss-Newton G_S, ``curvature="gauss_newton"``) is the weighted mean curvature of the sample plus wd·I
-(:class:`~influence_core.curvature.Objective`); δ is the damping. The step is evaluated along an α path with
+from θ̂ (where ∇L(θ̂) = 0, so ∇L_r(θ̂) = −(1/n) g_c)::
+
+    g_c  = Σ_{j: y_j = c} ∇ℓ_j(θ̂)                                  (p,)  summed loss gradients of the removed class
+    Δ    = (1/n) · ((n_r/n)(H_S + δI) + wd·I)⁻¹ g_c
+         = (1/n_r) · (H_S + (wd·n/n_r + δ)·I)⁻¹ g_c                 (p,)  H_S = weighted mean curvature of m points S
+    θ(α) = θ̂ + α·Δ                                                  α = 1 is the pure influence prediction
+
+The sampled mean H_S (drawn from the REMAINING classes) estimates mean_{j∉c} ∇²ℓ_j; the solve uses the second form
+(the objective times n/n_r, whose weight decay is wd·n/n_r, as in the retraining below), so δ is on the scale of the
+mean curvature. With S the whole pool, the true Hessian and δ = 0, Δ is exactly the Newton step on L_r.
+H_S (or the Gauss-Newton G_S, ``curvature="gauss_newton"``) is the weighted mean curvature of the sample
+(:class:`~influence_core.curvature.Objective`, built with weight decay wd·n/n_r); δ is the damping. The step is evaluated along an α path with
 
     forget = 1 − accuracy on the removed class's test points, retain = accuracy on the other test points,
     F1 = 2·forget·retain / (forget + retain), 0 when both are 0 (:func:`~influence_core.metrics.forget_retain_f1`),
@@ -356,6 +364,11 @@ class ClassRemoval:
         """Use your own retrained-without-c model as the reference for class c."""
         self._references[_check_class(self.dataset, removed_class)] = model
 
+    def removal_weight_decay(self, removed_class: int) -> float:
+        """wd·n/n_r: the weight decay of the retrained objective L_r times n/n_r (whose curvature the solve uses)."""
+        c = _check_class(self.dataset, removed_class)
+        return self.weight_decay * self.train_objective.n / int(np.sum(self.dataset.y_train != c))
+
     # ---------------------------------------------------------------- evaluation
     @torch.no_grad()
     def _predict(self, theta: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -422,6 +435,8 @@ class ClassRemoval:
         sampler_seconds = time.perf_counter() - start
 
         g = self.gradient_sum(c)
+        n, n_r = self.train_objective.n, int(pool.size)
+        solve_wd = self.removal_weight_decay(c)
         idx = torch.as_tensor(np.array(sample.indices), device=self.train_objective.device)
         X_s, y_s = self.train_objective.X[idx], self.train_objective.y[idx]
         batch = int(hessian_batch or len(sample))
@@ -431,7 +446,7 @@ class ClassRemoval:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always", SolverNotConvergedWarning)
-            result = _solve(self.model, X_s, y_s, sample.weights, g.unsqueeze(0), weight_decay=self.weight_decay,
+            result = _solve(self.model, X_s, y_s, sample.weights, g.unsqueeze(0), weight_decay=solve_wd,
                             solver=solver, damping=damping, curvature=curvature, chunk_size=batch,
                             solver_options=solver_options)
         solver_seconds = time.perf_counter() - start
@@ -440,7 +455,7 @@ class ClassRemoval:
                 caught.append(str(w.message))
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        delta = result.x[0] / self.train_objective.n
+        delta = result.x[0] / n_r  # (1/n_r)(H_S + (wd n/n_r + δ) I)⁻¹ g_c: the Newton step on L_r (module doc)
 
         if progress:
             progress(0.6, f"class {c}: evaluating {alphas.size} step sizes")
@@ -468,14 +483,17 @@ class ClassRemoval:
             if progress:
                 progress(0.9, f"class {c}: measuring the solve's peak memory in a fresh process")
             peak = measure_solve_memory(self.model, X_s, y_s, sample.weights, g.unsqueeze(0),
-                                        weight_decay=self.weight_decay, solver=solver, damping=damping,
+                                        weight_decay=solve_wd, solver=solver, damping=damping,
                                         curvature=curvature, chunk_size=batch, solver_options=solver_options)
         summary = result.summary()
         summary["trace"] = list(result.trace)
         config = {
             "dataset": self.dataset.describe(),
             "training": getattr(self.model, "training_config", None),
-            "weight_decay": self.weight_decay, "n_train": self.train_objective.n,
+            "weight_decay": self.weight_decay, "solve_weight_decay": solve_wd, "n_train": n,
+            "n_remaining_train": n_r,
+            "objective": "L_r = (1/n) sum_{y_j != c} l_j + (wd/2)|theta|^2; "
+                         "Delta = (1/n_r)(H_S + (wd n/n_r + damping) I)^-1 g_c",
             "n_removed_train": int(np.sum(self.dataset.y_train == c)), "pool_size": int(pool.size),
             "n_params": self.train_objective.n_params, "hessian_batch": batch,
             "solver_options": dict(solver_options), "sampler_options": dict(sample.options),

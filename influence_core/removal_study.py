@@ -346,7 +346,8 @@ def _measure(task: ClassRemoval, result: Any, args: argparse.Namespace, label: s
     options = {"tol": args.tol, "max_iter": args.max_iter} if args.solver != "exact" else {}
     mem = measure_solve_memory(task.model, obj.X[idx], obj.y[idx], result.hessian_sample.weights,
                                task.gradient_sum(result.removed_class).unsqueeze(0),
-                               weight_decay=task.weight_decay, solver=args.solver, damping=args.damping,
+                               weight_decay=task.removal_weight_decay(result.removed_class),
+                               solver=args.solver, damping=args.damping,
                                curvature=args.curvature, chunk_size=args.hessian_batch or result.m,
                                solver_options=options)
     return {"sampler": label, "m": result.m, "removed_class": result.removed_class, "seed": result.seed,

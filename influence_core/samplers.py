@@ -12,7 +12,8 @@ is then ``H_S = sum_i w_i H_i / sum_i w_i (+ wd I)`` (see DESIGN §3). :func:`dr
 seeds ``rng = np.random.default_rng(seed)``, checks what the sampler returns, and packs it in a
 :class:`HessianSample` that records everything needed to reproduce it.
 
-The built-in rules (``random``, ``feature``, ``logit``, ``class_stratified``, ``logit_kmeans``, ``curvature``) are
+The built-in rules (``random``, ``feature``, ``logit``, ``class_stratified``, ``logit_kmeans``, ``curvature``,
+``int_distance``) are
 **this project's reconstruction** of the samplers in *Faithful and Fast Influence Function via Advanced Sampling*
 (Koh, Lyu, Jang, Yang, 2024, arXiv 2510.26776); the paper's exact rules are not public.
 
@@ -55,10 +56,17 @@ __all__ = [
     "logit_strata",
     "inclusion_probabilities",
     "MINIBATCH_KMEANS_ABOVE",
+    "WEIGHTINGS",
+    "FEATURE_SAMPLERS",
+    "int_distance_strata",
 ]
 
 MINIBATCH_KMEANS_ABOVE = 20_000
 """Pools (or per-class pools) larger than this are clustered with ``MiniBatchKMeans`` instead of ``KMeans``."""
+WEIGHTINGS = ("cluster_size", "unweighted")
+"""Weighting of the k-means samplers' representatives: by cluster size (estimates the pool mean) or none."""
+FEATURE_SAMPLERS = frozenset({"feature", "int_distance"})
+"""Built-in samplers that read penultimate features (SamplerInputs.features)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -474,23 +482,14 @@ def logit_strata(inputs: SamplerInputs, pool: np.ndarray, n_bins: int = 4, score
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _kmeans_pick(X: np.ndarray, members: np.ndarray, k: int, rng: np.random.Generator, pick: str) -> np.ndarray:
-    """Cluster rows of X (one per member) into k clusters; return one member per non-empty cluster.
-
-    ``pick="nearest"`` takes the member nearest its cluster centroid, ``"random"`` a uniform member of the cluster.
-    If clusters collapse (duplicate points: fewer non-empty clusters than k) the remainder is filled with a uniform
-    draw (from ``rng``) among the unpicked members, so exactly k distinct members are returned.
-    """
+def _kmeans_labels(X: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """k-means (k-means++ then Lloyd, n_init = 1, seeded from ``rng``) on the rows of X: (labels (N,), centroids)."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
     from sklearn.exceptions import ConvergenceWarning
     from threadpoolctl import threadpool_limits
 
-    if k >= members.size:
-        return members.copy()
-    if k == 1 and pick == "random":
-        return rng.choice(members, size=1)
     state = int(rng.integers(2**31 - 1))
-    if members.size > MINIBATCH_KMEANS_ABOVE:
+    if X.shape[0] > MINIBATCH_KMEANS_ABOVE:
         km = MiniBatchKMeans(n_clusters=k, n_init=1, random_state=state, batch_size=max(2048, 4 * k),
                              max_iter=50)
     else:
@@ -500,18 +499,39 @@ def _kmeans_pick(X: np.ndarray, members: np.ndarray, k: int, rng: np.random.Gene
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)
         labels = km.fit(X).labels_
+    return labels, km.cluster_centers_
+
+
+def _kmeans_pick(X: np.ndarray, members: np.ndarray, k: int, rng: np.random.Generator,
+                 pick: str) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster rows of X (one per member) into k clusters; return one member per non-empty cluster and its weight.
+
+    ``pick="nearest"`` takes the member nearest its cluster centroid, ``"random"`` a uniform member of the cluster.
+    If clusters collapse (duplicate points: fewer non-empty clusters than k) the remainder is filled with a uniform
+    draw (from ``rng``) among the unpicked members, so exactly k distinct members are returned. The weight of a
+    chosen member is the size of its cluster divided by the number of chosen members in it (so the weights sum to
+    the number of members and each cluster counts as much as its size).
+    """
+    if k >= members.size:
+        return members.copy(), np.ones(members.size)
+    if k == 1 and pick == "random":
+        return rng.choice(members, size=1), np.array([float(members.size)])
+    labels, centres = _kmeans_labels(X, k, rng)
     if pick == "nearest":
-        dist = np.sum((X - km.cluster_centers_[labels]) ** 2, axis=1)
+        dist = np.sum((X - centres[labels]) ** 2, axis=1)
         order = np.lexsort((dist, labels))  # by cluster, then by distance to its centroid
     else:
         order = np.lexsort((rng.random(members.size), labels))
     first = np.ones(order.size, dtype=bool)
     first[1:] = labels[order][1:] != labels[order][:-1]
-    chosen = members[order[first]]
-    if chosen.size < k:
-        rest = np.setdiff1d(members, chosen, assume_unique=True)
-        chosen = np.concatenate([chosen, rng.choice(rest, size=k - chosen.size, replace=False)])
-    return chosen
+    chosen_pos = order[first]
+    if chosen_pos.size < k:
+        rest = np.setdiff1d(np.arange(members.size), chosen_pos, assume_unique=True)
+        chosen_pos = np.concatenate([chosen_pos, rng.choice(rest, size=k - chosen_pos.size, replace=False)])
+    sizes = np.bincount(labels, minlength=k)
+    picked = np.bincount(labels[chosen_pos], minlength=k)
+    weights = sizes[labels[chosen_pos]] / picked[labels[chosen_pos]]
+    return members[chosen_pos], weights.astype(np.float64)
 
 
 def _check_pick(pick: str) -> None:
@@ -519,16 +539,30 @@ def _check_pick(pick: str) -> None:
         raise ValueError(f"pick must be 'nearest' or 'random'; got {pick!r}.")
 
 
+def _check_weighting(weighting: str) -> None:
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}; got {weighting!r}.")
+
+
 def _cluster_sample(X: np.ndarray, inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator,
-                    pick: str, stratify_by_class: bool) -> np.ndarray:
-    """k-means with k = m on rows X (aligned with pool), optionally per true class with proportional k."""
+                    pick: str, stratify_by_class: bool, weighting: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """k-means with k = m on rows X (aligned with pool), optionally per true class with proportional k.
+
+    Returns the representatives and, for ``weighting="cluster_size"``, their cluster sizes normalised to mean 1
+    (so ``sum_i w_i H_i / sum_i w_i`` estimates the pool's mean curvature); ``"unweighted"`` returns None (the old
+    rule: a cluster of 3 points counts as much as one of 300)."""
     if not stratify_by_class:
-        return _kmeans_pick(X, pool, m, rng, pick)
-    classes, inverse = np.unique(inputs.labels[pool], return_inverse=True)
-    counts = proportional_allocation(np.bincount(inverse, minlength=classes.size), m, rng)
-    parts = [_kmeans_pick(X[inverse == s], pool[inverse == s], int(k), rng, pick)
-             for s, k in enumerate(counts) if k > 0]
-    return np.concatenate(parts)
+        chosen, weights = _kmeans_pick(X, pool, m, rng, pick)
+    else:
+        classes, inverse = np.unique(inputs.labels[pool], return_inverse=True)
+        counts = proportional_allocation(np.bincount(inverse, minlength=classes.size), m, rng)
+        parts = [_kmeans_pick(X[inverse == s], pool[inverse == s], int(k), rng, pick)
+                 for s, k in enumerate(counts) if k > 0]
+        chosen = np.concatenate([c for c, _ in parts])
+        weights = np.concatenate([w for _, w in parts])
+    if weighting == "unweighted":
+        return chosen, None
+    return chosen, weights / weights.mean()
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -544,24 +578,29 @@ def random_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.rand
 
 @register_sampler("feature")
 def feature_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
-                    pick: str = "nearest", stratify_by_class: bool = False):
-    """Feature-based: k-means (k = m) on L2-normalised penultimate features of the pool, one point per cluster.
+                    pick: str = "random", stratify_by_class: bool = False, weighting: str = "cluster_size"):
+    """Feature-based: k-means (k = m) on L2-normalised penultimate features of the pool, one point per cluster,
+    weighted by its cluster's size.
 
     Rule (this project's reconstruction of Koh et al. 2024, arXiv 2510.26776; the paper's exact rule is not
     public): x_i = f_i / ||f_i||, k-means++ then Lloyd (``KMeans``, n_init = 1; ``MiniBatchKMeans`` above
     :data:`MINIBATCH_KMEANS_ABOVE` points) seeded from ``rng``; from each cluster take the point nearest its centroid
     (``pick="nearest"``) or a uniform member (``pick="random"``). With ``stratify_by_class`` m is first split over
     the true classes by :func:`proportional_allocation` and k-means runs within each class. Collapsed clusters
-    (duplicate features) are filled with uniform draws from the unpicked points.
+    (duplicate features) are filled with uniform draws from the unpicked points. ``weighting="cluster_size"``
+    (default) weights each representative by its cluster's size N_k, so the weighted sample mean
+    ``sum_k N_k H_(k) / N`` estimates the pool's mean curvature; ``"unweighted"`` is the earlier rule (equal
+    weights, a biased estimate: small clusters count as much as large ones).
     """
     _check_pick(pick)
+    _check_weighting(weighting)
     if inputs.features is None:
         raise ValueError("the 'feature' sampler needs penultimate-layer features, but SamplerInputs.features is None. "
                          "Pass features=model.features(X_train), or choose the 'logit' sampler, which needs only "
                          "logits.")
     F = inputs.features[pool]
     X = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
-    return _cluster_sample(X, inputs, pool, m, rng, pick, bool(stratify_by_class)), None
+    return _cluster_sample(X, inputs, pool, m, rng, pick, bool(stratify_by_class), weighting)
 
 
 @register_sampler("logit")
@@ -588,14 +627,17 @@ def class_stratified_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rn
 
 @register_sampler("logit_kmeans")
 def logit_kmeans_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
-                         space: str = "centred", pick: str = "nearest", stratify_by_class: bool = False):
-    """k-means (k = m) on logit vectors, one point per cluster (as ``feature``, but needs only logits).
+                         space: str = "centred", pick: str = "random", stratify_by_class: bool = False,
+                         weighting: str = "cluster_size"):
+    """k-means (k = m) on logit vectors, one point per cluster weighted by its cluster's size (as ``feature``, but
+    needs only logits; ``weighting="unweighted"`` is the earlier equal-weight rule).
 
     ``space="centred"`` clusters ``z_i - mean_k z_ik`` (logits with the softmax-invariant shift removed),
     ``space="log_softmax"`` clusters ``log p_i``. No L2 normalisation: the logit scale carries the confidence.
     Part of this project's reconstruction of Koh et al. 2024 (arXiv 2510.26776), measured beside their samplers.
     """
     _check_pick(pick)
+    _check_weighting(weighting)
     logits = inputs.logits[pool]
     if space == "centred":
         X = logits - logits.mean(axis=1, keepdims=True)
@@ -603,7 +645,7 @@ def logit_kmeans_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: n
         X = log_softmax(logits)
     else:
         raise ValueError(f"space must be 'centred' or 'log_softmax'; got {space!r}.")
-    return _cluster_sample(X, inputs, pool, m, rng, pick, bool(stratify_by_class)), None
+    return _cluster_sample(X, inputs, pool, m, rng, pick, bool(stratify_by_class), weighting)
 
 
 def inclusion_probabilities(q: np.ndarray, m: int) -> np.ndarray:
@@ -654,3 +696,75 @@ def curvature_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.r
     chosen = np.argpartition(keys, m - 1)[:m]
     weights = 1.0 / inclusion_probabilities(q, m)[chosen]
     return pool[chosen], weights / weights.mean()
+
+
+def default_int_distance_clusters(m: int) -> int:
+    """Default K of ``int_distance``: ``max(2, round(sqrt(m)))`` (capped at m), so K clusters × ~sqrt(m) points
+    each; chosen by the measurement in docs/FAITHFULNESS.md (variance of the weighted mean curvature proxy)."""
+    return int(min(m, max(2, round(np.sqrt(m)))))
+
+
+def int_distance_strata(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
+                        n_clusters: int | None = None, n_bins: int = 3) -> np.ndarray:
+    """Stratum id (p,) of each pool point for ``int_distance``: k-means cluster × distance-to-centroid bin.
+
+    x_i = f_i / ||f_i|| (penultimate features); K = ``n_clusters`` (None: :func:`default_int_distance_clusters`),
+    capped at m and at the pool size; within cluster k (N_k points) the points are ranked by ||x_i − μ_k||
+    (ties by pool order) and rank r goes to bin ``floor(r · B / N_k)``, with B = min(n_bins, max(1, m // K)) so
+    that there are at most m strata. Ids are ``cluster · B + bin``.
+    """
+    if inputs.features is None:
+        raise ValueError("the 'int_distance' sampler needs penultimate-layer features, but SamplerInputs.features "
+                         "is None. Pass features=model.features(X_train), or choose the 'logit' sampler, which "
+                         "needs only logits.")
+    if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral)
+                                   or n_clusters < 1):
+        raise ValueError(f"n_clusters must be an integer >= 1 or None (default sqrt(m)); got {n_clusters!r}.")
+    if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
+        raise ValueError(f"n_bins must be an integer >= 1; got {n_bins!r}.")
+    pool = np.asarray(pool, dtype=np.int64)
+    k = default_int_distance_clusters(m) if n_clusters is None else int(n_clusters)
+    k = int(min(k, m, pool.size))
+    bins_used = int(min(n_bins, max(1, m // k)))
+    F = inputs.features[pool]
+    X = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
+    if k == 1:
+        labels, centres = np.zeros(pool.size, dtype=np.int64), X.mean(axis=0, keepdims=True)
+    else:
+        labels, centres = _kmeans_labels(X, k, rng)
+    dist = np.linalg.norm(X - centres[labels], axis=1)
+    bins = np.zeros(pool.size, dtype=np.int64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        rank = rankdata(dist[members], method="ordinal") - 1
+        bins[members] = rank * bins_used // members.size
+    return labels.astype(np.int64) * bins_used + bins
+
+
+@register_sampler("int_distance")
+def int_distance_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
+                         n_clusters: int | None = None, n_bins: int = 3):
+    """Clusters in feature space, several points drawn inside each, stratified by distance to the centroid.
+
+    This project's reconstruction of the ``int_distance`` sampler drawn in Figure 1 of Koh et al. 2024 (arXiv
+    2510.26776; the figure shows clusters in feature space with several points drawn inside each; the exact rule is
+    not public). Strata: :func:`int_distance_strata` (k-means with K clusters on the L2-normalised penultimate
+    features × quantile bins of the distance to the centroid). Allocation: one point per non-empty stratum, the
+    other m − S split in proportion to the strata sizes (minus the one) by largest remainder
+    (:func:`proportional_allocation`); then a uniform draw without replacement inside each stratum. Weights
+    ``N_s / m_s`` (normalised to mean 1), so ``sum_i w_i H_i / sum_i w_i`` is the stratified estimate of the pool's
+    mean curvature: unbiased given the strata, since every stratum is sampled.
+    """
+    strata = int_distance_strata(inputs, pool, m, rng, n_clusters=n_clusters, n_bins=n_bins)
+    ids, inverse = np.unique(strata, return_inverse=True)
+    sizes = np.bincount(inverse, minlength=ids.size)
+    if ids.size > m:  # only with a user n_clusters > m is impossible (capped); kept as a guard
+        raise ValueError(f"int_distance made {ids.size} strata for m = {m}; lower n_clusters or n_bins.")
+    counts = 1 + proportional_allocation(sizes - 1, m - ids.size, rng)
+    chosen, weights = [], []
+    for s, k in enumerate(counts):
+        members = pool[inverse == s]
+        chosen.append(rng.choice(members, size=int(k), replace=False))
+        weights.append(np.full(int(k), sizes[s] / k))
+    w = np.concatenate(weights)
+    return np.concatenate(chosen), w / w.mean()

@@ -210,8 +210,8 @@ def solve_cg(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, tol: float
              on_nonconvergence: str = "warn") -> SolveResult:
     """Conjugate gradient on (H + δI) X = B, all k columns at once (one batched HVP per iteration).
 
-    Stops when every column's relative residual is <= ``tol``. H + δI must be positive definite on the span
-    explored: non-positive curvature raises :class:`SolverError` (increase damping, or use Gauss-Newton curvature).
+    Stops when every column's relative residual is <= ``tol``; a zero column of B is converged at X = 0 from the
+    start (0 iterations when B = 0). H + δI must be positive definite on the span explored: non-positive curvature raises :class:`SolverError` (increase damping, or use Gauss-Newton curvature).
     ``on_nonconvergence``: "warn" (default) or "raise" when ``max_iter`` is reached first.
     """
     damping = _check_damping(damping)
@@ -227,9 +227,11 @@ def solve_cg(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, tol: float
     P = R.clone()
     rs = (R * R).sum(1)
     trace: list[float] = []
-    active = torch.ones(len(B), dtype=torch.bool, device=B.device)
+    active = B.norm(dim=1) > 0  # a zero right-hand side is solved by X = 0 from the start
     it = 0
-    for it in range(1, max_iter + 1):
+    if not bool(active.any()):
+        trace.append(0.0)
+    for it in range(1, max_iter + 1 if bool(active.any()) else 1):
         AP = A(P)
         curv = (P * AP).sum(1)
         if bool(((curv <= 0) & active).any()):

@@ -12,7 +12,7 @@ from torch import nn
 
 from .data import Dataset
 from .models import penultimate_features, predict_logits
-from .samplers import HessianSample, SamplerInputs, draw_sample
+from .samplers import FEATURE_SAMPLERS, HessianSample, SamplerInputs, draw_sample
 
 __all__ = ["sampler_inputs", "sample_hessian_subset"]
 
@@ -36,5 +36,5 @@ def sample_hessian_subset(model: nn.Module, dataset: Dataset, sampler: str, m: i
     ``.weights`` (None when uniform); pass it as ``hessian_indices`` to :func:`influence_core.influence_scores`.
     """
     if inputs is None:
-        inputs = sampler_inputs(model, dataset, with_features=(sampler in ("feature",)))
+        inputs = sampler_inputs(model, dataset, with_features=(sampler in FEATURE_SAMPLERS))
     return draw_sample(sampler, inputs, m, seed=seed, pool=None if pool is None else np.asarray(pool), **options)

@@ -10,6 +10,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch.nn import functional as F
 
 from influence_core import RemovalResult, class_removal, dataset_from_arrays
 from influence_core.models import build_model
@@ -92,9 +93,11 @@ def test_result_path_is_the_metrics_of_theta_plus_alpha_delta(toy):
     g = task.gradient_sum(0)
     from influence_core.curvature import Objective
 
-    obj = Objective(model, data.X_train[data.y_train != 0], data.y_train[data.y_train != 0], 1e-2)
-    H = obj.hessian()
-    delta = torch.linalg.solve(H, g) / data.n_train
+    keep = data.y_train != 0
+    n, n_r = data.n_train, int(keep.sum())
+    obj = Objective(model, data.X_train[keep], data.y_train[keep], 0.0)
+    H_r = (n_r / n) * obj.hessian() + 1e-2 * torch.eye(obj.n_params, dtype=torch.float64)  # ∇²L_r
+    delta = torch.linalg.solve(H_r, g) / n
     for i, a in enumerate(alphas):
         expected = task.metrics(task.theta + a * delta, 0)
         for key in expected:
@@ -196,3 +199,44 @@ def test_m_larger_than_pool(digits, digits_mlp):
         class_removal(digits_mlp, digits, 5, m=pool + 1)
     with pytest.raises(ValueError, match="1 <= m"):
         class_removal(digits_mlp, digits, 5, m=0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The curvature scale of the removal: the update is the Newton step on the retrained objective
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_update_is_the_dense_newton_step_on_the_retrained_objective(digits, digits_logreg64):
+    """Whole pool, exact solve, true Hessian, δ = 0, float64: Δ = −(∇²L_r)⁻¹ ∇L_r(θ̂) to 1e-6 relative, with
+    L_r(θ) = (1/n) Σ_{y_j≠c} ℓ_j + (wd/2)||θ||² built here from scratch with torch.autograd.functional (its data
+    term carries n_r/n; the old update, mean Hessian + wd·I, is 4% off and must fail the same check)."""
+    model, c = digits_logreg64, 3
+    X = torch.as_tensor(digits.X_train, dtype=torch.float64)
+    y = torch.as_tensor(digits.y_train)
+    n, keep, wd = len(y), y != c, model.weight_decay
+    W, b = model.head.weight.detach(), model.head.bias.detach()
+    C, D = W.shape
+    theta = torch.cat([W.reshape(-1), b])  # named_parameters order: head.weight, head.bias
+
+    def full_objective(th, mask):
+        logits = X[mask] @ th[:C * D].reshape(C, D).T + th[C * D:]
+        return F.cross_entropy(logits, y[mask], reduction="sum") / n + 0.5 * wd * (th * th).sum()
+
+    everyone = torch.ones_like(keep)
+    H_r = torch.autograd.functional.hessian(lambda th: full_objective(th, keep), theta)
+    grad_r = torch.autograd.functional.jacobian(lambda th: full_objective(th, keep), theta)
+    grad_full = torch.autograd.functional.jacobian(lambda th: full_objective(th, everyone), theta)
+    assert grad_full.norm() < 1e-6  # θ̂ is stationary for L, the premise of the one-step update
+    # Newton step on L_r from the stationary point (∇L(θ̂) = 0 exactly; the residual 1e-8 is removed)
+    newton = -torch.linalg.solve(H_r, grad_r - grad_full)
+
+    result = class_removal(model, digits, c, m=None, solver="exact", curvature="hessian", damping=0.0,
+                           alphas=[1.0])
+    rel = ((result.delta - newton).norm() / newton.norm()).item()
+    assert rel < 1e-6, rel
+
+    # the old rule solved with mean_{j∉c} ∇²ℓ_j + wd·I and divided by n: far from the Newton step
+    n_r = int(keep.sum())
+    H_mean = (H_r - wd * torch.eye(theta.numel(), dtype=torch.float64)) * n / n_r
+    old = torch.linalg.solve(H_mean + wd * torch.eye(theta.numel(), dtype=torch.float64), -(grad_r - grad_full))
+    assert ((old - newton).norm() / newton.norm()).item() > 1e-2

@@ -17,6 +17,7 @@ from influence_core.samplers import (
     curvature_proxy,
     draw_sample,
     inclusion_probabilities,
+    int_distance_strata,
     logit_strata,
     margin,
     proportional_allocation,
@@ -24,9 +25,9 @@ from influence_core.samplers import (
     softmax,
 )
 
-BUILTINS = ["random", "feature", "logit", "class_stratified", "logit_kmeans", "curvature"]
+BUILTINS = ["random", "feature", "logit", "class_stratified", "logit_kmeans", "curvature", "int_distance"]
 SEEDED_RANDOM = [("random", {}), ("logit", {}), ("class_stratified", {}), ("curvature", {}),
-                 ("feature", {"pick": "random"})]
+                 ("feature", {"pick": "random"}), ("int_distance", {})]
 
 
 def make_inputs(n: int = 600, n_classes: int = 4, d: int = 16, seed: int = 0) -> SamplerInputs:
@@ -370,8 +371,11 @@ def test_feature_sampler_picks_one_point_per_blob():
     features = np.eye(8)[blob] * 5 + rng.normal(scale=0.05, size=(blob.size, 8))
     inp = SamplerInputs(labels=blob % 2, logits=rng.normal(size=(blob.size, 2)), features=features)
     for seed in range(3):
-        s = draw_sample("feature", inp, m=8, seed=seed)
+        s = draw_sample("feature", inp, m=8, seed=seed, pick="nearest")
         assert sorted(blob[s.indices]) == list(range(8))
+        # each representative is weighted by its blob's size (normalised to mean 1)
+        np.testing.assert_allclose(s.weights, np.array(sizes)[blob[s.indices]] / np.mean(sizes))
+        assert draw_sample("feature", inp, m=8, seed=seed, weighting="unweighted").weights is None
         # nearest-to-centroid pick: each chosen point is the blob member closest to the blob's normalised mean
         X = features / np.linalg.norm(features, axis=1, keepdims=True)
         for i in s.indices:
@@ -476,3 +480,81 @@ def test_softmax_helpers_stable_and_correct():
     np.testing.assert_allclose(confidence(logits), [1.0, 1 / 3, np.e / (np.e + 2)])
     np.testing.assert_allclose(margin(logits), [1000.0, 0.0, 1.0])
     np.testing.assert_allclose(curvature_proxy(logits), [0.0, 2 / 3, 1 - np.sum(p[2] ** 2)], atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Weighted samples estimate the pool's mean curvature (the k-means samplers and int_distance)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def digits_inputs(digits_mlp, digits):
+    from influence_core.subsets import sampler_inputs
+
+    return sampler_inputs(digits_mlp, digits)
+
+
+def _weighted_means(inputs, name, m, seeds, **options):
+    c = curvature_proxy(inputs.logits)
+    out = []
+    for seed in range(seeds):
+        s = draw_sample(name, inputs, m=m, seed=seed, **options)
+        w = s.weights_or_uniform()
+        out.append(np.sum(w * c[s.indices]) / w.sum())
+    return np.array(out) / c.mean()  # ratio to the pool mean
+
+
+@pytest.mark.parametrize("name", ["feature", "logit_kmeans"])
+def test_cluster_size_weights_make_the_kmeans_samplers_estimate_the_pool_mean(digits_inputs, name):
+    """Digits MLP, m = 128, 30 seeds: the weighted sample mean of the curvature proxy 1 − Σp² is within 15% of
+    the pool mean; the unweighted rule (one point per cluster, equal weights) is ≥ 30% too high."""
+    weighted = _weighted_means(digits_inputs, name, 128, 30)
+    unweighted = _weighted_means(digits_inputs, name, 128, 30, weighting="unweighted")
+    assert abs(weighted.mean() - 1) < 0.15, weighted.mean()
+    assert unweighted.mean() > 1.3, unweighted.mean()
+
+
+def test_int_distance_estimates_the_pool_mean(digits_inputs):
+    """Same check for int_distance at m = 64 and 256 (stratified: unbiased given the strata), and its weights
+    are N_s / m_s of the strata it reports."""
+    for m in (64, 256):
+        ratios = _weighted_means(digits_inputs, "int_distance", m, 30)
+        assert abs(ratios.mean() - 1) < 0.12, (m, ratios.mean())
+    s = draw_sample("int_distance", digits_inputs, m=256, seed=0)
+    strata = int_distance_strata(digits_inputs, np.arange(digits_inputs.n), 256, np.random.default_rng(0))
+    ids, sizes = np.unique(strata, return_counts=True)
+    drawn = strata[s.indices]
+    per = {i: (sizes[k], np.sum(drawn == i)) for k, i in enumerate(ids)}
+    expected = np.array([per[i][0] / per[i][1] for i in drawn])
+    np.testing.assert_allclose(s.weights, expected / expected.mean())
+    assert all(k >= 1 for _, k in per.values())  # every stratum sampled
+
+
+def test_int_distance_strata_and_edge_cases():
+    rng = np.random.default_rng(0)
+    sizes = [300, 100, 30, 3]
+    blob = np.repeat(np.arange(4), sizes)
+    features = np.eye(6)[blob] * 5 + rng.normal(scale=0.3, size=(blob.size, 6))
+    inp = SamplerInputs(labels=blob % 2, logits=rng.normal(size=(blob.size, 2)), features=features)
+    # 4 clusters x 3 distance bins = 12 strata; m = 24 allocated with at least one per stratum (the 3-point blob)
+    s = draw_sample("int_distance", inp, m=24, seed=0, n_clusters=4, n_bins=3)
+    assert len(s) == 24 and np.all(np.isin(np.arange(4), blob[s.indices]))
+    counts = np.bincount(blob[s.indices], minlength=4)
+    assert counts[0] > counts[1] > counts[2] >= 1
+    np.testing.assert_allclose(np.bincount(blob[s.indices], weights=s.weights, minlength=4) / s.weights.sum(),
+                               np.array(sizes) / sum(sizes), atol=1e-12)  # weights recover the blob shares
+    # m < K: K is capped at m, one point per cluster weighted by cluster size
+    tiny = draw_sample("int_distance", inp, m=3, seed=1, n_clusters=10)
+    assert len(tiny) == 3 and tiny.weights is not None
+    assert len(draw_sample("int_distance", inp, m=1, seed=0)) == 1
+    # m = pool: the whole pool, unweighted
+    whole = draw_sample("int_distance", inp, m=blob.size, seed=0)
+    assert len(whole) == blob.size and whole.weights is None
+    with pytest.raises(ValueError, match="n_clusters"):
+        draw_sample("int_distance", inp, m=10, n_clusters=0)
+    with pytest.raises(ValueError, match="n_bins"):
+        draw_sample("int_distance", inp, m=10, n_bins=0)
+    with pytest.raises(ValueError, match="needs penultimate-layer features"):
+        draw_sample("int_distance", SamplerInputs(labels=inp.labels, logits=inp.logits), m=10)
+    with pytest.raises(ValueError, match="weighting must be"):
+        draw_sample("feature", inp, m=10, weighting="size")

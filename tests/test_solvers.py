@@ -147,3 +147,18 @@ def test_low_rank_inverse_rejects_bad_input():
         LowRankInverse(torch.ones(2, 5), 0.0)
     with pytest.raises(ValueError, match="5 columns"):
         LowRankInverse(torch.ones(2, 5), 1.0).solve(torch.ones(1, 4))
+
+
+def test_cg_zero_right_hand_side_column_is_converged_at_zero(spd):
+    """A zero column of B is solved by x = 0: no false 'non-positive curvature' error, the other columns exact."""
+    A, B, X_true = spd
+    op = lambda V: V @ A  # noqa: E731
+    B0 = B.clone()
+    B0[1] = 0.0
+    result = solve_cg(op, B0, 0.1, tol=1e-10)
+    assert result.converged
+    assert torch.equal(result.x[1], torch.zeros(40, dtype=B.dtype))
+    assert torch.allclose(result.x[[0, 2]], X_true[[0, 2]], rtol=1e-6, atol=1e-8)
+    everything_zero = solve_cg(op, torch.zeros(2, 40, dtype=B.dtype), 0.1)
+    assert everything_zero.converged and everything_zero.iterations == 0
+    assert torch.equal(everything_zero.x, torch.zeros(2, 40, dtype=B.dtype))

@@ -7,7 +7,9 @@ import numpy as np
 
 SAMPLER_HELP = {
     "random": "uniform without replacement: the paper's baseline",
-    "feature": "k-means (k = m) on the normalised penultimate features, one point per cluster",
+    "feature": "k-means (k = m) on the normalised penultimate features, one point per cluster, weighted by its size",
+    "int_distance": "k-means (K = sqrt m) on the normalised features x distance-to-centroid bins, several points per"
+                    " cluster, weighted N_s/m_s",
     "logit": "stratified by predicted class x confidence bin, proportional allocation",
     "class_stratified": "uniform within each true class, proportional allocation",
     "logit_kmeans": "k-means on the logits, one point per cluster",
