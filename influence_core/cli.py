@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("influence_core.commands.validate", "leave-one-out retraining check on logistic regression"),
     "faithfulness": ("influence_core.faithfulness", "sampler faithfulness study against the full-data influence"),
     "removal": ("influence_core.removal_study", "class-removal experiment: samplers x m x seeds x classes"),
+    "lds": ("influence_core.commands.lds", "linear datamodeling score: attributions vs retraining on subsets"),
     "bench": ("influence_core.bench", "benchmarks: query (vs forward+backward), compare (vs pyDVL), scale"),
 }
 
