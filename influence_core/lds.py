@@ -48,7 +48,6 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .data import Dataset
 from .metrics import rowwise_spearman
