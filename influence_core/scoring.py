@@ -29,7 +29,6 @@ damaged after it was written is refused instead of returned.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import threading
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
+from .factor_io import fingerprint as _fingerprint  # SHA-256 of arrays and JSON-able values
 from .parallel import ClusterLostError, Executor, get_executor
 from .solvers import SolveResult
 
@@ -349,19 +349,6 @@ def _check_test_data(calc: "InfluenceCalculator", X_test: Any, y_test: Any) -> t
         raise ValueError(f"y_test labels must lie in [0, {n_classes}); got values from {int(y.min())} to "
                          f"{int(y.max())}")
     return X, y
-
-
-def _fingerprint(*parts: Any) -> str:
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            part = part.detach().cpu().contiguous().numpy()
-        if isinstance(part, np.ndarray):
-            h.update(str((part.dtype.str, part.shape)).encode())
-            h.update(np.ascontiguousarray(part).data)  # hashes the buffer in place: no copy of the training data
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
