@@ -4,7 +4,7 @@ influence with the Hessian of the full training set, per sampler, per m, across 
 For one trained model and T fixed test points (drawn once with ``test_seed``), with test gradients G (T, p):
 
     reference   s_t   = (H_full + δI)⁻¹ g_t        (engine: exact LU when p <= 20,000, else tightly converged CG)
-    sample S    ŝ_t   = (H_S + δI)⁻¹ g_t           H_S = Σ_{i∈S} w_i H_i / Σ w_i + wd·I  (DESIGN §3)
+    sample S    ŝ_t   = (H_S + δI)⁻¹ g_t           H_S = Σ_{i∈S} w_i H_i / Σ w_i + wd·I
     scores      R[t, j] = (1/n) g_jᵀ s_t,  R̂[t, j] = (1/n) g_jᵀ ŝ_t      (n_train columns, train gradients kept once)
 
 and per (sampler, m, seed) it records:

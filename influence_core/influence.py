@@ -1,6 +1,6 @@
 """Influence of training points on test points, with the Hessian estimated on any index subset.
 
-Convention (removal, DESIGN §3): for a model trained on n points with objective (1/n)Σℓ_i + (wd/2)||θ||²,
+Convention (removal): for a model trained on n points with objective (1/n)Σℓ_i + (wd/2)||θ||²,
 
     score[t, j] = (1/n) · ∇ℓ(z_t)ᵀ (H_S + δI)⁻¹ ∇ℓ(z_j)
 

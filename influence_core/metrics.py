@@ -37,7 +37,7 @@ def _labels_1d(name: str, y: np.ndarray) -> np.ndarray:
 
 
 def forget_retain_f1(y_true: np.ndarray, y_pred: np.ndarray, removed_class: int) -> dict[str, float]:
-    """Class-removal quality (DESIGN §3).
+    """Class-removal quality (see README "Conventions").
 
     With R = {t : y_t = c} (test points of the removed class c) and K = the other test points:
 

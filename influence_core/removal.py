@@ -1,4 +1,4 @@
-"""Class removal by an influence (Newton) update, the validation protocol of Koh et al. 2024 (DESIGN §3).
+"""Class removal by an influence (Newton) update, the validation protocol of Koh et al. 2024.
 
 For a model trained on n points with objective L(θ) = (1/n) Σ_j ℓ_j(θ) + (wd/2)||θ||², removing class c (n_r
 points left) is predicted by one Newton step on the objective of the retrained model,

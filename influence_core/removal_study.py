@@ -910,7 +910,7 @@ def write_report(runs: list[Path], path: Path) -> None:
         "",
         f"    python -m influence_core removal --report {path} --runs {runs_arg}",
         "",
-        "Protocol (DESIGN §3, `influence_core/removal.py`): remove class c by θ(α) = θ + α·Δ, the Newton step on "
+        "Protocol (`influence_core/removal.py`): remove class c by θ(α) = θ + α·Δ, the Newton step on "
         "the retrained objective L_r = (1/n)Σ_{y_j≠c} ℓ_j + (wd/2)‖θ‖²: "
         "Δ = (1/n_r)(H_S + (wd·n/n_r + δ)I)⁻¹ Σ_{y_j=c} ∇ℓ_j, the mean curvature H_S estimated on m points of the "
         "*remaining* classes drawn by each sampler (with the sampler's weights), solved by the run's solver. "

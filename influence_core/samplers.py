@@ -8,7 +8,7 @@ This is the seam the project exists for. A sampler is a function registered unde
 It picks ``m`` distinct members of ``pool`` (sorted, unique training indices) by looking only at what
 :class:`SamplerInputs` holds for the training points (true labels, logits, penultimate features). ``weights`` is
 None for an unweighted sample, or positive importance weights aligned with ``indices``; the Hessian on the sample
-is then ``H_S = sum_i w_i H_i / sum_i w_i (+ wd I)`` (see DESIGN §3). :func:`draw_sample` validates the request,
+is then ``H_S = sum_i w_i H_i / sum_i w_i (+ wd I)`` (README "Conventions"). :func:`draw_sample` validates the request,
 seeds ``rng = np.random.default_rng(seed)``, checks what the sampler returns, and packs it in a
 :class:`HessianSample` that records everything needed to reproduce it.
 

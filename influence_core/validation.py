@@ -1,4 +1,4 @@
-"""Ground-truth check by leave-one-out retraining (DESIGN §5).
+"""Ground-truth check by leave-one-out retraining.
 
 For a model trained to the optimum of L(θ) = (1/n)Σℓ_i + (wd/2)||θ||² (logistic regression: convex), remove training
 point j by setting its weight to 0 (the mean still divides by n, exactly the perturbation ε = −1/n that the

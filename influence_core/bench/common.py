@@ -1,7 +1,7 @@
 """Shared helpers of the benchmarks: timing (median of repeats), peak resident memory measured in a child process,
 the machine description recorded with every result, and table output (text, Markdown, JSON).
 
-Rules these helpers exist to enforce (DESIGN.md §6): numbers are *measured* on this machine in one run and reported
+Rules these helpers exist to enforce: numbers are *measured* on this machine in one run and reported
 as ratios to a baseline measured in the same run; timings are the median of several repeats after a warm-up (other
 processes share the machine); peak memory is the peak resident set size (VmHWM) of a fresh worker process, never an
 estimate. Nothing here asserts on a time: tests check the shape of the tables only.
