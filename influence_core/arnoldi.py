@@ -30,7 +30,8 @@ import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from .curvature import CURVATURE_MODES, Objective
-from .factor_io import FactorFileError, config_key, fingerprint, read_factor_file, write_factor_file
+from .factor_io import (FactorFileError, check_fitted_for, config_key, fingerprint, read_factor_file,
+                        write_factor_file)
 from .solvers import SolveResult, SolverError
 
 __all__ = ["ArnoldiInverse", "fit_arnoldi", "arnoldi_config"]
@@ -221,15 +222,9 @@ class ArnoldiInverse:
         except (KeyError, TypeError) as err:
             raise FactorFileError(f"{str(path)!r} has an incomplete header ({err!r}); fit again") from err
         if objective is not None:
-            layout = [[n, list(s)] for n, s in zip(objective.names, objective.shapes)]
-            if layout != config["layout"] or V.shape[0] != objective.n_params:
+            if V.shape[0] != objective.n_params:
                 raise FactorFileError(f"{str(path)!r} was fitted for a model with another parameter layout")
-            if fingerprint(objective.theta) != config["model"]:
-                raise FactorFileError(f"{str(path)!r} was fitted for other parameter values (another training run "
-                                      "or checkpoint); fit the eigenpairs for this model")
-            if float(objective.weight_decay) != float(config["weight_decay"]):
-                raise FactorFileError(f"{str(path)!r} was fitted with weight decay {config['weight_decay']}, this "
-                                      f"objective has {objective.weight_decay}")
+            check_fitted_for(path, config, objective, "the eigenpairs")
         inv = cls(config, torch.as_tensor(lam), torch.as_tensor(V),
                   header["damping"] if damping is None else damping,
                   complement=header["complement"] if complement is None else complement,

@@ -99,3 +99,17 @@ def read_factor_file(path: str | os.PathLike, format_tag: str,
         if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
             raise FactorFileError(f"{str(path)!r}: array {k!r} contains NaN or inf; the file is corrupt, fit again")
     return header, arrays
+
+
+def check_fitted_for(path: Any, config: dict[str, Any], objective: Any, what: str) -> None:
+    """Refuse a factor file fitted for another parameter layout, other parameter values or another weight decay
+    than ``objective``'s; ``what`` names what to fit again (e.g. "the factors")."""
+    layout = [[n, list(s)] for n, s in zip(objective.names, objective.shapes)]
+    if layout != config["layout"]:
+        raise FactorFileError(f"{str(path)!r} was fitted for a model with another parameter layout")
+    if fingerprint(objective.theta) != config["model"]:
+        raise FactorFileError(f"{str(path)!r} was fitted for other parameter values (another training run "
+                              f"or checkpoint); fit {what} for this model")
+    if float(objective.weight_decay) != float(config["weight_decay"]):
+        raise FactorFileError(f"{str(path)!r} was fitted with weight decay {config['weight_decay']}, this "
+                              f"objective has {objective.weight_decay}")

@@ -51,7 +51,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .curvature import Objective
-from .factor_io import FactorFileError, config_key, fingerprint, read_factor_file, write_factor_file
+from .factor_io import (FactorFileError, check_fitted_for, config_key, fingerprint, read_factor_file,
+                        write_factor_file)
 from .solvers import SolveResult, SolverError
 
 __all__ = ["KFACInverse", "KFACError", "LayerBlock", "fit_kfac", "kfac_config", "layer_blocks",
@@ -531,15 +532,7 @@ class KFACInverse:
             raise FactorFileError(f"{str(path)!r} has an incomplete or corrupt header/arrays ({err!r}); "
                                   "fit the factors again") from err
         if objective is not None:
-            layout = [[n, list(s)] for n, s in zip(objective.names, objective.shapes)]
-            if layout != config["layout"]:
-                raise FactorFileError(f"{str(path)!r} was fitted for a model with another parameter layout")
-            if fingerprint(objective.theta) != config["model"]:
-                raise FactorFileError(f"{str(path)!r} was fitted for other parameter values (another training run "
-                                      "or checkpoint); fit the factors for this model")
-            if float(objective.weight_decay) != float(config["weight_decay"]):
-                raise FactorFileError(f"{str(path)!r} was fitted with weight decay {config['weight_decay']}, this "
-                                      f"objective has {objective.weight_decay}")
+            check_fitted_for(path, config, objective, "the factors")
         inv = cls(config, blocks, others, factors, header["damping"] if damping is None else damping,
                   fit_seconds=float(header.get("fit_seconds", 0.0)))
         if objective is not None:
