@@ -7,17 +7,11 @@ import io
 
 import numpy as np
 import pytest
+from apptest_helpers import errors, ok
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def ok(at):
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def errors(at):
-    return [e.value for e in at.error]
 
 
 def charts(at):
