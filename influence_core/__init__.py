@@ -1,41 +1,53 @@
 """Influence Explorer engine: influence functions for PyTorch classifiers with the Hessian estimated on a
 well-chosen sample of the training data. No Streamlit here; long steps take a ``progress(fraction, message)``
-callback.
+callback (:data:`influence_core.progress.Progress`).
 
-Public API (stable names)::
+Public API (stable names, imported on first use so that ``python -m influence_core --help`` does not load torch)::
 
     load_dataset, dataset_from_arrays, train_model, influence_scores, InfluenceCalculator, top_influences,
     sample_hessian_subset, available_samplers, register_sampler, class_removal,
     available_solvers, register_solver, fit_inverse, Task, as_source (data sources: arrays, Dataset, DataLoader)
+
+Where things live (one subpackage per concern): ``data`` (datasets, sources), ``models`` (zoo, training, task),
+``curvature`` (the objective and its derivatives), ``solvers`` (registry, one module per solver), ``sampling``
+(samplers), ``influence`` (calculator, scoring grid, executors), ``removal``, ``evaluation`` (metrics,
+leave-one-out, LDS, memory), ``studies``, ``bench``, ``cli``.
 """
 
-from .data import Dataset, DatasetError, available_datasets, dataset_from_arrays, load_dataset, load_npz
-from .influence import InfluenceCalculator, NotFittedError, influence_scores, top_influences
-from .models import build_model, penultimate_features, predict_logits
-from .samplers import HessianSample, SamplerInputs, available_samplers, draw_sample, register_sampler
-from .solver_registry import FittedInverse, available_solvers, fit_inverse, register_solver
-from .solvers import SolveResult, SolverDivergedError, SolverError, SolverNotConvergedWarning
-from .sources import ArraySource, DataSource, DatasetSource, as_source
-from .subsets import sample_hessian_subset, sampler_inputs
-from .task import Task
-from .training import train_model
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Dataset", "DatasetError", "available_datasets", "dataset_from_arrays", "load_dataset", "load_npz",
-    "InfluenceCalculator", "NotFittedError", "influence_scores", "top_influences",
-    "build_model", "penultimate_features", "predict_logits",
-    "HessianSample", "SamplerInputs", "available_samplers", "draw_sample", "register_sampler",
-    "SolveResult", "SolverDivergedError", "SolverError", "SolverNotConvergedWarning",
-    "sample_hessian_subset", "sampler_inputs", "train_model",
-    "FittedInverse", "available_solvers", "fit_inverse", "register_solver",
-    "ArraySource", "DataSource", "DatasetSource", "as_source", "Task",
-]
+_PUBLIC: dict[str, str] = {
+    "influence_core.data.datasets": "Dataset DatasetError available_datasets dataset_from_arrays load_dataset load_npz",
+    "influence_core.influence.calculator": "InfluenceCalculator NotFittedError influence_scores top_influences",
+    "influence_core.models.zoo": "build_model penultimate_features predict_logits",
+    "influence_core.sampling.samplers": "HessianSample SamplerInputs available_samplers draw_sample register_sampler",
+    "influence_core.solvers.registry": "FittedInverse available_solvers fit_inverse register_solver",
+    "influence_core.solvers.base": "SolveResult SolverDivergedError SolverError SolverNotConvergedWarning",
+    "influence_core.data.sources": "ArraySource DataSource DatasetSource as_source",
+    "influence_core.sampling.subsets": "sample_hessian_subset sampler_inputs",
+    "influence_core.models.task": "Task",
+    "influence_core.models.training": "train_model",
+    "influence_core.removal.class_removal": "RemovalResult class_removal",
+}
+_WHERE = {name: module for module, names in _PUBLIC.items() for name in names.split()}
 
-try:  # the class-removal module lands separately; keep the package importable without it
-    from .removal import RemovalResult, class_removal  # noqa: F401
+__all__ = sorted(_WHERE)
 
-    __all__ += ["RemovalResult", "class_removal"]
-except ImportError:  # pragma: no cover
-    pass
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first use (PEP 562)."""
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'influence_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

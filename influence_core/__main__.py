@@ -1,5 +1,5 @@
-"""``python -m influence_core ...``: see :mod:`influence_core.cli`."""
+"""``python -m influence_core ...``: see :mod:`influence_core.cli.main`."""
 
-from .cli import main
+from influence_core.cli.main import main
 
 raise SystemExit(main())

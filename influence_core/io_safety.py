@@ -15,6 +15,7 @@ leaves either the old file or the new one, never half a file.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -127,3 +128,23 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs: Any) -
     with atomic_path(path) as tmp:
         with open(tmp, mode, **open_kwargs) as fh:
             yield fh
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types, for every record the engine writes: dict keys as strings, tuples and arrays
+    (numpy, torch) as lists, numpy scalars as Python numbers, NaN as null and ±inf as the strings "inf"/"-inf"
+    (JSON has no such numbers); objects with ``to_dict()`` through it; anything else unchanged."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays and scalars, torch tensors
+        if hasattr(value, "detach"):
+            value = value.detach().cpu()
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if hasattr(value, "to_dict") and callable(value.to_dict):
+        return jsonable(value.to_dict())
+    return value
+

@@ -8,13 +8,13 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from influence_core import metrics
+from influence_core.evaluation import metrics
 from ui.components import load_current, page_header, sample_size_input, show_inputs
 from ui.errors import reported
 from ui.figures import COLOUR_OPTIONS, influence_map, nowrap, score_text, strip_figure, trace_figure
 from ui.selection import parse_selection
-from ui.state import EXACT_MAX_PARAMS, SOLVER_OPTIONS, get_projection, get_sample, influence_rows, reference_solver, \
-    reference_spec, seed_spread
+from ui.state import (INTERACTIVE_EXACT_MAX_PARAMS, SOLVER_OPTIONS, get_projection, get_sample, influence_rows,
+                      reference_solver, reference_spec, seed_spread)
 
 page_header("Influence: helpful and harmful training points")
 ctx = load_current()
@@ -65,7 +65,7 @@ with c3:
     m = sample_size_input("m (Hessian sample size)", n_train, key="inf_m", what="training points")
     seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, key="inf_seed"))
 with c4:
-    small = view.n_params <= EXACT_MAX_PARAMS  # exact: one factorisation per sample, then every test point is cheap
+    small = view.n_params <= INTERACTIVE_EXACT_MAX_PARAMS  # exact: one factorisation per sample, then every test point is cheap
     solver = st.selectbox("Solver", ic.available_solvers(), index=0 if small else 1, key="inf_solver",
                           help="exact: LU of the sampled Hessian (small models); cg: conjugate gradient; "
                                "lissa: Neumann series with automatic scale")

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from influence_core import InfluenceCalculator
-from influence_core.arnoldi import ArnoldiInverse, fit_arnoldi
-from influence_core.curvature import Objective
-from influence_core.factor_io import FactorFileError
-from influence_core.kfac import KFACInverse
+from influence_core.solvers.arnoldi import ArnoldiInverse, fit_arnoldi
+from influence_core.curvature.objective import Objective
+from influence_core.solvers.factor_io import FactorFileError
+from influence_core.solvers.kfac import KFACInverse
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_save_reload_identical_scores(tmp_path, digits, digits_logreg64, obj):
     np.testing.assert_array_equal(calc.scores_from_ihvp(inv.solve(B).x), calc.scores_from_ihvp(loaded.solve(B).x))
     again = fit_arnoldi(obj, np.arange(100), rank=20, damping=0.01, cache_dir=tmp_path)  # found in the cache
     torch.testing.assert_close(again.eigenvectors, inv.eigenvectors, rtol=0, atol=0)
-    with pytest.raises(FactorFileError, match="influence_core.kfac/1"):
+    with pytest.raises(FactorFileError, match="influence_core.solvers.kfac/1"):
         KFACInverse.load(path)
     data = path.read_bytes()
     (tmp_path / "cut.npz").write_bytes(data[:1000])

@@ -17,9 +17,10 @@ import pytest
 import torch
 
 from influence_core import DatasetError, dataset_from_arrays, load_npz, top_influences, train_model
-from influence_core.influence import InfluenceCalculator
+from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.io_safety import OutputPathError, atomic_write, check_output_dir, check_output_file
-from influence_core.solvers import solve_cg, solve_lissa
+from influence_core.solvers.cg import solve_cg
+from influence_core.solvers.lissa import solve_lissa
 
 sys.path.insert(0, str(Path(__file__).parent))
 from npz_bombs import lying_header, npz_bytes, zeros_bomb  # noqa: E402
@@ -36,7 +37,7 @@ def _run_limited(code: str, headroom_mb: int = 400, timeout: float = 120) -> sub
     prelude = textwrap.dedent(f"""
         import resource, sys
         import influence_core
-        from influence_core.data import DatasetError, load_npz
+        from influence_core.data.datasets import DatasetError, load_npz
         size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
         limit = size + {headroom_mb} * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -8,9 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from influence_core import cli
-from influence_core.commands import influence as influence_cmd
-from influence_core.commands import validate as validate_cmd
+from influence_core.cli import main as cli
+from influence_core.cli import influence as influence_cmd
+from influence_core.cli import validate as validate_cmd
 
 
 @pytest.fixture
@@ -72,8 +72,8 @@ def test_validate_json_path_is_checked_before_the_retrainings(capsys, tmp_path, 
     (["faithfulness", "--dataset", "npz"], "--dataset npz needs --path"),
 ])
 def test_study_outputs_are_checked_before_the_study(capsys, tmp_path, monkeypatch, argv, message):
-    import influence_core.faithfulness as faithfulness
-    import influence_core.removal_study as removal_study
+    import influence_core.studies.faithfulness as faithfulness
+    import influence_core.studies.removal as removal_study
 
     def study(*args, **kwargs):
         raise AssertionError("the study started before the bad output path was reported")

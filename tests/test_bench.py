@@ -9,7 +9,7 @@ import pytest
 
 from influence_core.bench import common
 from influence_core.bench.compare import min_budget
-from influence_core.cli import main
+from influence_core.cli.main import main
 
 
 def test_time_call_reports_median_of_repeats():

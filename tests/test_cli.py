@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from influence_core.cli import main
+from influence_core.cli.main import main
 
 
 def test_influence_command_prints_top_points_and_saves_scores(tmp_path, capsys):

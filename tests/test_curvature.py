@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from influence_core.curvature import Objective, largest_eigenvalue
-from influence_core.models import LogisticRegression
+from influence_core.curvature.objective import Objective, largest_eigenvalue
+from influence_core.models.zoo import LogisticRegression
 
 N, D, C, WD = 23, 3, 4, 0.05
 

@@ -1,4 +1,4 @@
-"""Tests of influence_core.faithfulness: the study's output, its agreement with the engine, determinism, the exact
+"""Tests of influence_core.studies.faithfulness: the study's output, its agreement with the engine, determinism, the exact
 Gauss-Newton (Woodbury) subset solve, the peak-memory measurement, and the CLI's errors.
 
 Everything runs on a small real problem (400 scikit-learn digits, an MLP with 6 hidden units, p = 460) so the module
@@ -16,16 +16,16 @@ import torch
 from sklearn.datasets import load_digits
 
 from influence_core import InfluenceCalculator, dataset_from_arrays, influence_scores, train_model
-from influence_core.cli import main
-from influence_core.faithfulness import (
-    METRICS,
-    GaussNewtonSubsetSolver,
-    PeakMemory,
-    StudyConfig,
-    run_study,
-    write_outputs,
-)
-from influence_core.samplers import available_samplers
+from influence_core.cli.main import main
+from influence_core.studies.faithfulness import (
+                                                 METRICS,
+                                                 GaussNewtonSubsetSolver,
+                                                 PeakMemory,
+                                                 StudyConfig,
+                                                 run_study,
+                                                 write_outputs,
+                                                 )
+from influence_core.sampling.samplers import available_samplers
 
 DAMPING = 0.01
 
@@ -88,7 +88,7 @@ def test_small_run_is_well_formed(small_run, tmp_path):
 
 def test_whole_pool_equals_full_data_influence(small):
     ds, model = small
-    config = StudyConfig(samplers=("random", "curvature"), ms=(ds.n_train,), n_seeds=1, n_test_points=5)
+    config = StudyConfig(samplers=("random", "importance"), ms=(ds.n_train,), n_seeds=1, n_test_points=5)
     result = run_study(config, dataset=ds, model=model)
     for row in result.rows:
         assert row["rel_error"] < 1e-4 and row["spearman"] > 0.9999
@@ -101,7 +101,7 @@ def test_whole_pool_equals_full_data_influence(small):
 
 def test_same_seed_same_numbers_and_seeds_differ(small, small_run):
     ds, model = small
-    samplers = ("random", "feature", "curvature")
+    samplers = ("random", "feature", "importance")
     config = StudyConfig(dataset="digits400", samplers=samplers, ms=(8, 24), n_seeds=2, n_test_points=6, k=5)
     again = run_study(config, dataset=ds, model=model)
     keys = [*METRICS, "seed", "m", "sampler"]
@@ -204,10 +204,10 @@ def test_blocked_scoring_on_an_executor_matches_in_memory_scores(small):
     """With an executor the training gradients are never stored: scores come block by block (here 50 training
     points per block) on the sequential executor and on a 2-worker local Dask cluster, and every metric matches the
     in-memory product to rounding."""
-    from influence_core.parallel import get_executor
+    from influence_core.influence.executors import get_executor
 
     ds, model = small
-    config = StudyConfig(dataset="digits400", samplers=("random", "curvature"), ms=(16,), n_seeds=2,
+    config = StudyConfig(dataset="digits400", samplers=("random", "importance"), ms=(16,), n_seeds=2,
                          n_test_points=4, k=5)
     base = run_study(config, dataset=ds, model=model)
     for options in ({}, {"workers": 2}):

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from influence_core import load_dataset, train_model
-from influence_core.influence import InfluenceCalculator
-from influence_core.parallel import ClusterLostError, DaskExecutor
-from influence_core.scoring import manifest_path, verify_score_file
+from influence_core.influence.calculator import InfluenceCalculator
+from influence_core.influence.executors import ClusterLostError, DaskExecutor
+from influence_core.influence.scoring import manifest_path, verify_score_file
 
 distributed = pytest.importorskip("distributed")
 

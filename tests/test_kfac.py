@@ -6,11 +6,11 @@ import torch
 from torch import nn
 
 from influence_core import InfluenceCalculator, train_model
-from influence_core.curvature import Objective
-from influence_core.factor_io import FactorFileError
-from influence_core.kfac import KFACError, KFACInverse, fit_kfac
-from influence_core.models import SmallCNN
-from influence_core.samplers import HessianSample
+from influence_core.curvature.objective import Objective
+from influence_core.solvers.factor_io import FactorFileError
+from influence_core.solvers.kfac import KFACError, KFACInverse, fit_kfac
+from influence_core.models.zoo import SmallCNN
+from influence_core.sampling.samplers import HessianSample
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Tests of influence_core.lds (the linear datamodeling score, its noise ceiling and the resumable retrain cache),
-influence_core.lds_study and the ``lds`` command, on small real problems (digits subsets; logistic regression retrains
+"""Tests of influence_core.evaluation.lds (the linear datamodeling score, its noise ceiling and the resumable retrain cache),
+influence_core.studies.lds and the ``lds`` command, on small real problems (digits subsets; logistic regression retrains
 take a fraction of a second each)."""
 
 from __future__ import annotations
@@ -11,18 +11,18 @@ import pytest
 from sklearn.datasets import load_digits
 
 from influence_core import dataset_from_arrays, influence_scores, train_model
-from influence_core.cli import main
-from influence_core.faithfulness import StudyConfig
-from influence_core.lds import (
-    RetrainPlan,
-    draw_subsets,
-    lds,
-    linear_datamodeling_score,
-    noise_ceiling,
-    retrain_outputs,
-    output_values,
-)
-from influence_core.lds_study import run_lds_study, verdict
+from influence_core.cli.main import main
+from influence_core.studies.faithfulness import StudyConfig
+from influence_core.evaluation.lds import (
+                                           RetrainPlan,
+                                           draw_subsets,
+                                           lds,
+                                           linear_datamodeling_score,
+                                           noise_ceiling,
+                                           retrain_outputs,
+                                           output_values,
+                                           )
+from influence_core.studies.lds import run_lds_study, verdict
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of influence_core.metrics against hand-computed values."""
+"""Tests of influence_core.evaluation.metrics against hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 from scipy.stats import spearmanr
 
-from influence_core.metrics import (
-    consistency,
-    forget_retain_f1,
-    mean_std,
-    pearson,
-    relative_error,
-    rowwise_pearson,
-    rowwise_spearman,
-    rowwise_topk_overlap,
-    spearman,
-    topk_overlap,
-)
+from influence_core.evaluation.metrics import (
+                                               consistency,
+                                               forget_retain_f1,
+                                               mean_std,
+                                               pearson,
+                                               relative_error,
+                                               rowwise_pearson,
+                                               rowwise_spearman,
+                                               rowwise_topk_overlap,
+                                               spearman,
+                                               topk_overlap,
+                                               )
 
 # ---------------------------------------------------------------------------------------------------------------
 # forget / retain / F1

@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from influence_core import load_dataset, train_model
-from influence_core.influence import InfluenceCalculator
-from influence_core.parallel import (DaskExecutor, SchedulerUnreachableError, SequentialExecutor,
-                                     get_executor)
+from influence_core.influence.calculator import InfluenceCalculator
+from influence_core.influence.executors import (DaskExecutor, SchedulerUnreachableError, SequentialExecutor,
+                                                get_executor)
 
 distributed = pytest.importorskip("distributed")
 

@@ -1,11 +1,11 @@
-"""Tests of influence_core.projection (PCA and UMAP 2-D maps)."""
+"""Tests of influence_core.sampling.projection (PCA and UMAP 2-D maps)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from influence_core.projection import project_2d, warm_up_umap
+from influence_core.sampling.projection import project_2d, warm_up_umap
 
 
 @pytest.fixture(scope="module")

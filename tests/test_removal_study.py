@@ -11,8 +11,8 @@ import math
 import pytest
 import torch
 
-from influence_core import removal_study as study
-from influence_core.cli import COMMANDS
+from influence_core.studies import removal as study
+from influence_core.cli.main import COMMANDS
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -37,7 +37,7 @@ def _csv(path):
 
 
 def test_cli_wires_the_removal_command():
-    assert COMMANDS["removal"][0] == "influence_core.removal_study"
+    assert COMMANDS["removal"][0] == "influence_core.studies.removal"
 
 
 def test_quick_run_writes_complete_well_formed_output(quick_run):

@@ -1,4 +1,4 @@
-"""Tests of influence_core.samplers: the registry, draw_sample's validation, and each built-in rule."""
+"""Tests of influence_core.sampling.samplers: the registry, draw_sample's validation, and each built-in rule."""
 
 from __future__ import annotations
 
@@ -8,25 +8,25 @@ import time
 import numpy as np
 import pytest
 
-from influence_core.samplers import (
-    SAMPLERS,
-    HessianSample,
-    SamplerInputs,
-    available_samplers,
-    confidence,
-    curvature_proxy,
-    draw_sample,
-    inclusion_probabilities,
-    int_distance_strata,
-    logit_strata,
-    margin,
-    proportional_allocation,
-    register_sampler,
-    softmax,
-)
+from influence_core.sampling.samplers import (
+                                              SAMPLERS,
+                                              HessianSample,
+                                              SamplerInputs,
+                                              available_samplers,
+                                              confidence,
+                                              curvature_proxy,
+                                              draw_sample,
+                                              inclusion_probabilities,
+                                              int_distance_strata,
+                                              logit_strata,
+                                              margin,
+                                              proportional_allocation,
+                                              register_sampler,
+                                              softmax,
+                                              )
 
-BUILTINS = ["random", "feature", "logit", "class_stratified", "logit_kmeans", "curvature", "int_distance"]
-SEEDED_RANDOM = [("random", {}), ("logit", {}), ("class_stratified", {}), ("curvature", {}),
+BUILTINS = ["random", "feature", "logit", "class_stratified", "logit_kmeans", "importance", "int_distance"]
+SEEDED_RANDOM = [("random", {}), ("logit", {}), ("class_stratified", {}), ("importance", {}),
                  ("feature", {"pick": "random"}), ("int_distance", {})]
 
 
@@ -117,7 +117,7 @@ def test_default_pool_is_whole_training_set(inputs):
 def test_options_recorded_with_defaults(inputs):
     s = draw_sample("logit", inputs, m=20, n_bins=3)
     assert s.options == {"score": "confidence", "n_bins": 3}
-    assert draw_sample("curvature", inputs, m=20).options == {"floor": 0.1}
+    assert draw_sample("importance", inputs, m=20).options == {"floor": 0.1}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,12 +126,12 @@ def test_options_recorded_with_defaults(inputs):
 
 
 def test_hessian_sample_array_len_and_json_round_trip(inputs):
-    s = draw_sample("curvature", inputs, m=12, seed=2, floor=0.2)
+    s = draw_sample("importance", inputs, m=12, seed=2, floor=0.2)
     np.testing.assert_array_equal(np.asarray(s), s.indices)
     assert np.asarray(s, dtype=np.float64).dtype == np.float64
     assert len(s) == 12
     record = json.loads(json.dumps(s.to_dict()))
-    assert record["sampler"] == "curvature" and record["seed"] == 2 and record["options"] == {"floor": 0.2}
+    assert record["sampler"] == "importance" and record["seed"] == 2 and record["options"] == {"floor": 0.2}
     back = HessianSample.from_dict(record)
     np.testing.assert_array_equal(back.indices, s.indices)
     np.testing.assert_allclose(back.weights, s.weights)
@@ -200,8 +200,8 @@ def test_unknown_option(inputs):
                                                ("logit", {"n_bins": 0}, "n_bins"),
                                                ("feature", {"pick": "far"}, "pick must be"),
                                                ("logit_kmeans", {"space": "probs"}, "space must be"),
-                                               ("curvature", {"floor": 0.0}, "floor"),
-                                               ("curvature", {"floor": 1.5}, "floor")])
+                                               ("importance", {"floor": 0.0}, "floor"),
+                                               ("importance", {"floor": 1.5}, "floor")])
 def test_bad_option_values(inputs, name, options, msg):
     with pytest.raises(ValueError, match=msg):
         draw_sample(name, inputs, m=10, **options)
@@ -429,7 +429,7 @@ def test_feature_sampler_is_fast_enough():
 
 
 def test_curvature_weights_positive_mean_one(inputs, pool):
-    s = draw_sample("curvature", inputs, m=50, seed=0, pool=pool)
+    s = draw_sample("importance", inputs, m=50, seed=0, pool=pool)
     assert np.all(s.weights > 0) and np.isclose(s.weights.mean(), 1.0)
     # points with higher curvature have higher inclusion probability, so lower weight
     c = curvature_proxy(inputs.logits[s.indices])
@@ -448,7 +448,7 @@ def test_curvature_oversamples_high_curvature_and_weights_correct_it():
     target = f.mean()
     err_weighted, err_plain, plain_means = [], [], []
     for seed in range(40):
-        s = draw_sample("curvature", inp, m=100, seed=seed)
+        s = draw_sample("importance", inp, m=100, seed=seed)
         plain = f[s.indices].mean()
         weighted = np.sum(s.weights * f[s.indices]) / np.sum(s.weights)
         plain_means.append(plain)
@@ -489,7 +489,7 @@ def test_softmax_helpers_stable_and_correct():
 
 @pytest.fixture(scope="module")
 def digits_inputs(digits_mlp, digits):
-    from influence_core.subsets import sampler_inputs
+    from influence_core.sampling.subsets import sampler_inputs
 
     return sampler_inputs(digits_mlp, digits)
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from influence_core import load_dataset, train_model
-from influence_core.influence import InfluenceCalculator, influence_scores
-from influence_core.scoring import manifest_path, score_grid
+from influence_core.influence.calculator import InfluenceCalculator, influence_scores
+from influence_core.influence.scoring import manifest_path, score_grid
 
 N_TEST = 10
 
@@ -207,7 +207,7 @@ def test_scale_benchmark_summary_fits_exponents():
 
 
 def test_scale_benchmark_rejects_bad_settings():
-    from influence_core.cli import main
+    from influence_core.cli.main import main
 
     assert main(["bench", "scale", "--test-chunk-size", "0"]) == 2
     assert main(["bench", "scale", "--sizes", "10"]) == 2

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from influence_core.curvature import Objective
-from influence_core.solvers import (
-    ExactInverse, SolverDivergedError, SolverError, SolverNotConvergedWarning, solve_cg, solve_exact, solve_lissa,
-)
+from influence_core.curvature.objective import Objective
+from influence_core.solvers.base import SolverDivergedError, SolverError, SolverNotConvergedWarning
+from influence_core.solvers.cg import solve_cg
+from influence_core.solvers.exact import ExactInverse, solve_exact
+from influence_core.solvers.lissa import solve_lissa
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +118,7 @@ def tiny_mlp64(digits):
 def test_low_rank_inverse_matches_dense_gauss_newton(digits, tiny_mlp64, weighted):
     """r = 9·40 = 360 < p = 610: Woodbury with the dense U, the matrix-free U and the r >= p Cholesky branch all
     equal the LU solve of the dense G_S + δI to 1e-8 relative."""
-    from influence_core.solvers import LowRankInverse
+    from influence_core.solvers.low_rank import LowRankInverse
 
     obj = Objective(tiny_mlp64, digits.X_train, digits.y_train, tiny_mlp64.weight_decay)
     rng = np.random.default_rng(1)
@@ -141,7 +142,7 @@ def test_low_rank_inverse_matches_dense_gauss_newton(digits, tiny_mlp64, weighte
 
 
 def test_low_rank_inverse_rejects_bad_input():
-    from influence_core.solvers import LowRankInverse
+    from influence_core.solvers.low_rank import LowRankInverse
 
     with pytest.raises(ValueError, match="damping > 0"):
         LowRankInverse(torch.ones(2, 5), 0.0)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from influence_core import load_dataset, train_model
-from influence_core.curvature import Objective
+from influence_core.curvature.objective import Objective
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from influence_core import (InfluenceCalculator, as_source, available_solvers, class_removal, fit_inverse,
                             influence_scores, register_solver, sample_hessian_subset, train_model)
-from influence_core.curvature import Objective
-from influence_core.solver_registry import SOLVER_REGISTRY, ExactFit, IndefiniteHessianWarning
-from influence_core.solvers import ExactInverse, SolverError
-from influence_core.task import WeightDecayWarning
-from influence_core.training import fit_full_batch
+from influence_core.curvature.objective import Objective
+from influence_core.solvers.registry import SOLVER_REGISTRY, ExactFit, IndefiniteHessianWarning
+from influence_core.solvers.base import SolverError
+from influence_core.solvers.exact import ExactInverse
+from influence_core.models.task import WeightDecayWarning
+from influence_core.models.training import fit_full_batch
 
 N_TRAIN, WD = 300, 1e-2
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
@@ -423,7 +424,7 @@ def test_weighted_sample_keeps_its_weights(digits, digits_logreg64):
 def test_cli_params_last_layer(capsys):
     import json
 
-    from influence_core.cli import main
+    from influence_core.cli.main import main
 
     assert main(["influence", "--dataset", "digits", "--arch", "logreg", "--test-index", "0", "--params",
                  "last_layer", "--solver", "exact", "--quiet"]) == 0

@@ -35,7 +35,7 @@ SAMPLER_COLOURS = {
     "logit": "#d62728",
     "class_stratified": "#bcbd22",
     "logit_kmeans": "#8c564b",
-    "curvature": "#17becf",
+    "importance": "#17becf",
     "full": "#222222",
 }
 _EXTRA = ("#7f7f00", "#e377c2", "#393b79", "#637939", "#7b4173", "#843c39")

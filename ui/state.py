@@ -23,9 +23,9 @@ import streamlit as st
 import torch
 
 import influence_core as ic
-from influence_core import metrics
-from influence_core.projection import project_2d
-from influence_core.samplers import confidence
+from influence_core.evaluation import metrics
+from influence_core.sampling.projection import project_2d
+from influence_core.sampling.samplers import confidence
 
 from .config import DataConfig, RunConfig, run_from_query, run_to_query
 
@@ -37,7 +37,7 @@ RUN_KEY = "run_config"
 PAYLOAD_KEY = "npz_payloads"
 MAX_MODELS = 8
 CURVATURE = "gauss_newton"  # the subset Hessian of a network is indefinite; Gauss-Newton keeps it PSD
-EXACT_MAX_PARAMS = 3000  # above this the full-data reference uses CG instead of forming the (p, p) matrix
+INTERACTIVE_EXACT_MAX_PARAMS = 3000  # app latency: above this the full-data reference uses CG, not a (p, p) matrix
 
 
 # ---------------------------------------------------------------------------------------------------- session
@@ -222,7 +222,7 @@ def get_sample(run: RunConfig, sampler: str, m: int, seed: int, pool: tuple[int,
 
 def reference_solver(run: RunConfig) -> str:
     """Solver of the full-data reference: exact for small models (one factorisation), CG otherwise."""
-    return "exact" if get_view(run).n_params <= EXACT_MAX_PARAMS else "cg"
+    return "exact" if get_view(run).n_params <= INTERACTIVE_EXACT_MAX_PARAMS else "cg"
 
 
 SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 3000}}
@@ -304,8 +304,8 @@ def seed_spread(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def get_removal_task(run: RunConfig):
-    """``influence_core.removal.ClassRemoval`` for the model (caches g_c and retrained references), with a lock."""
-    from influence_core.removal import ClassRemoval
+    """``influence_core.removal.class_removal.ClassRemoval`` for the model (caches g_c and retrained references), with a lock."""
+    from influence_core.removal.class_removal import ClassRemoval
 
     return ClassRemoval(get_model(run), get_dataset(run.data)), threading.Lock()
 

@@ -13,7 +13,7 @@ SAMPLER_HELP = {
     "logit": "stratified by predicted class x confidence bin, proportional allocation",
     "class_stratified": "uniform within each true class, proportional allocation",
     "logit_kmeans": "k-means on the logits, one point per cluster",
-    "curvature": "importance sampling by the curvature proxy 1 - sum p^2, reweighted",
+    "importance": "importance sampling by the curvature proxy 1 - sum p^2, reweighted",
 }
 
 

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from influence_core.projection import project_2d
+from influence_core.sampling.projection import project_2d
 
 SMALL_N = 300  # umap-learn's exact-distance path (n < 4096)
 LARGE_N = 4200  # umap-learn's pynndescent path (n >= 4096)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from influence_core import load_dataset, train_model
-from influence_core.samplers import curvature_proxy, draw_sample
-from influence_core.subsets import sampler_inputs
+from influence_core.sampling.samplers import curvature_proxy, draw_sample
+from influence_core.sampling.subsets import sampler_inputs
 
 torch.set_num_threads(1)
 data = load_dataset("digits")

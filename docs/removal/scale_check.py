@@ -9,8 +9,8 @@ import json
 import torch
 
 from influence_core import load_dataset, train_model
-from influence_core.curvature import Objective
-from influence_core.removal import ClassRemoval, _flat_params
+from influence_core.curvature.objective import Objective
+from influence_core.removal.class_removal import ClassRemoval, _flat_params
 
 torch.set_num_threads(1)
 data = load_dataset("digits")

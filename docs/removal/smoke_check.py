@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from influence_core import load_dataset, train_model
-from influence_core.removal import ClassRemoval
-from influence_core.samplers import available_samplers
+from influence_core.removal.class_removal import ClassRemoval
+from influence_core.sampling.samplers import available_samplers
 
 torch.set_num_threads(1)
 data = load_dataset("digits")

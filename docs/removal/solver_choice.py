@@ -8,7 +8,7 @@ random samples of m = 64, 256 and 1024. Accuracy: ||Δ − Δ_exact|| / ||Δ_exa
 import json, os, sys, time
 import numpy as np, torch
 from influence_core import load_dataset, train_model
-from influence_core.removal import ClassRemoval
+from influence_core.removal.class_removal import ClassRemoval
 torch.set_num_threads(1)
 d = load_dataset("digits")
 model = train_model(d, "mlp", seed=0)

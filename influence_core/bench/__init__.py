@@ -1,12 +1,14 @@
-"""``python -m influence_core bench {query,compare,scale}``: benchmarks that print a table and, with ``--out``,
-write Markdown/JSON reports (docs/BENCHMARKS.md is generated from them).
+"""``python -m influence_core bench {query,compare,scale,kfac-compare}``: benchmarks that print a table and, with
+``--out``, write Markdown/JSON reports (docs/BENCHMARKS.md is generated from them).
 
 - ``query``: one influence query (one test point against all training points) as a ratio to one forward+backward
   pass over the training set, per solver, split into iHVP and scoring (:mod:`influence_core.bench.query`).
 - ``compare``: our exact/CG/LiSSA against pyDVL's DirectInfluence/CgInfluence/LissaInfluence: rank correlation of
   the scores and time at equal accuracy (:mod:`influence_core.bench.compare`; needs the optional ``compare`` extra).
-- ``scale``: scoring time and peak memory as n_train and n_test grow; sequential vs Dask (:mod:`influence_core.bench.scale`,
-  present when that module is installed).
+- ``scale``: scoring time and peak memory as n_train and n_test grow; sequential vs Dask
+  (:mod:`influence_core.bench.scale`).
+- ``kfac-compare``: our K-FAC/EK-FAC against Kronfluence (:mod:`influence_core.bench.kfac_compare`; needs the
+  optional ``compare`` extra).
 
 Every timing run should hold ``/tmp/influence-bench.lock`` (``flock /tmp/influence-bench.lock python -m ...``) so
 that benchmarks on a shared machine do not overlap.
@@ -16,32 +18,22 @@ from __future__ import annotations
 
 import argparse
 import importlib
-from typing import Any
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "query": ("influence_core.bench.query", "influence query time / forward+backward time, per solver"),
     "compare": ("influence_core.bench.compare", "our exact/CG/LiSSA vs pyDVL: rank correlation, time at equal "
                                                 "accuracy"),
-    "scale": ("influence_core.bench.scale", "scoring time and peak memory as n_train and n_test grow; sequential vs Dask"),
+    "scale": ("influence_core.bench.scale", "scoring time and peak memory as n_train and n_test grow; sequential vs "
+                                            "Dask"),
+    "kfac-compare": ("influence_core.bench.kfac_compare", "our K-FAC/EK-FAC vs Kronfluence: rank correlation, fit "
+                                                          "and query time"),
 }
 
 
-def _load(module: str) -> Any | None:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        if exc.name == module:  # that benchmark is not part of this checkout
-            return None
-        raise
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{" + ",".join(
-        name for name, (module, _) in SUBCOMMANDS.items() if _load(module) is not None) + "}")
+    sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
     for name, (module, help_text) in SUBCOMMANDS.items():
-        mod = _load(module)
-        if mod is None:
-            continue
+        mod = importlib.import_module(module)
         p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().splitlines()[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         mod.add_arguments(p)

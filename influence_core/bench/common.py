@@ -31,9 +31,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ..memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from influence_core.io_safety import jsonable
+from influence_core.evaluation.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
 
 __all__ = [
+    "MissingExtraError",
     "Timing",
     "time_call",
     "MemoryReport",
@@ -47,6 +49,10 @@ __all__ = [
     "write_report",
     "fmt",
 ]
+
+
+class MissingExtraError(RuntimeError):
+    """A benchmark needs an optional extra that is not installed; the message gives the pip command."""
 
 
 # ---------------------------------------------------------------------------------------------------------- timing
@@ -264,18 +270,8 @@ def write_report(out: str | os.PathLike, *, title: str, command: str, sections: 
 
 
 def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
-
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    return str(obj)
+    cleaned = jsonable(obj)
+    return str(obj) if cleaned is obj else cleaned
 
 
 def command_line(argv: Sequence[str] | None = None) -> str:

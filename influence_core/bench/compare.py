@@ -31,7 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .common import command_line, environment, format_table, time_call, torch_threads, write_report
+from influence_core.bench.common import (MissingExtraError, command_line, environment, format_table, time_call,
+                                         torch_threads, write_report)
 
 COLUMNS = [
     ("model", "model"), ("p", "p"), ("ours", "ours"), ("theirs", "pyDVL"), ("spearman", "Spearman (min)"),
@@ -65,7 +66,7 @@ def _require_pydvl() -> Any:
     try:
         import pydvl.influence.torch as pyd
     except ImportError as exc:
-        raise RuntimeError("bench compare needs pyDVL (the optional 'compare' extra): pip install --no-deps "
+        raise MissingExtraError("bench compare needs pyDVL (the optional 'compare' extra): pip install --no-deps "
                            "pydvl==0.10.0 zarr==3.1.6 numcodecs==0.15.2 pyDeprecate==0.14.0 more-itertools==11.2.1"
                            f" ({exc})") from exc
     logging.getLogger("pydvl").setLevel(logging.ERROR)
@@ -107,7 +108,7 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
     from torch.utils.data import DataLoader, TensorDataset
 
     from influence_core import InfluenceCalculator, load_dataset, train_model
-    from influence_core.solvers import SolverNotConvergedWarning
+    from influence_core.solvers.base import SolverNotConvergedWarning
 
     pyd = _require_pydvl()
     ds = load_dataset("digits", seed=args.seed)

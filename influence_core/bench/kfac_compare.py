@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import environment, format_table, time_call, torch_threads, write_report
+from influence_core.bench.common import environment, format_table, time_call, torch_threads, write_report
 
 KF_COLUMNS = [("config", "model"), ("fisher", "Fisher"), ("damping", "δ (Kronfluence: wd + δ)"),
               ("ours_fit_s", "our fit s"), ("ours_query_s", "our queries s"),
@@ -61,10 +61,10 @@ def measure(spec: str, args: argparse.Namespace, log: Any = print) -> list[dict[
     from torch.nn import functional as F
 
     from influence_core import InfluenceCalculator, load_dataset, train_model
-    from influence_core.arnoldi import fit_arnoldi
-    from influence_core.kfac import fit_kfac
-    from influence_core.samplers import draw_sample
-    from influence_core.subsets import sampler_inputs
+    from influence_core.solvers.arnoldi import fit_arnoldi
+    from influence_core.solvers.kfac import fit_kfac
+    from influence_core.sampling.samplers import draw_sample
+    from influence_core.sampling.subsets import sampler_inputs
 
     data_name, _, arch = spec.partition(":")
     ds = load_dataset(data_name, seed=args.seed)
@@ -146,7 +146,7 @@ def kronfluence_rows(spec: str, args: argparse.Namespace, model: Any, ds: Any, c
     import tempfile
     from pathlib import Path
 
-    from influence_core.kfac import fit_kfac
+    from influence_core.solvers.kfac import fit_kfac
 
     if not spec.endswith(":mlp"):
         log(f"[kfac] {spec}: the Kronfluence side rebuilds MLPs only; skipped")

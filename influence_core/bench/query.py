@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from .common import Timing, command_line, environment, format_table, time_call, torch_threads, write_report
+from influence_core.bench.common import (Timing, command_line, environment, format_table, time_call, torch_threads,
+                                         write_report)
+from influence_core.solvers.registry import available_solvers
 
 DEFAULT_CONFIGS = ("digits:mlp", "mnist5k:mlp", "digits:logreg", "mnist5k:logreg")
 QUICK_CONFIGS = ("digits:logreg", "digits:mlp")
 QUICK_TRAINING = {"mlp": {"hidden": (8,), "epochs": 1, "polish_steps": 3}}
-SOLVERS = ("exact", "cg", "lissa")
 CURVATURES = ("gauss_newton", "hessian")
 
 COLUMNS = [
@@ -45,10 +46,10 @@ COLUMNS = [
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--configs", nargs="+", default=None, metavar="DATA:ARCH",
                         help=f"dataset:architecture pairs (default {' '.join(DEFAULT_CONFIGS)})")
-    parser.add_argument("--solvers", nargs="+", default=list(SOLVERS), choices=SOLVERS)
+    parser.add_argument("--solvers", nargs="+", default=["exact", "cg", "lissa"], choices=available_solvers())
     parser.add_argument("--curvatures", nargs="+", default=list(CURVATURES), choices=CURVATURES,
                         help="curvature of H (Hessian rows are skipped for logreg, where they equal Gauss-Newton)")
-    parser.add_argument("--hessian-solvers", nargs="+", default=["exact", "cg"], choices=SOLVERS,
+    parser.add_argument("--hessian-solvers", nargs="+", default=["exact", "cg"], choices=available_solvers(),
                         help="solvers measured with curvature 'hessian' (LiSSA on the Hessian is the slowest row "
                              "and was measured before: see git history of docs/bench/query.md)")
     parser.add_argument("--hessian", nargs="+", default=["full", "256"], metavar="full|M",
@@ -141,7 +142,7 @@ def _measure_sample(spec: str, args: argparse.Namespace, model: Any, ds: Any, ba
     import torch
 
     from influence_core import InfluenceCalculator
-    from influence_core.solvers import SolverError, SolverNotConvergedWarning
+    from influence_core.solvers.base import SolverError, SolverNotConvergedWarning
 
     rows = []
     calc = InfluenceCalculator(model, ds.X_train, ds.y_train)

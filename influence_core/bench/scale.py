@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from .common import command_line, environment, format_table, peak_memory, peak_rss_bytes, time_call, write_report
+from influence_core.bench.common import command_line, environment, format_table, peak_memory, peak_rss_bytes, time_call, write_report
 
 DEFAULT_SIZES = (5_000, 20_000, 80_000)
 DEFAULT_N_TEST = (64, 256, 1000)
@@ -101,7 +101,7 @@ def _score(mode: str, n_test: int, test_chunk: int, train_chunk: int, workers: i
     if mode == "dask":
         import distributed
 
-        from influence_core.parallel import DaskExecutor
+        from influence_core.influence.executors import DaskExecutor
 
         if scheduler:
             executor = DaskExecutor(address=scheduler)
@@ -168,7 +168,7 @@ def _prepare(num_samples: int, args: argparse.Namespace, tmp: str, training: dic
              log: Any) -> dict[str, Any]:
     """Generate, train, sample and fit once per size; save the fitted problem for the children."""
     from influence_core import InfluenceCalculator, load_dataset, train_model
-    from influence_core.subsets import sample_hessian_subset
+    from influence_core.sampling.subsets import sample_hessian_subset
 
     start = time.perf_counter()
     ds = load_dataset("mnist1d", seed=args.seed, num_samples=num_samples)

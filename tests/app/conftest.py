@@ -68,7 +68,7 @@ def _restore_main_module():
 def failing_sampler():
     """A registered sampler that raises ``kind`` (default MemoryError): the engine failing in a way the pages did not
     catch before (they caught only ValueError / RuntimeError). Yields a setter for the exception type."""
-    from influence_core.samplers import SAMPLERS, register_sampler
+    from influence_core.sampling.samplers import SAMPLERS, register_sampler
 
     state = {"kind": MemoryError}
 

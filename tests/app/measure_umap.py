@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 torch.set_num_threads(1)
 mode, which = sys.argv[1], sys.argv[2]
 t0 = time.perf_counter()
-from influence_core.projection import project_2d
+from influence_core.sampling.projection import project_2d
 if which == "digits":
     import influence_core as ic
     d = ic.load_dataset("digits", seed=0)

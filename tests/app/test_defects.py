@@ -302,7 +302,7 @@ def test_config_toml_bounds_uploads_and_turns_off_deploy_stats_and_watcher():
     import tomllib
     from pathlib import Path
 
-    from influence_core.data import MAX_NPZ_BYTES
+    from influence_core.data.datasets import MAX_NPZ_BYTES
 
     cfg = tomllib.loads((Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml").read_text())
     assert cfg["server"]["maxUploadSize"] * 1024 * 1024 <= MAX_NPZ_BYTES

@@ -120,14 +120,14 @@ def test_samplers_page_maps_and_distributions(app_page):
     ok(at.run())
     assert '"colorscale"' in chart_specs(at)[0]
 
-    at.multiselect(key="smp_samplers").set_value(["random", "curvature"])
+    at.multiselect(key="smp_samplers").set_value(["random", "importance"])
     ok(at.run())
-    assert len(charts(at)) == 4 and list(at.dataframe[0].value.sampler) == ["random", "curvature"]
+    assert len(charts(at)) == 4 and list(at.dataframe[0].value.sampler) == ["random", "importance"]
 
     at.toggle(key="smp_seeds_on").set_value(True)
     ok(at.run())
     per_seed = at.dataframe[-1].value
-    assert len(per_seed) == 2 * 5 and set(per_seed.sampler) == {"random", "curvature"}
+    assert len(per_seed) == 2 * 5 and set(per_seed.sampler) == {"random", "importance"}
     assert (per_seed.loc[per_seed.seed == 0, "overlap with seed 0"] == 1).all()
 
 

@@ -1,0 +1,188 @@
+"""``python -m influence_core lds score|study``: the linear datamodeling score against retraining.
+
+``lds score`` scores one configuration (full-data influence and gradient dot always, plus a sampled Hessian with
+``--sampler/--m`` and/or your own score matrix with ``--scores FILE.npy``); ``lds study`` runs the sampler study
+(samplers × m × sampler seeds) scored by LDS next to the proxy metrics. Both print the noise ceiling.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from influence_core.io_safety import jsonable
+from influence_core.data.datasets import available_datasets, load_dataset
+from influence_core.curvature.objective import EXACT_MAX_PARAMS
+from influence_core.studies.faithfulness import StudyConfig
+from influence_core.influence.calculator import InfluenceCalculator
+from influence_core.evaluation.lds import OUTPUTS, RetrainPlan, default_cache_dir, retrain_outputs
+from influence_core.studies.lds import _lds_record, baselines_markdown, gradient_dot_scores, markdown, run_lds_study, write_outputs
+from influence_core.models.zoo import ARCHITECTURES
+from influence_core.influence.executors import get_executor
+from influence_core.sampling.samplers import available_samplers, draw_sample
+from influence_core.sampling.subsets import sampler_inputs
+from influence_core.models.training import train_model
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="digits", help=f"one of {available_datasets()} (npz needs --path)")
+    p.add_argument("--path", default=None, help="path of a .npz file when --dataset npz")
+    p.add_argument("--arch", default="mlp", choices=ARCHITECTURES)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the model's training")
+    p.add_argument("--epochs", type=int, default=None, help="override the training epochs")
+    p.add_argument("--hidden", type=int, nargs="+", default=None, help="override the MLP hidden widths")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="training dtype (default: float64 for logreg, which L-BFGS then trains to the optimum)")
+    p.add_argument("--test-points", type=int, default=100, help="test points scored (drawn with --test-seed)")
+    p.add_argument("--test-seed", type=int, default=0)
+    p.add_argument("--damping", type=float, default=0.01, help="δ of the influence solves (the studies' default)")
+    p.add_argument("--curvature", default="gauss_newton", choices=("gauss_newton", "hessian"))
+    d = RetrainPlan()
+    p.add_argument("--subsets", type=int, default=d.n_subsets, help="K random training subsets")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="fraction of the training set in each subset")
+    p.add_argument("--retrain-seeds", type=int, default=d.n_seeds, help="R retrain seeds per subset (>= 2 for the "
+                                                                        "noise ceiling)")
+    p.add_argument("--subsets-seed", type=int, default=d.subsets_seed)
+    p.add_argument("--output", default="loss", choices=OUTPUTS, help="test output f_t: loss or (negated) margin")
+    p.add_argument("--cache", default=None, help=f"retrain cache directory (default {default_cache_dir()})")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, help="retrain on a local Dask cluster of N workers")
+    where.add_argument("--scheduler", default=None, help="retrain on a running Dask scheduler (tcp://host:8786)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads of this process (0 = unchanged); each retrain uses 1 thread")
+    p.add_argument("--quiet", action="store_true", help="no progress messages")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="lds_mode", required=True)
+    score = sub.add_parser("score", help="LDS of one configuration (+ baselines and noise ceiling)")
+    _common(score)
+    score.add_argument("--sampler", default=None, help=f"also score a sampled Hessian: one of {available_samplers()}")
+    score.add_argument("--m", type=int, default=None, help="Hessian sample size for --sampler")
+    score.add_argument("--sampler-seed", type=int, default=0)
+    score.add_argument("--scores", default=None,
+                       help="also score your own (T, n_train) matrix, rows in the order of the chosen test points "
+                            "(.npy, or .npz with one array 'scores'); see --save-test-indices")
+    score.add_argument("--save-test-indices", default=None, help="write the chosen test indices to this .npy")
+    score.add_argument("--json", default=None, help="write the results to this JSON file")
+    study = sub.add_parser("study", help="samplers × m × sampler seeds scored by LDS")
+    _common(study)
+    study.add_argument("--samplers", nargs="+", default=None, help="samplers (default: all registered)")
+    study.add_argument("--m", type=int, nargs="+", default=[32, 64, 128, 256, 512])
+    study.add_argument("--sampler-seeds", type=int, default=5, help="sampler seeds 0..N-1 per (sampler, m)")
+    study.add_argument("--out", default="docs/lds", help="output directory")
+    study.add_argument("--name", default=None, help="file name stem (default DATASET_ARCH)")
+
+
+def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    if args.epochs is not None:
+        settings["epochs"] = args.epochs
+    if args.hidden is not None:
+        settings["hidden"] = tuple(args.hidden)
+    dtype = args.dtype or ("float64" if args.arch == "logreg" else None)
+    if dtype:
+        settings["dtype"] = dtype
+    return settings
+
+
+def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
+    if args.dataset == "npz" and not args.path:
+        raise ValueError("--dataset npz needs --path FILE.npz")
+    return {"path": args.path} if args.dataset == "npz" else {}
+
+
+def _plan(args: argparse.Namespace) -> RetrainPlan:
+    return RetrainPlan(n_subsets=args.subsets, alpha=args.alpha, n_seeds=args.retrain_seeds,
+                       subsets_seed=args.subsets_seed)
+
+
+def _progress(args: argparse.Namespace) -> Any:
+    if args.quiet:
+        return None
+    return lambda f, msg: print(f"[{f:5.1%}] {msg}", file=sys.stderr, flush=True)
+
+
+def _load_user_scores(path: str) -> np.ndarray:
+    p = Path(path)
+    if p.suffix == ".npz":
+        with np.load(p, allow_pickle=False) as f:
+            if "scores" not in f:
+                raise ValueError(f"{path} has no array named 'scores' (found {list(f.keys())})")
+            return np.asarray(f["scores"])
+    if p.suffix == ".npy":
+        return np.load(p, allow_pickle=False)
+    raise ValueError(f"--scores must be a .npy or .npz file, got {path}")
+
+
+def _score(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    plan = _plan(args)
+    if args.sampler is not None and args.m is None:
+        raise ValueError("--sampler needs --m (the Hessian sample size)")
+    dataset = load_dataset(args.dataset, seed=args.seed, **_dataset_options(args))
+    if not 1 <= args.test_points <= dataset.n_test:
+        raise ValueError(f"--test-points must be in [1, {dataset.n_test}]")
+    user = _load_user_scores(args.scores) if args.scores else None
+    model = train_model(dataset, args.arch, seed=args.seed, **_train_settings(args))
+    idx = np.sort(np.random.default_rng(args.test_seed).choice(dataset.n_test, args.test_points, replace=False))
+    if args.save_test_indices:
+        np.save(args.save_test_indices, idx)
+    calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train)
+    p = calc.objective.n_params
+    solver = "exact" if p <= EXACT_MAX_PARAMS else "cg"
+    options = {} if solver == "exact" else {"tol": 1e-6, "max_iter": 1000}
+    calc.fit(None, solver=solver, damping=args.damping, curvature=args.curvature, **options)
+    X_t, y_t = dataset.X_test[idx], dataset.y_test[idx]
+    methods = {f"full-data influence ({solver})": calc.scores(X_t, y_t),
+               "gradient dot": gradient_dot_scores(model, dataset, idx)}
+    if args.sampler is not None:
+        sample = draw_sample(args.sampler, sampler_inputs(model, dataset), args.m, seed=args.sampler_seed)
+        calc.fit(sample, solver="exact", damping=args.damping, curvature=args.curvature)
+        methods[f"{args.sampler} m={args.m} seed={args.sampler_seed}"] = calc.scores(X_t, y_t)
+    if user is not None:
+        methods[f"your scores ({Path(args.scores).name})"] = user
+    with get_executor(workers=args.workers, scheduler=args.scheduler) as ex:
+        retrained = retrain_outputs(model, dataset, plan, cache_dir=args.cache, executor=ex,
+                                    progress=_progress(args))
+    records = [_lds_record(name, S, retrained, idx, args.output) for name, S in methods.items()]
+    info = retrained.info
+    print(f"LDS on {args.dataset} / {args.arch} (p = {p}, damping {args.damping}, {args.curvature}), "
+          f"{len(idx)} test points, K = {plan.n_subsets}, alpha = {plan.alpha}, R = {plan.n_seeds}, output "
+          f"{args.output}; retrains: {info['retrained']} run + {info['cached']} cached, mean "
+          f"{info['retrain_seconds_mean']:.1f} s each; total {time.perf_counter() - t0:.0f} s")
+    print("\n".join(baselines_markdown(records)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(jsonable({"records": records, "retrain": info, "test_indices":
+                                                          idx.tolist(), "args": vars(args) | {"_run": None},
+                                                          "total_seconds": time.perf_counter() - t0}), indent=1))
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    config = StudyConfig(dataset=args.dataset, arch=args.arch, seed=args.seed,
+                         samplers=tuple(args.samplers or ()), ms=tuple(args.m), n_seeds=args.sampler_seeds,
+                         n_test_points=args.test_points, test_seed=args.test_seed, damping=args.damping,
+                         curvature=args.curvature, train_settings=_train_settings(args),
+                         dataset_options=_dataset_options(args))
+    with get_executor(workers=args.workers, scheduler=args.scheduler) as ex:
+        result = run_lds_study(config, _plan(args), output=args.output, cache_dir=args.cache, executor=ex,
+                               progress=_progress(args))
+    paths = write_outputs(result, args.out, args.name)
+    print(markdown(result))
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.threads > 0:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    return _score(args) if args.lds_mode == "score" else _study(args)

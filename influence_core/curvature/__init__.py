@@ -1,0 +1,1 @@
+"""Curvature: the training objective of the flat parameter vector and its derivatives (torch.func)."""

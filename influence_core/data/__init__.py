@@ -1,0 +1,1 @@
+"""Data: datasets (loading, checks) and data sources (arrays, torch Datasets, DataLoaders)."""

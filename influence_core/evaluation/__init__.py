@@ -1,0 +1,1 @@
+"""Ground truths and measures: metrics, leave-one-out, the linear datamodeling score, peak memory."""

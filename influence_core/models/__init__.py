@@ -1,0 +1,1 @@
+"""Models: the architecture zoo, training (Adam + L-BFGS polish), and the task seam (output, loss)."""

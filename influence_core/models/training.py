@@ -1,0 +1,218 @@
+"""Deterministic training of the training objective used everywhere in this package:
+
+    L(θ) = (1/n) Σ_i w_i · CE(f_θ(x_i), y_i) + (wd/2) · ||θ||²      (w_i = 1 unless sample weights are given)
+
+Mini-batch Adam (seeded shuffling) followed by a full-batch L-BFGS "polish" that drives the full objective to a
+stationary point; logistic regression uses L-BFGS alone and reaches the optimum (needed by leave-one-out checks).
+The weight decay is recorded on the model (``model.weight_decay``) so influence uses the same objective.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from influence_core.data.datasets import Dataset
+from influence_core.models.zoo import ARCHITECTURES, build_model, model_device_dtype, predict_logits
+from influence_core.progress import Progress
+
+__all__ = ["TrainingConfig", "train_model", "fit_full_batch", "objective", "Progress", "accuracy"]
+
+"""Progress callback: ``progress(fraction_done in [0, 1], message)``."""
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Training settings (all recorded with the model).
+
+    arch: "logreg", "mlp" or "cnn". seed: fixes initialisation and batch order. epochs/batch_size/lr: Adam phase
+    (ignored for logreg). weight_decay: wd in the objective above. hidden: MLP widths. polish_steps: L-BFGS
+    iterations on the full objective after Adam (logreg: the whole fit). dtype: "float32" or "float64".
+    grad_tol: stationarity target: when the full-batch gradient norm ||∇L(θ)|| is still above it after
+    ``polish_steps``, L-BFGS continues up to ``max_polish_steps`` iterations in all (influence functions assume
+    ∇L(θ̂) = 0). The final norm and whether the target was reached are in ``model.training_report``.
+    """
+
+    arch: str = "mlp"
+    seed: int = 0
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 1e-3
+    hidden: tuple[int, ...] = (64,)
+    polish_steps: int = 100
+    dtype: str = "float32"
+    grad_tol: float = 1e-3
+    max_polish_steps: int = 2000
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {list(ARCHITECTURES)}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr (learning rate) must be a finite number > 0, got {self.lr}")
+        if self.epochs < 0 or self.batch_size < 1 or self.polish_steps < 0:
+            raise ValueError("epochs and polish_steps must be >= 0 and batch_size >= 1")
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+
+def objective(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: float,
+              sample_weight: torch.Tensor | None = None, n_total: int | None = None) -> torch.Tensor:
+    """(1/n_total) Σ w_i CE_i + (wd/2)||θ||²; ``n_total`` defaults to len(X) (set it to the full n for batches of
+    a weighted sum)."""
+    losses = F.cross_entropy(model(X), y, reduction="none")
+    if sample_weight is not None:
+        losses = losses * sample_weight
+    n = len(X) if n_total is None else n_total
+    reg = sum((p * p).sum() for p in model.parameters())
+    return losses.sum() / n + 0.5 * weight_decay * reg
+
+
+def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sample_weight: Any | None = None,
+                   max_iter: int = 500, tol: float = 1e-9, progress: Progress | None = None,
+                   lbfgs_tolerance_grad: float | None = None) -> dict[str, float]:
+    """Minimise the full objective with L-BFGS (strong Wolfe line search), in place.
+
+    ``sample_weight`` (n,) multiplies each loss term; the mean still divides by n (so weight 0 removes a point
+    exactly as the influence convention assumes). Returns the final objective and gradient norm. Stops when the
+    gradient's 2-norm is below ``tol``; torch's L-BFGS also stops inside a step when the gradient's max-abs entry
+    is below ``lbfgs_tolerance_grad`` (default ``tol``).
+    """
+    device, dtype = model_device_dtype(model)
+    def on_device(a: Any, dtype: torch.dtype) -> torch.Tensor:  # tensors on any device: no numpy round trip
+        return (a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))).to(device=device, dtype=dtype)
+
+    X, y = on_device(X, dtype), on_device(y, torch.long)
+    w = None if sample_weight is None else on_device(sample_weight, dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=50,
+                            tolerance_grad=tol if lbfgs_tolerance_grad is None else lbfgs_tolerance_grad,
+                            tolerance_change=1e-15, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = objective(model, X, y, weight_decay, w)
+        loss.backward()
+        return loss
+
+    outer = max(1, int(np.ceil(max_iter / 20)))
+    for k in range(outer):
+        opt.step(closure)
+        gnorm = torch.sqrt(sum((p.grad ** 2).sum() for p in params)).item()
+        if progress:
+            progress((k + 1) / outer, f"L-BFGS: grad norm {gnorm:.2e}")
+        if gnorm < tol:
+            break
+    with torch.no_grad():
+        loss = objective(model, X, y, weight_decay, w).item()
+    model.zero_grad(set_to_none=True)
+    return {"objective": loss, "grad_norm": gnorm}
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a non-finite loss or weights; the message names the learning rate and what to change."""
+
+
+def _diverged(what: str, cfg: TrainingConfig) -> TrainingDivergedError:
+    return TrainingDivergedError(f"training diverged: {what} (learning rate lr={cfg.lr:g}, weight_decay="
+                        f"{cfg.weight_decay:g}); lower the learning rate (e.g. lr={cfg.lr / 10:g}) and retry")
+
+
+def _full_objective_record(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: float) -> dict:
+    """The full objective and its gradient norm at the model's current parameters (its own dtype)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    loss = objective(model, X, y, weight_decay)
+    grads = torch.autograd.grad(loss, params)
+    return {"objective": float(loss.item()), "grad_norm": float(torch.sqrt(sum((g * g).sum() for g in grads)))}
+
+
+def accuracy(model: nn.Module, X: Any, y: Any) -> float:
+    """Fraction of correct argmax predictions."""
+    return float(np.mean(predict_logits(model, X).argmax(1) == np.asarray(y)))
+
+
+def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress: Progress | None = None,
+                device: str | torch.device = "cpu", **settings: Any) -> nn.Module:
+    """Train a classifier on ``dataset`` deterministically (same seed, same weights on the same machine).
+
+    ``settings`` are the fields of :class:`TrainingConfig` (epochs, batch_size, lr, weight_decay, hidden,
+    polish_steps, dtype). Returns the model in eval mode with ``model.weight_decay``, ``model.training_config``
+    (a dict) and ``model.training_report`` (accuracies, final objective, seconds) attached.
+    """
+    known = set(TrainingConfig.__dataclass_fields__) - {"arch", "seed", "extra"}
+    unknown = set(settings) - known
+    if unknown:
+        raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    if "hidden" in settings:
+        settings["hidden"] = tuple(int(h) for h in np.atleast_1d(settings["hidden"]))
+    cfg = TrainingConfig(arch=arch, seed=seed, **settings)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    start = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    options: dict[str, Any] = {"hidden": cfg.hidden} if arch == "mlp" else {}
+    model = build_model(arch, dataset.n_features, dataset.n_classes, dataset.image_shape, **options)
+    model = model.to(device=device, dtype=dtype)
+    X = torch.as_tensor(dataset.X_train, device=device, dtype=dtype)
+    y = torch.as_tensor(dataset.y_train, device=device)
+    if not torch.isfinite(X).all():  # after the cast to the training dtype: large values can overflow there
+        raise ValueError(f"the training inputs overflow to inf/NaN in {cfg.dtype}; rescale them")
+    n = len(X)
+
+    adam_epochs = 0 if arch == "logreg" else cfg.epochs
+    total = adam_epochs + 1
+    if adam_epochs:
+        model.train()
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        for epoch in range(adam_epochs):
+            order = torch.randperm(n, generator=gen).to(device)
+            for i in range(0, n, cfg.batch_size):
+                idx = order[i:i + cfg.batch_size]
+                opt.zero_grad()
+                loss = objective(model, X[idx], y[idx], cfg.weight_decay)
+                if not torch.isfinite(loss):
+                    raise _diverged(f"the loss became {loss.item()} in epoch {epoch + 1} of Adam", cfg)
+                loss.backward()
+                opt.step()
+            if progress:
+                progress((epoch + 1) / total, f"epoch {epoch + 1}/{adam_epochs}")
+    steps = cfg.polish_steps if arch != "logreg" else max(cfg.polish_steps, 500)
+    final = {"objective": float("nan"), "grad_norm": float("nan")}
+    if steps:
+        final = fit_full_batch(model, X, y, cfg.weight_decay, max_iter=steps)
+    if (steps and not math.isfinite(final["objective"])) or not all(
+            torch.isfinite(p).all() for p in model.parameters()):
+        raise _diverged(f"training ended with objective {final['objective']} and non-finite weights", cfg)
+    extra = max(0, cfg.max_polish_steps - steps) if steps else 0
+    if extra and not final["grad_norm"] <= cfg.grad_tol:  # not yet stationary: polish on towards grad_tol,
+        # in float64 (float32 L-BFGS stalls once the objective's changes fall below its precision), then back
+        model.double()
+        fit_full_batch(model, X.double(), y, cfg.weight_decay, max_iter=extra, tol=cfg.grad_tol,
+                       lbfgs_tolerance_grad=1e-12)
+        model.to(dtype)
+        final = _full_objective_record(model, X, y, cfg.weight_decay)
+    final["grad_tol"] = cfg.grad_tol
+    final["grad_tol_reached"] = bool(final["grad_norm"] <= cfg.grad_tol)
+    model.eval()
+    if progress:
+        progress(1.0, "done")
+    model.weight_decay = cfg.weight_decay
+    model.training_config = {**asdict(cfg), "hidden": list(cfg.hidden), "dataset": dataset.describe()}
+    model.training_report = {
+        "torch_threads": torch.get_num_threads(),  # float sums, hence the weights, depend on it (see README)
+        "train_accuracy": accuracy(model, dataset.X_train, dataset.y_train),
+        "test_accuracy": accuracy(model, dataset.X_test, dataset.y_test),
+        **final,
+        "seconds": time.perf_counter() - start,
+    }
+    return model

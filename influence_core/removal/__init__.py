@@ -1,0 +1,1 @@
+"""Class removal: the one-step Newton update that removes a class, against retraining."""

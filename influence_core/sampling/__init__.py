@@ -1,0 +1,1 @@
+"""Hessian samplers (which training points estimate the curvature) and what they look at."""

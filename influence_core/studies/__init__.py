@@ -1,0 +1,1 @@
+"""Studies: faithfulness, class removal and LDS over samplers × m × seeds, with their outputs."""
