@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.10:
-#   make app    create .venv, install, warm up what the first UMAP map compiles, start the Streamlit app
+#   make app    create .venv, install, warm up what the first UMAP map compiles, prepare the default models and
+#               maps in the disk cache (.app-cache/), start the Streamlit app
 #   make test   create .venv, install with the test extras, run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -32,6 +33,7 @@ install: $(VENV)/.app
 install-test: $(VENV)/.test
 
 app: $(VENV)/.app
+	$(PY) -m ui.prepare  # digits MLP + logistic regression and their maps, into .app-cache/ (idempotent)
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT)  # settings: .streamlit/config.toml
 
 test: $(VENV)/.test

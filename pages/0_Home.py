@@ -7,9 +7,9 @@ import numpy as np
 import streamlit as st
 
 import influence_core as ic
-from ui.components import page_header, show_inputs
-from ui.config import ARCH_CHOICES, DATASET_CHOICES, MNIST1D_HINT, MNIST1D_SUGGESTED, MNIST1D_USABLE, DataConfig, \
-    ModelConfig, RunConfig
+from ui.components import disk_cache_section, page_header, show_inputs
+from ui.config import DATASET_CHOICES, MNIST1D_HINT, MNIST1D_SUGGESTED, MNIST1D_USABLE, DataConfig, \
+    ModelConfig, RunConfig, arch_choices
 from ui.figures import confusion_figure
 from ui.errors import reported
 from ui.state import MAX_MODELS, cached_models, current_run, ensure_model, get_dataset, get_view, \
@@ -58,12 +58,16 @@ def use_settings(new_run) -> None:
     st.session_state["train_now"] = True
 
 
+st.subheader("Data and model")
+# Outside the form, so the model choices follow the dataset at once (MNIST-1D is tabular: no CNN offered).
+data_name = st.selectbox("Dataset", datasets, index=datasets.index(run.data.name), format_func=dataset_labels.get,
+                         key="form_dataset")
+archs = list(arch_choices(data_name))
+if st.session_state.get("form_arch") not in (None, *archs):  # e.g. "cnn" kept from digits
+    del st.session_state["form_arch"]
 with st.form("train_form"):
-    st.subheader("Data and model")
     c1, c2, c3 = st.columns(3)
     with c1:
-        data_name = st.selectbox("Dataset", datasets, index=datasets.index(run.data.name),
-                                 format_func=dataset_labels.get, key="form_dataset")
         upload = st.file_uploader(f"Your .npz, at most {upload_limit_mb} MB (arrays X_train, y_train; optional "
                                   "X_test, y_test, class_names, image_shape). Read as data only, never unpickled.",
                                   type=["npz"], key="form_upload",
@@ -73,7 +77,7 @@ with st.form("train_form"):
         num_samples = st.number_input("MNIST-1D samples", min_value=200, max_value=20000, step=100,
                                       value=run.data.num_samples, key="form_num_samples")
     with c2:
-        arch = st.selectbox("Model", list(ARCH_CHOICES), index=list(ARCH_CHOICES).index(run.model.arch),
+        arch = st.selectbox("Model", archs, index=archs.index(run.model.arch) if run.model.arch in archs else 0,
                             format_func={"mlp": "MLP (1 hidden layer, tanh)", "logreg": "logistic regression",
                                          "cnn": "small CNN (images only)"}.get, key="form_arch")
         hidden = st.number_input("MLP hidden width", min_value=2, max_value=512, value=run.model.hidden,
@@ -115,6 +119,8 @@ if submitted:
 if st.session_state.pop("train_now", False) and not has_model(run):
     with reported(f"Could not train {run.model.arch} on {run.data.label()}"):
         ensure_model(run)
+
+disk_cache_section()
 
 if not has_model(run):  # models are shared across sessions: one trained elsewhere is shown at once
     st.info(f"Press **Train** to train the {run.model.arch} on {run.data.label()} (a few seconds on digits); the "

@@ -5,10 +5,10 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import load_current, page_header, sample_size_input
+from ui.components import load_current, map_coordinates, page_header, sample_size_input
 from ui.errors import reported
 from ui.figures import COLOUR_OPTIONS, distribution_figures, sample_map
-from ui.state import get_projection, get_sample
+from ui.state import get_sample
 from ui.summaries import SAMPLER_HELP, UMAP_HELP, distribution_gaps
 
 page_header("Samplers: which points feed the Hessian")
@@ -45,7 +45,8 @@ if not samplers:
     st.stop()
 
 with reported(f"Could not compute the {method.upper()} map") as outcome:
-    xy = get_projection(run, space, method)[: dataset.n_train]
+    xy, method = map_coordinates(run, space, method, key="smp_map")
+    xy = xy[: dataset.n_train]
 if outcome.failed:
     st.stop()
 

@@ -12,7 +12,9 @@ import influence_core as ic
 from .config import RunConfig
 from .errors import reported
 from .figures import feature_bars, image_tile
-from .state import current_run, ensure_model, get_dataset, get_view
+from . import artifacts
+from .state import background_projection_error, cache_problems, clear_disk_cache, current_run, ensure_model, get_dataset, get_projection, get_view, \
+    projection_ready, start_projection_in_background
 
 
 def page_header(title: str) -> None:
@@ -74,3 +76,54 @@ def sample_size_input(label: str, pool: int, key: str, what: str, default: int =
     return int(st.number_input(label, min_value=1, max_value=pool, step=10, key=key,
                                help=f"1 to {pool}: the {what}. The default is {min(default, pool)} (100, or the "
                                     "whole pool when it is smaller)."))
+
+
+POLL_SECONDS = 2.0
+
+
+def map_coordinates(run: RunConfig, space: str, method: str, key: str) -> tuple[np.ndarray, str]:
+    """The (n_train + n_test, 2) map and the method it shows. A map already computed (memory or disk cache) is
+    returned at once; a UMAP not yet computed is started in the background and PCA is shown meanwhile, with a note
+    that polls every two seconds and reruns the page when the UMAP is ready (no click needed)."""
+    if projection_ready(run, space, method):
+        return get_projection(run, space, method), method
+    error = background_projection_error(run, space, method)
+    if error is not None:
+        raise RuntimeError(f"the {method.upper()} map failed: {error}")
+    start_projection_in_background(run, space, method)
+
+    @st.fragment(run_every=POLL_SECONDS)
+    def wait_for_map() -> None:
+        if projection_ready(run, space, method) or background_projection_error(run, space, method):
+            st.rerun()
+        st.info(f"Computing the {method.upper()} map of the {space} in the background "
+                f"({start_projection_in_background(run, space, method):.0f} s so far; it is computed once and kept on disk). Showing PCA "
+                "meanwhile; the map switches by itself when it is ready.", icon="⏳")
+
+    with st.container(key=f"{key}_waiting"):
+        wait_for_map()
+    return get_projection(run, space, "pca"), "pca"
+
+
+def disk_cache_section() -> None:
+    """The home page's view of the disk cache: where it is, what it holds (kind, configuration, size, date), the
+    problems met (corrupt or foreign files, removed and recomputed), and a button that clears it."""
+    store = artifacts.disk_store()
+    with st.expander("Disk cache (trained models and maps kept across restarts)", expanded=False):
+        if store is None:
+            st.caption("The disk cache is off (INFLUENCE_EXPLORER_CACHE_DIR=off).")
+            return
+        entries = store.entries()
+        total = sum(e.bytes for e in entries) / 1e6
+        st.caption(f"{len(entries)} files, {total:.1f} MB in `{store.root}`, shared by every session and kept "
+                   "across server restarts. Each file is keyed by its full configuration and the version of the "
+                   "code that made it; files are arrays (.npz), never pickles.")
+        for message in cache_problems():
+            st.warning(message)
+        if entries:
+            st.dataframe([artifacts.describe_entry(e) for e in entries], hide_index=True, width="stretch",
+                         key="cache_table")
+        if st.button("Clear the disk cache", key="cache_clear",
+                     help="Removes every file; models and maps are recomputed when next asked for (by any session)."):
+            removed = clear_disk_cache()
+            st.success(f"Removed {removed} files.")

@@ -6,6 +6,13 @@ from dataclasses import asdict, dataclass, field
 
 DATASET_CHOICES = ("digits", "mnist5k", "mnist1d", "npz")
 ARCH_CHOICES = ("mlp", "logreg", "cnn")
+TABULAR_DATASETS = ("mnist1d",)  # no image_shape: the CNN would refuse them
+
+
+def arch_choices(dataset: str) -> tuple[str, ...]:
+    """The models the home page offers for ``dataset``: no CNN for tabular data (MNIST-1D). An upload keeps it
+    (it may hold images; the engine refuses a CNN without ``image_shape`` with a clear message)."""
+    return tuple(a for a in ARCH_CHOICES if not (a == "cnn" and dataset in TABULAR_DATASETS))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ import hashlib
 import os
 import threading
 import time
-from collections import OrderedDict
+import logging
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -24,15 +25,16 @@ import torch
 
 import influence_core as ic
 from influence_core.evaluation import metrics
-from influence_core.sampling.projection import project_2d
 from influence_core.sampling.samplers import confidence
 
+from . import artifacts
 from .config import DataConfig, RunConfig, run_from_query, run_to_query
 
 # The app's models are small (thousands of parameters): torch's intra-op threads only add synchronisation, and on a
 # shared 2-core machine they made training 10-20x slower (measured: digits MLP 37.6 s with 2 threads vs 2.0 s with 1).
 torch.set_num_threads(int(os.environ.get("INFLUENCE_EXPLORER_TORCH_THREADS", "1")))
 
+LOG = logging.getLogger("influence_explorer")
 RUN_KEY = "run_config"
 PAYLOAD_KEY = "npz_payloads"
 MAX_MODELS = 8
@@ -84,9 +86,7 @@ def _load_dataset(cfg: DataConfig, _payload: bytes | None) -> ic.Dataset:
             raise ic.DatasetError("the uploaded .npz is no longer in this session; upload it again on the home page")
         name = (cfg.npz_filename or "upload").rsplit(".", 1)[0]
         return ic.load_npz(_payload, seed=cfg.seed, name=name)  # allow_pickle=False, size-limited
-    if cfg.name == "mnist1d":
-        return ic.load_dataset("mnist1d", seed=cfg.seed, num_samples=cfg.num_samples)
-    return ic.load_dataset(cfg.name, seed=cfg.seed)
+    return artifacts.builtin_dataset(cfg)
 
 
 def get_dataset(cfg: DataConfig) -> ic.Dataset:
@@ -100,18 +100,40 @@ def get_dataset(cfg: DataConfig) -> ic.Dataset:
 
 @st.cache_resource(show_spinner=False)
 def _model_store() -> dict:
-    return {"models": OrderedDict(), "lock": threading.Lock()}
+    """Models in memory, shared by all sessions: {run: model} (most recently used last), one lock per run (held
+    while that run is trained or loaded, so other runs and cached models never wait for it), a lock for the dict,
+    and the recent disk-cache problems (shown on the home page)."""
+    return {"models": OrderedDict(), "lock": threading.Lock(), "run_locks": {}, "problems": deque(maxlen=20)}
+
+
+def report_cache_problem(message: str) -> None:
+    """A corrupt or foreign disk-cache file (already removed and being recomputed): logged and kept for the home
+    page's cache section."""
+    LOG.warning("disk cache: %s", message)
+    _model_store()["problems"].append(message)
+
+
+def cache_problems() -> list[str]:
+    return list(_model_store()["problems"])
+
+
+def _run_lock(run: RunConfig) -> threading.Lock:
+    store = _model_store()
+    with store["lock"]:
+        return store["run_locks"].setdefault(run, threading.Lock())
 
 
 def has_model(run: RunConfig) -> bool:
-    return run in _model_store()["models"]
+    """In memory, or in the disk cache (then the next :func:`get_model` loads it in well under a second)."""
+    return run in _model_store()["models"] or artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
 
 
 def evict_one(models: OrderedDict, keep: object) -> object:
     """Drop the model that is cheapest to get back: the smallest training time (``training_report["seconds"]``),
     the least recently used among equals, never ``keep`` (the one just asked for). Returns the dropped key.
 
-    Evicting by age alone dropped an MNIST-5k CNN (367 s to retrain) to keep a 2 s digits model."""
+    Evicting by age alone dropped an MNIST-5k CNN (367 s to retrain) to keep a 2 s digits model. (An evicted
+    model stays in the disk cache.)"""
     candidates = [key for key in models if key != keep]
     age = {key: i for i, key in enumerate(models)}  # 0 = least recently used
     victim = min(candidates, key=lambda key: (float(models[key].training_report.get("seconds", 0.0)), age[key]))
@@ -127,38 +149,54 @@ def cached_models() -> list[tuple[RunConfig, float]]:
     return [(run, float(model.training_report.get("seconds", 0.0))) for run, model in reversed(items)]
 
 
-def get_model(run: RunConfig, progress: Callable[[float, str], None] | None = None):
-    """The trained model for ``run``, trained once (with ``progress``) and shared read-only by all sessions."""
+def get_model(run: RunConfig, progress: Callable[[float, str], None] | None = None,
+              on_problem: Callable[[str], None] | None = None):
+    """The trained model for ``run``: from memory, else from the disk cache, else trained once (with
+    ``progress``) and saved; shared read-only by all sessions. Only sessions asking for the same run wait for
+    each other (one lock per run)."""
     store = _model_store()
+    models: OrderedDict = store["models"]
     with store["lock"]:
-        models: OrderedDict = store["models"]
         if run in models:
             models.move_to_end(run)
             return models[run]
-        dataset = get_dataset(run.data)
-        cfg = run.model
-        model = ic.train_model(dataset, arch=cfg.arch, seed=cfg.seed, progress=progress, **cfg.train_kwargs())
-        models[run] = model
-        while len(models) > MAX_MODELS:
-            evict_one(models, keep=run)
+    with _run_lock(run):
+        with store["lock"]:  # trained by another session while this one waited
+            if run in models:
+                return models[run]
+        def problem(message: str) -> None:
+            report_cache_problem(message)
+            if on_problem is not None:
+                on_problem(message)
+
+        model = artifacts.load_or_train(run, get_dataset(run.data), progress, on_problem=problem)
+        with store["lock"]:
+            models[run] = model
+            while len(models) > MAX_MODELS:
+                evict_one(models, keep=run)
         return model
 
 
 def ensure_model(run: RunConfig):
     """Train (with a progress bar) if needed and return the model; page-level helper. The bar lives in a
     placeholder that is emptied in ``finally``, so it never stays on the page above an error."""
-    if has_model(run):
+    if run in _model_store()["models"]:
         return get_model(run)
     slot = st.empty()
     try:
-        bar = slot.progress(0.0, text=f"Training {run.model.arch} on {run.data.label()}…")
+        action = "Loading" if has_model(run) else "Training"
+        bar = slot.progress(0.0, text=f"{action} {run.model.arch} on {run.data.label()}…")
 
         def progress(fraction: float, message: str) -> None:
             bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"Training: {message}")
 
-        return get_model(run, progress)
+        problems: list[str] = []
+        model = get_model(run, progress, on_problem=problems.append)
     finally:
         slot.empty()
+    for message in problems:
+        st.warning(f"Disk cache: {message}.")
+    return model
 
 
 def n_params(model) -> int:
@@ -181,30 +219,94 @@ class ModelView:
 
 @st.cache_resource(show_spinner=False, max_entries=MAX_MODELS)
 def get_view(run: RunConfig) -> ModelView:
+    """The model's view, from the disk cache when it holds it (see :func:`ui.artifacts.load_or_view`)."""
     model, dataset = get_model(run), get_dataset(run.data)
-    inputs = ic.sampler_inputs(model, dataset)
-    test_logits = ic.predict_logits(model, dataset.X_test)
+    a = artifacts.load_or_view(run, model, dataset, on_problem=report_cache_problem)
+    features = a["train_features"] if a["train_features"].shape[1] else None
+    inputs = ic.SamplerInputs(labels=a["train_labels"], logits=a["train_logits"], features=features)
     return ModelView(
         inputs=inputs,
-        test_logits=test_logits,
-        test_features=ic.penultimate_features(model, dataset.X_test),
+        test_logits=a["test_logits"],
+        test_features=a["test_features"],
         train_pred=inputs.logits.argmax(1),
-        test_pred=test_logits.argmax(1),
+        test_pred=a["test_logits"].argmax(1),
         train_conf=confidence(inputs.logits),
-        test_conf=confidence(test_logits),
+        test_conf=confidence(a["test_logits"]),
         n_params=n_params(model),
     )
 
 
-@st.cache_data(show_spinner="Computing the 2-D map…", max_entries=32)
-def get_projection(run: RunConfig, space: str, method: str) -> np.ndarray:
-    """(n_train + n_test, 2) map of the penultimate features or the logits (train rows first)."""
+def projection_input(run: RunConfig, space: str) -> np.ndarray:
     view = get_view(run)
     if space == "logits":
-        X = np.vstack([view.inputs.logits, view.test_logits])
-    else:
-        X = np.vstack([view.inputs.features, view.test_features])
-    return project_2d(X, method=method, seed=0)
+        return np.vstack([view.inputs.logits, view.test_logits])
+    return np.vstack([view.inputs.features, view.test_features])
+
+
+@st.cache_resource(show_spinner=False, max_entries=64)
+def _projection(run: RunConfig, space: str, method: str) -> np.ndarray:
+    xy = artifacts.load_or_project(run, projection_input(run, space), space, method, on_problem=report_cache_problem)
+    xy.setflags(write=False)  # shared by every session
+    return xy
+
+
+def get_projection(run: RunConfig, space: str, method: str) -> np.ndarray:
+    """(n_train + n_test, 2) map of the penultimate features or the logits (train rows first), computed once per
+    configuration and kept on disk (read-only array)."""
+    return _projection(run, space, method)
+
+
+def projection_ready(run: RunConfig, space: str, method: str) -> bool:
+    """True when the map is in memory or on disk (showing it costs no computation)."""
+    return (method == "pca" or artifacts.map_is_stored(run, space, method)
+            or _background_maps().get((run, space, method)) == "done")
+
+
+@st.cache_resource(show_spinner=False)
+def _background_maps() -> dict:
+    return {}
+
+
+def start_projection_in_background(run: RunConfig, space: str, method: str) -> float:
+    """Compute the map in a daemon thread (once per configuration and process) and return the seconds since it
+    was started; the page shows PCA meanwhile and reruns when :func:`projection_ready` turns True."""
+    jobs = _background_maps()
+    key = (run, space, method)
+    with _model_store()["lock"]:
+        started = jobs.get(("started",) + key)
+        if started is None:
+            started = time.time()
+            jobs[("started",) + key] = started
+            X = projection_input(run, space)
+
+            def work() -> None:
+                try:
+                    artifacts.load_or_project(run, X, space, method, on_problem=report_cache_problem)
+                    jobs[key] = "done"
+                except Exception as exc:  # noqa: BLE001 - shown by the page when it asks again
+                    LOG.exception("background %s map failed", method)
+                    jobs[key] = f"failed: {exc}"
+
+            threading.Thread(target=work, name=f"map-{method}-{space}", daemon=True).start()
+    return time.time() - started
+
+
+def background_projection_error(run: RunConfig, space: str, method: str) -> str | None:
+    state = _background_maps().get((run, space, method))
+    return state[len("failed: "):] if isinstance(state, str) and state.startswith("failed: ") else None
+
+
+def clear_disk_cache() -> int:
+    """Remove every disk-cache file and drop the in-memory models, views and maps (every session recomputes on
+    its next request). Returns the number of files removed."""
+    store = artifacts.disk_store()
+    removed = store.clear() if store is not None else 0
+    with _model_store()["lock"]:
+        _model_store()["models"].clear()
+    get_view.clear()
+    _projection.clear()
+    _background_maps().clear()
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------------- samples

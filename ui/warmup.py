@@ -24,6 +24,8 @@ import numpy as np
 
 from influence_core.sampling.projection import project_2d
 
+from .artifacts import UMAP_OPTIONS
+
 SMALL_N = 300  # umap-learn's exact-distance path (n < 4096)
 LARGE_N = 4200  # umap-learn's pynndescent path (n >= 4096)
 
@@ -40,7 +42,7 @@ def warm_up_maps(paths: tuple[str, ...] = ("exact", "pynndescent"), width: int =
         n = PATHS[name]
         X = rng.normal(size=(n, width)).astype(np.float32)
         start = time.perf_counter()
-        project_2d(X, method="umap", seed=0)
+        project_2d(X, method="umap", seed=0, **UMAP_OPTIONS)
         seconds[name] = time.perf_counter() - start
     return seconds
 

@@ -18,7 +18,7 @@ PROJECTION_METHODS = ("pca", "umap")
 
 
 def project_2d(X: np.ndarray, method: str = "pca", seed: int = 0, n_neighbors: int = 15,
-               min_dist: float = 0.1) -> np.ndarray:
+               min_dist: float = 0.1, n_epochs: int | None = None, init: str | None = None) -> np.ndarray:
     """Embed the rows of X in the plane.
 
     Args:
@@ -27,6 +27,10 @@ def project_2d(X: np.ndarray, method: str = "pca", seed: int = 0, n_neighbors: i
         seed: random state (UMAP's ``random_state``; PCA is deterministic anyway).
         n_neighbors: UMAP neighbourhood size, >= 2; lowered to n - 1 when the data have fewer points.
         min_dist: UMAP minimum distance between embedded points, >= 0.
+        n_epochs: UMAP optimisation epochs (None: umap-learn's default, 500 below 10,000 points); fewer is faster
+            (the app uses 200 with ``init="pca"``: 7.6 s instead of 13 s for 1,797 points, load 8).
+        init: UMAP initial layout, "spectral" (default; "random" below 11 points) or "pca" (faster, and stable
+            across runs of similar data).
     Returns:
         (n, 2) float64 coordinates, row i for X[i].
     """
@@ -64,9 +68,15 @@ def project_2d(X: np.ndarray, method: str = "pca", seed: int = 0, n_neighbors: i
         raise ImportError("method='umap' needs the umap-learn package: pip install 'influence-explorer[app]' "
                           "(or pip install umap-learn), or use method='pca'.") from exc
     # Spectral initialisation needs more points than the embedding has dimensions plus a margin.
-    init = "spectral" if n > 10 else "random"
+    if init not in (None, "spectral", "pca", "random"):
+        raise ValueError(f"init must be 'spectral', 'pca' or 'random'; got {init!r}.")
+    if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer))
+                                 or n_epochs < 1):
+        raise ValueError(f"n_epochs must be a positive integer or None; got {n_epochs!r}.")
+    init = "random" if n <= 10 else (init or "spectral")
     reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, n - 1)), min_dist=float(min_dist),
-                        random_state=int(seed), n_jobs=1, init=init)
+                        random_state=int(seed), n_jobs=1, init=init,
+                        n_epochs=None if n_epochs is None else int(n_epochs))
     with warnings.catch_warnings():
         # umap warns that a seed disables parallelism (we ask for that) and about tiny graphs.
         warnings.simplefilter("ignore", UserWarning)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("INFLUENCE_EXPLORER_WARM_UP", "0")  # no background UMAP warm-up thread in the tests
+# A fresh disk cache per test session (never the project's .app-cache/): tests see untrained models as untrained.
+os.environ.setdefault("INFLUENCE_EXPLORER_CACHE_DIR", tempfile.mkdtemp(prefix="influence-explorer-test-cache-"))
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).resolve().parent))

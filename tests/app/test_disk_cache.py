@@ -1,0 +1,117 @@
+"""The app's disk cache (ui.artifacts over influence_core.array_store): a second server process loads what the first
+trained and does not retrain; a corrupt or foreign file is reported on the home page and recomputed; the home page
+lists and clears the cache; MNIST-1D does not offer the CNN."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from apptest_helpers import ok
+
+ROOT = Path(__file__).resolve().parents[2]
+
+CHILD = r"""
+import json, sys, time
+import torch
+torch.set_num_threads(1)
+from ui import artifacts
+from ui.config import ModelConfig, RunConfig
+run = RunConfig(model=ModelConfig(hidden=8, epochs=2, polish_steps=5))
+calls = []
+start = time.perf_counter()
+dataset = artifacts.builtin_dataset(run.data)
+model = artifacts.load_or_train(run, dataset, progress=lambda f, m: calls.append(m))
+view = artifacts.load_or_view(run, model, dataset)
+import numpy as np
+xy = artifacts.load_or_project(run, np.vstack([view["train_logits"], view["test_logits"]]), "logits", "pca")
+print(json.dumps({"progress_calls": len(calls), "loaded": bool(model.training_report.get("loaded_from_disk")),
+                  "accuracy": model.training_report["test_accuracy"], "xy0": xy[0].tolist(),
+                  "files": len(artifacts.disk_store().entries())}))
+"""
+
+
+def _child(cache: Path) -> dict:
+    env = {**os.environ, "INFLUENCE_EXPLORER_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_a_second_process_loads_and_does_not_retrain(tmp_path):
+    first = _child(tmp_path)
+    assert first["progress_calls"] > 0 and not first["loaded"] and first["files"] == 3  # model, view, map
+    second = _child(tmp_path)
+    assert second["progress_calls"] == 0 and second["loaded"]  # no training step ran
+    assert second["accuracy"] == first["accuracy"] and second["xy0"] == first["xy0"]
+    assert second["files"] == 3
+
+
+def _home(app_page, run):
+    return ok(app_page("app.py", run=run).run())
+
+
+def test_home_lists_reports_and_clears_the_disk_cache(app_page):
+    from ui import artifacts
+    from ui.config import ModelConfig, RunConfig
+    from ui.state import clear_disk_cache, get_model
+
+    run = RunConfig(model=ModelConfig(hidden=7, epochs=2, polish_steps=5))
+    get_model(run)
+    at = _home(app_page, run)
+    table = at.dataframe[0].value
+    assert "mlp on digits" in " ".join(table["what"].astype(str))
+    assert "model" in set(table["kind"])
+
+    # corrupt the model file, forget the in-memory copy: the next load reports it, removes it and retrains
+    store = artifacts.disk_store()
+    path = store.path(artifacts.MODEL_KIND, run.to_dict(), artifacts._version(artifacts.MODEL_KIND))
+    path.write_bytes(b"garbage")
+    from ui.state import _model_store
+
+    _model_store()["models"].pop(run)
+    at = _home(app_page, run)
+    assert any("cannot be read" in w.value and "computed again" in w.value for w in at.warning)
+    assert at.metric  # the model was retrained and is shown
+    assert store.load(artifacts.MODEL_KIND, run.to_dict(), artifacts._version(artifacts.MODEL_KIND)) is not None
+
+    at.button(key="cache_clear").click()
+    ok(at.run())
+    assert any(s.value.startswith("Removed") and not s.value.startswith("Removed 0") for s in at.success)
+    clear_disk_cache()
+    assert store.entries() == []
+
+
+def test_home_loads_a_model_from_disk_without_pressing_train(app_page, tmp_path, monkeypatch):
+    """A model another process trained (e.g. `make app`'s ui.prepare) is shown at once, not 'Press Train'."""
+    from ui import artifacts
+    from ui.config import ModelConfig, RunConfig
+
+    run = RunConfig(model=ModelConfig(hidden=6, epochs=2, polish_steps=5))
+    artifacts.load_or_train(run, artifacts.builtin_dataset(run.data))  # as another process would
+    at = _home(app_page, run)
+    assert not any("Press **Train**" in i.value for i in at.info)
+    assert {m.label for m in at.metric} >= {"Test accuracy"}
+
+
+def test_mnist1d_does_not_offer_the_cnn(app_page):
+    from ui.config import DataConfig, ModelConfig, RunConfig, arch_choices
+
+    assert "cnn" not in arch_choices("mnist1d") and "cnn" in arch_choices("digits")
+    assert "cnn" in arch_choices("npz")  # an upload may hold images; the engine checks image_shape
+    run = RunConfig(data=DataConfig(name="mnist1d", num_samples=400), model=ModelConfig(hidden=8, epochs=1,
+                                                                                        polish_steps=2))
+    at = app_page("app.py", run=run)
+    at.run()
+    assert not any("CNN" in o for o in at.selectbox(key="form_arch").options)
+    at = _home(app_page, RunConfig(model=ModelConfig(hidden=8, epochs=3, polish_steps=10)))
+    assert any("CNN" in o for o in at.selectbox(key="form_arch").options)
+    at.selectbox(key="form_arch").set_value("cnn")
+    at.selectbox(key="form_dataset").set_value("mnist1d")  # switching keeps no CNN choice that would be refused
+    ok(at.run())
+    assert not any("CNN" in o for o in at.selectbox(key="form_arch").options)

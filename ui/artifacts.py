@@ -1,0 +1,152 @@
+"""The app's disk cache: trained models, their views (sampler inputs, test logits and features) and 2-D maps, kept
+in :class:`influence_core.array_store.ArrayStore` files so nothing is computed twice, not even across a restart.
+
+Keys are the full :class:`ui.config.RunConfig` (data, model and training settings; an upload by its SHA-256) plus
+the map's space and method, and a code version per kind: a hash of the source of the engine modules that produce
+it (:func:`influence_core.array_store.code_version`), so changed code never reuses an old file. Files are ``.npz``
+with a JSON record, written atomically; a corrupt or foreign file is reported, removed and recomputed.
+
+No Streamlit here: ``ui.state`` wraps these functions in its in-memory caches, and ``python -m ui.prepare`` (run by
+``make app``) fills the cache with the default setup. The directory is ``$INFLUENCE_EXPLORER_CACHE_DIR`` or
+``.app-cache/`` in the project root; ``INFLUENCE_EXPLORER_CACHE_DIR=off`` disables the disk cache.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import influence_core as ic
+from influence_core.array_store import ArrayStore, StoredEntry, code_version
+from influence_core.models.storage import model_from_arrays, model_to_arrays
+from influence_core.sampling.projection import project_2d
+
+from .config import DataConfig, RunConfig
+
+__all__ = ["disk_store", "cache_dir", "load_or_train", "load_or_view", "load_or_project", "describe_entry",
+           "MODEL_KIND", "VIEW_KIND", "MAP_KIND"]
+
+MODEL_KIND, VIEW_KIND, MAP_KIND = "model", "view", "map"
+UMAP_OPTIONS = {"n_epochs": 200, "init": "pca"}  # 7.6 s instead of 13 s for a digits map (load 8), see project_2d
+VIEW_ARRAYS = ("train_labels", "train_logits", "train_features", "test_logits", "test_features")
+ProblemReport = Callable[[str], None]
+
+_MODEL_MODULES = ("influence_core.models.training", "influence_core.models.zoo", "influence_core.models.storage",
+                  "influence_core.data.datasets")
+
+
+@lru_cache(maxsize=None)
+def _version(kind: str) -> str:
+    modules = {MODEL_KIND: _MODEL_MODULES,
+               VIEW_KIND: _MODEL_MODULES + ("influence_core.sampling.samplers",),
+               MAP_KIND: _MODEL_MODULES + ("influence_core.sampling.samplers", "influence_core.sampling.projection")}
+    return code_version(*modules[kind])
+
+
+def builtin_dataset(cfg: DataConfig) -> ic.Dataset:
+    """A built-in dataset exactly as the app loads it (uploads are handled by ``ui.state``)."""
+    if cfg.name == "mnist1d":
+        return ic.load_dataset("mnist1d", seed=cfg.seed, num_samples=cfg.num_samples)
+    return ic.load_dataset(cfg.name, seed=cfg.seed)
+
+
+def cache_dir() -> Path | None:
+    """The cache directory, or None when ``INFLUENCE_EXPLORER_CACHE_DIR=off``."""
+    setting = os.environ.get("INFLUENCE_EXPLORER_CACHE_DIR", "")
+    if setting.lower() == "off":
+        return None
+    return Path(setting) if setting else Path(__file__).resolve().parent.parent / ".app-cache"
+
+
+_stores: dict[Path, ArrayStore] = {}
+
+
+def disk_store() -> ArrayStore | None:
+    """The process's store for :func:`cache_dir` (one object per directory, so its per-entry locks are shared)."""
+    root = cache_dir()
+    if root is None:
+        return None
+    return _stores.setdefault(root, ArrayStore(root))
+
+
+def _cached(kind: str, config: dict, compute: Callable[[], tuple[dict, dict]],
+            on_problem: ProblemReport | None) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    store = disk_store()
+    if store is None:
+        arrays, meta = compute()
+        return arrays, meta, False
+    return store.get_or_compute(kind, config, _version(kind), compute, on_problem)
+
+
+def load_or_train(run: RunConfig, dataset: ic.Dataset, progress: ic.Progress | None = None,
+                  on_problem: ProblemReport | None = None):
+    """The trained model of ``run``: from the disk cache when it holds it (``training_report["loaded_from_disk"]``
+    is then True and ``"seconds"`` is the original training time), else trained (with ``progress``) and saved."""
+    def compute() -> tuple[dict, dict]:
+        cfg = run.model
+        model = ic.train_model(dataset, arch=cfg.arch, seed=cfg.seed, progress=progress, **cfg.train_kwargs())
+        arrays, record = model_to_arrays(model)
+        return arrays, {**record, "label": f"{cfg.arch} on {run.data.label()}"}
+
+    arrays, meta, loaded = _cached(MODEL_KIND, run.to_dict(), compute, on_problem)
+    model = model_from_arrays(arrays, meta)  # also when just trained: the same object either way
+    model.training_report["loaded_from_disk"] = loaded
+    return model
+
+
+def load_or_view(run: RunConfig, model, dataset: ic.Dataset,
+                 on_problem: ProblemReport | None = None) -> dict[str, np.ndarray]:
+    """The arrays the pages show about a model (``VIEW_ARRAYS``): training labels, logits and penultimate
+    features, and the test logits and features (features empty (n, 0) when the model has none)."""
+    def compute() -> tuple[dict, dict]:
+        inputs = ic.sampler_inputs(model, dataset)
+        features = inputs.features if inputs.features is not None else np.zeros((len(inputs.labels), 0))
+        return ({"train_labels": inputs.labels, "train_logits": inputs.logits, "train_features": features,
+                 "test_logits": ic.predict_logits(model, dataset.X_test),
+                 "test_features": ic.penultimate_features(model, dataset.X_test)},
+                {"label": f"view of {run.model.arch} on {run.data.label()}"})
+
+    arrays, _, _ = _cached(VIEW_KIND, run.to_dict(), compute, on_problem)
+    return arrays
+
+
+def load_or_project(run: RunConfig, X: np.ndarray, space: str, method: str,
+                    on_problem: ProblemReport | None = None) -> np.ndarray:
+    """The (n, 2) map of ``X`` (the run's features or logits, train rows then test rows) by ``method``."""
+    def compute() -> tuple[dict, dict]:
+        start = time.perf_counter()
+        xy = project_2d(X, method=method, seed=0, **(UMAP_OPTIONS if method == "umap" else {}))
+        return {"xy": xy}, {"label": f"{method.upper()} of {space}, {run.model.arch} on {run.data.label()}",
+                            "seconds": time.perf_counter() - start}
+
+    arrays, _, _ = _cached(MAP_KIND, _map_config(run, space, method), compute, on_problem)
+    return arrays["xy"]
+
+
+def is_stored(kind: str, config: dict) -> bool:
+    store = disk_store()
+    return store is not None and store.path(kind, config, _version(kind)).exists()
+
+
+def map_is_stored(run: RunConfig, space: str, method: str) -> bool:
+    return is_stored(MAP_KIND, _map_config(run, space, method))
+
+
+def _map_config(run: RunConfig, space: str, method: str) -> dict:
+    return {"run": run.to_dict(), "space": space, "method": method,
+            "options": UMAP_OPTIONS if method == "umap" else {}}
+
+
+def describe_entry(entry: StoredEntry) -> dict[str, Any]:
+    """One row of the cache table on the home page."""
+    meta = entry.meta or {}
+    created = meta.get("created")
+    return {"kind": entry.kind, "what": entry.label if entry.problem is None else f"unreadable: {entry.problem}",
+            "size (kB)": round(entry.bytes / 1024, 1),
+            "saved": time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "",
+            "file": entry.path.name}
