@@ -48,9 +48,8 @@ def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -
 
 # Measured on the shared 2-core machine (load average 6-8) with the commands in README "The app": a fresh process
 # after `make app`'s warm-up, digits MLP features (1,797 x 32) and 5,000 x 32 points (MNIST-5k's size).
-UMAP_HELP = ("UMAP is computed once per model and map, then cached. It is slow the first time in a server process: "
-             "numba compiles umap-learn's code in the process that runs it. Measured on a shared 2-core machine "
-             "(load 6-8): 119 s for the first digits map, 35 s for the next one of the same size; 316 s for the first "
-             "5,000-point (MNIST-5k) map, 20 s after that. The server compiles the digits path in the background "
-             "when it starts (149 s at load 15-20); after that the first digits map took 37 s like any later one. "
-             "Use PCA meanwhile.")
+UMAP_HELP = ("UMAP is computed once per model and map (200 epochs, PCA initialisation) in the background, kept in "
+             "the disk cache (it survives a server restart) and shared by every session; the PCA map is shown "
+             "until it is ready and the page switches by itself. The first UMAP in a server process also pays "
+             "numba's compilation, which the server warms up when it starts; `make app` prepares the default "
+             "models' maps.")

@@ -288,3 +288,47 @@ def test_removal_twice_two_sessions_charts_and_upload_limit(browser, app_url, tm
     page.get_by_text("over the 25 MB upload limit", exact=False).scroll_into_view_if_needed()
     shot(page, "upload_limit")
     step("upload over the limit refused with the limit named")
+
+
+def test_two_sessions_compute_influence_on_different_data_at_once(browser, app_url):
+    """Issue 12 part 3: two browser contexts (two sessions of one server) on different data (digits MLP and MNIST-1D
+    MLP) compute influence at the same time: neither fails (before the fix one showed "Could not compute influence:
+    Trying to access a forward AD level with an invalid index"), and each sees its own model and choices."""
+    from urllib.parse import urlencode
+
+    from ui.config import DataConfig, ModelConfig, RunConfig, run_to_query
+
+    runs = [RunConfig(model=ModelConfig(hidden=10, epochs=4)),
+            RunConfig(data=DataConfig(name="mnist1d", num_samples=400), model=ModelConfig(hidden=10, epochs=4))]
+    labels = ["mlp on digits", "mlp on mnist1d (n=400)"]
+    pages = []
+    for run in runs:
+        context = browser.new_context(viewport={"width": 1500, "height": 1600})
+        page = context.new_page()
+        page.set_default_timeout(180_000)
+        page.goto(f"{app_url}/?{urlencode(run_to_query(run))}")
+        page.get_by_text("Data and model").wait_for()
+        wait_idle(page)
+        pages.append(page)
+    for page in pages:  # both sessions open the Influence page at once: each trains its model, then computes
+        page.get_by_role("link", name="Influence").first.click()
+    for page in pages:
+        page.get_by_text("Top 8 helpful").first.wait_for()
+        wait_idle(page)
+    for page in pages:  # both change the test point at once: new solves and scoring in both sessions
+        page.get_by_text("by index", exact=True).click()
+    for page in pages:
+        wait_idle(page)
+    for page in pages:
+        box = page.get_by_label("Test index", exact=True)
+        box.fill("7")
+        box.press("Enter")
+    for page, label in zip(pages, labels):
+        page.get_by_text("Test point #7").first.wait_for()
+        wait_idle(page)
+        assert page.get_by_text("Could not compute influence").count() == 0
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert label in page.get_by_text("Model: ").first.inner_text()  # its own model, not the other's
+    shot(pages[1], "two_sessions_mnist1d")
+    for page in pages:
+        page.context.close()

@@ -1,0 +1,243 @@
+"""Measure issue 12's targets in headless Chromium (not a test; run by hand, numbers go in the README).
+
+    flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_cache.py [--rounds 3] [--cnn]
+
+Each round uses a fresh disk cache (a temporary INFLUENCE_EXPLORER_CACHE_DIR) prepared by ``python -m ui.prepare
+--no-umap`` (as ``make app`` does, without the UMAP maps so that the first UMAP can be timed), then:
+
+1. cold start: ``streamlit run app.py`` (fresh process) until the home page shows the default digits MLP (no Train
+   press: the model comes from the disk cache);
+2. after caching: switching page Home -> Influence -> Home, and a cached influence test point;
+3. first UMAP of the features map on the Samplers page (PCA shown meanwhile) until the UMAP map is on screen; then
+   a restart of the server on the same cache and the same UMAP again (loaded from disk);
+4. two sessions: a new influence test point in session A alone, then new test points in sessions A (digits MLP)
+   and B (digits logistic regression) at the same time; the ratio of the concurrent time to the time alone.
+
+``--cnn`` also times training the home page's MNIST-5k CNN (``ModelConfig(arch="cnn")``, one torch thread) in this
+process. Medians over rounds; the load average is recorded before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_gate import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def idle(page, settle_ms: int = 150) -> None:
+    page.wait_for_timeout(settle_ms)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=600_000)
+
+
+class Server:
+    def __init__(self, cache: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+             str(self.port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "INFLUENCE_EXPLORER_CACHE_DIR": cache})
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(20)
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+
+
+def measure_once(browser) -> dict:
+    results: dict = {}
+
+    def record(name: str, seconds: float) -> None:
+        results[name] = round(seconds, 2)
+        print(f"{name}: {seconds:.2f} s", flush=True)
+
+    cache = tempfile.mkdtemp(prefix="influence-measure-cache-")
+    env = {**os.environ, "INFLUENCE_EXPLORER_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "ui.prepare", "--no-umap"], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    start = time.perf_counter()
+    server = Server(cache)
+    try:
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1200})
+        page = ctx.new_page()
+        page.set_default_timeout(600_000)
+        page.goto(server.url)
+        page.get_by_text("Test accuracy").wait_for()
+        idle(page)
+        record("cold start to interactive home (prepared cache)", time.perf_counter() - start)
+
+        def timed(name, action, text):
+            t = time.perf_counter()
+            action()
+            page.get_by_text(text).first.wait_for()
+            idle(page, 0)
+            record(name, time.perf_counter() - t)
+
+        link = lambda name: (lambda: page.get_by_role("link", name=name).first.click())  # noqa: E731
+        timed("influence: open page (first)", link("Influence"), "Top 8 helpful")
+        page.get_by_text("by index", exact=True).click()
+        idle(page)
+        timed("influence: test point -> #5 (first)", lambda: set_number(page, "Test index", 5), "Test point #5")
+        timed("influence: test point -> #0 (cached)", lambda: set_number(page, "Test index", 0), "Test point #0")
+        timed("influence: test point -> #5 (cached)", lambda: set_number(page, "Test index", 5), "Test point #5")
+        timed("switch to home (cached)", link("Home"), "Test accuracy")
+        timed("switch to influence (cached)", link("Influence"), "Top 8 helpful")
+        timed("samplers: open page", link("Samplers"), "How representative is each sample?")
+
+        def first_umap(label: str) -> None:
+            t = time.perf_counter()
+            page.get_by_text("UMAP", exact=True).first.click()
+            page.wait_for_timeout(300)
+            page.get_by_text("Computing the UMAP map", exact=False).first.wait_for(state="detached",
+                                                                                    timeout=600_000)
+            idle(page, 0)
+            record(label, time.perf_counter() - t)
+
+        first_umap("samplers: first UMAP of the features (PCA meanwhile)")
+
+        # two sessions: B is the digits logistic regression (prepared too)
+        from ui.config import ModelConfig, RunConfig, run_to_query
+
+        ctx_b = browser.new_context(viewport={"width": 1500, "height": 1200})
+        page_b = ctx_b.new_page()
+        page_b.set_default_timeout(600_000)
+        page_b.goto(f"{server.url}/?{urlencode(run_to_query(RunConfig(model=ModelConfig(arch='logreg'))))}")
+        page_b.get_by_text("Test accuracy").wait_for()
+        idle(page_b)
+        for p in (page, page_b):
+            p.get_by_role("link", name="Influence").first.click()
+            p.get_by_text("Top 8 helpful").first.wait_for()
+            idle(p)
+            p.get_by_text("by index", exact=True).click()
+            idle(p)
+        alone = []
+        for index in (11, 12):
+            t = time.perf_counter()
+            set_number(page, "Test index", index)
+            page.get_by_text(f"Test point #{index}").first.wait_for()
+            idle(page, 0)
+            alone.append(time.perf_counter() - t)
+        record("two sessions: A alone, new test point", statistics.median(alone))
+        both = []
+        for index in (13, 14):
+            t = time.perf_counter()
+            set_number(page, "Test index", index)
+            set_number(page_b, "Test index", index)
+            page.get_by_text(f"Test point #{index}").first.wait_for()
+            idle(page, 0)
+            t_a = time.perf_counter() - t
+            page_b.get_by_text(f"Test point #{index}").first.wait_for()
+            idle(page_b, 0)
+            both.append(t_a)
+        record("two sessions: A while B computes too, new test point", statistics.median(both))
+        results["two sessions: ratio A together / A alone"] = round(statistics.median(both) / statistics.median(alone), 2)
+        ctx.close()
+        ctx_b.close()
+    finally:
+        server.stop()
+
+    start = time.perf_counter()
+    server = Server(cache)  # a restart on the same disk cache
+    try:
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1200})
+        page = ctx.new_page()
+        page.set_default_timeout(600_000)
+        page.goto(server.url)
+        page.get_by_text("Test accuracy").wait_for()
+        idle(page)
+        record("restart to interactive home (same cache)", time.perf_counter() - start)
+        page.get_by_role("link", name="Samplers").first.click()
+        page.get_by_text("How representative is each sample?").first.wait_for()
+        idle(page)
+        t = time.perf_counter()
+        page.get_by_text("UMAP", exact=True).first.click()
+        page.wait_for_timeout(300)
+        idle(page, 0)
+        assert page.get_by_text("Computing the UMAP map", exact=False).count() == 0
+        record("samplers: UMAP after the restart (from disk)", time.perf_counter() - t)
+        ctx.close()
+    finally:
+        server.stop()
+    return results
+
+
+def measure_cnn() -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    import influence_core as ic
+    from ui.config import ModelConfig
+
+    cfg = ModelConfig(arch="cnn")
+    dataset = ic.load_dataset("mnist5k", seed=0)
+    load = os.getloadavg()
+    model = ic.train_model(dataset, arch="cnn", seed=cfg.seed, **cfg.train_kwargs())
+    return {"mnist5k CNN training (app settings, 1 thread)": model.training_report, "load_before": load,
+            "load_after": os.getloadavg()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(ROOT / "test-artifacts" / "cache_timings.json"))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cnn", action="store_true", help="also time the MNIST-5k CNN training")
+    args = parser.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    load_before = os.getloadavg()
+    rounds = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        for r in range(args.rounds):
+            print(f"--- round {r + 1}/{args.rounds} (load {os.getloadavg()[0]:.1f})", flush=True)
+            rounds.append(measure_once(browser))
+        browser.close()
+    median = {k: round(float(statistics.median(r[k] for r in rounds)), 2) for k in rounds[0]}
+    report = {"cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
+              "median_seconds": median, "rounds": rounds}
+    if args.cnn:
+        report["cnn"] = measure_cnn()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print("\n| step | median s | rounds (s) |\n|---|---:|---|")
+    for k, v in median.items():
+        print(f"| {k} | {v:.2f} | {', '.join(f'{r[k]:.2f}' for r in rounds)} |")
+    if args.cnn:
+        print(json.dumps(report["cnn"], indent=1))
+    print(f"\n{os.cpu_count()} CPUs; load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
