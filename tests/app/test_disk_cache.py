@@ -115,3 +115,46 @@ def test_mnist1d_does_not_offer_the_cnn(app_page):
     at.selectbox(key="form_dataset").set_value("mnist1d")  # switching keeps no CNN choice that would be refused
     ok(at.run())
     assert not any("CNN" in o for o in at.selectbox(key="form_arch").options)
+
+
+def test_samplers_shows_pca_while_umap_computes_in_the_background_then_umap(app_page, monkeypatch):
+    """The first UMAP of a configuration runs in a background thread; the page shows PCA and a note meanwhile, and
+    the UMAP map (kept on disk) once it is ready. UMAP itself is replaced by a gated stand-in (the maths of
+    project_2d is tested in tests/test_projection.py): this tests the page's flow."""
+    import threading
+
+    import numpy as np
+
+    from ui import artifacts
+    from influence_core.sampling.projection import project_2d
+
+    gate, calls = threading.Event(), []
+
+    def gated(X, method="pca", seed=0, **options):
+        if method == "umap":
+            calls.append(options)
+            assert gate.wait(60)
+            return project_2d(X, "pca")[:, ::-1].copy()  # distinguishable from PCA: columns swapped
+        return project_2d(X, method, seed)
+
+    monkeypatch.setattr(artifacts, "project_2d", gated)
+    at = app_page("pages/1_Samplers.py")
+    at.run()
+    at.radio(key="smp_method").set_value("umap")
+    ok(at.run())
+    assert any("Computing the UMAP map" in i.value for i in at.info)
+    assert calls == [artifacts.UMAP_OPTIONS]
+    gate.set()
+    from ui.state import projection_ready
+
+    run = at.session_state["run_config"]
+    for _ in range(100):
+        if projection_ready(run, "features", "umap"):
+            break
+        threading.Event().wait(0.1)
+    ok(at.run())
+    assert not any("Computing the UMAP map" in i.value for i in at.info)
+    assert artifacts.map_is_stored(run, "features", "umap")  # on disk: instant after a restart
+    assert len(calls) == 1
+    xy = artifacts.load_or_project(run, np.zeros((1, 1)), "features", "umap")  # loaded, not recomputed
+    assert xy.shape[1] == 2 and len(calls) == 1
