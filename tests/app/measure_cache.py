@@ -67,7 +67,11 @@ class Server:
 
     def stop(self) -> None:
         self.proc.terminate()
-        self.proc.wait(20)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:  # e.g. the UMAP warm-up thread inside numba
+            self.proc.kill()
+            self.proc.wait(20)
 
 
 def set_number(page, label: str, value: int) -> None:
