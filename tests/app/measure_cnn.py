@@ -15,8 +15,12 @@ import os
 import statistics
 import time
 
+import sys
+from pathlib import Path
+
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's influence_core
 torch.set_num_threads(1)
 
 import influence_core as ic  # noqa: E402

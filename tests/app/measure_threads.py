@@ -18,8 +18,12 @@ import threading
 import time
 
 import numpy as np
+import sys
+from pathlib import Path
+
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's influence_core
 torch.set_num_threads(1)
 
 import influence_core as ic  # noqa: E402
