@@ -68,3 +68,15 @@ def test_umap_tiny_data_and_bad_options():
         project_2d(np.ones((5, 2)), "umap", n_neighbors=1)
     with pytest.raises(ValueError, match="min_dist"):
         project_2d(np.ones((5, 2)), "umap", min_dist=-1.0)
+
+
+def test_umap_options_are_checked_before_any_fit():
+    import pytest
+
+    from influence_core.sampling.projection import project_2d
+
+    X = np.random.default_rng(0).normal(size=(20, 3))
+    with pytest.raises(ValueError, match="init must be"):
+        project_2d(X, "umap", init="tsne")
+    with pytest.raises(ValueError, match="n_epochs must be a positive integer"):
+        project_2d(X, "umap", n_epochs=0)
