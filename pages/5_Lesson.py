@@ -150,10 +150,10 @@ elif step.key == "removal":
         ref = records[0]["reference"]
         rows = pd.DataFrame([{
             "sampler": r["sampler"], "m": r["m"],
-            "honest F1 (report half)": r["selected"]["f1"], "α chosen (selection half)": r["selected"]["alpha"],
-            "agreement with retraining (report half, chosen α)": r["reference"]["report_agreement"]["selected_alpha"],
-            "agreement at α = 1": r["reference"]["report_agreement"]["alpha_1"],
-            "relative distance to retrained θ (chosen α)": r["reference"]["relative_distance"]["selected_alpha"],
+            "honest F1": r["selected"]["f1"], "α chosen": r["selected"]["alpha"],
+            "agreement with retrained (chosen α)": r["reference"]["report_agreement"]["selected_alpha"],
+            "agreement (α = 1)": r["reference"]["report_agreement"]["alpha_1"],
+            "distance to retrained θ (relative)": r["reference"]["relative_distance"]["selected_alpha"],
             "solver s": r["solver_seconds"]} for r in records])
         st.markdown(f"Removing class **{names[LESSON_CLASS]}** with m = {LESSON_REMOVAL_M}. The model retrained "
                     f"from scratch without it reaches F1 **{ref['metrics']['f1']:.3f}**; before any update the "

@@ -206,7 +206,8 @@ def _reference_lines(fig: go.Figure, baselines: dict[str, float], ceiling: float
     for method, value in baselines.items():
         if math.isfinite(value):
             fig.add_hline(y=value, line=styles.get(method, dict(color="#555555", dash="dashdot")),
-                          annotation_text=f"{method} {value:.3f}", annotation_position="bottom right")
+                          annotation_text=f"{method} {value:.3f}",
+                          annotation_position="bottom left" if method == "full-data influence" else "bottom right")
 
 
 def _band(fig: go.Figure, name: str, x: np.ndarray, mean: np.ndarray, std: np.ndarray, hover: list[str]) -> None:
