@@ -101,8 +101,9 @@ STEPS: tuple[Step, ...] = (
          "inspect the training set in the order of self-influence (1/n)·∇ℓ_jᵀ(H + δI)⁻¹∇ℓ_j.",
          "The curve is the share of flipped labels found against the share of the training set inspected; random "
          "inspection is the diagonal. The training loss is the simplest ranking: compare.",
-         "How much of the training set do you need to inspect to find half of the flipped labels? Open the "
-         "Explorer coloured by self-influence: where on the map are the highest values?",
+         "How much of the training set do you need to inspect to find half of the flipped labels? Then open the "
+         "Explorer, coloured by the self-influence of the app's own model (trained on the clean labels): are its "
+         "highest values ambiguous digits, or digits that look mislabelled in the original data?",
          "pages/6_Explorer.py", "Open Explorer coloured by self-influence"),
 )
 STEP_KEYS = tuple(s.key for s in STEPS)
