@@ -93,25 +93,32 @@ if step.key == "score":
 
 elif step.key == "seeds":
     ref = reference_spec(run)
-    specs = tuple(("random", LESSON_M, s, solver) for s in range(LESSON_SEEDS))
+    compared = ("random", "importance")
+    specs = tuple((name, LESSON_M, s, solver) for name in compared for s in range(LESSON_SEEDS))
     with reported("Could not compute influence") as outcome, \
-            st.spinner(f"{LESSON_SEEDS} random samples of {LESSON_M} points…"):
+            st.spinner(f"{len(specs)} samples of {LESSON_M} points…"):
         rows = influence_rows(run, (ref, *specs), DAMPING, test_index)
     if not outcome.failed:
         full = rows[0]["scores"]
-        tops = [ic.top_influences(r["scores"], 10)["helpful"] for r in rows[1:]]
-        per_seed = pd.DataFrame([{"seed": s, "top-5 helpful": ", ".join(f"#{i}" for i in t[:5]),
-                                  "Spearman with full data": metrics.spearman(r["scores"], full),
-                                  "top-10 overlap with full data": metrics.topk_overlap(r["scores"], full, 10)}
-                                 for s, (r, t) in enumerate(zip(rows[1:], tops))])
-        pair = [len(np.intersect1d(a, b)) / 10 for i, a in enumerate(tops) for b in tops[i + 1:]]
+        per_seed, spread = [], []
+        for name in compared:
+            mine = [(spec[2], row) for spec, row in zip(specs, rows[1:]) if spec[0] == name]
+            tops = [ic.top_influences(row["scores"], 10)["helpful"] for _, row in mine]
+            rho = [metrics.spearman(row["scores"], full) for _, row in mine]
+            per_seed += [{"sampler": name, "seed": s, "top-5 helpful": ", ".join(f"#{i}" for i in t[:5]),
+                          "Spearman with full data": r,
+                          "top-10 overlap with full data": metrics.topk_overlap(row["scores"], full, 10)}
+                         for (s, row), t, r in zip(mine, tops, rho)]
+            pair = [len(np.intersect1d(a, b)) / 10 for i, a in enumerate(tops) for b in tops[i + 1:]]
+            spread.append({"sampler": name, "pair": float(np.mean(pair)), "lo": min(rho), "hi": max(rho)})
         st.markdown(f"Test point **#{test_index}** (true {names[y_t]}, predicted {names[p_t]}); the Hessian on "
-                    f"{LESSON_M} random training points, seeds 0–{LESSON_SEEDS - 1}.")
-        m1, m2 = st.columns(2)
-        m1.metric("Top-10 helpful shared by two seeds (mean over pairs)", f"{np.mean(pair):.0%}")
-        m2.metric("Spearman with the full-data scores (range over seeds)",
-                  f"{per_seed['Spearman with full data'].min():.2f} – {per_seed['Spearman with full data'].max():.2f}")
-        show_table(per_seed, f"lesson_seeds_test{test_index}", key="lesson_seeds_table")
+                    f"{LESSON_M} training points, seeds 0–{LESSON_SEEDS - 1}, drawn by the random sampler and, for "
+                    "comparison, by the importance sampler.")
+        for col, rec in zip(st.columns(len(spread)), spread):
+            col.metric(f"{rec['sampler']}: top-10 helpful shared by two seeds (mean over pairs)", f"{rec['pair']:.0%}")
+            col.metric(f"{rec['sampler']}: Spearman with the full-data scores (range over seeds)",
+                       f"{rec['lo']:.2f} – {rec['hi']:.2f}")
+        show_table(pd.DataFrame(per_seed), f"lesson_seeds_test{test_index}", key="lesson_seeds_table")
 
 elif step.key == "map":
     with reported("Could not draw the samples") as outcome:

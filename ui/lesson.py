@@ -65,9 +65,11 @@ STEPS: tuple[Step, ...] = (
          "pages/2_Influence.py", "Open Influence with this test point"),
     Step("seeds", "2. Why is a random Hessian sample inconsistent?",
          f"The same test point with the Hessian estimated on {LESSON_M} random training points, five times with "
-         "five seeds.",
-         "Compare the top-5 helpful lists across seeds and their overlap with the full-data answer. A practitioner "
-         "who ran this once would report whichever list their seed gave.",
+         "five seeds, beside five importance samples of the same size.",
+         "Compare the top-5 lists across seeds, and each seed's Spearman correlation and top-10 overlap with the "
+         "full-data answer: seeds can agree on the very top and still rank the rest differently, and all of them "
+         "can miss the full-data answer in the same way. A practitioner who ran this once would report whichever "
+         "ranking their seed gave.",
          f"On the Influence page (the spread is switched on), raise m from {LESSON_M} to 400: how does the spread "
          "change? Is sampler B (importance) steadier than random at the same m?",
          "pages/2_Influence.py", "Open Influence (spread across seeds)"),

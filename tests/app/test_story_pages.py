@@ -219,12 +219,29 @@ def test_lesson_step_1_shows_the_helpful_and_harmful_neighbours(lesson, trained_
     assert "What to look at" in markdown(at) and "Exercise" in markdown(at)
 
 
-def test_lesson_step_2_shows_five_seeds_of_a_random_sample(lesson):
+def test_lesson_step_2_shows_five_seeds_of_a_random_sample(lesson, trained_fast_run):
     at = lesson("seeds")
     table = frames(at)[0]
-    assert list(table["seed"]) == [0, 1, 2, 3, 4]
-    assert table["top-5 helpful"].nunique() > 1                 # the random samples disagree
+    assert list(table["sampler"]) == ["random"] * 5 + ["importance"] * 5
+    assert list(table["seed"]) == [0, 1, 2, 3, 4] * 2
+    random_rows = table[table.sampler == "random"]
+    assert random_rows["Spearman with full data"].nunique() == 5       # five seeds, five different answers
     assert (table["Spearman with full data"] < 1).all()
+    # seed 3 recomputed with the public API: the random sample of 50, exact Gauss-Newton solve, damping 0.01
+    from scipy.stats import spearmanr
+
+    from influence_core import InfluenceCalculator, sample_hessian_subset
+    from ui.state import get_dataset, get_model
+
+    t = first_wrong(trained_fast_run)
+    model, data = get_model(trained_fast_run), get_dataset(trained_fast_run.data)
+    scores = {}
+    for name, sample in (("full", None), ("seed 3", sample_hessian_subset(model, data, "random", 50, seed=3))):
+        calc = InfluenceCalculator(model, data.X_train, data.y_train)
+        calc.fit(sample, solver="exact", damping=0.01, curvature="gauss_newton")
+        scores[name] = calc.scores(data.X_test[t:t + 1], data.y_test[t:t + 1])[0]
+    expect = spearmanr(scores["seed 3"], scores["full"]).statistic
+    assert random_rows["Spearman with full data"].iloc[3] == pytest.approx(expect, abs=1e-6)
     assert at.session_state["inf_m"] == 50 and at.session_state["inf_spread"] is True
 
 
