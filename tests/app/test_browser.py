@@ -335,10 +335,32 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     wait_idle(page)
     step(f"lesson step 1 -> Influence page on test point #{t}")
 
-    # Explorer: a box selection kept as a named slice, compared across samplers.
+    # Explorer: a click on a training point shows its nearest neighbours (the map is coloured by self-influence,
+    # as lesson step 6 set it: trace 0 holds every training point, row = point index).
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Explorer", exact=True).click()
     page.get_by_text("No slices yet", exact=False).wait_for()
     wait_idle(page)
+    row = 100
+    for attempt in range(3):
+        page.locator(".st-key-exp_map .js-plotly-plot").scroll_into_view_if_needed()
+        wait_idle(page)
+        xy = page.evaluate("""(row) => {
+            const gd = document.querySelector('.st-key-exp_map .js-plotly-plot');
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+            const tr = gd._fullData[0];
+            return [box.left + xa._offset + xa.l2p(tr.x[row]), box.top + ya._offset + ya.l2p(tr.y[row])];
+        }""", row)
+        page.mouse.click(xy[0], xy[1])
+        try:
+            page.get_by_text(f"Nearest training points to training point #{row} ", exact=False).wait_for(timeout=20_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+    wait_idle(page)
+    step(f"explorer: clicked training point #{row}, its neighbours shown")
+
+    # Explorer: a box selection kept as a named slice, compared across samplers.
     plot = page.locator(".st-key-exp_map .js-plotly-plot")
     keep = page.get_by_role("button", name="Keep as a slice")
     for attempt in range(3):
@@ -366,7 +388,7 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     page.get_by_text("Class mix of the slices").first.wait_for()
     wait_idle(page)
     page.get_by_text("slice influence is the predicted increase", exact=False).wait_for()
-    assert page.get_by_role("button", name="Download this table as CSV").count() >= 2   # neighbours, slices
+    page.get_by_role("button", name="Download this table as CSV").nth(1).wait_for()   # neighbours, slices
     page.get_by_text("slice influence is the predicted increase", exact=False).scroll_into_view_if_needed()
     shot(page, "explorer_slices")
     step("explorer: box selection kept as a slice and compared")
@@ -376,7 +398,9 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     page.get_by_text("For my budget, which sampler?").wait_for()
     wait_idle(page)
     charts = page.locator(".js-plotly-plot")
-    assert charts.count() >= 3
+    for i in range(3):  # LDS against m, against solve time, against peak memory (drawn one after the other)
+        charts.nth(i).scroll_into_view_if_needed()
+        charts.nth(i).wait_for()
     for i in range(charts.count()):
         charts.nth(i).scroll_into_view_if_needed()
         charts.nth(i).hover()
