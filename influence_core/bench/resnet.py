@@ -83,7 +83,7 @@ class ResNetStudyConfig:
     eval_test: int = 100
     alphas: tuple[float, ...] = (1.0, 16.0, 256.0)
     samplers: tuple[str, ...] | None = None
-    m: tuple[int, ...] = (8, 32)
+    m: tuple[int, ...] = (8, 16)
     cg_iter: int = 10
     lissa_iter: int = 10
     power_iter: int = 10
