@@ -135,11 +135,15 @@ def test_study_command_smoke_through_the_cli(tmp_path):
     assert record["training"]["report"]["polish"].startswith("skipped")
     assert record["training"]["report"]["grad_norm"] is None  # NaN in the report: not computed
     assert "| random | 4 | cg |" in markdown and "load average" in markdown
-    # the cached model is reused by a second run with the same training settings
+    assert not (out / "resnet18.partial.json").exists()  # the checkpoint file is replaced by the final outputs
+    # the cached model is reused by a second run with the same training settings; checkpoints after each step
+    saved = []
     again = study.run_study(study.ResNetStudyConfig(device="cpu", n_train=40, n_test=20, width=4,
                                                     samplers=("random",), m=(4,), eval_test=20, query_m=8,
-                                                    alphas=(1.0,), model_cache=str(cache)))
+                                                    alphas=(1.0,), model_cache=str(cache)),
+                           checkpoint=lambda record: saved.append(sorted(record)))
     assert again["training"]["source"].startswith("loaded from")
+    assert "training" in saved[0] and "query" not in saved[0] and "removal" in saved[-1] and len(saved) == 4
     assert again["training"]["report"]["test_accuracy"] == record["training"]["report"]["test_accuracy"]
 
 

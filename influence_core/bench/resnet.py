@@ -336,7 +336,9 @@ def _removal_row(result: Any, measured: Measured, sample_labels: np.ndarray) -> 
 
 
 def _removal(cfg: ResNetStudyConfig, task: Any, dataset: Any, device: torch.device,
-             say: Callable[[str], None]) -> dict[str, Any]:
+             say: Callable[[str], None], record: dict[str, Any], checkpoint: Callable[[], None]) -> dict[str, Any]:
+    """Class removal runs, appended to ``record`` (the study's "removal" entry) one by one, ``checkpoint()`` after
+    each."""
     import influence_core as ic
 
     c = cfg.removed_class
@@ -346,7 +348,11 @@ def _removal(cfg: ResNetStudyConfig, task: Any, dataset: Any, device: torch.devi
                   tol=cfg.tol)
     with Measured(device) as mg:
         task.gradient_sum(c)
-    rows, failures = [], []
+    rows: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    record.update({"removed_class": c, "pool_size": pool, "gradient_sum": {**mg.record(),
+                   "points": int(np.sum(dataset.y_train == c))}, "runs": rows, "failures": failures,
+                   "alphas": list(cfg.alphas), "eval_test_points": int(len(task.y_test))})
     m_solvers = min(max(cfg.m), pool)
     runs = [("random", m_solvers, "cg", {"max_iter": cfg.cg_iter})]
     runs += [(s, min(m, pool), "lissa", {"max_iter": cfg.lissa_iter, "power_iter": cfg.power_iter})
@@ -359,18 +365,20 @@ def _removal(cfg: ResNetStudyConfig, task: Any, dataset: Any, device: torch.devi
         except Exception as exc:  # a sampler or solver that fails on this model is recorded, not hidden
             failures.append({"sampler": sampler, "m": m, "solver": solver, "error": f"{type(exc).__name__}: {exc}"})
             say(f"  failed: {type(exc).__name__}: {exc}")
+            checkpoint()
             continue
         rows.append(_removal_row(result, meas, dataset.y_train[result.hessian_sample.indices]))
         say(f"  {meas.seconds:.1f} s, {meas.peak_rss_mb:.0f} MB, {result.iterations} iterations, "
             f"residual {result.solve.get('final_residual')}, F1 {result.selected.get('f1')}")
-    return {"removed_class": c, "pool_size": pool, "gradient_sum": {**mg.record(),
-            "points": int(np.sum(dataset.y_train == c))}, "runs": rows, "failures": failures,
-            "alphas": list(cfg.alphas), "eval_test_points": int(len(task.y_test))}
+        checkpoint()
+    return record
 
 
-def run_study(cfg: ResNetStudyConfig, say: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_study(cfg: ResNetStudyConfig, say: Callable[[str], None] | None = None,
+              checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run every step of the study (module doc) and return the full record (JSON-ready after
-    :func:`~influence_core.io_safety.jsonable`)."""
+    :func:`~influence_core.io_safety.jsonable`). ``checkpoint(record)`` is called with the record so far after
+    each step and each class removal (the command writes it to ``resnet18.partial.json``)."""
     import influence_core as ic
 
     say = say or (lambda message: None)
@@ -383,12 +391,21 @@ def run_study(cfg: ResNetStudyConfig, say: Callable[[str], None] | None = None) 
                       _stratified(full.y_test, cfg.n_test, full.n_classes))
     params = cfg.parameter_selection()
 
+    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "device": str(device),
+                              "environment": environment(), "dataset": dataset.describe(), "started": started}
+
+    def save() -> None:
+        if checkpoint is not None:
+            checkpoint(record)
+
     model, training = _train(cfg, dataset, device, say)
+    record["training"] = training
     training["report"] = getattr(model, "training_report", None)
     training["n_params"] = sum(p.numel() for p in model.parameters())
     say(f"trained: test accuracy {training['report']['test_accuracy']:.4f}; probing one full-objective gradient")
     training["gradient_probe"] = _gradient_probe(model, dataset, min(cfg.probe_points, len(dataset.y_train)),
                                                  device)
+    save()
 
     eval_test = _stratified(dataset.y_test, cfg.eval_test, dataset.n_classes)
     eval_set = dataclasses.replace(dataset, X_test=dataset.X_test[eval_test], y_test=dataset.y_test[eval_test])
@@ -396,16 +413,18 @@ def run_study(cfg: ResNetStudyConfig, say: Callable[[str], None] | None = None) 
     say("sampler inputs: logits and penultimate features of the training set")
     with Measured(device) as mi:
         inputs = task.inputs
+    record["sampler_inputs"] = mi.record()
     say("influence query")
     query = _query(cfg, model, dataset, inputs, params, device)
     per_point = training["gradient_probe"]["seconds_per_point"]
     query["ratio_to_forward_backward"] = query["scores"]["seconds"] / (per_point * len(dataset.y_train))
-    removal = _removal(cfg, task, eval_set, device, say)
-    finished = {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_average": _load_average()}
-    return {"config": dataclasses.asdict(cfg), "device": str(device), "environment": environment(),
-            "dataset": dataset.describe(), "params": {"selection": cfg.params, "n_params": query["n_params"]},
-            "started": started, "finished": finished, "wall_seconds": time.perf_counter() - wall,
-            "training": training, "sampler_inputs": mi.record(), "query": query, "removal": removal}
+    record.update({"params": {"selection": cfg.params, "n_params": query["n_params"]}, "query": query,
+                   "removal": {}})
+    save()
+    _removal(cfg, task, eval_set, device, say, record["removal"], save)
+    record["finished"] = {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_average": _load_average()}
+    record["wall_seconds"] = time.perf_counter() - wall
+    return record
 
 
 # ---------------------------------------------------------------------------------------------------- output
@@ -539,11 +558,20 @@ def run(args: argparse.Namespace) -> int:
     def say(message: str) -> None:
         print(f"[{time.perf_counter() - start:7.1f} s] {message}", file=sys.stderr, flush=True)
 
-    with torch_threads(args.threads):
-        record = run_study(cfg, say)
     command = command_line()
+    partial = Path(args.out) / "resnet18.partial.json" if args.out else None
+
+    def checkpoint(record: dict[str, Any]) -> None:
+        if partial is not None:
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(partial) as fh:
+                fh.write(json.dumps(jsonable({"command": command, "partial": True, **record}), indent=1) + "\n")
+
+    with torch_threads(args.threads):
+        record = run_study(cfg, say, checkpoint)
     if args.out:
         for path in write_outputs(record, args.out, command):
             print(f"wrote {path}")
+        partial.unlink(missing_ok=True)
     print(markdown(jsonable(record), command))
     return 0
