@@ -458,8 +458,8 @@ def markdown(record: dict[str, Any], command: str) -> str:
         f"One forward+backward over all parameters takes {probe['seconds_per_point']:.3f} s per training point "
         f"(measured on {probe['points']} points, {fmt(probe['peak_rss_mb'])} MB), so one full-batch gradient would "
         f"take about {probe['full_batch_gradient_seconds_extrapolated']:.0f} s and its graph about "
-        f"{probe['full_batch_graph_mb_extrapolated'] / 1024:.1f} GB (extrapolated); 100 polish steps need at least "
-        "100 of them.", "",
+        f"{fmt((probe['full_batch_graph_mb_extrapolated'] or float('nan')) / 1024)} GB (extrapolated); 100 polish "
+        "steps need at least 100 of them.", "",
         "## Influence query", "",
         f"{len(q['test_indices'])} test points against all {q['scores_shape'][1]} training points, influence over "
         f"`{record['params']['selection']}` ({record['params']['n_params']:,} parameters), Hessian: "
