@@ -42,7 +42,8 @@ from torch.nn import functional as F
 
 from influence_core.bench.common import command_line, environment, fmt, markdown_table
 from influence_core.evaluation.memory import PeakMemory
-from influence_core.io_safety import atomic_path, atomic_write, check_output_dir, jsonable
+from influence_core.io_safety import atomic_path, check_output_dir, jsonable
+from influence_core.studies.output import write_json, write_text
 
 __all__ = ["ResNetStudyConfig", "Measured", "run_study", "write_outputs", "markdown", "add_arguments", "run",
            "save_model", "load_model"]
@@ -492,11 +493,8 @@ def write_outputs(record: dict[str, Any], out: str | os.PathLike, command: str) 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = jsonable({"command": command, **record})
-    paths = [out / "resnet18.json", out / "resnet18.md"]
-    for path, text in zip(paths, (json.dumps(payload, indent=1) + "\n", markdown(payload, command))):
-        with atomic_write(path) as fh:
-            fh.write(text)
-    return paths
+    return [write_json(out / "resnet18.json", payload, indent=1),
+            write_text(out / "resnet18.md", markdown(payload, command))]
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -564,8 +562,7 @@ def run(args: argparse.Namespace) -> int:
     def checkpoint(record: dict[str, Any]) -> None:
         if partial is not None:
             partial.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_write(partial) as fh:
-                fh.write(json.dumps(jsonable({"command": command, "partial": True, **record}), indent=1) + "\n")
+            write_json(partial, {"command": command, "partial": True, **record}, indent=1)
 
     with torch_threads(args.threads):
         record = run_study(cfg, say, checkpoint)
