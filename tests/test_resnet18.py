@@ -175,3 +175,25 @@ def test_study_runs_on_cuda(tmp_path):
     assert record["device"].startswith("cuda")
     assert record["removal"]["runs"] and all("cuda_peak_mb" in r for r in record["removal"]["runs"])
     assert record["query"]["scores_shape"] == [2, 40]
+
+
+def test_one_pass_logits_and_features_equal_the_two_passes(tiny_mnist):
+    from influence_core import penultimate_features, predict_logits, sampler_inputs
+    from influence_core.models.zoo import logits_and_features
+
+    model = build_model("resnet18", 784, 10, (28, 28), width=2).eval()
+    logits, features = logits_and_features(model, tiny_mnist.X_train, batch_size=16)
+    np.testing.assert_array_equal(logits, predict_logits(model, tiny_mnist.X_train, batch_size=16))
+    np.testing.assert_array_equal(features, penultimate_features(model, tiny_mnist.X_train, batch_size=16))
+    inputs = sampler_inputs(model, tiny_mnist)
+    np.testing.assert_allclose(inputs.features, features, rtol=1e-6, atol=1e-6)
+
+    class Wrapped(torch.nn.Module):  # not a zoo classifier: no one-pass shortcut
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, x):
+            return self.inner(x)
+
+    assert logits_and_features(Wrapped(), tiny_mnist.X_train) is None
