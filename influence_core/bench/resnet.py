@@ -498,51 +498,32 @@ def write_outputs(record: dict[str, Any], out: str | os.PathLike, command: str) 
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
+_HELP = {
+    "device": "auto (CUDA when available), cpu or cuda[:i]",
+    "n_train": "stratified subset of the 4000 training points (default: all)",
+    "n_test": "stratified subset of the 1000 test points (default: all)",
+    "width": "ResNet-18 base width (64 = the standard model)",
+    "params": "'all', 'last_layer' or comma-separated parameter name prefixes",
+    "samplers": "default: every registered sampler",
+    "model_cache": ".npz file: load the trained model from it when its configuration matches, else train and save it",
+}
+_ITEM_TYPES = {"n_train": int, "n_test": int, "samplers": str, "model_cache": str, "alphas": float, "m": int}
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    d = ResNetStudyConfig()
+    """``--out``, ``--threads`` and one option per :class:`ResNetStudyConfig` field (``--query-m`` for query_m)."""
     p.add_argument("--out", default=None, help="directory for resnet18.json and resnet18.md (none: print only)")
-    p.add_argument("--device", default=d.device, help="auto (CUDA when available), cpu or cuda[:i]")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--n-train", type=int, default=None, help="stratified subset of the 4000 training points")
-    p.add_argument("--n-test", type=int, default=None, help="stratified subset of the 1000 test points")
-    p.add_argument("--width", type=int, default=d.width, help="ResNet-18 base width (64 = standard)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--params", default=d.params, help="'all', 'last_layer' or comma-separated parameter prefixes")
-    p.add_argument("--chunk-size", type=int, default=d.chunk_size)
-    p.add_argument("--query-points", type=int, default=d.query_points)
-    p.add_argument("--query-m", type=int, default=d.query_m)
-    p.add_argument("--query-solver", default=d.query_solver)
-    p.add_argument("--query-iter", type=int, default=d.query_iter)
-    p.add_argument("--removed-class", type=int, default=d.removed_class)
-    p.add_argument("--eval-test", type=int, default=d.eval_test)
-    p.add_argument("--alphas", type=float, nargs="+", default=list(d.alphas))
-    p.add_argument("--samplers", nargs="+", default=None, help="default: every registered sampler")
-    p.add_argument("--m", type=int, nargs="+", default=list(d.m))
-    p.add_argument("--cg-iter", type=int, default=d.cg_iter)
-    p.add_argument("--lissa-iter", type=int, default=d.lissa_iter)
-    p.add_argument("--power-iter", type=int, default=d.power_iter)
-    p.add_argument("--damping", type=float, default=d.damping)
-    p.add_argument("--curvature", default=d.curvature)
-    p.add_argument("--tol", type=float, default=d.tol)
-    p.add_argument("--probe-points", type=int, default=d.probe_points)
-    p.add_argument("--model-cache", default=None, help=".npz file: load the trained model from it when its "
-                                                         "configuration matches, else train and save it there")
+    for f in dataclasses.fields(ResNetStudyConfig):
+        many = isinstance(f.default, tuple) or f.name == "samplers"
+        p.add_argument("--" + f.name.replace("_", "-"), type=_ITEM_TYPES.get(f.name, type(f.default)),
+                       nargs="+" if many else None, help=_HELP.get(f.name, "default: %(default)s"),
+                       default=list(f.default) if isinstance(f.default, tuple) else f.default)
 
 
 def config_from_args(args: argparse.Namespace) -> ResNetStudyConfig:
-    return ResNetStudyConfig(
-        device=args.device, seed=args.seed, n_train=args.n_train, n_test=args.n_test, width=args.width,
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        params=args.params, chunk_size=args.chunk_size, query_points=args.query_points, query_m=args.query_m,
-        query_solver=args.query_solver, query_iter=args.query_iter, removed_class=args.removed_class,
-        eval_test=args.eval_test, alphas=tuple(args.alphas), samplers=tuple(args.samplers) if args.samplers else None,
-        m=tuple(args.m), cg_iter=args.cg_iter, lissa_iter=args.lissa_iter, power_iter=args.power_iter,
-        damping=args.damping, curvature=args.curvature, tol=args.tol, probe_points=args.probe_points,
-        model_cache=args.model_cache)
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ResNetStudyConfig)}
+    return ResNetStudyConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
 def run(args: argparse.Namespace) -> int:
