@@ -175,3 +175,50 @@ def test_cli_influence_with_ekfac_equals_a_direct_fit(tmp_path, digits, capsys):
     assert "curvature='gauss_newton'" in capsys.readouterr().err
     assert main(["influence", "--solver", "arnoldi", "--solver-option", "rank"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_lds_score_and_study_with_ekfac(tmp_path, capsys):
+    import json
+
+    from sklearn.datasets import load_digits
+
+    from influence_core.data.datasets import load_dataset
+    from influence_core.evaluation.lds import RetrainPlan, lds, retrain_outputs
+    from influence_core.studies.lds import run_lds_study
+
+    d = load_digits()
+    data = tmp_path / "small.npz"
+    rng = np.random.default_rng(0)
+    order = rng.permutation(400)
+    X, y = d.data[order], d.target[order]
+    np.savez(data, X_train=X[:300], y_train=y[:300], X_test=X[300:], y_test=y[300:])
+    out_json = tmp_path / "score.json"
+    cache = tmp_path / "cache"
+    argv = ["lds", "score", "--dataset", "npz", "--path", str(data), "--arch", "logreg", "--subsets", "3",
+            "--retrain-seeds", "2", "--test-points", "4", "--cache", str(cache), "--json", str(out_json),
+            "--solvers", "auto", "ekfac", "--solver-option", "fisher=empirical", "--quiet"]
+    assert main(argv) == 0
+    assert "| full-data influence (ekfac) |" in capsys.readouterr().out
+    record = json.loads(out_json.read_text())
+    got = {r["method"]: r["lds"] for r in record["records"]}
+    # the same LDS from a direct EK-FAC fit on the same model, test points and (cached) retrains
+    ds = load_dataset("npz", path=str(data))
+    model = train_model(ds, "logreg", seed=0, dtype="float64")
+    idx = np.asarray(record["test_indices"])
+    calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
+    inv = fit_kfac(calc.objective, None, method="ekfac", fisher="empirical", damping=0.01)
+    S = calc.scores_from_ihvp(inv.solve(calc.gradients(ds.X_test[idx], ds.y_test[idx])).x)
+    retrained = retrain_outputs(model, ds, RetrainPlan(n_subsets=3, n_seeds=2), cache_dir=cache)
+    assert retrained.info["retrained"] == 0
+    assert got["full-data influence (ekfac)"] == pytest.approx(lds(S, retrained, idx, "loss").lds, abs=1e-9)
+    assert got["full-data influence (ekfac)"] != pytest.approx(got["full-data influence (exact)"], abs=1e-6)
+    config = StudyConfig(dataset="npz", arch="logreg", samplers=("random",), ms=(40,), n_seeds=2, n_test_points=4,
+                         solver="ekfac", reference_solver="ekfac", solver_options={"fisher": "empirical"},
+                         dataset_options={"path": str(data)}, train_settings={"dtype": "float64"})
+    result = run_lds_study(config, RetrainPlan(n_subsets=3, n_seeds=2), dataset=ds, model=model, cache_dir=cache,
+                           also_full=("exact",))
+    methods = [b["method"] for b in result.baselines]
+    assert methods == ["full-data influence", "gradient dot", "full-data influence (exact)"]
+    assert result.context["faithfulness_context"]["reference"]["solver"] == "ekfac"
+    assert result.baselines[0]["lds"] == pytest.approx(got["full-data influence (ekfac)"], abs=1e-9)
+    assert result.baselines[2]["lds"] == pytest.approx(got["full-data influence (exact)"], abs=1e-9)
