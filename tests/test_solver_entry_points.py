@@ -197,6 +197,8 @@ def test_lds_score_and_study_with_ekfac(tmp_path, capsys):
     argv = ["lds", "score", "--dataset", "npz", "--path", str(data), "--arch", "logreg", "--subsets", "3",
             "--retrain-seeds", "2", "--test-points", "4", "--cache", str(cache), "--json", str(out_json),
             "--solvers", "auto", "ekfac", "--solver-option", "fisher=empirical", "--quiet"]
+    assert main(argv[:-3] + ["--solver-option", "rank=3", "--quiet"]) == 2
+    assert "no solver in --solvers" in capsys.readouterr().err
     assert main(argv) == 0
     assert "| full-data influence (ekfac) |" in capsys.readouterr().out
     record = json.loads(out_json.read_text())

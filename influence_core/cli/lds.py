@@ -133,12 +133,28 @@ def _load_user_scores(path: str) -> np.ndarray:
     raise ValueError(f"--scores must be a .npy or .npz file, got {path}")
 
 
+def _options_per_solver(items: list[str], solvers: list[str]) -> dict[str, dict[str, Any]]:
+    """Each --solver-option goes to every listed solver that takes it; one that none of them takes is refused."""
+    from influence_core.solvers.registry import SOLVER_REGISTRY
+
+    if not items:
+        return {}
+    if not solvers:
+        raise ValueError("--solver-option needs a registered solver in --solvers (e.g. --solvers auto ekfac)")
+    parsed = {k: v for s in solvers for k, v in parse_solver_options(
+        [i for i in items if i.partition("=")[0].strip().replace("-", "_") in SOLVER_REGISTRY[s].options], s).items()}
+    unknown = sorted({i.partition("=")[0].strip() for i in items} - set(parsed))
+    if unknown:
+        raise ValueError(f"no solver in --solvers {solvers} takes the options {unknown}")
+    return {s: {k: v for k, v in parsed.items() if k in SOLVER_REGISTRY[s].options} for s in solvers}
+
+
 def _score(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     plan = _plan(args)
     if args.sampler is not None and args.m is None:
         raise ValueError("--sampler needs --m (the Hessian sample size)")
-    options = {s: parse_solver_options(args.solver_option, s) for s in args.solvers if s != "auto"}
+    options = _options_per_solver(args.solver_option, [s for s in args.solvers if s != "auto"])
     dataset = load_dataset(args.dataset, seed=args.seed, **_dataset_options(args))
     if not 1 <= args.test_points <= dataset.n_test:
         raise ValueError(f"--test-points must be in [1, {dataset.n_test}]")
