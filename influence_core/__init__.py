@@ -5,7 +5,7 @@ callback (:data:`influence_core.progress.Progress`).
 Public API (stable names, imported on first use so that ``python -m influence_core --help`` does not load torch)::
 
     load_dataset, dataset_from_arrays, train_model, influence_scores, InfluenceCalculator, top_influences,
-    sample_hessian_subset, available_samplers, register_sampler, class_removal,
+    sample_hessian_subset, available_samplers, register_sampler, class_removal, ClassRemoval,
     available_solvers, register_solver, fit_inverse, Task, as_source (data sources: arrays, Dataset, DataLoader)
 
 Where things live (one subpackage per concern): ``data`` (datasets, sources), ``models`` (zoo, training, task),
@@ -32,7 +32,7 @@ _PUBLIC: dict[str, str] = {
     "influence_core.sampling.subsets": "sample_hessian_subset sampler_inputs",
     "influence_core.models.task": "Task",
     "influence_core.models.training": "train_model",
-    "influence_core.removal.class_removal": "RemovalResult class_removal",
+    "influence_core.removal.class_removal": "ClassRemoval RemovalResult class_removal",
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names.split()}
 

@@ -29,6 +29,25 @@ def digits_logreg64(digits):
     return train_model(digits, "logreg", seed=0, weight_decay=1e-2, dtype="float64")
 
 
+@pytest.fixture(scope="session")
+def tiny_digits_mlp(digits):
+    """A 16-unit MLP trained briefly: the executor and fault tests need many solves, not a good model."""
+    return train_model(digits, "mlp", seed=0, epochs=3, hidden=(16,), polish_steps=20)
+
+
+@pytest.fixture(scope="session")
+def fitted_calculator():
+    """``fit(dataset, model, solver)``: an InfluenceCalculator fitted on the first 300 training points
+    (Gauss-Newton, damping 0.01)."""
+    from influence_core import InfluenceCalculator
+
+    def fit(dataset, model, solver: str):
+        calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=128)
+        return calc.fit(np.arange(300), solver=solver, damping=0.01, curvature="gauss_newton")
+
+    return fit
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

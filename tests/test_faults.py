@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from influence_core import load_dataset, train_model
-from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.influence.executors import ClusterLostError, DaskExecutor
 from influence_core.influence.scoring import manifest_path, verify_score_file
 
@@ -21,12 +19,8 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def problem():
-    ds = load_dataset("digits")
-    model = train_model(ds, "mlp", seed=0, epochs=3, hidden=(16,), polish_steps=20)
-    calc = InfluenceCalculator(model, ds.X_train, ds.y_train, chunk_size=128)
-    calc.fit(np.arange(300), solver="cg", damping=0.01, curvature="gauss_newton")
-    return ds, calc
+def problem(digits, tiny_digits_mlp, fitted_calculator):
+    return digits, fitted_calculator(digits, tiny_digits_mlp, "cg")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from influence_core import load_dataset, train_model
 from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.influence.executors import (DaskExecutor, SchedulerUnreachableError, SequentialExecutor,
                                                 get_executor)
@@ -19,12 +18,8 @@ distributed = pytest.importorskip("distributed")
 
 
 @pytest.fixture(scope="module")
-def problem():
-    ds = load_dataset("digits")
-    model = train_model(ds, "mlp", seed=0, epochs=3, hidden=(16,), polish_steps=20)
-    calc = InfluenceCalculator(model, ds.X_train, ds.y_train, chunk_size=128)
-    calc.fit(np.arange(300), solver="exact", damping=0.01, curvature="gauss_newton")
-    return ds, calc
+def problem(digits, tiny_digits_mlp, fitted_calculator):
+    return digits, fitted_calculator(digits, tiny_digits_mlp, "exact")
 
 
 @pytest.fixture(scope="module")

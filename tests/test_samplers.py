@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -410,17 +409,17 @@ def test_logit_kmeans_spaces(inputs, pool):
         assert len(s) == 20 and np.all(np.isin(s.indices, pool))
 
 
-def test_feature_sampler_is_fast_enough():
+def test_feature_sampler_large_m_on_a_large_pool():
+    """m = 512 of 4000 points: a valid sample with one weight per cluster size (its speed is measured in the
+    faithfulness study's sampler_seconds column, not asserted here)."""
     rng = np.random.default_rng(0)
     n, d = 4000, 64
     labels = rng.integers(0, 10, n)
     features = rng.normal(size=(n, d)) + 3 * np.eye(10, d)[labels]
     inp = SamplerInputs(labels=labels, logits=features[:, :10], features=features)
-    start = time.perf_counter()
     s = draw_sample("feature", inp, m=512, seed=0)
-    elapsed = time.perf_counter() - start
-    assert len(s) == 512
-    assert elapsed < 10.0, f"feature sampler took {elapsed:.1f} s for m=512 on 4000 points (budget: a few s)"
+    assert len(s) == 512 and len(np.unique(s.indices)) == 512
+    assert s.weights is not None and np.all(s.weights > 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

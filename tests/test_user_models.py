@@ -410,7 +410,7 @@ def test_exact_solve_of_an_indefinite_hessian_warns_or_refuses(digits):
 
 
 def test_weighted_sample_keeps_its_weights(digits, digits_logreg64):
-    sample = sample_hessian_subset(digits_logreg64, digits, "curvature", 100, seed=0)
+    sample = sample_hessian_subset(digits_logreg64, digits, "importance", 100, seed=0)
     assert sample.weights is not None
     got = influence_scores(digits_logreg64, digits, [0], sample, damping=0.01)
     want = influence_scores(digits_logreg64, digits, [0], sample.indices, damping=0.01,

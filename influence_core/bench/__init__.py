@@ -26,6 +26,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                                                 "accuracy"),
     "scale": ("influence_core.bench.scale", "scoring time and peak memory as n_train and n_test grow; sequential vs "
                                             "Dask"),
+    "resnet": ("influence_core.bench.resnet", "ResNet-18 on mnist5k through the public API: query, class removal "
+                                              "(CG, LiSSA), samplers x m: time and peak memory"),
     "kfac-compare": ("influence_core.bench.kfac_compare", "our K-FAC/EK-FAC/Arnoldi vs exact, Kronfluence and "
                                                           "pyDVL: rank correlation, fit and query time"),
 }

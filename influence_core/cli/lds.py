@@ -18,7 +18,6 @@ import numpy as np
 
 from influence_core.io_safety import jsonable
 from influence_core.data.datasets import available_datasets, load_dataset
-from influence_core.curvature.objective import EXACT_MAX_PARAMS
 from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
 from influence_core.studies.faithfulness import StudyConfig, reference_solvers, subset_solvers
 from influence_core.influence.calculator import InfluenceCalculator

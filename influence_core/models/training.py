@@ -38,6 +38,11 @@ class TrainingConfig:
     grad_tol: stationarity target: when the full-batch gradient norm ||∇L(θ)|| is still above it after
     ``polish_steps``, L-BFGS continues up to ``max_polish_steps`` iterations in all (influence functions assume
     ∇L(θ̂) = 0). The final norm and whether the target was reached are in ``model.training_report``.
+    width: base width of ``resnet18`` (64 = the standard ResNet-18). ``resnet18`` is not polished unless
+    ``polish_steps`` is given: full-batch L-BFGS puts the whole training set through the network in one graph
+    (mnist5k on 2 CPU cores: minutes and gigabytes per gradient, docs/RESNET18.md); its report then says
+    ``polish: "skipped ..."`` and the gradient norm is NaN (not computed). The polish runs in eval mode, the mode in
+    which the engine evaluates the model (BatchNorm on running statistics).
     """
 
     arch: str = "mlp"
@@ -51,6 +56,7 @@ class TrainingConfig:
     dtype: str = "float32"
     grad_tol: float = 1e-3
     max_polish_steps: int = 2000
+    width: int = 64
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -62,6 +68,8 @@ class TrainingConfig:
             raise ValueError(f"lr (learning rate) must be a finite number > 0, got {self.lr}")
         if self.epochs < 0 or self.batch_size < 1 or self.polish_steps < 0:
             raise ValueError("epochs and polish_steps must be >= 0 and batch_size >= 1")
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
+            raise ValueError(f"width must be a positive integer, got {self.width!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
 
@@ -155,11 +163,14 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
         raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
     if "hidden" in settings:
         settings["hidden"] = tuple(int(h) for h in np.atleast_1d(settings["hidden"]))
+    if arch == "resnet18":
+        settings.setdefault("polish_steps", 0)  # see TrainingConfig: no full-batch L-BFGS unless asked for
     cfg = TrainingConfig(arch=arch, seed=seed, **settings)
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    options: dict[str, Any] = {"hidden": cfg.hidden} if arch == "mlp" else {}
+    options: dict[str, Any] = {"hidden": cfg.hidden} if arch == "mlp" else {"width": cfg.width} \
+        if arch == "resnet18" else {}
     model = build_model(arch, dataset.n_features, dataset.n_classes, dataset.image_shape, **options)
     model = model.to(device=device, dtype=dtype)
     X = torch.as_tensor(dataset.X_train, device=device, dtype=dtype)
@@ -188,6 +199,7 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
                 progress((epoch + 1) / total, f"epoch {epoch + 1}/{adam_epochs}")
     steps = cfg.polish_steps if arch != "logreg" else max(cfg.polish_steps, 500)
     final = {"objective": float("nan"), "grad_norm": float("nan")}
+    model.eval()  # polish and record the objective the engine sees (BatchNorm on running statistics, no Dropout)
     if steps:
         final = fit_full_batch(model, X, y, cfg.weight_decay, max_iter=steps)
     if (steps and not math.isfinite(final["objective"])) or not all(
@@ -201,6 +213,7 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
                        lbfgs_tolerance_grad=1e-12)
         model.to(dtype)
         final = _full_objective_record(model, X, y, cfg.weight_decay)
+    final["polish"] = "l-bfgs" if steps else "skipped (polish_steps=0): grad_norm not computed"
     final["grad_tol"] = cfg.grad_tol
     final["grad_tol_reached"] = bool(final["grad_norm"] <= cfg.grad_tol)
     model.eval()

@@ -347,7 +347,7 @@ def retrain_without_class(model: nn.Module, dataset: Dataset, removed_class: int
     reduced = dataclasses.replace(dataset, X_train=dataset.X_train[keep], y_train=dataset.y_train[keep],
                                   info={**dataset.info, "removed_class": c})
     settings = {k: cfg[k] for k in ("epochs", "batch_size", "lr", "polish_steps", "dtype", "grad_tol",
-                                    "max_polish_steps") if k in cfg}
+                                    "max_polish_steps", "width") if k in cfg}
     if cfg["arch"] == "mlp" and "hidden" in cfg:
         settings["hidden"] = tuple(cfg["hidden"])
     settings["weight_decay"] = float(cfg.get("weight_decay", getattr(model, "weight_decay", 0.0))) * n / n_r

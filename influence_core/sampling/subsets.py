@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from influence_core.data.datasets import Dataset
-from influence_core.models.zoo import penultimate_features, predict_logits
+from influence_core.models.zoo import logits_and_features, penultimate_features, predict_logits
 from influence_core.sampling.samplers import HessianSample, SamplerInputs, draw_sample, sampler_needs
 from influence_core.data.sources import as_source, source_labels
 
@@ -40,8 +40,12 @@ def sampler_inputs(model: nn.Module, dataset: Any, with_features: bool = True, *
     training set, as float64 numpy arrays (model evaluated in eval mode; chunk by chunk for a data source).
     ``dataset``: see :func:`sample_hessian_subset`."""
     source = _training_data(dataset)
-    logits = predict_logits(model, source, output_fn=output_fn)
-    features = penultimate_features(model, source) if with_features and hasattr(model, "features") else None
+    both = logits_and_features(model, source) if with_features and output_fn is None else None
+    if both is not None:  # a zoo classifier: one pass gives both
+        logits, features = both
+    else:
+        logits = predict_logits(model, source, output_fn=output_fn)
+        features = penultimate_features(model, source) if with_features and hasattr(model, "features") else None
     return SamplerInputs(labels=source_labels(source).numpy(), logits=logits, features=features)
 
 

@@ -39,9 +39,7 @@ indefinite small-sample Hessian) is recorded as the row's ``status`` with NaN me
 from __future__ import annotations
 
 import argparse
-import csv
 import itertools
-import json
 import math
 import os
 import platform
@@ -60,7 +58,8 @@ from torch import nn
 from influence_core.curvature.objective import CURVATURE_MODES, EXACT_MAX_PARAMS, Objective
 from influence_core.data.datasets import Dataset, available_datasets, load_dataset
 from influence_core.influence.calculator import InfluenceCalculator
-from influence_core.io_safety import atomic_path, atomic_write, check_output_dir, jsonable
+from influence_core.io_safety import check_output_dir
+from influence_core.studies.output import save_matplotlib, save_plotly, write_csv, write_json, write_text
 from influence_core.evaluation.memory import PeakMemory
 from influence_core.evaluation.metrics import mean_std, relative_error, rowwise_pearson, rowwise_spearman, rowwise_topk_overlap
 from influence_core.models.zoo import ARCHITECTURES
@@ -541,16 +540,6 @@ _LABELS = {"spearman": "Spearman vs full-data scores", "rel_error": "iHVP relati
 _PANELS = ("spearman", "rel_error", "topk_helpful", "topk_harmful", "seed_spearman", "solve_seconds")
 
 
-def _write_csv(path: Path, records: list[dict[str, Any]]) -> None:
-    keys: list[str] = []
-    for record in records:
-        keys += [k for k in record if k not in keys]
-    with atomic_write(path, newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(records)
-
-
 def _pm(record: dict[str, Any], key: str, digits: int = 3) -> str:
     mean, std = record.get(f"{key}_mean", float("nan")), record.get(f"{key}_std", float("nan"))
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
@@ -642,9 +631,7 @@ def plot_png(result: StudyResult, path: Path) -> None:
     fig.suptitle(f"Sampler faithfulness: {cfg['dataset']} / {cfg['arch']}, {cfg['curvature']}, damping "
                  f"{cfg['damping']}, {cfg['n_seeds']} seeds (bands: ± 1 std)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_matplotlib(fig, path)
 
 
 def plot_html(result: StudyResult, path: Path, plotlyjs: str = "inline") -> None:
@@ -674,8 +661,7 @@ def plot_html(result: StudyResult, path: Path, plotlyjs: str = "inline") -> None
     cfg = result.config
     fig.update_layout(title=f"Sampler faithfulness: {cfg['dataset']} / {cfg['arch']}, {cfg['curvature']}, "
                             f"damping {cfg['damping']}, {cfg['n_seeds']} seeds (bands: ± 1 std)", height=750)
-    with atomic_path(path) as tmp:
-        fig.write_html(str(tmp), include_plotlyjs=True if plotlyjs == "inline" else "cdn")
+    save_plotly(fig, path, plotlyjs)
 
 
 def write_outputs(result: StudyResult, out_dir: str | os.PathLike, name: str | None = None,
@@ -690,12 +676,10 @@ def write_outputs(result: StudyResult, out_dir: str | os.PathLike, name: str | N
     paths = {"runs_csv": out / f"{name}_runs.csv", "summary_csv": out / f"{name}_summary.csv",
              "json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}.png",
              "html": out / f"{name}.html"}
-    _write_csv(paths["runs_csv"], result.rows)
-    _write_csv(paths["summary_csv"], result.summary)
-    with atomic_write(paths["json"]) as fh:
-        json.dump(jsonable(result.to_json()), fh)
-    with atomic_write(paths["markdown"]) as fh:
-        fh.write(markdown(result))
+    write_csv(paths["runs_csv"], result.rows)
+    write_csv(paths["summary_csv"], result.summary)
+    write_json(paths["json"], result.to_json())
+    write_text(paths["markdown"], markdown(result))
     plot_png(result, paths["png"])
     plot_html(result, paths["html"], plotlyjs)
     return paths

@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from influence_core.io_safety import jsonable
 from influence_core.curvature.objective import EXACT_MAX_PARAMS
 from influence_core.data.datasets import Dataset, load_dataset
-from influence_core.studies.faithfulness import StudyConfig, _write_csv, run_study
+from influence_core.studies.faithfulness import StudyConfig, run_study
+from influence_core.studies.output import write_csv, write_json, write_text
 from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.evaluation.lds import RetrainPlan, RetrainedOutputs, lds, retrain_outputs
 from influence_core.evaluation.metrics import mean_std
@@ -232,18 +232,15 @@ def markdown(result: LDSStudyResult) -> str:
 
 def write_outputs(result: LDSStudyResult, out_dir: Any, name: str | None = None) -> dict[str, Path]:
     """``{name}_runs.csv``, ``{name}_summary.csv``, ``{name}_baselines.csv``, ``{name}.json``, ``{name}.md``."""
-    import json
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = name or f"{result.config['study']['dataset']}_{result.config['study']['arch']}"
     paths = {"runs_csv": out / f"{name}_runs.csv", "summary_csv": out / f"{name}_summary.csv",
              "baselines_csv": out / f"{name}_baselines.csv", "json": out / f"{name}.json",
              "markdown": out / f"{name}.md"}
-    _write_csv(paths["runs_csv"], result.rows)
-    _write_csv(paths["summary_csv"], result.summary)
-    _write_csv(paths["baselines_csv"], result.baselines)
-    with open(paths["json"], "w") as fh:
-        json.dump(jsonable(result.to_json()), fh)
-    paths["markdown"].write_text(markdown(result))
+    write_csv(paths["runs_csv"], result.rows)
+    write_csv(paths["summary_csv"], result.summary)
+    write_csv(paths["baselines_csv"], result.baselines)
+    write_json(paths["json"], result.to_json())
+    write_text(paths["markdown"], markdown(result))
     return paths

@@ -21,7 +21,6 @@ writes the Markdown report (``docs/RESULTS.md``) from finished runs without runn
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
@@ -36,7 +35,8 @@ import numpy as np
 import torch
 
 from influence_core.data.datasets import available_datasets, load_dataset
-from influence_core.io_safety import atomic_path, atomic_write, check_output_dir, check_output_file, jsonable
+from influence_core.io_safety import check_output_dir, check_output_file
+from influence_core.studies.output import save_matplotlib, save_plotly, write_csv, write_json, write_text
 from influence_core.models.zoo import ARCHITECTURES
 from influence_core.removal.class_removal import (DEFAULT_CURVATURE, DEFAULT_DAMPING, DEFAULT_SOLVER, ClassRemoval, _flat_params,
                                                   default_alphas, measure_solve_memory, removal_solvers)
@@ -647,28 +647,17 @@ def format_savings_text(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
-    with atomic_write(path, newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-
-
 def _write_outputs(out: Path, record: dict[str, Any], samples: list[dict[str, Any]], embed: bool) -> None:
-    _write_csv(out / "results.csv", record["rows"] + record["full_rows"], ROW_FIELDS)
-    _write_csv(out / "memory.csv", record["memory"], MEMORY_FIELDS)
-    with atomic_write(out / "results.json") as fh:
-        fh.write(json.dumps(jsonable(record), indent=1) + "\n")
-    with atomic_write(out / "samples.json") as fh:
-        fh.write(json.dumps(jsonable(samples), separators=(",", ":")) + "\n")
+    write_csv(out / "results.csv", record["rows"] + record["full_rows"], ROW_FIELDS)
+    write_csv(out / "memory.csv", record["memory"], MEMORY_FIELDS)
+    write_json(out / "results.json", record, indent=1)
+    write_json(out / "samples.json", samples, compact=True)
     md = [f"# Class removal: {record['config']['dataset']['name']}, {record['config']['arch']}", "",
           f"Command: `{record['command']}`", "", summary_markdown(record), ""]
     for quality, label in QUALITY.items():
         md += [f"## Savings at equal quality: {label}", "", savings_markdown(record, quality), "",
                f"Gain at equal m (points = 100 × difference; {label}):", "", gain_markdown(record, quality), ""]
-    with atomic_write(out / "summary.md") as fh:
-        fh.write("\n".join(md))
+    write_text(out / "summary.md", "\n".join(md))
     plot_run(record, out, embed)
 
 
@@ -696,7 +685,7 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     title = f"{record['config']['dataset']['name']} / {record['config']['arch']}"
     full = record.get("full_pool") or []
     ref = record.get("reference_models")
-    include = True if embed else "cdn"
+    include = "inline" if embed else "cdn"
 
     # F1 vs m (best α and α = 1) and the update's direction vs the whole pool's
     fig, axes = plt.subplots(1, len(QUALITY), figsize=(5.5 * len(QUALITY), 4))
@@ -721,12 +710,9 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     axes[0].legend()
     fig.suptitle(f"Class removal F1 vs m ({title})")
     fig.tight_layout()
-    with atomic_path(out / "f1_vs_m.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_matplotlib(fig, out / "f1_vs_m.png")
     pfig.update_layout(title=f"Class removal F1 vs m ({title})", yaxis_title="F1")
-    with atomic_path(out / "f1_vs_m.html") as tmp:
-        pfig.write_html(tmp, include_plotlyjs=include)
+    save_plotly(pfig, out / "f1_vs_m.html", include)
 
     # F1 vs solver time
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -744,13 +730,10 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     ax.set_title(f"F1 vs solver time ({title}); labels = m")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(out / "f1_vs_time.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_matplotlib(fig, out / "f1_vs_time.png")
     pfig.update_layout(title=f"F1 vs solver time ({title})", xaxis_title="solver time (s)",
                        yaxis_title="F1 at the selected α (reporting half)")
-    with atomic_path(out / "f1_vs_time.html") as tmp:
-        pfig.write_html(tmp, include_plotlyjs=include)
+    save_plotly(pfig, out / "f1_vs_time.html", include)
 
     # Peak memory vs m
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -766,13 +749,10 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     ax.set_title(f"Measured peak memory of the solve ({title})")
     ax.legend()
     fig.tight_layout()
-    with atomic_path(out / "memory_vs_m.png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_matplotlib(fig, out / "memory_vs_m.png")
     pfig.update_layout(title=f"Measured peak memory of the solve ({title})", xaxis_type="log",
                        xaxis_title="m", yaxis_title="MiB", yaxis_rangemode="tozero")
-    with atomic_path(out / "memory_vs_m.html") as tmp:
-        pfig.write_html(tmp, include_plotlyjs=include)
+    save_plotly(pfig, out / "memory_vs_m.html", include)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -1043,5 +1023,4 @@ def write_report(runs: list[Path], path: Path) -> None:
             f"[samples.json]({rel(run_dir / 'samples.json')}).",
             "",
         ]
-    with atomic_write(path) as fh:
-        fh.write("\n".join(lines))
+    write_text(path, "\n".join(lines))
