@@ -12,9 +12,12 @@ start_in_background()  # once per server process: compile what the first UMAP ma
 
 PAGES = [
     st.Page("pages/0_Home.py", title="Home", default=True),
+    st.Page("pages/5_Lesson.py", title="Lesson"),
     st.Page("pages/1_Samplers.py", title="Samplers"),
     st.Page("pages/2_Influence.py", title="Influence"),
     st.Page("pages/3_Class_removal.py", title="Class removal"),
+    st.Page("pages/4_Faithfulness.py", title="Faithfulness"),
+    st.Page("pages/6_Explorer.py", title="Explorer"),
 ]
 
 st.navigation(PAGES).run()

@@ -7,6 +7,7 @@ import streamlit as st
 import influence_core as ic
 from ui.components import load_current, page_header, sample_size_input
 from ui.errors import reported
+from ui.export import show_table
 from ui.figures import COLOUR_OPTIONS, distribution_figures, sample_map
 from ui.state import get_projection, get_sample
 from ui.summaries import SAMPLER_HELP, UMAP_HELP, distribution_gaps
@@ -84,7 +85,7 @@ if summary:
     st.subheader("How representative is each sample?")
     st.caption("Total-variation distance (0 = identical, 1 = disjoint) between the sample's and the population's "
                "class shares and confidence histogram (10 bins).")
-    st.dataframe(pd.DataFrame(summary), hide_index=True, width="stretch")
+    show_table(pd.DataFrame(summary), f"samples_m{m}_seed{seed}", key="smp_summary")
 
 with st.expander("Across seeds: how much does each sample move?"):
     n_seeds = st.slider("Seeds", 2, 10, 5, key="smp_nseeds")
@@ -103,5 +104,5 @@ with st.expander("Across seeds: how much does each sample move?"):
         table = pd.DataFrame(rows)
         agg = table.groupby("sampler", sort=False)[["class TV", "confidence TV"]].agg(["mean", "std"])
         agg.columns = [f"{a} {b}" for a, b in agg.columns]
-        st.dataframe(agg.reset_index(), hide_index=True, width="stretch")
-        st.dataframe(table, hide_index=True, width="stretch")
+        show_table(agg.reset_index(), f"samples_across_seeds_m{m}", key="smp_seeds_agg")
+        show_table(table, f"samples_per_seed_m{m}", key="smp_seeds_table")

@@ -11,6 +11,7 @@ import influence_core as ic
 from influence_core.evaluation import metrics
 from ui.components import load_current, page_header, sample_size_input, show_inputs
 from ui.errors import reported
+from ui.export import show_table
 from ui.figures import COLOUR_OPTIONS, influence_map, nowrap, score_text, strip_figure, trace_figure
 from ui.selection import parse_selection
 from ui.state import (INTERACTIVE_EXACT_MAX_PARAMS, SOLVER_OPTIONS, get_projection, get_sample, influence_rows,
@@ -161,7 +162,7 @@ pairs = [("A", "B")] + ([("A", "full"), ("B", "full")] if "full" in rows else []
 comp = [{"pair": f"{names[a]} vs {names[b]}", "Spearman": metrics.spearman(scores[a], scores[b]),
          f"top-{k} helpful overlap": metrics.topk_overlap(scores[a], scores[b], k),
          f"top-{k} harmful overlap": metrics.topk_overlap(scores[a], scores[b], k, largest=False)} for a, b in pairs]
-st.dataframe(pd.DataFrame(comp), hide_index=True, width="stretch")
+show_table(pd.DataFrame(comp), f"influence_test{test_index}_comparison", key="inf_comp")
 
 with st.expander("Spread across seeds (the paper's central claim: an advanced sample moves less)",
                  expanded=False):
@@ -181,7 +182,8 @@ with st.expander("Spread across seeds (the paper's central claim: an advanced sa
                                              "Spearman with the full-data scores, one point per seed", "Spearman"),
                                 width="stretch", key="inf_spread_fig")
                 agg = table.groupby("sampler", sort=False)[["spearman_vs_full", "topk_overlap_vs_full"]]
-                st.dataframe(agg.agg(["mean", "std"]).reset_index(), hide_index=True, width="stretch")
+                show_table(agg.agg(["mean", "std"]).reset_index(), f"influence_test{test_index}_spread",
+                           key="inf_spread_table")
 
 with st.expander("Solver convergence (LiSSA trace)", expanded=(solver == "lissa")):
     traces = {}

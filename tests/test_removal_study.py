@@ -113,6 +113,25 @@ def test_report_is_generated_from_the_run(quick_run, tmp_path):
     assert f"{record['summary'][0]['f1_best']:.3f}" in text  # numbers come from the run's JSON
 
 
+
+def test_report_summarises_lds_studies_under_current_sampler_names(quick_run, tmp_path):
+    """--lds: per m, random against the best other sampler, read from an LDS study's JSON; a sampler written under
+    its old name ('curvature') appears under the current one ('importance')."""
+    lds = {"config": {"study": {"dataset": "toy", "arch": "mlp"}},
+           "baselines": [{"method": "full-data influence", "lds": 0.7, "ceiling": 0.95},
+                         {"method": "gradient dot", "lds": 0.4, "ceiling": 0.95}],
+           "summary": [{"sampler": "random", "m": 8, "lds_mean": 0.5, "lds_std": 0.02},
+                       {"sampler": "curvature", "m": 8, "lds_mean": 0.61, "lds_std": 0.01},
+                       {"sampler": "logit", "m": 8, "lds_mean": 0.55, "lds_std": 0.03}],
+           "verdict": {"best": None, "goal_met": False, "tolerance": 0.01, "reason": "none reaches it"}}
+    f = tmp_path / "toy_mlp.json"
+    f.write_text(json.dumps(lds))
+    report = tmp_path / "RESULTS.md"
+    assert study.run(_args("--report", str(report), "--runs", str(quick_run), "--lds", str(f))) == 0
+    text = report.read_text()
+    assert "| toy / mlp | 0.700 | 0.400 | 0.950 | 8 | 0.500 ± 0.020 | importance | 0.610 ± 0.010 | 0.50 |" in text
+    assert "none reaches it" in text and "--lds " + str(f) in text
+
 def _summary(f1: dict, seconds: dict, mem: dict) -> list[dict]:
     return [{"sampler": s, "m": m, "f1_best": f1[s][i], "solver_seconds": seconds[s][i], "peak_kb": mem[s][i],
              "peak_rss_kb": 1000 + mem[s][i]} for s in f1 for i, m in enumerate((32, 64, 128))]

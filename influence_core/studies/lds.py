@@ -55,6 +55,12 @@ class LDSStudyResult:
                 "summary": self.summary, "verdict": self.verdict, "runs": self.rows,
                 "test_indices": self.test_indices.tolist()}
 
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> "LDSStudyResult":
+        """The result written by :meth:`to_json` (without the retrained outputs), e.g. to re-render its report."""
+        return cls(record["config"], record["baselines"], record["runs"], record["summary"], record["verdict"],
+                   record["context"], np.asarray(record["test_indices"]))
+
 
 def gradient_dot_scores(model: nn.Module, dataset: Dataset, test_indices: np.ndarray) -> np.ndarray:
     """(1/n) g_tᵀ g_j (T, n_train): identity curvature."""
@@ -103,8 +109,9 @@ def verdict(summary: list[dict[str, Any]], full_lds: float, tolerance: float = T
     reached = [s for s, m in reach.items() if m is not None and s != "random"]
     out: dict[str, Any] = {"full_lds": full_lds, "tolerance": tolerance, "target": target, "m_reached": reach}
     if not reached:
-        out.update(best=None, goal_met=False, reason="no sampler other than random reaches the full-data LDS "
-                                                     "within the tolerance at any m of the grid")
+        who = "only random reaches" if reach.get("random") is not None else "no sampler (random included) reaches"
+        out.update(best=None, goal_met=False, reason=f"{who} the full-data LDS within the tolerance at any m of the "
+                                                     "grid")
         return out
     best = min(reached, key=lambda s: (reach[s], -by[(s, reach[s])]["lds_mean"]))
     m_best, m_rand = reach[best], reach.get("random")

@@ -124,6 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", help="write the Markdown report of finished runs (--runs) to this file; runs "
                                          "nothing")
     parser.add_argument("--runs", nargs="+", default=None, help="run directories for --report")
+    parser.add_argument("--lds", nargs="+", default=None, metavar="JSON",
+                        help="LDS study results (lds study --out, *.json) summarised in the --report: which sampler "
+                             "wins by LDS")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         if not args.runs:
             raise ValueError("--report needs --runs DIR [DIR ...]: directories written by earlier runs with --out")
         check_output_file(args.report, "--report", create_parent=True)
-        write_report([Path(r) for r in args.runs], Path(args.report))
+        write_report([Path(r) for r in args.runs], Path(args.report), [Path(f) for f in args.lds or []])
         print(f"wrote {args.report}")
         return 0
     if not args.out:
@@ -874,17 +877,60 @@ def _honest_markdown(rec: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_report(runs: list[Path], path: Path) -> None:
-    """Write ``path`` (Markdown) from the ``results.json`` of each run directory; every number comes from them."""
+def lds_markdown(studies: list[tuple[Path, dict[str, Any]]], rel: Any) -> list[str]:
+    """"Which sampler wins by LDS": per LDS study (``lds study`` JSON), the baselines with the noise ceiling and,
+    per m, random against the sampler with the highest mean LDS (mean ± std over sampler seeds); sampler names
+    written before a rename are shown under their current name."""
+    from influence_core.sampling.samplers import RENAMED_SAMPLERS
+
+    lines = ["## Which sampler wins by LDS (faithfulness to retraining)", "",
+             "The linear datamodeling score of each sampler's influence against retraining on random half-size "
+             "subsets (docs/LDS.md), with the noise ceiling and the full-data influence beside it.", "",
+             "| data / model | full-data LDS | gradient dot | noise ceiling | m | random | best sampler | its LDS | "
+             "std ratio (best / random) |", "|---|---:|---:|---:|---:|---|---|---|---:|"]
+    notes = []
+    for f, rec in studies:
+        cfg = rec["config"]["study"]
+        base = {b["method"]: b for b in rec["baselines"]}
+        full, dot = base.get("full-data influence", {}), base.get("gradient dot", {})
+        summary = [{**r, "sampler": RENAMED_SAMPLERS.get(r["sampler"], r["sampler"])} for r in rec["summary"]]
+        for m in sorted({r["m"] for r in summary}):
+            at = [r for r in summary if r["m"] == m]
+            rand = next((r for r in at if r["sampler"] == "random"), None)
+            best = max((r for r in at if r["sampler"] != "random"), key=lambda r: r["lds_mean"])
+            ratio = best["lds_std"] / rand["lds_std"] if rand and rand["lds_std"] > 0 else float("nan")
+            lines.append(f"| {cfg['dataset']} / {cfg['arch']} | {full.get('lds', float('nan')):.3f} | "
+                         f"{dot.get('lds', float('nan')):.3f} | {full.get('ceiling', float('nan')):.3f} | {m} | "
+                         + (f"{rand['lds_mean']:.3f} ± {rand['lds_std']:.3f}" if rand else "–")
+                         + f" | {best['sampler']} | {best['lds_mean']:.3f} ± {best['lds_std']:.3f} | {ratio:.2f} |")
+        v = rec.get("verdict", {})
+        reason = (f"best `{RENAMED_SAMPLERS.get(v['best'], v['best'])}` at m = {v['m_best']}" if v.get("best")
+                  else v.get("reason", ""))
+        notes.append(f"- {cfg['dataset']} / {cfg['arch']} ([{f.name}]({rel(f)})): goal (full-data LDS within "
+                     f"{v.get('tolerance', 0.01):g} at ≤ half random's m, std ≤ 1/5 of random's) "
+                     f"{'met' if v.get('goal_met') else 'not met'}: {reason}.")
+    return lines + [""] + notes + [""]
+
+
+def write_report(runs: list[Path], path: Path, lds: list[Path] | None = None) -> None:
+    """Write ``path`` (Markdown) from the ``results.json`` of each run directory (and the ``lds`` study JSON files,
+    if given); every number comes from them."""
     records = []
     for run_dir in runs:
         f = run_dir / "results.json"
         if not f.is_file():
             raise ValueError(f"{f} not found: run `python -m influence_core removal --out {run_dir}` first")
         records.append((run_dir, json.loads(f.read_text())))
+    studies = []
+    for f in lds or []:
+        if not f.is_file():
+            raise ValueError(f"{f} not found: give the JSON written by `python -m influence_core lds study --out`")
+        studies.append((f, json.loads(f.read_text())))
     path.parent.mkdir(parents=True, exist_ok=True)
     rel = lambda p: os.path.relpath(p, path.parent)  # noqa: E731
     runs_arg = " ".join(str(r) for r in runs)
+    if lds:
+        runs_arg += " --lds " + " ".join(str(f) for f in lds)
     lines = [
         "# Results: class removal with sampled Hessians",
         "",
@@ -925,6 +971,8 @@ def write_report(runs: list[Path], path: Path) -> None:
         "(same architecture, settings and seed).",
         "",
     ]
+    if studies:
+        lines += lds_markdown(studies, rel)
     lines += ["## Summary of all runs", "",
               "Savings of each advanced sampler against random sampling at the largest m of the grid (smallest m whose "
               "mean quality reaches random's at that m; solver time and measured peak memory of the solve), and the "

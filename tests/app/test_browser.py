@@ -1,7 +1,8 @@
 """End-to-end test in headless Chromium (Debian's chromium via pytest-playwright): start the real app, walk the
 default flow, make a box selection on the influence map, and save screenshots of every page; then the defects of
 issue 14 in a real browser: class removal pressed twice and from a second browser context (item 1), the map's
-state colours (item 3), the removal charts' legends and α = 1 label (item 5), and an upload over the limit (10).
+state colours (item 3), the removal charts' legends and α = 1 label (item 5), and an upload over the limit (10);
+and issue 12's lesson flow, Explorer slice and PNG export (the last test).
 
 Skips when /usr/bin/chromium is missing, unless REQUIRE_BROWSER=1 (CI), where it fails (see conftest.py)."""
 
@@ -288,3 +289,123 @@ def test_removal_twice_two_sessions_charts_and_upload_limit(browser, app_url, tm
     page.get_by_text("over the 25 MB upload limit", exact=False).scroll_into_view_if_needed()
     shot(page, "upload_limit")
     step("upload over the limit refused with the limit named")
+
+
+def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
+    """Issue 12 parts 4-6 in a real browser: walk the six lesson steps (one click each; screenshots), follow step 1's
+    link to the Influence page set up for the lesson's test point, keep a box selection as a named slice on the
+    Explorer page, and find plotly's PNG export button on the Faithfulness page's charts."""
+    from urllib.parse import urlencode
+
+    from ui.config import ModelConfig, RunConfig, run_to_query
+    from ui.lesson import STEPS
+
+    step = Steps()
+    query = urlencode(run_to_query(RunConfig(model=ModelConfig(hidden=12, epochs=8))))  # the first test's model
+    context = browser.new_context(viewport={"width": 1500, "height": 1800})
+    page = context.new_page()
+    page.set_default_timeout(180_000)
+    page.goto(f"{app_url}/?{query}")
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Lesson", exact=True).click()
+    page.get_by_text("to start", exact=False).wait_for()
+    wait_idle(page)
+    expect = {"score": "Top 5 helpful", "seeds": "Top-10 helpful shared by two seeds",
+              "map": "uniform without replacement", "removal": "The model retrained from scratch without it",
+              "lds": "Within Hessian sample size m", "mislabel": "Inspecting the 10%"}
+    for i, s in enumerate(STEPS, start=1):
+        page.get_by_role("button", name=s.title, exact=True).click()
+        page.get_by_role("heading", name=s.title).wait_for()
+        page.get_by_text("Exercise.", exact=False).wait_for()
+        wait_idle(page)
+        page.get_by_text(expect[s.key], exact=False).first.wait_for()
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert page.locator('[data-testid="stAlertContentError"]').count() == 0, \
+            page.locator('[data-testid="stAlertContentError"]').first.inner_text()
+        shot(page, f"lesson_{i}_{s.key}")
+        step(f"lesson step {i}: {s.key}")
+
+    # Step 1 again, then its link: the Influence page opens on the lesson's test point.
+    page.get_by_role("button", name=STEPS[0].title, exact=True).click()
+    page.get_by_text("Top 5 helpful").wait_for()
+    wait_idle(page)
+    test_caption = page.get_by_text("Test point #", exact=False).first.inner_text()
+    t = int(test_caption.split("#")[1].split()[0].strip("*"))
+    page.get_by_role("link", name=STEPS[0].page_label).click()
+    page.get_by_text(f"Test point #{t}").wait_for()
+    wait_idle(page)
+    step(f"lesson step 1 -> Influence page on test point #{t}")
+
+    # Explorer: a click on a training point shows its nearest neighbours (the map is coloured by self-influence,
+    # as lesson step 6 set it: trace 0 holds every training point, row = point index).
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Explorer", exact=True).click()
+    page.get_by_text("No slices yet", exact=False).wait_for()
+    wait_idle(page)
+    row = 100
+    for attempt in range(3):
+        page.locator(".st-key-exp_map .js-plotly-plot").scroll_into_view_if_needed()
+        wait_idle(page)
+        xy = page.evaluate("""(row) => {
+            const gd = document.querySelector('.st-key-exp_map .js-plotly-plot');
+            const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+            const tr = gd._fullData[0];
+            return [box.left + xa._offset + xa.l2p(tr.x[row]), box.top + ya._offset + ya.l2p(tr.y[row])];
+        }""", row)
+        page.mouse.click(xy[0], xy[1])
+        try:
+            page.get_by_text(f"Nearest training points to training point #{row} ", exact=False).wait_for(timeout=20_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+    wait_idle(page)
+    step(f"explorer: clicked training point #{row}, its neighbours shown")
+
+    # Explorer: a box selection kept as a named slice, compared across samplers.
+    plot = page.locator(".st-key-exp_map .js-plotly-plot")
+    keep = page.get_by_role("button", name="Keep as a slice")
+    for attempt in range(3):
+        wait_idle(page)
+        plot.scroll_into_view_if_needed()
+        plot.hover()
+        page.locator('.st-key-exp_map .modebar-btn[data-val="select"]').click()
+        area = plot.locator(".nsewdrag").first.bounding_box()
+        x0, y0 = area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.3
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + area["width"] * 0.4, y0 + area["height"] * 0.4, steps=12)
+        page.mouse.up()
+        try:
+            keep.wait_for(timeout=20_000)
+            break
+        except Exception:
+            if attempt == 2:
+                raise
+    wait_idle(page)
+    page.get_by_label("Name for the", exact=False).fill("my slice")
+    page.get_by_label("Name for the", exact=False).press("Enter")
+    wait_idle(page)
+    keep.click()
+    page.get_by_text("Class mix of the slices").first.wait_for()
+    wait_idle(page)
+    page.get_by_text("slice influence is the predicted increase", exact=False).wait_for()
+    page.get_by_role("button", name="Download this table as CSV").nth(1).wait_for()   # neighbours, slices
+    page.get_by_text("slice influence is the predicted increase", exact=False).scroll_into_view_if_needed()
+    shot(page, "explorer_slices")
+    step("explorer: box selection kept as a slice and compared")
+
+    # Faithfulness: the committed study; every chart's toolbar has plotly's PNG export.
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Faithfulness", exact=True).click()
+    page.get_by_text("For my budget, which sampler?").wait_for()
+    wait_idle(page)
+    charts = page.locator(".js-plotly-plot")
+    for i in range(3):  # LDS against m, against solve time, against peak memory (drawn one after the other)
+        charts.nth(i).scroll_into_view_if_needed()
+        charts.nth(i).wait_for()
+    for i in range(charts.count()):
+        charts.nth(i).scroll_into_view_if_needed()
+        charts.nth(i).hover()
+        assert charts.nth(i).locator('.modebar-btn[data-title^="Download plot"]').count() == 1
+    page.get_by_text("LDS against m", exact=False).first.scroll_into_view_if_needed()
+    shot(page, "faithfulness")
+    step("faithfulness page: PNG export on every chart")
+    context.close()

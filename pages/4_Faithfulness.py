@@ -1,0 +1,146 @@
+"""Faithfulness page: which Hessian sampler gives influence scores that predict retraining (LDS), at what cost:
+the committed study results per sampler against m with across-seed bands, the noise ceiling, the full-data line,
+solve time and peak memory, "for my budget, which sampler?", and a small live LDS on the current model."""
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+import influence_core as ic
+from ui.components import page_header
+from ui.errors import reported
+from ui.export import chart, show_table
+from ui.faithfulness import BUDGETS, available_studies, best_within_budget, budget_verdict, load_study, \
+    lds_vs_cost_figure, lds_vs_m_figure
+from ui.live import is_cached, live_lds, live_lds_allowed, live_lds_key
+from ui.state import current_run, ensure_model
+
+page_header("Faithfulness: which sampler, for my budget?")
+st.markdown(
+    "The **linear datamodeling score** (LDS) asks whether influence scores predict what *retraining* does: retrain "
+    "the model on K random halves of the training set, predict each retrained test loss by summing the scores of "
+    "the points left out, and take the Spearman correlation over the K subsets (mean over test points). The **noise "
+    "ceiling** is what the retrained models reach against themselves across retrain seeds; the **full-data** line "
+    "is influence with the Hessian of the whole training set (the best a sample can hope to match); **gradient dot** "
+    "ignores the Hessian. Bands are ± one standard deviation across sampler seeds."
+)
+
+names = available_studies()
+if not names:
+    st.warning("No committed LDS study found in docs/lds (run `python -m influence_core lds study`).")
+    st.stop()
+name = st.selectbox("Committed study (docs/lds)", names, key="faith_study")
+with reported("Could not read the committed study") as outcome:
+    study = load_study(name)
+if outcome.failed:
+    st.stop()
+st.caption(f"{study.title}. Source: `{study.info['path']}`"
+           + (f"; cost: `{study.cost_source}` (same configuration)." if study.has_cost else "."))
+samplers = st.multiselect("Samplers", study.samplers, default=study.samplers, key="faith_samplers")
+rows = [r for r in study.rows if r["sampler"] in samplers]
+chart(lds_vs_m_figure(rows, study.baselines, study.ceiling, samplers, title=f"LDS against m: {name}"),
+      f"lds_vs_m_{name}", key="faith_lds_m")
+
+st.subheader("For my budget, which sampler?")
+b1, b2 = st.columns([1, 2])
+budgets = ["m"] + (["solve_seconds", "peak_mb"] if study.has_cost else [])
+if st.session_state.get("faith_budget") not in budgets:
+    st.session_state["faith_budget"] = "m"
+budget = b1.radio("Budget", budgets, format_func=BUDGETS.get, key="faith_budget", horizontal=False)
+values = sorted({r[budget] for r in rows if math.isfinite(r[budget])})
+default = values[len(values) // 2] if values else 1.0
+if "faith_limit" not in st.session_state or st.session_state.get("faith_limit_kind") != budget:
+    st.session_state["faith_limit"] = float(default)
+    st.session_state["faith_limit_kind"] = budget
+limit = b2.number_input(f"At most ({BUDGETS[budget]})", min_value=0.0, key="faith_limit",
+                        help="the configurations of the study whose measured cost is within this budget compete; "
+                             "each sampler is shown at its best m within it")
+ranked = best_within_budget(rows, budget, float(limit))
+st.markdown(budget_verdict(ranked, budget, float(limit)))
+if ranked:
+    cols = ["sampler", "m", "lds_mean", "lds_std", "margin"] + (["solve_seconds", "peak_mb"] if study.has_cost else [])
+    show_table(pd.DataFrame(ranked)[cols].rename(columns={"lds_mean": "LDS (mean over seeds)", "lds_std": "LDS std",
+                                                     "margin": "lead over the next"}),
+          f"budget_{name}_{budget}", key="faith_budget_table")
+if study.has_cost:
+    c1, c2 = st.columns(2)
+    with c1:
+        chart(lds_vs_cost_figure(rows, "solve_seconds", study.baselines, study.ceiling, samplers,
+                                 limit if budget == "solve_seconds" else None), f"lds_vs_time_{name}",
+              key="faith_cost_time")
+    with c2:
+        chart(lds_vs_cost_figure(rows, "peak_mb", study.baselines, study.ceiling, samplers,
+                                 limit if budget == "peak_mb" else None), f"lds_vs_memory_{name}",
+              key="faith_cost_memory")
+    st.caption("Solve time (iHVPs of the study's test points on the sample) and peak resident memory added by the "
+               "solve were measured by the faithfulness study of the same model on the study machine (shared, "
+               "2 cores): compare them as ratios, not as absolute times for your machine.")
+else:
+    st.info(f"No cost axis for this study: {study.cost_note}.")
+
+with st.expander("Every run of the study (one row per sampler, m and seed)"):
+    show_table(pd.DataFrame(study.runs), f"lds_runs_{name}", key="faith_runs")
+with st.expander("Per sampler and m (the curves above)"):
+    show_table(pd.DataFrame(study.rows), f"lds_summary_{name}", key="faith_rows")
+
+# ------------------------------------------------------------------------------------------------ live
+st.subheader("Live on the current model")
+run = current_run()
+st.markdown(
+    f"A small LDS on the model of this session ({run.model.arch} on {run.data.label()}): K random halves of the "
+    "training set, each retrained from scratch with 2 seeds (retrains are cached on disk, so a second run is "
+    "quick), a few test points, the chosen samplers x m x 2 sampler seeds. Small K makes the LDS noisier than the "
+    "committed study's K = 100: read the ranking, not the third digit."
+)
+l1, l2, l3 = st.columns([2, 2, 1.4])
+live_samplers = l1.multiselect("Samplers", ic.available_samplers(), default=["random", "importance"],
+                               key="faith_live_samplers")
+live_ms = l2.multiselect("m", [16, 32, 64, 128, 256], default=[32, 128], key="faith_live_ms")
+K = int(l3.slider("K subsets", 10, 60, 20, step=5, key="faith_live_k"))
+T = int(l3.slider("Test points", 10, 50, 20, step=5, key="faith_live_t"))
+go_live = st.button("Run a small LDS on the current model", type="primary", key="faith_live_run",
+                    disabled=not live_samplers or not live_ms)
+key = live_lds_key(run, tuple(live_samplers), tuple(sorted(live_ms)), 2, K, T)
+if go_live:
+    slot = st.empty()
+    with reported("The live LDS failed", then="Nothing was changed; try fewer subsets or another model."):
+        try:
+            ensure_model(run)
+            reason = live_lds_allowed(run)
+            if reason:
+                raise ValueError(reason)
+            bar = slot.progress(0.0, text="Live LDS…")
+
+            def progress(fraction: float, message: str) -> None:
+                retraining = message.startswith(("LDS retrains", "retrained"))
+                overall = 0.3 + 0.7 * fraction if retraining else 0.3 * fraction
+                bar.progress(min(max(overall, 0.0), 1.0), text=("Retraining: " if retraining else "Scoring: ")
+                             + message)
+
+            record = live_lds(run, tuple(live_samplers), tuple(sorted(live_ms)), 2, K, T, progress=progress)
+            st.session_state["faith_live"] = {"key": key, "record": record}
+        finally:
+            slot.empty()
+
+live = st.session_state.get("faith_live")
+if live is None:
+    st.info("Choose the samplers, m and K, then press **Run a small LDS on the current model**"
+            + (" (these settings are already computed: the result appears at once)." if is_cached(key) else "."))
+else:
+    record = live["record"]
+    if live["key"] != key:
+        st.warning("The settings changed since this result was computed; press the button to update it.")
+    base = {b["method"]: b["lds"] for b in record["baselines"]}
+    ceiling = record["baselines"][0]["ceiling"] if record["baselines"] else float("nan")
+    plan = record["config"]["plan"]
+    live_rows = [{"sampler": r["sampler"], "m": r["m"], "lds_mean": r["lds_mean"], "lds_std": r["lds_std"]}
+                 for r in record["summary"]]
+    chart(lds_vs_m_figure(live_rows, base, ceiling, title=f"Live LDS: K = {plan['n_subsets']}, R = "
+                          f"{plan['n_seeds']}, {len(record['test_indices'])} test points"),
+          "live_lds_vs_m", key="faith_live_fig")
+    info = record["retrain_info"]
+    st.caption(f"{info['retrained']} retrains run and {info['cached']} read from the cache "
+               f"({info['wall_seconds']:.1f} s; {info['retrain_seconds_mean']:.2f} s per retrain on average); "
+               f"full-data LDS {base.get('full-data influence', float('nan')):.3f}, noise ceiling {ceiling:.3f}.")
+    show_table(pd.DataFrame(record["summary"]), "live_lds_summary", key="faith_live_table")

@@ -1,0 +1,208 @@
+"""Lesson page: a guided 60-minute workshop in six steps. Each step is one click: it sets up the model, sampler, m,
+seeds and test point (also on the page it points to), shows the result here and says what to look at, with an
+exercise."""
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+import influence_core as ic
+from influence_core.evaluation import metrics
+from ui.components import page_header, show_inputs
+from ui.config import DEFAULT_RUN
+from ui.errors import reported
+from ui.export import chart, show_table
+from ui.faithfulness import available_studies, best_within_budget, budget_verdict, lds_vs_m_figure, load_study
+from ui.figures import nowrap, sample_map, score_text
+from ui.lesson import LESSON_CLASS, LESSON_M, LESSON_REMOVAL_M, LESSON_SAMPLERS, LESSON_SEEDS, MISLABEL_SHARE, \
+    STEPS, lesson_run
+from ui.live import mislabel_demo
+from ui.state import reference_solver, current_run, ensure_model, get_dataset, get_projection, get_sample, \
+    get_view, influence_rows, reference_spec, removal_run, set_run
+from ui.story_figures import detection_figure
+from ui.summaries import SAMPLER_HELP, distribution_gaps
+
+page_header("Workshop lesson: influence functions in six steps")
+st.markdown(
+    "About ten minutes per step: press a step's button (it sets everything up, here and on the page it points to), "
+    "read *what to look at*, then do the exercise, on the linked page when it asks for more. The lesson uses the "
+    "digits data (8x8 handwritten digits) and the model trained on the home page when it is a digits MLP or "
+    "logistic regression, else the default digits MLP."
+)
+DAMPING = 0.01
+run = lesson_run(current_run(), DEFAULT_RUN)
+
+cols = st.columns(3)
+for i, step in enumerate(STEPS):
+    if cols[i % 3].button(step.title, key=f"lesson_go_{step.key}", width="stretch"):
+        st.session_state["lesson_step"] = step.key
+        st.session_state["lesson_setup"] = step.key  # apply the settings in this run (below, once the model exists)
+
+active = st.session_state.get("lesson_step")
+if active is None:
+    st.info("Press **1. What is an influence score?** to start.")
+    st.stop()
+step = next(s for s in STEPS if s.key == active)
+
+with reported(f"Could not prepare the lesson's model ({run.model.arch} on {run.data.label()})") as outcome:
+    if current_run() != run:
+        set_run(run)
+    dataset = get_dataset(run.data)
+    ensure_model(run)
+    view = get_view(run)
+if outcome.failed:
+    st.stop()
+wrong = np.flatnonzero(view.test_pred != dataset.y_test)
+test_index = int(wrong[0]) if len(wrong) else 0  # a misclassified test point has harmful neighbours worth seeing
+if st.session_state.pop("lesson_setup", None) == step.key:
+    for key, value in step.settings(test_index).items():
+        st.session_state[key] = value
+solver = reference_solver(run)  # exact for small models (one factorisation), else CG
+
+st.header(step.title)
+st.markdown(f"**What this shows.** {step.goal}")
+st.markdown(f"**What to look at.** {step.look_at}")
+y_t, p_t = dataset.y_test[test_index], view.test_pred[test_index]
+names = dataset.class_names
+
+
+def thumbnails(idx, scores, key):
+    show_inputs(dataset, dataset.X_train[idx], [nowrap(f"#{i} ({names[dataset.y_train[i]]})") + " " +
+                                                score_text(s) for i, s in zip(idx, scores)], per_row=5, key=key)
+
+
+if step.key == "score":
+    with reported("Could not compute influence") as outcome, st.spinner("Influence with the full-data Hessian…"):
+        row = influence_rows(run, (reference_spec(run),), DAMPING, test_index)[0]
+    if not outcome.failed:
+        top = ic.top_influences(row["scores"], 5)
+        left, right = st.columns([1, 4])
+        with left:
+            st.markdown(f"**Test point #{test_index}**")
+            show_inputs(dataset, dataset.X_test[test_index:test_index + 1],
+                        [f"true {names[y_t]}, predicted {names[p_t]}"], per_row=1, key="lesson_test")
+        with right:
+            st.markdown("**Top 5 helpful** (removing them would raise the test loss most)")
+            thumbnails(top["helpful"], top["helpful_scores"], "lesson_helpful")
+            st.markdown("**Top 5 harmful** (removing them would lower the test loss most)")
+            thumbnails(top["harmful"], top["harmful_scores"], "lesson_harmful")
+        same = int(np.sum(dataset.y_train[top["helpful"]] == y_t))
+        st.markdown(f"{same} of the 5 most helpful training points carry the test point's true label "
+                    f"**{names[y_t]}**; the most harmful ones are labelled "
+                    + ", ".join(f"**{names[c]}**" for c in dataset.y_train[top["harmful"]]) + ".")
+
+elif step.key == "seeds":
+    ref = reference_spec(run)
+    compared = ("random", "importance")
+    specs = tuple((name, LESSON_M, s, solver) for name in compared for s in range(LESSON_SEEDS))
+    with reported("Could not compute influence") as outcome, \
+            st.spinner(f"{len(specs)} samples of {LESSON_M} points…"):
+        rows = influence_rows(run, (ref, *specs), DAMPING, test_index)
+    if not outcome.failed:
+        full = rows[0]["scores"]
+        per_seed, spread = [], []
+        for name in compared:
+            mine = [(spec[2], row) for spec, row in zip(specs, rows[1:]) if spec[0] == name]
+            tops = [ic.top_influences(row["scores"], 10)["helpful"] for _, row in mine]
+            rho = [metrics.spearman(row["scores"], full) for _, row in mine]
+            per_seed += [{"sampler": name, "seed": s, "top-5 helpful": ", ".join(f"#{i}" for i in t[:5]),
+                          "Spearman with full data": r,
+                          "top-10 overlap with full data": metrics.topk_overlap(row["scores"], full, 10)}
+                         for (s, row), t, r in zip(mine, tops, rho)]
+            pair = [len(np.intersect1d(a, b)) / 10 for i, a in enumerate(tops) for b in tops[i + 1:]]
+            spread.append({"sampler": name, "pair": float(np.mean(pair)), "lo": min(rho), "hi": max(rho)})
+        st.markdown(f"Test point **#{test_index}** (true {names[y_t]}, predicted {names[p_t]}); the Hessian on "
+                    f"{LESSON_M} training points, seeds 0–{LESSON_SEEDS - 1}, drawn by the random sampler and, for "
+                    "comparison, by the importance sampler.")
+        for col, rec in zip(st.columns(len(spread)), spread):
+            col.metric(f"{rec['sampler']}: top-10 helpful shared by two seeds (mean over pairs)", f"{rec['pair']:.0%}")
+            col.metric(f"{rec['sampler']}: Spearman with the full-data scores (range over seeds)",
+                       f"{rec['lo']:.2f} – {rec['hi']:.2f}")
+        show_table(pd.DataFrame(per_seed), f"lesson_seeds_test{test_index}", key="lesson_seeds_table")
+
+elif step.key == "map":
+    with reported("Could not draw the samples") as outcome:
+        xy = get_projection(run, "features", "pca")[: dataset.n_train]
+        samples = {name: np.asarray(get_sample(run, name, LESSON_M, 0).indices) for name in LESSON_SAMPLERS}
+    if not outcome.failed:
+        cols = st.columns(len(samples))
+        for col, (name, idx) in zip(cols, samples.items()):
+            with col:
+                chart(sample_map(xy, idx, "label", dataset.y_train, view.train_pred, view.train_conf, names,
+                                 title=f"{name} (m={LESSON_M}, seed 0)", showlegend=col is cols[-1]),
+                      f"lesson_map_{name}", key=f"lesson_map_{name}")
+                st.caption(SAMPLER_HELP.get(name, ""))
+        gaps = pd.DataFrame([{"sampler": name, "classes covered": int(len(np.unique(dataset.y_train[idx]))),
+                              **distribution_gaps(dataset.y_train, view.train_conf, idx, dataset.n_classes)}
+                             for name, idx in samples.items()]).rename(
+            columns={"class_tv": "class TV distance", "confidence_tv": "confidence TV distance"})
+        show_table(gaps, "lesson_sample_gaps", key="lesson_gaps")
+
+elif step.key == "removal":
+    records = []
+    slot = st.empty()
+    samplers = ("random", "feature", "importance")
+    with reported("Class removal failed") as outcome:
+        try:
+            bar = slot.progress(0.0, text="Class removal…")
+            for i, name in enumerate(samplers):
+                def progress(fraction, message, i=i, name=name):
+                    bar.progress(min((i + fraction) / len(samplers), 1.0), text=f"{name}: {message}")
+
+                records.append(removal_run(run, LESSON_CLASS, name, LESSON_REMOVAL_M, 0, "cg", DAMPING, True, False,
+                                           progress=progress))
+        finally:
+            slot.empty()
+    if not outcome.failed:
+        ref = records[0]["reference"]
+        rows = pd.DataFrame([{
+            "sampler": r["sampler"], "m": r["m"],
+            "honest F1": r["selected"]["f1"], "α chosen": r["selected"]["alpha"],
+            "agreement with retrained (chosen α)": r["reference"]["report_agreement"]["selected_alpha"],
+            "agreement (α = 1)": r["reference"]["report_agreement"]["alpha_1"],
+            "distance to retrained θ (relative)": r["reference"]["relative_distance"]["selected_alpha"],
+            "solver s": r["solver_seconds"]} for r in records])
+        st.markdown(f"Removing class **{names[LESSON_CLASS]}** with m = {LESSON_REMOVAL_M}. The model retrained "
+                    f"from scratch without it reaches F1 **{ref['metrics']['f1']:.3f}**; before any update the "
+                    f"original model agrees with it on {ref['report_agreement']['original']:.1%} of the reporting "
+                    "half.")
+        show_table(rows, f"lesson_removal_class{LESSON_CLASS}", key="lesson_removal_table")
+
+elif step.key == "lds":
+    studies = available_studies()
+    if "digits_mlp" not in studies:
+        st.warning("The committed digits MLP study (docs/lds/digits_mlp.json) is missing.")
+    else:
+        study = load_study("digits_mlp")
+        chart(lds_vs_m_figure(study.rows, study.baselines, study.ceiling, title="LDS against m: digits MLP "
+                              "(committed study)"), "lesson_lds_vs_m", key="lesson_lds")
+        st.markdown(budget_verdict(best_within_budget(study.rows, "m", 128), "m", 128))
+        st.caption(study.title)
+
+elif step.key == "mislabel":
+    slot = st.empty()
+    with reported("The mislabel demo failed") as outcome:
+        try:
+            bar = slot.progress(0.0, text="Mislabel demo…")
+            result = mislabel_demo(run, MISLABEL_SHARE, 0,
+                                   progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg))
+        finally:
+            slot.empty()
+    if not outcome.failed:
+        chart(detection_figure(result.curves, MISLABEL_SHARE), "lesson_mislabel_curve", key="lesson_mislabel")
+        summary = pd.DataFrame(result.summary())
+        si = next(r for r in result.summary() if r["ranking"] == "self-influence")
+        st.markdown(f"{len(result.flipped)} of {dataset.n_train} labels flipped (seed 0). Inspecting the 10% of "
+                    f"the training set with the highest self-influence finds **{si['found after 10%']:.0%}** of "
+                    "them; random inspection would find about 10%. Test accuracy of the model trained on the noisy "
+                    f"labels: {result.test_accuracy:.1%}.")
+        show_table(summary, "lesson_mislabel_summary", key="lesson_mislabel_table")
+        order = result.curves["self-influence"]["order"][:10]
+        st.markdown("**The 10 training points with the highest self-influence** (✗ = its label was flipped)")
+        flipped = set(result.flipped.tolist())
+        show_inputs(dataset, dataset.X_train[order],
+                    [nowrap(f"#{i} labelled {names[result.noisy_labels[i]]}") + (" ✗" if i in flipped else "")
+                     for i in order], per_row=5, key="lesson_mislabel_top")
+
+st.markdown(f"**Exercise.** {step.exercise}")
+st.page_link(step.page, label=step.page_label, icon="➡️")

@@ -1,0 +1,105 @@
+"""Figures of the Lesson and Explorer pages (no Streamlit, no influence maths): the mislabel detection curve, the
+map coloured by a score, the class mix of slices."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+from .colours import BAD, CHOSEN, GOOD, POPULATION
+from .figures import _custom, _layout, test_points
+from .selection import TRAIN
+
+# Diverging scale for influence on one test point: harmful = orange, ~0 = light grey, helpful = dark blue (the
+# state colours of the app); sequential purple for self-influence (no class, state or confidence colour).
+INFLUENCE_SCALE = [[0.0, BAD], [0.5, "#e8e8e8"], [1.0, GOOD]]
+SELF_INFLUENCE_SCALE = [[0.0, "#f2eef7"], [0.5, "#9e9ac8"], [1.0, "#3f007d"]]
+DETECTION_COLOURS = {"self-influence": "#6a3d9a", "training loss": "#b15928", "random inspection": POPULATION}
+
+
+def detection_figure(curves: dict[str, dict[str, Any]], share: float) -> go.Figure:
+    """Fraction of the flipped labels found against the fraction of the training set inspected, one line per
+    ranking, and the diagonal of random inspection."""
+    fig = go.Figure()
+    for name, curve in curves.items():
+        x, y = np.asarray(curve["inspected"]), np.asarray(curve["found"])
+        step = max(1, len(x) // 400)  # a few hundred points draw the same line
+        fig.add_trace(go.Scatter(x=x[::step], y=y[::step], mode="lines", name=f"{name} (AUC {curve['auc']:.2f})",
+                                 line=dict(color=DETECTION_COLOURS.get(name, "#555555"), width=2.5)))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="random inspection (AUC 0.50)",
+                             line=dict(color=DETECTION_COLOURS["random inspection"], dash="dash")))
+    fig.add_vline(x=share, line=dict(color="#444444", dash="dot"))
+    fig.add_annotation(x=share, y=0.02, text=f"{share:.0%} flipped", showarrow=False, xanchor="left", xshift=4)
+    fig.update_layout(title="Mislabel detection: flipped labels found against training points inspected",
+                      height=420, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="fraction of the training set "
+                      "inspected", yaxis_title="fraction of flipped labels found", xaxis_range=[0, 1],
+                      yaxis_range=[0, 1.02], legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    return fig
+
+
+def score_map(xy_train: np.ndarray, xy_test: np.ndarray, values: np.ndarray, kind: str, test_labels: np.ndarray,
+              test_pred: np.ndarray, test_conf: np.ndarray, class_names: Sequence[str], test_index: int | None = None,
+              neighbours: Sequence[int] = (), focus_train: int | None = None, title: str = "") -> go.Figure:
+    """Training points coloured by ``values`` (n_train,): ``kind`` "influence" (diverging, symmetric around 0:
+    dark blue helpful, orange harmful) or "self-influence" (sequential); test points as crosses; the chosen test
+    point as a star; ``neighbours`` ringed."""
+    v = np.asarray(values, dtype=np.float64)
+    rows = np.arange(len(xy_train))
+    if kind == "influence":
+        lim = float(np.nanmax(np.abs(v))) or 1.0
+        marker = dict(size=5, color=v, colorscale=INFLUENCE_SCALE, cmin=-lim, cmax=lim,
+                      colorbar=dict(title="score", thickness=10, len=0.6, x=1.0, xanchor="left"))
+    else:
+        marker = dict(size=5, color=v, colorscale=SELF_INFLUENCE_SCALE, cmin=float(np.nanmin(v)),
+                      cmax=float(np.nanmax(v)), colorbar=dict(title="self-inf.", thickness=10, len=0.6, x=1.0,
+                                                              xanchor="left"))
+    fig = go.Figure(go.Scattergl(x=xy_train[:, 0], y=xy_train[:, 1], mode="markers", name=f"train ({kind})",
+                                 marker=marker, customdata=_custom(TRAIN, rows),
+                                 hovertext=[f"train #{r}<br>{kind} {v[r]:+.2e}" for r in rows], hoverinfo="text",
+                                 showlegend=False))
+    test_points(fig, xy_test, test_labels, test_pred, test_conf, class_names)
+    add_focus(fig, xy_train, xy_test, test_index, neighbours, focus_train)
+    return _layout(fig, title, height=520)
+
+
+def add_focus(fig: go.Figure, xy_train: np.ndarray, xy_test: np.ndarray, test_index: int | None,
+              neighbours: Sequence[int] = (), focus_train: int | None = None) -> go.Figure:
+    """Ring the nearest ``neighbours`` (black open circles), star the chosen test point or training point."""
+    nb = np.asarray(neighbours, dtype=np.int64)
+    if len(nb):
+        fig.add_trace(go.Scattergl(x=xy_train[nb, 0], y=xy_train[nb, 1], mode="markers", name="nearest neighbours",
+                                   marker=dict(size=13, symbol="circle-open", color=CHOSEN, line=dict(width=2)),
+                                   customdata=_custom(TRAIN, nb), hovertext=[f"neighbour train #{r}" for r in nb],
+                                   hoverinfo="text"))
+    if focus_train is not None:
+        fig.add_trace(go.Scattergl(x=[xy_train[focus_train, 0]], y=[xy_train[focus_train, 1]], mode="markers",
+                                   name=f"train #{focus_train}", marker=dict(size=18, symbol="star", color=CHOSEN,
+                                                                            line=dict(width=1, color="white")),
+                                   customdata=_custom(TRAIN, np.array([focus_train])), hoverinfo="text",
+                                   hovertext=[f"train #{focus_train}"]))
+    elif test_index is not None:
+        fig.add_trace(go.Scattergl(x=[xy_test[test_index, 0]], y=[xy_test[test_index, 1]], mode="markers",
+                                   name=f"test #{test_index}", marker=dict(size=18, symbol="star", color=CHOSEN,
+                                                                          line=dict(width=1, color="white")),
+                                   hoverinfo="text", hovertext=[f"test #{test_index}"],
+                                   customdata=_custom(1, np.array([test_index]))))
+    return fig
+
+
+def slice_mix_figure(mixes: dict[str, np.ndarray], population: np.ndarray, class_names: Sequence[str]) -> go.Figure:
+    """Class shares of each named slice (bars in the class colours would clash across slices, so slices get a
+    neutral sequence of greys-to-purples) beside the whole training set (grey)."""
+    names = [str(c) for c in class_names]
+    shades = ("#54278f", "#756bb1", "#9e9ac8", "#bcbddc", "#3f007d", "#807dba")
+    bars = [go.Bar(x=names, y=population, name="training set", marker_color=POPULATION)]
+    bars += [go.Bar(x=names, y=mix, name=name, marker_color=shades[i % len(shades)])
+             for i, (name, mix) in enumerate(mixes.items())]
+    fig = go.Figure(bars)
+    fig.update_xaxes(type="category", title="class")
+    fig.update_layout(barmode="group", title="Class mix of the slices", height=320, yaxis_title="share",
+                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=1.15, x=1, xanchor="right"))
+    return fig
+
+
