@@ -69,7 +69,9 @@ with c4:
     small = view.n_params <= INTERACTIVE_EXACT_MAX_PARAMS  # exact: one factorisation per sample, then every test point is cheap
     solver = st.selectbox("Solver", ic.available_solvers(), index=0 if small else 1, key="inf_solver",
                           help="exact: LU of the sampled Hessian (small models); cg: conjugate gradient; "
-                               "lissa: Neumann series with automatic scale")
+                               "lissa: Neumann series with automatic scale; low_rank: exact Gauss-Newton by "
+                               "Woodbury; kfac/ekfac: Kronecker-factored Gauss-Newton per layer, fitted on the "
+                               "sample (true Fisher); arnoldi: top-50 eigenpairs of the sampled Gauss-Newton")
     damping = float(st.number_input("Damping δ", min_value=0.0, value=0.01, format="%.4f", key="inf_damping"))
     k = int(st.slider("Top k", 3, 16, 8, key="inf_k"))
 compare_full = st.toggle(f"Compare with the full-data Hessian ({n_train} points, {reference_solver(run)} solver)",
@@ -199,4 +201,5 @@ with st.expander("Solver convergence (LiSSA trace)", expanded=(solver == "lissa"
         st.caption("LiSSA's step size is set automatically (1.1 x the largest eigenvalue, by power iteration); it "
                    "stops when the relative residual reaches the tolerance and raises a clear error if it diverges.")
     else:
-        st.info("The exact solver has no iterations; pick cg or lissa, or run LiSSA with the toggle.")
+        st.info(f"The {solver} solver has no iterations (a direct or factored inverse); pick cg or lissa, or run "
+                "LiSSA with the toggle.")

@@ -14,7 +14,7 @@ from ui.components import load_current, page_header, sample_size_input
 from ui.errors import reported
 from ui.export import show_table
 from ui.figures import alpha_path_figure, per_class_figure
-from ui.state import reference_predictions, removal_run
+from ui.state import reference_predictions, removal_run, removal_solver_choices
 from ui.summaries import per_class_accuracy
 
 page_header("Class removal: forget one class with an influence update")
@@ -46,8 +46,11 @@ with c2:
     samplers = list(dict.fromkeys(["random", *chosen]))
     n_seeds = int(st.slider("Seeds per sampler", 1, 10, 3, key="rm_seeds"))
 with c3:
-    solver = st.selectbox("Solver", ["cg", "lissa", "exact"], key="rm_solver",
-                          help="the paper uses LiSSA (automatic scale here); cg is faster on this small model")
+    removal_solvers = removal_solver_choices()
+    solver = st.selectbox("Solver", removal_solvers, index=removal_solvers.index("cg"), key="rm_solver",
+                          help="the paper uses LiSSA (automatic scale here); cg is faster on this small model; "
+                               "kfac/ekfac: Kronecker-factored Gauss-Newton per layer; arnoldi: top-50 "
+                               "eigenpairs (all registered solvers are listed)")
     damping = float(st.number_input("Damping δ", min_value=0.0, value=0.01, format="%.4f", key="rm_damping"))
 with c4:
     reference = st.toggle("Retrain-from-scratch reference", value=True, key="rm_reference",

@@ -412,6 +412,13 @@ def get_removal_task(run: RunConfig):
     return ClassRemoval(get_model(run), get_dataset(run.data)), threading.Lock()
 
 
+def removal_solver_choices() -> list[str]:
+    """Every registered solver (the removal's curvature is Gauss-Newton, so K-FAC/EK-FAC apply)."""
+    from influence_core.removal.class_removal import removal_solvers
+
+    return removal_solvers()
+
+
 REMOVAL_SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 5000}}
 
 

@@ -7,8 +7,9 @@
   the scores and time at equal accuracy (:mod:`influence_core.bench.compare`; needs the optional ``compare`` extra).
 - ``scale``: scoring time and peak memory as n_train and n_test grow; sequential vs Dask
   (:mod:`influence_core.bench.scale`).
-- ``kfac-compare``: our K-FAC/EK-FAC against Kronfluence (:mod:`influence_core.bench.kfac_compare`; needs the
-  optional ``compare`` extra).
+- ``kfac-compare``: our K-FAC/EK-FAC/Arnoldi against the exact Gauss-Newton influence, Kronfluence's ekfac and
+  pyDVL's EkfacInfluence/ArnoldiInfluence, each library in its own environment
+  (:mod:`influence_core.bench.kfac_compare`; ``--kronfluence-python``, ``--pydvl-python``).
 
 Every timing run should hold ``/tmp/influence-bench.lock`` (``flock /tmp/influence-bench.lock python -m ...``) so
 that benchmarks on a shared machine do not overlap.
@@ -27,8 +28,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
                                             "Dask"),
     "resnet": ("influence_core.bench.resnet", "ResNet-18 on mnist5k through the public API: query, class removal "
                                               "(CG, LiSSA), samplers x m: time and peak memory"),
-    "kfac-compare": ("influence_core.bench.kfac_compare", "our K-FAC/EK-FAC vs Kronfluence: rank correlation, fit "
-                                                          "and query time"),
+    "kfac-compare": ("influence_core.bench.kfac_compare", "our K-FAC/EK-FAC/Arnoldi vs exact, Kronfluence and "
+                                                          "pyDVL: rank correlation, fit and query time"),
 }
 
 

@@ -1,5 +1,11 @@
-"""EK-FAC, K-FAC and Arnoldi influence against the exact Gauss-Newton influence: Spearman per test point, fit and
-query time (ratio to one forward+backward pass over the training set).
+"""EK-FAC, K-FAC and Arnoldi influence against the exact Gauss-Newton influence, Kronfluence 1.0.1 and pyDVL 0.10:
+Spearman per test point, fit and query time (ratio to one forward+backward pass over the training set).
+
+Kronfluence (``--kronfluence-python``) and pyDVL (``--pydvl-python``) run in their own environments on the same
+trained model (MLP or SmallCNN, rebuilt from its weights by ``side_models.py``), data and damping: their damping
+λ is our wd + δ (their objectives have no weight-decay term); their scores have no 1/n and the same sign as ours
+(pyDVL's "up" influence is ∇ℓ_testᵀ H⁻¹ ∇ℓ_train, checked by the Arnoldi rows: Spearman +1), so we compare the
+scores directly and report the median ratio theirs / (n · ours) (1 when the conventions match).
 
 Run: ``python -m influence_core.bench.kfac_compare --out docs/bench/kfac_compare`` (hold the bench lock:
 ``flock /tmp/influence-bench.lock ...``). The reference is the exact solve of the Gauss-Newton matrix on all n
@@ -18,12 +24,13 @@ import numpy as np
 
 from influence_core.bench.common import environment, format_table, time_call, torch_threads, write_report
 
-KF_COLUMNS = [("config", "model"), ("fisher", "Fisher"), ("damping", "δ (Kronfluence: wd + δ)"),
+KF_COLUMNS = [("config", "model"), ("library", "library"), ("theirs", "their method"),
+              ("fisher", "our Fisher / curvature"), ("damping", "δ (theirs: wd + δ)"),
               ("ours_fit_s", "our fit s"), ("ours_query_s", "our queries s"),
-              ("kf_fit_s", "Kronfluence fit s"), ("kf_query_s", "Kronfluence queries s"),
-              ("time_ratio", "ours / Kronfluence (fit + queries)"), ("spearman_mean", "Spearman mean"),
-              ("spearman_min", "Spearman min"), ("scale", "median Kronfluence / (n · ours)"),
-              ("self_spearman", "ours vs ours, other label seed")]
+              ("kf_fit_s", "their fit s"), ("kf_query_s", "their queries s"),
+              ("time_ratio", "ours / theirs (fit + queries)"), ("spearman_mean", "Spearman mean"),
+              ("spearman_min", "Spearman min"), ("scale", "median theirs / (n · ours)"),
+              ("self_spearman", "ours vs ours, other label seed"), ("query1_ratio", "our 1 query / fwd+bwd")]
 COLUMNS = [("config", "model"), ("method", "method"), ("sample", "sample"), ("damping", "δ"),
            ("fit_s", "fit s"), ("query_s", "query s"), ("query_ratio", "query / fwd+bwd"),
            ("spearman_mean", "Spearman mean"), ("spearman_min", "Spearman min"), ("pearson_mean", "Pearson mean")]
@@ -43,7 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kronfluence-python", default=None,
                         help="python of a separate environment with kronfluence 1.0.1 (e.g. /work/venv-compare/bin/"
                              "python): adds our EK-FAC against Kronfluence's ekfac (MLP configs only)")
-    parser.add_argument("--kf-queries", type=int, default=100, help="test points of the Kronfluence comparison")
+    parser.add_argument("--kf-queries", type=int, default=100, help="test points of the Kronfluence/pyDVL comparison")
+    parser.add_argument("--pydvl-python", default=None,
+                        help="python of an environment with pydvl 0.10 (e.g. /work/venv-pydvl/bin/python): adds our "
+                             "EK-FAC against pyDVL's EkfacInfluence (MLPs; pyDVL's EK-FAC has no Conv2d) and our "
+                             "Arnoldi against its ArnoldiInfluence (Hessian, rank --pydvl-rank)")
+    parser.add_argument("--pydvl-rank", type=int, default=50, help="Arnoldi rank of the pyDVL comparison")
+    parser.add_argument("--kf-fishers", nargs="+", default=["empirical", "true"], choices=["empirical", "true"],
+                        help="Fisher types of the Kronfluence comparison")
     parser.add_argument("--skip-reference", action="store_true", help="only the Kronfluence comparison")
 
 
@@ -95,12 +109,11 @@ def measure(spec: str, args: argparse.Namespace, log: Any = print) -> list[dict[
         log(format_table([r], COLUMNS))
         return r
 
-    if args.kronfluence_python:
-        rows_kf = kronfluence_rows(spec, args, model, ds, calc, log)
-        if args.skip_reference:
-            return [], rows_kf
-    else:
-        rows_kf = []
+    rows_kf = kronfluence_rows(spec, args, model, ds, calc, base, log) if args.kronfluence_python else []
+    if args.pydvl_python:
+        rows_kf += pydvl_rows(spec, args, model, ds, calc, base, log)
+    if args.skip_reference:
+        return [], rows_kf
     if obj.n_params > 20_000:
         log(f"[kfac] {spec}: p = {obj.n_params} is too large for the exact Gauss-Newton reference; skipped")
         return [], rows_kf
@@ -109,7 +122,7 @@ def measure(spec: str, args: argparse.Namespace, log: Any = print) -> list[dict[
     calc.fit(None, solver="exact", curvature="gauss_newton", damping=delta)
     ref_fit = time.perf_counter() - start
     ref = calc.scores(xt, yt)
-    rows.append(row("exact GN (reference)", f"all {obj.n}", calc._exact, ref_fit, delta, ref))
+    rows.append(row("exact GN (reference)", f"all {obj.n}", calc.inverse, ref_fit, delta, ref))
 
     def timed(fn: Any) -> tuple[Any, float]:
         start = time.perf_counter()
@@ -137,55 +150,127 @@ def measure(spec: str, args: argparse.Namespace, log: Any = print) -> list[dict[
     return rows, rows_kf
 
 
-def kronfluence_rows(spec: str, args: argparse.Namespace, model: Any, ds: Any, calc: Any,
+def _side_problem(directory: Any, spec: str, model: Any, ds: Any, Xq: Any, yq: Any, settings: dict[str, Any]) -> None:
+    """problem.npz for a side script: the data, the query points, the weights and the JSON settings."""
+    import json
+    from pathlib import Path
+
+    arch = spec.partition(":")[2]
+    weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    settings = {**settings, "arch": arch, "image_shape": list(ds.image_shape) if ds.image_shape else None}
+    np.savez(Path(directory) / "problem.npz", X_train=np.asarray(ds.X_train), y_train=np.asarray(ds.y_train),
+             X_query=np.asarray(Xq), y_query=np.asarray(yq), settings=np.array(json.dumps(settings)), **weights)
+
+
+def _run_side(python: str, script: str, directory: Any, result: str) -> tuple[np.ndarray, float, float]:
+    import subprocess
+    from pathlib import Path
+
+    subprocess.run([python, str(Path(__file__).with_name(script)), str(directory)], check=True)
+    with np.load(Path(directory) / result, allow_pickle=False) as f:
+        return f["scores"], float(f["fit_seconds"]), float(f["score_seconds"])
+
+
+def _ours(calc: Any, inverse: Any, Xq: Any, yq: Any) -> tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    scores = calc.scores_from_ihvp(inverse.solve(calc.gradients(Xq, yq)).x)
+    return scores, time.perf_counter() - start
+
+
+def _one_query_ratio(calc: Any, inverse: Any, ds: Any, base: float, repeats: int) -> float:
+    x1, y1 = ds.X_test[:1], ds.y_test[:1]
+    return time_call(lambda: calc.scores_from_ihvp(inverse.solve(calc.gradients(x1, y1)).x),
+                     repeats=repeats).median / base
+
+
+def kronfluence_rows(spec: str, args: argparse.Namespace, model: Any, ds: Any, calc: Any, base: float,
                      log: Any = print) -> list[dict[str, Any]]:
     """Our EK-FAC (all training points) against Kronfluence's ``ekfac`` on the same model, data and damping:
     Kronfluence's λ is our wd + δ (it has no weight decay term), its scores have no 1/n."""
-    import json
-    import subprocess
     import tempfile
-    from pathlib import Path
 
     from influence_core.solvers.kfac import fit_kfac
 
-    if not spec.endswith(":mlp"):
-        log(f"[kfac] {spec}: the Kronfluence side rebuilds MLPs only; skipped")
-        return []
     obj = calc.objective
-    side = Path(__file__).with_name("kronfluence_side.py")
     Xq, yq = ds.X_test[:args.kf_queries], ds.y_test[:args.kf_queries]
-    weights = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for fisher in ("empirical", "true"):
+        for fisher in args.kf_fishers:
             settings = {"damping": obj.weight_decay + args.damping, "fisher": fisher, "threads": args.threads,
                         "seed": args.seed, "dtype": "float64" if obj.dtype.itemsize == 8 else "float32",
                         "batch_size": 256}
-            np.savez(Path(tmp) / "problem.npz", X_train=np.asarray(ds.X_train), y_train=np.asarray(ds.y_train),
-                     X_query=np.asarray(Xq), y_query=np.asarray(yq), settings=np.array(json.dumps(settings)),
-                     **weights)
+            _side_problem(tmp, spec, model, ds, Xq, yq, settings)
             log(f"[kfac] {spec}: Kronfluence ekfac ({fisher} Fisher) in {args.kronfluence_python}")
-            subprocess.run([args.kronfluence_python, str(side), tmp], check=True)
-            with np.load(Path(tmp) / "kronfluence.npz", allow_pickle=False) as kf:
-                kf_scores, kf_fit, kf_query = kf["scores"], float(kf["fit_seconds"]), float(kf["score_seconds"])
+            kf_scores, kf_fit, kf_query = _run_side(args.kronfluence_python, "kronfluence_side.py", tmp,
+                                                    "kronfluence.npz")
             start = time.perf_counter()
             inv = fit_kfac(obj, None, method="ekfac", fisher=fisher, damping=args.damping, seed=args.seed)
             fit = time.perf_counter() - start
-            start = time.perf_counter()
-            ours = calc.scores_from_ihvp(inv.solve(calc.gradients(Xq, yq)).x)
-            query = time.perf_counter() - start
+            ours, query = _ours(calc, inv, Xq, yq)
             ratio = np.abs(kf_scores).mean(1) / (obj.n * np.abs(ours).mean(1))
             if fisher == "true":  # the Monte-Carlo label noise: our own fit with other label draws
                 other = fit_kfac(obj, None, method="ekfac", fisher=fisher, damping=args.damping, seed=args.seed + 1)
-                self_rho = _compare(ours, calc.scores_from_ihvp(other.solve(calc.gradients(Xq, yq)).x))
+                self_rho = _compare(ours, _ours(calc, other, Xq, yq)[0])
             else:
                 self_rho = {"spearman_mean": 1.0}
-            r = {"config": spec, "fisher": fisher, "damping": args.damping, "ours_fit_s": fit, "ours_query_s": query,
-                 "kf_fit_s": kf_fit, "kf_query_s": kf_query, "time_ratio": (fit + query) / (kf_fit + kf_query),
+            r = {"config": spec, "library": "Kronfluence 1.0.1", "theirs": "ekfac", "fisher": fisher,
+                 "damping": args.damping, "ours_fit_s": fit, "ours_query_s": query, "kf_fit_s": kf_fit,
+                 "kf_query_s": kf_query, "time_ratio": (fit + query) / (kf_fit + kf_query),
                  **_compare(kf_scores, ours), "scale": float(np.median(ratio)),
-                 "self_spearman": self_rho["spearman_mean"]}
+                 "self_spearman": self_rho["spearman_mean"],
+                 "query1_ratio": _one_query_ratio(calc, inv, ds, base, args.repeats)}
             log(format_table([r], KF_COLUMNS))
             rows.append(r)
+    return rows
+
+
+def pydvl_rows(spec: str, args: argparse.Namespace, model: Any, ds: Any, calc: Any, base: float,
+               log: Any = print) -> list[dict[str, Any]]:
+    """Our EK-FAC against pyDVL's EkfacInfluence (update_diagonal=True; MLPs only) and our Arnoldi (Hessian,
+    rank k) against its ArnoldiInfluence (Hessian mode, rank k), all training points, same damping (pyDVL's
+    regularisation = wd + δ). pyDVL's EK-FAC fits its factors with one deterministic cotangent per point, the
+    gradient of Σ_c √p_c log p_c (its ``empirical_cross_entropy_loss_fn``), which is none of our Fisher options;
+    it is compared with our exact-expectation ("gauss_newton") and true-Fisher EK-FAC."""
+    import tempfile
+
+    from influence_core.solvers.arnoldi import fit_arnoldi
+    from influence_core.solvers.kfac import fit_kfac
+
+    obj = calc.objective
+    Xq, yq = ds.X_test[:args.kf_queries], ds.y_test[:args.kf_queries]
+    rows = []
+    base_settings = {"regularization": obj.weight_decay + args.damping, "threads": args.threads, "seed": args.seed,
+                     "dtype": "float64" if obj.dtype.itemsize == 8 else "float32", "batch_size": 256,
+                     "rank": args.pydvl_rank, "tol": 1e-6}
+    methods = (["ekfac"] if spec.endswith(":mlp") else []) + ["arnoldi"]
+    if not spec.endswith(":mlp"):
+        log(f"[kfac] {spec}: pyDVL's EkfacInfluence supports nn.Linear layers only (no Conv2d); EK-FAC skipped")
+    with tempfile.TemporaryDirectory() as tmp:
+        for method in methods:
+            _side_problem(tmp, spec, model, ds, Xq, yq, {**base_settings, "method": method})
+            log(f"[kfac] {spec}: pyDVL {method} in {args.pydvl_python}")
+            theirs, t_fit, t_query = _run_side(args.pydvl_python, "pydvl_side.py", tmp, "pydvl.npz")
+            variants = ([("ekfac", "gauss_newton"), ("ekfac", "true")] if method == "ekfac"
+                        else [("arnoldi", "hessian")])
+            for ours_method, fisher in variants:
+                start = time.perf_counter()
+                if ours_method == "ekfac":
+                    inv = fit_kfac(obj, None, method="ekfac", fisher=fisher, damping=args.damping, seed=args.seed)
+                else:
+                    inv = fit_arnoldi(obj, None, rank=args.pydvl_rank, curvature="hessian", damping=args.damping,
+                                      seed=args.seed, tol=1e-6)
+                fit = time.perf_counter() - start
+                ours, query = _ours(calc, inv, Xq, yq)
+                ratio = np.abs(theirs).mean(1) / (obj.n * np.abs(ours).mean(1))
+                r = {"config": spec, "library": "pyDVL 0.10",
+                     "theirs": "EkfacInfluence" if method == "ekfac" else f"ArnoldiInfluence rank {args.pydvl_rank}",
+                     "fisher": fisher if ours_method == "ekfac" else f"Hessian, rank {args.pydvl_rank}",
+                     "damping": args.damping, "ours_fit_s": fit, "ours_query_s": query, "kf_fit_s": t_fit,
+                     "kf_query_s": t_query, "time_ratio": (fit + query) / (t_fit + t_query),
+                     **_compare(theirs, ours), "scale": float(np.median(ratio)), "self_spearman": float("nan"),
+                     "query1_ratio": _one_query_ratio(calc, inv, ds, base, args.repeats)}
+                log(format_table([r], KF_COLUMNS))
+                rows.append(r)
     return rows
 
 
@@ -211,11 +296,15 @@ def run(args: argparse.Namespace) -> int:
         write_report(args.out, title="EK-FAC, K-FAC and Arnoldi against the exact Gauss-Newton influence",
                      command="python -m influence_core.bench.kfac_compare " + " ".join(sys.argv[1:]),
                      sections=[{"heading": "Agreement and time", "text": text, "rows": rows, "columns": COLUMNS}]
-                     + ([{"heading": "Against Kronfluence 1.0.1 (ekfac)", "rows": rows_kf, "columns": KF_COLUMNS,
-                          "text": "Same model, data and damping (Kronfluence's damping_factor = wd + δ); all "
-                                  "training points fit the factors on both sides; float64 covariances on both. "
-                                  "Time: factor fit, then scores of the query points against all training "
-                                  "points, same torch threads."}] if rows_kf else []),
+                     + ([{"heading": "Against Kronfluence 1.0.1 (ekfac) and pyDVL 0.10", "rows": rows_kf,
+                          "columns": KF_COLUMNS,
+                          "text": "Same model, data and damping (their damping = wd + δ); all training points fit "
+                                  "the factors on both sides (Kronfluence: float64 covariances). pyDVL's 'up' scores "
+                                  "have our sign. Time: factor fit, then scores "
+                                  f"of the {args.kf_queries} query points against all training points, same torch "
+                                  "threads; last column: one query (iHVP + scores of one test point against all "
+                                  "training points) over one forward+backward pass over the training set."}]
+                        if rows_kf else []),
                      meta={"environment": env, "args": vars(args)})
     return 0
 

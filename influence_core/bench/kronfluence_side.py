@@ -1,11 +1,11 @@
-"""Kronfluence's EK-FAC scores for an exported MLP, run in a separate environment (torch + numpy + kronfluence 1.0.1
-only; this file imports nothing from influence_core).
+"""Kronfluence's EK-FAC scores for an exported MLP or SmallCNN, run in a separate environment (torch + numpy +
+kronfluence 1.0.1 only; this file imports nothing from influence_core; the model is rebuilt by ``side_models``).
 
     python influence_core/bench/kronfluence_side.py DIR
 
 DIR holds ``problem.npz`` (written by :mod:`influence_core.bench.kfac_compare`): X_train, y_train, X_query,
-y_query, the MLP's weights ``body.{k}.weight/bias`` and ``head.weight/bias``, and a JSON ``settings`` string
-(damping, fisher, threads, batch size). Writes ``kronfluence.npz``: ``scores`` (n_query, n_train) =
+y_query, the model's weights (``state_dict`` names) and a JSON ``settings`` string (arch, image_shape, damping,
+fisher, threads, batch size). Writes ``kronfluence.npz``: ``scores`` (n_query, n_train) =
 g_queryᵀ (F + λI)⁻¹ g_train (no 1/n) and the fit / score seconds.
 """
 
@@ -18,21 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
 
-
-class _MLP(nn.Module):
-    def __init__(self, sizes: list[int]):
-        super().__init__()
-        layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-2], sizes[1:-1]):
-            layers += [nn.Linear(a, b), nn.Tanh()]
-        self.body = nn.Sequential(*layers)
-        self.head = nn.Linear(sizes[-2], sizes[-1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x))
+sys.path.insert(0, str(Path(__file__).parent))
+from side_models import rebuild  # noqa: E402
 
 
 def main(directory: str) -> None:
@@ -46,13 +35,9 @@ def main(directory: str) -> None:
     torch.set_num_threads(int(settings["threads"]))
     torch.manual_seed(int(settings["seed"]))
     dtype = torch.float64 if settings["dtype"] == "float64" else torch.float32
-    weights = {k: torch.as_tensor(data[k]) for k in data.files if k.startswith(("body.", "head."))}
-    n_hidden = len([k for k in weights if k.startswith("body.") and k.endswith(".weight")])
-    sizes = [weights["body.0.weight"].shape[1]] if n_hidden else [weights["head.weight"].shape[1]]
-    sizes += [weights[f"body.{2 * i}.weight"].shape[0] for i in range(n_hidden)] + [weights["head.weight"].shape[0]]
-    model = _MLP(sizes).to(dtype)
-    model.load_state_dict(weights)
-    model.eval()
+    weights = {k: torch.as_tensor(data[k]) for k in data.files
+               if k not in ("X_train", "y_train", "X_query", "y_query", "settings")}
+    model = rebuild(weights, settings, dtype)
 
     empirical = settings["fisher"] == "empirical"
 

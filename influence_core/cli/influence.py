@@ -19,6 +19,7 @@ from influence_core.io_safety import check_output_file
 from influence_core.models.zoo import ARCHITECTURES
 from influence_core.influence.executors import Executor, get_executor
 from influence_core.sampling.samplers import available_samplers
+from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
 from influence_core.solvers.registry import available_solvers
 from influence_core.sampling.subsets import sample_hessian_subset
 from influence_core.models.training import train_model
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default=None, help=f"Hessian sampler {available_samplers()} (default: full data)")
     parser.add_argument("--m", type=int, default=256, help="Hessian sample size (with --sampler)")
     parser.add_argument("--solver", default="cg", choices=available_solvers())
+    add_solver_option_argument(parser)
     parser.add_argument("--params", default=None, metavar="NAMES",
                         help="parameters influence is computed over: 'last_layer' or comma-separated parameter "
                              "names/prefixes (e.g. head.weight,head.bias); default: all")
@@ -80,6 +82,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--resume needs --out (the .npy file of the interrupted run)")
     if args.out:
         check_output_file(_npy_path(args.out), "--out")
+    parse_solver_options(args.solver_option, args.solver)
 
 
 def _npy_path(out: str) -> str:
@@ -125,7 +128,8 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
     params = None if not args.params else args.params if args.params == "last_layer" else \
         [p.strip() for p in args.params.split(",") if p.strip()]
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size, params=params)
-    calc.fit(hessian, solver=args.solver, damping=args.damping, curvature=args.curvature)
+    calc.fit(hessian, solver=args.solver, damping=args.damping, curvature=args.curvature,
+             **parse_solver_options(args.solver_option, args.solver))
     start = time.perf_counter()
     out = _npy_path(args.out) if args.out else None
     scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx], None,

@@ -18,11 +18,11 @@ import numpy as np
 
 from influence_core.io_safety import jsonable
 from influence_core.data.datasets import available_datasets, load_dataset
-from influence_core.curvature.objective import EXACT_MAX_PARAMS
-from influence_core.studies.faithfulness import StudyConfig
+from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
+from influence_core.studies.faithfulness import StudyConfig, reference_solvers, subset_solvers
 from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.evaluation.lds import OUTPUTS, RetrainPlan, default_cache_dir, retrain_outputs
-from influence_core.studies.lds import _lds_record, baselines_markdown, gradient_dot_scores, markdown, run_lds_study, write_outputs
+from influence_core.studies.lds import full_data_scores, _lds_record, baselines_markdown, gradient_dot_scores, markdown, run_lds_study, write_outputs
 from influence_core.models.zoo import ARCHITECTURES
 from influence_core.influence.executors import get_executor
 from influence_core.sampling.samplers import available_samplers, draw_sample
@@ -63,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="lds_mode", required=True)
     score = sub.add_parser("score", help="LDS of one configuration (+ baselines and noise ceiling)")
     _common(score)
+    score.add_argument("--solvers", nargs="+", default=["auto"], choices=reference_solvers(),
+                       help="full-data influence with each of these solvers (auto = exact for p <= 20000, else CG); "
+                            "e.g. --solvers auto ekfac")
+    add_solver_option_argument(score)
     score.add_argument("--sampler", default=None, help=f"also score a sampled Hessian: one of {available_samplers()}")
     score.add_argument("--m", type=int, default=None, help="Hessian sample size for --sampler")
     score.add_argument("--sampler-seed", type=int, default=0)
@@ -76,6 +80,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--samplers", nargs="+", default=None, help="samplers (default: all registered)")
     study.add_argument("--m", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     study.add_argument("--sampler-seeds", type=int, default=5, help="sampler seeds 0..N-1 per (sampler, m)")
+    study.add_argument("--solver", default="auto", choices=subset_solvers(),
+                       help="subset solver (auto = exact Woodbury for gauss_newton); e.g. ekfac")
+    study.add_argument("--reference-solver", default="auto", choices=reference_solvers(),
+                       help="the full-data influence the verdict and the proxy metrics use; e.g. ekfac")
+    study.add_argument("--also-full", nargs="*", default=[], choices=reference_solvers(),
+                       help="more full-data solvers scored by LDS beside the reference, e.g. exact")
+    add_solver_option_argument(study)
     study.add_argument("--out", default="docs/lds", help="output directory")
     study.add_argument("--name", default=None, help="file name stem (default DATASET_ARCH)")
 
@@ -121,11 +132,28 @@ def _load_user_scores(path: str) -> np.ndarray:
     raise ValueError(f"--scores must be a .npy or .npz file, got {path}")
 
 
+def _options_per_solver(items: list[str], solvers: list[str]) -> dict[str, dict[str, Any]]:
+    """Each --solver-option goes to every listed solver that takes it; one that none of them takes is refused."""
+    from influence_core.solvers.registry import SOLVER_REGISTRY
+
+    if not items:
+        return {}
+    if not solvers:
+        raise ValueError("--solver-option needs a registered solver in --solvers (e.g. --solvers auto ekfac)")
+    parsed = {k: v for s in solvers for k, v in parse_solver_options(
+        [i for i in items if i.partition("=")[0].strip().replace("-", "_") in SOLVER_REGISTRY[s].options], s).items()}
+    unknown = sorted({i.partition("=")[0].strip() for i in items} - set(parsed))
+    if unknown:
+        raise ValueError(f"no solver in --solvers {solvers} takes the options {unknown}")
+    return {s: {k: v for k, v in parsed.items() if k in SOLVER_REGISTRY[s].options} for s in solvers}
+
+
 def _score(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     plan = _plan(args)
     if args.sampler is not None and args.m is None:
         raise ValueError("--sampler needs --m (the Hessian sample size)")
+    options = _options_per_solver(args.solver_option, [s for s in args.solvers if s != "auto"])
     dataset = load_dataset(args.dataset, seed=args.seed, **_dataset_options(args))
     if not 1 <= args.test_points <= dataset.n_test:
         raise ValueError(f"--test-points must be in [1, {dataset.n_test}]")
@@ -136,12 +164,13 @@ def _score(args: argparse.Namespace) -> int:
         np.save(args.save_test_indices, idx)
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train)
     p = calc.objective.n_params
-    solver = "exact" if p <= EXACT_MAX_PARAMS else "cg"
-    options = {} if solver == "exact" else {"tol": 1e-6, "max_iter": 1000}
-    calc.fit(None, solver=solver, damping=args.damping, curvature=args.curvature, **options)
     X_t, y_t = dataset.X_test[idx], dataset.y_test[idx]
-    methods = {f"full-data influence ({solver})": calc.scores(X_t, y_t),
-               "gradient dot": gradient_dot_scores(model, dataset, idx)}
+    methods: dict[str, np.ndarray] = {}
+    for solver in args.solvers:
+        used, S = full_data_scores(model, dataset, idx, solver, damping=args.damping, curvature=args.curvature,
+                                   options=options.get(solver))
+        methods[f"full-data influence ({used})"] = S
+    methods["gradient dot"] = gradient_dot_scores(model, dataset, idx)
     if args.sampler is not None:
         sample = draw_sample(args.sampler, sampler_inputs(model, dataset), args.m, seed=args.sampler_seed)
         calc.fit(sample, solver="exact", damping=args.damping, curvature=args.curvature)
@@ -169,11 +198,13 @@ def _study(args: argparse.Namespace) -> int:
     config = StudyConfig(dataset=args.dataset, arch=args.arch, seed=args.seed,
                          samplers=tuple(args.samplers or ()), ms=tuple(args.m), n_seeds=args.sampler_seeds,
                          n_test_points=args.test_points, test_seed=args.test_seed, damping=args.damping,
-                         curvature=args.curvature, train_settings=_train_settings(args),
+                         curvature=args.curvature, solver=args.solver, reference_solver=args.reference_solver,
+                         solver_options=parse_solver_options(args.solver_option, args.solver)
+                         if args.solver_option else {}, train_settings=_train_settings(args),
                          dataset_options=_dataset_options(args))
     with get_executor(workers=args.workers, scheduler=args.scheduler) as ex:
         result = run_lds_study(config, _plan(args), output=args.output, cache_dir=args.cache, executor=ex,
-                               progress=_progress(args))
+                               progress=_progress(args), also_full=tuple(args.also_full))
     paths = write_outputs(result, args.out, args.name)
     print(markdown(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

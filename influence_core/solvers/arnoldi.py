@@ -77,7 +77,7 @@ def arnoldi_config(objective: Objective, sample: Any = None, weights: Any = None
     return {"method": "arnoldi", "rank": rank, "curvature": curvature, "seed": int(seed),
             "tol": None if tol is None else float(tol), "m": int(len(idx)),
             "sample": fingerprint(idx, w if w is not None else "uniform"),
-            "data": fingerprint(objective.X[chunk], objective.y[chunk]), "model": fingerprint(objective.theta),
+            "data": fingerprint(*objective.batch(chunk)), "model": fingerprint(objective.theta),
             "weight_decay": objective.weight_decay,
             "layout": [[n, list(s)] for n, s in zip(objective.names, objective.shapes)]}
 
@@ -233,3 +233,47 @@ class ArnoldiInverse:
             inv.eigenvectors = inv.eigenvectors.to(objective.device)
             inv.eigenvalues = inv.eigenvalues.to(objective.device)
         return inv
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The registry's "arnoldi" solver
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def fit_arnoldi_solver(objective: Objective, indices: np.ndarray | None, weights: np.ndarray | None, damping: float,
+                       curvature: str, *, rank: int = 50, complement: bool = False, seed: int = 0,
+                       tol: float | None = None, max_iter: int | None = None,
+                       factor_file: str | os.PathLike | None = None) -> Any:
+    """Top-``rank`` eigenpairs of the curvature (Hessian or Gauss-Newton) on the sample by Lanczos; the projected
+    inverse (``complement=True`` adds (I − VVᵀ)/(wd + δ)). ``factor_file``: a .npz path or a directory: reuse the
+    saved eigenpairs of this configuration, else compute and save them there."""
+    from influence_core.solvers.factor_io import load_or_fit
+    from influence_core.solvers.registry import FactorFit
+
+    if not isinstance(complement, bool):
+        raise ValueError(f"complement must be True or False, got {complement!r}")
+    if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer))
+                                 or max_iter < 1):
+        raise ValueError(f"max_iter must be an integer >= 1 or None (ARPACK's default), got {max_iter!r}")
+    config = arnoldi_config(objective, indices, weights, rank=rank, curvature=curvature, seed=seed, tol=tol)
+    inverse, where = load_or_fit(
+        factor_file, f"arnoldi-{config_key(config)}", config,
+        lambda path: ArnoldiInverse.load(path, objective, damping=damping, complement=complement),
+        lambda: fit_arnoldi(objective, indices, weights, rank=rank, curvature=curvature, damping=damping,
+                            complement=complement, seed=seed, tol=tol, max_iter=max_iter))
+    options = {"rank": rank, "complement": complement, "seed": seed, "tol": tol, "max_iter": max_iter,
+               "factor_file": None if factor_file is None else str(factor_file)}
+    info = {"inverse": "arnoldi", "rank": inverse.rank, "complement": complement, "key": inverse.key,
+            "factor_seconds": inverse.fit_seconds, "hvps": inverse.hvps,
+            "eigenvalue_range": [float(inverse.eigenvalues.min()), float(inverse.eigenvalues.max())], **where}
+    return FactorFit(inverse, objective, "arnoldi", indices, weights, damping, curvature, options, info=info)
+
+
+def _register() -> None:
+    from influence_core.solvers.registry import register_solver
+
+    register_solver("arnoldi", fit_arnoldi_solver,
+                    description="Arnoldi/Lanczos: top-k eigenpairs of the curvature, projected inverse")
+
+
+_register()

@@ -16,12 +16,13 @@ import json
 import os
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-__all__ = ["FactorFileError", "config_key", "fingerprint", "write_factor_file", "read_factor_file"]
+__all__ = ["FactorFileError", "config_key", "fingerprint", "write_factor_file", "read_factor_file",
+           "factor_file_path", "load_or_fit"]
 
 
 class FactorFileError(ValueError):
@@ -113,3 +114,39 @@ def check_fitted_for(path: Any, config: dict[str, Any], objective: Any, what: st
     if float(objective.weight_decay) != float(config["weight_decay"]):
         raise FactorFileError(f"{str(path)!r} was fitted with weight decay {config['weight_decay']}, this "
                               f"objective has {objective.weight_decay}")
+
+
+def factor_file_path(factor_file: str | os.PathLike | None, stem: str) -> Path | None:
+    """Where a solver's factors live: None (not saved); a path ending in ``.npz`` (that file); or a directory
+    (``<dir>/<stem>.npz``, one file per configuration, ``stem`` = ``<method>-<key>``)."""
+    if factor_file is None:
+        return None
+    if not isinstance(factor_file, (str, os.PathLike)) or not str(factor_file).strip():
+        raise ValueError(f"factor_file must be a path (a .npz file or a directory), got {factor_file!r}")
+    path = Path(os.path.expanduser(os.fspath(factor_file)))
+    return path if path.suffix == ".npz" else path / f"{stem}.npz"
+
+
+def load_or_fit(factor_file: str | os.PathLike | None, stem: str, config: dict[str, Any],
+                load: Callable[[Path], Any], fit: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+    """Reuse the factors saved at ``factor_file`` (see :func:`factor_file_path`) when the file exists, else fit
+    them and save them there (the path is checked before fitting). A file holding another configuration's
+    factors (another sample, Fisher type, rank, ...) is refused with :class:`FactorFileError`, never overwritten.
+    Returns (inverse, {"factor_file": path or None, "loaded": bool})."""
+    from influence_core.io_safety import check_output_file
+
+    path = factor_file_path(factor_file, stem)
+    if path is not None and path.is_file():
+        inverse = load(path)
+        if inverse.key != config_key(config):
+            differs = sorted(k for k in set(config) | set(inverse.config) if config.get(k) != inverse.config.get(k))
+            raise FactorFileError(f"{str(path)!r} holds factors of another configuration (differs in {differs}); "
+                                  "pass another factor_file, a directory (one file per configuration), or delete "
+                                  "the file to fit again")
+        return inverse, {"factor_file": str(path), "loaded": True}
+    if path is not None:
+        check_output_file(path, "factor_file", create_parent=True)
+    inverse = fit()
+    if path is not None:
+        inverse.save(path)
+    return inverse, {"factor_file": None if path is None else str(path), "loaded": False}

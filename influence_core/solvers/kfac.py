@@ -51,6 +51,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from influence_core.curvature.objective import EXACT_MAX_PARAMS, Objective
+from influence_core.models.task import eval_mode
 from influence_core.solvers.factor_io import (FactorFileError, check_fitted_for, config_key, fingerprint, read_factor_file,
                                               write_factor_file)
 from influence_core.solvers.base import SolveResult, SolverError
@@ -189,7 +190,7 @@ def kfac_config(objective: Objective, sample: Any = None, weights: Any = None, *
             "label_samples": int(label_samples) if fisher == "true" else None,
             "seed": int(seed) if fisher == "true" else None,
             "m": int(len(idx)), "sample": fingerprint(idx, w if w is not None else "uniform"),
-            "data": fingerprint(objective.X[chunk], objective.y[chunk]),
+            "data": fingerprint(*objective.batch(chunk)),
             "model": fingerprint(objective.theta), "weight_decay": objective.weight_decay, "other": other,
             "layout": [[n, list(s)] for n, s in zip(objective.names, objective.shapes)]}
 
@@ -236,8 +237,8 @@ def _cotangents(logits: torch.Tensor, y: torch.Tensor, fisher: str, label_sample
 
 
 def _chunk_statistics(model: nn.Module, blocks: list[LayerBlock], modules: dict[str, nn.Module], x: torch.Tensor,
-                      y: torch.Tensor, fisher: str, label_samples: int, gen: torch.Generator
-                      ) -> tuple[list[torch.Tensor], list[list[tuple[torch.Tensor, float]]]]:
+                      y: torch.Tensor, fisher: str, label_samples: int, gen: torch.Generator,
+                      output: Any = None) -> tuple[list[torch.Tensor], list[list[tuple[torch.Tensor, float]]]]:
     """For one chunk: activations a per block and, per block, the (g (c, T, d_out), c_r) of every cotangent."""
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
@@ -254,7 +255,9 @@ def _chunk_statistics(model: nn.Module, blocks: list[LayerBlock], modules: dict[
     handles = [modules[b.module].register_forward_hook(make_hook(b.module)) for b in blocks]
     try:
         with torch.enable_grad():
-            logits = model(x)
+            with eval_mode(model):  # as the objective evaluates it (dropout off), through the task's output
+                out = model(x)
+            logits = out if output is None else output(out)
     finally:
         for h in handles:
             h.remove()
@@ -320,8 +323,9 @@ def fit_kfac(objective: Objective, sample: Any = None, weights: Any = None, *, m
     def passes():
         gen = torch.Generator().manual_seed(int(seed))  # the same label draws in both passes
         for s, chunk in zip(range(0, len(idx), size), objective.chunks(idx, size)):
-            yield w_all[s:s + len(chunk)], _chunk_statistics(model, blocks, modules, objective.X[chunk],
-                                                             objective.y[chunk], fisher, label_samples, gen)
+            x, yb = objective.batch(chunk)
+            yield w_all[s:s + len(chunk)], _chunk_statistics(model, blocks, modules, x, yb, fisher, label_samples,
+                                                             gen, objective.task.output)
 
     for w, (acts, grads) in passes():
         for l, a in enumerate(acts):
@@ -540,3 +544,61 @@ class KFACInverse:
                 for k in f:
                     f[k] = f[k].to(objective.device)
         return inv
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# The registry's "kfac" and "ekfac" solvers
+# --------------------------------------------------------------------------------------------------------------------
+
+DAMPING_RULES = ("fixed", "heuristic")
+
+
+def _registry_fit(method: str):
+    def fit(objective: Objective, indices: np.ndarray | None, weights: np.ndarray | None, damping: float,
+            curvature: str, *, fisher: str = "true", damping_rule: str = "fixed", label_samples: int = 1,
+            seed: int = 0, other: str = "error", factor_file: str | os.PathLike | None = None) -> Any:
+        """Fit (EK-)K-FAC factors on the sample; options: ``fisher`` ("true" labels drawn from the model with
+        ``seed``, "empirical" true labels, "gauss_newton" the exact expectation), ``damping_rule`` ("fixed": the
+        damping δ; "heuristic": per layer 0.1 × mean eigenvalue instead), ``label_samples``, ``other`` (parameters
+        outside Linear/Conv2d: "error", "identity", "ignore"), ``factor_file`` (a .npz path or a directory: reuse
+        the saved factors of this configuration, else fit and save them there)."""
+        from influence_core.solvers.factor_io import load_or_fit
+        from influence_core.solvers.registry import FactorFit
+
+        if curvature != "gauss_newton":
+            raise KFACError(f"solver {method!r} approximates the Gauss-Newton (Fisher) matrix, which it factors "
+                            f"layer by layer; curvature={curvature!r} is not available. Pass "
+                            "curvature='gauss_newton', or use solver 'arnoldi', 'cg' or 'exact' for the Hessian")
+        if damping_rule not in DAMPING_RULES:
+            raise KFACError(f"damping_rule must be one of {list(DAMPING_RULES)}, got {damping_rule!r}")
+        spec: float | str = "heuristic" if damping_rule == "heuristic" else float(damping)
+        config = kfac_config(objective, indices, weights, method=method, fisher=fisher, label_samples=label_samples,
+                             seed=seed, other=other)
+        inverse, where = load_or_fit(
+            factor_file, f"{method}-{config_key(config)}", config,
+            lambda path: KFACInverse.load(path, objective, damping=spec),
+            lambda: fit_kfac(objective, indices, weights, method=method, fisher=fisher, damping=spec,
+                             label_samples=label_samples, seed=seed, other=other))
+        used = float(np.mean(inverse._layer_damping)) if spec == "heuristic" else float(damping)
+        options = {"fisher": fisher, "damping_rule": damping_rule, "label_samples": label_samples, "seed": seed,
+                   "other": other, "factor_file": None if factor_file is None else str(factor_file)}
+        info = {"inverse": method, "fisher": fisher, "damping_rule": damping_rule,
+                "layer_damping": dict(inverse.damping_used["layers"]), "key": inverse.key,
+                "factor_seconds": inverse.fit_seconds, "layers": len(inverse.blocks),
+                "other_parameters": [name for name, _, _ in inverse.others], **where}
+        return FactorFit(inverse, objective, method, indices, weights, used, curvature, options, info=info)
+
+    return fit
+
+
+def _register() -> None:
+    from influence_core.solvers.registry import register_solver
+
+    register_solver("kfac", _registry_fit("kfac"),
+                    description="K-FAC: Kronecker-factored Gauss-Newton/Fisher per Linear/Conv2d layer (cached "
+                                "eigendecompositions)")
+    register_solver("ekfac", _registry_fit("ekfac"),
+                    description="EK-FAC: K-FAC eigenbasis with the eigenvalues refitted on the sample")
+
+
+_register()

@@ -39,7 +39,7 @@ import torch
 from influence_core.curvature.objective import CURVATURE_MODES, Objective
 from influence_core.solvers.base import IndefiniteHessianWarning, SolveResult
 
-__all__ = ["FittedInverse", "ExactFit", "IterativeFit", "SolverSpec", "register_solver",
+__all__ = ["FittedInverse", "ExactFit", "FactorFit", "IterativeFit", "SolverSpec", "register_solver",
            "register_iterative_solver", "available_solvers", "fit_inverse", "IndefiniteHessianWarning",
            "SOLVER_REGISTRY"]
 
@@ -71,6 +71,11 @@ class ExactFit(FittedInverse):
 
     def solve(self, B: torch.Tensor) -> SolveResult:
         return self.inverse.solve(B.to(self.objective.device, self.objective.dtype))
+
+
+class FactorFit(ExactFit):
+    """A fitted factored approximation (K-FAC/EK-FAC :class:`~influence_core.solvers.kfac.KFACInverse`, Arnoldi
+    :class:`~influence_core.solvers.arnoldi.ArnoldiInverse`); ``info`` says where its factor file is, if any."""
 
 
 class IterativeFit(FittedInverse):

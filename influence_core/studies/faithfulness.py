@@ -67,7 +67,8 @@ from influence_core.influence.executors import get_executor
 from influence_core.sampling.samplers import available_samplers, draw_sample, sampler_needs
 from influence_core.solvers.base import SolverError, SolverNotConvergedWarning
 from influence_core.solvers.low_rank import LowRankInverse
-from influence_core.solvers.registry import available_solvers
+from influence_core.solvers.registry import SOLVER_REGISTRY, available_solvers
+from influence_core.cli.solver_options import add_solver_option_argument
 from influence_core.sampling.subsets import sampler_inputs
 from influence_core.models.training import train_model
 from influence_core.progress import Progress
@@ -80,6 +81,12 @@ METRICS = ("rel_error", "spearman", "topk_helpful", "topk_harmful")
 COST = ("sampler_seconds", "solve_seconds", "peak_mb")
 
 DEFAULT_MS = (32, 64, 128, 256, 512)
+
+
+def reference_solvers() -> list[str]:
+    """Full-data reference solvers of the study: "auto" (exact for p <= 20,000, else cg) and every registered
+    solver."""
+    return ["auto", *available_solvers()]
 
 
 def subset_solvers() -> list[str]:
@@ -102,8 +109,11 @@ class StudyConfig:
     n_test_points/test_seed: how many test points are scored and the seed that picks them. k: top-k size.
     damping δ and curvature ("gauss_newton" | "hessian") are shared by the subsets and the reference.
     solver: subset solver ("auto" = woodbury for Gauss-Newton, else exact for p <= 20,000, else cg).
-    reference_solver: "auto" (exact for p <= 20,000, else cg), "exact" or "cg"; tol/max_iter: iterative solvers
-    (reference_tol for the reference CG). hessian_reference: also score against the exact full *Hessian*
+    reference_solver: "auto" (exact for p <= 20,000, else cg), "exact", "cg" or any registered solver (e.g.
+    "ekfac": the subsets' agreement is then measured against EK-FAC fitted on all data); tol/max_iter: iterative
+    solvers (reference_tol for the reference CG). solver_options: options of a registered subset solver (e.g.
+    {"fisher": "empirical"} for ekfac, {"rank": 100} for arnoldi), also given to the reference when it is the same
+    solver. hessian_reference: also score against the exact full *Hessian*
     (not Gauss-Newton) reference, p <= 20,000 only. gram_budget_mb: memory allowed for the precomputed Gram matrix.
     """
 
@@ -120,6 +130,7 @@ class StudyConfig:
     curvature: str = "gauss_newton"
     solver: str = "auto"
     reference_solver: str = "auto"
+    solver_options: dict[str, Any] = field(default_factory=dict)
     tol: float = 1e-6
     max_iter: int = 1000
     reference_tol: float = 1e-6
@@ -156,8 +167,17 @@ class StudyConfig:
         if self.solver == "woodbury" and self.curvature != "gauss_newton":
             raise ValueError("solver 'woodbury' needs curvature='gauss_newton' (the Hessian has no such low-rank "
                              "factor); use solver 'auto', 'exact' or 'cg' with curvature='hessian'")
-        if self.reference_solver not in ("auto", "exact", "cg"):
-            raise ValueError(f"unknown reference solver {self.reference_solver!r}; choose auto, exact or cg")
+        if self.reference_solver not in reference_solvers():
+            raise ValueError(f"unknown reference solver {self.reference_solver!r}; choose one of "
+                             f"{reference_solvers()}")
+        if self.solver_options and self.solver in ("auto", "woodbury"):
+            raise ValueError(f"solver_options {sorted(self.solver_options)} need a registered subset solver (e.g. "
+                             f"solver='ekfac'), not {self.solver!r}")
+        if self.solver_options:
+            known = SOLVER_REGISTRY[self.solver].options
+            unknown = sorted(set(self.solver_options) - set(known))
+            if unknown:
+                raise ValueError(f"solver {self.solver!r} takes no options {unknown}; its options are {sorted(known)}")
         for name, value in (("damping", self.damping), ("tol", self.tol), ("reference_tol", self.reference_tol),
                             ("gram_budget_mb", self.gram_budget_mb)):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -286,9 +306,12 @@ def _reference(calc: InfluenceCalculator, G: torch.Tensor, config: StudyConfig, 
     start = time.perf_counter()
     if solver == "exact":
         calc.fit(None, solver="exact", damping=config.damping, curvature=curvature)
-    else:
+    elif solver == "cg":
         calc.fit(None, solver="cg", damping=config.damping, curvature=curvature, tol=config.reference_tol,
                  max_iter=config.max_iter)
+    else:
+        options = _solver_options(config, solver, config.reference_tol)
+        calc.fit(None, solver=solver, damping=config.damping, curvature=curvature, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SolverNotConvergedWarning)  # recorded below instead
         solved = calc.ihvp(G)
@@ -297,6 +320,18 @@ def _reference(calc: InfluenceCalculator, G: torch.Tensor, config: StudyConfig, 
     if solver == "cg":
         info["tol"] = config.reference_tol
     return solved.x, info
+
+
+def _solver_options(config: StudyConfig, solver: str, tol: float) -> dict[str, Any]:
+    """The options a registered solver gets in the study: tol/max_iter if it takes them (CG, LiSSA), plus
+    ``config.solver_options`` when it is the study's subset solver."""
+    known = SOLVER_REGISTRY[solver].options
+    options = {k: v for k, v in (("tol", tol), ("max_iter", config.max_iter)) if k in known}
+    if solver in ("exact", "arnoldi"):
+        options = {}  # the exact solve has no tolerance; ARPACK's default accuracy unless asked
+    if solver == config.solver:
+        options.update(config.solver_options)
+    return options
 
 
 def _check_sizes(config: StudyConfig, dataset: Dataset) -> None:
@@ -422,7 +457,7 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
                 if woodbury is not None:
                     X = woodbury.solve(sample.indices, sample.weights)
                 else:
-                    options = {} if solver == "exact" else {"tol": config.tol, "max_iter": config.max_iter}
+                    options = _solver_options(config, solver, config.tol)
                     calc.fit(sample, solver=solver, damping=config.damping, curvature=config.curvature, **options)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore", SolverNotConvergedWarning)
@@ -676,8 +711,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gauss_newton (PSD; default) or hessian (indefinite on small samples of an MLP)")
     parser.add_argument("--solver", default="auto", choices=subset_solvers(),
                         help="subset solver: auto = exact Woodbury for gauss_newton, else exact (p<=20000) or cg")
-    parser.add_argument("--reference-solver", default="auto", choices=("auto", "exact", "cg"),
-                        help="auto = exact for p <= 20000, else CG")
+    parser.add_argument("--reference-solver", default="auto", choices=reference_solvers(),
+                        help="auto = exact for p <= 20000, else CG; or any registered solver (e.g. ekfac)")
+    add_solver_option_argument(parser)
     parser.add_argument("--tol", type=float, default=d["tol"].default, help="relative residual of subset CG/LiSSA")
     parser.add_argument("--reference-tol", type=float, default=d["reference_tol"].default,
                         help="relative residual of the reference CG")
@@ -703,6 +739,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
 
 
+def _cli_solver_options(args: argparse.Namespace) -> dict[str, Any]:
+    from influence_core.cli.solver_options import parse_solver_options
+
+    items = getattr(args, "solver_option", None)
+    if items and args.solver in ("auto", "woodbury"):
+        raise ValueError(f"--solver-option needs a registered --solver (e.g. ekfac), not {args.solver!r}")
+    return parse_solver_options(items, args.solver) if items else {}
+
+
 def run(args: argparse.Namespace) -> int:
     """Build the config from ``args``, run the study, write the outputs and print the Markdown table."""
     train_settings: dict[str, Any] = {}
@@ -717,6 +762,7 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset, arch=args.arch, seed=args.seed, samplers=tuple(args.samplers or ()), ms=tuple(args.m),
         n_seeds=args.seeds, n_test_points=args.test_points, test_seed=args.test_seed, k=args.k,
         damping=args.damping, curvature=args.curvature, solver=args.solver, reference_solver=args.reference_solver,
+        solver_options=_cli_solver_options(args),
         tol=args.tol, max_iter=args.max_iter, reference_tol=args.reference_tol,
         hessian_reference=args.hessian_reference, chunk_size=args.chunk_size, gram_budget_mb=args.gram_budget_mb,
         dataset_options={"path": args.path} if args.dataset == "npz" else {}, train_settings=train_settings)

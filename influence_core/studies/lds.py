@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from influence_core.curvature.objective import EXACT_MAX_PARAMS
 from influence_core.data.datasets import Dataset, load_dataset
 from influence_core.studies.faithfulness import StudyConfig, run_study
 from influence_core.studies.output import write_csv, write_json, write_text
@@ -32,7 +33,7 @@ from influence_core.evaluation.lds import RetrainPlan, RetrainedOutputs, lds, re
 from influence_core.evaluation.metrics import mean_std
 from influence_core.models.training import train_model
 
-__all__ = ["LDSStudyResult", "run_lds_study", "baseline_scores", "verdict", "markdown", "write_outputs"]
+__all__ = ["LDSStudyResult", "run_lds_study", "baseline_scores", "full_data_scores", "verdict", "markdown", "write_outputs"]
 
 TOLERANCE = 0.01
 """'Reaches the full-data LDS' means a mean LDS >= full-data LDS − TOLERANCE."""
@@ -66,6 +67,22 @@ def gradient_dot_scores(model: nn.Module, dataset: Dataset, test_indices: np.nda
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train)
     G = calc.gradients(dataset.X_test[test_indices], dataset.y_test[test_indices])
     return calc.scores_from_ihvp(G)
+
+
+def full_data_scores(model: nn.Module, dataset: Dataset, test_indices: np.ndarray, solver: str = "auto", *,
+                     damping: float = 0.01, curvature: str = "gauss_newton",
+                     options: dict[str, Any] | None = None) -> tuple[str, np.ndarray]:
+    """(solver used, (1/n) g_tᵀ (H_full + δI)⁻¹ g_j (T, n_train)) with any registered solver fitted on all training
+    points; "auto" = exact LU for p <= 20,000, else CG to 1e-6 (the study's reference)."""
+    calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train)
+    options = dict(options or {})
+    if solver == "auto":
+        solver = "exact" if calc.objective.n_params <= EXACT_MAX_PARAMS else "cg"
+        options = {} if solver == "exact" else {"tol": 1e-6, "max_iter": 1000}
+    elif solver == "cg" and not options:
+        options = {"tol": 1e-6, "max_iter": 1000}  # the study's reference CG
+    calc.fit(None, solver=solver, damping=damping, curvature=curvature, **options)
+    return solver, calc.scores(dataset.X_test[test_indices], dataset.y_test[test_indices])
 
 
 def baseline_scores(model: nn.Module, dataset: Dataset, test_indices: np.ndarray, reference: np.ndarray
@@ -126,9 +143,15 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def run_lds_study(config: StudyConfig, plan: RetrainPlan = RetrainPlan(), *, output: str = "loss",
                   dataset: Dataset | None = None, model: nn.Module | None = None, cache_dir: Any = None,
-                  executor: Any = None, progress: Any = None) -> LDSStudyResult:
+                  executor: Any = None, progress: Any = None,
+                  also_full: tuple[str, ...] = ()) -> LDSStudyResult:
     """Run the faithfulness study ``config``, retrain ``plan`` (cached in ``cache_dir``, on ``executor``) and score
-    every score matrix by LDS. Returns baselines, per-run rows, the per-(sampler, m) summary and the verdict."""
+    every score matrix by LDS. Returns baselines, per-run rows, the per-(sampler, m) summary and the verdict.
+
+    The subsets use ``config.solver`` and the "full-data influence" baseline (the verdict's target and the proxy
+    metrics' reference) ``config.reference_solver``; e.g. ``solver="ekfac", reference_solver="ekfac"`` measures
+    EK-FAC fitted on sampled points against EK-FAC fitted on all of them. ``also_full``: more full-data solvers
+    (e.g. ``("exact",)``) scored by LDS beside it, as baselines "full-data influence (SOLVER)"."""
     t0 = time.perf_counter()
     if dataset is None:
         dataset = load_dataset(config.dataset, seed=config.seed, **config.dataset_options)
@@ -142,6 +165,11 @@ def run_lds_study(config: StudyConfig, plan: RetrainPlan = RetrainPlan(), *, out
     retrain_seconds = time.perf_counter() - t1
     baselines = [_lds_record(name, S, retrained, idx, output)
                  for name, S in baseline_scores(model, dataset, idx, study.reference_scores).items()]
+    for solver in also_full:
+        options = config.solver_options if solver == config.solver else {}
+        used, S = full_data_scores(model, dataset, idx, solver, damping=config.damping, curvature=config.curvature,
+                                   options=options)
+        baselines.append(_lds_record(f"full-data influence ({used})", S, retrained, idx, output))
     rows = []
     for row in study.rows:
         S = study.scores.get((row["sampler"], row["m"], row["seed"]))
@@ -182,7 +210,9 @@ def markdown(result: LDSStudyResult) -> str:
     lines = [f"### LDS: {s['dataset']} / {s['arch']} (p = {fctx['n_params']}, n = {fctx['n_train']}, "
              f"{s['n_test_points']} test points, K = {p['n_subsets']} subsets of α = {p['alpha']}, R = "
              f"{p['n_seeds']} retrain seeds, output {cfg['output']})", "",
-             f"Curvature {s['curvature']}, damping {s['damping']}; full-data influence: {ref['solver']} solve"
+             f"Curvature {s['curvature']}, damping {s['damping']}; subsets: {fctx['subset_solver']}"
+             + (f" {s['solver_options']}" if s.get("solver_options") else "")
+             + f"; full-data influence: {ref['solver']} solve"
              + (f" (CG {ref.get('iterations')} iterations, converged={ref.get('converged')})"
                 if ref["solver"] == "cg" else "") + f". Retrains: {ctx['retrain']['retrained']} run, "
              f"{ctx['retrain']['cached']} cached, mean {ctx['retrain']['retrain_seconds_mean']:.1f} s each, largest "

@@ -41,6 +41,7 @@ from influence_core.models.zoo import ARCHITECTURES
 from influence_core.removal.class_removal import (DEFAULT_CURVATURE, DEFAULT_DAMPING, DEFAULT_SOLVER, ClassRemoval, _flat_params,
                                                   default_alphas, measure_solve_memory, removal_solvers)
 from influence_core.sampling.samplers import available_samplers
+from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
 from influence_core.solvers.base import SolverError
 
 __all__ = ["add_arguments", "run", "run_study", "summarise", "savings", "write_report", "PAPER"]
@@ -96,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)), help="sampler seeds")
     parser.add_argument("--classes", nargs="+", type=int, default=None, help="classes to remove (default: all)")
     parser.add_argument("--solver", default=DEFAULT_SOLVER, choices=removal_solvers())
+    add_solver_option_argument(parser)
     parser.add_argument("--damping", type=float, default=DEFAULT_DAMPING, help="δ added to the curvature (>= 0)")
     parser.add_argument("--curvature", default=DEFAULT_CURVATURE, choices=["hessian", "gauss_newton"],
                         help="Gauss-Newton (default: PSD on any sample) or the Hessian (often indefinite on small "
@@ -138,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ValueError("--out DIR is required: the directory where the run's tables and plots go")
     check_output_dir(args.out, "--out")  # before the study, not after it
+    parse_solver_options(args.solver_option, args.solver)  # unknown solver options refused before training
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1 (torch threads; results and timings are per thread count), "
                          f"got {args.threads}")
@@ -282,6 +285,7 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     train_seconds = time.perf_counter() - t0
     task = ClassRemoval(model, dataset)
     solve_options = {"tol": args.tol, "max_iter": args.max_iter} if args.solver in ("cg", "lissa") else {}
+    solve_options.update(parse_solver_options(getattr(args, "solver_option", None), args.solver))
     common = dict(solver=args.solver, damping=args.damping, curvature=args.curvature, alphas=alphas,
                   hessian_batch=args.hessian_batch, extend_grid=args.alphas is None, **solve_options)
     _ = task.inputs  # sampler inputs (logits, features) once
@@ -376,6 +380,7 @@ def _measure(task: ClassRemoval, result: Any, args: argparse.Namespace, label: s
     obj = task.train_objective
     idx = torch.as_tensor(np.array(result.hessian_sample.indices), device=obj.device)
     options = {"tol": args.tol, "max_iter": args.max_iter} if args.solver in ("cg", "lissa") else {}
+    options.update(parse_solver_options(getattr(args, "solver_option", None), args.solver))
     mem = measure_solve_memory(task.model, obj.X[idx], obj.y[idx], result.hessian_sample.weights,
                                task.gradient_sum(result.removed_class).unsqueeze(0),
                                weight_decay=task.removal_weight_decay(result.removed_class),
