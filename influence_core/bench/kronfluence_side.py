@@ -11,7 +11,6 @@ g_queryᵀ (F + λI)⁻¹ g_train (no 1/n) and the fit / score seconds.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from side_models import rebuild  # noqa: E402
+from side_models import load_problem  # noqa: E402
 
 
 def main(directory: str) -> None:
@@ -30,14 +29,7 @@ def main(directory: str) -> None:
     from kronfluence.task import Task
 
     d = Path(directory)
-    data = np.load(d / "problem.npz", allow_pickle=False)
-    settings = json.loads(str(data["settings"]))
-    torch.set_num_threads(int(settings["threads"]))
-    torch.manual_seed(int(settings["seed"]))
-    dtype = torch.float64 if settings["dtype"] == "float64" else torch.float32
-    weights = {k: torch.as_tensor(data[k]) for k in data.files
-               if k not in ("X_train", "y_train", "X_query", "y_query", "settings")}
-    model = rebuild(weights, settings, dtype)
+    settings, model, (X, y, Xq, yq) = load_problem(d)
 
     empirical = settings["fisher"] == "empirical"
 
@@ -56,10 +48,8 @@ def main(directory: str) -> None:
             inputs, labels = batch
             return F.cross_entropy(model(inputs), labels, reduction="sum")
 
-    train = torch.utils.data.TensorDataset(torch.as_tensor(data["X_train"]).to(dtype),
-                                           torch.as_tensor(data["y_train"]).long())
-    query = torch.utils.data.TensorDataset(torch.as_tensor(data["X_query"]).to(dtype),
-                                           torch.as_tensor(data["y_query"]).long())
+    train = torch.utils.data.TensorDataset(X, y)
+    query = torch.utils.data.TensorDataset(Xq, yq)
     task = Classification()
     model = prepare_model(model, task)
     analyzer = Analyzer(analysis_name="compare", model=model, task=task, cpu=True, disable_tqdm=True,

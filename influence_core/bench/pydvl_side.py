@@ -12,7 +12,6 @@ the fit / score seconds. pyDVL's EK-FAC supports nn.Linear layers only (no Conv2
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
-from side_models import rebuild  # noqa: E402
+from side_models import load_problem  # noqa: E402
 
 
 def main(directory: str) -> None:
@@ -31,18 +30,7 @@ def main(directory: str) -> None:
     from pydvl.influence.torch.util import SecondOrderMode
 
     d = Path(directory)
-    data = np.load(d / "problem.npz", allow_pickle=False)
-    settings = json.loads(str(data["settings"]))
-    torch.set_num_threads(int(settings["threads"]))
-    torch.manual_seed(int(settings["seed"]))
-    dtype = torch.float64 if settings["dtype"] == "float64" else torch.float32
-    weights = {k: torch.as_tensor(data[k]) for k in data.files
-               if k not in ("X_train", "y_train", "X_query", "y_query", "settings")}
-    model = rebuild(weights, settings, dtype)
-    X = torch.as_tensor(data["X_train"]).to(dtype)
-    y = torch.as_tensor(data["y_train"]).long()
-    Xq = torch.as_tensor(data["X_query"]).to(dtype)
-    yq = torch.as_tensor(data["y_query"]).long()
+    settings, model, (X, y, Xq, yq) = load_problem(d)
     batch = int(settings["batch_size"])
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=batch)
     reg = float(settings["regularization"])

@@ -8,8 +8,11 @@ every library sees the same layers as ours.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -57,3 +60,23 @@ def rebuild(weights: dict[str, torch.Tensor], settings: dict[str, Any], dtype: t
     model = model.to(dtype)
     model.load_state_dict(weights)
     return model.eval()
+
+
+ARRAYS = ("X_train", "y_train", "X_query", "y_query", "settings")
+"""Members of ``problem.npz`` that are not model weights."""
+
+
+def load_problem(directory: str | Path) -> tuple[dict[str, Any], nn.Module, tuple[torch.Tensor, ...]]:
+    """``problem.npz`` of ``directory`` (never unpickled): the settings, the rebuilt model, and
+    (X_train, y_train, X_query, y_query) as tensors in the settings' dtype; sets the threads and the seed."""
+    data = np.load(Path(directory) / "problem.npz", allow_pickle=False)
+    settings = json.loads(str(data["settings"]))
+    torch.set_num_threads(int(settings["threads"]))
+    torch.manual_seed(int(settings["seed"]))
+    dtype = torch.float64 if settings["dtype"] == "float64" else torch.float32
+    weights = {k: torch.as_tensor(data[k]) for k in data.files if k not in ARRAYS}
+    model = rebuild(weights, settings, dtype)
+    tensors = (torch.as_tensor(data["X_train"]).to(dtype), torch.as_tensor(data["y_train"]).long(),
+               torch.as_tensor(data["X_query"]).to(dtype), torch.as_tensor(data["y_query"]).long())
+    return settings, model, tensors
+
