@@ -37,7 +37,7 @@ app: $(VENV)/.app
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT)  # settings: .streamlit/config.toml
 
 test: $(VENV)/.test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts
