@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,19 +24,13 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_gate import CHROMIUM_ARGS, free_port  # noqa: E402
+from browser_gate import idle as shared_idle  # noqa: E402
 
 
 def idle(page, settle_ms: int = 150) -> None:
-    page.wait_for_timeout(settle_ms)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=300_000)
+    shared_idle(page, settle_ms, timeout_ms=300_000)
 
 
 def timed(results: dict, name: str, action, wait) -> float:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -35,18 +34,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_gate import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def idle(page, settle_ms: int = 150) -> None:
-    page.wait_for_timeout(settle_ms)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=600_000)
+from browser_gate import CHROMIUM, CHROMIUM_ARGS, free_port, idle  # noqa: E402
 
 
 class Server:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from browser_gate import free_port  # tests/app is on sys.path (conftest)
 from ui.colours import BAD, CLASS_PALETTE, GOOD
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,12 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 # (UPDATE_SCREENSHOTS=1), so a test run never dirties the work tree.
 SHOTS = [ROOT / "test-artifacts"] + ([ROOT / "docs" / "screenshots"] if os.environ.get("UPDATE_SCREENSHOTS") else [])
 pytestmark = pytest.mark.browser
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

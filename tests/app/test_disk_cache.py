@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from apptest_helpers import ok
 
 ROOT = Path(__file__).resolve().parents[2]
