@@ -557,3 +557,10 @@ def test_int_distance_strata_and_edge_cases():
         draw_sample("int_distance", SamplerInputs(labels=inp.labels, logits=inp.logits), m=10)
     with pytest.raises(ValueError, match="weighting must be"):
         draw_sample("feature", inp, m=10, weighting="size")
+
+
+def test_a_renamed_sampler_gets_its_new_name_in_the_error(inputs):
+    with pytest.raises(ValueError, match=r"unknown sampler 'curvature' \(the sampler 'curvature' is now called "
+                                         r"'importance'\)"):
+        draw_sample("curvature", inputs, m=10)
+
