@@ -12,8 +12,8 @@ from ui.config import DATASET_CHOICES, MNIST1D_HINT, MNIST1D_SUGGESTED, MNIST1D_
     ModelConfig, RunConfig, arch_choices
 from ui.figures import confusion_figure
 from ui.errors import reported
-from ui.state import MAX_MODELS, cached_models, current_run, ensure_model, get_dataset, get_view, \
-    has_model, remember_upload, set_run
+from ui.state import MAX_MODELS, cached_models, clear_cancelled, current_run, ensure_model, get_dataset, \
+    get_view, has_model, remember_upload, set_run
 
 page_header("Influence Explorer")
 
@@ -55,6 +55,7 @@ def use_settings(new_run) -> None:
     for key in FORM_KEYS:
         st.session_state.pop(key, None)
     set_run(new_run)
+    clear_cancelled()
     st.session_state["train_now"] = True
 
 
@@ -93,6 +94,7 @@ with st.form("train_form"):
     submitted = st.form_submit_button("Train", type="primary")
 
 if submitted:
+    clear_cancelled()  # an explicit request: a training cancelled before runs again
     with reported("Could not train with these settings",
                   then=f"Still showing the previous model ({run.model.arch} on {run.data.label()})."):
         if data_name == "npz":
