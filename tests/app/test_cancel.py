@@ -19,7 +19,7 @@ def slow_run(hidden: int):
     """A digits MLP with many epochs: long enough to be cancelled after its first epoch (a few seconds in all)."""
     from ui.config import ModelConfig, RunConfig
 
-    return RunConfig(model=ModelConfig(hidden=hidden, epochs=150, polish_steps=10))
+    return RunConfig(model=ModelConfig(hidden=hidden, epochs=80, polish_steps=10))
 
 
 def training_job(run):
@@ -71,7 +71,7 @@ def test_the_last_waiting_session_cancelling_stops_the_work_and_stores_nothing()
     wait_until(lambda: job.fraction > 0)
     messages = []
     assert board.cancel(("model", run), "A") is True
-    assert job.done.wait(30)  # stopped at the next epoch, long before the 150 epochs
+    assert job.done.wait(30)  # stopped at the next epoch, long before the 80 epochs
     assert isinstance(job.error, Cancelled) and job.fraction < 0.5
     assert run not in store["models"] and not artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
     assert board.get(("model", run)) is None  # the next request starts afresh ...
