@@ -23,8 +23,7 @@ def page_header(title: str) -> None:
     notice = st.session_state.pop(CANCEL_NOTICE_KEY, None)  # the Cancel button was pressed in the last run
     st.session_state[CANCEL_NOTICE_SHOWN] = notice is not None
     if notice:
-        st.info(f"Cancelled: {notice}. Nothing half-done was kept; ask again (Train, Run, Start again) to "
-                "restart it.", icon="⏹️")
+        st.info(notice, icon="⏹️")
 
 
 def load_current() -> tuple[RunConfig, ic.Dataset, object, object] | None:

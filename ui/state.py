@@ -101,10 +101,17 @@ def _job_widget_key(key: tuple) -> str:
 
 
 def _cancel_pressed(key: tuple, label: str) -> None:
-    """The Cancel button's callback (runs at the start of the rerun its click triggers)."""
-    job_board().cancel(key, session_id())
+    """The Cancel button's callback (runs at the start of the rerun its click triggers). Does nothing when the job
+    finished meanwhile (its result is cached: the page shows it)."""
+    board = job_board()
+    if board.get(key) is None:
+        return
+    stopped = board.cancel(key, session_id())
     st.session_state.setdefault(CANCELLED_KEY, set()).add(key)
-    st.session_state[CANCEL_NOTICE_KEY] = label
+    st.session_state[CANCEL_NOTICE_KEY] = (
+        f"Cancelled: {label}. Nothing half-done was kept; ask again (Train, Run, Start again) to restart it."
+        if stopped else f"Cancelled: {label}, for this session. Another session still waits for it, so the work "
+                        "goes on for them (and its result is then cached).")
 
 
 def clear_cancelled() -> None:
@@ -121,8 +128,8 @@ def run_job(key: tuple, label: str, compute: Callable[[ic.Progress], object],
     before). Returns its result; raises its error, or :class:`influence_core.progress.Cancelled` when this session
     cancelled it (now or earlier: a cancelled key is not restarted until :func:`clear_cancelled`).
 
-    Pressing Cancel reruns the page (Streamlit interrupts this wait at its next bar update, within
-    ``poll_seconds``); its callback cancels the job unless another session still waits on it (the rule is in
+    Pressing Cancel reruns the page (Streamlit interrupts this wait at its next bar update, within a quarter of a
+    second); its callback cancels the job unless another session still waits on it (the rule is in
     :mod:`ui.jobs`). Any other click leaves the job running: the rerun page finds it and waits again."""
     sid = session_id()
     if key in st.session_state.get(CANCELLED_KEY, ()):
