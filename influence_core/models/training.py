@@ -153,12 +153,21 @@ def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sam
                             tolerance_grad=tol if lbfgs_tolerance_grad is None else lbfgs_tolerance_grad,
                             tolerance_change=1e-15, line_search_fn="strong_wolfe")
 
+    outer = max(1, int(np.ceil(max_iter / 20)))
+    evaluations = [0, 0]  # [outer step, evaluations in it]
+
     def closure() -> torch.Tensor:
+        # a progress point per evaluation of the full objective (not only per 20-iteration step): a cancel
+        # (influence_core.progress.cancellable) then stops an MNIST-5k CNN polish within one pass, about 1 s
+        if progress and evaluations[1]:
+            progress((evaluations[0] + min(evaluations[1] / 25, 1.0)) / outer,
+                     f"L-BFGS: step {evaluations[0] + 1}/{outer}, evaluation {evaluations[1] + 1}")
+        evaluations[1] += 1
         opt.zero_grad()
         return full_objective_backward(model, X, y, weight_decay, w)
 
-    outer = max(1, int(np.ceil(max_iter / 20)))
     for k in range(outer):
+        evaluations[:] = [k, 0]
         opt.step(closure)
         gnorm = torch.sqrt(sum((p.grad ** 2).sum() for p in params)).item()
         if progress:
