@@ -144,6 +144,16 @@ m2.metric("Train accuracy", f"{report['train_accuracy']:.1%}")
 m3.metric("Training points", f"{dataset.n_train:,}")
 m4.metric("Parameters", f"{view.n_params:,}")
 m5.metric("Training time", f"{report['seconds']:.1f} s")
+grad_norm, grad_tol = report.get("grad_norm", float("nan")), report.get("grad_tol", float("nan"))
+if grad_norm == grad_norm:  # not NaN: the full objective's gradient norm at the trained weights was computed
+    if report.get("grad_tol_reached"):
+        st.caption(f"Stationary: the full training objective's gradient norm is {grad_norm:.1e} (tolerance "
+                   f"{grad_tol:g}), as influence functions assume.")
+    else:
+        st.caption(f"Gradient norm of the full training objective: {grad_norm:.1e}, above the {grad_tol:g} "
+                   "tolerance" + (" (the CNN's workshop recipe bounds the full-batch polish to about a minute of "
+                                  "training; influence functions assume a stationary point, so scores carry "
+                                  "this error)." if run.model.arch == "cnn" else "."))
 if run.data.name == "mnist1d" and report["test_accuracy"] < MNIST1D_USABLE:
     st.warning(MNIST1D_HINT)
     st.button("Train the suggested MNIST-1D model", key="mnist1d_suggested", on_click=use_settings,

@@ -37,7 +37,8 @@ class TrainingConfig:
 
     arch: "logreg", "mlp" or "cnn". seed: fixes initialisation and batch order. epochs/batch_size/lr: Adam phase
     (ignored for logreg). weight_decay: wd in the objective above. hidden: MLP widths. polish_steps: L-BFGS
-    iterations on the full objective after Adam (logreg: the whole fit). dtype: "float32" or "float64".
+    iterations on the full objective after Adam (logreg: the whole fit), run in steps of 20 iterations, so a
+    number that is not a multiple of 20 is rounded up to one (25 runs 40). dtype: "float32" or "float64".
     grad_tol: stationarity target: when the full-batch gradient norm ||∇L(θ)|| is still above it after
     ``polish_steps``, L-BFGS continues up to ``max_polish_steps`` iterations in all (influence functions assume
     ∇L(θ̂) = 0). The final norm and whether the target was reached are in ``model.training_report``.

@@ -41,6 +41,10 @@ RECIPES: dict[str, dict] = {
                          "max_polish_steps": 25},
     "cos-e40-b256-p20": {"epochs": 40, "batch_size": 256, "lr": 5e-3, "lr_schedule": "cosine", "polish_steps": 20,
                          "max_polish_steps": 20},
+    "cos-e30-b128-p20": {"epochs": 30, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 20,
+                         "max_polish_steps": 20},
+    "cos-e20-b64-p20": {"epochs": 20, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 20,
+                        "max_polish_steps": 20},
     "cos-e20-b64-p25": {"epochs": 20, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 25,
                         "max_polish_steps": 25},
 }
