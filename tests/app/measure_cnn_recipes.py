@@ -45,6 +45,10 @@ RECIPES: dict[str, dict] = {
                          "max_polish_steps": 20},
     "cos-e20-b64-p20": {"epochs": 20, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 20,
                         "max_polish_steps": 20},
+    "cos-e20-b128-p40": {"epochs": 20, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 40,
+                         "max_polish_steps": 40},
+    "cos-e30-b128-p40": {"epochs": 30, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 40,
+                         "max_polish_steps": 40},
     "cos-e20-b64-p25": {"epochs": 20, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 25,
                         "max_polish_steps": 25},
 }
