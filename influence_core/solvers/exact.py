@@ -51,6 +51,13 @@ class ExactInverse:
         self.damping = damping
         self.factor_seconds = time.perf_counter() - start
 
+    @classmethod
+    def from_state(cls, inverse: torch.Tensor, damping: float, factor_seconds: float = 0.0) -> "ExactInverse":
+        """An inverse (p, p) = (H + δI)⁻¹ formed earlier (e.g. loaded by :mod:`.fitted_io`), without refactorising."""
+        self = cls.__new__(cls)
+        self.inverse, self.damping, self.factor_seconds = inverse, check_damping(damping), float(factor_seconds)
+        return self
+
     def solve(self, B: torch.Tensor) -> SolveResult:
         B = as_batch(B)
         start = time.perf_counter()
