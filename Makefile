@@ -34,7 +34,7 @@ install-test: $(VENV)/.test
 
 app: $(VENV)/.app
 	$(PY) -m ui.prepare  # digits MLP + logistic regression and their maps, into .app-cache/ (idempotent)
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT)  # settings: .streamlit/config.toml
+	$(PY) -m ui.serve --server.port $(PORT)  # = streamlit run app.py, importing the engine while it boots; settings: .streamlit/config.toml
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q --durations=15

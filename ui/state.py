@@ -86,7 +86,7 @@ def _load_dataset(cfg: DataConfig, _payload: bytes | None) -> ic.Dataset:
             raise ic.DatasetError("the uploaded .npz is no longer in this session; upload it again on the home page")
         name = (cfg.npz_filename or "upload").rsplit(".", 1)[0]
         return ic.load_npz(_payload, seed=cfg.seed, name=name)  # allow_pickle=False, size-limited
-    return artifacts.builtin_dataset(cfg)
+    return artifacts.builtin_dataset(cfg, on_problem=report_cache_problem)
 
 
 def get_dataset(cfg: DataConfig) -> ic.Dataset:

@@ -11,7 +11,6 @@ Pure numpy/scipy functions on arrays. Conventions:
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import pearsonr, rankdata, spearmanr
 
 __all__ = [
     "forget_retain_f1",
@@ -111,6 +110,8 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     a, b = _pair_1d(a, b)
     if _undefined(a, b):
         return float("nan")
+    from scipy.stats import spearmanr  # imported on use: scipy.stats costs seconds at the app's cold start
+
     return float(spearmanr(a, b).statistic)
 
 
@@ -119,6 +120,8 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     a, b = _pair_1d(a, b)
     if _undefined(a, b):
         return float("nan")
+    from scipy.stats import pearsonr
+
     return float(pearsonr(a, b).statistic)
 
 
@@ -163,6 +166,8 @@ def rowwise_spearman(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     if A.shape[1] < 2:
         raise ValueError(f"a correlation needs at least 2 columns; got {A.shape[1]}.")
     bad = ~(np.all(np.isfinite(A), axis=1) & np.all(np.isfinite(B), axis=1))
+    from scipy.stats import rankdata
+
     RA = rankdata(np.where(bad[:, None], 0.0, A), axis=1)
     RB = rankdata(np.where(bad[:, None], 0.0, B), axis=1)
     out = _rowwise_corr(RA, RB)

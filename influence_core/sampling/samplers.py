@@ -34,10 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from scipy.optimize import brentq
 from scipy.special import log_softmax as _log_softmax
 from scipy.special import softmax as _softmax
-from scipy.stats import rankdata
 
 __all__ = [
     "SamplerInputs",
@@ -500,6 +498,8 @@ def logit_strata(inputs: SamplerInputs, pool: np.ndarray, n_bins: int = 4, score
     logits = inputs.logits[pool]
     pred = logits.argmax(axis=1)
     values = confidence(logits) if score == "confidence" else margin(logits)
+    from scipy.stats import rankdata  # on use: scipy.stats and .optimize cost seconds at the app's start
+
     bins = np.zeros(pool.size, dtype=np.int64)
     for c in np.unique(pred):
         members = np.flatnonzero(pred == c)
@@ -698,6 +698,8 @@ def inclusion_probabilities(q: np.ndarray, m: int) -> np.ndarray:
     hi = 1.0
     while f(hi) < 0:
         hi *= 2.0
+    from scipy.optimize import brentq
+
     t = brentq(f, 0.0, hi, xtol=1e-12, rtol=1e-12)
     return -np.expm1(-t * q)
 
@@ -764,6 +766,8 @@ def int_distance_strata(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np
     else:
         labels, centres = _kmeans_labels(X, k, rng)
     dist = np.linalg.norm(X - centres[labels], axis=1)
+    from scipy.stats import rankdata
+
     bins = np.zeros(pool.size, dtype=np.int64)
     for c in np.unique(labels):
         members = np.flatnonzero(labels == c)

@@ -5,8 +5,8 @@
 Each round uses a fresh disk cache (a temporary INFLUENCE_EXPLORER_CACHE_DIR) prepared by ``python -m ui.prepare
 --no-umap`` (as ``make app`` does, without the UMAP maps so that the first UMAP can be timed), then:
 
-1. cold start: ``streamlit run app.py`` (fresh process) until the home page shows the default digits MLP (no Train
-   press: the model comes from the disk cache);
+1. cold start: ``python -m ui.serve`` (``streamlit run app.py`` as ``make app`` starts it; a fresh process) until
+   the home page shows the default digits MLP (no Train press: the model comes from the disk cache);
 2. after caching: switching page Home -> Influence -> Home, and a cached influence test point;
 3. first UMAP of the features map on the Samplers page (PCA shown meanwhile) until the UMAP map is on screen; then
    a restart of the server on the same cache and the same UMAP again (loaded from disk);
@@ -42,7 +42,7 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port",
+            [sys.executable, "-m", "ui.serve", "--server.headless", "true", "--server.port",
              str(self.port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT), "INFLUENCE_EXPLORER_CACHE_DIR": cache})

@@ -30,13 +30,14 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def app_url(browser_type_launch_args, tmp_path_factory):
-    """``streamlit run app.py`` on a free port (one server for the module: the tests share its caches, as a class
-    shares a workshop server); yields its URL once /_stcore/health answers ok."""
+    """``python -m ui.serve`` (``streamlit run app.py`` as ``make app`` starts it) on a free port (one server for
+    the module: the tests share its caches, as a class shares a workshop server); yields its URL once
+    /_stcore/health answers ok."""
     tmp_path = tmp_path_factory.mktemp("streamlit")
     port = free_port()
     log = open(tmp_path / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+        [sys.executable, "-m", "ui.serve", "--server.headless", "true", "--server.port", str(port),
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONPATH": str(ROOT), "INFLUENCE_EXPLORER_WARM_UP": "0"})

@@ -44,11 +44,40 @@ def _child(cache: Path) -> dict:
 
 def test_a_second_process_loads_and_does_not_retrain(tmp_path):
     first = _child(tmp_path)
-    assert first["progress_calls"] > 0 and not first["loaded"] and first["files"] == 3  # model, view, map
+    assert first["progress_calls"] > 0 and not first["loaded"] and first["files"] == 4  # data, model, view, map
     second = _child(tmp_path)
     assert second["progress_calls"] == 0 and second["loaded"]  # no training step ran
     assert second["accuracy"] == first["accuracy"] and second["xy0"] == first["xy0"]
-    assert second["files"] == 3
+    assert second["files"] == 4
+
+
+def test_a_stored_dataset_is_the_loaded_one_bit_for_bit_and_a_corrupt_one_is_reloaded(tmp_path, monkeypatch):
+    import numpy as np
+
+    import influence_core as ic
+    from ui import artifacts
+    from ui.config import DataConfig
+
+    monkeypatch.setenv("INFLUENCE_EXPLORER_CACHE_DIR", str(tmp_path))
+    cfg = DataConfig(name="mnist1d", num_samples=300, seed=3)
+    expected = ic.load_dataset("mnist1d", seed=3, num_samples=300)
+    first = artifacts.builtin_dataset(cfg)
+    calls = []
+    monkeypatch.setattr(ic, "load_dataset", lambda *a, **k: calls.append(a) or expected)
+    second = artifacts.builtin_dataset(cfg)  # from the file: load_dataset is not called
+    assert calls == []
+    for got in (first, second):
+        for name in artifacts.DATASET_ARRAYS:
+            a, b = getattr(got, name), getattr(expected, name)
+            assert a.dtype == b.dtype and np.array_equal(a, b), name
+        assert got.describe() == expected.describe() and got.class_names == expected.class_names
+        assert got.image_shape == expected.image_shape
+    entry, = [e for e in artifacts.disk_store().entries() if e.kind == artifacts.DATA_KIND]
+    entry.path.write_bytes(b"not an npz")
+    problems = []
+    third = artifacts.builtin_dataset(cfg, on_problem=problems.append)
+    assert len(calls) == 1 and problems and "computed again" in problems[0]
+    assert np.array_equal(third.X_train, expected.X_train)
 
 
 def _home(app_page, run):
