@@ -414,7 +414,7 @@ def reference_row(run: RunConfig, damping: float, test_index: int) -> dict:
     return influence_rows(run, (reference_spec(run),), damping, test_index)[0]
 
 
-@st.cache_resource(show_spinner=False, max_entries=8)
+@st.cache_resource(show_spinner=False, max_entries=4)  # ~33 MB each for the digits MLP at m = 100
 def _spread_inverses(run: RunConfig, specs: tuple[Spec, ...], damping: float) -> list:
     """The fitted inverses of the spread's specs (on the spread calculator's objective), kept in memory for the
     next test point: from the disk cache, the missing ones fitted together by ``fit_across_samples``."""
