@@ -349,6 +349,11 @@ def get_calculator(run: RunConfig, sampler: str | None, m: int, seed: int, solve
     spec = (sampler, int(m), int(seed), solver)
 
     def fit(_missing: list[int]) -> list:
+        if sample is not None:  # the spread's fit (exact: low-rank Woodbury with the Linear-layer Gram)
+            from influence_core.influence.across_samples import fit_across_samples
+
+            return fit_across_samples(calc.objective, [sample], solver=solver, damping=float(damping),
+                                      curvature=CURVATURE, **SOLVER_OPTIONS.get(solver, {}))
         calc.fit(hessian_indices=sample, solver=solver, damping=float(damping), curvature=CURVATURE,
                  **SOLVER_OPTIONS.get(solver, {}))
         return [calc.inverse]

@@ -7,7 +7,8 @@ numbers in the README and docs/app_timings/spread.json).
 For each code (``--before`` checkout, then this one) and round: a fresh disk cache; process 1 gets the app's default
 digits MLP (trained, not timed), warms torch.func (one per-sample gradient, so import costs are not counted), then
 times what the Influence page computes with its defaults: the first view (sampler A = logit, B = random, m = 100,
-seed 0, exact solver, δ = 0.01, plus the full-data reference), the spread over 5 seeds for both samplers on the
+seed 0, exact solver, δ = 0.01, plus the full-data reference), a change of seed (7) and of m (150) (A and B
+refitted), the spread over 5 seeds for both samplers on the
 default test point (the first misclassified one), and the spread on a second test point. Process 2 (a server
 restart, same disk cache) times the first view and the spread again. One torch thread, as the app. Medians over
 rounds; load averages before and after.
@@ -54,6 +55,11 @@ def child(root: str) -> dict:
     start = time.perf_counter()
     state.influence_rows(run, specs, DAMPING, t1)
     out["first_view_s"] = time.perf_counter() - start
+    for key, (m, seed) in (("change_seed_s", (M, 7)), ("change_m_s", (150, 0))):  # the page's A and B refitted
+        start = time.perf_counter()
+        state.influence_rows(run, ((SAMPLERS[0], m, seed, SOLVER), (SAMPLERS[1], m, seed, SOLVER), specs[2]),
+                             DAMPING, t1)
+        out[key] = time.perf_counter() - start
     for key, t in (("spread_s", t1), ("spread_next_point_s", t2)):
         start = time.perf_counter()
         rows = state.seed_spread(run, SAMPLERS, M, SEEDS, SOLVER, DAMPING, t, K)
@@ -98,8 +104,8 @@ def main() -> None:
             print(name, json.dumps({k: v for k, v in first.items() if k.endswith("_s")}),
                   json.dumps({k: v for k, v in restart.items() if k.endswith("_s")}), flush=True)
         med = {f"{proc}.{key}": statistics.median(r[proc][key] for r in rounds)
-               for proc in ("first_process", "after_restart") for key in ("first_view_s", "spread_s",
-                                                                          "spread_next_point_s")}
+               for proc in ("first_process", "after_restart")
+               for key in ("first_view_s", "change_seed_s", "change_m_s", "spread_s", "spread_next_point_s")}
         result[name] = {"root": str(root), "medians": med, "rounds": rounds}
     if "before" in result:
         a = result["after"]["rounds"][0]["first_process"]["spread_spearman"]
