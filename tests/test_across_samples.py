@@ -101,3 +101,31 @@ def test_other_solvers_are_fitted_one_by_one_with_the_same_scores(digits, tiny_d
     assert _rel(fast[1], ref) < 1e-6
     with pytest.raises(ValueError, match="name its points"):
         fit_across_samples(calc.objective, [None], solver="exact", damping=DAMPING)
+
+
+def test_the_structured_gauss_newton_matrix_equals_the_one_from_hvps(digits, mlp64):
+    from influence_core.curvature.gram import gauss_newton_matrix
+
+    obj = ic.InfluenceCalculator(mlp64, digits.X_train, digits.y_train).objective
+    s = ic.sample_hessian_subset(mlp64, digits, "importance", 200, seed=0)
+    for idx, w in ((None, None), (s.indices, s.weights)):
+        G = gauss_newton_matrix(obj, idx, w)
+        assert _rel(G, obj.hessian(idx, w, "gauss_newton")) < 1e-12
+
+
+def test_exact_with_the_structured_matrix_gives_the_scores_of_the_hvp_matrix(digits, mlp64):
+    X, y = digits.X_test[:2], digits.y_test[:2]
+    fast = ic.InfluenceCalculator(mlp64, digits.X_train, digits.y_train).fit(
+        None, solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="structured")
+    assert fast.fit_info == {"inverse": "cholesky", "matrix": "structured"}
+    ref = ic.InfluenceCalculator(mlp64, digits.X_train, digits.y_train).fit(
+        None, solver="exact", damping=DAMPING, curvature="gauss_newton")
+    assert ref.fit_info["inverse"] == "lu"
+    assert _rel(fast.scores(X, y), ref.scores(X, y)) < 1e-10
+    scaled = _Scaled(copy.deepcopy(mlp64))  # not only nn.Linear: falls back to the HVP matrix and LU
+    other = ic.InfluenceCalculator(scaled, digits.X_train, digits.y_train, weight_decay=1e-3).fit(
+        np.arange(300), solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="structured")
+    assert other.fit_info["inverse"] == "lu"
+    with pytest.raises(ValueError, match="matrix must be"):
+        ic.InfluenceCalculator(mlp64, digits.X_train, digits.y_train).fit(
+            None, solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="dense")

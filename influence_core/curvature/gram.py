@@ -26,7 +26,7 @@ map must share (eigenvectors of a near-degenerate Λ_i are only defined up to ro
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -36,7 +36,8 @@ from torch.func import functional_call
 from influence_core.curvature.objective import Objective
 from influence_core.models.task import eval_mode
 
-__all__ = ["SampleGram", "sample_grams", "linear_layer_pieces", "SHARED_FACTOR_MAX_BYTES"]
+__all__ = ["SampleGram", "sample_grams", "linear_layer_pieces", "LayerPiece", "gauss_newton_matrix",
+           "SHARED_FACTOR_MAX_BYTES"]
 
 SHARED_FACTOR_MAX_BYTES = 512 * 1024**2
 """Memory allowed for the union's per-point factors U_i⁰ (generic path); above it each sample is done alone."""
@@ -50,10 +51,19 @@ class SampleGram:
         self.indices, self.weights, self.roots, self.gram, self.method = indices, weights, roots, gram, method
 
 
-def linear_layer_pieces(objective: Objective, indices: np.ndarray
-                        ) -> list[tuple[torch.Tensor | None, torch.Tensor]] | None:
+class LayerPiece(NamedTuple):
+    """One ``nn.Linear`` layer's share of J: A (u, d_in [+1]) or None, D (u, C, d_out), and the names of its
+    weight and bias in θ (None when not in θ)."""
+
+    A: torch.Tensor | None
+    D: torch.Tensor
+    weight: str | None
+    bias: str | None
+
+
+def linear_layer_pieces(objective: Objective, indices: np.ndarray) -> list[LayerPiece] | None:
     """Per ``nn.Linear`` layer l holding parameters of θ: (A_l (u, d_in) or None when its weight is not in θ,
-    D_l (u, C, d_out)) with J_i|_l = D_l[i] ⊗ [A_l[i], 1] (bias column only when the bias is in θ; then the
+    D_l (u, C, d_out), names) with J_i|_l = D_l[i] ⊗ [A_l[i], 1] (bias column only when the bias is in θ; then the
     returned A carries the appended 1). None when θ is not made of such layers (use the generic path)."""
     model = objective.model
     chosen = set(objective.names)
@@ -130,8 +140,10 @@ def linear_layer_pieces(objective: Objective, indices: np.ndarray
         for h in handles:
             h.remove()
     pieces = []
-    for li, (_, _, has_w, _) in enumerate(layers):
-        pieces.append((torch.cat(A_out[li]) if has_w else None, torch.cat(D_out[li])))
+    for li, (name, _, has_w, has_b) in enumerate(layers):
+        prefix = f"{name}." if name else ""
+        pieces.append(LayerPiece(torch.cat(A_out[li]) if has_w else None, torch.cat(D_out[li]),
+                                 f"{prefix}weight" if has_w else None, f"{prefix}bias" if has_b else None))
     return pieces
 
 
@@ -167,7 +179,7 @@ def sample_grams(objective: Objective, samples: Sequence[tuple[np.ndarray, np.nd
         if pieces is not None:
             m = len(idx)
             K = torch.zeros(m, R, m, R, device=objective.device, dtype=objective.dtype)
-            for A, D in pieces:
+            for A, D, _, _ in pieces:
                 V = torch.bmm(roots, D[pos]).reshape(m * R, -1)                           # (r, d_out)
                 VV = (V @ V.T).view(m, R, m, R)
                 if A is None:  # bias only: a·a + 1 → 1
@@ -186,3 +198,40 @@ def sample_grams(objective: Objective, samples: Sequence[tuple[np.ndarray, np.nd
             how = "generic"
         out.append(SampleGram(idx, w, roots, K, how))
     return out
+
+
+def gauss_newton_matrix(objective: Objective, indices: object | None = None,
+                        weights: object | None = None) -> torch.Tensor | None:
+    """The dense G_S + wd·I (p, p) of a model made of ``nn.Linear`` layers, from the layer pieces (None when θ is
+    not made of them: use ``Objective.hessian``). Block (l, l') = Σ_i (V_ilᵀ V_il') ⊗ (a_il a_il'ᵀ) with
+    V_il = M_i δ_il (C−1, d_out): one matrix product over the points per block, 2·m·p² flops in all, instead of
+    p HVPs over the sample (digits MLP, full data: about 10x faster). Same matrix as
+    ``objective.hessian(indices, weights, "gauss_newton")`` up to rounding."""
+    idx, roots = objective.gauss_newton_roots(indices, weights)                          # weighted, Σw̃ = 1
+    pieces = linear_layer_pieces(objective, idx)
+    if pieces is None:
+        return None
+    p, n_pts = objective.n_params, len(idx)
+    offsets = dict(zip(objective.names, np.cumsum([0] + objective.numels[:-1]).tolist()))
+    layout = []  # per layer: A with a ones column when needed, V (m, C−1, d_out), θ positions (d_out, d_in [+1])
+    for A, D, w_name, b_name in pieces:
+        d_out = D.shape[2]
+        cols = []
+        if w_name is not None:
+            d_w = int(np.prod(objective.shapes[objective.names.index(w_name)])) // d_out
+            cols.append(offsets[w_name] + np.arange(d_out)[:, None] * d_w + np.arange(d_w)[None, :])
+        if b_name is not None:
+            cols.append(offsets[b_name] + np.arange(d_out)[:, None])
+        if A is None:  # bias only
+            A = torch.ones(n_pts, 1, device=D.device, dtype=D.dtype)
+        layout.append((A, torch.bmm(roots, D), np.concatenate(cols, axis=1)))
+    G = torch.zeros(p, p, device=objective.device, dtype=objective.dtype)
+    for A, V, pos in layout:
+        for A2, V2, pos2 in layout:
+            B = torch.bmm(V.transpose(1, 2), V2).reshape(n_pts, -1)                        # (m, d_out·d_out')
+            AA = (A[:, :, None] * A2[:, None, :]).reshape(n_pts, -1)                       # (m, d_in·d_in')
+            block = (B.T @ AA).reshape(V.shape[2], V2.shape[2], A.shape[1], A2.shape[1])
+            block = block.permute(0, 2, 1, 3).reshape(pos.size, pos2.size)
+            G[torch.as_tensor(pos.reshape(-1))[:, None], torch.as_tensor(pos2.reshape(-1))[None, :]] = block
+    G.diagonal().add_(objective.weight_decay)
+    return 0.5 * (G + G.T)
