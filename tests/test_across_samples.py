@@ -129,3 +129,30 @@ def test_exact_with_the_structured_matrix_gives_the_scores_of_the_hvp_matrix(dig
     with pytest.raises(ValueError, match="matrix must be"):
         ic.InfluenceCalculator(mlp64, digits.X_train, digits.y_train).fit(
             None, solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="dense")
+
+
+class _Tied(nn.Module):
+    """Two Linear layers where the second reuses the first layer's weight outside its module (F.linear): the
+    hooks see every module once, but J is not the per-module outer product; the check against forward mode must
+    send it to the generic path."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc1, self.fc2 = nn.Linear(64, 64).double(), nn.Linear(64, 10).double()
+
+    def forward(self, x):
+        h = torch.tanh(self.fc1(x))
+        return self.fc2(torch.tanh(nn.functional.linear(h, self.fc1.weight)))
+
+
+def test_a_weight_used_outside_its_module_takes_the_generic_gram(digits):
+    from influence_core.curvature.gram import gauss_newton_matrix, linear_layer_pieces
+
+    model = _Tied()
+    calc = ic.InfluenceCalculator(model, digits.X_train, digits.y_train, weight_decay=1e-3)
+    obj = calc.objective
+    assert linear_layer_pieces(obj, np.arange(20)) is None and gauss_newton_matrix(obj, np.arange(20)) is None
+    g, = sample_grams(obj, [(np.arange(20), None)])
+    U = obj.gauss_newton_factors(np.arange(20))
+    assert g.method == "generic" and _rel(g.gram, U @ U.T) < 1e-12

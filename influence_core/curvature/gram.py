@@ -18,7 +18,8 @@ own Gram:
 - **Any other model**: U_i⁰ = M_i⁰ J_i by ``vmap(jacrev)`` once for the union, then K_S = U_S U_Sᵀ by one matrix
   product per sample.
 
-Both return the same K_S as ``gauss_newton_factors(S, w) @ gauss_newton_factors(S, w).T`` (up to rounding;
+The Linear-layer pieces are checked against forward mode (J v for a random v on a few points) before use, so a
+weight also used outside its module (tied weights) takes the generic path. Both return the same K_S as ``gauss_newton_factors(S, w) @ gauss_newton_factors(S, w).T`` (up to rounding;
 ``tests/test_across_samples.py``), together with the roots M_S (m, C−1, C) they used, which the solve's matrix-free
 map must share (eigenvectors of a near-degenerate Λ_i are only defined up to rotation).
 """
@@ -144,7 +145,35 @@ def linear_layer_pieces(objective: Objective, indices: np.ndarray) -> list[Layer
         prefix = f"{name}." if name else ""
         pieces.append(LayerPiece(torch.cat(A_out[li]) if has_w else None, torch.cat(D_out[li]),
                                  f"{prefix}weight" if has_w else None, f"{prefix}bias" if has_b else None))
-    return pieces
+    return pieces if _pieces_reproduce_jvp(objective, indices, pieces) else None
+
+
+def _pieces_reproduce_jvp(objective: Objective, indices: np.ndarray, pieces: list[LayerPiece],
+                          points: int = 16) -> bool:
+    """Check J v = Σ_l D_l (V_l A_l) against forward mode for a random v on a few points: catches what the hooks
+    cannot see (a weight also used outside its module, tied weights), which then take the generic path."""
+    from influence_core.curvature.objective import jvp
+
+    idx = np.asarray(indices)[:points]
+    x = objective.batch(idx)[0]
+    gen = torch.Generator().manual_seed(0)
+    v = torch.randn(objective.n_params, generator=gen, dtype=torch.float64).to(objective.device, objective.dtype)
+    exact = jvp(lambda th: objective.logits(th, x), (objective.theta,), (v,))[1]            # (k, C)
+    parts = dict(zip(objective.names, torch.split(v, objective.numels)))
+    approx = torch.zeros_like(exact)
+    for A, D, w_name, b_name in pieces:
+        d_out = D.shape[2]
+        Vl = []
+        if w_name is not None:
+            Vl.append(parts[w_name].reshape(d_out, -1))
+        if b_name is not None:
+            Vl.append(parts[b_name].reshape(d_out, 1))
+        Vl = torch.cat(Vl, dim=1)                                                           # (d_out, d_in [+1])
+        a = A[:len(idx)] if A is not None else torch.ones(len(idx), 1, device=D.device, dtype=D.dtype)
+        approx += torch.einsum("kco,oa,ka->kc", D[:len(idx)], Vl, a)
+    scale = float(exact.abs().max()) or 1.0
+    tol = 1e-4 if objective.dtype == torch.float32 else 1e-9
+    return float((approx - exact).abs().max()) <= tol * scale
 
 
 def _normalised_weights(objective: Objective, indices: np.ndarray, weights: np.ndarray | None) -> torch.Tensor:
