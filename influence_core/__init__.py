@@ -1,6 +1,7 @@
 """Influence Explorer engine: influence functions for PyTorch classifiers with the Hessian estimated on a
 well-chosen sample of the training data. No Streamlit here; long steps take a ``progress(fraction, message)``
-callback (:data:`influence_core.progress.Progress`).
+callback (:data:`influence_core.progress.Progress`); wrapped by ``cancellable(progress, token)`` it stops the step at
+its next progress point with ``Cancelled`` once ``token.cancel()`` is called.
 
 Public API (stable names, imported on first use so that ``python -m influence_core --help`` does not load torch)::
 
@@ -33,6 +34,7 @@ _PUBLIC: dict[str, str] = {
     "influence_core.models.task": "Task",
     "influence_core.models.training": "train_model",
     "influence_core.removal.class_removal": "ClassRemoval RemovalResult class_removal",
+    "influence_core.progress": "CancelToken Cancelled Progress cancellable",
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names.split()}
 

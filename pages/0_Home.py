@@ -12,8 +12,8 @@ from ui.config import DATASET_CHOICES, MNIST1D_HINT, MNIST1D_SUGGESTED, MNIST1D_
     ModelConfig, RunConfig, arch_choices
 from ui.figures import confusion_figure
 from ui.errors import reported
-from ui.state import MAX_MODELS, cached_models, current_run, ensure_model, get_dataset, get_view, \
-    has_model, remember_upload, set_run
+from ui.state import MAX_MODELS, cached_models, clear_cancelled, current_run, ensure_model, get_dataset, \
+    get_view, has_model, remember_upload, set_run
 
 page_header("Influence Explorer")
 
@@ -55,6 +55,7 @@ def use_settings(new_run) -> None:
     for key in FORM_KEYS:
         st.session_state.pop(key, None)
     set_run(new_run)
+    clear_cancelled()
     st.session_state["train_now"] = True
 
 
@@ -93,6 +94,7 @@ with st.form("train_form"):
     submitted = st.form_submit_button("Train", type="primary")
 
 if submitted:
+    clear_cancelled()  # an explicit request: a training cancelled before runs again
     with reported("Could not train with these settings",
                   then=f"Still showing the previous model ({run.model.arch} on {run.data.label()})."):
         if data_name == "npz":
@@ -142,6 +144,16 @@ m2.metric("Train accuracy", f"{report['train_accuracy']:.1%}")
 m3.metric("Training points", f"{dataset.n_train:,}")
 m4.metric("Parameters", f"{view.n_params:,}")
 m5.metric("Training time", f"{report['seconds']:.1f} s")
+grad_norm, grad_tol = report.get("grad_norm", float("nan")), report.get("grad_tol", float("nan"))
+if grad_norm == grad_norm:  # not NaN: the full objective's gradient norm at the trained weights was computed
+    if report.get("grad_tol_reached"):
+        st.caption(f"Stationary: the full training objective's gradient norm is {grad_norm:.1e} (tolerance "
+                   f"{grad_tol:g}), as influence functions assume.")
+    else:
+        st.caption(f"Gradient norm of the full training objective: {grad_norm:.1e}, above the {grad_tol:g} "
+                   "tolerance" + (" (the CNN's workshop recipe bounds the full-batch polish to about a minute of "
+                                  "training; influence functions assume a stationary point, so scores carry "
+                                  "this error)." if run.model.arch == "cnn" else "."))
 if run.data.name == "mnist1d" and report["test_accuracy"] < MNIST1D_USABLE:
     st.warning(MNIST1D_HINT)
     st.button("Train the suggested MNIST-1D model", key="mnist1d_suggested", on_click=use_settings,

@@ -14,7 +14,7 @@ from ui.components import load_current, page_header, sample_size_input
 from ui.errors import reported
 from ui.export import show_table
 from ui.figures import alpha_path_figure, per_class_figure
-from ui.state import reference_predictions, removal_run, removal_solver_choices
+from ui.state import clear_cancelled, reference_predictions, removal_run, removal_solver_choices
 from ui.summaries import per_class_accuracy
 
 page_header("Class removal: forget one class with an influence update")
@@ -61,6 +61,7 @@ with c4:
 
 config = (run, removed, tuple(samplers), m, n_seeds, solver, damping, reference, memory)
 if go_run:
+    clear_cancelled()  # an explicit request: a removal cancelled before runs again
     records = []
     total = len(samplers) * n_seeds
     slot = st.empty()  # the progress bar lives here and is removed in `finally`, also after a failure

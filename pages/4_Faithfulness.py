@@ -14,7 +14,7 @@ from ui.export import chart, show_table
 from ui.faithfulness import BUDGETS, available_studies, best_within_budget, budget_verdict, load_study, \
     lds_vs_cost_figure, lds_vs_m_figure
 from ui.live import is_cached, live_lds, live_lds_allowed, live_lds_key
-from ui.state import current_run, ensure_model
+from ui.state import clear_cancelled, current_run, ensure_model
 
 page_header("Faithfulness: which sampler, for my budget?")
 st.markdown(
@@ -103,6 +103,7 @@ go_live = st.button("Run a small LDS on the current model", type="primary", key=
                     disabled=not live_samplers or not live_ms)
 key = live_lds_key(run, tuple(live_samplers), tuple(sorted(live_ms)), 2, K, T)
 if go_live:
+    clear_cancelled()  # an explicit request: a live LDS cancelled before runs again
     slot = st.empty()
     with reported("The live LDS failed", then="Nothing was changed; try fewer subsets or another model."):
         try:

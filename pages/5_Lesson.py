@@ -17,7 +17,7 @@ from ui.figures import nowrap, sample_map, score_text
 from ui.lesson import LESSON_CLASS, LESSON_M, LESSON_REMOVAL_M, LESSON_SAMPLERS, LESSON_SEEDS, MISLABEL_SHARE, \
     STEPS, lesson_run
 from ui.live import mislabel_demo
-from ui.state import reference_solver, current_run, ensure_model, get_dataset, get_projection, get_sample, \
+from ui.state import clear_cancelled, reference_solver, current_run, ensure_model, get_dataset, get_projection, get_sample, \
     get_view, influence_rows, reference_spec, removal_run, set_run
 from ui.story_figures import detection_figure
 from ui.summaries import SAMPLER_HELP, distribution_gaps
@@ -37,6 +37,7 @@ for i, step in enumerate(STEPS):
     if cols[i % 3].button(step.title, key=f"lesson_go_{step.key}", width="stretch"):
         st.session_state["lesson_step"] = step.key
         st.session_state["lesson_setup"] = step.key  # apply the settings in this run (below, once the model exists)
+        clear_cancelled()  # a step's button is an explicit request: what was cancelled before runs again
 
 active = st.session_state.get("lesson_step")
 if active is None:

@@ -7,14 +7,14 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import load_current, page_header, sample_size_input, show_inputs
+from ui.components import load_current, map_coordinates, page_header, sample_size_input, show_inputs
 from ui.errors import reported
 from ui.explore import class_mix, clean_slice_name, nearest_neighbours, slice_against_sample, slice_influence
 from ui.export import chart, show_table
 from ui.figures import COLOUR_OPTIONS, influence_map, nowrap
 from ui.live import curvature, self_influence
 from ui.selection import parse_selection
-from ui.state import reference_solver, get_projection, get_sample, influence_rows, reference_spec
+from ui.state import reference_solver, get_sample, influence_rows, reference_spec
 from ui.story_figures import add_focus, score_map, slice_mix_figure
 
 page_header("Explorer: neighbours, slices and scores on the map")
@@ -46,7 +46,7 @@ c1, c2, c3, c4 = st.columns([1.2, 1.3, 1.2, 1.3])
 with c1:
     space = st.radio("Map of", ["features", "logits"], horizontal=True, key="exp_space")
     method = st.radio("Projection", ["pca", "umap"], horizontal=True, key="exp_method",
-                      format_func={"pca": "PCA (instant)", "umap": "UMAP (slow the first time)"}.get)
+                      format_func={"pca": "PCA (instant)", "umap": "UMAP"}.get)
 with c2:
     colours = list(COLOUR_OPTIONS) + ["influence score", "self-influence"]
     colour = st.selectbox("Colour training points by", colours, key="exp_colour",
@@ -73,7 +73,7 @@ if kind == "test":
 
 # ------------------------------------------------------------------------------------------------ map
 with reported(f"Could not compute the {method.upper()} map") as outcome:
-    xy = get_projection(run, space, method)
+    xy, method = map_coordinates(run, space, method, key="exp_map")  # a first UMAP: background, PCA meanwhile
 if outcome.failed:
     st.stop()
 xy_train, xy_test = xy[:n_train], xy[n_train:]

@@ -63,3 +63,28 @@ def test_polish_continues_until_the_gradient_tolerance(small):
     gradient = obj.grad_sum() / obj.n + tight.weight_decay * obj.theta
     assert gradient.norm().item() <= 1.5e-3
     assert tight.training_config["grad_tol"] == 1e-3 and tight.training_config["max_polish_steps"] == 2000
+
+
+def test_cosine_schedule_decays_the_adam_learning_rate_to_zero(small, monkeypatch):
+    """lr_schedule="cosine": lr_t = lr (1 + cos(pi t / T)) / 2 over the T mini-batch steps (recorded with the
+    model); "constant" keeps lr; any other name is refused."""
+    seen = []
+    real_step = torch.optim.Adam.step
+
+    def step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    model = train_model(small, "mlp", seed=0, epochs=2, batch_size=60, lr=0.01, polish_steps=0,
+                        lr_schedule="cosine")
+    T = 2 * int(np.ceil(small.n_train / 60))
+    assert len(seen) == T
+    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * t / T)) for t in range(T)]
+    assert np.allclose(seen, expected, rtol=1e-12) and seen[-1] < 0.05 * 0.01  # the last step: lr (1 + cos(7π/8))/2
+    assert model.training_config["lr_schedule"] == "cosine"
+    seen.clear()
+    train_model(small, "mlp", seed=0, epochs=1, batch_size=60, lr=0.01, polish_steps=0)
+    assert set(seen) == {0.01}
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train_model(small, "mlp", lr_schedule="linear")

@@ -10,16 +10,20 @@ import streamlit as st
 import influence_core as ic
 
 from .config import RunConfig
-from .errors import reported
+from .errors import CANCEL_NOTICE_SHOWN, reported
 from .figures import feature_bars, image_tile
 from . import artifacts
-from .state import background_projection_error, cache_problems, clear_disk_cache, current_run, ensure_model, get_dataset, get_projection, get_view, \
+from .state import CANCEL_NOTICE_KEY, background_projection_error, cache_problems, clear_disk_cache, current_run, ensure_model, get_dataset, get_projection, get_view, \
     projection_ready, start_projection_in_background
 
 
 def page_header(title: str) -> None:
     st.set_page_config(page_title=f"Influence Explorer: {title}", layout="wide")
     st.title(title)
+    notice = st.session_state.pop(CANCEL_NOTICE_KEY, None)  # the Cancel button was pressed in the last run
+    st.session_state[CANCEL_NOTICE_SHOWN] = notice is not None
+    if notice:
+        st.info(notice, icon="⏹️")
 
 
 def load_current() -> tuple[RunConfig, ic.Dataset, object, object] | None:

@@ -2,7 +2,9 @@
 
 A workshop server is shared by a whole class, so no exception from ``influence_core`` (a ``ValueError`` for bad
 settings, a ``SolverError``, but also ``MemoryError``, ``TypeError``, ...) may end a page with a raw traceback.
-Streamlit's own control flow (``st.stop``, ``st.rerun``) derives from ``BaseException`` and passes through.
+Streamlit's own control flow (``st.stop``, ``st.rerun``) derives from ``BaseException`` and passes through. A
+cancelled computation (:class:`influence_core.progress.Cancelled`, also a ``BaseException``) is not an error: the
+page says it was cancelled, with a "Start again" button.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import streamlit as st
+
+from influence_core.progress import Cancelled
 
 log = logging.getLogger("influence_explorer")
 
@@ -39,7 +43,10 @@ class Outcome:
     """What :func:`reported` saw: ``failed`` is True when the block raised (the error is already on the page)."""
 
     failed: bool = False
+    cancelled: bool = False  # the block was cancelled (then ``failed`` is True too)
     error: BaseException | None = None
+
+CANCEL_NOTICE_SHOWN = "cancel_notice_shown"  # set by ui.components.page_header for the current run
 
 
 @contextmanager
@@ -55,6 +62,15 @@ def reported(what: str, then: str | None = None) -> Iterator[Outcome]:
     outcome = Outcome()
     try:
         yield outcome
+    except Cancelled as exc:
+        outcome.failed, outcome.cancelled, outcome.error = True, True, exc
+        log.info("%s: %s", what, exc)
+        if not st.session_state.get(CANCEL_NOTICE_SHOWN):  # else the page header already said so
+            st.info(f"Cancelled: {exc}. Nothing half-done was kept.", icon="⏹️")
+        from .state import clear_cancelled
+
+        st.button("Start again", key=f"restart_{abs(hash(what))}", on_click=clear_cancelled,
+                  help="Runs the cancelled computation again")
     except Exception as exc:  # noqa: BLE001 - the point: nothing from the engine may reach the page raw
         outcome.failed, outcome.error = True, exc
         user_error = isinstance(exc, (ValueError, RuntimeError))  # the engine's own, written for users

@@ -1,7 +1,7 @@
 """Plotly figure builders and display helpers for the pages (no Streamlit import, no influence maths).
 
-Maps use ``go.Scattergl`` (WebGL) so 5,000+ points stay smooth, and put ``customdata = [kind, row]`` on every
-point (see :mod:`ui.selection`).
+Maps draw SVG markers (``go.Scatter``) up to ``WEBGL_MIN_POINTS`` points and WebGL (``go.Scattergl``) above
+(:func:`scatter_trace`), and put ``customdata = [kind, row]`` on every point (see :mod:`ui.selection`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ from .selection import TEST, TRAIN
 
 COLOUR_OPTIONS = ("label", "predicted", "confidence", "correctness")
 MAP_HEIGHT = 420
+WEBGL_MIN_POINTS = 10_000
+"""Maps with fewer points are drawn in SVG. Measured in headless Chromium (software rendering, as in the tests and on
+machines without a GPU), a cached change of test point on the Influence page (digits: 1,797 points) spent a median
+2.5 s of the browser's main thread with WebGL traces, 1.3 s with SVG, 0.9 s without the map (load 4-6;
+interleaved in one session). Above it, SVG stops being smooth and WebGL is the better choice."""
+
+
+def scatter_trace(n_points: int) -> type:
+    """The trace class for a map of ``n_points`` points: ``go.Scatter`` (SVG) below ``WEBGL_MIN_POINTS``, else
+    ``go.Scattergl``. Both accept the same arguments and deliver the same selection events."""
+    return go.Scatter if n_points < WEBGL_MIN_POINTS else go.Scattergl
 
 
 def _custom(kind: int, rows: np.ndarray) -> np.ndarray:
@@ -36,15 +47,17 @@ def _layout(fig: go.Figure, title: str, height: int = MAP_HEIGHT) -> go.Figure:
 
 def coloured_points(fig: go.Figure, xy: np.ndarray, rows: np.ndarray, kind: int, colour_by: str,
                     labels: np.ndarray, pred: np.ndarray, conf: np.ndarray, class_names: Sequence[str],
-                    size: float = 6, symbol: str = "circle", name_prefix: str = "", showlegend: bool = True) -> None:
+                    size: float = 6, symbol: str = "circle", name_prefix: str = "", showlegend: bool = True,
+                    trace: type = go.Scattergl) -> None:
     """Add the points ``rows`` (coordinates ``xy[rows]``) coloured by label, predicted label, confidence or
-    correctness. ``labels``, ``pred``, ``conf`` are indexed by row."""
+    correctness. ``labels``, ``pred``, ``conf`` are indexed by row; ``trace`` is the class (see
+    :func:`scatter_trace`)."""
     rows = np.asarray(rows, dtype=np.int64)
     hover = [f"{'train' if kind == TRAIN else 'test'} #{r}<br>label {class_names[labels[r]]}, "
              f"predicted {class_names[pred[r]]}<br>confidence {conf[r]:.2f}" for r in rows]
     hover = np.asarray(hover, dtype=object)
     if colour_by == "confidence":
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(trace(
             x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=f"{name_prefix}confidence",
             marker=dict(size=size, symbol=symbol, color=conf[rows], colorscale=CONFIDENCE_SCALE, cmin=0, cmax=1,
                         colorbar=dict(title="conf.", thickness=10, len=0.6, x=1.0, xanchor="left"),
@@ -59,7 +72,7 @@ def coloured_points(fig: go.Figure, xy: np.ndarray, rows: np.ndarray, kind: int,
     for name, mask, colour in groups:
         if not np.any(mask):
             continue
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(trace(
             x=xy[rows[mask], 0], y=xy[rows[mask], 1], mode="markers", name=f"{name_prefix}{name}",
             legendgroup=name, showlegend=showlegend,
             marker=dict(size=size, symbol=symbol, color=colour, line=dict(width=0)),
@@ -71,16 +84,17 @@ def sample_map(xy_train: np.ndarray, subset: np.ndarray, colour_by: str, labels:
     """All training points greyed, the Hessian subset on top coloured by ``colour_by``."""
     fig = go.Figure()
     n = len(xy_train)
-    fig.add_trace(go.Scattergl(x=xy_train[:, 0], y=xy_train[:, 1], mode="markers", name="not in sample",
-                               marker=dict(size=4, color=NOT_IN_SAMPLE), customdata=_custom(TRAIN, np.arange(n)),
-                               hoverinfo="skip"))
+    trace = scatter_trace(n)
+    fig.add_trace(trace(x=xy_train[:, 0], y=xy_train[:, 1], mode="markers", name="not in sample",
+                        marker=dict(size=4, color=NOT_IN_SAMPLE), customdata=_custom(TRAIN, np.arange(n)),
+                        hoverinfo="skip"))
     coloured_points(fig, xy_train, np.asarray(subset), TRAIN, colour_by, labels, pred, conf, class_names, size=7,
-                    showlegend=showlegend)
+                    showlegend=showlegend, trace=trace)
     return _layout(fig, title)
 
 
 def test_points(fig: go.Figure, xy_test: np.ndarray, labels: np.ndarray, pred: np.ndarray, conf: np.ndarray,
-                class_names: Sequence[str]) -> None:
+                class_names: Sequence[str], trace: type = go.Scattergl) -> None:
     """Test points as crosses in the state colours: correct = thin dark-blue cross, wrong = bold orange cross."""
     rows = np.arange(len(xy_test))
     hover = np.asarray([f"test #{r}<br>label {class_names[labels[r]]}, predicted {class_names[pred[r]]}<br>"
@@ -88,7 +102,7 @@ def test_points(fig: go.Figure, xy_test: np.ndarray, labels: np.ndarray, pred: n
     for name, mask, colour, symbol, size in (("correct", labels == pred, GOOD, "x-thin-open", 7),
                                              ("wrong", labels != pred, BAD, "x", 9)):
         if np.any(mask):
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(trace(
                 x=xy_test[mask, 0], y=xy_test[mask, 1], mode="markers", name=f"test {name}",
                 marker=dict(size=size, symbol=symbol, color=colour, line=dict(width=1.5, color=colour)),
                 customdata=_custom(TEST, rows[mask]), hovertext=hover[mask], hoverinfo="text"))
@@ -101,19 +115,20 @@ def influence_map(xy_train: np.ndarray, xy_test: np.ndarray, colour_by: str, tra
     """Training points (small, coloured), test points (crosses: click one to pick it), the chosen test point
     (star) and its top helpful (dark-blue circles) / harmful (orange diamonds) training points."""
     fig = go.Figure()
+    trace = scatter_trace(len(xy_train) + len(xy_test))
     coloured_points(fig, xy_train, np.arange(len(xy_train)), TRAIN, colour_by, train_labels, train_pred, train_conf,
-                    class_names, size=4, name_prefix="train ")
-    test_points(fig, xy_test, test_labels, test_pred, test_conf, class_names)
+                    class_names, size=4, name_prefix="train ", trace=trace)
+    test_points(fig, xy_test, test_labels, test_pred, test_conf, class_names, trace=trace)
     for name, rows, colour, symbol in (("helpful", helpful, GOOD, "circle-open"), ("harmful", harmful, BAD,
                                                                                    "diamond-open")):
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows):
-            fig.add_trace(go.Scattergl(
+            fig.add_trace(trace(
                 x=xy_train[rows, 0], y=xy_train[rows, 1], mode="markers", name=f"top {name} (sampler A)",
                 marker=dict(size=14, symbol=symbol, color=colour, line=dict(width=3, color=colour)),
                 customdata=_custom(TRAIN, rows), hovertext=[f"{name} train #{r}" for r in rows], hoverinfo="text"))
     if test_index is not None:
-        fig.add_trace(go.Scattergl(
+        fig.add_trace(trace(
             x=[xy_test[test_index, 0]], y=[xy_test[test_index, 1]], mode="markers", name=f"test #{test_index}",
             marker=dict(size=18, symbol="star", color=CHOSEN, line=dict(width=1, color="white")),
             customdata=_custom(TEST, np.array([test_index])), hoverinfo="text", hovertext=[f"test #{test_index}"]))

@@ -2,7 +2,9 @@
 
 Runs that report progress (the live LDS, the mislabel demo) are kept in a shared store like the class-removal
 records in :mod:`ui.state` (not ``st.cache_data``, which would replay the progress bar's calls on a hit): computed
-once per settings, shared read-only by all sessions, with one lock per store.
+once per settings, shared read-only by all sessions, with one lock per store, as cancellable background jobs
+(:func:`ui.state.run_job`: a progress bar and a Cancel button; a cancelled run stores nothing, finished LDS
+retrains stay in their disk cache).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import streamlit as st
 from influence_core.sampling.samplers import curvature_proxy
 
 from .config import RunConfig
-from .state import get_calculator, get_dataset, get_model, get_view, reference_solver
+from .state import get_calculator, get_dataset, get_model, get_view, reference_solver, run_job
 
 Progress = Callable[[float, str], None]
 LIVE_ARCHS = ("logreg", "mlp")
@@ -31,9 +33,9 @@ def _store() -> dict:
     return {"records": OrderedDict(), "lock": threading.Lock(), "busy": {}}
 
 
-def _cached(key: tuple, compute: Callable[[], Any]) -> Any:
+def _cached(key: tuple, compute: Callable[[], Any], store: dict | None = None) -> Any:
     """``compute()`` once per ``key`` for all sessions (a second caller of the same key waits for the first)."""
-    store = _store()
+    store = _store() if store is None else store
     with store["lock"]:
         if key in store["records"]:
             store["records"].move_to_end(key)
@@ -57,6 +59,16 @@ def _cached(key: tuple, compute: Callable[[], Any]) -> Any:
 
 def is_cached(key: tuple) -> bool:
     return key in _store()["records"]
+
+
+def _cached_job(key: tuple, label: str, compute: Callable[[Progress], Any], progress: Progress | None) -> Any:
+    """:func:`_cached` of ``compute(progress)`` as a background job (``progress`` draws it on this thread)."""
+    store = _store()
+    with store["lock"]:
+        if key in store["records"]:
+            store["records"].move_to_end(key)
+            return store["records"][key]
+    return run_job(key, label, lambda job_progress: _cached(key, lambda: compute(job_progress), store), draw=progress)
 
 
 # ------------------------------------------------------------------------------------------------------ live LDS
@@ -88,12 +100,13 @@ def live_lds(run: RunConfig, samplers: tuple[str, ...], ms: tuple[int, ...], n_s
     if reason:
         raise ValueError(reason)
 
-    def compute() -> dict[str, Any]:
+    dataset, model = get_dataset(run.data), get_model(run)  # on this thread: compute runs in a job's thread
+
+    def compute(progress: Progress) -> dict[str, Any]:
         from influence_core.evaluation.lds import RetrainPlan
         from influence_core.studies.faithfulness import StudyConfig
         from influence_core.studies.lds import run_lds_study
 
-        dataset, model = get_dataset(run.data), get_model(run)
         config = StudyConfig(dataset=run.data.name, arch=run.model.arch, seed=run.data.seed,
                              samplers=tuple(samplers), ms=tuple(int(m) for m in ms), n_seeds=int(n_seeds),
                              n_test_points=int(n_test), gram_budget_mb=0.0)
@@ -104,7 +117,7 @@ def live_lds(run: RunConfig, samplers: tuple[str, ...], ms: tuple[int, ...], n_s
                                   ("cached", "retrained", "wall_seconds", "retrain_seconds_mean", "cache_dir")}
         return record
 
-    return _cached(live_lds_key(run, samplers, ms, n_seeds, n_subsets, n_test), compute)
+    return _cached_job(live_lds_key(run, samplers, ms, n_seeds, n_subsets, n_test), "Live LDS", compute, progress)
 
 
 # ------------------------------------------------------------------------------------------------------ mislabels
@@ -117,14 +130,16 @@ def mislabel_key(run: RunConfig, fraction: float, seed: int) -> tuple:
 def mislabel_demo(run: RunConfig, fraction: float, seed: int, progress: Progress | None = None):
     """``influence_core.evaluation.mislabel.mislabel_detection`` on ``run``'s dataset with logistic regression
     (the run's weight decay), Gauss-Newton (= the Hessian for logistic regression) + damping 0.01, exact solve."""
-    def compute():
+    dataset = get_dataset(run.data)
+
+    def compute(progress: Progress):
         from influence_core.evaluation.mislabel import mislabel_detection
 
-        return mislabel_detection(get_dataset(run.data), "logreg", float(fraction), int(seed),
+        return mislabel_detection(dataset, "logreg", float(fraction), int(seed),
                                   train_settings={"weight_decay": float(run.model.weight_decay)},
                                   progress=progress)
 
-    return _cached(mislabel_key(run, fraction, seed), compute)
+    return _cached_job(mislabel_key(run, fraction, seed), "Mislabel demo", compute, progress)
 
 
 # ------------------------------------------------------------------------------------------------------ explorer

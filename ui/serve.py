@@ -18,7 +18,11 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PRELOAD = ("torch", "influence_core", "influence_core.models.training", "influence_core.sampling.samplers",
-           "influence_core.influence.calculator", "ui.state", "ui.components", "ui.figures", "plotly.graph_objects")
+           "influence_core.influence.calculator", "ui.state", "ui.components", "ui.figures", "plotly.graph_objects",
+           # what the first influence query imports (torch.func's jvp loads torch._dynamo: 2.8 s), and the samplers'
+           # scipy.stats and scikit-learn: after the home page's modules, so the first page does not wait for them
+           "torch._dynamo", "torch._decomp.decompositions_for_jvp", "scipy.stats", "scipy.linalg",
+           "sklearn.cluster")
 
 
 def preload(modules: tuple[str, ...] = PRELOAD) -> None:

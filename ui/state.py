@@ -15,6 +15,7 @@ import os
 import threading
 import time
 import logging
+import uuid
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable
@@ -25,9 +26,10 @@ import torch
 
 import influence_core as ic
 from influence_core.evaluation import metrics
+from influence_core.progress import Cancelled
 from influence_core.sampling.samplers import confidence
 
-from . import artifacts
+from . import artifacts, jobs
 from .config import DataConfig, RunConfig, run_from_query, run_to_query
 
 # The app's models are small (thousands of parameters): torch's intra-op threads only add synchronisation, and on a
@@ -76,6 +78,84 @@ def remember_upload(data: bytes, filename: str | None) -> DataConfig:
     return DataConfig(name="npz", npz_digest=digest, npz_filename=filename)
 
 
+# ---------------------------------------------------------------------------------------------------- jobs
+
+CANCELLED_KEY = "cancelled_jobs"  # this session's cancelled job keys: not restarted until asked again
+CANCEL_NOTICE_KEY = "cancel_notice"  # set by the Cancel button, shown once by ui.components.page_header
+
+
+@st.cache_resource(show_spinner=False)
+def job_board() -> jobs.JobBoard:
+    """The running long computations of the server process, shared by all sessions (see :mod:`ui.jobs`)."""
+    return jobs.JobBoard()
+
+
+def session_id() -> str:
+    if "session_id" not in st.session_state:
+        st.session_state["session_id"] = uuid.uuid4().hex
+    return st.session_state["session_id"]
+
+
+def _job_widget_key(key: tuple) -> str:
+    return "job_cancel_" + hashlib.sha1(repr(key).encode()).hexdigest()[:16]
+
+
+def _cancel_pressed(key: tuple, label: str) -> None:
+    """The Cancel button's callback (runs at the start of the rerun its click triggers). Does nothing when the job
+    finished meanwhile (its result is cached: the page shows it)."""
+    board = job_board()
+    if board.get(key) is None:
+        return
+    stopped = board.cancel(key, session_id())
+    st.session_state.setdefault(CANCELLED_KEY, set()).add(key)
+    st.session_state[CANCEL_NOTICE_KEY] = (
+        f"Cancelled: {label}. Nothing half-done was kept; ask again (Train, Run, Start again) to restart it."
+        if stopped else f"Cancelled: {label}, for this session. Another session still waits for it, so the work "
+                        "goes on for them (and its result is then cached).")
+
+
+def clear_cancelled() -> None:
+    """Forget this session's cancellations: an explicit request (a Train or Run button, "Start again") runs the
+    work again."""
+    st.session_state.pop(CANCELLED_KEY, None)
+
+
+def run_job(key: tuple, label: str, compute: Callable[[ic.Progress], object],
+            draw: Callable[[float, str], None] | None = None):
+    """``compute(progress)`` as a shared background job (:class:`ui.jobs.JobBoard`; one per ``key`` for all
+    sessions), waited for here with a progress bar (or the page's own ``draw(fraction, message)``) and a Cancel
+    button. ``compute`` runs in another thread: it must not call Streamlit (resolve datasets, models and caches
+    before). Returns its result; raises its error, or :class:`influence_core.progress.Cancelled` when this session
+    cancelled it (now or earlier: a cancelled key is not restarted until :func:`clear_cancelled`).
+
+    Pressing Cancel reruns the page (Streamlit interrupts this wait at its next bar update, within a quarter of a
+    second); its callback cancels the job unless another session still waits on it (the rule is in
+    :mod:`ui.jobs`). Any other click leaves the job running: the rerun page finds it and waits again."""
+    sid = session_id()
+    if key in st.session_state.get(CANCELLED_KEY, ()):
+        raise Cancelled(f"{label}: cancelled")
+    board = job_board()
+    job = board.join(key, label, compute, sid)
+    slot = st.empty()
+    try:
+        with slot.container():
+            if draw is None:
+                bar = st.progress(0.0, text=f"{label}…")
+
+                def draw(fraction: float, message: str) -> None:
+                    bar.progress(fraction, text=f"{label}: {message}")
+            st.button("Cancel", key=_job_widget_key(key), on_click=_cancel_pressed, args=(key, label),
+                      help="Stops this computation at its next step (if no other session is waiting for it); "
+                           "nothing half-done is kept.")
+        return jobs.wait(job, sid, draw)
+    except Cancelled:
+        st.session_state.setdefault(CANCELLED_KEY, set()).add(key)
+        raise
+    finally:
+        board.leave(key, sid)
+        slot.empty()
+
+
 # ---------------------------------------------------------------------------------------------------- data
 
 
@@ -117,12 +197,6 @@ def cache_problems() -> list[str]:
     return list(_model_store()["problems"])
 
 
-def _run_lock(run: RunConfig) -> threading.Lock:
-    store = _model_store()
-    with store["lock"]:
-        return store["run_locks"].setdefault(run, threading.Lock())
-
-
 def has_model(run: RunConfig) -> bool:
     """In memory, or in the disk cache (then the next :func:`get_model` loads it in well under a second)."""
     return run in _model_store()["models"] or artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
@@ -154,22 +228,31 @@ def get_model(run: RunConfig, progress: Callable[[float, str], None] | None = No
     """The trained model for ``run``: from memory, else from the disk cache, else trained once (with
     ``progress``) and saved; shared read-only by all sessions. Only sessions asking for the same run wait for
     each other (one lock per run)."""
-    store = _model_store()
+    return _model_from(_model_store(), run, get_dataset(run.data), progress, on_problem)
+
+
+def _model_from(store: dict, run: RunConfig, dataset: ic.Dataset, progress: Callable[[float, str], None] | None,
+                on_problem: Callable[[str], None] | None):
+    """:func:`get_model` without Streamlit calls (also run by a background job). A cancelled training raises
+    ``Cancelled`` before anything is stored (in memory or on disk)."""
     models: OrderedDict = store["models"]
     with store["lock"]:
         if run in models:
             models.move_to_end(run)
             return models[run]
-    with _run_lock(run):
+    with store["lock"]:
+        run_lock = store["run_locks"].setdefault(run, threading.Lock())
+    with run_lock:
         with store["lock"]:  # trained by another session while this one waited
             if run in models:
                 return models[run]
         def problem(message: str) -> None:
-            report_cache_problem(message)
+            LOG.warning("disk cache: %s", message)
+            store["problems"].append(message)
             if on_problem is not None:
                 on_problem(message)
 
-        model = artifacts.load_or_train(run, get_dataset(run.data), progress, on_problem=problem)
+        model = artifacts.load_or_train(run, dataset, progress, on_problem=problem)
         with store["lock"]:
             models[run] = model
             while len(models) > MAX_MODELS:
@@ -178,22 +261,17 @@ def get_model(run: RunConfig, progress: Callable[[float, str], None] | None = No
 
 
 def ensure_model(run: RunConfig):
-    """Train (with a progress bar) if needed and return the model; page-level helper. The bar lives in a
-    placeholder that is emptied in ``finally``, so it never stays on the page above an error."""
-    if run in _model_store()["models"]:
+    """Train if needed and return the model; page-level helper. Loading or training runs as a shared background
+    job (:func:`run_job`: a progress bar and a Cancel button, emptied when it ends, so they never stay on the
+    page above an error); raises ``Cancelled`` when this session cancelled it."""
+    store = _model_store()
+    if run in store["models"]:
         return get_model(run)
-    slot = st.empty()
-    try:
-        action = "Loading" if has_model(run) else "Training"
-        bar = slot.progress(0.0, text=f"{action} {run.model.arch} on {run.data.label()}…")
-
-        def progress(fraction: float, message: str) -> None:
-            bar.progress(min(max(float(fraction), 0.0), 1.0), text=f"Training: {message}")
-
-        problems: list[str] = []
-        model = get_model(run, progress, on_problem=problems.append)
-    finally:
-        slot.empty()
+    dataset = get_dataset(run.data)  # here, not in the job's thread: an upload's bytes live in this session
+    action = "Loading" if has_model(run) else "Training"
+    problems: list[str] = []
+    model = run_job(("model", run), f"{action} {run.model.arch} on {run.data.label()}",
+                    lambda progress: _model_from(store, run, dataset, progress, problems.append))
     for message in problems:
         st.warning(f"Disk cache: {message}.")
     return model
@@ -509,8 +587,9 @@ def _removal_store() -> dict:
 def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str, damping: float,
                 reference: bool, memory: bool, progress: Callable[[float, str], None] | None = None) -> dict:
     """One class removal (``ClassRemoval.run``) as its JSON record (``RemovalResult.to_dict``), computed once per
-    settings and shared by all sessions; ``progress(fraction, message)`` is called only when it is computed.
-    Returns a copy (callers may not mutate the shared record)."""
+    settings and shared by all sessions, as a cancellable background job (:func:`run_job`; a cancel during the
+    reference retraining stores no reference); ``progress(fraction, message)`` draws its progress (on this
+    script's thread) only when it is computed. Returns a copy (callers may not mutate the shared record)."""
     key = (run, int(removed_class), sampler, int(m), int(seed), solver, float(damping), bool(reference), bool(memory))
     store = _removal_store()
     with store["lock"]:
@@ -518,17 +597,23 @@ def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: 
             store["records"].move_to_end(key)
             return copy.deepcopy(store["records"][key])
     task, lock = get_removal_task(run)
-    with lock:
-        with store["lock"]:  # another session may have computed it while this one waited for the task
-            if key in store["records"]:
-                return copy.deepcopy(store["records"][key])
-        result = task.run(int(removed_class), sampler, int(m), int(seed), solver=solver, damping=float(damping),
-                          retrain_reference=reference, measure_memory=memory, progress=progress,
-                          **REMOVAL_SOLVER_OPTIONS.get(solver, {})).to_dict()
-    with store["lock"]:
-        store["records"][key] = result
-        while len(store["records"]) > MAX_REMOVAL_RECORDS:
-            store["records"].popitem(last=False)
+
+    def compute(job_progress: Callable[[float, str], None]) -> dict:  # a background job: no Streamlit here
+        with lock:
+            with store["lock"]:  # another session may have computed it while this one waited for the task
+                if key in store["records"]:
+                    return store["records"][key]
+            result = task.run(int(removed_class), sampler, int(m), int(seed), solver=solver,
+                              damping=float(damping), retrain_reference=reference, measure_memory=memory,
+                              progress=job_progress, **REMOVAL_SOLVER_OPTIONS.get(solver, {})).to_dict()
+        with store["lock"]:
+            store["records"][key] = result
+            while len(store["records"]) > MAX_REMOVAL_RECORDS:
+                store["records"].popitem(last=False)
+        return result
+
+    result = run_job(("removal",) + key, f"Class removal of class {int(removed_class)}, {sampler}, seed {int(seed)}",
+                     compute, draw=progress)
     return copy.deepcopy(result)
 
 

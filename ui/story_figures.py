@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .colours import BAD, CHOSEN, GOOD, POPULATION
-from .figures import _custom, _layout, test_points
+from .figures import _custom, _layout, scatter_trace, test_points
 from .selection import TRAIN
 
 # Diverging scale for influence on one test point: harmful = orange, ~0 = light grey, helpful = dark blue (the
@@ -55,11 +55,12 @@ def score_map(xy_train: np.ndarray, xy_test: np.ndarray, values: np.ndarray, kin
         marker = dict(size=5, color=v, colorscale=SELF_INFLUENCE_SCALE, cmin=float(np.nanmin(v)),
                       cmax=float(np.nanmax(v)), colorbar=dict(title="self-inf.", thickness=10, len=0.6, x=1.0,
                                                               xanchor="left"))
-    fig = go.Figure(go.Scattergl(x=xy_train[:, 0], y=xy_train[:, 1], mode="markers", name=f"train ({kind})",
-                                 marker=marker, customdata=_custom(TRAIN, rows),
-                                 hovertext=[f"train #{r}<br>{kind} {v[r]:+.2e}" for r in rows], hoverinfo="text",
-                                 showlegend=False))
-    test_points(fig, xy_test, test_labels, test_pred, test_conf, class_names)
+    trace = scatter_trace(len(xy_train) + len(xy_test))
+    fig = go.Figure(trace(x=xy_train[:, 0], y=xy_train[:, 1], mode="markers", name=f"train ({kind})",
+                          marker=marker, customdata=_custom(TRAIN, rows),
+                          hovertext=[f"train #{r}<br>{kind} {v[r]:+.2e}" for r in rows], hoverinfo="text",
+                          showlegend=False))
+    test_points(fig, xy_test, test_labels, test_pred, test_conf, class_names, trace=trace)
     add_focus(fig, xy_train, xy_test, test_index, neighbours, focus_train)
     return _layout(fig, title, height=520)
 
@@ -68,23 +69,24 @@ def add_focus(fig: go.Figure, xy_train: np.ndarray, xy_test: np.ndarray, test_in
               neighbours: Sequence[int] = (), focus_train: int | None = None) -> go.Figure:
     """Ring the nearest ``neighbours`` (black open circles), star the chosen test point or training point."""
     nb = np.asarray(neighbours, dtype=np.int64)
+    trace = scatter_trace(len(xy_train) + len(xy_test))  # as the map's own points (see ui.figures)
     if len(nb):
-        fig.add_trace(go.Scattergl(x=xy_train[nb, 0], y=xy_train[nb, 1], mode="markers", name="nearest neighbours",
-                                   marker=dict(size=13, symbol="circle-open", color=CHOSEN, line=dict(width=2)),
-                                   customdata=_custom(TRAIN, nb), hovertext=[f"neighbour train #{r}" for r in nb],
-                                   hoverinfo="text"))
+        fig.add_trace(trace(x=xy_train[nb, 0], y=xy_train[nb, 1], mode="markers", name="nearest neighbours",
+                            marker=dict(size=13, symbol="circle-open", color=CHOSEN, line=dict(width=2)),
+                            customdata=_custom(TRAIN, nb), hovertext=[f"neighbour train #{r}" for r in nb],
+                            hoverinfo="text"))
     if focus_train is not None:
-        fig.add_trace(go.Scattergl(x=[xy_train[focus_train, 0]], y=[xy_train[focus_train, 1]], mode="markers",
-                                   name=f"train #{focus_train}", marker=dict(size=18, symbol="star", color=CHOSEN,
-                                                                            line=dict(width=1, color="white")),
-                                   customdata=_custom(TRAIN, np.array([focus_train])), hoverinfo="text",
-                                   hovertext=[f"train #{focus_train}"]))
+        fig.add_trace(trace(x=[xy_train[focus_train, 0]], y=[xy_train[focus_train, 1]], mode="markers",
+                            name=f"train #{focus_train}", marker=dict(size=18, symbol="star", color=CHOSEN,
+                                                                     line=dict(width=1, color="white")),
+                            customdata=_custom(TRAIN, np.array([focus_train])), hoverinfo="text",
+                            hovertext=[f"train #{focus_train}"]))
     elif test_index is not None:
-        fig.add_trace(go.Scattergl(x=[xy_test[test_index, 0]], y=[xy_test[test_index, 1]], mode="markers",
-                                   name=f"test #{test_index}", marker=dict(size=18, symbol="star", color=CHOSEN,
-                                                                          line=dict(width=1, color="white")),
-                                   hoverinfo="text", hovertext=[f"test #{test_index}"],
-                                   customdata=_custom(1, np.array([test_index]))))
+        fig.add_trace(trace(x=[xy_test[test_index, 0]], y=[xy_test[test_index, 1]], mode="markers",
+                            name=f"test #{test_index}", marker=dict(size=18, symbol="star", color=CHOSEN,
+                                                                   line=dict(width=1, color="white")),
+                            hoverinfo="text", hovertext=[f"test #{test_index}"],
+                            customdata=_custom(1, np.array([test_index]))))
     return fig
 
 

@@ -123,7 +123,8 @@ def mislabel_detection(dataset: Dataset, arch: str = "logreg", fraction: float =
     corrupted = dataclasses.replace(dataset, y_train=noisy)
     if progress:
         progress(0.05, f"training {arch} on labels with {len(flipped)} flipped ({fraction:.0%})")
-    model = train_model(corrupted, arch, seed=int(seed), **(train_settings or {}))
+    model = train_model(corrupted, arch, seed=int(seed), **(train_settings or {}), progress=progress and (
+        lambda f, m: progress(0.05 + 0.45 * f, f"training {arch}: {m}")))
     t_train = time.perf_counter()
     if progress:
         progress(0.5, "self-influence of every training point (full-data Hessian)")

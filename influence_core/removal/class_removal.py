@@ -594,8 +594,9 @@ class ClassRemoval:
         if retrain_reference:
             if progress:
                 progress(0.7, f"class {c}: retraining without the class (reference)")
+            retrain_progress = progress and (lambda f, m: progress(0.7 + 0.2 * f, f"class {c}: retraining: {m}"))
             reference = self._reference_record(c, delta, float(alphas[ib]), preds[ib], pred1,
-                                               float(alphas[i_sel]), preds[i_sel])
+                                               float(alphas[i_sel]), preds[i_sel], retrain_progress)
         peak = None
         if measure_memory:
             if progress:
@@ -633,8 +634,9 @@ class ClassRemoval:
                    "n_report": int(self.report_idx.size), "stratified_by": "class"})
 
     def _reference_record(self, c: int, delta: torch.Tensor, best_alpha: float, pred_best: np.ndarray,
-                          pred_one: np.ndarray, sel_alpha: float, pred_sel: np.ndarray) -> dict[str, Any]:
-        ref = self.reference_model(c)
+                          pred_one: np.ndarray, sel_alpha: float, pred_sel: np.ndarray,
+                          progress: Progress | None = None) -> dict[str, Any]:
+        ref = self.reference_model(c, progress)
         named = dict(ref.named_parameters())
         theta_ref = torch.cat([named[k].detach().reshape(-1) for k in self.params if k in named]) \
             .to(self.theta.device, self.theta.dtype)

@@ -34,6 +34,23 @@ RECIPES: dict[str, dict] = {
     "e15-b64-p30": {"epochs": 15, "lr": 3e-3, "weight_decay": 1e-3, "polish_steps": 30, "max_polish_steps": 30},
     "e20-b128-p40": {"epochs": 20, "batch_size": 128, "lr": 3e-3, "weight_decay": 1e-3, "polish_steps": 40,
                      "max_polish_steps": 40},
+    # cosine-decayed Adam (ends near a minimum), then a bounded float32 polish
+    "cos-e30-b128-p0": {"epochs": 30, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 0},
+    "cos-e30-b64-p0": {"epochs": 30, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 0},
+    "cos-e30-b128-p25": {"epochs": 30, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 25,
+                         "max_polish_steps": 25},
+    "cos-e40-b256-p20": {"epochs": 40, "batch_size": 256, "lr": 5e-3, "lr_schedule": "cosine", "polish_steps": 20,
+                         "max_polish_steps": 20},
+    "cos-e30-b128-p20": {"epochs": 30, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 20,
+                         "max_polish_steps": 20},
+    "cos-e20-b64-p20": {"epochs": 20, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 20,
+                        "max_polish_steps": 20},
+    "cos-e20-b128-p40": {"epochs": 20, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 40,
+                         "max_polish_steps": 40},
+    "cos-e30-b128-p40": {"epochs": 30, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 40,
+                         "max_polish_steps": 40},
+    "cos-e20-b64-p25": {"epochs": 20, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 25,
+                        "max_polish_steps": 25},
 }
 
 

@@ -2,7 +2,7 @@
 default flow, make a box selection on the influence map, and save screenshots of every page; then the defects of
 issue 14 in a real browser: class removal pressed twice and from a second browser context (item 1), the map's
 state colours (item 3), the removal charts' legends and α = 1 label (item 5), and an upload over the limit (10);
-and issue 12's lesson flow, Explorer slice and PNG export (the last test).
+and issue 12's lesson flow, Explorer slice and PNG export, two sessions at once, and cancelling a long training.
 
 Skips when /usr/bin/chromium is missing, unless REQUIRE_BROWSER=1 (CI), where it fails (see conftest.py)."""
 
@@ -141,12 +141,12 @@ def test_default_flow_box_selection_and_screenshots(page, app_url):
     shot(page, "home")
     step("home: trained")
 
-    # Samplers page: three WebGL maps with the subsets highlighted.
+    # Samplers page: three maps (SVG for digits' 1,797 points) with the subsets highlighted.
     page.get_by_role("link", name="Samplers").first.click()
     page.get_by_text("How representative is each sample?").wait_for()
     wait_idle(page)
     assert page.locator(".js-plotly-plot").count() >= 5
-    assert page.locator(".js-plotly-plot .gl-container canvas").count() >= 3  # scattergl draws on WebGL
+    assert page.locator(".js-plotly-plot .scatterlayer .point").count() >= 3 * 1797  # every training point drawn
     shot(page, "samplers")
     step("samplers page")
 
@@ -448,3 +448,42 @@ def test_two_sessions_compute_influence_on_different_data_at_once(browser, app_u
     shot(pages[1], "two_sessions_mnist1d")
     for page in pages:
         page.context.close()
+
+
+def test_cancel_a_long_training_then_train_again(page, app_url):
+    """Issue 12 part 2: a long training shows its progress bar and a Cancel button; a click stops it, the page says
+    so, nothing is stored, and the next request trains."""
+    from ui import artifacts
+    from ui.config import ModelConfig, RunConfig
+
+    step = Steps()
+    page.set_default_timeout(90_000)
+    page.set_viewport_size({"width": 1500, "height": 1400})
+    page.goto(app_url)
+    page.get_by_text("Data and model").wait_for()
+    wait_idle(page)
+    page.get_by_label("MLP hidden width").fill("13")
+    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)").fill("400")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Training mlp on digits: epoch").first.wait_for()  # the bar says what it is doing
+    step("long training started")
+    page.get_by_role("button", name="Cancel", exact=True).scroll_into_view_if_needed()
+    for folder in SHOTS:
+        folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS[0] / "training_cancel.png"))  # the bar and its Cancel button (viewport)
+    for folder in SHOTS[1:]:
+        shutil.copy(SHOTS[0] / "training_cancel.png", folder / "training_cancel.png")
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    page.get_by_text("Cancelled: Training mlp on digits").wait_for()
+    step("cancelled (click to the page saying so)")
+    wait_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    long_run = RunConfig(model=ModelConfig(hidden=13, epochs=400))
+    assert not artifacts.is_stored(artifacts.MODEL_KIND, long_run.to_dict())  # the server's disk cache (same dir)
+    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)").fill("6")
+    page.get_by_role("button", name="Train", exact=True).click()
+    page.get_by_text("Test accuracy").wait_for()
+    wait_idle(page)
+    assert "mlp on digits" in page.locator("h3").filter(has_text="Trained model").inner_text()
+    assert artifacts.is_stored(artifacts.MODEL_KIND, RunConfig(model=ModelConfig(hidden=13, epochs=6)).to_dict())
+    step("trained again after the cancel")

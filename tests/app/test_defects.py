@@ -411,3 +411,25 @@ def test_make_app_is_satisfied_by_make_test():
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     rule = re.search(r"^\$\(VENV\)/\.test: (.*)$", makefile, re.M).group(1)
     assert "$(VENV)/.app" in rule  # .test builds on .app, so `make app` after `make test` does nothing new
+
+
+def test_the_cnn_trains_with_its_bounded_workshop_recipe_and_the_others_polish_to_the_tolerance():
+    from ui.config import CNN_RECIPE, POLISH_STEPS, ModelConfig
+
+    cnn = ModelConfig(arch="cnn").train_kwargs()
+    assert cnn["lr_schedule"] == "cosine" and cnn["batch_size"] == 128
+    assert cnn["polish_steps"] == cnn["max_polish_steps"] == CNN_RECIPE["polish_steps"]  # no float64 extension
+    mlp = ModelConfig().train_kwargs()
+    assert mlp["polish_steps"] == POLISH_STEPS and "max_polish_steps" not in mlp and "lr_schedule" not in mlp
+    assert ModelConfig(polish_steps=7).train_kwargs()["polish_steps"] == 7
+    assert ModelConfig(arch="cnn", polish_steps=3).train_kwargs()["polish_steps"] == 3
+
+
+def test_home_says_whether_the_model_is_stationary(app_page, trained_fast_run):
+    from ui.state import get_model
+
+    report = get_model(trained_fast_run).training_report
+    at = ok(app_page("app.py").run())
+    captions = " ".join(c.value for c in at.caption)
+    expected = "Stationary:" if report["grad_tol_reached"] else "Gradient norm of the full training objective"
+    assert expected in captions and f"{report['grad_norm']:.1e}" in captions

@@ -186,3 +186,36 @@ def test_samplers_shows_pca_while_umap_computes_in_the_background_then_umap(app_
     assert len(calls) == 1
     xy = artifacts.load_or_project(run, np.zeros((1, 1)), "features", "umap")  # loaded, not recomputed
     assert xy.shape[1] == 2 and len(calls) == 1
+
+
+def test_explorer_shows_pca_while_its_first_umap_runs_in_the_background(app_page, monkeypatch):
+    """The Explorer page uses the same background map as the Samplers page (it used to block on the first UMAP)."""
+    import threading
+
+    from influence_core.sampling.projection import project_2d
+    from ui import artifacts
+    from ui.state import projection_ready
+
+    gate = threading.Event()
+
+    def gated(X, method="pca", seed=0, **options):
+        if method == "umap":
+            assert gate.wait(60)
+            return project_2d(X, "pca")[:, ::-1].copy()
+        return project_2d(X, method, seed)
+
+    monkeypatch.setattr(artifacts, "project_2d", gated)
+    at = app_page("pages/6_Explorer.py")
+    at.run()
+    at.radio(key="exp_space").set_value("logits")
+    at.radio(key="exp_method").set_value("umap")
+    ok(at.run())  # returns while the UMAP is gated: the page did not block on it
+    assert any("Computing the UMAP map" in i.value for i in at.info)
+    gate.set()
+    run = at.session_state["run_config"]
+    for _ in range(100):
+        if projection_ready(run, "logits", "umap"):
+            break
+        threading.Event().wait(0.1)
+    ok(at.run())
+    assert not any("Computing the UMAP map" in i.value for i in at.info)

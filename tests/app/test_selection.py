@@ -94,3 +94,25 @@ def test_browser_gate_skips_without_chromium_and_fails_when_required(monkeypatch
     present = tmp_path / "chromium"
     present.write_text("")
     assert chromium_or_skip(str(present)) == str(present)
+
+
+def test_maps_are_svg_below_the_webgl_threshold_and_webgl_above():
+    import numpy as np
+
+    from ui.figures import WEBGL_MIN_POINTS, influence_map, sample_map
+
+    def types(fig):
+        return {trace.type for trace in fig.data}
+
+    def maps(n_train, n_test=10):
+        rng = np.random.default_rng(0)
+        xy, xt = rng.normal(size=(n_train, 2)), rng.normal(size=(n_test, 2))
+        labels, conf = rng.integers(0, 3, n_train), rng.random(n_train)
+        tl, tc = rng.integers(0, 3, n_test), rng.random(n_test)
+        return (sample_map(xy, np.arange(5), "label", labels, labels, conf, "abc", "t"),
+                influence_map(xy, xt, "label", labels, labels, conf, tl, tl, tc, "abc", 0, [1, 2], [3]))
+
+    for fig in maps(500):
+        assert types(fig) == {"scatter"}
+    for fig in maps(WEBGL_MIN_POINTS + 1):
+        assert types(fig) == {"scattergl"}
