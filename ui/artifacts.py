@@ -1,5 +1,5 @@
-"""The app's disk cache: trained models, their views (sampler inputs, test logits and features) and 2-D maps, kept
-in :class:`influence_core.array_store.ArrayStore` files so nothing is computed twice, not even across a restart.
+"""The app's disk cache: trained models, their views (sampler inputs, test logits and features), 2-D maps and fitted
+inverses (the factorised (H_S + δI)⁻¹ of a Hessian sample and solver), kept in :class:`influence_core.array_store.ArrayStore` files so nothing is computed twice, not even across a restart.
 
 Keys are the full :class:`ui.config.RunConfig` (data, model and training settings; an upload by its SHA-256) plus
 the map's space and method, and a code version per kind: a hash of the source of the engine modules that produce
@@ -23,22 +23,26 @@ from typing import Any, Callable
 import numpy as np
 
 import influence_core as ic
-from influence_core.array_store import ArrayStore, StoredEntry, code_version
+from influence_core.array_store import ArrayStore, StoreFileError, StoredEntry, code_version
 from influence_core.models.storage import model_from_arrays, model_to_arrays
 from influence_core.sampling.projection import project_2d
 
 from .config import DataConfig, RunConfig
 
-__all__ = ["disk_store", "cache_dir", "load_or_train", "load_or_view", "load_or_project", "describe_entry",
-           "MODEL_KIND", "VIEW_KIND", "MAP_KIND"]
+__all__ = ["disk_store", "cache_dir", "load_or_train", "load_or_view", "load_or_project", "load_or_fit_inverses",
+           "inverse_config", "describe_entry", "MODEL_KIND", "VIEW_KIND", "MAP_KIND", "INVERSE_KIND"]
 
-MODEL_KIND, VIEW_KIND, MAP_KIND, DATA_KIND = "model", "view", "map", "data"
+MODEL_KIND, VIEW_KIND, MAP_KIND, DATA_KIND, INVERSE_KIND = "model", "view", "map", "data", "inverse"
 UMAP_OPTIONS = {"n_epochs": 200, "init": "pca"}  # 7.6 s instead of 13 s for a digits map (load 8), see project_2d
 VIEW_ARRAYS = ("train_labels", "train_logits", "train_features", "test_logits", "test_features")
 ProblemReport = Callable[[str], None]
 
 _MODEL_MODULES = ("influence_core.models.training", "influence_core.models.zoo", "influence_core.models.storage",
                   "influence_core.data.datasets")
+_INVERSE_MODULES = ("influence_core.sampling.samplers", "influence_core.curvature.objective",
+                    "influence_core.curvature.gram", "influence_core.solvers.registry", "influence_core.solvers.exact",
+                    "influence_core.solvers.low_rank", "influence_core.solvers.kfac", "influence_core.solvers.arnoldi",
+                    "influence_core.solvers.fitted_io", "influence_core.influence.across_samples")
 
 
 @lru_cache(maxsize=None)
@@ -46,7 +50,8 @@ def _version(kind: str) -> str:
     modules = {DATA_KIND: ("influence_core.data.datasets", "influence_core.data.sources"),
                MODEL_KIND: _MODEL_MODULES,
                VIEW_KIND: _MODEL_MODULES + ("influence_core.sampling.samplers",),
-               MAP_KIND: _MODEL_MODULES + ("influence_core.sampling.samplers", "influence_core.sampling.projection")}
+               MAP_KIND: _MODEL_MODULES + ("influence_core.sampling.samplers", "influence_core.sampling.projection"),
+               INVERSE_KIND: _MODEL_MODULES + _INVERSE_MODULES}
     return code_version(*modules[kind])
 
 
@@ -145,6 +150,66 @@ def load_or_project(run: RunConfig, X: np.ndarray, space: str, method: str,
 
     arrays, _, _ = _cached(MAP_KIND, _map_config(run, space, method), compute, on_problem)
     return arrays["xy"]
+
+
+def inverse_config(run: RunConfig, spec: tuple, damping: float, curvature: str, options: dict,
+                   objective: Any, sample: Any) -> dict:
+    """The key of one fitted inverse: the run, the spec (sampler or None = full data, m, seed, solver), damping,
+    curvature and solver options, plus digests of the model's parameters θ and of the sample's indices and weights
+    (so another model or another draw never finds it)."""
+    from influence_core.solvers.factor_io import fingerprint  # the solvers are imported only when influence is asked
+
+    sampler, m, seed, solver = spec
+    indices = None if sample is None else np.asarray(sample.indices, dtype=np.int64)
+    weights = None if sample is None or sample.weights is None else np.asarray(sample.weights, dtype=np.float64)
+    return {"run": run.to_dict(), "sampler": sampler, "m": int(m), "seed": int(seed), "solver": solver,
+            "damping": float(damping), "curvature": curvature, "options": dict(options),
+            "theta": fingerprint(objective.theta), "sample": fingerprint(indices, weights)}
+
+
+def _inverse_label(config: dict, run: RunConfig) -> str:
+    what = "full data" if config["sampler"] is None else f"{config['sampler']} m={config['m']} seed {config['seed']}"
+    return (f"inverse: {config['solver']} on {what}, δ={config['damping']:g}, {run.model.arch} on "
+            f"{run.data.label()}")
+
+
+def load_or_fit_inverses(run: RunConfig, objective: Any, configs: list[dict],
+                         fit_missing: Callable[[list[int]], list[Any]],
+                         on_problem: ProblemReport | None = None) -> tuple[list[Any], list[bool]]:
+    """Fitted inverses for ``configs`` (see :func:`inverse_config`) on ``objective``: each from the disk cache when
+    it holds it (no refit), else fitted by ``fit_missing(positions)`` (all missing ones in one call, so they can
+    share work, e.g. ``fit_across_samples``) and saved. Iterative solvers (cg, lissa) have no fitted state: they
+    are fitted (instantly) and never stored. A corrupt or foreign file is reported, removed and refitted.
+    Returns (inverses, loaded flags)."""
+    from influence_core.solvers.fitted_io import FittedStateError, inverse_from_arrays, inverse_to_arrays, is_storable
+
+    store, version = disk_store(), _version(INVERSE_KIND)
+    out: list[Any] = [None] * len(configs)
+    loaded = [False] * len(configs)
+    if store is not None:
+        for i, config in enumerate(configs):
+            path = store.path(INVERSE_KIND, config, version)
+            try:
+                found = store.load(INVERSE_KIND, config, version)
+                if found is not None:
+                    out[i], loaded[i] = inverse_from_arrays(objective, *found), True
+            except (StoreFileError, FittedStateError) as exc:
+                text = str(exc) if isinstance(exc, StoreFileError) else f"{path}: {exc}"
+                if on_problem is not None:
+                    on_problem(f"{text}; it was removed and the result is computed again")
+                path.unlink(missing_ok=True)
+    missing = [i for i, inv in enumerate(out) if inv is None]
+    if missing:
+        for i, fit in zip(missing, fit_missing(missing)):
+            out[i] = fit
+            if store is not None and is_storable(fit):
+                arrays, meta = inverse_to_arrays(fit)
+                store.save(INVERSE_KIND, configs[i], version, arrays, {**meta, "label": _inverse_label(configs[i], run)})
+    return out, loaded
+
+
+def inverse_is_stored(config: dict) -> bool:
+    return is_stored(INVERSE_KIND, config)
 
 
 def is_stored(kind: str, config: dict) -> bool:

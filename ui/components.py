@@ -113,7 +113,7 @@ def disk_cache_section() -> None:
     """The home page's view of the disk cache: where it is, what it holds (kind, configuration, size, date), the
     problems met (corrupt or foreign files, removed and recomputed), and a button that clears it."""
     store = artifacts.disk_store()
-    with st.expander("Disk cache (trained models and maps kept across restarts)", expanded=False):
+    with st.expander("Disk cache (trained models, maps and fitted inverses kept across restarts)", expanded=False):
         if store is None:
             st.caption("The disk cache is off (INFLUENCE_EXPLORER_CACHE_DIR=off).")
             return
@@ -128,6 +128,7 @@ def disk_cache_section() -> None:
             st.dataframe([artifacts.describe_entry(e) for e in entries], hide_index=True, width="stretch",
                          key="cache_table")
         if st.button("Clear the disk cache", key="cache_clear",
-                     help="Removes every file; models and maps are recomputed when next asked for (by any session)."):
+                     help="Removes every file; models, maps and fitted inverses are recomputed when next asked for "
+                          "(by any session)."):
             removed = clear_disk_cache()
             st.success(f"Removed {removed} files.")

@@ -422,6 +422,19 @@ class GaussNewtonFactors:
         self.weights = weights
         self._maps: list[tuple[torch.Tensor, Callable, Callable]] | None = None
 
+    @classmethod
+    def from_roots(cls, objective: Objective, indices: np.ndarray, roots: torch.Tensor,
+                   weights: object | None = None) -> "GaussNewtonFactors":
+        """The map with given roots M_S (m, C−1, C) (computed elsewhere, e.g. shared by several samples, or loaded
+        from a file) instead of recomputing them."""
+        self = cls.__new__(cls)
+        self.objective, self.indices, self.M = objective, np.asarray(indices), roots.to(objective.device,
+                                                                                         objective.dtype)
+        self.rank_per_point = self.M.shape[1]
+        self.shape = (len(self.indices) * self.rank_per_point, objective.n_params)
+        self.weights, self._maps = weights, None
+        return self
+
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_maps": None}
 

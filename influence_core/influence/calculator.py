@@ -141,6 +141,20 @@ class InfluenceCalculator:
         self.fit_seconds = time.perf_counter() - start
         return self
 
+    def use_fitted(self, inverse: FittedInverse) -> "InfluenceCalculator":
+        """Use an inverse fitted elsewhere on this calculator's model and data instead of fitting: one from
+        :func:`~influence_core.influence.across_samples.fit_across_samples`, or one loaded from disk by
+        :func:`~influence_core.solvers.fitted_io.inverse_from_arrays`. Its objective must be this calculator's."""
+        if inverse.objective is not self.objective:
+            raise ValueError("the fitted inverse belongs to another objective (model/data); load or fit it on "
+                             "calc.objective")
+        idx, w = inverse.indices, inverse.weights
+        self.config = InfluenceConfig(None if idx is None else tuple(int(i) for i in idx),
+                                      None if w is None else tuple(float(v) for v in w), inverse.solver,
+                                      float(inverse.damping), inverse.curvature, dict(inverse.options))
+        self.inverse, self.fit_seconds = inverse, 0.0
+        return self
+
     @property
     def fit_info(self) -> dict[str, Any]:
         """What the fit chose (e.g. ``{"inverse": "low_rank", "rank": r}`` for an exact Gauss-Newton solve)."""

@@ -51,6 +51,13 @@ class ExactInverse:
         self.damping = damping
         self.factor_seconds = time.perf_counter() - start
 
+    @classmethod
+    def from_state(cls, inverse: torch.Tensor, damping: float, factor_seconds: float = 0.0) -> "ExactInverse":
+        """An inverse (p, p) = (H + δI)⁻¹ formed earlier (e.g. loaded by :mod:`.fitted_io`), without refactorising."""
+        self = cls.__new__(cls)
+        self.inverse, self.damping, self.factor_seconds = inverse, check_damping(damping), float(factor_seconds)
+        return self
+
     def solve(self, B: torch.Tensor) -> SolveResult:
         B = as_batch(B)
         start = time.perf_counter()
@@ -66,11 +73,16 @@ def solve_exact(H: torch.Tensor, B: torch.Tensor, damping: float = 0.0) -> Solve
 
 @register_solver("exact")
 def fit_exact(objective: Objective, indices: np.ndarray | None, weights: np.ndarray | None, damping: float,
-              curvature: str, *, on_indefinite: str = "warn") -> FittedInverse:
-    """Direct inverse: low-rank Woodbury for Gauss-Newton when m(C−1) < p, else LU of the dense matrix."""
+              curvature: str, *, on_indefinite: str = "warn", matrix: str = "hvp") -> FittedInverse:
+    """Direct inverse: low-rank Woodbury for Gauss-Newton when m(C−1) < p, else LU of the dense matrix
+    (``matrix="structured"``: a Gauss-Newton matrix of ``nn.Linear`` layers from the layer pieces, inverted by
+    Cholesky; see :func:`influence_core.curvature.gram.gauss_newton_matrix`)."""
     obj = objective
     p = obj.n_params
-    args = (obj, "exact", indices, weights, damping, curvature, {"on_indefinite": on_indefinite})
+    if matrix not in ("hvp", "structured"):
+        raise ValueError(f"matrix must be 'hvp' (H_S from p HVPs) or 'structured' (the Gauss-Newton matrix of "
+                         f"nn.Linear layers from their pieces), got {matrix!r}")
+    args = (obj, "exact", indices, weights, damping, curvature, {"on_indefinite": on_indefinite, "matrix": matrix})
     if curvature == "gauss_newton":
         m = obj.n if indices is None else len(indices)
         r = m * (obj.n_classes - 1)
@@ -90,7 +102,19 @@ def fit_exact(objective: Objective, indices: np.ndarray | None, weights: np.ndar
                 raise ValueError(f"the Gauss-Newton matrix on {m} points has rank <= {r} < p = {p}, so it is "
                                  "singular without a shift: pass damping > 0 (e.g. 0.01)")
             return low_rank_fit(obj, indices, weights, damping, args)
-    H = obj.hessian(indices, weights, curvature)
+    H = None
+    if matrix == "structured" and curvature == "gauss_newton":
+        from influence_core.curvature.gram import gauss_newton_matrix
+
+        start = time.perf_counter()
+        H = gauss_newton_matrix(obj, indices, weights)                  # None when θ is not nn.Linear layers
+        if H is not None:
+            L, status = torch.linalg.cholesky_ex(H + damping * torch.eye(p, device=H.device, dtype=H.dtype))
+            if int(status) == 0 and torch.isfinite(L).all():           # PSD + δI > 0: Cholesky, not LU
+                inverse = ExactInverse.from_state(torch.cholesky_inverse(L), damping, time.perf_counter() - start)
+                return ExactFit(inverse, *args, info={"inverse": "cholesky", "matrix": "structured"})
+    if H is None:
+        H = obj.hessian(indices, weights, curvature)
     if on_indefinite != "ignore":
         check_positive_definite(H, damping, curvature, on_indefinite)
     return ExactFit(ExactInverse(H, damping), *args, info={"inverse": "lu"})

@@ -68,6 +68,20 @@ class LowRankInverse:
         self.K_inv = torch.cholesky_inverse(L)
         self.factor_seconds = time.perf_counter() - start
 
+    @classmethod
+    def from_state(cls, U: Any, K_inv: torch.Tensor, *, rank: int, dim: int, shift: float, damping: float,
+                   factor_seconds: float = 0.0) -> "LowRankInverse":
+        """The inverse from pieces formed earlier (e.g. loaded by :mod:`.fitted_io`): ``U`` (the (r, p) tensor, the
+        matrix-free map, or None on the dense r >= p path) and K⁻¹ ((r, r), or (p, p) when dense); no refactorising."""
+        self = cls.__new__(cls)
+        self.shift, self.damping = float(shift), check_damping(damping)
+        self.rank, self.dim = int(rank), int(dim)
+        self.low_rank = self.rank < self.dim
+        if self.low_rank == (U is None):
+            raise ValueError("a low-rank inverse (r < p) needs its factor U; the dense one (r >= p) has none")
+        self.U, self.K_inv, self.factor_seconds = U, K_inv, float(factor_seconds)
+        return self
+
     def _U(self, V: torch.Tensor) -> torch.Tensor:
         return V @ self.U.T if isinstance(self.U, torch.Tensor) else self.U.matmul(V)
 

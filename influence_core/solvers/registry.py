@@ -18,7 +18,8 @@ Built-in solvers (one module each: :mod:`.exact`, :mod:`.low_rank`, :mod:`.cg`, 
   dense H_S formed column by column and inverted by LU. The dense path checks positive definiteness of H_S + δI
   with a Cholesky factorisation: an indefinite true Hessian (a non-convex model, δ = 0) gives an
   :class:`IndefiniteHessianWarning` with λ_min and what to do (``on_indefinite="raise"`` refuses instead,
-  ``"ignore"`` stays silent).
+  ``"ignore"`` stays silent). ``matrix="structured"``: the dense Gauss-Newton matrix of an ``nn.Linear`` model
+  from its layer pieces (:func:`influence_core.curvature.gram.gauss_newton_matrix`), inverted by Cholesky.
 - ``cg``, ``lissa``: the iterative solvers, options from their signatures (``tol``, ``max_iter``, ...).
 
 Add a solver: ``register_solver("name", fit)`` with ``fit(objective, indices, weights, damping, curvature,
