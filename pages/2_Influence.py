@@ -9,6 +9,7 @@ import streamlit as st
 
 import influence_core as ic
 from influence_core.evaluation import metrics
+from ui.config import INFLUENCE_PAGE_DEFAULTS as DEFAULTS
 from ui.components import load_current, page_header, sample_size_input, show_inputs
 from ui.errors import reported
 from ui.export import show_table
@@ -60,11 +61,13 @@ with c1:
         st.caption(f"Test point #{test_index} (click another cross on the map to change it)")
 samplers = ic.available_samplers()
 with c2:
-    sampler_a = st.selectbox("Sampler A", samplers, index=samplers.index("logit"), key="inf_a")
-    sampler_b = st.selectbox("Sampler B (compared)", samplers, index=samplers.index("random"), key="inf_b")
+    sampler_a = st.selectbox("Sampler A", samplers, index=samplers.index(DEFAULTS["sampler_a"]), key="inf_a")
+    sampler_b = st.selectbox("Sampler B (compared)", samplers, index=samplers.index(DEFAULTS["sampler_b"]),
+                             key="inf_b")
 with c3:
-    m = sample_size_input("m (Hessian sample size)", n_train, key="inf_m", what="training points")
-    seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, key="inf_seed"))
+    m = sample_size_input("m (Hessian sample size)", n_train, key="inf_m", what="training points",
+                          default=DEFAULTS["m"])
+    seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=DEFAULTS["seed"], key="inf_seed"))
 with c4:
     small = view.n_params <= INTERACTIVE_EXACT_MAX_PARAMS  # exact: one factorisation per sample, then every test point is cheap
     solver = st.selectbox("Solver", ic.available_solvers(), index=0 if small else 1, key="inf_solver",
@@ -72,7 +75,8 @@ with c4:
                                "lissa: Neumann series with automatic scale; low_rank: exact Gauss-Newton by "
                                "Woodbury; kfac/ekfac: Kronecker-factored Gauss-Newton per layer, fitted on the "
                                "sample (true Fisher); arnoldi: top-50 eigenpairs of the sampled Gauss-Newton")
-    damping = float(st.number_input("Damping δ", min_value=0.0, value=0.01, format="%.4f", key="inf_damping"))
+    damping = float(st.number_input("Damping δ", min_value=0.0, value=DEFAULTS["damping"], format="%.4f",
+                                    key="inf_damping"))
     k = int(st.slider("Top k", 3, 16, 8, key="inf_k"))
 compare_full = st.toggle(f"Compare with the full-data Hessian ({n_train} points, {reference_solver(run)} solver)",
                          value=True, key="inf_full")

@@ -78,6 +78,8 @@ class RunConfig:
 
 
 DEFAULT_RUN = RunConfig()
+INFLUENCE_PAGE_DEFAULTS = {"sampler_a": "logit", "sampler_b": "random", "m": 100, "seed": 0, "damping": 0.01}
+"""What the Influence page shows first (``python -m ui.prepare`` fits these inverses ahead, for the default runs)."""
 
 
 # ---------------------------------------------------------------------------------------------------- URL

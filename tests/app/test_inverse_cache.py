@@ -187,3 +187,17 @@ def test_home_lists_fitted_inverses_and_clears_them(app_page, trained_fast_run):
     at.button(key="cache_clear").click()
     ok(at.run())
     assert not [e for e in artifacts.disk_store().entries() if e.kind == artifacts.INVERSE_KIND]
+
+
+def test_prepare_fits_what_the_influence_page_opens_with(app_page, trained_fast_run, monkeypatch):
+    """``python -m ui.prepare`` (make app) fits the Influence page's default inverses; after a restart the page's
+    first view fits nothing."""
+    from ui import state
+    from ui.prepare import prepare_influence
+
+    done = prepare_influence([trained_fast_run], log=lambda message: None)
+    assert len(done) == 3  # the full-data reference and samples A and B (exact solver: a small model)
+    _fresh(state)
+    _no_fitting(monkeypatch)
+    at = ok(app_page("pages/2_Influence.py").run())
+    assert not at.error and any("Top 8 helpful" in md.value for md in at.markdown)
