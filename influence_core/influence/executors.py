@@ -265,8 +265,20 @@ class DaskExecutor(Executor):
         futures = list(futures)
         if not futures:
             raise ValueError("wait_first() needs at least one future")
+        import concurrent.futures
+
         with self.client.as_current():  # wait() looks up the current client; ours need not be the default
-            done, _ = self._distributed.wait(futures, return_when="FIRST_COMPLETED")
+            try:
+                done, _ = self._distributed.wait(futures, return_when="FIRST_COMPLETED")
+            except concurrent.futures.CancelledError:
+                # wait() itself raises when futures were cancelled ("already forgotten": their worker died with
+                # the only copy of their inputs). Hand one back: its result() raises the same error, which the
+                # caller recognises as lost work and recovers from (is_lost, recover), instead of taking it for
+                # a lost scheduler.
+                cancelled = [f for f in futures if f.cancelled()]
+                if not cancelled:
+                    raise
+                return cancelled[0]
         return next(iter(done))
 
     def release(self, future: Any) -> None:

@@ -97,7 +97,7 @@ def test_a_second_load_gives_the_same_scores_without_refitting(trained_fast_run,
     first = state.influence_rows(run, specs, 0.01, 5)
     spread = state.seed_spread(run, ("random", "importance"), M_LOW_RANK, (0, 1, 2), "exact", 0.01, 5, 8)
     kinds = {e.meta["meta"]["state"] for e in artifacts.disk_store().entries() if e.kind == artifacts.INVERSE_KIND}
-    assert kinds == {"low_rank", "lu"}  # the samples' Woodbury pieces and the full-data LU inverse
+    assert {"low_rank", "lu"} <= kinds  # the samples' Woodbury pieces, the full-data LU inverse (+ other tests')
 
     _fresh(state)
     _no_fitting(monkeypatch)
