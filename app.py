@@ -8,6 +8,8 @@ import streamlit as st
 
 from ui.warmup import start_in_background
 
+start_in_background()  # once per server (python -m ui.serve starts it at launch): UMAP's compilation, in the map
+# worker process (ui/map_worker.py), so it never holds this process's GIL
 PAGES = [
     st.Page("pages/0_Home.py", title="Home", default=True),
     st.Page("pages/5_Lesson.py", title="Lesson"),
@@ -19,7 +21,3 @@ PAGES = [
 ]
 
 st.navigation(PAGES).run()
-# Once per server process, AFTER the first page is drawn: compile what the first UMAP map runs (ui/warmup.py).
-# Started before the page, its numba compilation held the GIL while the first page imported torch and drew
-# (cold start 14.7-16.5 s against 11-12 s without it, load 1).
-start_in_background()

@@ -35,6 +35,9 @@ def preload(modules: tuple[str, ...] = PRELOAD) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from ui.warmup import start_in_background
+
+    start_in_background()  # the map worker process compiles UMAP while the server boots (ui/map_worker.py)
     threading.Thread(target=preload, name="preload-imports", daemon=True).start()
     from streamlit.web import cli
 

@@ -6,13 +6,14 @@ different nearest-neighbour paths: an exact distance matrix for n < 4096 (digits
 approximate search for n >= 4096 (MNIST-5k: 5,000 points). Each path compiles its own numba code the first time it
 runs in a process. :func:`warm_up_maps` runs both paths on small random arrays of the same dtype and width class.
 
-``make app`` runs it once (``python -m ui.warmup``: numba's on-disk cache keeps what it can), and the app runs the
-exact path again in a background thread, at low priority, once the server has drawn its first page
-(:func:`start_in_background`, called at the end of ``app.py``), because most of the
-compiled code lives only in the process that compiled it (measured: the first digits UMAP in a fresh process after
-``make app``'s warm-up still took 119 s, the second 35 s, load average 6-8; after this in-process warm-up the first
-took 37 s; see README "The app").
-Set ``INFLUENCE_EXPLORER_WARM_UP=0`` to skip the background run, ``=all`` to warm both paths.
+``make app`` runs it once (``python -m ui.warmup``: numba's on-disk cache keeps what it can), and the server runs the
+exact path again when it starts (:func:`start_in_background`, called by ``python -m ui.serve`` at launch and by
+``app.py``), because most of the compiled code lives only in the process that compiled it (measured: the first
+digits UMAP in a fresh process after ``make app``'s warm-up still took 119 s, the second 35 s, load average 6-8;
+after this in-process warm-up the first took 37 s; see README "The app"). That process is the map worker
+(:mod:`ui.map_worker`), where every UMAP of the server runs; with ``INFLUENCE_EXPLORER_MAP_PROCESS=0`` it is a
+low-priority thread of the server instead.
+Set ``INFLUENCE_EXPLORER_WARM_UP=0`` to skip it, ``=all`` to warm both paths.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 
 from influence_core.sampling.projection import project_2d
 
-from .artifacts import UMAP_OPTIONS
+from . import map_worker
+from .map_worker import UMAP_OPTIONS
 
 SMALL_N = 300  # umap-learn's exact-distance path (n < 4096)
 LARGE_N = 4200  # umap-learn's pynndescent path (n >= 4096)
@@ -68,6 +70,8 @@ def start_in_background() -> bool:
         return False
     _started.set()
     paths = tuple(PATHS) if setting == "all" else ("exact",)
+    if map_worker.enabled():  # in the map worker process, where every UMAP of this server runs
+        return map_worker.warm_up_in_background(paths)
     threading.Thread(target=warm_up_maps, args=(paths,), kwargs={"nice": 10}, name="umap-warm-up",
                      daemon=True).start()
     return True

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("INFLUENCE_EXPLORER_WARM_UP", "0")  # no background UMAP warm-up thread in the tests
+os.environ.setdefault("INFLUENCE_EXPLORER_WARM_UP", "0")  # no background UMAP warm-up in the tests
+# UMAP in the calling thread (the tests stand in for it); tests/app/test_map_worker.py tests the worker process
+os.environ.setdefault("INFLUENCE_EXPLORER_MAP_PROCESS", "0")
 # A fresh disk cache per test session (never the project's .app-cache/): tests see untrained models as untrained.
 os.environ.setdefault("INFLUENCE_EXPLORER_CACHE_DIR", tempfile.mkdtemp(prefix="influence-explorer-test-cache-"))
 
