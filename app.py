@@ -6,10 +6,11 @@ in ``pages/``, the shared helpers in ``ui/``, and all maths in ``influence_core`
 
 import streamlit as st
 
-from ui.warmup import start_in_background
+from ui.warmup import FIRST_PAGE_DRAWN, start_in_background
 
 start_in_background()  # once per server (python -m ui.serve starts it at launch): UMAP's compilation, in the map
 # worker process (ui/map_worker.py), so it never holds this process's GIL
+
 PAGES = [
     st.Page("pages/0_Home.py", title="Home", default=True),
     st.Page("pages/5_Lesson.py", title="Lesson"),
@@ -21,3 +22,4 @@ PAGES = [
 ]
 
 st.navigation(PAGES).run()
+FIRST_PAGE_DRAWN.set()  # python -m ui.serve now imports what later pages need (ui/serve.py)

@@ -18,27 +18,37 @@ from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
 PRELOAD = ("torch", "influence_core", "influence_core.models.training", "influence_core.sampling.samplers",
-           "influence_core.influence.calculator", "ui.state", "ui.components", "ui.figures", "plotly.graph_objects",
-           # what the first influence query imports (torch.func's jvp loads torch._dynamo: 2.8 s), and the samplers'
-           # scipy.stats and scikit-learn: after the home page's modules, so the first page does not wait for them
-           "torch._dynamo", "torch._decomp.decompositions_for_jvp", "scipy.stats", "scipy.linalg",
-           "sklearn.cluster")
+           "influence_core.influence.calculator", "ui.state", "ui.components", "ui.figures", "plotly.graph_objects")
+"""What the home page imports: imported at once."""
+PRELOAD_LATER = ("torch._dynamo", "torch._decomp.decompositions_for_jvp", "scipy.stats", "scipy.linalg",
+                 "sklearn.cluster")
+"""What the first influence query imports (torch.func's jvp loads torch._dynamo: 2.8 s) and the samplers' scipy.stats
+and scikit-learn: imported once the first page is drawn (``ui.warmup.FIRST_PAGE_DRAWN``, set by ``app.py``), or
+after ``LATER_AFTER_S`` without a visitor. Imported beside the first page, they held the GIL while it ran (py-spy:
+the import thread busy for 11 of the first 16 s)."""
+LATER_AFTER_S = 30.0
 
 
-def preload(modules: tuple[str, ...] = PRELOAD) -> None:
-    """Import ``modules`` (errors are left to the page that needs the module: it reports them)."""
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - the page importing it shows the error with its context
-            return
+def preload(modules: tuple[str, ...] = PRELOAD, later: tuple[str, ...] = ()) -> None:
+    """Import ``modules``, then, once the first page is drawn, ``later`` (errors are left to the page that needs
+    the module: it reports them)."""
+    from ui.warmup import FIRST_PAGE_DRAWN
+
+    for stage, names in enumerate((modules, later)):
+        if stage and names:
+            FIRST_PAGE_DRAWN.wait(LATER_AFTER_S)
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the page importing it shows the error with its context
+                return
 
 
 def main(argv: list[str] | None = None) -> None:
     from ui.warmup import start_in_background
 
     start_in_background()  # the map worker process compiles UMAP while the server boots (ui/map_worker.py)
-    threading.Thread(target=preload, name="preload-imports", daemon=True).start()
+    threading.Thread(target=preload, args=(PRELOAD, PRELOAD_LATER), name="preload-imports", daemon=True).start()
     from streamlit.web import cli
 
     sys.argv = ["streamlit", "run", str(APP), *(sys.argv[1:] if argv is None else argv)]

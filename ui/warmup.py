@@ -58,6 +58,8 @@ def warm_up_maps(paths: tuple[str, ...] = ("exact", "pynndescent"), width: int =
 
 
 _started = threading.Event()
+FIRST_PAGE_DRAWN = threading.Event()
+"""Set by ``app.py`` once a page has been drawn (``ui.serve`` imports what later pages need after it)."""
 
 
 def start_in_background() -> bool:

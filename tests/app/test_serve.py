@@ -14,7 +14,7 @@ def test_serve_runs_streamlit_on_app_py_with_the_options_and_preloads(monkeypatc
     seen, preloaded = {}, threading.Event()
     monkeypatch.setattr(sys, "argv", ["ui/serve.py"])
     monkeypatch.setattr(cli, "main", lambda: seen.setdefault("argv", list(sys.argv)))
-    monkeypatch.setattr(serve, "preload", lambda modules=serve.PRELOAD: preloaded.set())
+    monkeypatch.setattr(serve, "preload", lambda modules=serve.PRELOAD, later=(): preloaded.set())
     serve.main(["--server.port", "1234", "--server.headless", "true"])
     assert seen["argv"] == ["streamlit", "run", str(serve.APP), "--server.port", "1234", "--server.headless", "true"]
     assert serve.APP.name == "app.py" and serve.APP.is_file()
@@ -27,5 +27,8 @@ def test_preload_imports_the_modules_and_stops_quietly_at_a_broken_one():
     sys.modules.pop("colorsys", None)
     serve.preload(("colorsys", "no_such_module_here", "this_is_never_reached"))
     assert "colorsys" in sys.modules
-    serve.preload()  # the real list imports without error
-    assert all(name in sys.modules for name in serve.PRELOAD)
+    from ui.warmup import FIRST_PAGE_DRAWN
+
+    FIRST_PAGE_DRAWN.set()
+    serve.preload(serve.PRELOAD, serve.PRELOAD_LATER)  # the real lists import without error
+    assert all(name in sys.modules for name in serve.PRELOAD + serve.PRELOAD_LATER)
