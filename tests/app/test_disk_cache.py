@@ -145,16 +145,13 @@ def test_mnist1d_does_not_offer_the_cnn(app_page):
     assert not any("CNN" in o for o in at.selectbox(key="form_arch").options)
 
 
-def test_samplers_shows_pca_while_umap_computes_in_the_background_then_umap(app_page, monkeypatch):
-    """The first UMAP of a configuration runs in a background thread; the page shows PCA and a note meanwhile, and
-    the UMAP map (kept on disk) once it is ready. UMAP itself is replaced by a gated stand-in (the maths of
-    project_2d is tested in tests/test_projection.py): this tests the page's flow."""
+def _gated_umap(monkeypatch):
+    """Replace UMAP by a stand-in that waits for the returned gate (the maths of project_2d is tested in
+    tests/test_projection.py; these tests test the pages' flow); returns (gate, the options of each UMAP call)."""
     import threading
 
-    import numpy as np
-
-    from ui import artifacts
     from influence_core.sampling.projection import project_2d
+    from ui import artifacts
 
     gate, calls = threading.Event(), []
 
@@ -166,6 +163,20 @@ def test_samplers_shows_pca_while_umap_computes_in_the_background_then_umap(app_
         return project_2d(X, method, seed)
 
     monkeypatch.setattr(artifacts, "project_2d", gated)
+    return gate, calls
+
+
+def test_samplers_shows_pca_while_umap_computes_in_the_background_then_umap(app_page, monkeypatch):
+    """The first UMAP of a configuration runs in a background thread; the page shows PCA and a note meanwhile, and
+    the UMAP map (kept on disk) once it is ready. UMAP itself is replaced by a gated stand-in (the maths of
+    project_2d is tested in tests/test_projection.py): this tests the page's flow."""
+    import threading
+
+    import numpy as np
+
+    from ui import artifacts
+
+    gate, calls = _gated_umap(monkeypatch)
     at = app_page("pages/1_Samplers.py")
     at.run()
     at.radio(key="smp_method").set_value("umap")
@@ -192,19 +203,9 @@ def test_explorer_shows_pca_while_its_first_umap_runs_in_the_background(app_page
     """The Explorer page uses the same background map as the Samplers page (it used to block on the first UMAP)."""
     import threading
 
-    from influence_core.sampling.projection import project_2d
-    from ui import artifacts
     from ui.state import projection_ready
 
-    gate = threading.Event()
-
-    def gated(X, method="pca", seed=0, **options):
-        if method == "umap":
-            assert gate.wait(60)
-            return project_2d(X, "pca")[:, ::-1].copy()
-        return project_2d(X, method, seed)
-
-    monkeypatch.setattr(artifacts, "project_2d", gated)
+    gate, _ = _gated_umap(monkeypatch)
     at = app_page("pages/6_Explorer.py")
     at.run()
     at.radio(key="exp_space").set_value("logits")
