@@ -69,10 +69,9 @@ def run_in_worker(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return _worker().submit(fn, *args, **kwargs).result()
 
 
-def project(X: np.ndarray, method: str = "pca", seed: int = 0, **options: Any) -> np.ndarray:
-    """:func:`influence_core.sampling.projection.project_2d`, UMAP in the worker process (when :func:`enabled`)."""
-    if method == "pca" or not enabled():
-        return project_2d(X, method=method, seed=seed, **options)
+def project(X: np.ndarray, method: str = "umap", seed: int = 0, **options: Any) -> np.ndarray:
+    """:func:`influence_core.sampling.projection.project_2d` in the worker process (callers route PCA, a few
+    milliseconds, and the worker-off case to ``project_2d`` themselves: see ``ui.artifacts.load_or_project``)."""
     return run_in_worker(project_2d, np.ascontiguousarray(X), method, seed, **options)
 
 

@@ -68,6 +68,17 @@ def set_number(page, label: str, value: int) -> None:
     box.press("Enter")
 
 
+def open_home(browser, url: str, query: str = ""):
+    """A new browser context on the home page, once it shows the model and is idle: (context, page)."""
+    ctx = browser.new_context(viewport={"width": 1500, "height": 1200})
+    page = ctx.new_page()
+    page.set_default_timeout(600_000)
+    page.goto(url + query)
+    page.get_by_text("Test accuracy").wait_for()
+    idle(page)
+    return ctx, page
+
+
 def measure_once(browser) -> dict:
     results: dict = {}
 
@@ -82,12 +93,7 @@ def measure_once(browser) -> dict:
     start = time.perf_counter()
     server = Server(cache)
     try:
-        ctx = browser.new_context(viewport={"width": 1500, "height": 1200})
-        page = ctx.new_page()
-        page.set_default_timeout(600_000)
-        page.goto(server.url)
-        page.get_by_text("Test accuracy").wait_for()
-        idle(page)
+        ctx, page = open_home(browser, server.url)
         record("cold start to interactive home (prepared cache)", time.perf_counter() - start)
 
         def timed(name, action, text):
@@ -156,12 +162,8 @@ def measure_once(browser) -> dict:
         # two sessions: B is the digits logistic regression (prepared too)
         from ui.config import ModelConfig, RunConfig, run_to_query
 
-        ctx_b = browser.new_context(viewport={"width": 1500, "height": 1200})
-        page_b = ctx_b.new_page()
-        page_b.set_default_timeout(600_000)
-        page_b.goto(f"{server.url}/?{urlencode(run_to_query(RunConfig(model=ModelConfig(arch='logreg'))))}")
-        page_b.get_by_text("Test accuracy").wait_for()
-        idle(page_b)
+        ctx_b, page_b = open_home(browser, server.url,
+                                  f"/?{urlencode(run_to_query(RunConfig(model=ModelConfig(arch='logreg'))))}")
         for p in (page, page_b):
             p.get_by_role("link", name="Influence").first.click()
             p.get_by_text("Top 8 helpful").first.wait_for()
@@ -197,12 +199,7 @@ def measure_once(browser) -> dict:
     start = time.perf_counter()
     server = Server(cache)  # a restart on the same disk cache
     try:
-        ctx = browser.new_context(viewport={"width": 1500, "height": 1200})
-        page = ctx.new_page()
-        page.set_default_timeout(600_000)
-        page.goto(server.url)
-        page.get_by_text("Test accuracy").wait_for()
-        idle(page)
+        ctx, page = open_home(browser, server.url)
         record("restart to interactive home (same cache)", time.perf_counter() - start)
         page.get_by_role("link", name="Samplers").first.click()
         page.get_by_text("How representative is each sample?").first.wait_for()

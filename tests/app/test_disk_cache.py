@@ -166,12 +166,22 @@ def _gated_umap(monkeypatch):
     return gate, calls
 
 
+def _wait_for_map(run, space: str, method: str = "umap", seconds: float = 10.0) -> None:
+    """Until the background map is ready (the next page run then shows it)."""
+    import threading
+
+    from ui.state import projection_ready
+
+    for _ in range(int(seconds / 0.1)):
+        if projection_ready(run, space, method):
+            return
+        threading.Event().wait(0.1)
+
+
 def test_samplers_shows_pca_while_umap_computes_in_the_background_then_umap(app_page, monkeypatch):
     """The first UMAP of a configuration runs in a background thread; the page shows PCA and a note meanwhile, and
     the UMAP map (kept on disk) once it is ready. UMAP itself is replaced by a gated stand-in (the maths of
     project_2d is tested in tests/test_projection.py): this tests the page's flow."""
-    import threading
-
     import numpy as np
 
     from ui import artifacts
@@ -184,13 +194,8 @@ def test_samplers_shows_pca_while_umap_computes_in_the_background_then_umap(app_
     assert any("Computing the UMAP map" in i.value for i in at.info)
     assert calls == [artifacts.UMAP_OPTIONS]
     gate.set()
-    from ui.state import projection_ready
-
     run = at.session_state["run_config"]
-    for _ in range(100):
-        if projection_ready(run, "features", "umap"):
-            break
-        threading.Event().wait(0.1)
+    _wait_for_map(run, "features")
     ok(at.run())
     assert not any("Computing the UMAP map" in i.value for i in at.info)
     assert artifacts.map_is_stored(run, "features", "umap")  # on disk: instant after a restart
@@ -201,10 +206,6 @@ def test_samplers_shows_pca_while_umap_computes_in_the_background_then_umap(app_
 
 def test_explorer_shows_pca_while_its_first_umap_runs_in_the_background(app_page, monkeypatch):
     """The Explorer page uses the same background map as the Samplers page (it used to block on the first UMAP)."""
-    import threading
-
-    from ui.state import projection_ready
-
     gate, _ = _gated_umap(monkeypatch)
     at = app_page("pages/6_Explorer.py")
     at.run()
@@ -213,10 +214,6 @@ def test_explorer_shows_pca_while_its_first_umap_runs_in_the_background(app_page
     ok(at.run())  # returns while the UMAP is gated: the page did not block on it
     assert any("Computing the UMAP map" in i.value for i in at.info)
     gate.set()
-    run = at.session_state["run_config"]
-    for _ in range(100):
-        if projection_ready(run, "logits", "umap"):
-            break
-        threading.Event().wait(0.1)
+    _wait_for_map(at.session_state["run_config"], "logits")
     ok(at.run())
     assert not any("Computing the UMAP map" in i.value for i in at.info)
