@@ -61,8 +61,8 @@ DATASET_ARRAYS = ("X_train", "y_train", "X_test", "y_test", "mean", "scale")
 
 def builtin_dataset(cfg: DataConfig, on_problem: ProblemReport | None = None) -> ic.Dataset:
     """A built-in dataset exactly as the app loads it (uploads are handled by ``ui.state``), from the disk cache
-    when it holds it: loading digits through scikit-learn costs 1.7 s of the app's cold start (mostly importing
-    it), reading the stored arrays a few milliseconds. The arrays and the record are those of
+    when it holds it: loading digits through scikit-learn costs the app's cold start the import of scikit-learn
+    (seconds, by ``python -X importtime``), reading the stored arrays milliseconds. The arrays and the record are those of
     ``influence_core.load_dataset`` bit for bit."""
     def compute() -> tuple[dict, dict]:
         if cfg.name == "mnist1d":

@@ -18,10 +18,10 @@ from .selection import TEST, TRAIN
 COLOUR_OPTIONS = ("label", "predicted", "confidence", "correctness")
 MAP_HEIGHT = 420
 WEBGL_MIN_POINTS = 10_000
-"""Maps with fewer points are drawn in SVG. Measured in headless Chromium (software rendering, as in the tests and on
-machines without a GPU), a cached change of test point on the Influence page (digits: 1,797 points) spent a median
-2.5 s of the browser's main thread with WebGL traces, 1.3 s with SVG, 0.9 s without the map (load 4-6;
-interleaved in one session). Above it, SVG stops being smooth and WebGL is the better choice."""
+"""Maps with fewer points are drawn in SVG: without a GPU (headless Chromium in the tests, many laptops) WebGL is
+drawn in software, and a by-hand profile of the browser's main thread (not a committed benchmark) found the SVG map
+cheaper to redraw on every rerun; the app's committed timings are in ``docs/app_timings/cache_timings.json``. Above
+the threshold, SVG stops being smooth and WebGL is the better choice."""
 
 
 def scatter_trace(n_points: int) -> type:

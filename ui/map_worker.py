@@ -2,8 +2,8 @@
 
 Streamlit serves every session on a thread of one process. A UMAP map computed in a thread of that process (and the
 compilation of umap-learn's numba code the first time it runs) holds the GIL for tens of seconds, so every other
-session's page rerun and the server's websocket thread wait for it: measured in headless Chromium, load 3, with the
-UMAP warm-up running in a server thread, cached interactions took 1.4-2.9 s and the first UMAP 31 s. Here one worker
+session's page rerun and the server's websocket thread wait for it (seen by hand with py-spy during a cold start;
+not a committed benchmark). Here one worker
 process per server (``concurrent.futures.ProcessPoolExecutor``, ``spawn``, lowered CPU priority) does every UMAP
 call; it compiles once (:func:`warm_up_in_background`, started with the server) and keeps the compiled code for the
 server's lifetime. Only the arrays to map and the (n, 2) result cross the process boundary (our own numpy arrays,

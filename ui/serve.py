@@ -2,7 +2,7 @@
 engine while the server boots (``make app`` uses it).
 
 Streamlit runs ``app.py`` only when the first browser session connects, so that session used to pay for importing
-torch, the engine and the pages' helpers (about 4 s of the cold start on this project's 2-core machine) after the
+torch, the engine and the pages' helpers (seconds, by ``python -X importtime``) after the
 browser had loaded Streamlit's frontend. Here a background thread imports them as soon as the process starts, while
 the server starts listening and the browser loads the frontend; the first session then finds them in
 ``sys.modules``. Nothing is computed and no session state is touched: only modules are imported (Python's import
@@ -22,10 +22,10 @@ PRELOAD = ("torch", "influence_core", "influence_core.models.training", "influen
 """What the home page imports: imported at once."""
 PRELOAD_LATER = ("torch._dynamo", "torch._decomp.decompositions_for_jvp", "scipy.stats", "scipy.linalg",
                  "sklearn.cluster")
-"""What the first influence query imports (torch.func's jvp loads torch._dynamo: 2.8 s) and the samplers' scipy.stats
-and scikit-learn: imported once the first page is drawn (``ui.warmup.FIRST_PAGE_DRAWN``, set by ``app.py``), or
-after ``LATER_AFTER_S`` without a visitor. Imported beside the first page, they held the GIL while it ran (py-spy:
-the import thread busy for 11 of the first 16 s)."""
+"""What the first influence query imports (torch.func's jvp loads torch._dynamo, seconds by ``python -X importtime``)
+and the samplers' scipy.stats and scikit-learn: imported once the first page is drawn (``ui.warmup.FIRST_PAGE_DRAWN``,
+set by ``app.py``), or after ``LATER_AFTER_S`` without a visitor. Imported beside the first page, they held the GIL
+while it ran (seen by hand with py-spy; not a committed benchmark)."""
 LATER_AFTER_S = 30.0
 
 
