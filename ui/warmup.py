@@ -29,11 +29,9 @@ from influence_core.sampling.projection import project_2d
 from . import map_worker
 from .map_worker import UMAP_OPTIONS
 
-SMALL_N = 300  # umap-learn's exact-distance path (n < 4096)
-LARGE_N = 4200  # umap-learn's pynndescent path (n >= 4096)
 
 
-PATHS = {"exact": SMALL_N, "pynndescent": LARGE_N}
+PATHS = map_worker.WARM_UP_SIZES  # umap-learn's exact-distance path (n < 4096) and pynndescent path (n >= 4096)
 
 
 def warm_up_maps(paths: tuple[str, ...] = ("exact", "pynndescent"), width: int = 16,
