@@ -11,7 +11,7 @@ import influence_core as ic
 
 from .config import RunConfig
 from .errors import CANCEL_NOTICE_SHOWN, reported
-from .figures import feature_bars, image_tile
+from .figures import caption_row_html, feature_bars, gallery_html, normalised_tile
 from . import artifacts
 from .state import CANCEL_NOTICE_KEY, background_projection_error, cache_problems, clear_disk_cache, current_run, ensure_model, get_dataset, get_projection, get_view, \
     projection_ready, start_projection_in_background
@@ -46,25 +46,24 @@ def load_current() -> tuple[RunConfig, ic.Dataset, object, object] | None:
 
 def show_inputs(dataset: ic.Dataset, X_rows: np.ndarray, captions: Sequence[str], per_row: int = 8,
                 key: str = "inputs") -> None:
-    """Thumbnails of input rows: images (raw scale, min-max per tile), or, for tabular data, bars of the
-    standardised features with labelled axes; the caption under each (``st.caption``, which wraps between words
-    and never inside a number: see :func:`ui.figures.score_text`)."""
+    """Thumbnails of input rows with a caption under each. Images (raw scale, min-max per tile) go in one HTML
+    grid (:func:`ui.figures.gallery_html`: one element, however many tiles); tabular rows are bars of the
+    standardised features with labelled axes, one chart per row of ``per_row`` panels with the captions in a grid
+    under it. Captions wrap between words and never inside a number (see :func:`ui.figures.score_text`)."""
     X_rows = np.asarray(X_rows)
-    raw = dataset.inverse_transform(X_rows) if dataset.image_shape is not None else None
+    if dataset.image_shape is not None:
+        raw = dataset.inverse_transform(X_rows)
+        st.html(gallery_html([normalised_tile(row, dataset.image_shape) for row in raw], captions, per_row))
+        return
     feature_names = (dataset.info or {}).get("feature_names")
     for start in range(0, len(X_rows), per_row):
-        cols = st.columns(per_row)
-        for j, col in enumerate(cols):
-            i = start + j
-            if i >= len(X_rows):
-                break
-            with col:
-                if raw is not None:
-                    st.image(image_tile(raw[i], dataset.image_shape), caption=captions[i], clamp=True, width="stretch")
-                else:
-                    st.plotly_chart(feature_bars(X_rows[i], feature_names), width="stretch",
-                                    config={"displayModeBar": False}, key=f"{key}-{i}")
-                    st.caption(captions[i])
+        chunk = X_rows[start:start + per_row]
+        width = len(chunk) / per_row  # a short last row keeps the panels' width
+        col = st.columns([width, 1 - width])[0] if width < 1 else st.container()
+        with col:
+            st.plotly_chart(feature_bars(chunk, feature_names), width="stretch", config={"displayModeBar": False},
+                            key=f"{key}-{start}")
+            st.html(caption_row_html(captions[start:start + per_row], len(chunk)))
 
 
 def sample_size_input(label: str, pool: int, key: str, what: str, default: int = 100) -> int:

@@ -237,23 +237,38 @@ def strip_figure(groups: dict[str, Sequence[float]], title: str, y_title: str) -
     return fig
 
 
-def feature_bars(values: np.ndarray, feature_names: Sequence[str] | None = None, height: int = 160) -> go.Figure:
-    """A tabular input as bars, one per feature, in **standardised** units (each feature's z-score, as the model
-    sees it), so a feature with a large raw scale does not hide the rest; the axes are labelled (feature names or
-    indices on x, "z" on y). The caption goes under the chart (``st.caption``), not in a title that gets cut off."""
-    values = np.asarray(values, dtype=np.float64).ravel()
-    names = list(feature_names) if feature_names is not None and len(feature_names) == len(values) else \
-        [str(i) for i in range(len(values))]
-    colours = [GOOD if v >= 0 else BAD for v in values]
-    fig = go.Figure(go.Bar(x=names, y=values, marker_color=colours,
-                           hovertemplate="feature %{x}: z = %{y:.2f}<extra></extra>"))
+def feature_bars(rows: np.ndarray, feature_names: Sequence[str] | None = None, height: int = 160) -> go.Figure:
+    """Tabular inputs, shape (r, d) (or one row, shape (d,)), as bars side by side, one panel per row and one bar
+    per feature, in **standardised** units (each feature's z-score, as the model sees it), so a feature with a large
+    raw scale does not hide the rest. One figure for the r panels (one chart element, not r), with a shared,
+    symmetric z axis; the axes are labelled (feature names or indices on x, "z" on y). Captions go under the
+    figure (:func:`caption_row_html`), not in titles that get cut off."""
+    from plotly.subplots import make_subplots
+
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    n_rows, n_features = rows.shape
+    names = list(feature_names) if feature_names is not None and len(feature_names) == n_features else \
+        [str(i) for i in range(n_features)]
+    fig = make_subplots(rows=1, cols=max(n_rows, 1), shared_yaxes=True, horizontal_spacing=0.02)
+    for j, values in enumerate(rows, start=1):
+        fig.add_trace(go.Bar(x=names, y=values, marker_color=[GOOD if v >= 0 else BAD for v in values],
+                             hovertemplate="feature %{x}: z = %{y:.2f}<extra></extra>"), row=1, col=j)
     fig.update_layout(height=height, margin=dict(l=5, r=5, t=5, b=5), showlegend=False)
     fig.update_xaxes(type="category", tickfont=dict(size=8), title=dict(text="feature", font=dict(size=9)),
-                     nticks=min(len(names), 8))
-    lim = max(3.0, float(np.nanmax(np.abs(values))) if len(values) else 3.0)
-    fig.update_yaxes(range=[-lim, lim], tickfont=dict(size=8), title=dict(text="z", font=dict(size=9)),
-                     zeroline=True, zerolinecolor="#888888")
+                     nticks=min(n_features, 8))
+    lim = max(3.0, float(np.nanmax(np.abs(rows))) if rows.size else 3.0)
+    fig.update_yaxes(range=[-lim, lim], tickfont=dict(size=8), zeroline=True, zerolinecolor="#888888")
+    fig.update_yaxes(title=dict(text="z", font=dict(size=9)), row=1, col=1)
     return fig
+
+
+def caption_row_html(captions: Sequence[str], per_row: int) -> str:
+    """Captions in a grid of ``per_row`` columns (under a :func:`feature_bars` figure of as many panels)."""
+    import html
+
+    cells = "".join(f'<div style="text-align:center">{html.escape(c)}</div>' for c in captions)
+    return (f'<div style="display:grid;grid-template-columns:repeat({per_row},minmax(0,1fr));gap:0 1rem;'
+            f'font-size:0.8rem;opacity:0.7">{cells}</div>')
 
 
 def score_text(score: float) -> str:
@@ -267,11 +282,47 @@ def nowrap(text: str) -> str:
     return text.replace(" ", "\u00a0").replace("-", "\u2011")
 
 
-def image_tile(raw_row: np.ndarray, image_shape: tuple[int, int], size: int = 84) -> np.ndarray:
-    """One input row (raw scale, from ``dataset.inverse_transform``) as a (size, size) grey image in [0, 1],
-    upscaled by pixel repetition so 8x8 digits stay crisp."""
+def normalised_tile(raw_row: np.ndarray, image_shape: tuple[int, int]) -> np.ndarray:
+    """One input row (raw scale, from ``dataset.inverse_transform``) as an ``image_shape`` grey image in [0, 1]
+    (min-max per tile; a constant tile is all zeros)."""
     img = np.asarray(raw_row, dtype=np.float64).reshape(image_shape)
     lo, hi = float(img.min()), float(img.max())
-    img = (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
-    rep = max(1, size // max(image_shape))
-    return np.kron(img, np.ones((rep, rep)))
+    return (img - lo) / (hi - lo) if hi > lo else np.zeros_like(img)
+
+
+def png_data_uri(image: np.ndarray) -> str:
+    """A grey image in [0, 1], shape (h, w), as a ``data:image/png;base64,...`` URI (8-bit PNG)."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    pixels = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+GALLERY_CLASS = "ie-gallery"
+"""The CSS class of a thumbnail gallery (:func:`gallery_html`); each tile is a ``figure`` with class ``ie-tile``."""
+
+
+def gallery_html(tiles: Sequence[np.ndarray], captions: Sequence[str], per_row: int = 8) -> str:
+    """Image thumbnails with captions as one HTML grid (``per_row`` tiles a row): one page element instead of one
+    image element, one media request and one column per tile, so a rerun that changes the thumbnails costs the
+    browser a single redraw. ``tiles`` are grey images in [0, 1] at native resolution, scaled up without smoothing
+    (``image-rendering: pixelated``); captions are escaped and wrap only where they have ordinary spaces (see
+    :func:`nowrap`)."""
+    import html
+
+    if len(tiles) != len(captions):
+        raise ValueError(f"{len(tiles)} tiles but {len(captions)} captions: give one caption per tile.")
+    cells = "".join(
+        f'<figure class="ie-tile" style="margin:0;min-width:0">'
+        f'<img src="{png_data_uri(tile)}" alt="{html.escape(caption)}" '
+        f'style="width:100%;aspect-ratio:{tile.shape[1]}/{tile.shape[0]};image-rendering:pixelated;display:block">'
+        f'<figcaption style="font-size:0.8rem;opacity:0.7;text-align:center">'
+        f'{html.escape(caption)}</figcaption></figure>'
+        for tile, caption in zip(tiles, captions))
+    return (f'<div class="{GALLERY_CLASS}" style="display:grid;grid-template-columns:repeat({per_row},'
+            f'minmax(0,1fr));gap:0.5rem 1rem">{cells}</div>')

@@ -137,7 +137,7 @@ def test_default_flow_box_selection_and_screenshots(page, app_url):
     page.get_by_text("Confusion matrix", exact=False).first.wait_for()
     page.get_by_text("Test accuracy").wait_for()
     wait_idle(page)
-    assert page.locator('[data-testid="stImage"]').count() >= 20
+    assert page.locator("figure.ie-tile").count() >= 20
     shot(page, "home")
     step("home: trained")
 
@@ -161,7 +161,7 @@ def test_default_flow_box_selection_and_screenshots(page, app_url):
     index.press("Enter")
     page.get_by_text("Test point #5").wait_for()
     wait_idle(page)
-    assert page.locator('[data-testid="stImage"]').count() >= 1 + 3 * 2 * 8
+    assert page.locator("figure.ie-tile").count() >= 1 + 3 * 2 * 8
     # Item 3: the map's state markers are drawn in the state colours, none of which is a class colour.
     legend = legend_colours(page, ".st-key-inf_map")
     assert legend["test correct"] == rgb(GOOD) and legend["test wrong"] == rgb(BAD), legend

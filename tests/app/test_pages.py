@@ -7,7 +7,7 @@ import io
 
 import numpy as np
 import pytest
-from apptest_helpers import errors, ok
+from apptest_helpers import errors, ok, tile_captions
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -44,7 +44,7 @@ def test_home_trains_and_shows_accuracy_confusion_and_examples(app_page, fast_ru
     assert metrics["Test accuracy"].endswith("%") and float(metrics["Test accuracy"][:-1]) > 50
     assert metrics["Training points"] == "1,437"
     assert any('"Heatmap"' in s or '"heatmap"' in s for s in chart_specs(at))  # confusion matrix
-    assert len(at.get("image")) == 20  # two example inputs per class
+    assert len(tile_captions(at)) == 20  # two example inputs per class
     assert "mlp on digits" in at.subheader[-1].value
 
 
@@ -143,7 +143,7 @@ def test_influence_page_thumbnails_comparison_and_test_point(app_page):
     at = ok(app_page("pages/2_Influence.py").run())
     assert not errors(at)
     k = 8
-    assert len(at.get("image")) == 1 + 3 * 2 * k  # test point + helpful/harmful for A, B and full data
+    assert len(tile_captions(at)) == 1 + 3 * 2 * k  # test point + helpful/harmful for A, B and full data
     comparison = at.dataframe[0].value
     assert len(comparison) == 3 and comparison["Spearman"].between(-1, 1).all()
     first_scores = at.dataframe[0].value["Spearman"].tolist()
@@ -161,7 +161,7 @@ def test_influence_page_thumbnails_comparison_and_test_point(app_page):
 
     at.slider(key="inf_k").set_value(4)
     ok(at.run())
-    assert len(at.get("image")) == 1 + 3 * 2 * 4
+    assert len(tile_captions(at)) == 1 + 3 * 2 * 4
 
 
 def test_influence_page_box_selection_gives_linked_table_and_csv(app_page):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from apptest_helpers import errors, ok
+from apptest_helpers import errors, ok, tile_captions
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 ROOT = Path(__file__).resolve().parents[2]
@@ -211,7 +211,7 @@ def test_lesson_step_1_shows_the_helpful_and_harmful_neighbours(lesson, trained_
     calc = InfluenceCalculator(get_model(trained_fast_run), data.X_train, data.y_train)
     calc.fit(solver="exact", damping=0.01, curvature="gauss_newton")
     top = top_influences(calc.scores(data.X_test[t:t + 1], data.y_test[t:t + 1])[0], 5)
-    captions = [im.proto.imgs[0].caption for im in at.get("image")]
+    captions = tile_captions(at)
     assert captions[0].startswith("true ")                      # the test point, then 5 helpful, 5 harmful
     shown = [int(c.split("(")[0].replace("#", "").strip()) for c in captions[1:]]
     assert shown == [*top["helpful"].tolist(), *top["harmful"].tolist()]
@@ -282,7 +282,7 @@ def test_lesson_step_6_finds_flipped_labels_by_self_influence(lesson):
     summary = frames(at)[0].set_index("ranking")
     assert summary.loc["self-influence", "found after 10%"] > 0.3   # random inspection: 0.10
     assert "Mislabel detection" in specs(at)[0]["layout"]["title"]["text"]
-    assert len(at.get("image")) == 10
+    assert len(tile_captions(at)) == 10
     assert at.session_state["exp_colour"] == "self-influence"
 
 
