@@ -58,13 +58,13 @@ def test_cancel_during_adam_epochs_stores_no_model_and_the_next_request_trains(d
     with pytest.raises(Cancelled):
         artifacts.load_or_train(run, digits, hook.progress)
     assert hook.after_cancel() == []  # stopped at the next progress point (epoch 3 never reported)
-    assert not artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
+    assert not artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
     assert artifacts.disk_store().entries() == [] and not list(tmp_path.rglob("*.tmp*"))
 
     seen = []
     model = artifacts.load_or_train(run, digits, lambda f, m: seen.append(m))  # recomputes cleanly
     assert model.training_report["loaded_from_disk"] is False and "epoch 30/30" in seen
-    assert artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
+    assert artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
 
 
 def test_cancel_during_the_lbfgs_polish(digits):

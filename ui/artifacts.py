@@ -118,7 +118,7 @@ def load_or_train(run: RunConfig, dataset: ic.Dataset, progress: ic.Progress | N
         arrays, record = model_to_arrays(model)
         return arrays, {**record, "label": f"{cfg.arch} on {run.data.label()}"}
 
-    arrays, meta, loaded = _cached(MODEL_KIND, run.to_dict(), compute, on_problem)
+    arrays, meta, loaded = _cached(MODEL_KIND, run.cache_key(), compute, on_problem)
     model = model_from_arrays(arrays, meta)  # also when just trained: the same object either way
     model.training_report["loaded_from_disk"] = loaded
     return model
@@ -136,7 +136,7 @@ def load_or_view(run: RunConfig, model, dataset: ic.Dataset,
                  "test_features": ic.penultimate_features(model, dataset.X_test)},
                 {"label": f"view of {run.model.arch} on {run.data.label()}"})
 
-    arrays, _, _ = _cached(VIEW_KIND, run.to_dict(), compute, on_problem)
+    arrays, _, _ = _cached(VIEW_KIND, run.cache_key(), compute, on_problem)
     return arrays
 
 
@@ -166,7 +166,7 @@ def inverse_config(run: RunConfig, spec: tuple, damping: float, curvature: str, 
     sampler, m, seed, solver = spec
     indices = None if sample is None else np.asarray(sample.indices, dtype=np.int64)
     weights = None if sample is None or sample.weights is None else np.asarray(sample.weights, dtype=np.float64)
-    return {"run": run.to_dict(), "sampler": sampler, "m": int(m), "seed": int(seed), "solver": solver,
+    return {"run": run.cache_key(), "sampler": sampler, "m": int(m), "seed": int(seed), "solver": solver,
             "damping": float(damping), "curvature": curvature, "options": dict(options),
             "theta": fingerprint(objective.theta), "sample": fingerprint(indices, weights)}
 
@@ -226,7 +226,7 @@ def map_is_stored(run: RunConfig, space: str, method: str) -> bool:
 
 
 def _map_config(run: RunConfig, space: str, method: str) -> dict:
-    return {"run": run.to_dict(), "space": space, "method": method,
+    return {"run": run.cache_key(), "space": space, "method": method,
             "options": UMAP_OPTIONS if method == "umap" else {}}
 
 

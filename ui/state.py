@@ -199,7 +199,7 @@ def cache_problems() -> list[str]:
 
 def has_model(run: RunConfig) -> bool:
     """In memory, or in the disk cache (then the next :func:`get_model` loads it in well under a second)."""
-    return run in _model_store()["models"] or artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
+    return run in _model_store()["models"] or artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
 
 
 def evict_one(models: OrderedDict, keep: object) -> object:

@@ -38,3 +38,30 @@ def idle(page, settle_ms: int = 150, timeout_ms: int = 600_000) -> None:
     """Wait ``settle_ms``, then until Streamlit's "running" status widget is gone."""
     page.wait_for_timeout(settle_ms)
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=timeout_ms)
+
+
+_RUN_COUNTER = """() => {
+  if (window.__ieRunsDone === undefined) {
+    window.__ieRunsDone = 0;
+    new MutationObserver(records => {
+      for (const r of records)
+        if (r.target.getAttribute('data-test-script-state') === 'notRunning') window.__ieRunsDone++;
+    }).observe(document.body, {attributes: true, subtree: true, attributeFilter: ['data-test-script-state']});
+  }
+  return window.__ieRunsDone;
+}"""
+
+
+def runs_done(page) -> int:
+    """How many script runs of this page have finished since the counter was installed (the first call installs
+    it): Streamlit sets ``data-test-script-state`` on ``stApp`` to ``notRunning`` at the end of every run, and a
+    MutationObserver counts those transitions, so a run that starts and ends between two polls is not missed."""
+    return page.evaluate(_RUN_COUNTER)
+
+
+def after_run(page, before: int, timeout_ms: int = 600_000) -> None:
+    """Wait until a script run has finished since ``runs_done(page)`` returned ``before``, the "running" status
+    widget is gone and the browser has drawn two more frames: the page has settled, with no fixed wait."""
+    page.wait_for_function("n => window.__ieRunsDone > n", arg=before, timeout=timeout_ms)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=timeout_ms)
+    page.evaluate("() => new Promise(done => requestAnimationFrame(() => requestAnimationFrame(done)))")

@@ -13,6 +13,10 @@ Each round uses a fresh disk cache (a temporary INFLUENCE_EXPLORER_CACHE_DIR) pr
 4. two sessions: a new influence test point in session A alone, then new test points in sessions A (digits MLP)
    and B (digits logistic regression) at the same time; the ratio of the concurrent time to the time alone.
 
+Each step is timed from the click (or the Enter) until its script run has finished, the "running" widget is gone and
+the browser has drawn two frames (``browser_gate.after_run``, which counts Streamlit's end-of-run transitions, so
+there is no fixed wait in a timing); the first UMAP until its "Computing" notice has gone.
+
 ``--cnn`` also times training the home page's MNIST-5k CNN (``ModelConfig(arch="cnn")``, one torch thread) in this
 process. Medians over rounds; the load average is recorded before and after.
 """
@@ -34,7 +38,7 @@ from urllib.parse import urlencode
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from browser_gate import CHROMIUM, CHROMIUM_ARGS, free_port, idle  # noqa: E402
+from browser_gate import CHROMIUM, CHROMIUM_ARGS, after_run, free_port, idle, runs_done  # noqa: E402
 
 
 class Server:
@@ -96,11 +100,14 @@ def measure_once(browser) -> dict:
         ctx, page = open_home(browser, server.url)
         record("cold start to interactive home (prepared cache)", time.perf_counter() - start)
 
-        def timed(name, action, text):
+        def timed(name, action, text=None):
+            """From the action until its script run has finished and the page is drawn (and shows ``text``)."""
+            before = runs_done(page)
             t = time.perf_counter()
             action()
-            page.get_by_text(text).first.wait_for()
-            idle(page, 0)
+            after_run(page, before)
+            if text is not None:
+                page.get_by_text(text).first.wait_for()
             record(name, time.perf_counter() - t)
 
         link = lambda name: (lambda: page.get_by_role("link", name=name).first.click())  # noqa: E731
@@ -110,25 +117,18 @@ def measure_once(browser) -> dict:
         timed("influence: test point -> #5 (first)", lambda: set_number(page, "Test index", 5), "Test point #5")
         timed("influence: test point -> #0 (cached)", lambda: set_number(page, "Test index", 0), "Test point #0")
         timed("influence: test point -> #5 (cached)", lambda: set_number(page, "Test index", 5), "Test point #5")
-        t = time.perf_counter()  # uncached work on the Influence page (the issue's 23 s, 42 s, 13 s)
-        set_number(page, "m (Hessian sample size)", 150)
-        idle(page, 300)
-        record("influence: change m to 150 (first)", time.perf_counter() - t)
+        # uncached work on the Influence page (the issue's 23 s, 42 s, 13 s)
+        timed("influence: change m to 150 (first)", lambda: set_number(page, "m (Hessian sample size)", 150))
         set_number(page, "m (Hessian sample size)", 100)
         idle(page, 300)
         page.get_by_text("Spread across seeds", exact=False).first.click()
         idle(page, 300)
-        t = time.perf_counter()
-        page.get_by_text("Compute the spread", exact=True).click()
-        page.get_by_text("one point per seed", exact=False).first.wait_for()
-        idle(page, 0)
-        record("influence: across-seed spread, 3 seeds x 2 samplers (first)", time.perf_counter() - t)
+        timed("influence: across-seed spread, 3 seeds x 2 samplers (first)",
+              lambda: page.get_by_text("Compute the spread", exact=True).click(), "one point per seed")
         page.get_by_text("Solver convergence", exact=False).first.click()
         idle(page, 300)
-        t = time.perf_counter()
-        page.get_by_text("Also run LiSSA on samples A and B", exact=True).click()
-        idle(page, 300)
-        record("influence: LiSSA on samples A and B (first)", time.perf_counter() - t)
+        timed("influence: LiSSA on samples A and B (first)",
+              lambda: page.get_by_text("Also run LiSSA on samples A and B", exact=True).click())
         timed("switch to home (cached)", link("Home"), "Test accuracy")
         timed("switch to influence (cached)", link("Influence"), "Top 8 helpful")
         timed("samplers: open page", link("Samplers"), "How representative is each sample?")
@@ -144,20 +144,14 @@ def measure_once(browser) -> dict:
 
         first_umap("samplers: first UMAP of the features (PCA meanwhile)")
 
-        def settle(name: str, action) -> None:
-            t = time.perf_counter()
-            action()
-            idle(page, 300)
-            record(name, time.perf_counter() - t)
-
         def colour_by(option: str) -> None:
             page.get_by_test_id("stSelectbox").filter(has_text="Colour by").first.click()
             page.get_by_role("option", name=option, exact=True).click()
 
-        settle("samplers: colour by confidence", lambda: colour_by("confidence"))
-        settle("samplers: colour by label again (cached)", lambda: colour_by("label"))
-        settle("samplers: back to PCA (cached)", lambda: page.get_by_text("PCA (instant)", exact=True).first.click())
-        settle("samplers: UMAP again (cached)", lambda: page.get_by_text("UMAP", exact=True).first.click())
+        timed("samplers: colour by confidence", lambda: colour_by("confidence"))
+        timed("samplers: colour by label again (cached)", lambda: colour_by("label"))
+        timed("samplers: back to PCA (cached)", lambda: page.get_by_text("PCA (instant)", exact=True).first.click())
+        timed("samplers: UMAP again (cached)", lambda: page.get_by_text("UMAP", exact=True).first.click())
 
         # two sessions: B is the digits logistic regression (prepared too)
         from ui.config import ModelConfig, RunConfig, run_to_query
@@ -171,24 +165,25 @@ def measure_once(browser) -> dict:
             p.get_by_text("by index", exact=True).click()
             idle(p)
         alone = []
-        for index in (11, 12):
+        for index in (11, 12, 13):
+            before = runs_done(page)
             t = time.perf_counter()
             set_number(page, "Test index", index)
+            after_run(page, before)
             page.get_by_text(f"Test point #{index}").first.wait_for()
-            idle(page, 0)
             alone.append(time.perf_counter() - t)
         record("two sessions: A alone, new test point", statistics.median(alone))
         both = []
-        for index in (13, 14):
+        for index in (14, 15, 16):
+            before, before_b = runs_done(page), runs_done(page_b)
             t = time.perf_counter()
             set_number(page, "Test index", index)
             set_number(page_b, "Test index", index)
+            after_run(page, before)
             page.get_by_text(f"Test point #{index}").first.wait_for()
-            idle(page, 0)
-            t_a = time.perf_counter() - t
+            both.append(time.perf_counter() - t)
+            after_run(page_b, before_b)
             page_b.get_by_text(f"Test point #{index}").first.wait_for()
-            idle(page_b, 0)
-            both.append(t_a)
         record("two sessions: A while B computes too, new test point", statistics.median(both))
         results["two sessions: ratio A together / A alone"] = round(statistics.median(both) / statistics.median(alone), 2)
         ctx.close()
@@ -204,10 +199,10 @@ def measure_once(browser) -> dict:
         page.get_by_role("link", name="Samplers").first.click()
         page.get_by_text("How representative is each sample?").first.wait_for()
         idle(page)
+        before = runs_done(page)
         t = time.perf_counter()
         page.get_by_text("UMAP", exact=True).first.click()
-        page.wait_for_timeout(300)
-        idle(page, 0)
+        after_run(page, before)
         assert page.get_by_text("Computing the UMAP map", exact=False).count() == 0
         record("samplers: UMAP after the restart (from disk)", time.perf_counter() - t)
         ctx.close()

@@ -51,6 +51,19 @@ RECIPES: dict[str, dict] = {
                          "max_polish_steps": 40},
     "cos-e20-b64-p25": {"epochs": 20, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 25,
                         "max_polish_steps": 25},
+    # longer cosine runs, for two torch threads (the 60 s target is for both cores of an idle machine)
+    "cos-e40-b128-p40": {"epochs": 40, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 40,
+                         "max_polish_steps": 40},
+    "cos-e30-b64-p40": {"epochs": 30, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 40,
+                        "max_polish_steps": 40},
+    "cos-e50-b128-p20": {"epochs": 50, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 20,
+                         "max_polish_steps": 20},
+    "cos-e30-b128-p60": {"epochs": 30, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 60,
+                         "max_polish_steps": 60},
+    "cos-e30-b128-p80": {"epochs": 30, "batch_size": 128, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 80,
+                         "max_polish_steps": 80},
+    "cos-e40-b64-p20": {"epochs": 40, "batch_size": 64, "lr": 3e-3, "lr_schedule": "cosine", "polish_steps": 20,
+                        "max_polish_steps": 20},
 }
 
 

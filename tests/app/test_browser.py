@@ -479,11 +479,11 @@ def test_cancel_a_long_training_then_train_again(page, app_url):
     wait_idle(page)
     assert page.locator('[data-testid="stException"]').count() == 0
     long_run = RunConfig(model=ModelConfig(hidden=13, epochs=400))
-    assert not artifacts.is_stored(artifacts.MODEL_KIND, long_run.to_dict())  # the server's disk cache (same dir)
+    assert not artifacts.is_stored(artifacts.MODEL_KIND, long_run.cache_key())  # the server's disk cache (same dir)
     page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)").fill("6")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Test accuracy").wait_for()
     wait_idle(page)
     assert "mlp on digits" in page.locator("h3").filter(has_text="Trained model").inner_text()
-    assert artifacts.is_stored(artifacts.MODEL_KIND, RunConfig(model=ModelConfig(hidden=13, epochs=6)).to_dict())
+    assert artifacts.is_stored(artifacts.MODEL_KIND, RunConfig(model=ModelConfig(hidden=13, epochs=6)).cache_key())
     step("trained again after the cancel")

@@ -55,7 +55,7 @@ def test_one_session_cancelling_does_not_stop_another_sessions_training():
         wait(a, "A", lambda f, m: None)  # A's own wait ends at once
     model = wait(b, "B", lambda f, m: None)
     assert model.training_report["test_accuracy"] > 0.5 and run in store["models"]
-    assert artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
+    assert artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
 
 
 def test_the_last_waiting_session_cancelling_stops_the_work_and_stores_nothing():
@@ -73,14 +73,14 @@ def test_the_last_waiting_session_cancelling_stops_the_work_and_stores_nothing()
     assert board.cancel(("model", run), "A") is True
     assert job.done.wait(30)  # stopped at the next epoch, long before the 80 epochs
     assert isinstance(job.error, Cancelled) and job.fraction < 0.5
-    assert run not in store["models"] and not artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
+    assert run not in store["models"] and not artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
     assert board.get(("model", run)) is None  # the next request starts afresh ...
     again = board.join(("model", run), "training", compute, "A")
     assert again is not job
     model = wait(again, "A", lambda f, m: messages.append(m))  # ... and trains cleanly
     assert again.fraction == 1.0 and messages[-1] != "starting"
     assert model.training_report["loaded_from_disk"] is False
-    assert artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
+    assert artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
 
 
 def test_page_shows_cancelled_stores_nothing_and_starts_again(app_page):
@@ -106,7 +106,7 @@ def test_page_shows_cancelled_stores_nothing_and_starts_again(app_page):
     assert cancelled == [True]
     assert any("Training mlp on digits: cancelled" in i.value for i in at.info), [i.value for i in at.info]
     assert not errors(at) and not at.get("plotly_chart")  # the page stopped after saying so
-    assert run not in _model_store()["models"] and not artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
+    assert run not in _model_store()["models"] and not artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
 
     ok(at.run())  # a rerun (any other click) does not restart the cancelled training
     assert job_board().get(key) is None and any("cancelled" in i.value for i in at.info)
@@ -114,5 +114,5 @@ def test_page_shows_cancelled_stores_nothing_and_starts_again(app_page):
     at.button(key=next(b.key for b in at.button if b.label == "Start again")).click()
     ok(at.run())  # trains again, cleanly
     assert not errors(at) and not any("cancelled" in i.value for i in at.info)
-    assert run in _model_store()["models"] and artifacts.is_stored(artifacts.MODEL_KIND, run.to_dict())
+    assert run in _model_store()["models"] and artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
     assert at.get("plotly_chart")  # the Influence page is drawn

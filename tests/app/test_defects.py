@@ -465,6 +465,20 @@ def test_the_cnn_trains_with_its_bounded_workshop_recipe_and_the_others_polish_t
     assert ModelConfig(arch="cnn", polish_steps=3).train_kwargs()["polish_steps"] == 3
 
 
+def test_a_changed_recipe_never_reuses_a_cached_model(monkeypatch):
+    """The disk cache keys a model by the settings it was trained with, recipe included: a CNN cached under the
+    old recipe is not served after ``CNN_RECIPE`` changes (the key held only the ModelConfig fields before)."""
+    from ui import config
+    from ui.config import ModelConfig, RunConfig
+
+    run = RunConfig(model=ModelConfig(arch="cnn"))
+    before = run.cache_key()
+    assert before["train_kwargs"]["polish_steps"] == config.CNN_RECIPE["polish_steps"]
+    monkeypatch.setattr(config, "CNN_RECIPE", {**config.CNN_RECIPE, "polish_steps": 1, "max_polish_steps": 1})
+    assert run.cache_key() != before and run.to_dict() == RunConfig(model=ModelConfig(arch="cnn")).to_dict()
+    assert RunConfig().cache_key()["train_kwargs"] == ModelConfig().train_kwargs()  # the MLP: unchanged
+
+
 def test_home_says_whether_the_model_is_stationary(app_page, trained_fast_run):
     from ui.state import get_model
 

@@ -98,7 +98,7 @@ def test_home_lists_reports_and_clears_the_disk_cache(app_page):
 
     # corrupt the model file, forget the in-memory copy: the next load reports it, removes it and retrains
     store = artifacts.disk_store()
-    path = store.path(artifacts.MODEL_KIND, run.to_dict(), artifacts._version(artifacts.MODEL_KIND))
+    path = store.path(artifacts.MODEL_KIND, run.cache_key(), artifacts._version(artifacts.MODEL_KIND))
     path.write_bytes(b"garbage")
     from ui.state import _model_store
 
@@ -106,7 +106,7 @@ def test_home_lists_reports_and_clears_the_disk_cache(app_page):
     at = _home(app_page, run)
     assert any("cannot be read" in w.value and "computed again" in w.value for w in at.warning)
     assert at.metric  # the model was retrained and is shown
-    assert store.load(artifacts.MODEL_KIND, run.to_dict(), artifacts._version(artifacts.MODEL_KIND)) is not None
+    assert store.load(artifacts.MODEL_KIND, run.cache_key(), artifacts._version(artifacts.MODEL_KIND)) is not None
 
     at.button(key="cache_clear").click()
     ok(at.run())
