@@ -11,7 +11,9 @@ Each round uses a fresh disk cache (a temporary INFLUENCE_EXPLORER_CACHE_DIR) pr
 3. first UMAP of the features map on the Samplers page (PCA shown meanwhile) until the UMAP map is on screen; then
    a restart of the server on the same cache and the same UMAP again (loaded from disk);
 4. two sessions: a new influence test point in session A alone, then new test points in sessions A (digits MLP)
-   and B (digits logistic regression) at the same time; the ratio of the concurrent time to the time alone.
+   and B (digits logistic regression) at the same time; the ratio of the concurrent time to the time alone. B is
+   in a second browser process (two students, two browsers; ``--same-browser``: a second context of A's browser),
+   both on this machine's cores with the server.
 
 Each step is timed from the click (or the Enter) until its script run has finished, the "running" widget is gone and
 the browser has drawn two frames (``browser_gate.after_run``, which counts Streamlit's end-of-run transitions, so
@@ -83,7 +85,7 @@ def open_home(browser, url: str, query: str = ""):
     return ctx, page
 
 
-def measure_once(browser) -> dict:
+def measure_once(browser, browser_b) -> dict:
     results: dict = {}
 
     def record(name: str, seconds: float) -> None:
@@ -156,7 +158,7 @@ def measure_once(browser) -> dict:
         # two sessions: B is the digits logistic regression (prepared too)
         from ui.config import ModelConfig, RunConfig, run_to_query
 
-        ctx_b, page_b = open_home(browser, server.url,
+        ctx_b, page_b = open_home(browser_b, server.url,
                                   f"/?{urlencode(run_to_query(RunConfig(model=ModelConfig(arch='logreg'))))}")
         for p in (page, page_b):
             p.get_by_role("link", name="Influence").first.click()
@@ -231,6 +233,8 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "test-artifacts" / "cache_timings.json"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cnn", action="store_true", help="also time the MNIST-5k CNN training")
+    parser.add_argument("--same-browser", action="store_true",
+                        help="session B as a second context of session A's browser, not a browser of its own")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -238,10 +242,14 @@ def main() -> None:
     rounds = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser_b = browser if args.same_browser else \
+            pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)  # a second student's browser
         for r in range(args.rounds):
             print(f"--- round {r + 1}/{args.rounds} (load {os.getloadavg()[0]:.1f})", flush=True)
-            rounds.append(measure_once(browser))
+            rounds.append(measure_once(browser, browser_b))
         browser.close()
+        if browser_b is not browser:
+            browser_b.close()
     median = {k: round(float(statistics.median(r[k] for r in rounds)), 2) for k in rounds[0]}
     report = {"cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "median_seconds": median, "rounds": rounds}
