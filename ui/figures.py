@@ -6,6 +6,9 @@ Maps draw SVG markers (``go.Scatter``) up to ``WEBGL_MIN_POINTS`` points and Web
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 from typing import Sequence
 
 import numpy as np
@@ -262,13 +265,18 @@ def feature_bars(rows: np.ndarray, feature_names: Sequence[str] | None = None, h
     return fig
 
 
+_CAPTION_STYLE = "font-size:0.8rem;opacity:0.7;text-align:center"
+
+
+def _grid_style(per_row: int, gap: str) -> str:
+    """CSS of a grid of ``per_row`` equal columns that may shrink below their content's width."""
+    return f"display:grid;grid-template-columns:repeat({per_row},minmax(0,1fr));gap:{gap}"
+
+
 def caption_row_html(captions: Sequence[str], per_row: int) -> str:
     """Captions in a grid of ``per_row`` columns (under a :func:`feature_bars` figure of as many panels)."""
-    import html
-
-    cells = "".join(f'<div style="text-align:center">{html.escape(c)}</div>' for c in captions)
-    return (f'<div style="display:grid;grid-template-columns:repeat({per_row},minmax(0,1fr));gap:0 1rem;'
-            f'font-size:0.8rem;opacity:0.7">{cells}</div>')
+    cells = "".join(f'<div style="{_CAPTION_STYLE}">{html.escape(c)}</div>' for c in captions)
+    return f'<div style="{_grid_style(per_row, "0 1rem")}">{cells}</div>'
 
 
 def score_text(score: float) -> str:
@@ -292,9 +300,6 @@ def normalised_tile(raw_row: np.ndarray, image_shape: tuple[int, int]) -> np.nda
 
 def png_data_uri(image: np.ndarray) -> str:
     """A grey image in [0, 1], shape (h, w), as a ``data:image/png;base64,...`` URI (8-bit PNG)."""
-    import base64
-    import io
-
     from PIL import Image
 
     pixels = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255.0), 0, 255).astype(np.uint8)
@@ -313,16 +318,12 @@ def gallery_html(tiles: Sequence[np.ndarray], captions: Sequence[str], per_row: 
     browser a single redraw. ``tiles`` are grey images in [0, 1] at native resolution, scaled up without smoothing
     (``image-rendering: pixelated``); captions are escaped and wrap only where they have ordinary spaces (see
     :func:`nowrap`)."""
-    import html
-
     if len(tiles) != len(captions):
         raise ValueError(f"{len(tiles)} tiles but {len(captions)} captions: give one caption per tile.")
     cells = "".join(
         f'<figure class="ie-tile" style="margin:0;min-width:0">'
         f'<img src="{png_data_uri(tile)}" alt="{html.escape(caption)}" '
         f'style="width:100%;aspect-ratio:{tile.shape[1]}/{tile.shape[0]};image-rendering:pixelated;display:block">'
-        f'<figcaption style="font-size:0.8rem;opacity:0.7;text-align:center">'
-        f'{html.escape(caption)}</figcaption></figure>'
+        f'<figcaption style="{_CAPTION_STYLE}">{html.escape(caption)}</figcaption></figure>'
         for tile, caption in zip(tiles, captions))
-    return (f'<div class="{GALLERY_CLASS}" style="display:grid;grid-template-columns:repeat({per_row},'
-            f'minmax(0,1fr));gap:0.5rem 1rem">{cells}</div>')
+    return f'<div class="{GALLERY_CLASS}" style="{_grid_style(per_row, "0.5rem 1rem")}">{cells}</div>'

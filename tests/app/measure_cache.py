@@ -74,6 +74,17 @@ def set_number(page, label: str, value: int) -> None:
     box.press("Enter")
 
 
+def seconds_to_settle(page, action, text: str | None = None) -> float:
+    """Seconds from ``action()`` until its script run has finished and the page is drawn (and shows ``text``)."""
+    before = runs_done(page)
+    t = time.perf_counter()
+    action()
+    after_run(page, before)
+    if text is not None:
+        page.get_by_text(text).first.wait_for()
+    return time.perf_counter() - t
+
+
 def open_home(browser, url: str, query: str = ""):
     """A new browser context on the home page, once it shows the model and is idle: (context, page)."""
     ctx = browser.new_context(viewport={"width": 1500, "height": 1200})
@@ -103,14 +114,7 @@ def measure_once(browser, browser_b) -> dict:
         record("cold start to interactive home (prepared cache)", time.perf_counter() - start)
 
         def timed(name, action, text=None):
-            """From the action until its script run has finished and the page is drawn (and shows ``text``)."""
-            before = runs_done(page)
-            t = time.perf_counter()
-            action()
-            after_run(page, before)
-            if text is not None:
-                page.get_by_text(text).first.wait_for()
-            record(name, time.perf_counter() - t)
+            record(name, seconds_to_settle(page, action, text))
 
         link = lambda name: (lambda: page.get_by_role("link", name=name).first.click())  # noqa: E731
         timed("influence: open page (first)", link("Influence"), "Top 8 helpful")
@@ -166,14 +170,8 @@ def measure_once(browser, browser_b) -> dict:
             idle(p)
             p.get_by_text("by index", exact=True).click()
             idle(p)
-        alone = []
-        for index in (11, 12, 13):
-            before = runs_done(page)
-            t = time.perf_counter()
-            set_number(page, "Test index", index)
-            after_run(page, before)
-            page.get_by_text(f"Test point #{index}").first.wait_for()
-            alone.append(time.perf_counter() - t)
+        alone = [seconds_to_settle(page, lambda: set_number(page, "Test index", index), f"Test point #{index}")
+                 for index in (11, 12, 13)]
         record("two sessions: A alone, new test point", statistics.median(alone))
         both = []
         for index in (14, 15, 16):
@@ -201,12 +199,9 @@ def measure_once(browser, browser_b) -> dict:
         page.get_by_role("link", name="Samplers").first.click()
         page.get_by_text("How representative is each sample?").first.wait_for()
         idle(page)
-        before = runs_done(page)
-        t = time.perf_counter()
-        page.get_by_text("UMAP", exact=True).first.click()
-        after_run(page, before)
+        seconds = seconds_to_settle(page, lambda: page.get_by_text("UMAP", exact=True).first.click())
         assert page.get_by_text("Computing the UMAP map", exact=False).count() == 0
-        record("samplers: UMAP after the restart (from disk)", time.perf_counter() - t)
+        record("samplers: UMAP after the restart (from disk)", seconds)
         ctx.close()
     finally:
         server.stop()
