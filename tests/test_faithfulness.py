@@ -216,8 +216,14 @@ def test_blocked_scoring_on_an_executor_matches_in_memory_scores(small):
         assert blocked.context["scoring"]["blocked"] and blocked.context["scoring"]["train_chunk_size"] == 50
         for a, b in zip(base.rows, blocked.rows):
             assert (a["sampler"], a["m"], a["seed"]) == (b["sampler"], b["m"], b["seed"])
-            for key in ("spearman", "rel_error", "topk_helpful", "topk_harmful"):
-                assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (options, key)
+            # The blocked and in-memory products sum float32 terms in different orders, so scores agree to about
+            # 1e-6 relative and near-ties may swap neighbouring ranks. Each swap of adjacent ranks among n points
+            # moves Spearman by 12/(n(n²-1)) (2e-7 here), and a swap at the k-th place moves a top-k overlap by
+            # 1/k; a wrong block (a skipped or repeated chunk) moves both far more.
+            assert b["spearman"] == pytest.approx(a["spearman"], abs=1e-4), options
+            assert b["rel_error"] == pytest.approx(a["rel_error"], rel=1e-3, abs=1e-6), options
+            for key in ("topk_helpful", "topk_harmful"):
+                assert abs(b[key] - a[key]) <= 1.0 / config.k + 1e-9, (options, key)
 
 
 def test_cli_rejects_workers_with_scheduler_and_bad_chunk(capsys):
