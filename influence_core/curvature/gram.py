@@ -27,7 +27,6 @@ map must share (eigenvectors of a near-degenerate Λ_i are only defined up to ro
 
 from __future__ import annotations
 
-import copy
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -36,7 +35,7 @@ from torch import nn
 from torch.func import functional_call
 
 from influence_core.curvature.objective import Objective
-from influence_core.models.task import eval_mode
+from influence_core.models.task import replica
 
 __all__ = ["SampleGram", "sample_grams", "linear_layer_pieces", "LayerPiece", "gauss_newton_matrix",
            "SHARED_FACTOR_MAX_BYTES"]
@@ -82,8 +81,8 @@ def linear_layer_pieces(objective: Objective, indices: np.ndarray) -> list[Layer
     if not layers or covered != chosen:
         return None
     try:
-        private = copy.deepcopy(model)
-    except Exception:  # noqa: BLE001 - a model that cannot be copied takes the generic path
+        private = replica(model)  # eval mode; the hooks below go on it, never on the caller's modules
+    except TypeError:  # a model that cannot be copied takes the generic path
         return None
     modules = dict(private.named_modules())
     seen: dict[str, list] = {name: [] for name, *_ in layers}
@@ -104,7 +103,7 @@ def linear_layer_pieces(objective: Objective, indices: np.ndarray) -> list[Layer
             x = objective.batch(chunk)[0]
             for name in seen:
                 seen[name].clear()
-            with torch.no_grad(), eval_mode(private):  # shapes of the layer outputs
+            with torch.no_grad():  # shapes of the layer outputs
                 shapes = {}
                 probe = [modules[name].register_forward_hook(
                     lambda m, i, o, name=name: shapes.__setitem__(name, o.shape)) for name, *_ in layers]
@@ -121,7 +120,7 @@ def linear_layer_pieces(objective: Objective, indices: np.ndarray) -> list[Layer
             eps.clear()
             eps.update({name: torch.zeros(shapes[name], device=objective.device, dtype=objective.dtype,
                                           requires_grad=True) for name, *_ in layers})
-            with torch.enable_grad(), eval_mode(private):
+            with torch.enable_grad():
                 out = functional_call(private, (objective.unflatten(objective.theta.detach()), objective.fixed,
                                                 objective.buffers), (x,))
                 logits = objective.task.output(out)

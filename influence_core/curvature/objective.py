@@ -86,7 +86,9 @@ class Objective:
 
     Args:
         model: a classifier (any ``nn.Module``; its buffers are kept). It is evaluated in eval mode and left as it
-            was (:func:`~influence_core.models.task.eval_mode`); its parameters and ``requires_grad`` are never changed.
+            was: every evaluation runs on this thread's replica (:func:`~influence_core.models.task.thread_replica`),
+            so its parameters, ``requires_grad``, ``training`` flags and hooks are never changed, and several threads
+            may compute on one objective (or one model) at once.
         X, y: the training set: arrays/tensors X (n, ...) and labels y (n,), or a data source / map-style
             ``torch.utils.data.Dataset`` / ``DataLoader`` as ``X`` with ``y=None`` (see :mod:`influence_core.data.sources`).
             Chunks are moved to the model's device one at a time; floating inputs take the model's dtype, integer
@@ -188,9 +190,8 @@ class Objective:
 
     def logits(self, theta: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """f_θ(x): (c, ...) -> (c, C), the model in eval mode, through the task's output function."""
-        with eval_mode(self.model):
-            out = functional_call(self.model, (self.unflatten(theta), self.fixed, self.buffers),
-                                  (self._prepare(x),))
+        with eval_mode(self.model) as private:  # this thread's replica: the caller's module is never touched
+            out = functional_call(private, (self.unflatten(theta), self.fixed, self.buffers), (self._prepare(x),))
         return self.task.output(out)
 
     def losses(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

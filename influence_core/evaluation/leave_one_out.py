@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from influence_core.data.datasets import Dataset
 from influence_core.influence.calculator import influence_scores
-from influence_core.models.zoo import model_device_dtype
+from influence_core.models.zoo import model_device_dtype, predict_logits
 from influence_core.models.training import fit_full_batch
 from influence_core.progress import Progress
 
@@ -27,8 +27,8 @@ __all__ = ["leave_one_out_check"]
 
 def _test_losses(model: nn.Module, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     device, dtype = model_device_dtype(model)
+    logits = torch.as_tensor(predict_logits(model, X), device=device, dtype=dtype)  # eval mode, model untouched
     with torch.no_grad():
-        logits = model(torch.as_tensor(X, device=device, dtype=dtype))
         return F.cross_entropy(logits, torch.as_tensor(y, device=device), reduction="none").double().cpu().numpy()
 
 

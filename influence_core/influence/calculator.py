@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.func import functional_call
 
 from influence_core.curvature.objective import CURVATURE_MODES, Objective, as_index_array
 from influence_core.data.datasets import Dataset
@@ -36,7 +37,7 @@ from influence_core.solvers.registry import (FittedInverse, IterativeFit,
                                              available_solvers, fit_inverse)
 from influence_core.solvers.base import SolveResult
 from influence_core.data.sources import as_source
-from influence_core.models.task import Task, resolve_weight_decay
+from influence_core.models.task import Task, replica, resolve_weight_decay
 from influence_core.progress import Progress
 
 __all__ = ["InfluenceCalculator", "InfluenceConfig", "influence_scores", "top_influences", "NotFittedError"]
@@ -262,7 +263,7 @@ def _rows(X: Any) -> int:
 
 def _activations_per_point(obj: Objective, x: torch.Tensor) -> int:
     """Numbers output by all leaf modules for one input (1, ...): what a forward-mode tangent carries per point."""
-    model = obj.model
+    model = replica(obj.model)  # the hooks go on a private copy, never on the caller's modules
     total = [0]
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
@@ -272,7 +273,7 @@ def _activations_per_point(obj: Objective, x: torch.Tensor) -> int:
     handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
     try:
         with torch.no_grad():
-            obj.logits(obj.theta, x)
+            functional_call(model, (obj.unflatten(obj.theta), obj.fixed, obj.buffers), (obj._prepare(x),))
     finally:
         for h in handles:
             h.remove()

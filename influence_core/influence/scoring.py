@@ -78,8 +78,8 @@ class ScoringProblem:
     of ``exact``, the sample of an iterative solver), the test points or precomputed iHVPs, the training columns.
 
     In this process it holds the caller's objects (no copies). Pickled (Dask scatter), the workers receive them once
-    and never re-form the Hessian. A lock serialises tasks on one copy (``torch.func.functional_call`` swaps the
-    module's parameters while it runs, so two threads must not share a model).
+    and never re-form the Hessian. A lock runs the tasks on one copy one at a time, so a worker holds one block's
+    gradients at once (threads could share the model safely: every forward pass runs on a per-thread replica).
     """
 
     def __init__(self, calc: "InfluenceCalculator", X_test: torch.Tensor | None, y_test: torch.Tensor | None,

@@ -13,9 +13,11 @@ A :class:`Task` says, for any classifier the engine did not build:
   the negative margin: score = predicted decrease of the margin), or a callable ``(logits, y) -> (c,)``.
 
 Inputs are passed to the model untouched (integer token ids stay integers). Model preparation (used by every
-forward pass of the engine): the model is evaluated in eval mode (Dropout off, BatchNorm on its running statistics)
-and every module's ``training`` flag is restored afterwards, in a ``finally``; parameters are never modified
-(``torch.func.functional_call`` supplies θ) and ``requires_grad`` is never touched. :func:`select_parameters`
+forward pass of the engine): the engine never evaluates the caller's module object itself. It evaluates a
+:func:`replica`, a copy of the module tree in eval mode (Dropout off, BatchNorm on its running statistics) that
+shares the caller's parameter and buffer tensors (no data is copied), one per thread where it is cached; so the
+caller's parameters, ``requires_grad``, ``training`` flags and hooks are never touched, even for an instant, and any
+number of threads may compute on one model (``torch.func.functional_call`` swaps tensors into the replica only). :func:`select_parameters`
 names the parameters influence is computed over (all trainable ones by default; a list of names or modules, or
 ``"last_layer"``).
 """
@@ -23,8 +25,12 @@ names the parameters influence is computed over (all trainable ones by default; 
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import math
+import threading
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Mapping
 
@@ -32,7 +38,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Task", "default_output", "cross_entropy_loss", "margin_measurement", "eval_mode", "select_parameters",
+__all__ = ["Task", "default_output", "cross_entropy_loss", "margin_measurement", "eval_mode", "replica",
+           "thread_replica", "select_parameters",
            "check_parameters", "resolve_weight_decay", "MEASUREMENTS", "WeightDecayWarning"]
 
 MEASUREMENTS = ("loss", "margin")
@@ -112,19 +119,58 @@ class Task:
                 "measurement": self.measurement if isinstance(self.measurement, str) else name(self.measurement)}
 
 
+def replica(model: nn.Module) -> nn.Module:
+    """A private copy of ``model``'s module tree in eval mode that shares every parameter and buffer tensor with it.
+
+    ``copy.deepcopy`` with the parameters and buffers pre-entered in its memo: the modules (and their attributes,
+    hooks included) are new objects, the tensors are the caller's (no data copied, so the cost is that of copying
+    the Python objects, not the weights). Switching the replica to eval mode, registering hooks on it or swapping
+    tensors into it (``functional_call``) is invisible to the caller and to other threads. Parameters and buffers are
+    read, never written: in eval mode BatchNorm does not update its running statistics.
+
+    Raises TypeError when the model cannot be copied (e.g. it holds a lock or an open file as an attribute).
+    """
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    try:
+        private = copy.deepcopy(model, memo=shared)
+    except Exception as exc:  # noqa: BLE001 - any failure to copy is reported the same way
+        raise TypeError(f"the model could not be copied for a thread-safe evaluation ({type(exc).__name__}: "
+                        f"{exc}); influence needs a model that copy.deepcopy accepts: move locks, open files or "
+                        "other uncopyable objects out of the module's attributes") from exc
+    return private.eval()
+
+
+_REPLICAS: "weakref.WeakKeyDictionary[nn.Module, threading.local]" = weakref.WeakKeyDictionary()
+_REPLICAS_LOCK = threading.Lock()
+
+
+def thread_replica(model: nn.Module) -> nn.Module:
+    """This thread's :func:`replica` of ``model``, made on first use and reused while ``model`` lives.
+
+    A model whose parameter or buffer tensors were *replaced* since (``model.fc.weight = nn.Parameter(...)``,
+    ``load_state_dict`` copies in place and needs nothing) gets a fresh replica: the cached one is checked against
+    the caller's tensors by identity on every call.
+    """
+    with _REPLICAS_LOCK:
+        local = _REPLICAS.get(model)
+        if local is None:
+            local = _REPLICAS[model] = threading.local()
+    tensors = [t for t in itertools.chain(model.parameters(), model.buffers())]
+    cached = getattr(local, "replica", None)
+    if cached is None or len(local.tensors) != len(tensors) or any(a is not b for a, b in zip(local.tensors,
+                                                                                                tensors)):
+        local.replica = replica(model)
+        local.tensors = tensors
+    return local.replica
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Evaluate ``model`` in eval mode; every module's ``training`` flag is restored afterwards (also on errors)."""
-    flags = [(m, m.training) for m in model.modules()]
-    if not any(t for _, t in flags):
-        yield model
-        return
-    try:
-        model.eval()
-        yield model
-    finally:
-        for m, t in flags:
-            m.training = t
+    """This thread's eval-mode :func:`thread_replica` of ``model`` (the caller's module is never switched).
+
+    Kept as a context manager so call sites read ``with eval_mode(model) as m: m(x)``: always use the yielded module.
+    """
+    yield thread_replica(model)
 
 
 def _last_layer(model: nn.Module) -> list[str]:

@@ -206,8 +206,8 @@ def predict_logits(model: nn.Module, X: Any, batch_size: int = 1024, *,
     (default :func:`~influence_core.models.task.default_output`)."""
     device, dtype = model_device_dtype(model)
     output = output_fn or default_output
-    with eval_mode(model):
-        out = [output(model(x)).double().cpu() for x in _input_batches(X, batch_size, device, dtype)]
+    with eval_mode(model) as private:
+        out = [output(private(x)).double().cpu() for x in _input_batches(X, batch_size, device, dtype)]
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
@@ -218,8 +218,8 @@ def penultimate_features(model: nn.Module, X: Any, batch_size: int = 1024) -> np
     if not hasattr(model, "features"):
         raise ValueError("the model has no features(x) method (penultimate layer); add one or use a logit sampler")
     device, dtype = model_device_dtype(model)
-    with eval_mode(model):
-        out = [model.features(x).double().cpu().reshape(len(x), -1)
+    with eval_mode(model) as private:
+        out = [private.features(x).double().cpu().reshape(len(x), -1)
                for x in _input_batches(X, batch_size, device, dtype)]
     return torch.cat(out).numpy()
 
@@ -234,9 +234,9 @@ def logits_and_features(model: nn.Module, X: Any, batch_size: int = 1024) -> tup
         return None
     device, dtype = model_device_dtype(model)
     logits, features = [], []
-    with eval_mode(model):
+    with eval_mode(model) as private:
         for x in _input_batches(X, batch_size, device, dtype):
-            f = model.features(x)
-            logits.append(model.head(f).double().cpu())
+            f = private.features(x)
+            logits.append(private.head(f).double().cpu())
             features.append(f.double().cpu().reshape(len(x), -1))
     return torch.cat(logits).numpy(), torch.cat(features).numpy()

@@ -51,7 +51,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from influence_core.curvature.objective import EXACT_MAX_PARAMS, Objective
-from influence_core.models.task import eval_mode
+from influence_core.models.task import replica
 from influence_core.solvers.factor_io import (FactorFileError, check_fitted_for, config_key, fingerprint, read_factor_file,
                                               write_factor_file)
 from influence_core.solvers.base import SolveResult, SolverError
@@ -255,8 +255,7 @@ def _chunk_statistics(model: nn.Module, blocks: list[LayerBlock], modules: dict[
     handles = [modules[b.module].register_forward_hook(make_hook(b.module)) for b in blocks]
     try:
         with torch.enable_grad():
-            with eval_mode(model):  # as the objective evaluates it (dropout off), through the task's output
-                out = model(x)
+            out = model(x)  # a private eval-mode replica (dropout off), as the objective evaluates it
             logits = out if output is None else output(out)
     finally:
         for h in handles:
@@ -315,7 +314,9 @@ def fit_kfac(objective: Objective, sample: Any = None, weights: Any = None, *, m
     w_all = objective._weights(idx, w_np).double()
     size = int(chunk_size or objective.chunk_size)
     start = time.perf_counter()
-    model = objective.model
+    model = replica(objective.model)  # the hooks go on a private eval-mode copy, never on the caller's modules
+    private_modules = dict(model.named_modules())
+    modules = {name: private_modules[name] for name in modules}
     d = [(b.d_in, b.d_out) for b in blocks]
     A = [torch.zeros(di, di, dtype=torch.float64, device=objective.device) for di, _ in d]
     G = [torch.zeros(do, do, dtype=torch.float64, device=objective.device) for _, do in d]
