@@ -37,7 +37,7 @@ POLISH_STEPS = 100  # full-batch L-BFGS iterations after Adam, then on towards t
 CNN_RECIPE = {"batch_size": 128, "lr_schedule": "cosine", "polish_steps": 60, "max_polish_steps": 60}
 """The CNN's workshop recipe: 30 Adam epochs at batch 128 with the learning rate decayed to 0 along a cosine, then 60
 float32 L-BFGS iterations, bounded (no float64 polish on to the 1e-3 gradient-norm tolerance). On MNIST-5k, one
-torch thread, in one run (``tests/app/measure_cnn_recipes.py``, ``docs/app_timings/cnn_recipes_1thread.json``): the
+torch thread, in one run (``benchmarks/app/measure_cnn_recipes.py``, ``docs/app_timings/cnn_recipes_1thread.json``): the
 recipe shared with the MLP (batch 64, constant rate, 100 float32 iterations, then float64 until the gradient norm is
 <= 1e-3) took 389 s for 96.7% test accuracy; this one 97.1% in 36 s, ending at a gradient norm of
 9.3e-3, recorded in the training report and shown on the home page (40 iterations: 33 s, 96.8%)."""

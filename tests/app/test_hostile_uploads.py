@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from npz_bombs import lying_header, npz_bytes, zeros_bomb  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -4,7 +4,7 @@ training), class 3, m = 128, seeds 0-2, every built-in sampler, CG, Gauss-Newton
 oracle, F1 at α = 1, and the distance to the retrained model (agreement on the reporting half, relative parameter
 distance) at α = 1 and at the chosen α. Not a study: three seeds, one class, no timings.
 
-    PYTHONPATH=. python docs/removal/smoke_check.py > docs/removal/smoke_check.txt
+    PYTHONPATH=. python benchmarks/removal_smoke_check.py > docs/removal/smoke_check.txt
 """
 import numpy as np
 import torch

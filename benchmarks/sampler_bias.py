@@ -2,7 +2,7 @@
 the test fixture's model), 40 seeds per (sampler, option, m); quantities: the Gauss-Newton curvature proxy 1 − Σp²
 and the squared norm of the penultimate features. Prints mean ratio (sample estimate / pool mean) and its std.
 
-    PYTHONPATH=. python docs/faithfulness/sampler_bias.py > docs/faithfulness/sampler_bias.txt
+    PYTHONPATH=. python benchmarks/sampler_bias.py > docs/faithfulness/sampler_bias.txt
 """
 import os
 

@@ -22,7 +22,7 @@ from influence_core.io_safety import OutputPathError, atomic_write, check_output
 from influence_core.solvers.cg import solve_cg
 from influence_core.solvers.lissa import solve_lissa
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent / "data"))
 from npz_bombs import lying_header, npz_bytes, zeros_bomb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,8 +1,8 @@
 """Cost of the first UMAP map in a fresh process (what the Samplers page's help text states).
 
-    python tests/app/measure_umap.py cold digits   # train the default digits MLP, map its features twice
-    python tests/app/measure_umap.py warm digits   # the same after the server's in-process warm-up (ui.warmup)
-    python tests/app/measure_umap.py cold large    # 5,000 x 32 float32 points: umap-learn's pynndescent path
+    python benchmarks/app/measure_umap.py cold digits   # train the default digits MLP, map its features twice
+    python benchmarks/app/measure_umap.py warm digits   # the same after the server's in-process warm-up (ui.warmup)
+    python benchmarks/app/measure_umap.py cold large    # 5,000 x 32 float32 points: umap-learn's pynndescent path
 
 Run it after ``python -m ui.warmup`` (what ``make app`` runs), one at a time, and note ``uptime`` with each.
 """

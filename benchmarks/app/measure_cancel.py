@@ -1,6 +1,6 @@
 """How long a cancel takes to stop training (not a test; run by hand under the bench lock, numbers in the README).
 
-    flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_cancel.py
+    flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_cancel.py
 
 For the app's recipes (one torch thread, as the app): the digits MLP and the MNIST-5k CNN, cancelled (a) during Adam,
 right after the progress point of epoch 2, and (b) during the L-BFGS polish, right after its first progress point.
@@ -57,7 +57,7 @@ def main() -> None:
             rows.append(latency(dataset, arch, when, **kw))
             print(rows[-1], flush=True)
     out = {"rows": rows, "load_average_before_after": [os.getloadavg()[0]], "torch_threads": 1,
-           "command": "flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_cancel.py"}
+           "command": "flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_cancel.py"}
     out["load_average_before_after"].insert(0, LOAD_BEFORE)
     path = ROOT / "docs" / "app_timings" / "cancel_latency.json"
     path.write_text(json.dumps(out, indent=1) + "\n")

@@ -1,6 +1,6 @@
 """Measure issue 12's targets in headless Chromium (not a test; run by hand, numbers go in the README).
 
-    flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_cache.py [--rounds 3] [--cnn]
+    flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_cache.py [--rounds 3] [--cnn]
 
 Each round uses a fresh disk cache (a temporary INFLUENCE_EXPLORER_CACHE_DIR) prepared by ``python -m ui.prepare
 --no-umap`` (as ``make app`` does, without the UMAP maps so that the first UMAP can be timed), then:
@@ -39,7 +39,7 @@ from urllib.parse import urlencode
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "app"))  # browser_gate
 from browser_gate import CHROMIUM, CHROMIUM_ARGS, after_run, free_port, idle, runs_done  # noqa: E402
 
 

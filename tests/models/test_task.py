@@ -439,7 +439,7 @@ def test_readme_own_classifier_example_runs():
     import re
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = text[text.index("### Your own classifier"):]
     block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     namespace: dict = {}

@@ -1,6 +1,6 @@
 """Measure the app's responsiveness in headless Chromium (not a test; run by hand, numbers go in the README).
 
-    .venv/bin/python tests/app/measure_app.py [--out test-artifacts/app_timings.json]
+    .venv/bin/python benchmarks/app/measure_app.py [--out test-artifacts/app_timings.json]
 
 1. Cold start: start ``streamlit run app.py`` (a fresh process, empty caches), open the home page, press Train with
    the default settings (digits, MLP 32 hidden, 30 epochs) and wait for the trained home page (accuracy shown).
@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "app"))  # browser_gate
 from browser_gate import CHROMIUM_ARGS, free_port  # noqa: E402
 from browser_gate import idle as shared_idle  # noqa: E402
 

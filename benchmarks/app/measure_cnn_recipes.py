@@ -1,6 +1,6 @@
 """MNIST-5k CNN: training time and test accuracy of candidate recipes (not a test; run by hand under the bench lock).
 
-    flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_cnn_recipes.py [--recipes NAME ...]
+    flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_cnn_recipes.py [--recipes NAME ...]
         [--out docs/app_timings/cnn_recipes.json]
 
 Each recipe is ``influence_core.train_model(mnist5k, "cnn", seed=0, **settings)`` on one torch thread (as the app),

@@ -1,6 +1,6 @@
 """The server's share of an interaction, without a browser (not a test; run by hand under the bench lock).
 
-    flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_rerun.py [--reruns 15]
+    flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_rerun.py [--reruns 15]
         [--out docs/app_timings/rerun_server.json]
 
 Two sessions as two Streamlit ``AppTest`` runners of the Influence page: A on the digits MLP, B on the digits

@@ -2,7 +2,7 @@
 numbers in the README and docs/app_timings/spread.json).
 
     git archive <before-commit> | tar -x -C /tmp/spread-before
-    flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_spread.py --before /tmp/spread-before
+    flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_spread.py --before /tmp/spread-before
 
 For each code (``--before`` checkout, then this one) and round: a fresh disk cache; process 1 gets the app's default
 digits MLP (trained, not timed), warms torch.func (one per-sample gradient, so import costs are not counted), then
@@ -92,7 +92,7 @@ def main() -> None:
     result: dict = {"load_before": os.getloadavg(), "uptime_before": subprocess.getoutput("uptime"),
                     "settings": {"samplers": SAMPLERS, "m": M, "seeds": len(SEEDS), "solver": SOLVER,
                                  "damping": DAMPING, "model": "app default digits MLP (32 hidden)"},
-                    "command": "flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_spread.py "
+                    "command": "flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_spread.py "
                                "--before <checkout of the code before>"}
     for name, root in codes.items():
         rounds = []

@@ -2,7 +2,7 @@
 exact solve, true Hessian, δ = 0: relative distance ||θ(1) − θ_ret|| / ||θ̂ − θ_ret|| of the update to the model
 retrained without the class, for the fixed update (Newton step on L_r) and the old one ((1/n)(H_mean + wd I)⁻¹ g_c).
 
-    PYTHONPATH=. python docs/removal/scale_check.py
+    PYTHONPATH=. python benchmarks/removal_scale_check.py
 """
 import json
 

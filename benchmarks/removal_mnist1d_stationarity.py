@@ -1,7 +1,7 @@
 """Which gradient-norm tolerance the default MLP on MNIST-1D reaches: the default training (Adam, then 100 L-BFGS
 polish steps) and the polish continued in float64 towards grad_tol, with the steps it took.
 
-    flock /tmp/influence-bench.lock env PYTHONPATH=. python docs/removal/mnist1d_stationarity.py > docs/removal/mnist1d_stationarity.txt
+    flock /tmp/influence-bench.lock env PYTHONPATH=. python benchmarks/removal_mnist1d_stationarity.py > docs/removal/mnist1d_stationarity.txt
 """
 import json
 import os

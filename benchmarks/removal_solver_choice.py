@@ -3,7 +3,7 @@
 random samples of m = 64, 256 and 1024. Accuracy: ||Δ − Δ_exact|| / ||Δ_exact|| with Δ_exact the low-rank solve
 (exact for Gauss-Newton; the dense p×p solve was dropped to fit the machine's load).
 
-    flock /tmp/influence-bench.lock env PYTHONPATH=. python docs/removal/solver_choice.py docs/removal/solver_choice.json
+    flock /tmp/influence-bench.lock env PYTHONPATH=. python benchmarks/removal_solver_choice.py docs/removal/solver_choice.json
 """
 import json, os, sys, time
 import numpy as np, torch
@@ -28,7 +28,7 @@ for c in (0, 3, 7):
         rows.append({"class": c, "m": ref.m, "solver": "low_rank", "seconds": ref.solver_seconds, "iterations": 0,
                      "rel_error_vs_exact": 0.0, "converged": True})
     print(c, file=sys.stderr, flush=True)
-out = {"command": "flock /tmp/influence-bench.lock env PYTHONPATH=. python docs/removal/solver_choice.py "
+out = {"command": "flock /tmp/influence-bench.lock env PYTHONPATH=. python benchmarks/removal_solver_choice.py "
                   "docs/removal/solver_choice.json", "rows": rows,
        "load_average_start": load0, "load_average_end": os.getloadavg(), "n_params": task.train_objective.n_params}
 summary = {}

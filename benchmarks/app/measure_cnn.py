@@ -1,6 +1,6 @@
 """Where the MNIST-5k CNN's training time goes (not a test; run by hand under the bench lock, numbers in the README).
 
-    flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_cnn.py
+    flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_cnn.py
 
 Times, on one torch thread (as the app), one Adam epoch of the app's recipe (batch 64) and one full-batch pass
 (objective + gradient) of the L-BFGS polish as one 4,000-row batch (before) and in row chunks

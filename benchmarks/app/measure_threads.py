@@ -1,6 +1,6 @@
 """Cost of serialising forward-mode AD across threads (not a test; run under the bench lock, numbers in the README).
 
-    flock /tmp/influence-bench.lock .venv/bin/python tests/app/measure_threads.py
+    flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_threads.py
 
 Two digits MLPs (32 hidden units), each with an exact low-rank Gauss-Newton fit on its own 100 points; 20 influence
 queries (3 test points against all 1,437 training points) in one thread alone, then 20 in each of two threads at
