@@ -20,7 +20,7 @@ own Gram:
 
 The Linear-layer pieces are checked against forward mode (J v for a random v on a few points) before use, so a
 weight also used outside its module (tied weights) takes the generic path. Both return the same K_S as
-``gauss_newton_factors(S, w) @ gauss_newton_factors(S, w).T`` (up to rounding; ``tests/test_across_samples.py``),
+``gauss_newton_factors(S, w) @ gauss_newton_factors(S, w).T`` (up to rounding; ``tests/influence/test_across_samples.py``),
 together with the roots M_S (m, C−1, C) they used, which the solve's matrix-free
 map must share (eigenvectors of a near-degenerate Λ_i are only defined up to rotation).
 """

@@ -12,7 +12,7 @@ convention of :mod:`influence_core.influence.calculator`) are computed with
 - one scoring pass over the training set for all k·n_test iHVPs (``InfluenceCalculator.scores_from_ihvp``).
 
 The result equals fitting an :class:`~influence_core.influence.calculator.InfluenceCalculator` per sample and
-scoring (to rounding; ``tests/test_across_samples.py``).
+scoring (to rounding; ``tests/influence/test_across_samples.py``).
 """
 
 from __future__ import annotations

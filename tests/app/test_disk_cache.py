@@ -147,7 +147,7 @@ def test_mnist1d_does_not_offer_the_cnn(app_page):
 
 def _gated_umap(monkeypatch):
     """Replace UMAP by a stand-in that waits for the returned gate (the maths of project_2d is tested in
-    tests/test_projection.py; these tests test the pages' flow); returns (gate, the options of each UMAP call)."""
+    tests/sampling/test_projection.py; these tests test the pages' flow); returns (gate, the options of each UMAP call)."""
     import threading
 
     from influence_core.sampling.projection import project_2d
@@ -181,7 +181,7 @@ def _wait_for_map(run, space: str, method: str = "umap", seconds: float = 10.0) 
 def test_samplers_shows_pca_while_umap_computes_in_the_background_then_umap(app_page, monkeypatch):
     """The first UMAP of a configuration runs in a background thread; the page shows PCA and a note meanwhile, and
     the UMAP map (kept on disk) once it is ready. UMAP itself is replaced by a gated stand-in (the maths of
-    project_2d is tested in tests/test_projection.py): this tests the page's flow."""
+    project_2d is tested in tests/sampling/test_projection.py): this tests the page's flow."""
     import numpy as np
 
     from ui import artifacts
