@@ -5,7 +5,8 @@ its next progress point with ``Cancelled`` once ``token.cancel()`` is called.
 
 Public API (stable names, imported on first use so that ``python -m influence_core --help`` does not load torch)::
 
-    load_dataset, dataset_from_arrays, train_model, influence_scores, InfluenceCalculator, top_influences,
+    InfluenceConfig (the algorithm's settings, with named presets), load_dataset, dataset_from_arrays, train_model,
+    influence_scores, InfluenceCalculator, top_influences,
     sample_hessian_subset, available_samplers, register_sampler, class_removal, ClassRemoval,
     available_solvers, register_solver, fit_inverse, Task, as_source (data sources: arrays, Dataset, DataLoader)
 
@@ -23,6 +24,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _PUBLIC: dict[str, str] = {
+    "influence_core.config": "InfluenceConfig PRESETS available_presets",
     "influence_core.data.datasets": "Dataset DatasetError available_datasets dataset_from_arrays load_dataset load_npz",
     "influence_core.influence.calculator": "InfluenceCalculator NotFittedError influence_scores top_influences",
     "influence_core.models.zoo": "build_model penultimate_features predict_logits",
