@@ -37,6 +37,7 @@ _PUBLIC: dict[str, str] = {
     "influence_core.models.training": "train_model",
     "influence_core.removal.class_removal": "ClassRemoval RemovalResult class_removal",
     "influence_core.progress": "CancelToken Cancelled Progress cancellable",
+    "influence_core.evaluation.metrics": "per_class_accuracy",
 }
 _WHERE = {name: module for module, names in _PUBLIC.items() for name in names.split()}
 

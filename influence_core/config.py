@@ -82,8 +82,8 @@ class InfluenceConfig:
                 problems.append(f"sampler_options: {exc}")
         if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, numbers.Integral)
                                    or self.m < 1):
-            problems.append(f"m must be an integer >= 1 (points in the Hessian sample) or None for the whole "
-                            f"training set, got {self.m!r}")
+            problems.append(f"m must be an integer with 1 <= m <= the training points (the Hessian sample's size), "
+                            f"or None for the whole training set; got {self.m!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
         if problems:
