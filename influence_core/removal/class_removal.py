@@ -71,6 +71,7 @@ from torch.nn import functional as F
 
 from influence_core.config import FULL_SAMPLE, InfluenceConfig
 from influence_core.io_safety import jsonable
+from influence_core.keys import content_key
 from influence_core.curvature.objective import Objective
 from influence_core.models.task import resolve_weight_decay
 from influence_core.data.datasets import Dataset
@@ -247,17 +248,10 @@ _REFERENCE_CACHE_SIZE = 32
 
 
 def _reference_key(model: nn.Module, dataset: Dataset, c: int) -> str:
-    """Hash of (parameters, training configuration, training data, class, weight decay)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for v in model.state_dict().values():
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps(getattr(model, "training_config", None), sort_keys=True, default=str).encode())
-    h.update(np.ascontiguousarray(dataset.X_train).tobytes())
-    h.update(np.ascontiguousarray(dataset.y_train).tobytes())
-    h.update(f"{c}|{getattr(model, 'weight_decay', 0.0)!r}".encode())
-    return h.hexdigest()
+    """Content key of (parameters, training configuration, training data, class, weight decay)."""
+    return content_key(*model.state_dict().values(), getattr(model, "training_config", None),
+                       np.asarray(dataset.X_train), np.asarray(dataset.y_train), int(c),
+                       float(getattr(model, "weight_decay", 0.0)))
 
 
 def _check_class(dataset: Dataset, removed_class: Any) -> int:
