@@ -29,7 +29,7 @@ import numbers
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-__all__ = ["InfluenceConfig", "PRESETS", "available_presets", "FULL_SAMPLE"]
+__all__ = ["InfluenceConfig", "PRESETS", "available_presets", "preset_values", "FULL_SAMPLE"]
 
 FULL_SAMPLE = "full"
 """The sampler name recorded when the Hessian is taken on the whole training set (or pool): ``m=None``."""
@@ -171,6 +171,15 @@ def field_names() -> list[str]:
 def field_help(name: str) -> str:
     """The help text of one field (used by the command line)."""
     return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(InfluenceConfig)}[name]
+
+
+def preset_values(name: str) -> dict[str, Any]:
+    """The field values of a preset without building (and validating) it: cheap, imports no solver or torch."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {available_presets()}")
+    values = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+              for f in dataclasses.fields(InfluenceConfig)}
+    return {**values, **PRESETS[name]}
 
 
 def available_presets() -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from influence_core.config import preset_values
+
 DATASET_CHOICES = ("digits", "mnist5k", "mnist1d", "npz")
 ARCH_CHOICES = ("mlp", "logreg", "cnn")
 TABULAR_DATASETS = ("mnist1d",)  # no image_shape: the CNN would refuse them
@@ -84,7 +86,17 @@ class RunConfig:
 
 
 DEFAULT_RUN = RunConfig()
-INFLUENCE_PAGE_DEFAULTS = {"sampler_a": "logit", "sampler_b": "random", "m": 100, "seed": 0, "damping": 0.01}
+
+APP_PRESET = "interactive"
+"""The influence settings of the app (:data:`influence_core.PRESETS`): the engine's defaults with CG's iteration
+budget bounded so that a page answers in bounded time."""
+_APP = preset_values(APP_PRESET)
+CURVATURE = _APP["curvature"]
+"""Gauss-Newton: the sampled Hessian of a network is often indefinite, the Gauss-Newton matrix is PSD."""
+SOLVER_OPTIONS = {"exact": {}, "cg": dict(_APP["solver_options"]), "lissa": {"tol": 1e-4, "max_iter": 5000}}
+"""The options of each solver the pages offer (influence and class removal alike); CG's are the preset's."""
+INFLUENCE_PAGE_DEFAULTS = {"sampler_a": "logit", "sampler_b": "random", "m": 100, "seed": 0,
+                           "damping": _APP["damping"]}
 """What the Influence page shows first (``python -m ui.prepare`` fits these inverses ahead, for the default runs)."""
 
 

@@ -30,7 +30,8 @@ from influence_core.progress import Cancelled
 from influence_core.sampling.samplers import confidence
 
 from . import artifacts, jobs
-from .config import DataConfig, RunConfig, run_from_query, run_to_query
+from .config import CURVATURE, SOLVER_OPTIONS, DataConfig, RunConfig, run_from_query, run_to_query
+from .config import SOLVER_OPTIONS as REMOVAL_SOLVER_OPTIONS
 
 # The app's models are small (thousands of parameters): torch's intra-op threads only add synchronisation, and on a
 # shared 2-core machine they made training 10-20x slower (measured: digits MLP 37.6 s with 2 threads vs 2.0 s with 1).
@@ -40,7 +41,6 @@ LOG = logging.getLogger("influence_explorer")
 RUN_KEY = "run_config"
 PAYLOAD_KEY = "npz_payloads"
 MAX_MODELS = 8
-CURVATURE = "gauss_newton"  # the subset Hessian of a network is indefinite; Gauss-Newton keeps it PSD
 INTERACTIVE_EXACT_MAX_PARAMS = 3000  # app latency: above this the full-data reference uses CG, not a (p, p) matrix
 
 
@@ -407,9 +407,6 @@ def reference_solver(run: RunConfig) -> str:
     return "exact" if get_view(run).n_params <= INTERACTIVE_EXACT_MAX_PARAMS else "cg"
 
 
-SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 3000}}
-
-
 def _fit_options(spec: tuple) -> dict:
     """The solver options of a spec; the full-data exact reference forms its Gauss-Newton matrix from the layer
     pieces of nn.Linear models (``matrix="structured"``, 3.4x faster for the digits MLP; others fall back)."""
@@ -565,9 +562,6 @@ def removal_solver_choices() -> list[str]:
     from influence_core.removal.class_removal import removal_solvers
 
     return removal_solvers()
-
-
-REMOVAL_SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 5000}}
 
 
 MAX_REMOVAL_RECORDS = 512

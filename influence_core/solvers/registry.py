@@ -2,7 +2,7 @@
 
 :func:`fit_inverse` is the single entry point used by influence scoring, class removal, the studies and the CLI:
 
-    fit_inverse(objective, indices, weights, solver="cg", damping=δ, curvature="hessian", **options)
+    fit_inverse(objective, indices, weights, solver="cg", damping=δ, curvature="gauss_newton", **options)
         -> FittedInverse          inv.solve(B (k, p)) -> SolveResult with x = (H_S + δI)⁻¹ bᵀ per row
 
 Options are checked here, at fit (unknown names, ``on_nonconvergence`` not "warn"/"raise", a tolerance that is
@@ -43,6 +43,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from influence_core.config import preset_values
 from influence_core.curvature.objective import CURVATURE_MODES, Objective
 from influence_core.solvers.base import IndefiniteHessianWarning, SolveResult
 
@@ -121,6 +122,7 @@ class IterativeFit(FittedInverse):
 
 
 FitFn = Callable[..., FittedInverse]
+_DEFAULT = preset_values("default")
 
 
 @dataclass(frozen=True)
@@ -224,10 +226,12 @@ def _positive_number(value: Any) -> bool:
         and value > 0
 
 
-def fit_inverse(objective: Objective, indices: Any = None, weights: Any = None, *, solver: str = "exact",
-                damping: float = 0.0, curvature: str = "hessian", **options: Any) -> FittedInverse:
+def fit_inverse(objective: Objective, indices: Any = None, weights: Any = None, *, solver: str = _DEFAULT["solver"],
+                damping: float = _DEFAULT["damping"], curvature: str = _DEFAULT["curvature"],
+                **options: Any) -> FittedInverse:
     """Fit the registered ``solver`` on the Hessian sample (``indices`` (m,) into the objective's training set,
-    None = all; ``weights`` (m,) or None) with damping δ and curvature mode; options are validated here."""
+    None = all; ``weights`` (m,) or None) with damping δ and curvature mode; options are validated here. The defaults
+    are :class:`~influence_core.config.InfluenceConfig`'s."""
     check_solver_settings(solver, curvature, damping, options)
     if curvature == "gauss_newton":
         objective.task.require_gauss_newton()

@@ -36,7 +36,7 @@ import torch
 
 from influence_core.config import InfluenceConfig
 from influence_core.data.datasets import load_dataset
-from influence_core.studies.output import save_matplotlib, save_plotly, write_csv, write_json, write_text
+from influence_core.studies.output import pyplot, save_matplotlib, save_plotly, write_csv, write_json, write_text
 from influence_core.removal.class_removal import ClassRemoval, default_alphas, measure_solve_memory
 from influence_core.sampling.samplers import available_samplers
 from influence_core.solvers.base import SolverError
@@ -638,10 +638,7 @@ def _series(record: dict[str, Any], sampler: str, key: str) -> tuple[np.ndarray,
 
 def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     """F1 vs m, F1 vs solver time, peak memory vs m: PNG (matplotlib) and HTML (plotly)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
