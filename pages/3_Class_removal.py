@@ -9,7 +9,7 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from influence_core.evaluation.metrics import mean_std
+from influence_core import mean_std
 from ui.components import load_current, page_header, sample_size_input
 from ui.errors import reported
 from ui.export import show_table

@@ -84,3 +84,29 @@ def test_matplotlib_is_an_optional_extra(monkeypatch):
     pyproject = (ROOT.parent / "pyproject.toml").read_text()
     dependencies = pyproject.split("dependencies = [", 1)[1].split("]", 1)[0]
     assert "matplotlib" not in dependencies and 'plots = ["matplotlib' in pyproject
+
+
+APP_MODULES_ALLOWED = ("influence_core.evaluation.metrics", "influence_core.studies")
+"""What the app may import besides the public API: the metrics module (used as ``metrics.<name>``) and the studies
+it runs live (the LDS page)."""
+
+
+def test_the_app_uses_the_public_api():
+    import influence_core
+
+    app_files = sorted((ROOT.parent / "ui").glob("*.py")) + sorted((ROOT.parent / "pages").glob("*.py")) + \
+        [ROOT.parent / "app.py"]
+    bad = []
+    for path in app_files:
+        for line, name in imported_modules(path):
+            if not name.startswith("influence_core") or name == "influence_core":
+                continue
+            if name.startswith("influence_core.") and name.count(".") == 1 and name.split(".")[1] in \
+                    influence_core.__all__:
+                continue  # from influence_core import <public name>
+            if name == "influence_core.evaluation" or any(name == a or name.startswith(a + ".")
+                                                          for a in APP_MODULES_ALLOWED):
+                continue
+            bad.append(f"{path.name}:{line} {name}")
+    assert bad == []
+    assert all(getattr(influence_core, name) is not None for name in influence_core.__all__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from influence_core.config import preset_values
+from influence_core import preset_values
 
 DATASET_CHOICES = ("digits", "mnist5k", "mnist1d", "npz")
 ARCH_CHOICES = ("mlp", "logreg", "cnn")
@@ -38,11 +38,10 @@ class DataConfig:
 POLISH_STEPS = 100  # full-batch L-BFGS iterations after Adam, then on towards the gradient-norm tolerance
 CNN_RECIPE = {"batch_size": 128, "lr_schedule": "cosine", "polish_steps": 60, "max_polish_steps": 60}
 """The CNN's workshop recipe: 30 Adam epochs at batch 128 with the learning rate decayed to 0 along a cosine, then 60
-float32 L-BFGS iterations, bounded (no float64 polish on to the 1e-3 gradient-norm tolerance). On MNIST-5k, one
-torch thread, in one run (``tests/app/measure_cnn_recipes.py``, ``docs/app_timings/cnn_recipes_1thread.json``): the
-recipe shared with the MLP (batch 64, constant rate, 100 float32 iterations, then float64 until the gradient norm is
-<= 1e-3) took 389 s for 96.7% test accuracy; this one 97.1% in 36 s, ending at a gradient norm of
-9.3e-3, recorded in the training report and shown on the home page (40 iterations: 33 s, 96.8%)."""
+float32 L-BFGS iterations, bounded (no float64 polish on to the 1e-3 gradient-norm tolerance): about as accurate as
+the MLP's recipe in a fraction of its time, at a larger final gradient norm (recorded in the training report and
+shown on the home page). The comparison is ``benchmarks/app/measure_cnn_recipes.py``, its result
+``docs/app_timings/cnn_recipes_1thread.json``."""
 
 
 @dataclass(frozen=True)
@@ -160,5 +159,5 @@ MNIST1D_SUGGESTED = RunConfig(data=DataConfig(name="mnist1d", num_samples=10000)
 MNIST1D_HINT = ("MNIST-1D is built to be hard for models without convolutions: with the defaults (2,000 samples, 32 "
                 "hidden units, 30 epochs) the MLP reaches about 45% test accuracy and logistic regression about "
                 "34%. More data helps most: 10,000 samples (8,000 for training), 128 hidden units and 40 epochs "
-                "gave 69.7% (44 s on one core of a shared machine); 20,000 samples gave 78.1% (115 s). The button "
-                "below trains the 10,000-sample model.")
+                "reach about 70% (under a minute of training on one core), 20,000 samples about 78% (a few "
+                "minutes). The button below trains the 10,000-sample model.")

@@ -303,8 +303,8 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
     ``distributed.Client`` or a scheduler address: retrains are independent tasks. ``progress(fraction, message)``
     is called after each finished (and saved) retrain; if it raises, the saved retrains stay and a rerun continues.
     ``threads``: torch threads per retrain (default 1: the models are small and the retrains independent, so the
-    parallelism is across retrains, on the executor's workers; measured on digits logistic regression under load,
-    one retrain took 1 s with 1 thread and 8–16 s with 2; 0 = leave torch's setting).
+    parallelism is across retrains, on the executor's workers, and intra-op threads of small models only add
+    synchronisation; 0 = leave torch's setting).
     """
     if not isinstance(plan, RetrainPlan):
         raise TypeError(f"plan must be a RetrainPlan, got {type(plan).__name__}")
