@@ -26,8 +26,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["InfluenceConfig", "PRESETS", "available_presets", "preset_values", "FULL_SAMPLE"]
 

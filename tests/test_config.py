@@ -12,8 +12,13 @@ import pytest
 
 from influence_core import InfluenceCalculator, class_removal, fit_inverse, influence_scores
 from influence_core.config import PRESETS, InfluenceConfig, available_presets, field_help, preset_values
-from influence_core.removal.class_removal import (DEFAULT_CURVATURE, DEFAULT_DAMPING, DEFAULT_SOLVER, ClassRemoval,
-                                                  _removal_config)
+from influence_core.removal.class_removal import (
+    DEFAULT_CURVATURE,
+    DEFAULT_DAMPING,
+    DEFAULT_SOLVER,
+    ClassRemoval,
+    _removal_config,
+)
 
 DEFAULT = InfluenceConfig()
 SETTINGS = ("solver", "damping", "curvature")
@@ -117,7 +122,7 @@ def test_api_shortcuts_default_to_the_configuration():
     assert _none_defaults(fit_inverse) == {k: getattr(DEFAULT, k) for k in SETTINGS}
     assert (DEFAULT_SOLVER, DEFAULT_DAMPING, DEFAULT_CURVATURE) == (DEFAULT.solver, DEFAULT.damping,
                                                                    DEFAULT.curvature)
-    assert _removal_config(None, None, None, None, None, None, None, None, {}) == DEFAULT
+    assert _removal_config(None, None, None, None, None, None, None, {}) == DEFAULT
 
 
 def test_fit_without_settings_uses_the_configuration(digits, digits_logreg64):
@@ -191,3 +196,18 @@ def test_the_app_reads_its_preset():
     assert app.SOLVER_OPTIONS["cg"] == interactive.solver_options
     for solver, options in app.SOLVER_OPTIONS.items():  # every option set is valid for its solver
         interactive.replace(solver=solver, solver_options=options)
+
+
+def test_class_removal_takes_its_sample_and_solve_from_the_configuration(digits, digits_logreg64):
+    config = InfluenceConfig(solver="exact", sampler="logit", m=40, seed=1, sampler_options={"n_bins": 3})
+    res = class_removal(digits_logreg64, digits, 2, config=config, alphas=[1.0])
+    assert (res.sampler, res.m, res.seed, res.solver, res.curvature) == ("logit", 40, 1, "exact", "gauss_newton")
+    assert res.hessian_sample.options["n_bins"] == 3
+    other = class_removal(digits_logreg64, digits, 2, seed=2, config=config, alphas=[1.0])  # a shortcut overrides
+    assert other.seed == 2 and not np.array_equal(other.hessian_sample.indices, res.hessian_sample.indices)
+    with pytest.warns(DeprecationWarning, match="chunk_size"):
+        chunked = class_removal(digits_logreg64, digits, 2, config=config, alphas=[1.0], hessian_batch=7)
+    assert chunked.config["hessian_batch"] == 7
+    np.testing.assert_allclose(chunked.delta.numpy(), res.delta.numpy(), rtol=1e-8, atol=1e-12)
+    full = ClassRemoval(digits_logreg64, digits).run(2, config=InfluenceConfig(solver="exact"), alphas=[1.0])
+    assert full.sampler == "full" and full.m == int(np.sum(digits.y_train != 2))

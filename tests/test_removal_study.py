@@ -133,7 +133,8 @@ def test_report_summarises_lds_studies_under_current_sampler_names(quick_run, tm
     assert "| toy / mlp | 0.700 | 0.400 | 0.950 | 8 | 0.500 ± 0.020 | importance | 0.610 ± 0.010 | 0.50 |" in text
     assert "none reaches it" in text and "--lds " + str(f) in text
     with pytest.raises(ValueError, match="missing.json not found.*lds study --out"):
-        removal_cli.run(_args("--report", str(report), "--runs", str(quick_run), "--lds", str(tmp_path / "missing.json")))
+        removal_cli.run(_args("--report", str(report), "--runs", str(quick_run), "--lds",
+                              str(tmp_path / "missing.json")))
 
 def _summary(f1: dict, seconds: dict, mem: dict) -> list[dict]:
     return [{"sampler": s, "m": m, "f1_best": f1[s][i], "solver_seconds": seconds[s][i], "peak_kb": mem[s][i],

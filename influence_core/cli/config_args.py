@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from influence_core.config import PRESETS, InfluenceConfig, field_help
 from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
+from influence_core.config import PRESETS, InfluenceConfig, field_help
 
 __all__ = ["add_config_arguments", "config_from_args", "CONFIG_FLAGS"]
 

@@ -302,13 +302,12 @@ def removal_solvers() -> list[str]:
 
 
 def _removal_config(config: InfluenceConfig | None, sampler: str | None, m: int | None, seed: int | None,
-                    sampler_options: dict[str, Any] | None, solver: str | None, damping: float | None,
-                    curvature: str | None, solver_options: dict[str, Any]) -> InfluenceConfig:
+                    solver: str | None, damping: float | None, curvature: str | None,
+                    solver_options: dict[str, Any]) -> InfluenceConfig:
     """``config`` (None = the defaults) with the keyword shortcuts of :meth:`ClassRemoval.run` applied."""
     config = (config if config is not None else InfluenceConfig()).with_overrides(
         solver=solver, damping=damping, curvature=curvature, **solver_options)
-    sample = {k: v for k, v in (("sampler", sampler), ("m", m), ("seed", seed), ("sampler_options", sampler_options))
-              if v is not None}
+    sample = {k: v for k, v in (("sampler", sampler), ("m", m), ("seed", seed)) if v is not None}
     return config.replace(**sample) if sample else config
 
 
@@ -523,14 +522,13 @@ class ClassRemoval:
             config: InfluenceConfig | None = None, solver: str | None = None, damping: float | None = None,
             curvature: str | None = None, alphas: Any = None, chunk_size: int | None = None,
             retrain_reference: bool = False, measure_memory: bool = False, progress: Progress | None = None,
-            sampler_options: dict[str, Any] | None = None, extend_grid: bool | None = None,
-            **solver_options: Any) -> RemovalResult:
+            extend_grid: bool | None = None, **solver_options: Any) -> RemovalResult:
         """Remove ``removed_class`` with the Hessian on m points of the remaining classes drawn by ``sampler``.
 
         ``config``: the :class:`~influence_core.config.InfluenceConfig` (None = the defaults: Gauss-Newton,
-        δ = 0.01, CG, the whole remaining pool); ``sampler``, ``m``, ``seed``, ``sampler_options``, ``solver``,
-        ``damping``, ``curvature`` and ``**solver_options`` (e.g. ``tol``, ``max_iter``) override its fields (None =
-        keep). The whole remaining pool (m None, or sampler "full") is recorded as sampler "full".
+        δ = 0.01, CG, the whole remaining pool; the sampler's options come from it); ``sampler``, ``m``, ``seed``,
+        ``solver``, ``damping``, ``curvature`` and ``**solver_options`` (e.g. ``tol``, ``max_iter``) override its
+        fields (None = keep). The whole remaining pool (m None, or sampler "full") is recorded as sampler "full".
         ``chunk_size``: points per vectorised chunk of the Hessian sample (None: the whole sample in one batch, so
         memory follows m; ``hessian_batch`` is its deprecated name). ``extend_grid``: extend the α grid while the
         selected α is at its edge (default: only for the default grid, ``alphas=None``).
@@ -538,8 +536,7 @@ class ClassRemoval:
         """
         c = _check_class(self.dataset, removed_class)
         chunk_size = _chunk_alias(chunk_size, solver_options)
-        config = _removal_config(config, sampler, m, seed, sampler_options, solver, damping, curvature,
-                                 solver_options)
+        config = _removal_config(config, sampler, m, seed, solver, damping, curvature, solver_options)
         solver, damping, curvature = config.solver, config.damping, config.curvature
         solver_options = dict(config.solver_options)
         sampler, m, seed = config.sampler, config.m, config.seed
@@ -687,8 +684,7 @@ def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sample
                   solver: str | None = None, damping: float | None = None, curvature: str | None = None,
                   alphas: Any = None, retrain_reference: bool = False, reference_model: nn.Module | None = None,
                   measure_memory: bool = False, chunk_size: int | None = None, progress: Progress | None = None,
-                  sampler_options: dict[str, Any] | None = None, params: Any = None,
-                  **solver_options: Any) -> RemovalResult:
+                  params: Any = None, **solver_options: Any) -> RemovalResult:
     """Remove class ``removed_class`` from a trained ``model`` by the influence update θ + α·Δ (module doc).
 
     Args:
@@ -720,8 +716,7 @@ def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sample
     return task.run(removed_class, sampler, m, seed, config=config, solver=solver, damping=damping,
                     curvature=curvature, alphas=alphas, chunk_size=chunk_size,
                     retrain_reference=retrain_reference or reference_model is not None,
-                    measure_memory=measure_memory, progress=progress, sampler_options=sampler_options,
-                    **solver_options)
+                    measure_memory=measure_memory, progress=progress, **solver_options)
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -207,6 +207,8 @@ def _option_problems(spec: SolverSpec, options: dict[str, Any]) -> list[str]:
                 f"{sorted(spec.options) or 'none'} (checked at fit)"]
     problems = []
     for key, value in options.items():
+        if value is spec.options.get(key):  # the solver's own default (e.g. None = automatic) is always valid
+            continue
         if key == "on_nonconvergence" and value not in ("warn", "raise"):
             problems.append(f"on_nonconvergence must be 'warn' or 'raise', got {value!r}")
         if key == "on_indefinite" and value not in ("warn", "raise", "ignore"):
