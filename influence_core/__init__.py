@@ -11,10 +11,12 @@ Public API (stable names, imported on first use so that ``python -m influence_co
     available_solvers, register_solver, fit_inverse, Task, as_source (data sources: arrays, Dataset, DataLoader),
     and what the app builds on (projections, fitted inverses across samples and their storage, the disk store).
 
-Where things live (one subpackage per concern): ``data`` (datasets, sources), ``models`` (zoo, training, task),
-``curvature`` (the objective and its derivatives), ``solvers`` (registry, one module per solver), ``sampling``
-(samplers), ``influence`` (calculator, scoring grid, executors), ``removal``, ``evaluation`` (metrics,
-leave-one-out, LDS, memory), ``studies``, ``bench``, ``cli``.
+Where things live (one subpackage per concern): ``config`` (:class:`InfluenceConfig`: the algorithm's settings and
+their presets, shared by the API, the command line, the studies and the app), ``data`` (datasets, sources),
+``models`` (zoo, training, task), ``curvature`` (the objective and its derivatives), ``solvers`` (registry, one
+module per solver), ``sampling`` (samplers), ``influence`` (calculator, scoring grid, executors), ``removal``,
+``evaluation`` (metrics, leave-one-out, LDS, memory); above them, never imported by them: ``studies``, ``bench``,
+``cli``.
 """
 
 from __future__ import annotations
