@@ -10,7 +10,7 @@ import torch
 
 from influence_core import load_dataset, train_model
 from influence_core.curvature.objective import Objective
-from influence_core.removal.class_removal import ClassRemoval, _flat_params
+from influence_core.removal.class_removal import ClassRemoval
 
 torch.set_num_threads(1)
 data = load_dataset("digits")
@@ -19,7 +19,7 @@ task = ClassRemoval(model, data)
 out = {}
 for c in range(10):
     res = task.run(c, m=None, solver="exact", curvature="hessian", damping=0.0, alphas=[1.0], retrain_reference=True)
-    theta_ref = _flat_params(task.reference_model(c))
+    theta_ref = task.parameters_of(task.reference_model(c))
     keep = data.y_train != c
     H_mean = Objective(model, data.X_train[keep], data.y_train[keep], task.weight_decay).hessian()
     old = torch.linalg.solve(H_mean, task.gradient_sum(c)) / data.n_train

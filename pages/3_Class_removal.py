@@ -9,13 +9,13 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from influence_core.evaluation.metrics import mean_std
+from influence_core import mean_std
 from ui.components import load_current, page_header, sample_size_input
 from ui.errors import reported
 from ui.export import show_table
 from ui.figures import alpha_path_figure, per_class_figure
 from ui.state import clear_cancelled, reference_predictions, removal_run, removal_solver_choices
-from ui.summaries import per_class_accuracy
+from influence_core import per_class_accuracy
 
 page_header("Class removal: forget one class with an influence update")
 ctx = load_current()

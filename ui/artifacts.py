@@ -23,9 +23,8 @@ from typing import Any, Callable
 import numpy as np
 
 import influence_core as ic
-from influence_core.array_store import ArrayStore, StoreFileError, StoredEntry, code_version
-from influence_core.models.storage import model_from_arrays, model_to_arrays
-from influence_core.sampling.projection import project_2d
+from influence_core import (ArrayStore, StoreFileError, StoredEntry, code_version, model_from_arrays, model_to_arrays,
+                            project_2d)
 
 from . import map_worker
 from .config import DataConfig, RunConfig
@@ -161,7 +160,7 @@ def inverse_config(run: RunConfig, spec: tuple, damping: float, curvature: str, 
     """The key of one fitted inverse: the run, the spec (sampler or None = full data, m, seed, solver), damping,
     curvature and solver options, plus digests of the model's parameters θ and of the sample's indices and weights
     (so another model or another draw never finds it)."""
-    from influence_core.solvers.factor_io import fingerprint  # the solvers are imported only when influence is asked
+    from influence_core import digest as fingerprint  # the solvers are imported only when influence is asked
 
     sampler, m, seed, solver = spec
     indices = None if sample is None else np.asarray(sample.indices, dtype=np.int64)
@@ -185,7 +184,7 @@ def load_or_fit_inverses(run: RunConfig, objective: Any, configs: list[dict],
     share work, e.g. ``fit_across_samples``) and saved. Iterative solvers (cg, lissa) have no fitted state: they
     are fitted (instantly) and never stored. A corrupt or foreign file is reported, removed and refitted.
     Returns (inverses, loaded flags)."""
-    from influence_core.solvers.fitted_io import FittedStateError, inverse_from_arrays, inverse_to_arrays, is_storable
+    from influence_core import FittedStateError, inverse_from_arrays, inverse_to_arrays, is_storable
 
     store, version = disk_store(), _version(INVERSE_KIND)
     out: list[Any] = [None] * len(configs)

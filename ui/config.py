@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from influence_core import preset_values
+
 DATASET_CHOICES = ("digits", "mnist5k", "mnist1d", "npz")
 ARCH_CHOICES = ("mlp", "logreg", "cnn")
 TABULAR_DATASETS = ("mnist1d",)  # no image_shape: the CNN would refuse them
@@ -36,11 +38,10 @@ class DataConfig:
 POLISH_STEPS = 100  # full-batch L-BFGS iterations after Adam, then on towards the gradient-norm tolerance
 CNN_RECIPE = {"batch_size": 128, "lr_schedule": "cosine", "polish_steps": 60, "max_polish_steps": 60}
 """The CNN's workshop recipe: 30 Adam epochs at batch 128 with the learning rate decayed to 0 along a cosine, then 60
-float32 L-BFGS iterations, bounded (no float64 polish on to the 1e-3 gradient-norm tolerance). On MNIST-5k, one
-torch thread, in one run (``benchmarks/app/measure_cnn_recipes.py``, ``docs/app_timings/cnn_recipes_1thread.json``): the
-recipe shared with the MLP (batch 64, constant rate, 100 float32 iterations, then float64 until the gradient norm is
-<= 1e-3) took 389 s for 96.7% test accuracy; this one 97.1% in 36 s, ending at a gradient norm of
-9.3e-3, recorded in the training report and shown on the home page (40 iterations: 33 s, 96.8%)."""
+float32 L-BFGS iterations, bounded (no float64 polish on to the 1e-3 gradient-norm tolerance): about as accurate as
+the MLP's recipe in a fraction of its time, at a larger final gradient norm (recorded in the training report and
+shown on the home page). The comparison is ``benchmarks/app/measure_cnn_recipes.py``, its result
+``docs/app_timings/cnn_recipes_1thread.json``."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,17 @@ class RunConfig:
 
 
 DEFAULT_RUN = RunConfig()
-INFLUENCE_PAGE_DEFAULTS = {"sampler_a": "logit", "sampler_b": "random", "m": 100, "seed": 0, "damping": 0.01}
+
+APP_PRESET = "interactive"
+"""The influence settings of the app (:data:`influence_core.PRESETS`): the engine's defaults with CG's iteration
+budget bounded so that a page answers in bounded time."""
+_APP = preset_values(APP_PRESET)
+CURVATURE = _APP["curvature"]
+"""Gauss-Newton: the sampled Hessian of a network is often indefinite, the Gauss-Newton matrix is PSD."""
+SOLVER_OPTIONS = {"exact": {}, "cg": dict(_APP["solver_options"]), "lissa": {"tol": 1e-4, "max_iter": 5000}}
+"""The options of each solver the pages offer (influence and class removal alike); CG's are the preset's."""
+INFLUENCE_PAGE_DEFAULTS = {"sampler_a": "logit", "sampler_b": "random", "m": 100, "seed": 0,
+                           "damping": _APP["damping"]}
 """What the Influence page shows first (``python -m ui.prepare`` fits these inverses ahead, for the default runs)."""
 
 
@@ -148,5 +159,5 @@ MNIST1D_SUGGESTED = RunConfig(data=DataConfig(name="mnist1d", num_samples=10000)
 MNIST1D_HINT = ("MNIST-1D is built to be hard for models without convolutions: with the defaults (2,000 samples, 32 "
                 "hidden units, 30 epochs) the MLP reaches about 45% test accuracy and logistic regression about "
                 "34%. More data helps most: 10,000 samples (8,000 for training), 128 hidden units and 40 epochs "
-                "gave 69.7% (44 s on one core of a shared machine); 20,000 samples gave 78.1% (115 s). The button "
-                "below trains the 10,000-sample model.")
+                "reach about 70% (under a minute of training on one core), 20,000 samples about 78% (a few "
+                "minutes). The button below trains the 10,000-sample model.")

@@ -15,7 +15,7 @@ from typing import Iterator
 
 import streamlit as st
 
-from influence_core.progress import Cancelled
+from influence_core import Cancelled
 
 log = logging.getLogger("influence_explorer")
 

@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from influence_core.sampling.samplers import RENAMED_SAMPLERS
+from influence_core import RENAMED_SAMPLERS
 
 from .colours import REFERENCE, sampler_colour
 

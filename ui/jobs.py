@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, Hashable
 
-from influence_core.progress import CancelToken, Cancelled, Progress, cancellable
+from influence_core import CancelToken, Cancelled, Progress, cancellable
 
 __all__ = ["Job", "JobBoard"]
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 import streamlit as st
 
-from influence_core.sampling.samplers import curvature_proxy
+from influence_core import curvature_proxy
 
 from .config import RunConfig
 from .state import get_calculator, get_dataset, get_model, get_view, reference_solver, run_job
@@ -103,7 +103,7 @@ def live_lds(run: RunConfig, samplers: tuple[str, ...], ms: tuple[int, ...], n_s
     dataset, model = get_dataset(run.data), get_model(run)  # on this thread: compute runs in a job's thread
 
     def compute(progress: Progress) -> dict[str, Any]:
-        from influence_core.evaluation.lds import RetrainPlan
+        from influence_core import RetrainPlan
         from influence_core.studies.faithfulness import StudyConfig
         from influence_core.studies.lds import run_lds_study
 
@@ -133,7 +133,7 @@ def mislabel_demo(run: RunConfig, fraction: float, seed: int, progress: Progress
     dataset = get_dataset(run.data)
 
     def compute(progress: Progress):
-        from influence_core.evaluation.mislabel import mislabel_detection
+        from influence_core import mislabel_detection
 
         return mislabel_detection(dataset, "logreg", float(fraction), int(seed),
                                   train_settings={"weight_decay": float(run.model.weight_decay)},

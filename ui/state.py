@@ -26,21 +26,20 @@ import torch
 
 import influence_core as ic
 from influence_core.evaluation import metrics
-from influence_core.progress import Cancelled
-from influence_core.sampling.samplers import confidence
+from influence_core import Cancelled, confidence
 
 from . import artifacts, jobs
-from .config import DataConfig, RunConfig, run_from_query, run_to_query
+from .config import CURVATURE, SOLVER_OPTIONS, DataConfig, RunConfig, run_from_query, run_to_query
+from .config import SOLVER_OPTIONS as REMOVAL_SOLVER_OPTIONS
 
-# The app's models are small (thousands of parameters): torch's intra-op threads only add synchronisation, and on a
-# shared 2-core machine they made training 10-20x slower (measured: digits MLP 37.6 s with 2 threads vs 2.0 s with 1).
+# The app's models are small (thousands of parameters): torch's intra-op threads only add synchronisation, which on
+# a shared machine slows training down many times (docs/APP.md has the measurement).
 torch.set_num_threads(int(os.environ.get("INFLUENCE_EXPLORER_TORCH_THREADS", "1")))
 
 LOG = logging.getLogger("influence_explorer")
 RUN_KEY = "run_config"
 PAYLOAD_KEY = "npz_payloads"
 MAX_MODELS = 8
-CURVATURE = "gauss_newton"  # the subset Hessian of a network is indefinite; Gauss-Newton keeps it PSD
 INTERACTIVE_EXACT_MAX_PARAMS = 3000  # app latency: above this the full-data reference uses CG, not a (p, p) matrix
 
 
@@ -206,8 +205,8 @@ def evict_one(models: OrderedDict, keep: object) -> object:
     """Drop the model that is cheapest to get back: the smallest training time (``training_report["seconds"]``),
     the least recently used among equals, never ``keep`` (the one just asked for). Returns the dropped key.
 
-    Evicting by age alone dropped an MNIST-5k CNN (367 s to retrain) to keep a 2 s digits model. (An evicted
-    model stays in the disk cache.)"""
+    Evicting by age alone could drop an MNIST-5k CNN (minutes to retrain) to keep a digits model trained in seconds.
+    (An evicted model stays in the disk cache.)"""
     candidates = [key for key in models if key != keep]
     age = {key: i for i, key in enumerate(models)}  # 0 = least recently used
     victim = min(candidates, key=lambda key: (float(models[key].training_report.get("seconds", 0.0)), age[key]))
@@ -407,12 +406,10 @@ def reference_solver(run: RunConfig) -> str:
     return "exact" if get_view(run).n_params <= INTERACTIVE_EXACT_MAX_PARAMS else "cg"
 
 
-SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 3000}}
-
-
 def _fit_options(spec: tuple) -> dict:
     """The solver options of a spec; the full-data exact reference forms its Gauss-Newton matrix from the layer
-    pieces of nn.Linear models (``matrix="structured"``, 3.4x faster for the digits MLP; others fall back)."""
+    pieces of nn.Linear models (``matrix="structured"``: one matrix product per layer pair instead of p HVPs;
+    others fall back)."""
     sampler, _, _, solver = spec
     options = dict(SOLVER_OPTIONS.get(solver, {}))
     if sampler is None and solver == "exact":
@@ -438,7 +435,7 @@ def get_calculator(run: RunConfig, sampler: str | None, m: int, seed: int, solve
 
     def fit(_missing: list[int]) -> list:
         if sample is not None:  # the spread's fit (exact: low-rank Woodbury with the Linear-layer Gram)
-            from influence_core.influence.across_samples import fit_across_samples
+            from influence_core import fit_across_samples
 
             return fit_across_samples(calc.objective, [sample], solver=solver, damping=float(damping),
                                       curvature=CURVATURE, **SOLVER_OPTIONS.get(solver, {}))
@@ -507,11 +504,11 @@ def reference_row(run: RunConfig, damping: float, test_index: int) -> dict:
     return influence_rows(run, (reference_spec(run),), damping, test_index)[0]
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)  # ~33 MB each for the digits MLP at m = 100
+@st.cache_resource(show_spinner=False, max_entries=4)  # each entry holds one fitted inverse per spec
 def _spread_inverses(run: RunConfig, specs: tuple[Spec, ...], damping: float) -> list:
     """The fitted inverses of the spread's specs (on the spread calculator's objective), kept in memory for the
     next test point: from the disk cache, the missing ones fitted together by ``fit_across_samples``."""
-    from influence_core.influence.across_samples import fit_across_samples
+    from influence_core import fit_across_samples
 
     calc, _ = _spread_calculator(run)
     samples = [get_sample(run, *spec[:3]) for spec in specs]
@@ -535,7 +532,7 @@ def seed_spread(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[
     All samplers × seeds at once (``influence_core.influence.across_samples``): fitted inverses from the disk
     cache when there, the missing ones fitted together (per-point Gauss-Newton pieces shared, exact low-rank
     solve), the test gradient once and one scoring pass."""
-    from influence_core.influence.across_samples import scores_across_samples
+    from influence_core import scores_across_samples
 
     specs = tuple((name, int(m), int(s), solver) for name in samplers for s in seeds)
     ref = reference_row(run, damping, test_index)["scores"]
@@ -555,19 +552,16 @@ def seed_spread(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[
 @st.cache_resource(show_spinner=False, max_entries=4)
 def get_removal_task(run: RunConfig):
     """``influence_core.removal.class_removal.ClassRemoval`` for the model (caches g_c and retrained references), with a lock."""
-    from influence_core.removal.class_removal import ClassRemoval
+    from influence_core import ClassRemoval
 
     return ClassRemoval(get_model(run), get_dataset(run.data)), threading.Lock()
 
 
 def removal_solver_choices() -> list[str]:
     """Every registered solver (the removal's curvature is Gauss-Newton, so K-FAC/EK-FAC apply)."""
-    from influence_core.removal.class_removal import removal_solvers
+    from influence_core import removal_solvers
 
     return removal_solvers()
-
-
-REMOVAL_SOLVER_OPTIONS = {"exact": {}, "cg": {"tol": 1e-6, "max_iter": 500}, "lissa": {"tol": 1e-4, "max_iter": 5000}}
 
 
 MAX_REMOVAL_RECORDS = 512

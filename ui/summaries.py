@@ -38,16 +38,8 @@ def distribution_gaps(labels: np.ndarray, conf: np.ndarray, subset: np.ndarray, 
     }
 
 
-def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C,) accuracy on each class's test points (nan for a class without test points)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    total = np.bincount(y_true, minlength=n_classes).astype(float)
-    correct = np.bincount(y_true[y_true == y_pred], minlength=n_classes).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, correct / np.where(total > 0, total, 1), np.nan)
-
-# Measured on the shared 2-core machine (load average 6-8) with the commands in README "The app": a fresh process
-# after `make app`'s warm-up, digits MLP features (1,797 x 32) and 5,000 x 32 points (MNIST-5k's size).
+# How the app computes and caches the UMAP map, shown beside it (its cost is measured in the app's performance
+# document, not here).
 UMAP_HELP = ("UMAP is computed once per model and map (200 epochs, PCA initialisation) in the background, kept in "
              "the disk cache (it survives a server restart) and shared by every session; the PCA map is shown "
              "until it is ready and the page switches by itself. The first UMAP in a server process also pays "

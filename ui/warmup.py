@@ -8,9 +8,8 @@ runs in a process. :func:`warm_up_maps` runs both paths on small random arrays o
 
 ``make app`` runs it once (``python -m ui.warmup``: numba's on-disk cache keeps what it can), and the server runs the
 exact path again when it starts (:func:`start_in_background`, called by ``python -m ui.serve`` at launch and by
-``app.py``), because most of the compiled code lives only in the process that compiled it (measured: the first
-digits UMAP in a fresh process after ``make app``'s warm-up still took 119 s, the second 35 s, load average 6-8;
-after this in-process warm-up the first took 37 s; see README "The app"). That process is the map worker
+``app.py``), because most of the compiled code lives only in the process that compiled it (numba's on-disk cache
+does not hold it all; docs/APP.md gives the measured first-map times). That process is the map worker
 (:mod:`ui.map_worker`), where every UMAP of the server runs; with ``INFLUENCE_EXPLORER_MAP_PROCESS=0`` it is a
 low-priority thread of the server instead.
 Set ``INFLUENCE_EXPLORER_WARM_UP=0`` to skip it, ``=all`` to warm both paths.
@@ -24,7 +23,7 @@ import time
 
 import numpy as np
 
-from influence_core.sampling.projection import project_2d
+from influence_core import project_2d
 
 from . import map_worker
 from .map_worker import UMAP_OPTIONS

@@ -26,13 +26,13 @@ import statistics
 import sys
 import time
 import traceback
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from influence_core.io_safety import jsonable
 from influence_core.evaluation.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from influence_core.runtime import torch_threads  # noqa: F401  (re-exported for the benchmarks)
 
 __all__ = [
     "MissingExtraError",
@@ -292,18 +292,3 @@ def touch_memory(nbytes: int) -> int:
 
 
 __all__.append("touch_memory")
-
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (n <= 0: unchanged), then restore the caller's setting (e.g.
-    a test session's)."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

@@ -130,7 +130,7 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
 
     calc = InfluenceCalculator(model, X, y)
     p = calc.objective.n_params
-    calc.fit(solver="exact", damping=delta)
+    calc.fit(solver="exact", damping=delta, curvature="hessian")
     G = calc.gradients(Xt, yt)
     x_exact = calc.ihvp(G).x
     g1, x1_exact = G[:1], x_exact[:1]
@@ -143,7 +143,7 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
         opts: dict[str, Any] = {} if solver == "exact" else {"tol": 0.0, "max_iter": budget}
         if solver == "lissa":
             opts["scale"] = scale
-        return calc.fit(solver=solver, damping=delta, **opts)
+        return calc.fit(solver=solver, damping=delta, curvature="hessian", **opts)
 
     def make_theirs(name: str, budget: int | None) -> Any:
         if name == "DirectInfluence":

@@ -1,5 +1,8 @@
 """``python -m influence_core influence``: train (or reuse) a model, draw a Hessian sample, and print the most
-helpful and harmful training points for chosen test points (optionally saving the score matrix)."""
+helpful and harmful training points for chosen test points (optionally saving the score matrix).
+
+The influence settings (``--preset``, ``--solver``, ``--damping``, ``--curvature``, ``--sampler``, ``--m``,
+``--solver-option``) are :class:`~influence_core.config.InfluenceConfig`'s fields, with its defaults."""
 
 from __future__ import annotations
 
@@ -13,14 +16,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from influence_core.cli.config_args import add_config_arguments, config_from_args
+from influence_core.config import InfluenceConfig
 from influence_core.data.datasets import available_datasets, load_dataset
 from influence_core.influence.calculator import InfluenceCalculator, top_influences
 from influence_core.io_safety import check_output_file
 from influence_core.models.zoo import ARCHITECTURES
 from influence_core.influence.executors import Executor, get_executor
 from influence_core.sampling.samplers import available_samplers
-from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
-from influence_core.solvers.registry import available_solvers
 from influence_core.sampling.subsets import sample_hessian_subset
 from influence_core.models.training import train_model
 
@@ -31,17 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="mlp", choices=ARCHITECTURES)
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the training and the sampler")
     parser.add_argument("--test-index", type=int, nargs="+", default=[0], help="test point(s) to explain")
-    parser.add_argument("--sampler", default=None, help=f"Hessian sampler {available_samplers()} (default: full data)")
-    parser.add_argument("--m", type=int, default=256, help="Hessian sample size (with --sampler)")
-    parser.add_argument("--solver", default="cg", choices=available_solvers())
-    add_solver_option_argument(parser)
+    add_config_arguments(parser, "default", fields=("curvature", "damping", "solver", "sampler", "m"))
     parser.add_argument("--params", default=None, metavar="NAMES",
                         help="parameters influence is computed over: 'last_layer' or comma-separated parameter "
                              "names/prefixes (e.g. head.weight,head.bias); default: all")
-    parser.add_argument("--damping", type=float, default=0.01, help="δ added to the Hessian (>= 0)")
-    parser.add_argument("--curvature", default="gauss_newton", choices=["hessian", "gauss_newton"],
-                        help="Hessian, or Gauss-Newton (positive semi-definite; the default, since the Hessian of a "
-                             "small sample of a non-convex model is often indefinite)")
     parser.add_argument("--chunk-size", type=int, default=256,
                         help="training points per vectorised chunk and per score block (memory bound)")
     parser.add_argument("--test-chunk-size", type=int, default=128,
@@ -66,12 +62,15 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--dataset npz needs --path FILE.npz (the arrays X_train, y_train, ...)")
     if args.sampler is not None and args.sampler not in available_samplers():
         raise ValueError(f"unknown sampler {args.sampler!r}; choose one of {available_samplers()}")
-    if not (args.damping >= 0 and math.isfinite(args.damping)):
+    if args.damping is not None and not (args.damping >= 0 and math.isfinite(args.damping)):
         raise ValueError(f"--damping must be a finite number >= 0, got {args.damping}")
     if args.top < 1:
         raise ValueError(f"--top must be >= 1 (points listed per kind), got {args.top}")
-    if args.m < 1:
+    if args.m is not None and args.m < 1:
         raise ValueError(f"--m must be >= 1, got {args.m}")
+    if args.sampler is not None and args.m is None and _config(args).full:
+        raise ValueError(f"--sampler {args.sampler} needs --m N, the Hessian sample size (without --m the whole "
+                         "training set is used)")
     if args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     if args.test_chunk_size < 1:
@@ -82,7 +81,12 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--resume needs --out (the .npy file of the interrupted run)")
     if args.out:
         check_output_file(_npy_path(args.out), "--out")
-    parse_solver_options(args.solver_option, args.solver)
+    _config(args)
+
+
+def _config(args: argparse.Namespace) -> InfluenceConfig:
+    """The influence settings: ``--preset`` with the flags given; the sampler's seed is ``--seed``."""
+    return config_from_args(args).replace(seed=args.seed)
 
 
 def _npy_path(out: str) -> str:
@@ -118,18 +122,19 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
     test_idx = np.asarray(args.test_index)
     if test_idx.min() < 0 or test_idx.max() >= dataset.n_test:
         raise ValueError(f"--test-index must lie in [0, {dataset.n_test}) for {dataset.name}")
-    if args.sampler and args.m > dataset.n_train:
-        raise ValueError(f"--m {args.m} is larger than the {dataset.n_train} training points of {dataset.name}; "
+    config = _config(args)
+    if not config.full and config.m > dataset.n_train:
+        raise ValueError(f"--m {config.m} is larger than the {dataset.n_train} training points of {dataset.name}; "
                          "choose a smaller Hessian sample")
     model = train_model(dataset, args.arch, seed=args.seed)
     hessian = None
-    if args.sampler:
-        hessian = sample_hessian_subset(model, dataset, args.sampler, args.m, seed=args.seed)
+    if not config.full:
+        hessian = sample_hessian_subset(model, dataset, config.sampler, config.m, seed=config.seed,
+                                        **config.sampler_options)
     params = None if not args.params else args.params if args.params == "last_layer" else \
         [p.strip() for p in args.params.split(",") if p.strip()]
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size, params=params)
-    calc.fit(hessian, solver=args.solver, damping=args.damping, curvature=args.curvature,
-             **parse_solver_options(args.solver_option, args.solver))
+    calc.fit(hessian, config=config)
     start = time.perf_counter()
     out = _npy_path(args.out) if args.out else None
     scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx], None,
@@ -146,5 +151,6 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
     print(json.dumps({"seconds": seconds, "torch_threads": torch.get_num_threads(),
                       "solve": None if calc.last_solve is None else calc.last_solve.summary(),
                       "scoring": calc.last_scoring.to_dict(), "params": calc.objective.names,
-                      "hessian_sample": None if hessian is None else {"sampler": args.sampler, "m": args.m}}))
+                      "hessian_sample": None if hessian is None else {"sampler": config.sampler, "m": config.m},
+                      "config": config.to_dict()}))
     return 0

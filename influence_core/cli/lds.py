@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from influence_core.config import preset_values
 from influence_core.io_safety import jsonable
 from influence_core.data.datasets import available_datasets, load_dataset
 from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
@@ -41,8 +42,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="training dtype (default: float64 for logreg, which L-BFGS then trains to the optimum)")
     p.add_argument("--test-points", type=int, default=100, help="test points scored (drawn with --test-seed)")
     p.add_argument("--test-seed", type=int, default=0)
-    p.add_argument("--damping", type=float, default=0.01, help="δ of the influence solves (the studies' default)")
-    p.add_argument("--curvature", default="gauss_newton", choices=("gauss_newton", "hessian"))
+    study = preset_values("study")
+    p.add_argument("--damping", type=float, default=study["damping"],
+                   help="δ of the influence solves (default: the study preset's)")
+    p.add_argument("--curvature", default=study["curvature"], choices=("gauss_newton", "hessian"))
     d = RetrainPlan()
     p.add_argument("--subsets", type=int, default=d.n_subsets, help="K random training subsets")
     p.add_argument("--alpha", type=float, default=d.alpha, help="fraction of the training set in each subset")

@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("influence_core.cli.validate", "leave-one-out retraining check on logistic regression"),
     "faithfulness": ("influence_core.studies.faithfulness", "sampler faithfulness study against the full-data "
                                                             "influence"),
-    "removal": ("influence_core.studies.removal", "class-removal experiment: samplers x m x seeds x classes"),
+    "removal": ("influence_core.cli.removal", "class-removal experiment: samplers x m x seeds x classes"),
     "lds": ("influence_core.cli.lds", "linear datamodeling score: attributions vs retraining on subsets"),
     "bench": ("influence_core.bench", "benchmarks: query (vs forward+backward), compare (vs pyDVL), scale, "
                                       "kfac-compare (vs Kronfluence)"),

@@ -234,7 +234,7 @@ def gauss_newton_matrix(objective: Objective, indices: object | None = None,
     """The dense G_S + wd·I (p, p) of a model made of ``nn.Linear`` layers, from the layer pieces (None when θ is
     not made of them: use ``Objective.hessian``). Block (l, l') = Σ_i (V_ilᵀ V_il') ⊗ (a_il a_il'ᵀ) with
     V_il = M_i δ_il (C−1, d_out): one matrix product over the points per block, 2·m·p² flops in all, instead of
-    p HVPs over the sample (digits MLP, full data: about 10x faster). Same matrix as
+    p HVPs over the sample (each a forward and a backward pass over the m points). Same matrix as
     ``objective.hessian(indices, weights, "gauss_newton")`` up to rounding."""
     idx, roots = objective.gauss_newton_roots(indices, weights)                          # weighted, Σw̃ = 1
     pieces = linear_layer_pieces(objective, idx)

@@ -54,7 +54,10 @@ from influence_core.evaluation.metrics import rowwise_spearman
 from influence_core.models.zoo import predict_logits
 from influence_core.influence.executors import Executor, get_executor
 from influence_core.models.training import train_model
+from influence_core.io_safety import atomic_path
+from influence_core.keys import content_key
 from influence_core.progress import Progress
+from influence_core.runtime import torch_threads
 
 __all__ = ["CACHE_VERSION", "OUTPUTS", "RetrainPlan", "RetrainedOutputs", "LDSResult", "draw_subsets",
            "output_values", "linear_datamodeling_score", "noise_ceiling", "retrain_outputs", "lds",
@@ -62,6 +65,8 @@ __all__ = ["CACHE_VERSION", "OUTPUTS", "RetrainPlan", "RetrainedOutputs", "LDSRe
 
 CACHE_VERSION = 1
 """Bump when the retraining recipe changes (invalidates every cached retrain)."""
+CACHE_KEY_DIGITS = 24
+"""Length of the retrain cache's key (kept: it names cache folders already on disk)."""
 OUTPUTS = ("loss", "margin")
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "polish_steps", "dtype")
 
@@ -245,15 +250,13 @@ def cache_key(dataset: Dataset, recipe: dict[str, Any], alpha: float, subsets_se
               "data_sha256": _array_digest(dataset.X_train, dataset.y_train, dataset.X_test, dataset.y_test),
               "recipe": recipe, "alpha": float(alpha), "subsets_seed": int(subsets_seed),
               "torch": torch.__version__}
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:24], record
+    return content_key(record, digits=CACHE_KEY_DIGITS), record
 
 
 def _retrain_task(dataset: Dataset, recipe: dict[str, Any], kept: np.ndarray, seed: int,
                   threads: int = 1) -> dict[str, Any]:
     """Retrain from scratch on the kept indices (weight decay wd·n/|S|) and return the test logits (n_test, C).
     ``threads``: torch intra-op threads for this retrain (<= 0: unchanged); see :func:`retrain_outputs`."""
-    from influence_core.bench.common import torch_threads
-
     with torch_threads(threads):
         return _retrain(dataset, recipe, kept, seed)
 
@@ -273,9 +276,8 @@ def _retrain(dataset: Dataset, recipe: dict[str, Any], kept: np.ndarray, seed: i
 
 
 def _save_atomic(path: Path, **arrays: Any) -> None:
-    tmp = path.with_name(path.stem + f".tmp{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # tmp + fsync + rename: a crash never leaves half a retrain under its name
+        np.savez(tmp, **arrays)
 
 
 def _load_retrain(path: Path, kept: np.ndarray, n_test: int) -> dict[str, Any] | None:
@@ -301,8 +303,8 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
     ``distributed.Client`` or a scheduler address: retrains are independent tasks. ``progress(fraction, message)``
     is called after each finished (and saved) retrain; if it raises, the saved retrains stay and a rerun continues.
     ``threads``: torch threads per retrain (default 1: the models are small and the retrains independent, so the
-    parallelism is across retrains, on the executor's workers; measured on digits logistic regression under load,
-    one retrain took 1 s with 1 thread and 8–16 s with 2; 0 = leave torch's setting).
+    parallelism is across retrains, on the executor's workers, and intra-op threads of small models only add
+    synchronisation; 0 = leave torch's setting).
     """
     if not isinstance(plan, RetrainPlan):
         raise TypeError(f"plan must be a RetrainPlan, got {type(plan).__name__}")

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from influence_core.config import InfluenceConfig
 from influence_core.data.datasets import Dataset
 from influence_core.influence.calculator import influence_scores
 from influence_core.models.zoo import model_device_dtype, predict_logits
@@ -37,12 +38,14 @@ def leave_one_out_check(model: nn.Module, dataset: Dataset, test_indices: Any, n
                         **influence_options: Any) -> dict[str, Any]:
     """Retrain without each of the ``n_retrain`` most influential training points of every test point (by |score|)
     and return predicted and actual loss changes (n_test, n_chosen), the chosen indices, and the Pearson
-    correlation per test point. ``influence_options`` go to :func:`influence_scores` (default: exact, no damping).
+    correlation per test point. ``influence_options`` go to :func:`influence_scores` (default: the ``"exact"``
+    preset, the true Hessian without damping solved exactly, the setting whose predictions retraining checks).
     Use a convex model trained to the optimum (``train_model(..., arch="logreg", dtype="float64")``)."""
     test_idx = np.atleast_1d(np.asarray(test_indices))
     if n_retrain < 2:
         raise ValueError(f"n_retrain must be >= 2 to compute a correlation, got {n_retrain}")
     wd = float(getattr(model, "weight_decay", influence_options.get("weight_decay", 0.0)))
+    influence_options.setdefault("config", InfluenceConfig.preset("exact"))
     scores = influence_scores(model, dataset, test_idx, **influence_options)
     chosen = np.unique(np.concatenate([np.argsort(-np.abs(row))[:n_retrain] for row in scores]))
     X_test, y_test = dataset.X_test[test_idx], dataset.y_test[test_idx]

@@ -14,6 +14,7 @@ import numpy as np
 
 __all__ = [
     "forget_retain_f1",
+    "per_class_accuracy",
     "consistency",
     "spearman",
     "pearson",
@@ -66,6 +67,15 @@ def forget_retain_f1(y_true: np.ndarray, y_pred: np.ndarray, removed_class: int)
     retain = float(correct[~removed].mean())
     f1 = 0.0 if forget + retain == 0 else 2.0 * forget * retain / (forget + retain)
     return {"forget": forget, "retain": retain, "f1": f1}
+
+
+def per_class_accuracy(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """(C,) accuracy on each class's points (nan for a class without points)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    total = np.bincount(y_true, minlength=n_classes).astype(float)
+    correct = np.bincount(y_true[y_true == y_pred], minlength=n_classes).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, correct / np.where(total > 0, total, 1), np.nan)
 
 
 def consistency(pred_before: np.ndarray, pred_after: np.ndarray, mask: np.ndarray | None = None) -> float:

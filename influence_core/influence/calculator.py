@@ -8,7 +8,8 @@ is the predicted *increase* of test point t's loss when training point j is remo
 Positive = helpful (removing j hurts t), negative = harmful. Scores are (n_test, n_train) numpy arrays.
 
 Lifecycle (fit, then score): :class:`InfluenceCalculator` owns the objective; ``fit`` fixes the Hessian sample
-(indices, optional weights), the curvature mode, the solver and the damping; ``scores`` solves s_t = H⁻¹∇ℓ_t for the
+(indices, optional weights) and the settings of an :class:`~influence_core.config.InfluenceConfig` (curvature mode,
+solver, damping); ``scores`` solves s_t = H⁻¹∇ℓ_t for the
 test points (k iHVPs) and then forms ∇ℓ_jᵀ s_t for all training points with one forward-mode pass per chunk of
 training points (``Objective.grad_dot``), so a query costs about one forward+backward pass over the training set and
 the (n, p) per-sample gradients are never stored.
@@ -23,7 +24,6 @@ the Hessian). It needs wd + δ > 0 and r·p + r² numbers (<= ``LOW_RANK_MAX_BYT
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -31,14 +31,14 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from influence_core.curvature.objective import CURVATURE_MODES, Objective, as_index_array
+from influence_core.config import InfluenceConfig
+from influence_core.curvature.objective import Objective, as_index_array
 from influence_core.data.datasets import Dataset
-from influence_core.solvers.registry import (FittedInverse, IterativeFit,
-                                             available_solvers, fit_inverse)
-from influence_core.solvers.base import SolveResult
 from influence_core.data.sources import as_source
-from influence_core.models.task import Task, replica, resolve_weight_decay
+from influence_core.models.task import Task, default_output, replica, resolve_weight_decay
 from influence_core.progress import Progress
+from influence_core.solvers.base import SolveResult
+from influence_core.solvers.registry import FittedInverse, IterativeFit, fit_inverse
 
 __all__ = ["InfluenceCalculator", "InfluenceConfig", "influence_scores", "top_influences", "NotFittedError"]
 
@@ -49,37 +49,6 @@ MAX_SCORE_CHUNK = 16_384
 
 class NotFittedError(RuntimeError):
     """``scores``/``ihvp`` called before ``fit``."""
-
-
-@dataclass(frozen=True)
-class InfluenceConfig:
-    """What the Hessian is made of and how it is inverted (recorded with every result).
-
-    hessian_indices: training indices S of the Hessian sample (None = all n). hessian_weights: optional (|S|,)
-    importance weights. solver: "exact" | "cg" | "lissa". damping: δ >= 0 added to H_S. curvature: "hessian" or
-    "gauss_newton". solver_options: passed to the solver (tol, max_iter, scale, ...).
-    """
-
-    hessian_indices: tuple[int, ...] | None = None
-    hessian_weights: tuple[float, ...] | None = None
-    solver: str = "exact"
-    damping: float = 0.0
-    curvature: str = "hessian"
-    solver_options: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.solver not in available_solvers():
-            raise ValueError(f"unknown solver {self.solver!r}; choose one of {available_solvers()}")
-        if self.curvature not in CURVATURE_MODES:
-            raise ValueError(f"unknown curvature {self.curvature!r}; choose one of {list(CURVATURE_MODES)}")
-        if not np.isfinite(self.damping) or self.damping < 0:
-            raise ValueError(f"damping must be a finite number >= 0, got {self.damping}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"hessian_indices": None if self.hessian_indices is None else list(self.hessian_indices),
-                "hessian_weights": None if self.hessian_weights is None else list(self.hessian_weights),
-                "solver": self.solver, "damping": self.damping, "curvature": self.curvature,
-                "solver_options": dict(self.solver_options)}
 
 
 class InfluenceCalculator:
@@ -109,7 +78,9 @@ class InfluenceCalculator:
         weight_decay = resolve_weight_decay(model, weight_decay)
         self.objective = Objective(model, X_train, y_train, weight_decay, chunk_size, task=task, params=params)
         self._activations_per_point: int | None = None
-        self.config: InfluenceConfig | None = None
+        self.config: InfluenceConfig | None = None  # the settings of the last fit
+        self.hessian_indices: np.ndarray | None = None  # the sample it used (None = all n)
+        self.hessian_weights: np.ndarray | None = None
         self.inverse: FittedInverse | None = None
         self.last_solve: SolveResult | None = None
         self.last_scoring: Any = None  # a scoring.ScoringReport after scores()
@@ -119,28 +90,43 @@ class InfluenceCalculator:
     def n(self) -> int:
         return self.objective.n
 
-    def fit(self, hessian_indices: Any | None = None, hessian_weights: Any | None = None, *, solver: str = "exact",
-            damping: float = 0.0, curvature: str = "hessian", **solver_options: Any) -> "InfluenceCalculator":
+    def fit(self, hessian_indices: Any | None = None, hessian_weights: Any | None = None, *,
+            config: InfluenceConfig | None = None, solver: str | None = None, damping: float | None = None,
+            curvature: str | None = None, **solver_options: Any) -> "InfluenceCalculator":
         """Fix the Hessian sample and the solver. For ``exact``, H_S is formed and factorised here once (low-rank
         Woodbury for Gauss-Newton when m(C−1) < p, see the module doc; ``fit_info["inverse"]`` says which).
         For ``lissa`` without a ``scale``, λ_max is found by power iteration at the first solve and kept.
 
-        ``hessian_indices`` may be an index array or a :class:`~influence_core.sampling.samplers.HessianSample` (its weights
-        are used unless ``hessian_weights`` is given).
+        ``config``: the :class:`~influence_core.config.InfluenceConfig` (None = the defaults); ``solver``,
+        ``damping``, ``curvature`` and ``**solver_options`` are shortcuts that override its fields.
+        ``hessian_indices`` may be an index array or a :class:`~influence_core.sampling.samplers.HessianSample` (its
+        weights are used unless ``hessian_weights`` is given); None = the sample the config describes (its ``m``
+        points drawn by its ``sampler``; the whole training set when ``m`` is None).
         """
+        config = (config if config is not None else InfluenceConfig()).with_overrides(
+            solver=solver, damping=damping, curvature=curvature, **solver_options)
+        if hessian_indices is None and not config.full:
+            hessian_indices = self.draw_sample(config)
         idx, w = hessian_arrays(hessian_indices, hessian_weights)
         idx = None if idx is None else as_index_array(idx, self.n, "hessian_indices")
-        config = InfluenceConfig(None if idx is None else tuple(int(i) for i in idx),
-                                 None if w is None else tuple(float(v) for v in w),
-                                 solver, float(damping), curvature, dict(solver_options))
         start = time.perf_counter()
         self.inverse = None
         self.config = None
-        inverse = fit_inverse(self.objective, idx, w, solver=solver, damping=float(damping), curvature=curvature,
-                              **solver_options)
+        inverse = fit_inverse(self.objective, idx, w, **config.fit_kwargs())
         self.inverse, self.config = inverse, config
+        self.hessian_indices, self.hessian_weights = idx, w
         self.fit_seconds = time.perf_counter() - start
         return self
+
+    def draw_sample(self, config: InfluenceConfig) -> Any:
+        """The Hessian sample ``config`` describes: ``config.m`` training points drawn by ``config.sampler`` with
+        ``config.seed`` (a :class:`~influence_core.sampling.samplers.HessianSample`)."""
+        from influence_core.sampling.subsets import sample_hessian_subset
+
+        output = self.objective.task.output
+        return sample_hessian_subset(self.objective.model, self.objective.source, config.sampler, config.m,
+                                     seed=config.seed, output_fn=None if output is default_output else output,
+                                     **config.sampler_options)
 
     def use_fitted(self, inverse: FittedInverse) -> "InfluenceCalculator":
         """Use an inverse fitted elsewhere on this calculator's model and data instead of fitting: one from
@@ -149,12 +135,21 @@ class InfluenceCalculator:
         if inverse.objective is not self.objective:
             raise ValueError("the fitted inverse belongs to another objective (model/data); load or fit it on "
                              "calc.objective")
-        idx, w = inverse.indices, inverse.weights
-        self.config = InfluenceConfig(None if idx is None else tuple(int(i) for i in idx),
-                                      None if w is None else tuple(float(v) for v in w), inverse.solver,
-                                      float(inverse.damping), inverse.curvature, dict(inverse.options))
+        self.config = InfluenceConfig(solver=inverse.solver, damping=float(inverse.damping),
+                                      curvature=inverse.curvature, solver_options=dict(inverse.options))
+        self.hessian_indices, self.hessian_weights = inverse.indices, inverse.weights
         self.inverse, self.fit_seconds = inverse, 0.0
         return self
+
+    def fit_record(self) -> dict[str, Any]:
+        """What the fit used, as JSON: the Hessian sample's indices and weights (None = all n, uniform), the solver,
+        the damping, the curvature and the solver's options (the problem a resumable score file belongs to)."""
+        config = self._require_fit()
+        idx, w = self.hessian_indices, self.hessian_weights
+        return {"hessian_indices": None if idx is None else [int(i) for i in idx],
+                "hessian_weights": None if w is None else [float(v) for v in w],
+                "solver": config.solver, "damping": config.damping, "curvature": config.curvature,
+                "solver_options": dict(config.solver_options)}
 
     @property
     def fit_info(self) -> dict[str, Any]:
@@ -205,10 +200,13 @@ class InfluenceCalculator:
         if y_test is None and X_test is not None:  # a data source / Dataset / DataLoader of test points
             source = as_source(X_test)
             X_test, y_test = source.fetch(np.arange(len(source)))
-        return score_grid(self, X_test, y_test, train_indices=train_indices, test_chunk_size=test_chunk_size,
-                          train_chunk_size=self._train_chunk(train_chunk_size, _rows(X_test), test_chunk_size),
-                          executor=executor, out=out, resume=resume,
-                          progress=progress)
+        scores, self.last_scoring, solve = score_grid(
+            self, X_test, y_test, train_indices=train_indices, test_chunk_size=test_chunk_size,
+            train_chunk_size=self._train_chunk(train_chunk_size, _rows(X_test), test_chunk_size), executor=executor,
+            out=out, resume=resume, progress=progress)
+        if solve is not None:
+            self.last_solve = solve
+        return scores
 
     def _train_chunk(self, given: int | None, k: int, test_chunk_size: int | None) -> int | None:
         """The training points per scoring block: ``given``, else from the memory budget
@@ -237,10 +235,11 @@ class InfluenceCalculator:
         :meth:`scores`)."""
         from influence_core.influence.scoring import score_grid
 
-        return score_grid(self, ihvps=S, train_indices=train_indices, test_chunk_size=test_chunk_size,
-                          train_chunk_size=self._train_chunk(train_chunk_size, _rows(S), test_chunk_size),
-                          executor=executor, out=out, resume=resume,
-                          progress=progress)
+        scores, self.last_scoring, _ = score_grid(
+            self, ihvps=S, train_indices=train_indices, test_chunk_size=test_chunk_size,
+            train_chunk_size=self._train_chunk(train_chunk_size, _rows(S), test_chunk_size), executor=executor,
+            out=out, resume=resume, progress=progress)
+        return scores
 
     def self_influence(self, train_indices: Any | None = None) -> np.ndarray:
         """(1/n) ∇ℓ_jᵀ (H_S + δI)⁻¹ ∇ℓ_j for the selected training points (n_selected,): one iHVP per point,
@@ -334,8 +333,9 @@ def _split_data(dataset: Any) -> tuple[Any, Any, Any, Any]:
 
 
 def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_indices: Any | None = None,
-                     solver: str = "exact", damping: float = 0.0, *, hessian_weights: Any | None = None,
-                     curvature: str = "hessian", weight_decay: float | None = None, chunk_size: int = 256,
+                     solver: str | None = None, damping: float | None = None, *,
+                     config: InfluenceConfig | None = None, hessian_weights: Any | None = None,
+                     curvature: str | None = None, weight_decay: float | None = None, chunk_size: int = 256,
                      train_indices: Any | None = None, test_chunk_size: int | None = None, executor: Any = None,
                      out: Any = None, progress: Progress | None = None, task: Task | None = None,
                      params: Any = None, output_fn: Any = None, loss_fn: Any = None, measurement: Any = None,
@@ -345,11 +345,12 @@ def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_
     ``dataset``: a :class:`Dataset` or a tuple (X_train, y_train, X_test, y_test) of arrays/tensors for your own
     model; X_train (or X_test) may also be a data source, ``torch.utils.data.Dataset`` or ``DataLoader`` with
     y_train (y_test) None. ``task``/``output_fn``/``loss_fn``/``measurement`` and ``params``: see
-    :class:`InfluenceCalculator`. ``hessian_indices``: the Hessian sample (None = the full training set; an index
-    array or a
-    ``HessianSample``). Returns score (len(test_indices), n_train) with the convention of this module.
-    ``chunk_size``/``test_chunk_size`` bound memory, ``executor`` picks where blocks run and ``out`` writes the
-    matrix to a resumable ``.npy`` file (see :meth:`InfluenceCalculator.scores`).
+    :class:`InfluenceCalculator`. ``config``: the :class:`~influence_core.config.InfluenceConfig` (None = the
+    defaults: Gauss-Newton, δ = 0.01, CG, the whole training set); ``solver``, ``damping``, ``curvature`` and
+    ``**solver_options`` override its fields. ``hessian_indices``: the Hessian sample (an index array or a
+    ``HessianSample``; None = the config's sample). Returns score (len(test_indices), n_train) with the convention
+    of this module. ``chunk_size``/``test_chunk_size`` bound memory, ``executor`` picks where blocks run and ``out``
+    writes the matrix to a resumable ``.npy`` file (see :meth:`InfluenceCalculator.scores`).
     """
     X_train, y_train, X_test, y_test = _split_data(dataset)
     test_source = None if y_test is not None else as_source(X_test)
@@ -358,7 +359,7 @@ def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_
     calc = InfluenceCalculator(model, X_train, y_train, weight_decay=weight_decay, chunk_size=chunk_size,
                                task=task, params=params, output_fn=output_fn, loss_fn=loss_fn,
                                measurement=measurement)
-    calc.fit(hessian_indices, hessian_weights, solver=solver, damping=damping, curvature=curvature,
+    calc.fit(hessian_indices, hessian_weights, config=config, solver=solver, damping=damping, curvature=curvature,
              **solver_options)
     if test_source is not None:
         X_test, y_test = test_source.fetch(test_idx)

@@ -138,7 +138,7 @@ def _merge_solves(summaries: list[dict[str, Any]], n_params: int, dtype: torch.d
 # ---------------------------------------------------------------------------------------------------- the output
 @dataclass
 class ScoringReport:
-    """What a scoring run did (kept as ``calc.last_scoring``)."""
+    """What a scoring run did (returned by :func:`score_grid`; the calculator keeps it as ``last_scoring``)."""
 
     shape: tuple[int, int]
     test_chunk_size: int
@@ -355,8 +355,11 @@ def _check_test_data(calc: "InfluenceCalculator", X_test: Any, y_test: Any) -> t
 def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = None, *, ihvps: Any = None,
                train_indices: Any | None = None, test_chunk_size: int | None = None,
                train_chunk_size: int | None = None, executor: Any = None, out: str | os.PathLike | None = None,
-               resume: bool = True, progress: Progress | None = None) -> np.ndarray:
-    """Influence scores (n_test, n_selected) of a fitted calculator, block by block.
+               resume: bool = True, progress: Progress | None = None
+               ) -> tuple[np.ndarray, ScoringReport, SolveResult | None]:
+    """Influence scores (n_test, n_selected) of a fitted calculator, block by block, with the
+    :class:`ScoringReport` of the run and the merged summary of its iHVP solves (None when ``ihvps`` are given or no
+    block was computed here).
 
     Give either test points (``X_test``, ``y_test``) or precomputed iHVPs ``ihvps`` (k, p). ``train_indices``
     selects training columns (None = all). ``test_chunk_size`` (default 128) and ``train_chunk_size`` (default the
@@ -395,7 +398,7 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
         header = {"format": 2, "shape": list(shape), "test_chunk_size": test_chunk, "train_chunk_size": train_chunk,
                   "problem": _fingerprint(obj.theta, getattr(obj.source, "X", type(obj.source).__name__), obj.y,
                                           obj.names, obj.task.describe(),
-                                          None if calc.config is None else calc.config.to_dict(), obj.weight_decay,
+                                          None if calc.config is None else calc.fit_record(), obj.weight_decay,
                                           train_idx, X, y, S)}
         sink: _MemorySink | _DiskSink = _DiskSink(Path(out), shape, header, resume)
     else:
@@ -428,13 +431,11 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
                 raise ClusterLostError(f"{exc}; {hint}") from exc
         if isinstance(sink, _DiskSink) and not sink.complete:
             sink.finish()
-        calc.last_scoring = ScoringReport(shape, test_chunk, train_chunk, total, computed, total - computed,
-                                          time.perf_counter() - start,
-                                          ex.describe() if ex is not None else {"executor": None},
-                                          None if out is None else str(out))
-        if ihvps is None and summaries:
-            calc.last_solve = _merge_solves(summaries, obj.n_params, obj.dtype)
-        return sink.result()
+        report = ScoringReport(shape, test_chunk, train_chunk, total, computed, total - computed,
+                               time.perf_counter() - start, ex.describe() if ex is not None else {"executor": None},
+                               None if out is None else str(out))
+        solve = _merge_solves(summaries, obj.n_params, obj.dtype) if ihvps is None and summaries else None
+        return sink.result(), report, solve
     finally:
         sink.close()
         if owned and ex is not None:

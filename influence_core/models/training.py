@@ -99,9 +99,8 @@ def objective(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: 
 FULL_BATCH_MAX_VALUES = 1_000_000
 """Above this many input values (rows x features) the full-batch objective is evaluated in chunks of about
 ``CHUNK_VALUES`` values with the gradients accumulated: the same objective and gradient up to float rounding, and
-2.3x faster for the MNIST-5k CNN on one core (4,000 x 784 inputs: 1.11 s per pass in chunks of 256 rows against
-2.59 s for one 4,000-row batch, load 5; the activations of one chunk stay in the CPU caches). Smaller inputs (digits,
-MNIST-1D) keep the single pass, so their models are unchanged bit for bit."""
+faster for large inputs such as the MNIST-5k CNN's, because the activations of one chunk stay in the CPU caches.
+Smaller inputs (digits, MNIST-1D) keep the single pass, so their models are unchanged bit for bit."""
 CHUNK_VALUES = 200_000
 
 
@@ -159,7 +158,7 @@ def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sam
 
     def closure() -> torch.Tensor:
         # a progress point per evaluation of the full objective (not only per 20-iteration step): a cancel
-        # (influence_core.progress.cancellable) then stops an MNIST-5k CNN polish within one pass, about 1 s
+        # (influence_core.progress.cancellable) then stops an MNIST-5k CNN polish within one pass over the data
         if progress and evaluations[1]:
             progress((evaluations[0] + min(evaluations[1] / 25, 1.0)) / outer,
                      f"L-BFGS: step {evaluations[0] + 1}/{outer}, evaluation {evaluations[1] + 1}")

@@ -69,13 +69,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from influence_core.config import FULL_SAMPLE, InfluenceConfig
 from influence_core.io_safety import jsonable
-from influence_core.curvature.objective import CURVATURE_MODES, Objective
+from influence_core.keys import content_key
+from influence_core.curvature.objective import Objective
 from influence_core.models.task import resolve_weight_decay
 from influence_core.data.datasets import Dataset
 from influence_core.evaluation.memory import status_kib as _status_kb
-from influence_core.evaluation.metrics import consistency, forget_retain_f1
-from influence_core.sampling.samplers import HessianSample, SamplerInputs, available_samplers
+from influence_core.evaluation.metrics import consistency, forget_retain_f1, per_class_accuracy
+from influence_core.sampling.samplers import HessianSample, SamplerInputs
 from influence_core.solvers.registry import available_solvers, fit_inverse
 from influence_core.solvers.base import SolveResult, SolverNotConvergedWarning
 from influence_core.sampling.subsets import sample_hessian_subset, sampler_inputs
@@ -97,16 +99,17 @@ __all__ = [
     "METRICS",
 ]
 
-DEFAULT_DAMPING = 0.01
-"""δ of the removal solve. With the default Gauss-Newton curvature (λ_min = wd) it bounds LiSSA's rate."""
-DEFAULT_SOLVER = "cg"
-"""Solver of the removal, chosen by measurement (docs/removal/solver_choice.md): on digits CG reaches the exact solve's
-update to the tolerance in ~100 iterations where LiSSA needs thousands."""
+_DEFAULT = InfluenceConfig()
+DEFAULT_DAMPING = _DEFAULT.damping
+"""δ of the removal solve: :class:`~influence_core.config.InfluenceConfig`'s default (kept as a name for callers)."""
+DEFAULT_SOLVER = _DEFAULT.solver
+"""Solver of the removal: the configuration's default, CG (docs/removal/solver_choice.md compares it with LiSSA and
+the exact solve)."""
 ALPHA_LIMITS = (2.0 ** -12, 2.0 ** 16)
 """How far the default α grid is extended when the selected α sits at its edge."""
-DEFAULT_CURVATURE = "gauss_newton"
-"""Gauss-Newton is PSD on any sample; the Hessian of a small sample of a non-convex model is often indefinite
-(digits MLP: λ_min ≈ −0.03 at m = 64), where CG/LiSSA with small damping fail."""
+DEFAULT_CURVATURE = _DEFAULT.curvature
+"""Gauss-Newton (the configuration's default): PSD on any sample, where the Hessian of a small sample of a
+non-convex model is often indefinite and CG/LiSSA with small damping fail."""
 METRICS = ("forget", "retain", "f1", "self_loss", "consistency")
 
 
@@ -245,22 +248,10 @@ _REFERENCE_CACHE_SIZE = 32
 
 
 def _reference_key(model: nn.Module, dataset: Dataset, c: int) -> str:
-    """Hash of (parameters, training configuration, training data, class, weight decay)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for v in model.state_dict().values():
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    h.update(json.dumps(getattr(model, "training_config", None), sort_keys=True, default=str).encode())
-    h.update(np.ascontiguousarray(dataset.X_train).tobytes())
-    h.update(np.ascontiguousarray(dataset.y_train).tobytes())
-    h.update(f"{c}|{getattr(model, 'weight_decay', 0.0)!r}".encode())
-    return h.hexdigest()
-
-
-def _flat_params(model: nn.Module) -> torch.Tensor:
-    """θ (p,) in ``named_parameters`` order (the order :class:`Objective` uses)."""
-    return torch.cat([v.detach().reshape(-1) for _, v in model.named_parameters() if v.requires_grad])
+    """Content key of (parameters, training configuration, training data, class, weight decay)."""
+    return content_key(*model.state_dict().values(), getattr(model, "training_config", None),
+                       np.asarray(dataset.X_train), np.asarray(dataset.y_train), int(c),
+                       float(getattr(model, "weight_decay", 0.0)))
 
 
 def _check_class(dataset: Dataset, removed_class: Any) -> int:
@@ -310,14 +301,25 @@ def removal_solvers() -> list[str]:
     return available_solvers()
 
 
-def _check_settings(solver: str, curvature: str, damping: float) -> float:
-    if solver not in removal_solvers():
-        raise ValueError(f"unknown solver {solver!r}; choose one of {removal_solvers()}")
-    if curvature not in CURVATURE_MODES:
-        raise ValueError(f"unknown curvature {curvature!r}; choose one of {list(CURVATURE_MODES)}")
-    if damping is None or not math.isfinite(damping) or damping < 0:
-        raise ValueError(f"damping must be a finite number >= 0, got {damping}")
-    return float(damping)
+def _removal_config(config: InfluenceConfig | None, sampler: str | None, m: int | None, seed: int | None,
+                    solver: str | None, damping: float | None, curvature: str | None,
+                    solver_options: dict[str, Any]) -> InfluenceConfig:
+    """``config`` (None = the defaults) with the keyword shortcuts of :meth:`ClassRemoval.run` applied."""
+    config = (config if config is not None else InfluenceConfig()).with_overrides(
+        solver=solver, damping=damping, curvature=curvature, **solver_options)
+    sample = {k: v for k, v in (("sampler", sampler), ("m", m), ("seed", seed)) if v is not None}
+    return config.replace(**sample) if sample else config
+
+
+def _chunk_alias(chunk_size: int | None, options: dict[str, Any]) -> int | None:
+    """``chunk_size``, or the value of its deprecated name ``hessian_batch`` (removed from ``options``)."""
+    if "hessian_batch" in options:
+        warnings.warn("hessian_batch is deprecated; pass chunk_size (points per vectorised chunk of the Hessian "
+                      "sample)", DeprecationWarning, stacklevel=3)
+        old = options.pop("hessian_batch")
+        if chunk_size is None:
+            return old
+    return chunk_size
 
 
 def _solve(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weights: np.ndarray | None, rhs: torch.Tensor, *,
@@ -436,6 +438,16 @@ class ClassRemoval:
             self._references[c] = ref
         return self._references[c]
 
+    def parameters_of(self, model: nn.Module) -> torch.Tensor:
+        """θ (p,) of another model of the same architecture (e.g. a retrained reference), in the order of the
+        parameters the update is made of (``self.params``)."""
+        named = dict(model.named_parameters())
+        theta = torch.cat([named[k].detach().reshape(-1) for k in self.params if k in named])
+        if theta.shape != self.theta.shape:
+            raise ValueError(f"the model has {theta.numel()} parameters where {self.theta.numel()} are updated; it "
+                             "must have the same architecture")
+        return theta.to(self.theta.device, self.theta.dtype)
+
     def set_reference_model(self, removed_class: int, model: nn.Module) -> None:
         """Use your own retrained-without-c model as the reference for class c."""
         self._references[_check_class(self.dataset, removed_class)] = model
@@ -461,8 +473,7 @@ class ClassRemoval:
 
     def per_class_accuracy(self, pred: np.ndarray) -> list[float]:
         """Test accuracy of each class (C,) for predictions (n_test,)."""
-        return [float(np.mean(pred[self.y_test == k] == k)) if np.any(self.y_test == k) else float("nan")
-                for k in range(self.dataset.n_classes)]
+        return per_class_accuracy(self.y_test, pred, self.dataset.n_classes).tolist()
 
     def _metrics(self, pred: np.ndarray, losses: np.ndarray, c: int,
                  subset: np.ndarray | None = None) -> dict[str, float]:
@@ -507,53 +518,55 @@ class ClassRemoval:
                 return alphas, preds, losses, i, sel_f1, edge
 
     # ---------------------------------------------------------------- one removal
-    def run(self, removed_class: int, sampler: str = "random", m: int | None = 256, seed: int = 0, *,
-            solver: str = DEFAULT_SOLVER, damping: float = DEFAULT_DAMPING, curvature: str = DEFAULT_CURVATURE,
-            alphas: Any = None, hessian_batch: int | None = None, retrain_reference: bool = False,
-            measure_memory: bool = False, progress: Progress | None = None,
-            sampler_options: dict[str, Any] | None = None, extend_grid: bool | None = None,
-            **solver_options: Any) -> RemovalResult:
+    def run(self, removed_class: int, sampler: str | None = None, m: int | None = None, seed: int | None = None, *,
+            config: InfluenceConfig | None = None, solver: str | None = None, damping: float | None = None,
+            curvature: str | None = None, alphas: Any = None, chunk_size: int | None = None,
+            retrain_reference: bool = False, measure_memory: bool = False, progress: Progress | None = None,
+            extend_grid: bool | None = None, **solver_options: Any) -> RemovalResult:
         """Remove ``removed_class`` with the Hessian on m points of the remaining classes drawn by ``sampler``.
 
-        ``m=None`` uses the whole remaining pool (recorded as sampler "full"). ``hessian_batch``: points per
-        vectorised chunk of the Hessian sample (None: the whole sample in one batch, so memory follows m).
-        ``solver_options`` go to the solver (e.g. ``tol``, ``max_iter``; LiSSA's power-iteration ``seed``).
-        ``extend_grid``: extend the α grid while the selected α is at its edge (default: only for the default
-        grid, ``alphas=None``).
+        ``config``: the :class:`~influence_core.config.InfluenceConfig` (None = the defaults: Gauss-Newton,
+        δ = 0.01, CG, the whole remaining pool; the sampler's options come from it); ``sampler``, ``m``, ``seed``,
+        ``solver``, ``damping``, ``curvature`` and ``**solver_options`` (e.g. ``tol``, ``max_iter``) override its
+        fields (None = keep). The whole remaining pool (m None, or sampler "full") is recorded as sampler "full".
+        ``chunk_size``: points per vectorised chunk of the Hessian sample (None: the whole sample in one batch, so
+        memory follows m; ``hessian_batch`` is its deprecated name). ``extend_grid``: extend the α grid while the
+        selected α is at its edge (default: only for the default grid, ``alphas=None``).
         See :func:`class_removal` for the rest.
         """
         c = _check_class(self.dataset, removed_class)
-        damping = _check_settings(solver, curvature, damping)
+        chunk_size = _chunk_alias(chunk_size, solver_options)
+        config = _removal_config(config, sampler, m, seed, solver, damping, curvature, solver_options)
+        solver, damping, curvature = config.solver, config.damping, config.curvature
+        solver_options = dict(config.solver_options)
+        sampler, m, seed = config.sampler, config.m, config.seed
         extend_grid = alphas is None if extend_grid is None else bool(extend_grid)
         alphas = _check_alphas(alphas)
         pool = self.pool(c)
-        full = m is None or sampler == "full"
-        if not full and sampler not in available_samplers():
-            raise ValueError(f"unknown sampler {sampler!r}; known samplers: {', '.join(available_samplers())} "
-                             "(or 'full' for the whole remaining pool)")
-        if m is not None and (isinstance(m, bool) or not isinstance(m, numbers.Integral) or not 1 <= m <= pool.size):
+        full = config.full
+        if m is not None and m > pool.size:
             raise ValueError(f"m = {m!r} is invalid: removing class {c} leaves a pool of {pool.size} training points "
                              f"for the Hessian sample, so choose 1 <= m <= {pool.size} (or m=None for all of them)")
-        if hessian_batch is not None and int(hessian_batch) < 1:
-            raise ValueError(f"hessian_batch must be a positive integer or None, got {hessian_batch}")
-        if sampler == "full" and m is not None and m != pool.size:
+        if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) < 1):
+            raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+        if sampler == FULL_SAMPLE and m is not None and m != pool.size:
             raise ValueError(f"sampler 'full' uses the whole pool of {pool.size} points; pass m=None or m={pool.size}")
         if progress:
             progress(0.0, f"class {c}: drawing the Hessian sample")
 
         start = time.perf_counter()
         if full:
-            sample = HessianSample(indices=pool, weights=None, sampler="full", m=int(pool.size), seed=int(seed))
+            sample = HessianSample(indices=pool, weights=None, sampler=FULL_SAMPLE, m=int(pool.size), seed=int(seed))
         else:
             sample = sample_hessian_subset(self.model, self.dataset, sampler, int(m), seed=seed, pool=pool,
-                                           inputs=self.inputs, **(sampler_options or {}))
+                                           inputs=self.inputs, **config.sampler_options)
         sampler_seconds = time.perf_counter() - start
 
         g = self.gradient_sum(c)
         n, n_r = self.train_objective.n, int(pool.size)
         solve_wd = self.removal_weight_decay(c)
         X_s, y_s = self.train_objective.batch(sample.indices)
-        batch = int(hessian_batch or len(sample))
+        batch = int(chunk_size or len(sample))
         if progress:
             progress(0.2, f"class {c}: solving with {solver} on {len(sample)} points")
         caught: list[str] = []
@@ -637,12 +650,7 @@ class ClassRemoval:
                           pred_one: np.ndarray, sel_alpha: float, pred_sel: np.ndarray,
                           progress: Progress | None = None) -> dict[str, Any]:
         ref = self.reference_model(c, progress)
-        named = dict(ref.named_parameters())
-        theta_ref = torch.cat([named[k].detach().reshape(-1) for k in self.params if k in named]) \
-            .to(self.theta.device, self.theta.dtype)
-        if theta_ref.shape != self.theta.shape:
-            raise ValueError(f"the reference model has {theta_ref.numel()} parameters but the model has "
-                             f"{self.theta.numel()}; it must have the same architecture")
+        theta_ref = self.parameters_of(ref)
         pred_ref, loss_ref = self._predict(theta_ref)
         dist = lambda th: float((th - theta_ref).norm())  # noqa: E731
         d0 = dist(self.theta)
@@ -671,26 +679,28 @@ class ClassRemoval:
         }
 
 
-def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sampler: str = "random",
-                  m: int | None = 256, seed: int = 0, solver: str = DEFAULT_SOLVER, damping: float = DEFAULT_DAMPING,
-                  curvature: str = DEFAULT_CURVATURE, alphas: Any = None, retrain_reference: bool = False, *,
-                  reference_model: nn.Module | None = None, measure_memory: bool = False,
-                  hessian_batch: int | None = None, progress: Progress | None = None,
-                  sampler_options: dict[str, Any] | None = None, params: Any = None,
-                  **solver_options: Any) -> RemovalResult:
+def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sampler: str | None = None,
+                  m: int | None = None, seed: int | None = None, *, config: InfluenceConfig | None = None,
+                  solver: str | None = None, damping: float | None = None, curvature: str | None = None,
+                  alphas: Any = None, retrain_reference: bool = False, reference_model: nn.Module | None = None,
+                  measure_memory: bool = False, chunk_size: int | None = None, progress: Progress | None = None,
+                  params: Any = None, **solver_options: Any) -> RemovalResult:
     """Remove class ``removed_class`` from a trained ``model`` by the influence update θ + α·Δ (module doc).
 
     Args:
         model, dataset: a trained classifier and its :class:`Dataset`.
         removed_class: c, an existing class with training and test points (and other classes to retain).
+        config: the :class:`~influence_core.config.InfluenceConfig` (None = the defaults: Gauss-Newton, δ = 0.01,
+            CG, the whole remaining pool). The shortcuts below override its fields (None = keep).
         sampler, m, seed: the Hessian sample: m points of the remaining classes drawn by a registered sampler
             (``m=None``: all of them). 1 <= m <= pool size.
-        solver: "cg" (default, chosen by measurement), "lissa", "exact" (dense) or "low_rank" (exact Gauss-Newton
-            solve by Woodbury). damping: δ >= 0. curvature: "gauss_newton" (default, PSD) or
-            "hessian" (needs damping above |λ_min| of the sample).
+        solver: e.g. "cg", "lissa", "exact" (dense) or "low_rank" (the exact Gauss-Newton solve by Woodbury).
+            damping: δ >= 0. curvature: "gauss_newton" (PSD) or "hessian" (needs damping above |λ_min| of the
+            sample).
         alphas: the α path (non-empty; default :func:`default_alphas`, 1/8..128, 4 per octave).
         retrain_reference: also retrain without c (or use ``reference_model``) and compare.
         measure_memory: re-run the solve in a fresh process to measure its peak memory.
+        chunk_size: points per vectorised chunk of the Hessian sample (None: all at once).
         **solver_options: e.g. ``tol``, ``max_iter``.
     Returns:
         a :class:`RemovalResult`.
@@ -699,14 +709,14 @@ def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sample
         outside [1, pool size]; :class:`~influence_core.solvers.base.SolverError` when the solver fails (message says
         what to change).
     """
+    chunk_size = _chunk_alias(chunk_size, solver_options)
     task = ClassRemoval(model, dataset, params=params)  # params: the parameters updated (None = all trainable)
     if reference_model is not None:
         task.set_reference_model(removed_class, reference_model)
-    return task.run(removed_class, sampler, m, seed, solver=solver, damping=damping, curvature=curvature,
-                    alphas=alphas, hessian_batch=hessian_batch,
+    return task.run(removed_class, sampler, m, seed, config=config, solver=solver, damping=damping,
+                    curvature=curvature, alphas=alphas, chunk_size=chunk_size,
                     retrain_reference=retrain_reference or reference_model is not None,
-                    measure_memory=measure_memory, progress=progress, sampler_options=sampler_options,
-                    **solver_options)
+                    measure_memory=measure_memory, progress=progress, **solver_options)
 
 
 # --------------------------------------------------------------------------------------------------------------------

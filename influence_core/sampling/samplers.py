@@ -46,6 +46,7 @@ __all__ = [
     "available_samplers",
     "sampler_needs",
     "check_sampler_name",
+    "check_sampler_options",
     "RENAMED_SAMPLERS",
     "draw_sample",
     "softmax",
@@ -276,6 +277,12 @@ def check_sampler_name(name: str) -> None:
         return
     hint = f" (the sampler {name!r} is now called {RENAMED_SAMPLERS[name]!r})" if name in RENAMED_SAMPLERS else ""
     raise ValueError(f"unknown sampler {name!r}{hint}; known samplers: {', '.join(available_samplers())}.")
+
+
+def check_sampler_options(name: str, options: dict[str, Any]) -> None:
+    """Raise a ValueError unless ``name`` is a registered sampler that takes ``options`` (checked before drawing)."""
+    check_sampler_name(name)
+    _bind_options(name, SAMPLERS[name], dict(options))
 
 
 def sampler_needs(name: str) -> frozenset[str]:

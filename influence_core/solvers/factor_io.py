@@ -11,7 +11,6 @@ sample has another key and is refused on load.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import zipfile
@@ -19,7 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
+
+from influence_core.io_safety import atomic_path
+from influence_core.keys import content_key, digest
 
 __all__ = ["FactorFileError", "config_key", "fingerprint", "write_factor_file", "read_factor_file",
            "factor_file_path", "load_or_fit"]
@@ -29,23 +30,16 @@ class FactorFileError(ValueError):
     """A factor file is missing, corrupt, of another format, or was fitted for another model/configuration."""
 
 
-def fingerprint(*parts: Any) -> str:
-    """SHA-256 (hex) of arrays/tensors (dtype, shape and bytes) and JSON-able values, in order."""
-    h = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            part = part.detach().cpu().contiguous().numpy()
-        if isinstance(part, np.ndarray):
-            h.update(str((part.dtype.str, part.shape)).encode())
-            h.update(np.ascontiguousarray(part).data)
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
-    return h.hexdigest()
+fingerprint = digest
+"""SHA-256 (hex) of arrays/tensors and JSON-able values, in order (:func:`influence_core.keys.digest`)."""
+
+FACTOR_KEY_DIGITS = 16
+"""Length of the key in factor file names (kept: it names files already on disk)."""
 
 
 def config_key(config: dict[str, Any]) -> str:
-    """16 hex digits identifying a configuration (canonical JSON, sorted keys)."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    """The content key of a configuration, naming its factor file (:func:`influence_core.keys.content_key`)."""
+    return content_key(config, digits=FACTOR_KEY_DIGITS)
 
 
 def write_factor_file(path: str | os.PathLike, format_tag: str, header: dict[str, Any],
@@ -59,9 +53,8 @@ def write_factor_file(path: str | os.PathLike, format_tag: str, header: dict[str
         raise ValueError("'__header__' is reserved for the file header")
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({**header, "format": format_tag}, sort_keys=True, default=str)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, __header__=np.array(text), **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # tmp + fsync + rename
+        np.savez(tmp, __header__=np.array(text), **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
     return path
 
 

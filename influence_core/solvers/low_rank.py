@@ -63,8 +63,8 @@ class LowRankInverse:
             raise SolverError("Cholesky of c·I + U Uᵀ failed: the factors contain NaN/inf or c is too small "
                               "relative to them; increase damping")
         del K
-        # K⁻¹ from the Cholesky factor, formed once: a query's r×r (or p×p) step is then one matrix product,
-        # 2-3x faster than two triangular solves for a single right-hand side
+        # K⁻¹ from the Cholesky factor, formed once: a query's r×r (or p×p) step is then one matrix product instead
+        # of two sequential triangular solves
         self.K_inv = torch.cholesky_inverse(L)
         self.factor_seconds = time.perf_counter() - start
 

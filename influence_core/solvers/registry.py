@@ -2,7 +2,7 @@
 
 :func:`fit_inverse` is the single entry point used by influence scoring, class removal, the studies and the CLI:
 
-    fit_inverse(objective, indices, weights, solver="cg", damping=δ, curvature="hessian", **options)
+    fit_inverse(objective, indices, weights, solver="cg", damping=δ, curvature="gauss_newton", **options)
         -> FittedInverse          inv.solve(B (k, p)) -> SolveResult with x = (H_S + δI)⁻¹ bᵀ per row
 
 Options are checked here, at fit (unknown names, ``on_nonconvergence`` not "warn"/"raise", a tolerance that is
@@ -12,7 +12,10 @@ inverse or the Woodbury factors for ``exact``; λ_max once LiSSA found it). Iter
 operator lazily on their first solve (it is not pickled), so an executor's workers receive the fitted state and
 never re-form a Hessian.
 
-Built-in solvers (one module each: :mod:`.exact`, :mod:`.low_rank`, :mod:`.cg`, :mod:`.lissa`; registered on import of the package):
+Built-in solvers (one module each, registered on import of :mod:`influence_core.solvers`, in this order):
+``exact``, ``cg``, ``lissa``, ``low_rank`` (the exact Gauss-Newton solve by Woodbury, whatever p), ``kfac`` and
+``ekfac`` (:mod:`.kfac`), ``arnoldi`` (:mod:`.arnoldi`); :func:`available_solvers` lists them with any registered by
+the user. Among them:
 
 - ``exact``: Gauss-Newton with r = m(C−1) < p: the low-rank Woodbury inverse (needs wd + δ > 0); otherwise the
   dense H_S formed column by column and inverted by LU. The dense path checks positive definiteness of H_S + δI
@@ -21,6 +24,9 @@ Built-in solvers (one module each: :mod:`.exact`, :mod:`.low_rank`, :mod:`.cg`, 
   ``"ignore"`` stays silent). ``matrix="structured"``: the dense Gauss-Newton matrix of an ``nn.Linear`` model
   from its layer pieces (:func:`influence_core.curvature.gram.gauss_newton_matrix`), inverted by Cholesky.
 - ``cg``, ``lissa``: the iterative solvers, options from their signatures (``tol``, ``max_iter``, ...).
+
+:func:`check_solver_settings` is the one check of (solver, curvature, damping, options), shared by
+:class:`~influence_core.config.InfluenceConfig`, :func:`fit_inverse` and the entry points built on them.
 
 Add a solver: ``register_solver("name", fit)`` with ``fit(objective, indices, weights, damping, curvature,
 **options) -> FittedInverse`` (its keyword-only parameters are its options), or, for a matrix-free iteration,
@@ -37,13 +43,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from influence_core.config import preset_values
 from influence_core.curvature.objective import CURVATURE_MODES, Objective
 from influence_core.solvers.base import IndefiniteHessianWarning, SolveResult
 
 __all__ = ["FittedInverse", "ExactFit", "FactorFit", "IterativeFit", "SolverSpec", "register_solver",
            "register_iterative_solver", "available_solvers", "fit_inverse", "IndefiniteHessianWarning",
-           "SOLVER_REGISTRY"]
-
+           "SOLVER_REGISTRY", "check_solver_settings"]
 
 
 class FittedInverse:
@@ -116,6 +122,7 @@ class IterativeFit(FittedInverse):
 
 
 FitFn = Callable[..., FittedInverse]
+_DEFAULT = preset_values("default")
 
 
 @dataclass(frozen=True)
@@ -170,23 +177,50 @@ def available_solvers() -> list[str]:
     return list(SOLVER_REGISTRY)
 
 
-def _check_options(spec: SolverSpec, options: dict[str, Any]) -> None:
+def solver_problems(solver: Any, curvature: Any, damping: Any, options: dict[str, Any] | None = None) -> list[str]:
+    """What is wrong with a (solver, curvature, damping, options) setting, one line per bad field (empty: valid)."""
+    problems = []
+    if solver not in SOLVER_REGISTRY:
+        problems.append(f"unknown solver {solver!r}; choose one of {available_solvers()}")
+    if curvature not in CURVATURE_MODES:
+        problems.append(f"unknown curvature {curvature!r}; choose one of {list(CURVATURE_MODES)}")
+    if isinstance(damping, bool) or not isinstance(damping, (int, float, np.number)) or not math.isfinite(damping) \
+            or damping < 0:
+        problems.append(f"damping must be a finite number >= 0, got {damping!r}")
+    if solver in SOLVER_REGISTRY:
+        problems += _option_problems(SOLVER_REGISTRY[solver], dict(options or {}))
+    return problems
+
+
+def check_solver_settings(solver: Any, curvature: Any, damping: Any, options: dict[str, Any] | None = None) -> None:
+    """Raise ``ValueError`` (one line per bad field) unless ``solver`` is registered, ``curvature`` is a curvature
+    mode, ``damping`` a finite number >= 0 and ``options`` the solver's own, with valid values."""
+    problems = solver_problems(solver, curvature, damping, options)
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+def _option_problems(spec: SolverSpec, options: dict[str, Any]) -> list[str]:
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        raise ValueError(f"solver {spec.name!r} takes no options {unknown}; its options are "
-                         f"{sorted(spec.options) or 'none'} (checked at fit)")
+        return [f"solver {spec.name!r} takes no options {unknown}; its options are "
+                f"{sorted(spec.options) or 'none'} (checked at fit)"]
+    problems = []
     for key, value in options.items():
+        if value is spec.options.get(key):  # the solver's own default (e.g. None = automatic) is always valid
+            continue
         if key == "on_nonconvergence" and value not in ("warn", "raise"):
-            raise ValueError(f"on_nonconvergence must be 'warn' or 'raise', got {value!r}")
+            problems.append(f"on_nonconvergence must be 'warn' or 'raise', got {value!r}")
         if key == "on_indefinite" and value not in ("warn", "raise", "ignore"):
-            raise ValueError(f"on_indefinite must be 'warn', 'raise' or 'ignore', got {value!r}")
+            problems.append(f"on_indefinite must be 'warn', 'raise' or 'ignore', got {value!r}")
         if key in ("tol", "divergence_factor") and not _positive_number(value):
-            raise ValueError(f"{key} must be a positive finite number, got {value!r}")
+            problems.append(f"{key} must be a positive finite number, got {value!r}")
         if key == "scale" and value is not None and not _positive_number(value):
-            raise ValueError(f"scale must be a positive finite number or None (automatic), got {value!r}")
+            problems.append(f"scale must be a positive finite number or None (automatic), got {value!r}")
         if key in ("max_iter", "power_iter") and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
                                                   or value < 1):
-            raise ValueError(f"{key} must be an integer >= 1, got {value!r}")
+            problems.append(f"{key} must be an integer >= 1, got {value!r}")
+    return problems
 
 
 def _positive_number(value: Any) -> bool:
@@ -194,20 +228,16 @@ def _positive_number(value: Any) -> bool:
         and value > 0
 
 
-def fit_inverse(objective: Objective, indices: Any = None, weights: Any = None, *, solver: str = "exact",
-                damping: float = 0.0, curvature: str = "hessian", **options: Any) -> FittedInverse:
+def fit_inverse(objective: Objective, indices: Any = None, weights: Any = None, *, solver: str = _DEFAULT["solver"],
+                damping: float = _DEFAULT["damping"], curvature: str = _DEFAULT["curvature"],
+                **options: Any) -> FittedInverse:
     """Fit the registered ``solver`` on the Hessian sample (``indices`` (m,) into the objective's training set,
-    None = all; ``weights`` (m,) or None) with damping δ and curvature mode; options are validated here."""
-    if solver not in SOLVER_REGISTRY:
-        raise ValueError(f"unknown solver {solver!r}; choose one of {available_solvers()}")
-    if curvature not in CURVATURE_MODES:
-        raise ValueError(f"unknown curvature {curvature!r}; choose one of {list(CURVATURE_MODES)}")
-    if damping is None or not math.isfinite(damping) or damping < 0:
-        raise ValueError(f"damping must be a finite number >= 0, got {damping}")
+    None = all; ``weights`` (m,) or None) with damping δ and curvature mode; options are validated here. The defaults
+    are :class:`~influence_core.config.InfluenceConfig`'s."""
+    check_solver_settings(solver, curvature, damping, options)
     if curvature == "gauss_newton":
         objective.task.require_gauss_newton()
     spec = SOLVER_REGISTRY[solver]
-    _check_options(spec, options)
     idx = None if indices is None else objective.subset(indices)
     w = None if weights is None else np.asarray(weights, dtype=np.float64)
     if w is not None:

@@ -55,11 +55,12 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from influence_core.config import preset_values
 from influence_core.curvature.objective import CURVATURE_MODES, EXACT_MAX_PARAMS, Objective
 from influence_core.data.datasets import Dataset, available_datasets, load_dataset
 from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.io_safety import check_output_dir
-from influence_core.studies.output import save_matplotlib, save_plotly, write_csv, write_json, write_text
+from influence_core.studies.output import pyplot, save_matplotlib, save_plotly, write_csv, write_json, write_text
 from influence_core.evaluation.memory import PeakMemory
 from influence_core.evaluation.metrics import mean_std, relative_error, rowwise_pearson, rowwise_spearman, rowwise_topk_overlap
 from influence_core.models.zoo import ARCHITECTURES
@@ -100,6 +101,9 @@ def subset_solvers() -> list[str]:
 # --------------------------------------------------------------------------------------------------------------------
 
 
+_STUDY = preset_values("study")  # the committed studies name their preset, so the engine's defaults may move
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """Everything that defines a faithfulness run (recorded in the JSON output).
@@ -126,8 +130,8 @@ class StudyConfig:
     n_test_points: int = 100
     test_seed: int = 0
     k: int = 10
-    damping: float = 0.01
-    curvature: str = "gauss_newton"
+    damping: float = _STUDY["damping"]
+    curvature: str = _STUDY["curvature"]
     solver: str = "auto"
     reference_solver: str = "auto"
     solver_options: dict[str, Any] = field(default_factory=dict)
@@ -607,10 +611,7 @@ def _series(summary: list[dict[str, Any]], sampler: str, key: str) -> tuple[np.n
 
 def plot_png(result: StudyResult, path: Path) -> None:
     """Quality vs m, one line per sampler, mean ± std band across seeds (matplotlib, Agg)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     samplers = list(dict.fromkeys(r["sampler"] for r in result.summary))
     fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
@@ -707,7 +708,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k", type=int, default=d["k"].default, help="size of the top-k helpful/harmful sets")
     parser.add_argument("--damping", type=float, default=d["damping"].default,
                         help="δ added to the Hessian, for the subsets and the reference alike")
-    parser.add_argument("--curvature", default="gauss_newton", choices=CURVATURE_MODES,
+    parser.add_argument("--curvature", default=d["curvature"].default, choices=CURVATURE_MODES,
                         help="gauss_newton (PSD; default) or hessian (indefinite on small samples of an MLP)")
     parser.add_argument("--solver", default="auto", choices=subset_solvers(),
                         help="subset solver: auto = exact Woodbury for gauss_newton, else exact (p<=20000) or cg")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from influence_core.config import preset_values
 from influence_core.curvature.objective import EXACT_MAX_PARAMS
 from influence_core.data.datasets import Dataset, load_dataset
 from influence_core.studies.faithfulness import StudyConfig, run_study
@@ -62,6 +63,8 @@ class LDSStudyResult:
                    record["context"], np.asarray(record["test_indices"]))
 
 
+_STUDY = preset_values("study")  # the settings of the committed LDS studies
+
 def gradient_dot_scores(model: nn.Module, dataset: Dataset, test_indices: np.ndarray) -> np.ndarray:
     """(1/n) g_tᵀ g_j (T, n_train): identity curvature."""
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train)
@@ -70,7 +73,7 @@ def gradient_dot_scores(model: nn.Module, dataset: Dataset, test_indices: np.nda
 
 
 def full_data_scores(model: nn.Module, dataset: Dataset, test_indices: np.ndarray, solver: str = "auto", *,
-                     damping: float = 0.01, curvature: str = "gauss_newton",
+                     damping: float = _STUDY["damping"], curvature: str = _STUDY["curvature"],
                      options: dict[str, Any] | None = None) -> tuple[str, np.ndarray]:
     """(solver used, (1/n) g_tᵀ (H_full + δI)⁻¹ g_j (T, n_train)) with any registered solver fitted on all training
     points; "auto" = exact LU for p <= 20,000, else CG to 1e-6 (the study's reference)."""

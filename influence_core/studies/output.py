@@ -12,7 +12,7 @@ from typing import Any, Sequence
 
 from influence_core.io_safety import atomic_path, atomic_write, jsonable
 
-__all__ = ["write_csv", "write_json", "write_text", "save_matplotlib", "save_plotly"]
+__all__ = ["write_csv", "write_json", "write_text", "pyplot", "save_matplotlib", "save_plotly"]
 
 
 def write_csv(path: str | Path, rows: Sequence[dict[str, Any]], fields: Sequence[str] | None = None) -> Path:
@@ -45,9 +45,25 @@ def write_text(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` with the non-interactive Agg backend; matplotlib is the optional ``plots`` extra, so its
+    absence is one clear error naming the install command."""
+    try:
+        import matplotlib
+    except ModuleNotFoundError:
+        from influence_core.bench.common import MissingExtraError
+
+        raise MissingExtraError("the studies draw their PNG plots with matplotlib, which is not installed: "
+                                "pip install -e '.[plots]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def save_matplotlib(fig: Any, path: str | Path, dpi: int = 110) -> Path:
     """Save a matplotlib figure as PNG and close it."""
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")

@@ -20,7 +20,6 @@ writes the Markdown report (``docs/RESULTS.md``) from finished runs without runn
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -28,23 +27,22 @@ import shlex
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import torch
 
-from influence_core.data.datasets import available_datasets, load_dataset
-from influence_core.io_safety import check_output_dir, check_output_file
-from influence_core.studies.output import save_matplotlib, save_plotly, write_csv, write_json, write_text
-from influence_core.models.zoo import ARCHITECTURES
-from influence_core.removal.class_removal import (DEFAULT_CURVATURE, DEFAULT_DAMPING, DEFAULT_SOLVER, ClassRemoval, _flat_params,
-                                                  default_alphas, measure_solve_memory, removal_solvers)
+from influence_core.config import InfluenceConfig
+from influence_core.data.datasets import load_dataset
+from influence_core.studies.output import pyplot, save_matplotlib, save_plotly, write_csv, write_json, write_text
+from influence_core.removal.class_removal import ClassRemoval, default_alphas, measure_solve_memory
 from influence_core.sampling.samplers import available_samplers
-from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
 from influence_core.solvers.base import SolverError
 
-__all__ = ["add_arguments", "run", "run_study", "summarise", "savings", "write_report", "PAPER"]
+__all__ = ["RemovalStudyConfig", "run_study", "command_line", "summarise", "savings", "write_report", "PAPER",
+           "QUICK"]
 
 PAPER = {"time_saving_pct": 30.1, "memory_saving_pct": 42.2, "f1_gain_points": 2.5}
 """Koh et al. 2024's headline against random sampling: 30.1% less time and 42.2% less memory at equal quality,
@@ -81,133 +79,99 @@ MEMORY_FIELDS = ["sampler", "m", "removed_class", "seed", "peak_kb", "baseline_r
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Command line
+# Configuration (the command line, :mod:`influence_core.cli.removal`, builds one)
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", default="digits", help=f"one of {available_datasets()} (npz needs --path)")
-    parser.add_argument("--path", help="path of a .npz file when --dataset npz")
-    parser.add_argument("--arch", default="mlp", choices=ARCHITECTURES)
-    parser.add_argument("--train-seed", type=int, default=0, help="seed of the split and of the training")
-    parser.add_argument("--epochs", type=int, default=None, help="Adam epochs of the training (default: training's)")
-    parser.add_argument("--samplers", nargs="+", default=["random", "feature", "logit", "int_distance"],
-                        help=f"Hessian samplers to compare, from {available_samplers()}; 'random' is the baseline")
-    parser.add_argument("--m", nargs="+", type=int, default=[32, 64, 128, 256, 512], help="Hessian sample sizes")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(range(10)), help="sampler seeds")
-    parser.add_argument("--classes", nargs="+", type=int, default=None, help="classes to remove (default: all)")
-    parser.add_argument("--solver", default=DEFAULT_SOLVER, choices=removal_solvers())
-    add_solver_option_argument(parser)
-    parser.add_argument("--damping", type=float, default=DEFAULT_DAMPING, help="δ added to the curvature (>= 0)")
-    parser.add_argument("--curvature", default=DEFAULT_CURVATURE, choices=["hessian", "gauss_newton"],
-                        help="Gauss-Newton (default: PSD on any sample) or the Hessian (often indefinite on small "
-                             "samples of a non-convex model; then raise --damping)")
-    parser.add_argument("--tol", type=float, default=1e-4, help="relative residual at which CG/LiSSA stop")
-    parser.add_argument("--max-iter", type=int, default=10_000, help="iteration budget of CG/LiSSA")
-    parser.add_argument("--alphas", nargs="+", type=float, default=None,
-                        help="step sizes α of the path (default: 2^(k/4) from 1/8 to 128)")
-    parser.add_argument("--hessian-batch", type=int, default=None,
-                        help="points per vectorised chunk of the Hessian sample (default: the whole sample)")
-    parser.add_argument("--memory-configs", type=int, default=2,
-                        help="(class, seed) configurations per (sampler, m) whose solve's peak memory is measured "
-                             "in a fresh process (0: skip)")
-    parser.add_argument("--no-reference", action="store_true", help="skip retraining without each class")
-    parser.add_argument("--no-full", action="store_true", help="skip the whole-pool Hessian reference")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (timings are per thread count)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny grid for tests and smoke runs (for grid options not given): samplers random+logit, "
-                             "m 32 64, seeds 0 1, class 0, 5 epochs, one memory measurement per (sampler, m)")
-    parser.add_argument("--out", help="directory for the run's CSV/JSON/Markdown/plots")
-    parser.add_argument("--embed-plotlyjs", action="store_true",
-                        help="embed plotly.js in the HTML plots (offline viewing; +3.5 MB each) instead of "
-                             "loading it from the CDN when opened")
-    parser.add_argument("--report", help="write the Markdown report of finished runs (--runs) to this file; runs "
-                                         "nothing")
-    parser.add_argument("--runs", nargs="+", default=None, help="run directories for --report")
-    parser.add_argument("--lds", nargs="+", default=None, metavar="JSON",
-                        help="LDS study results (lds study --out, *.json) summarised in the --report: which sampler "
-                             "wins by LDS")
+def _study_influence() -> InfluenceConfig:
+    return InfluenceConfig.preset("study")
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.report:
-        if not args.runs:
-            raise ValueError("--report needs --runs DIR [DIR ...]: directories written by earlier runs with --out")
-        check_output_file(args.report, "--report", create_parent=True)
-        write_report([Path(r) for r in args.runs], Path(args.report), [Path(f) for f in args.lds or []])
-        print(f"wrote {args.report}")
-        return 0
-    if not args.out:
-        raise ValueError("--out DIR is required: the directory where the run's tables and plots go")
-    check_output_dir(args.out, "--out")  # before the study, not after it
-    parse_solver_options(args.solver_option, args.solver)  # unknown solver options refused before training
-    if args.threads < 1:
-        raise ValueError(f"--threads must be >= 1 (torch threads; results and timings are per thread count), "
-                         f"got {args.threads}")
-    if args.quick:  # the small grid, for every grid option left at its default
-        defaults = _defaults()
-        for key, value in QUICK.items():
-            if getattr(args, key) == defaults[key]:
-                setattr(args, key, value)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(int(args.threads))
-    try:
-        record = run_study(args)
-    finally:
-        torch.set_num_threads(threads)
-    out = Path(args.out)
-    print(f"wrote {out}/results.csv, memory.csv, results.json, samples.json, summary.md and plots "
-          f"({record['seconds']['total']:.0f} s)")
-    print(format_savings_text(record))
-    return 0
+@dataclass(frozen=True)
+class RemovalStudyConfig:
+    """Everything that defines a class-removal study run (recorded with it, and spelled out by
+    :func:`command_line`).
+
+    dataset/path/arch/train_seed/epochs: data, split and training. samplers, m, seeds, classes: the grid (classes
+    None = all). influence: the solve's :class:`~influence_core.config.InfluenceConfig` (the ``"study"`` preset;
+    its sample fields are unused, the grid draws the samples). alphas: the α path (None = the default grid, extended
+    at its edges). chunk_size: points per vectorised chunk of the Hessian sample (None = all). memory_configs:
+    (class, seed) configurations per (sampler, m) whose peak memory is measured in a fresh process. reference: retrain
+    without each class. full: also solve on the whole remaining pool. threads: torch threads. out: output directory.
+    """
+
+    out: str
+    dataset: str = "digits"
+    path: str | None = None
+    arch: str = "mlp"
+    train_seed: int = 0
+    epochs: int | None = None
+    samplers: tuple[str, ...] = ("random", "feature", "logit", "int_distance")
+    m: tuple[int, ...] = (32, 64, 128, 256, 512)
+    seeds: tuple[int, ...] = tuple(range(10))
+    classes: tuple[int, ...] | None = None
+    influence: InfluenceConfig = field(default_factory=_study_influence)
+    alphas: tuple[float, ...] | None = None
+    chunk_size: int | None = None
+    memory_configs: int = 2
+    reference: bool = True
+    full: bool = True
+    threads: int = 1
+    embed_plotlyjs: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("samplers", "m", "seeds", "classes", "alphas"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, tuple(value))
+        unknown = [s for s in self.samplers if s not in available_samplers()]
+        if unknown:
+            raise ValueError(f"unknown sampler(s) {unknown}; known: {available_samplers()}")
+        if "random" not in self.samplers:
+            raise ValueError("--samplers must include 'random', the baseline the savings are measured against")
+        if len(set(self.samplers)) != len(self.samplers) or len(set(self.m)) != len(self.m) \
+                or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("--samplers, --m and --seeds must not repeat values")
+        if not self.m or min(self.m) < 1:
+            raise ValueError(f"every m must be >= 1, got {list(self.m)}")
+        if not self.seeds or min(self.seeds) < 0:
+            raise ValueError(f"seeds must be >= 0, got {list(self.seeds)}")
+        if self.memory_configs < 0:
+            raise ValueError("--memory-configs must be >= 0")
+        if self.threads < 1:
+            raise ValueError(f"--threads must be >= 1 (torch threads; results and timings are per thread count), "
+                             f"got {self.threads}")
+        if self.alphas is not None and len(self.alphas) == 0:
+            raise ValueError("--alphas is empty")
 
 
-def _defaults() -> dict[str, Any]:
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    return vars(parser.parse_args([]))
-
-
-def command_line(args: argparse.Namespace) -> str:
+def command_line(config: RemovalStudyConfig) -> str:
     """The canonical command that reproduces this run (every option spelled out)."""
-    parts = ["python", "-m", "influence_core", "removal", "--dataset", args.dataset]
-    if args.path:
-        parts += ["--path", args.path]
-    parts += ["--arch", args.arch, "--train-seed", str(args.train_seed)]
-    if args.epochs is not None:
-        parts += ["--epochs", str(args.epochs)]
-    parts += ["--samplers", *args.samplers, "--m", *map(str, args.m), "--seeds", *map(str, args.seeds)]
-    if args.classes is not None:
-        parts += ["--classes", *map(str, args.classes)]
-    parts += ["--solver", args.solver, "--damping", f"{args.damping:g}", "--curvature", args.curvature,
-              "--tol", f"{args.tol:g}", "--max-iter", str(args.max_iter)]
-    if args.alphas:
-        parts += ["--alphas", *(f"{a:g}" for a in args.alphas)]
-    if args.hessian_batch:
-        parts += ["--hessian-batch", str(args.hessian_batch)]
-    parts += ["--memory-configs", str(args.memory_configs), "--threads", str(args.threads)]
-    parts += ["--no-reference"] * bool(args.no_reference) + ["--no-full"] * bool(args.no_full)
-    parts += ["--out", str(args.out)]
+    inf = config.influence
+    preset = _study_influence().solver_options
+    parts = ["python", "-m", "influence_core", "removal", "--dataset", config.dataset]
+    if config.path:
+        parts += ["--path", config.path]
+    parts += ["--arch", config.arch, "--train-seed", str(config.train_seed)]
+    if config.epochs is not None:
+        parts += ["--epochs", str(config.epochs)]
+    parts += ["--samplers", *config.samplers, "--m", *map(str, config.m), "--seeds", *map(str, config.seeds)]
+    if config.classes is not None:
+        parts += ["--classes", *map(str, config.classes)]
+    parts += ["--solver", inf.solver, "--damping", f"{inf.damping:g}", "--curvature", inf.curvature,
+              "--tol", f"{inf.solver_options.get('tol', preset['tol']):g}",
+              "--max-iter", str(inf.solver_options.get("max_iter", preset["max_iter"]))]
+    for key, value in inf.solver_options.items():
+        if key not in ("tol", "max_iter"):
+            parts += ["--solver-option", f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"]
+    if config.alphas:
+        parts += ["--alphas", *(f"{a:g}" for a in config.alphas)]
+    if config.chunk_size:
+        parts += ["--chunk-size", str(config.chunk_size)]
+    parts += ["--memory-configs", str(config.memory_configs), "--threads", str(config.threads)]
+    parts += ["--no-reference"] * (not config.reference) + ["--no-full"] * (not config.full)
+    parts += ["--out", str(config.out)]
     return " ".join(shlex.quote(p) for p in parts)
-
-
-def _validate(args: argparse.Namespace, n_classes: int) -> None:
-    unknown = [s for s in args.samplers if s not in available_samplers()]
-    if unknown:
-        raise ValueError(f"unknown sampler(s) {unknown}; known: {available_samplers()}")
-    if "random" not in args.samplers:
-        raise ValueError("--samplers must include 'random', the baseline the savings are measured against")
-    if len(set(args.samplers)) != len(args.samplers) or len(set(args.m)) != len(args.m) \
-            or len(set(args.seeds)) != len(args.seeds):
-        raise ValueError("--samplers, --m and --seeds must not repeat values")
-    if min(args.m) < 1:
-        raise ValueError(f"every m must be >= 1, got {args.m}")
-    if min(args.seeds) < 0:
-        raise ValueError(f"seeds must be >= 0, got {args.seeds}")
-    if args.classes is not None and (min(args.classes) < 0 or max(args.classes) >= n_classes):
-        raise ValueError(f"--classes must lie in [0, {n_classes}), got {args.classes}")
-    if args.memory_configs < 0:
-        raise ValueError("--memory-configs must be >= 0")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -259,43 +223,40 @@ def _row(dataset: str, arch: str, result: Any | None, full_delta: torch.Tensor |
     return row
 
 
-def run_study(args: argparse.Namespace) -> dict[str, Any]:
-    """Run the grid of ``args`` (see :func:`add_arguments`), write every output to ``args.out``, return the record."""
+def run_study(config: RemovalStudyConfig) -> dict[str, Any]:
+    """Run the grid of ``config``, write every output to ``config.out``, return the record."""
     t_start, cpu_start, load_start = time.perf_counter(), time.process_time(), os.getloadavg()
-    options = {"path": args.path} if args.dataset == "npz" else {}
-    dataset = load_dataset(args.dataset, seed=args.train_seed, **options)
-    classes = list(range(dataset.n_classes)) if args.classes is None else [int(c) for c in args.classes]
-    _validate(args, dataset.n_classes)
-    alphas = default_alphas() if args.alphas is None else np.asarray(args.alphas, dtype=np.float64)
-    if alphas.size == 0:
-        raise ValueError("--alphas is empty")
+    options = {"path": config.path} if config.dataset == "npz" else {}
+    dataset = load_dataset(config.dataset, seed=config.train_seed, **options)
+    classes = list(range(dataset.n_classes)) if config.classes is None else [int(c) for c in config.classes]
+    if config.classes is not None and (min(classes) < 0 or max(classes) >= dataset.n_classes):
+        raise ValueError(f"--classes must lie in [0, {dataset.n_classes}), got {classes}")
+    alphas = default_alphas() if config.alphas is None else np.asarray(config.alphas, dtype=np.float64)
     smallest_pool = min(int(np.sum(dataset.y_train != c)) for c in classes)
-    if max(args.m) > smallest_pool:
-        raise ValueError(f"m = {max(args.m)} exceeds the {smallest_pool} training points left after removing a "
+    if max(config.m) > smallest_pool:
+        raise ValueError(f"m = {max(config.m)} exceeds the {smallest_pool} training points left after removing a "
                          f"class; use --m values <= {smallest_pool}")
-    out = Path(args.out)
+    out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
 
     from influence_core.models.training import train_model
 
-    settings = {} if args.epochs is None else {"epochs": int(args.epochs)}
-    _log(f"training {args.arch} on {args.dataset} ({dataset.n_train} points)")
+    settings = {} if config.epochs is None else {"epochs": int(config.epochs)}
+    _log(f"training {config.arch} on {config.dataset} ({dataset.n_train} points)")
     t0 = time.perf_counter()
-    model = train_model(dataset, args.arch, seed=args.train_seed, **settings)
+    model = train_model(dataset, config.arch, seed=config.train_seed, **settings)
     train_seconds = time.perf_counter() - t0
     task = ClassRemoval(model, dataset)
-    solve_options = {"tol": args.tol, "max_iter": args.max_iter} if args.solver in ("cg", "lissa") else {}
-    solve_options.update(parse_solver_options(getattr(args, "solver_option", None), args.solver))
-    common = dict(solver=args.solver, damping=args.damping, curvature=args.curvature, alphas=alphas,
-                  hessian_batch=args.hessian_batch, extend_grid=args.alphas is None, **solve_options)
+    inf = config.influence
+    common = dict(config=inf, alphas=alphas, chunk_size=config.chunk_size, extend_grid=config.alphas is None)
     _ = task.inputs  # sampler inputs (logits, features) once
     for c in classes:
         task.gradient_sum(c)
     # untimed warm-up: the first torch.func call of a process pays one-off costs
-    task.run(classes[0], args.samplers[0], min(args.m), 0, **common)
+    task.run(classes[0], config.samplers[0], min(config.m), 0, **common)
 
     t0 = time.perf_counter()
-    if not args.no_reference:
+    if config.reference:
         for c in classes:
             task.reference_model(c)
     reference_seconds = time.perf_counter() - t0
@@ -308,27 +269,27 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     for ci, c in enumerate(classes):
         full_delta = None
-        if not args.no_full:
-            result = task.run(c, "full", None, 0, retrain_reference=not args.no_reference, **common)
+        if config.full:
+            result = task.run(c, "full", None, 0, retrain_reference=config.reference, **common)
             full_delta = result.delta
-            full_rows.append(_row(args.dataset, args.arch, result, full_delta))
-            if ci < args.memory_configs:
-                memory.append(_measure(task, result, args, "full"))
-        for seed in args.seeds:
-            for m in args.m:
-                for sampler in args.samplers:
-                    fixed = dict(removed_class=c, sampler=sampler, m=m, seed=seed, solver=args.solver,
-                                 curvature=args.curvature, damping=args.damping)
+            full_rows.append(_row(config.dataset, config.arch, result, full_delta))
+            if ci < config.memory_configs:
+                memory.append(_measure(task, result, config, "full"))
+        for seed in config.seeds:
+            for m in config.m:
+                for sampler in config.samplers:
+                    fixed = dict(removed_class=c, sampler=sampler, m=m, seed=seed, solver=inf.solver,
+                                 curvature=inf.curvature, damping=inf.damping)
                     try:
-                        result = task.run(c, sampler, m, seed, retrain_reference=not args.no_reference, **common)
+                        result = task.run(c, sampler, m, seed, retrain_reference=config.reference, **common)
                     except SolverError as exc:  # recorded, not fatal: a failure rate is a result too
-                        rows.append({**_row(args.dataset, args.arch, None, **fixed), "error": str(exc)[:300]})
+                        rows.append({**_row(config.dataset, config.arch, None, **fixed), "error": str(exc)[:300]})
                         continue
-                    rows.append(_row(args.dataset, args.arch, result, full_delta))
+                    rows.append(_row(config.dataset, config.arch, result, full_delta))
                     samples.append({"removed_class": c, "sampler": sampler, "m": m, "seed": seed,
                                     **{k: v for k, v in result.hessian_sample.to_dict().items()
                                        if k in ("indices", "weights", "options")}})
-                    if len(kept[(sampler, m)]) < args.memory_configs:
+                    if len(kept[(sampler, m)]) < config.memory_configs:
                         kept[(sampler, m)].append((c, seed, result))
         _log(f"class {c} done ({ci + 1}/{len(classes)}, {time.perf_counter() - t0:.0f} s)")
     grid_seconds = time.perf_counter() - t0
@@ -336,23 +297,24 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     for (sampler, m), items in kept.items():
         for c, seed, result in items:
-            memory.append(_measure(task, result, args, sampler))
+            memory.append(_measure(task, result, config, sampler))
     memory_seconds = time.perf_counter() - t0
     _log(f"memory measured in {len(memory)} worker processes ({memory_seconds:.0f} s)")
 
-    summary = summarise(rows, memory, args.samplers, args.m)
+    summary = summarise(rows, memory, list(config.samplers), list(config.m))
     full_summary = summarise(full_rows, [r for r in memory if r["sampler"] == "full"], ["full"], None) \
         if full_rows else []
     record = {
-        "command": command_line(args),
+        "command": command_line(config),
         "config": {
-            "dataset": dataset.describe(), "arch": args.arch, "train_seed": args.train_seed,
+            "dataset": dataset.describe(), "arch": config.arch, "train_seed": config.train_seed,
             "training": model.training_config, "training_report": model.training_report,
             "n_params": task.train_objective.n_params, "weight_decay": task.weight_decay,
-            "samplers": args.samplers, "m": args.m, "seeds": args.seeds, "classes": classes,
-            "solver": args.solver, "damping": args.damping, "curvature": args.curvature, "tol": args.tol,
-            "max_iter": args.max_iter, "alphas": alphas.tolist(), "hessian_batch": args.hessian_batch,
-            "memory_configs": args.memory_configs, "reference": not args.no_reference, "full": not args.no_full,
+            "samplers": list(config.samplers), "m": list(config.m), "seeds": list(config.seeds), "classes": classes,
+            "solver": inf.solver, "damping": inf.damping, "curvature": inf.curvature,
+            "tol": inf.solver_options.get("tol"), "max_iter": inf.solver_options.get("max_iter"),
+            "alphas": alphas.tolist(), "hessian_batch": config.chunk_size,
+            "memory_configs": config.memory_configs, "reference": config.reference, "full": config.full,
             "threads": torch.get_num_threads(), "torch": torch.__version__, "python": sys.version.split()[0],
             "platform": sys.platform, "cpu_count": os.cpu_count(),
             "memory_method": memory[0]["method"] if memory else None,
@@ -364,29 +326,28 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summary,
         "full_pool": full_summary,
         "full_rows": full_rows,
-        "reference_models": _reference_summary(task, classes) if not args.no_reference else None,
+        "reference_models": _reference_summary(task, classes) if config.reference else None,
         "savings": {q: savings(summary, q) for q in QUALITY},
         "f1_gain": {q: f1_gain(summary, q) for q in QUALITY},
         "failures": int(sum(1 for r in rows if r["error"])),
         "rows": rows,
         "memory": memory,
     }
-    _write_outputs(out, record, samples, embed=args.embed_plotlyjs)
+    _write_outputs(out, record, samples, embed=config.embed_plotlyjs)
     return record
 
 
-def _measure(task: ClassRemoval, result: Any, args: argparse.Namespace, label: str) -> dict[str, Any]:
+def _measure(task: ClassRemoval, result: Any, config: RemovalStudyConfig, label: str) -> dict[str, Any]:
     """Re-run ``result``'s solve in a fresh process and return a memory row."""
     obj = task.train_objective
     idx = torch.as_tensor(np.array(result.hessian_sample.indices), device=obj.device)
-    options = {"tol": args.tol, "max_iter": args.max_iter} if args.solver in ("cg", "lissa") else {}
-    options.update(parse_solver_options(getattr(args, "solver_option", None), args.solver))
+    inf = config.influence
     mem = measure_solve_memory(task.model, obj.X[idx], obj.y[idx], result.hessian_sample.weights,
                                task.gradient_sum(result.removed_class).unsqueeze(0),
                                weight_decay=task.removal_weight_decay(result.removed_class),
-                               solver=args.solver, damping=args.damping,
-                               curvature=args.curvature, chunk_size=args.hessian_batch or result.m,
-                               solver_options=options)
+                               solver=inf.solver, damping=inf.damping,
+                               curvature=inf.curvature, chunk_size=config.chunk_size or result.m,
+                               solver_options=dict(inf.solver_options))
     return {"sampler": label, "m": result.m, "removed_class": result.removed_class, "seed": result.seed,
             **{k: mem[k] for k in ("peak_kb", "baseline_rss_kb", "peak_rss_kb", "seconds", "iterations", "method")}}
 
@@ -395,7 +356,7 @@ def _reference_summary(task: ClassRemoval, classes: list[int]) -> dict[str, Any]
     per_class = {}
     for c in classes:
         ref = task.reference_model(c)
-        per_class[str(c)] = {**task.metrics(_flat_params(ref), c),
+        per_class[str(c)] = {**task.metrics(task.parameters_of(ref), c),
                              "training_report": ref.training_report}
     f1 = [v["f1"] for v in per_class.values()]
     return {"per_class": per_class, "f1_mean": float(np.mean(f1)), "f1_std": float(np.std(f1, ddof=1))
@@ -677,10 +638,7 @@ def _series(record: dict[str, Any], sampler: str, key: str) -> tuple[np.ndarray,
 
 def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
     """F1 vs m, F1 vs solver time, peak memory vs m: PNG (matplotlib) and HTML (plotly)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 

@@ -11,6 +11,7 @@ import pytest
 from sklearn.datasets import load_digits
 
 from influence_core import dataset_from_arrays, influence_scores, train_model
+from influence_core.config import InfluenceConfig
 from influence_core.cli.main import main
 from influence_core.studies.faithfulness import StudyConfig
 from influence_core.evaluation.lds import (
@@ -91,7 +92,7 @@ def test_noise_ceiling_identical_seeds_independent_seeds_and_known_reliability()
 
 def test_exact_influence_on_logistic_regression_beats_a_threshold_random_scores_fail(small, retrained):
     ds, model = small
-    exact = influence_scores(model, ds, TEST, solver="exact")      # true Hessian, no damping (convex model)
+    exact = influence_scores(model, ds, TEST, config=InfluenceConfig.preset("exact"))  # true Hessian, δ = 0 (convex)
     good = lds(exact, retrained, TEST)
     bad = lds(np.random.default_rng(0).normal(size=exact.shape), retrained, TEST)
     assert good.lds > 0.6, good.lds

@@ -9,8 +9,11 @@ from torch import nn
 from influence_core import (
                             InfluenceCalculator, NotFittedError, influence_scores, sample_hessian_subset, top_influences,
                             )
+from influence_core.config import InfluenceConfig
 from influence_core.models.training import fit_full_batch
 from influence_core.evaluation.leave_one_out import leave_one_out_check
+
+EXACT = InfluenceConfig.preset("exact")
 
 
 def test_leave_one_out_retraining_matches_predicted_loss_change(digits, digits_logreg64):
@@ -28,15 +31,15 @@ def test_leave_one_out_retraining_matches_predicted_loss_change(digits, digits_l
 
 def test_solvers_and_full_pool_sample_agree_with_exact(digits, digits_logreg64):
     model = digits_logreg64
-    exact = influence_scores(model, digits, [3, 4], solver="exact")
-    whole_pool = influence_scores(model, digits, [3, 4], hessian_indices=np.arange(digits.n_train))
+    exact = influence_scores(model, digits, [3, 4], config=EXACT)  # true Hessian, δ = 0, solved exactly
+    whole_pool = influence_scores(model, digits, [3, 4], hessian_indices=np.arange(digits.n_train), config=EXACT)
     np.testing.assert_allclose(whole_pool, exact, rtol=1e-9, atol=1e-14)
     uniform = influence_scores(model, digits, [3, 4], hessian_indices=np.arange(digits.n_train),
-                               hessian_weights=np.full(digits.n_train, 2.5))
+                               hessian_weights=np.full(digits.n_train, 2.5), config=EXACT)
     np.testing.assert_allclose(uniform, exact, rtol=1e-9, atol=1e-14)
-    cg = influence_scores(model, digits, [3, 4], solver="cg", tol=1e-8)
+    cg = influence_scores(model, digits, [3, 4], config=EXACT, solver="cg", tol=1e-8)
     np.testing.assert_allclose(cg, exact, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
-    gn = influence_scores(model, digits, [3, 4], curvature="gauss_newton")  # = Hessian for softmax regression
+    gn = influence_scores(model, digits, [3, 4], config=EXACT, curvature="gauss_newton")  # = H for softmax regression
     np.testing.assert_allclose(gn, exact, rtol=1e-8, atol=1e-14)
 
 
@@ -65,7 +68,7 @@ def test_sampled_hessian_is_deterministic_and_carries_weights(digits, digits_mlp
 
 
 def test_self_influence_is_the_diagonal(digits, digits_logreg64):
-    calc = InfluenceCalculator(digits_logreg64, digits.X_train, digits.y_train).fit(solver="exact")
+    calc = InfluenceCalculator(digits_logreg64, digits.X_train, digits.y_train).fit(config=EXACT)
     idx = np.array([2, 40, 400])
     full = calc.scores(digits.X_train[idx], digits.y_train[idx])
     np.testing.assert_allclose(calc.self_influence(idx), full[np.arange(3), idx], rtol=1e-9)

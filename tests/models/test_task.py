@@ -23,6 +23,9 @@ from influence_core.solvers.base import SolverError
 from influence_core.solvers.exact import ExactInverse
 from influence_core.models.task import WeightDecayWarning
 from influence_core.models.training import fit_full_batch
+from influence_core.config import InfluenceConfig
+
+EXACT = InfluenceConfig.preset("exact")
 
 N_TRAIN, WD = 300, 1e-2
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
@@ -74,6 +77,7 @@ class BatchNormNet(nn.Module):
 def scores(model, data, **kw):
     kw.setdefault("solver", "exact")
     kw.setdefault("damping", 0.01)
+    kw.setdefault("curvature", "hessian")
     return influence_scores(model, data, [0, 1, 2, 3], weight_decay=WD, **kw)
 
 
@@ -401,9 +405,9 @@ def test_exact_solve_of_an_indefinite_hessian_warns_or_refuses(digits):
     model = train_model(digits, "mlp", seed=0, epochs=3, hidden=(8,))  # p = 610
     calc = InfluenceCalculator(model, digits.X_train, digits.y_train)
     with pytest.warns(IndefiniteHessianWarning, match="damping > "):
-        calc.fit(np.arange(64), solver="exact")  # the API default: true Hessian, δ = 0
+        calc.fit(np.arange(64), config=EXACT)  # the true Hessian, δ = 0
     with pytest.raises(SolverError, match="curvature='gauss_newton'"):
-        calc.fit(np.arange(64), solver="exact", on_indefinite="raise")
+        calc.fit(np.arange(64), config=EXACT, on_indefinite="raise")
     with warnings.catch_warnings():
         warnings.simplefilter("error", IndefiniteHessianWarning)
         calc.fit(np.arange(64), solver="exact", damping=0.01, curvature="gauss_newton")  # PSD + δ: silent

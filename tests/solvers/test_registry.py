@@ -113,7 +113,7 @@ def test_bad_input(calc):
     with pytest.raises(KFACError, match="Gauss-Newton.*curvature='gauss_newton'"):
         fit_inverse(obj, None, solver="ekfac", curvature="hessian", damping=0.01)
     with pytest.raises(KFACError, match="Gauss-Newton"):
-        fit_inverse(obj, None, solver="kfac", damping=0.01)        # the registry's default curvature is the Hessian
+        fit_inverse(obj, None, solver="kfac", damping=0.01, curvature="hessian")
     with pytest.raises(KFACError, match="unknown fisher"):
         fit_inverse(obj, None, solver="ekfac", curvature="gauss_newton", fisher="exact")
     with pytest.raises(KFACError, match="damping_rule"):

@@ -12,12 +12,13 @@ import pytest
 import torch
 
 from influence_core.studies import removal as study
+from influence_core.cli import removal as removal_cli
 from influence_core.cli.main import COMMANDS
 
 
 def _args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
-    study.add_arguments(parser)
+    removal_cli.add_arguments(parser)
     return parser.parse_args(list(argv))
 
 
@@ -26,7 +27,7 @@ def quick_run(tmp_path_factory):
     """One real --quick run (trains a digits MLP, 2 samplers x 2 m x 2 seeds x class 0, memory in workers)."""
     out = tmp_path_factory.mktemp("removal-quick")
     threads = torch.get_num_threads()
-    assert study.run(_args("--quick", "--out", str(out))) == 0
+    assert removal_cli.run(_args("--quick", "--out", str(out))) == 0
     assert torch.get_num_threads() == threads  # the run restores the caller's thread count
     return out
 
@@ -37,7 +38,7 @@ def _csv(path):
 
 
 def test_cli_wires_the_removal_command():
-    assert COMMANDS["removal"][0] == "influence_core.studies.removal"
+    assert COMMANDS["removal"][0] == "influence_core.cli.removal"
 
 
 def test_quick_run_writes_complete_well_formed_output(quick_run):
@@ -90,7 +91,7 @@ def test_quick_run_writes_complete_well_formed_output(quick_run):
 def test_same_seed_gives_the_same_numbers(quick_run, tmp_path):
     out = tmp_path / "again"
     argv = ("--quick", "--seeds", "1", "--memory-configs", "0", "--no-reference", "--no-full", "--out", str(out))
-    assert study.run(_args(*argv)) == 0
+    assert removal_cli.run(_args(*argv)) == 0
     first = {(r["sampler"], r["m"], r["seed"]): r for r in _csv(quick_run / "results.csv")
              if r["sampler"] != "full" and r["seed"] == "1"}
     second = {(r["sampler"], r["m"], r["seed"]): r for r in _csv(out / "results.csv")}
@@ -105,7 +106,7 @@ def test_same_seed_gives_the_same_numbers(quick_run, tmp_path):
 
 def test_report_is_generated_from_the_run(quick_run, tmp_path):
     report = tmp_path / "docs" / "RESULTS.md"
-    assert study.run(_args("--report", str(report), "--runs", str(quick_run))) == 0
+    assert removal_cli.run(_args("--report", str(report), "--runs", str(quick_run))) == 0
     text = report.read_text()
     record = json.loads((quick_run / "results.json").read_text())
     assert record["command"] in text and "30.1%" in text and "42.2%" in text and "+2.5" in text
@@ -127,12 +128,13 @@ def test_report_summarises_lds_studies_under_current_sampler_names(quick_run, tm
     f = tmp_path / "toy_mlp.json"
     f.write_text(json.dumps(lds))
     report = tmp_path / "RESULTS.md"
-    assert study.run(_args("--report", str(report), "--runs", str(quick_run), "--lds", str(f))) == 0
+    assert removal_cli.run(_args("--report", str(report), "--runs", str(quick_run), "--lds", str(f))) == 0
     text = report.read_text()
     assert "| toy / mlp | 0.700 | 0.400 | 0.950 | 8 | 0.500 ± 0.020 | importance | 0.610 ± 0.010 | 0.50 |" in text
     assert "none reaches it" in text and "--lds " + str(f) in text
     with pytest.raises(ValueError, match="missing.json not found.*lds study --out"):
-        study.run(_args("--report", str(report), "--runs", str(quick_run), "--lds", str(tmp_path / "missing.json")))
+        removal_cli.run(_args("--report", str(report), "--runs", str(quick_run), "--lds",
+                              str(tmp_path / "missing.json")))
 
 def _summary(f1: dict, seconds: dict, mem: dict) -> list[dict]:
     return [{"sampler": s, "m": m, "f1_best": f1[s][i], "solver_seconds": seconds[s][i], "peak_kb": mem[s][i],
@@ -168,7 +170,7 @@ def test_savings_and_gain_hand_computed():
 def test_bad_input(argv, message, tmp_path):
     argv = [str(tmp_path / a) if a in ("X", "R.md") else a for a in argv]
     with pytest.raises(ValueError, match=message):
-        study.run(_args(*argv))
+        removal_cli.run(_args(*argv))
 
 
 def test_quick_run_reports_the_honest_protocol(quick_run):
@@ -182,3 +184,20 @@ def test_quick_run_reports_the_honest_protocol(quick_run):
     text = study._honest_markdown(record)
     assert "F1 (reporting half, chosen α)" in text and "| random | 32 |" in text
     assert "gradient norm" in study._stationarity(record)
+
+
+@pytest.mark.parametrize("run_dir", ["docs/removal/digits", "docs/removal/mnist5k"])
+def test_committed_runs_are_reproduced_by_their_command(run_dir):
+    """The command recorded with a committed run parses to a configuration that spells out the same command (so the
+    presets and flags did not move any setting of the committed results)."""
+    import shlex
+    from pathlib import Path
+
+    record = json.loads((Path(__file__).resolve().parent.parent / run_dir / "results.json").read_text())
+    argv = shlex.split(record["command"])[4:]  # after "python -m influence_core removal"
+    config = removal_cli.study_config(_args(*argv))
+    assert study.command_line(config) == record["command"]
+    want = record["config"]
+    inf = config.influence
+    assert (inf.solver, inf.damping, inf.curvature) == (want["solver"], want["damping"], want["curvature"])
+    assert (inf.solver_options["tol"], inf.solver_options["max_iter"]) == (want["tol"], want["max_iter"])
