@@ -1,5 +1,5 @@
 """``python -m influence_core bench {query,compare,scale,kfac-compare}``: benchmarks that print a table and, with
-``--out``, write Markdown/JSON reports (docs/BENCHMARKS.md is generated from them).
+``--out``, write Markdown/JSON reports (docs/BENCHMARKS.md is written from them).
 
 - ``query``: one influence query (one test point against all training points) as a ratio to one forward+backward
   pass over the training set, per solver, split into iHVP and scoring (:mod:`influence_core.bench.query`).

@@ -103,8 +103,8 @@ _DEFAULT = InfluenceConfig()
 DEFAULT_DAMPING = _DEFAULT.damping
 """δ of the removal solve: :class:`~influence_core.config.InfluenceConfig`'s default (kept as a name for callers)."""
 DEFAULT_SOLVER = _DEFAULT.solver
-"""Solver of the removal: the configuration's default, CG (docs/removal/solver_choice.md compares it with LiSSA and
-the exact solve)."""
+"""Solver of the removal: the configuration's default, CG (docs/removal/README.md, "Solver of the removal",
+compares it with LiSSA and the exact solve)."""
 ALPHA_LIMITS = (2.0 ** -12, 2.0 ** 16)
 """How far the default α grid is extended when the selected α sits at its edge."""
 DEFAULT_CURVATURE = _DEFAULT.curvature

@@ -15,7 +15,7 @@ of every configuration), ``summary.md`` (mean ± std tables), and the plots ``f1
 Savings at equal quality (the paper's headline): for each advanced sampler and each reference size m_ref of the
 grid, the smallest m whose mean F1 reaches random sampling's mean F1 at m_ref, and the solver-time and peak-memory
 savings 1 − cost(sampler, m) / cost(random, m_ref); plus the F1 gain at equal m. ``--report FILE --runs DIR ...``
-writes the Markdown report (``docs/RESULTS.md``) from finished runs without running anything.
+writes the Markdown report (``docs/removal/report.md``) from finished runs without running anything.
 """
 
 from __future__ import annotations
@@ -717,7 +717,7 @@ def plot_run(record: dict[str, Any], out: Path, embed: bool = False) -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# The report (docs/RESULTS.md)
+# The report (docs/removal/report.md)
 # --------------------------------------------------------------------------------------------------------------------
 
 
