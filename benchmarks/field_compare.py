@@ -65,9 +65,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lissa-depth", type=int, default=1000, help="LiSSA recursion depth")
     p.add_argument("--lissa-batch", type=int, default=64)
     p.add_argument("--lissa-scaling", type=float, default=50.0)
+    p.add_argument("--lissa-test-batch", type=int, default=5,
+                   help="test points per dattri LiSSA call (vmapped over them; memory grows with it)")
+    p.add_argument("--max-side-mb", type=float, default=12000,
+                   help="stop a dattri method whose process passes this resident memory (MB); reported as stopped")
+    p.add_argument("--max-side-seconds", type=float, default=600, help="stop a dattri method running longer")
     p.add_argument("--arnoldi-rank", type=int, default=100)
-    p.add_argument("--ours", nargs="*", default=["exact", "ekfac"], help="our full-data solvers beside theirs")
+    p.add_argument("--ours", nargs="*", default=["exact", "ekfac", "ekfac:fisher=empirical"],
+                   help="our full-data solvers beside theirs, SOLVER[:OPTION=VALUE,...]")
     p.add_argument("--cache", default="runs/lds-cache", help="LDS retrain cache (retrains what is missing)")
+    p.add_argument("--ground-truth", default=None,
+                   help="also score against a shipped ground-truth file (ground_truth/NAME.npz, same test points)")
     p.add_argument("--workers", type=int, default=None, help="retrain missing subsets on N Dask workers")
     p.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
     p.add_argument("--save-scores", default=None, help="directory for the converted score matrices (.npz)")
@@ -91,12 +99,16 @@ def _ours(model: Any, ds: Any, idx: np.ndarray, damping: float, solvers: list[st
     from influence_core.studies.lds import full_data_scores, gradient_dot_scores
 
     out = []
-    for solver in solvers:
+    for spec in solvers:
+        solver, _, opts = spec.partition(":")
+        options = dict(o.split("=", 1) for o in opts.split(",") if o)
         with PeakMemory() as peak:
             start = time.perf_counter()
-            used, S = full_data_scores(model, ds, idx, solver, damping=damping)
+            used, S = full_data_scores(model, ds, idx, solver, damping=damping, options=options or None)
             seconds = time.perf_counter() - start
-        out.append({"method": f"ours: full-data influence ({used}, Gauss-Newton)", "library": "influence_core",
+        label = {"exact": "exact Gauss-Newton", "cg": "CG Gauss-Newton", "ekfac": "EK-FAC"}.get(used, used)
+        label += f" ({', '.join(f'{k} {v}' for k, v in options.items())})" if options else ""
+        out.append({"method": f"ours: full-data {label}", "library": "influence_core", "reference": used == "exact",
                     "checkpoints": 1, "scores": S, "seconds": seconds, "peak_mb": peak.mb, "side": "main"})
     with PeakMemory() as peak:
         start = time.perf_counter()
@@ -129,6 +141,7 @@ def _methods(args: argparse.Namespace, wd: float, lr: float) -> tuple[list[dict[
                      name=f"IF cg ({args.cg_max_iter} iterations)")
         elif kind == "lissa":
             m.update(recursion_depth=args.lissa_depth, lissa_batch=args.lissa_batch, scaling=args.lissa_scaling,
+                     test_batch=args.lissa_test_batch,
                      name=f"IF lissa (depth {args.lissa_depth}, batch {args.lissa_batch})")
         elif kind == "arnoldi":
             m.update(proj_dim=args.arnoldi_rank, max_iter=max(args.arnoldi_rank * 2, 200),
@@ -164,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
         model.zero_grad(set_to_none=True)
         wd = float(model.weight_decay)
         records = _ours(model, ds, idx, args.damping, args.ours)
-        exact = next((r["scores"] for r in records if "(exact" in r["method"]), None)
+        exact = next((r["scores"] for r in records if r.get("reference")), None)
         methods, seeds, epochs = _methods(args, wd, float(model.training_config["lr"]))
         checkpoints: dict[str, Any] = {}
         train_seconds: dict[str, float] = {}
@@ -177,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         dtype = "float64" if next(model.parameters()).dtype == torch.float64 else "float32"
         settings = {"arch": "mlp" if arch == "logreg" else arch, "methods": methods, "dtype": dtype,
                     "threads": args.threads, "seed": args.seed,
+                    "max_rss_mb": args.max_side_mb, "max_seconds": args.max_side_seconds,
                     "image_shape": list(ds.image_shape) if ds.image_shape else None}
         with tempfile.TemporaryDirectory() as tmp:
             write_problem(tmp, weights=model.state_dict(), X_train=ds.X_train, y_train=ds.y_train,
@@ -196,7 +210,19 @@ def run(args: argparse.Namespace) -> int:
             records.append(rec)
         with get_executor(workers=args.workers) as ex:
             retrained = retrain_outputs(model, ds, RetrainPlan(), cache_dir=args.cache, executor=ex)
+    gt = None
+    if args.ground_truth:
+        from influence_core.bench.field import read_ground_truth
+        from influence_core.evaluation.lds import linear_datamodeling_score, output_values
+
+        gt = read_ground_truth(args.ground_truth)
+        if not np.array_equal(gt["test_indices"], idx):
+            raise ValueError(f"--ground-truth {args.ground_truth} holds other test points than --test-points/"
+                             "--test-seed choose; use its own (the LDS studies': 100 points, seed 0)")
+        gt_outputs = output_values(gt["logits"], gt["y_test"], "loss")
     for r in records:
+        if "scores" in r and gt is not None:
+            r["lds_gt"] = linear_datamodeling_score(r["scores"], gt["masks"], gt_outputs)["lds"]
         if "scores" in r:
             result = lds(r["scores"], retrained, idx, "loss")
             r.update(lds=result.lds, lds_std=float(np.nanstd(result.per_test)), ceiling=result.ceiling)

@@ -12,7 +12,9 @@ checkpoints.npz; ``"final"`` = the model of problem.npz) and the kind's options.
 ``{name}`` per row, dattri's raw output (n_train, n_query) unchanged (the caller converts it to its convention), and
 ``dattri.json``: per row the wall seconds of ``cache`` + ``attribute``, the peak resident memory they added (MB,
 VmHWM after a reset) and the error if the row failed, plus ``forward_backward_seconds``: one forward+backward pass
-of the summed cross-entropy over the training set, median of repeats, measured in this process.
+of the summed cross-entropy over the training set, median of repeats, measured in this process. Each row runs in
+a forked child after an untimed warm-up of its kind on 64 points; the child is stopped (the row then says so) when
+its resident memory passes ``settings["max_rss_mb"]`` or it runs longer than ``settings["max_seconds"]``.
 
 Losses given to dattri: the mean cross-entropy of the batch it is called with (a single point for per-sample
 gradients, all training points for the Hessian), no weight-decay term; the damping the caller passes is our wd + δ.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import signal
 import statistics
 import sys
 import time
@@ -39,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from side_models import load_problem  # noqa: E402
 
 
-def _status_kib(key: str) -> int | None:
+def _status_kib(key: str, pid: int | None = None) -> int | None:
     try:
-        with open("/proc/self/status") as fh:
+        with open(f"/proc/{pid or 'self'}/status") as fh:
             for line in fh:
                 if line.startswith(key + ":"):
                     return int(line.split()[1])
@@ -164,6 +167,50 @@ def _attribute(spec: dict[str, Any], model: torch.nn.Module, checkpoints: list[d
     return att.attribute(train, test)
 
 
+def _run_isolated(stem: Path, work: Any, seed: int, max_rss_mb: float, max_seconds: float) -> dict[str, Any]:
+    """``work()`` in a forked child (fresh peak memory, and a runaway attributor cannot take the machine): the child
+    writes ``{stem}.npz`` (scores) and ``{stem}.json`` (seconds, peak MB, error); the parent stops it once its
+    resident memory passes ``max_rss_mb`` or it runs longer than ``max_seconds``."""
+    pid = os.fork()
+    if pid == 0:  # child
+        row: dict[str, Any] = {"error": None}
+        try:
+            torch.manual_seed(seed)
+            with _Peak() as peak:
+                start = time.perf_counter()
+                scores = work()
+                row["seconds"] = time.perf_counter() - start
+            row["peak_mb"] = peak.mb
+            np.savez(str(stem) + ".npz", scores=scores.detach().double().cpu().numpy())
+        except BaseException as exc:  # noqa: BLE001 - reported as the row's error
+            row["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        finally:
+            Path(str(stem) + ".json").write_text(json.dumps(row))
+            os._exit(0)
+    start = time.monotonic()
+    stopped, peak_seen = None, 0.0
+    while True:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        rss = _status_kib("VmRSS", pid)
+        peak_seen = max(peak_seen, (rss or 0) / 1024)
+        elapsed = time.monotonic() - start
+        if rss is not None and rss / 1024 > max_rss_mb:
+            stopped = f"stopped: resident memory above {max_rss_mb:.0f} MB after {elapsed:.0f} s"
+        elif elapsed > max_seconds:
+            stopped = f"stopped: still running after {max_seconds:.0f} s"
+        if stopped:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return {"error": stopped, "seconds": None, "peak_mb": None, "peak_mb_seen": peak_seen}
+        time.sleep(0.1)
+    try:
+        return json.loads(Path(str(stem) + ".json").read_text())
+    except (OSError, ValueError):
+        return {"error": "the attributor's process died without a result", "seconds": None, "peak_mb": None}
+
+
 def main(directory: str) -> None:
     d = Path(directory)
     settings, model, (X, y, Xq, yq) = load_problem(d)
@@ -184,23 +231,30 @@ def main(directory: str) -> None:
     except Exception:  # pragma: no cover - recorded only
         report["dattri"] = None
     out: dict[str, np.ndarray] = {}
-    for spec in settings["methods"]:
-        name = spec["name"]
+    warmed: set[str] = set()
+    limits = {"max_rss_mb": float(settings.get("max_rss_mb", 12000)), "max_seconds": float(settings.get(
+        "max_seconds", 900))}
+    report["limits"] = limits
+    for i, spec in enumerate(settings["methods"]):
+        checkpoints = [stored[c] for c in spec.get("checkpoints", ["final"])]
+        if spec["kind"] not in warmed:  # untimed, here: first-call costs (TorchScript of the projector, lazy imports)
+            warmed.add(spec["kind"])
+            model.load_state_dict(stored["final"])
+            try:
+                small = {**spec, "batch_size": 32, "test_batch": 2, "recursion_depth": 2, "max_iter": 2,
+                         "proj_dim": min(int(spec.get("proj_dim") or 16), 16)}
+                _attribute(small, model, checkpoints, X[:64], y[:64], Xq[:2], yq[:2])
+            except Exception:  # noqa: BLE001 - the timed run reports the error
+                pass
         model.load_state_dict(stored["final"])
-        torch.manual_seed(int(settings["seed"]))
-        row: dict[str, Any] = {"kind": spec["kind"], "error": None}
-        try:
-            checkpoints = [stored[c] for c in spec.get("checkpoints", ["final"])]
-            with _Peak() as peak:
-                start = time.perf_counter()
-                scores = _attribute(spec, model, checkpoints, X, y, Xq, yq)
-                row["seconds"] = time.perf_counter() - start
-            row["peak_mb"] = peak.mb
-            out[name] = scores.detach().double().cpu().numpy()
-        except Exception as exc:  # one failing attributor must not lose the others' rows
-            row["error"] = f"{type(exc).__name__}: {exc}"[:500]
-        report["rows"][name] = row
-        print(f"[dattri] {name}: {row}", file=sys.stderr, flush=True)
+        row = _run_isolated(d / f"row{i}", lambda: _attribute(spec, model, checkpoints, X, y, Xq, yq),
+                            int(settings["seed"]), **limits)
+        row["kind"] = spec["kind"]
+        if row["error"] is None:
+            with np.load(d / f"row{i}.npz", allow_pickle=False) as f:
+                out[spec["name"]] = f["scores"]
+        report["rows"][spec["name"]] = row
+        print(f"[dattri] {spec['name']}: {row}", file=sys.stderr, flush=True)
     tmp = d / f"dattri.tmp{os.getpid()}.npz"
     np.savez(tmp, **out)
     os.replace(tmp, d / "dattri.npz")

@@ -41,7 +41,7 @@ IF_KINDS = ("explicit", "cg", "lissa", "arnoldi", "ekfac", "datainf")
 KINDS = IF_KINDS + ("trak", "tracin", "grad_dot")
 
 COLUMNS = [("method", "method"), ("library", "library"), ("checkpoints", "checkpoints"), ("lds", "LDS"),
-           ("lds_std", "std over test points"), ("cost_ratio", "cost / fwd+bwd"),
+           ("lds_std", "std over test points"), ("lds_gt", "LDS, shipped file"), ("cost_ratio", "cost / fwd+bwd"),
            ("train_ratio", "+ extra training / fwd+bwd"), ("seconds", "seconds"), ("peak_mb", "peak MB"),
            ("spearman_exact", "Spearman vs our exact"), ("pearson_exact", "Pearson vs our exact")]
 
@@ -143,3 +143,20 @@ def table_rows(records: list[dict[str, Any]], base_seconds: Mapping[str, float])
             extra and row["cost_ratio"] is not None) else None
         rows.append(row)
     return sorted(rows, key=lambda r: (r["lds"] is None or not np.isfinite(r["lds"]), -(r["lds"] or 0.0)))
+
+
+def read_ground_truth(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """A shipped LDS ground-truth file (``ground_truth/NAME.npz``, never unpickled): ``masks`` (K, n) bool (True =
+    kept), ``logits`` (R, K, T, C), ``test_indices`` (T,), ``y_test`` (T,) and the recipe's ``n_train``."""
+    with np.load(path, allow_pickle=False) as f:
+        missing = {"masks_packed", "logits", "test_indices", "y_test", "recipe"} - set(f.files)
+        if missing:
+            raise ValueError(f"{path} is not an LDS ground-truth file: it lacks {sorted(missing)}")
+        recipe = json.loads(str(f["recipe"]))
+        n = int(recipe["dataset"]["n_train"])
+        logits = np.asarray(f["logits"])
+        masks = np.unpackbits(f["masks_packed"], axis=1, count=n).astype(bool)
+        if masks.shape[0] != logits.shape[1]:
+            raise ValueError(f"{path}: {masks.shape[0]} subset masks but logits for {logits.shape[1]} subsets")
+        return {"masks": masks, "logits": logits, "test_indices": np.asarray(f["test_indices"]),
+                "y_test": np.asarray(f["y_test"]), "n_train": np.asarray(n)}
