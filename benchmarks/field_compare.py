@@ -20,6 +20,7 @@ in this process and added in their own column (TracIn's checkpoints are saved al
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -234,8 +235,10 @@ def run(args: argparse.Namespace) -> int:
     errors = {r["method"]: r["error"] for r in records if r.get("error")}
     if args.save_scores:
         Path(args.save_scores).mkdir(parents=True, exist_ok=True)
+        kept = [r for r in records if "scores" in r]
         np.savez(Path(args.save_scores) / f"{data_name}_{arch}_scores.npz", test_indices=idx,
-                 **{f"m{i}": r["scores"] for i, r in enumerate(records) if "scores" in r})
+                 names=np.array(json.dumps([r["method"] for r in kept])),
+                 **{f"m{i}": r["scores"] for i, r in enumerate(kept)})
     if args.out:
         info = retrained.info
         text = (f"{data_name} / {arch}: {len(idx)} test points (seed {args.test_seed}), LDS on K = "

@@ -162,3 +162,24 @@ def test_dattri_side_on_logistic_regression(tmp_path, digits, digits_logreg64):
                                atol=1e-7 * n * np.abs(dot).max())
     assert agreement(ours, to_project_convention(raw["trak"], "trak", n))["pearson_exact"] > 0.3
     assert report["forward_backward_seconds"] > 0
+
+
+def test_read_ground_truth(tmp_path):
+    from influence_core.bench.field import read_ground_truth
+    from influence_core.evaluation.lds import draw_subsets
+
+    masks = draw_subsets(13, 4, 0.5, seed=0)
+    logits = np.random.default_rng(0).normal(size=(2, 4, 3, 5)).astype(np.float32)
+    recipe = json.dumps({"dataset": {"n_train": 13}})
+    arrays = {"masks_packed": np.packbits(masks, axis=1), "logits": logits, "test_indices": np.array([0, 4, 7]),
+              "y_test": np.array([1, 0, 3]), "recipe": np.array(recipe)}
+    np.savez(tmp_path / "gt.npz", **arrays)
+    gt = read_ground_truth(tmp_path / "gt.npz")
+    np.testing.assert_array_equal(gt["masks"], masks)
+    np.testing.assert_array_equal(gt["logits"], logits)
+    np.savez(tmp_path / "bad.npz", **{**arrays, "logits": logits[:, :3]})
+    with pytest.raises(ValueError, match="4 subset masks but logits for 3 subsets"):
+        read_ground_truth(tmp_path / "bad.npz")
+    np.savez(tmp_path / "other.npz", scores=np.zeros(3))
+    with pytest.raises(ValueError, match="not an LDS ground-truth file"):
+        read_ground_truth(tmp_path / "other.npz")
