@@ -161,8 +161,8 @@ def run(args: argparse.Namespace) -> int:
     from influence_core.influence.executors import get_executor
 
     data_name, _, arch = args.config.partition(":")
-    env = environment()
     with torch_threads(args.threads):
+        env = environment()
         ds = load_dataset(data_name, seed=args.seed)
         model = _train(ds, arch, args.seed)
         idx = np.sort(np.random.default_rng(args.test_seed).choice(ds.n_test, args.test_points, replace=False))
