@@ -10,11 +10,15 @@ import streamlit as st
 
 import influence_core as ic
 from influence_core.evaluation.metrics import mean_std
-from ui.components import load_current, page_header, sample_size_input
+from ui.components import checked_number, load_current, page_header, sample_size_input, stop_if_invalid, \
+    words_panel
 from ui.errors import reported
 from ui.export import show_table
 from ui.figures import alpha_path_figure, per_class_figure
-from ui.state import clear_cancelled, reference_predictions, removal_run, removal_solver_choices
+from ui.export import readable
+from ui.state import clear_cancelled, reference_predictions, removal_is_cached, removal_run, removal_solver_choices
+from ui.summaries import samplers_help
+from ui.url_state import keep_settings, publish_settings
 from ui.summaries import per_class_accuracy
 
 page_header("Class removal: forget one class with an influence update")
@@ -22,6 +26,7 @@ ctx = load_current()
 if ctx is None:
     st.stop()
 run, dataset, model, view = ctx
+keep_settings("removal")  # the settings of the last visit, or of the URL (a reload or a shared link)
 
 st.markdown(
     r"Removing class *c* is predicted by one Newton step $\theta + \alpha\,\Delta$ with "
@@ -32,6 +37,7 @@ st.markdown(
     "on the test set). The **honest F1** is measured on the reporting half of the test set at the α chosen on the "
     "other (selection) half. The **random** sampler is always included as the baseline."
 )
+words_panel("removal")
 
 c1, c2, c3, c4 = st.columns([1, 2, 1, 1.3])
 with c1:
@@ -44,6 +50,7 @@ with c2:
     chosen = st.multiselect("Samplers (random is the baseline, always run)", ic.available_samplers(),
                             default=["feature", "logit"], key="rm_samplers")
     samplers = list(dict.fromkeys(["random", *chosen]))
+    st.caption(samplers_help(samplers))
     n_seeds = int(st.slider("Seeds per sampler", 1, 10, 3, key="rm_seeds"))
 with c3:
     removal_solvers = removal_solver_choices()
@@ -51,15 +58,23 @@ with c3:
                           help="the paper uses LiSSA (automatic scale here); cg is faster on this small model; "
                                "kfac/ekfac: Kronecker-factored Gauss-Newton per layer; arnoldi: top-50 "
                                "eigenpairs (all registered solvers are listed)")
-    damping = float(st.number_input("Damping δ", min_value=0.0, value=0.01, format="%.4f", key="rm_damping"))
+    damping = checked_number("Damping δ", "rm_damping", 0.0, None, 0.01, integer=False, format="%.4f")
 with c4:
     reference = st.toggle("Retrain-from-scratch reference", value=True, key="rm_reference",
                           help="retrains the model without the class once (cached)")
     memory = st.toggle("Peak memory", value=False, key="rm_memory",
                        help="measure the peak resident memory of each solve in a fresh process per run (slower)")
     go_run = st.button("Run class removal", type="primary", key="rm_run")
+publish_settings("removal")
+stop_if_invalid(m, damping)
 
 config = (run, removed, tuple(samplers), m, n_seeds, solver, damping, reference, memory)
+if not go_run and (st.session_state.get("rm_results") or {}).get("config") != config and all(
+        removal_is_cached(run, removed, name, m, s, solver, damping, reference, memory)
+        for name in samplers for s in range(n_seeds)):  # computed before (e.g. by the lesson): shown at once
+    st.session_state["rm_results"] = {"config": config, "records": [
+        removal_run(run, removed, name, m, s, solver, damping, reference, memory)
+        for name in samplers for s in range(n_seeds)]}
 if go_run:
     clear_cancelled()  # an explicit request: a removal cancelled before runs again
     records = []
@@ -102,8 +117,8 @@ for r in records:
            "retain (α=1)": r["at_one"]["retain"], "best F1 (oracle)": r["best"]["f1"], "best α": r["best"]["alpha"],
            "forget (best α)": r["best"]["forget"], "retain (best α)": r["best"]["retain"],
            "self-loss (α=1)": r["at_one"]["self_loss"], "consistency (α=1)": r["at_one"]["consistency"],
-           "solver s": r["solver_seconds"], "iterations": r["iterations"], "converged": r["converged"],
-           "peak memory MB": r["peak_memory"]["peak_kb"] / 1024 if r.get("peak_memory") else np.nan}
+           "solve time (s)": r["solver_seconds"], "iterations": r["iterations"], "converged": r["converged"],
+           "peak memory (MB)": r["peak_memory"]["peak_kb"] / 1024 if r.get("peak_memory") else np.nan}
     flat.append(row)
 table = pd.DataFrame(flat)
 
@@ -112,7 +127,7 @@ summary = []
 for name, group in table.groupby("sampler", sort=False):
     entry = {"sampler": name, "runs": len(group)}
     for col in ("honest F1 (report half, chosen α)", "F1 (α=1)", "best F1 (oracle)", "forget (best α)",
-                "retain (best α)", "solver s", "peak memory MB"):
+                "retain (best α)", "solve time (s)") + (("peak memory (MB)",) if memory else ()):
         mu, sd = mean_std(group[col].to_numpy())
         entry[col] = "n/a" if np.isnan(mu) else f"{mu:.3f} ± {sd:.3f}"
     summary.append(entry)
@@ -158,7 +173,7 @@ if ref:
     show_table(agree, f"class_removal_{removed}_vs_retraining", key="rm_agree")
 
 with st.expander("All runs"):
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(readable(table), hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
 d1.download_button("Download the runs as CSV", table.to_csv(index=False).encode(),
                    file_name=f"class_removal_{removed}.csv", mime="text/csv", key="rm_csv")

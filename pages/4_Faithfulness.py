@@ -8,13 +8,14 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import page_header
+from ui.components import page_header, words_panel
 from ui.errors import reported
 from ui.export import chart, show_table
 from ui.faithfulness import BUDGETS, available_studies, best_within_budget, budget_verdict, load_study, \
     lds_vs_cost_figure, lds_vs_m_figure
 from ui.live import is_cached, live_lds, live_lds_allowed, live_lds_key
 from ui.state import clear_cancelled, current_run, ensure_model
+from ui.url_state import keep_settings, publish_settings
 
 page_header("Faithfulness: which sampler, for my budget?")
 st.markdown(
@@ -25,6 +26,8 @@ st.markdown(
     "is influence with the Hessian of the whole training set (the best a sample can hope to match); **gradient dot** "
     "ignores the Hessian. Bands are ± one standard deviation across sampler seeds."
 )
+words_panel("faithfulness")
+keep_settings("faithfulness")  # the settings of the last visit, or of the URL (a reload or a shared link)
 
 names = available_studies()
 if not names:
@@ -56,13 +59,12 @@ if "faith_limit" not in st.session_state or st.session_state.get("faith_limit_ki
 limit = b2.number_input(f"At most ({BUDGETS[budget]})", min_value=0.0, key="faith_limit",
                         help="the configurations of the study whose measured cost is within this budget compete; "
                              "each sampler is shown at its best m within it")
+publish_settings("faithfulness")
 ranked = best_within_budget(rows, budget, float(limit))
 st.markdown(budget_verdict(ranked, budget, float(limit)))
 if ranked:
     cols = ["sampler", "m", "lds_mean", "lds_std", "margin"] + (["solve_seconds", "peak_mb"] if study.has_cost else [])
-    show_table(pd.DataFrame(ranked)[cols].rename(columns={"lds_mean": "LDS (mean over seeds)", "lds_std": "LDS std",
-                                                     "margin": "lead over the next"}),
-          f"budget_{name}_{budget}", key="faith_budget_table")
+    show_table(pd.DataFrame(ranked)[cols], f"budget_{name}_{budget}", key="faith_budget_table")
 if study.has_cost:
     c1, c2 = st.columns(2)
     with c1:
