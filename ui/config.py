@@ -109,6 +109,8 @@ def run_to_query(run: RunConfig) -> dict[str, str]:
                   for key, (attr, conv) in _MODEL_QUERY_FIELDS.items()})
     if data.name != "mnist1d":
         query.pop("n")
+    if run.model.polish_steps is not None:
+        query["polish"] = str(run.model.polish_steps)
     return query
 
 
@@ -152,6 +154,10 @@ def run_from_query(query: dict[str, str]) -> RunConfig:
     for key, (attr, conv) in _MODEL_QUERY_FIELDS.items():
         if key in query:
             model_kw[attr] = read(conv, query[key], getattr(ModelConfig, attr))
+    if "polish" in query:
+        polish = read(int, query["polish"], None)
+        if polish is not None and 0 <= polish <= 10_000:
+            model_kw["polish_steps"] = polish
     if data_kw.get("name") not in set(DATASET_CHOICES) - {"npz"}:
         data_kw.pop("name", None)
     if model_kw.get("arch") not in ARCH_CHOICES:
