@@ -11,7 +11,7 @@ import influence_core as ic
 from ui.components import page_header, words_panel
 from ui.errors import reported
 from ui.export import chart, show_table
-from ui.faithfulness import BUDGETS, available_studies, best_within_budget, budget_verdict, load_study, \
+from ui.faithfulness import BUDGETS, available_studies, study_for, best_within_budget, budget_verdict, load_study, \
     lds_vs_cost_figure, lds_vs_m_figure
 from ui.live import is_cached, live_lds, live_lds_allowed, live_lds_key
 from ui.state import clear_cancelled, current_run, ensure_model
@@ -33,7 +33,12 @@ names = available_studies()
 if not names:
     st.warning("No committed LDS study found in docs/lds (run `python -m influence_core lds study`).")
     st.stop()
-name = st.selectbox("Committed study (docs/lds)", names, key="faith_study")
+if st.session_state.get("faith_study") not in names:  # first visit: the study of the current model, if any
+    own = study_for(current_run())
+    st.session_state["faith_study"] = own if own in names else names[0]
+name = st.selectbox("Committed study (docs/lds)", names, key="faith_study",
+                    help="each study is of one model (its caption names it); the one of the current model is "
+                         "chosen first when there is one")
 with reported("Could not read the committed study") as outcome:
     study = load_study(name)
 if outcome.failed:

@@ -63,6 +63,8 @@ test_index = int(wrong[0]) if len(wrong) else 0  # a misclassified test point ha
 if st.session_state.pop("lesson_setup", None) == step.key:
     for key, value in step.settings(test_index).items():
         st.session_state[key] = value
+    if step.key == "lds" and study_for(run):  # the Faithfulness page opens on the study of this very model
+        st.session_state["faith_study"] = study_for(run)
 solver = reference_solver(run)  # exact for small models (one factorisation), else CG
 
 st.header(step.title, anchor="lesson-step")

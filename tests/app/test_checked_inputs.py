@@ -33,7 +33,7 @@ def test_influence_page_says_the_range_and_computes_nothing(app_page, key, value
 
 
 def test_home_refuses_to_train_with_a_width_of_zero(app_page):
-    at = app_page("pages/0_Home.py")
+    at = app_page("app.py")
     ok(at.run())
     at.number_input(key="form_hidden").set_value(0)
     at.button(key="FormSubmitter:train_form-Train").click()

@@ -62,7 +62,7 @@ def test_model_names_tell_kept_models_apart():
 
 
 def test_home_shows_only_the_controls_that_apply(app_page):
-    at = app_page("pages/0_Home.py")
+    at = app_page("app.py")
     ok(at.run())
     labels = [n.label for n in at.number_input]
     assert "MLP hidden width" in labels and "MNIST-1D samples" not in labels
