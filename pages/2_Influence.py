@@ -16,7 +16,7 @@ from ui.errors import reported
 from ui.export import show_table
 from ui.figures import COLOUR_OPTIONS, computed_caption, influence_map, nowrap, score_text, strip_figure, \
     trace_figure
-from ui.selection import parse_selection
+from ui.selection import parse_selection, prefer_drawn_on_top
 from ui.summaries import samplers_help
 from ui.url_state import keep_settings, publish_settings
 from ui.state import (INTERACTIVE_EXACT_MAX_PARAMS, SOLVER_OPTIONS, get_projection, get_sample, influence_rows,
@@ -33,7 +33,11 @@ MAP_KEY = "inf_map"
 
 # A click on a test point in the map (previous interaction) picks it: handled before the widgets are created.
 event = st.session_state.get(MAP_KEY)
-clicked = parse_selection(event, n_train, n_test).clicked_test_row()
+picked = parse_selection(event, n_train, n_test)
+if not picked.region and len(picked.train_rows) == 1:  # the test cross drawn over a dot wins (ui.selection)
+    shown = get_projection(run, st.session_state.get("inf_space", "features"), "pca")
+    picked = prefer_drawn_on_top(picked, shown[:n_train], shown[n_train:])
+clicked = picked.clicked_test_row()
 if clicked is not None and clicked != st.session_state.get("inf_last_click"):
     st.session_state["inf_last_click"] = clicked
     st.session_state["inf_clicked"] = clicked

@@ -14,8 +14,8 @@ from ui.explore import class_mix, clean_slice_name, nearest_neighbours, slice_ag
 from ui.export import chart, show_table
 from ui.figures import COLOUR_OPTIONS, influence_map, nowrap
 from ui.live import curvature, self_influence
-from ui.selection import parse_selection
-from ui.state import reference_solver, get_sample, influence_rows, reference_spec
+from ui.selection import parse_selection, prefer_drawn_on_top
+from ui.state import get_projection, get_sample, influence_rows, projection_ready, reference_solver, reference_spec
 from ui.story_figures import add_focus, score_map, slice_mix_figure
 from ui.url_state import keep_settings, publish_settings
 
@@ -32,6 +32,12 @@ solver = reference_solver(run)  # exact for small models (one factorisation), el
 
 # A click on one point of the map (previous interaction) makes it the focus: handled before the widgets exist.
 sel = parse_selection(st.session_state.get(MAP_KEY), n_train, n_test)
+if not sel.region and len(sel.train_rows) == 1:  # a click: the test cross drawn over a dot wins (ui.selection)
+    shown_space = st.session_state.get("exp_space", "features")
+    shown_method = st.session_state.get("exp_method", "pca")
+    shown = get_projection(run, shown_space, shown_method if projection_ready(run, shown_space, shown_method)
+                           else "pca")
+    sel = prefer_drawn_on_top(sel, shown[:n_train], shown[n_train:])
 if not sel.region and len(sel.train_rows) + len(sel.test_rows) == 1:
     clicked = ("train", sel.train_rows[0]) if sel.train_rows else ("test", sel.test_rows[0])
     if clicked != st.session_state.get("exp_last_click"):
