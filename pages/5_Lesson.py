@@ -8,7 +8,7 @@ import streamlit as st
 
 import influence_core as ic
 from influence_core.evaluation import metrics
-from ui.components import page_header, show_inputs, words_panel
+from ui.components import page_header, scroll_to, show_inputs, words_panel
 from ui.config import DEFAULT_RUN
 from ui.errors import reported
 from ui.export import chart, show_table
@@ -41,6 +41,7 @@ for i, step in enumerate(STEPS):
     if cols[i % 3].button(BUTTON_LABELS[step.key], key=f"lesson_go_{step.key}", width="stretch", help=step.title):
         st.session_state["lesson_step"] = step.key
         st.session_state["lesson_setup"] = step.key  # apply the settings in this run (below, once the model exists)
+        st.session_state["lesson_scroll"] = True  # bring the step's result into view once it is drawn
         clear_cancelled()  # a step's button is an explicit request: what was cancelled before runs again
 publish_settings("lesson")
 
@@ -227,4 +228,6 @@ elif step.key == "mislabel":
                      for i in order], per_row=5, key="lesson_mislabel_top")
 
 st.markdown(f"**Exercise.** {step.exercise}")
-st.page_link(step.page, label=step.page_label, icon="➡️")
+st.page_link(step.page, label="→ " + step.page_label)
+if st.session_state.pop("lesson_scroll", False):
+    scroll_to("lesson-step")

@@ -194,4 +194,7 @@ if not outcome.failed:
                 "Hessian gives it the population share); **curvature share** weighs each point by its "
                 "curvature proxy 1 − Σp²; **slice influence** is the predicted increase of the test loss if the "
                 "whole slice were removed.")
-    show_table(pd.DataFrame(records), "slices_by_sampler", key="exp_slices_table")
+    table = pd.DataFrame(records)
+    first = ["slice", "sampler", "slice influence (sum)", "weight share", "population share"]
+    show_table(table[first + [c for c in table.columns if c not in first]], "slices_by_sampler",
+               key="exp_slices_table")

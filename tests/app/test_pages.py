@@ -139,7 +139,12 @@ def test_samplers_page_maps_and_distributions(app_page):
 def test_samplers_page_m_is_bounded_by_the_training_set(app_page):
     at = ok(app_page("pages/1_Samplers.py").run())
     widget = at.number_input(key="smp_m")
-    assert widget.value == 100 and widget.max == 1437 and "1 to 1437" in widget.help
+    assert widget.value == 100 and "1 to 1437" in widget.help
+    widget.set_value(1438)  # out of range: kept in the box, the range said under it, nothing drawn with it
+    ok(at.run())
+    assert at.number_input(key="smp_m").value == 1438
+    assert any("1 to 1437" in e.value and "you typed 1438" in e.value for e in at.error)
+    assert not at.get("plotly_chart")
 
 
 # ------------------------------------------------------------------------------------------------------- influence
@@ -223,4 +228,7 @@ def test_removal_page_m_is_bounded_by_the_pool(app_page):
     at = ok(app_page("pages/3_Class_removal.py").run())
     widget = at.number_input(key="rm_m")
     pool = 1295  # digits training points outside class 0 (1437 - 142)
-    assert widget.max == pool and f"1 to {pool}" in widget.help
+    assert f"1 to {pool}" in widget.help
+    widget.set_value(pool + 1)
+    ok(at.run())
+    assert any(f"1 to {pool}" in e.value for e in at.error)
