@@ -64,7 +64,11 @@ def one_start(env: dict, browser) -> dict:
         context.close()
     finally:
         proc.terminate()
-        proc.wait(20)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     return {"total_s": round(drawn - start, 2), "prepare_s": round(prepared - start, 2),
             "serve_to_health_s": round(healthy - prepared, 2), "health_to_drawn_s": round(drawn - healthy, 2)}
 

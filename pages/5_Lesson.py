@@ -15,8 +15,8 @@ from ui.export import chart, show_table
 from ui.faithfulness import best_within_budget, budget_verdict, lds_vs_m_figure, load_study, study_for
 from ui.figures import nowrap, sample_map, score_text
 from ui.lesson import BUTTON_LABELS, LESSON_CLASS, LESSON_M, LESSON_REMOVAL_M, LESSON_SAMPLERS, LESSON_SEEDS, \
-    MISLABEL_SHARE, STEPS, lds_claims, lesson_run, map_claims, mislabel_claims, removal_claims, seed_stats, \
-    seeds_claims
+    MISLABEL_SHARE, MISLABEL_STUDY, SEED_STUDY, STEPS, lds_claims, lesson_run, load_mislabel_study, load_seed_study, \
+    map_claims, mislabel_claims, mislabel_study_claims, removal_claims, seed_stats, seed_study_claims, seeds_claims
 from ui.live import mislabel_demo
 from ui.state import clear_cancelled, reference_solver, current_run, ensure_model, get_dataset, get_projection, get_sample, \
     get_view, influence_rows, reference_spec, removal_run, set_run
@@ -130,6 +130,15 @@ elif step.key == "seeds":
                        help=f"range over seeds {rec.full_rho_lo:.2f} – {rec.full_rho_hi:.2f}")
         st.markdown("**What the numbers say.**\n\n" + "\n\n".join(f"- {c}" for c in seeds_claims(stats, LESSON_M)))
         show_table(pd.DataFrame(per_seed), f"lesson_seeds_test{test_index}", key="lesson_seeds_table")
+        seed_study = load_seed_study(run)
+        if seed_study is not None:
+            st.markdown(f"**At other m** (committed measurement on this model, {len(seed_study['test_points'])} test "
+                        f"points, {seed_study['seeds']} seeds; `{SEED_STUDY}`)\n\n"
+                        + "\n\n".join(f"- {c}" for c in seed_study_claims(seed_study["rows"])))
+            show_table(pd.DataFrame([{"sampler": r["sampler"], "m": r["m"], "top-10 shared by two seeds":
+                                      r["top10_shared"], "Spearman between two seeds": r["seed_spearman"],
+                                      "Spearman with full data": r["full_spearman"]} for r in seed_study["rows"]
+                                     if r["sampler"] in compared]), "lesson_seed_study", key="lesson_seed_study")
 
 elif step.key == "map":
     with reported("Could not draw the samples") as outcome:
@@ -219,6 +228,10 @@ elif step.key == "mislabel":
                     f"noisy labels: {result.test_accuracy:.1%}.")
         st.markdown("**What the numbers say.**\n\n" + "\n\n".join(f"- {c}" for c in mislabel_claims(
             {k: v["AUC"] for k, v in by.items()}, {k: v["found after 10%"] for k, v in by.items()})))
+        mislabel_study = load_mislabel_study()
+        if mislabel_study is not None:
+            st.markdown(f"**When does self-influence win?** (committed measurement on digits, `{MISLABEL_STUDY}`)"
+                        "\n\n" + "\n\n".join(f"- {c}" for c in mislabel_study_claims(mislabel_study["rows"])))
         show_table(summary, "lesson_mislabel_summary", key="lesson_mislabel_table")
         order = result.curves["self-influence"]["order"][:10]
         st.markdown("**The 10 training points with the highest self-influence** (✗ = its label was flipped)")

@@ -285,10 +285,9 @@ def mislabel_claims(auc: dict[str, float], found: dict[str, float]) -> list[str]
         head = (f"**The training loss finds the flipped labels better than self-influence** (AUC {loss:.2f} against "
                 f"{si:.2f}; {found['training loss']:.0%} against {found['self-influence']:.0%} after 10%).")
     why = ("Why: for logistic regression a point's gradient is (p − y) ⊗ x, so its self-influence grows with the "
-           "same misfit its loss measures, and a flipped label that the model does not fit has both a large loss "
-           "and a large self-influence. Self-influence can only add something where the loss is silent: a model "
-           "flexible enough to fit (memorise) the wrong labels has a small loss on them, while fitting them still "
-           "cost a large, poorly-supported change of the parameters.")
+           "same misfit its loss measures: a flipped label the model does not fit has both a large loss and a large "
+           "self-influence, and the two rankings nearly coincide. Self-influence can add something only where the "
+           "loss is small on wrong labels, i.e. for a model flexible enough to fit them.")
     return [head, why]
 
 
@@ -307,3 +306,94 @@ def map_claims(rows: list[dict], population_confidence: float) -> list[str]:
                   "towards points the model is unsure about." if low else
                   "No sample leans towards points the model is unsure about by more than 0.02."))
     return out
+
+
+SEED_STUDY = "docs/lesson/seed_agreement.json"
+"""The committed measurement behind step 2's "at which m" (``python benchmarks/lesson_seeds.py``)."""
+
+
+def seed_study_claims(rows: list[dict], base: str = "random", other: str = "importance") -> list[str]:
+    """What the committed seed study says (per sampler and m: ``top10_shared``, ``seed_spearman``,
+    ``full_spearman``, means over its test points): how much ``base`` samples agree at the top and over the whole
+    ranking across m, and from which m ``other`` is closer to the full-data answer."""
+    mine = sorted((r for r in rows if r["sampler"] == base), key=lambda r: r["m"])
+    theirs = {r["m"]: r for r in rows if r["sampler"] == other}
+    if not mine:
+        return []
+    top = [r["top10_shared"] for r in mine]
+    whole = [r["seed_spearman"] for r in mine]
+    ms = f"m = {mine[0]['m']}–{mine[-1]['m']}"
+    out = [f"Over the study's test points, two {base} samples share {min(top):.0%}–{max(top):.0%} of their top-10 at "
+           f"{ms}, but correlate only ρ = {min(whole):.2f}–{max(whole):.2f} over the whole ranking: "
+           + ("by this measure random samples disagree at every m measured." if max(whole) < 0.9 else
+              f"the whole ranking settles (ρ ≥ 0.9) from m = "
+              f"{next(r['m'] for r in mine if r['seed_spearman'] >= 0.9)}.")]
+    closer = [r["m"] for r in mine if r["m"] in theirs and theirs[r["m"]]["full_spearman"] - r["full_spearman"]
+              >= TIE]
+    steadier = [r["m"] for r in mine if r["m"] in theirs and theirs[r["m"]]["seed_spearman"] - r["seed_spearman"]
+                >= TIE]
+    if closer:
+        out.append(f"{other} is closer to the full-data answer than {base} (Spearman ahead by 0.05 or more) at m = "
+                   f"{', '.join(str(m) for m in closer)}.")
+    else:
+        out.append(f"{other} is never closer to the full-data answer than {base} by 0.05 or more in this study.")
+    out.append(f"Its seeds agree with each other over the whole ranking clearly more than {base}'s (by 0.05 or more) "
+               f"only at m = {', '.join(str(m) for m in steadier)}." if steadier else
+               f"Its seeds never agree with each other clearly more than {base}'s (by 0.05 or more): what it gains is "
+               "closeness to the full-data answer, not consistency.")
+    return out
+
+
+def load_seed_study(run: RunConfig, root=None) -> dict | None:
+    """The committed seed study (:data:`SEED_STUDY`) when it was measured on ``run``'s model (dataset, arch,
+    hidden width, epochs, seed), else None (a study of another model says nothing about this one)."""
+    import json
+    from pathlib import Path
+
+    path = (Path(root) if root else Path(__file__).resolve().parents[1]) / SEED_STUDY
+    if not path.exists():
+        return None
+    study = json.loads(path.read_text())
+    model = study.get("model", {})
+    if (model.get("dataset"), model.get("arch"), model.get("hidden"), model.get("epochs"), model.get("seed")) != (
+            run.data.name, run.model.arch, run.model.hidden, run.model.epochs, run.model.seed):
+        return None
+    return study
+
+
+MISLABEL_STUDY = "docs/lesson/mislabel_rankings.json"
+"""The committed measurement behind step 6's "when" (``python benchmarks/lesson_mislabel.py``)."""
+FITS_LOSS = float(np.log(2.0))
+"""A model "fits" the flipped labels when their mean training loss is below ln 2 (the noisy label then gets more
+than half of the probability, on average)."""
+
+
+def mislabel_study_claims(rows: list[dict]) -> list[str]:
+    """When self-influence beats the training loss, from the committed measurement's rows (per model: AUC of both
+    rankings and the mean training loss of the flipped points): the models that fit the flipped labels against
+    those that do not."""
+    out = []
+    for fits, what in ((False, "does not fit the flipped labels"), (True, "fits the flipped labels")):
+        group = [r for r in rows if (r["mean_loss_flipped"] < FITS_LOSS) == fits]
+        if not group:
+            continue
+        lead = [r["auc_self_influence"] - r["auc_training_loss"] for r in group]
+        models = ", ".join(dict.fromkeys("logistic regression" if r["model"] == "logreg" else "the MLP"
+                                         for r in group))
+        loss = [r["mean_loss_flipped"] for r in group]
+        verdict = (f"self-influence and the loss differ by at most {max(abs(x) for x in lead):.3f} AUC"
+                   if max(abs(x) for x in lead) < 0.01 else
+                   f"self-influence leads the loss by {min(lead):.3f}–{max(lead):.3f} AUC" if min(lead) > 0 else
+                   f"the difference ranges from {min(lead):+.3f} to {max(lead):+.3f} AUC (self-influence minus loss)")
+        out.append(f"Where the model {what} ({models}; mean training loss on them {min(loss):.2f}–{max(loss):.2f}, "
+                   f"{len(group)} settings), {verdict}.")
+    return out
+
+
+def load_mislabel_study(root=None) -> dict | None:
+    """The committed mislabel measurement (:data:`MISLABEL_STUDY`), or None when it is missing."""
+    import json
+    from pathlib import Path
+
+    path = (Path(root) if root else Path(__file__).resolve().parents[1]) / MISLABEL_STUDY
+    return json.loads(path.read_text()) if path.exists() else None

@@ -506,11 +506,10 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
     page = context.new_page()
     page.set_default_timeout(300_000)
     page.goto(f"{app_url}/?{query}")
-    page.get_by_text("Test accuracy").wait_for()
+    page.get_by_text("Data and model").wait_for()
     wait_idle(page)
-    shot(page, f"projector_{width}_home")
     nav = page.locator('[data-testid="stSidebarNav"]')
-    nav.get_by_text("Lesson", exact=True).click()
+    nav.get_by_text("Lesson", exact=True).click()  # the lesson trains the model of the URL if needed
     page.get_by_text("to start", exact=False).wait_for()
     wait_idle(page)
     truncated = page.evaluate("""() => [...document.querySelectorAll('.stButton button')]
@@ -538,4 +537,8 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
         }).length""")
         assert overlap == 0, f"{name}: {overlap} chart titles under the toolbar"
         shot(page, f"projector_{width}_{name.lower().replace(' ', '_')}")
+    nav.get_by_text("Home", exact=True).click()
+    page.get_by_text("Test accuracy").wait_for()
+    wait_idle(page)
+    shot(page, f"projector_{width}_home")
     context.close()

@@ -200,3 +200,46 @@ def test_step_5_uses_the_study_of_the_lessons_own_model():
 def test_step_5_says_when_no_study_describes_the_model(app_page):
     at = lesson_step(app_page, "lds")
     assert any("No committed LDS study" in w.value for w in at.warning)
+
+
+def test_seed_study_claims_say_at_which_m_and_by_which_measure():
+    from ui.lesson import seed_study_claims
+
+    rows = [{"sampler": "random", "m": m, "top10_shared": t, "seed_spearman": r, "full_spearman": f}
+            for m, t, r, f in ((20, 0.78, 0.69, 0.60), (200, 0.69, 0.70, 0.76))]
+    rows += [{"sampler": "importance", "m": m, "top10_shared": t, "seed_spearman": r, "full_spearman": f}
+             for m, t, r, f in ((20, 0.69, 0.64, 0.64), (200, 0.77, 0.79, 0.87))]
+    text = " ".join(seed_study_claims(rows))
+    assert "share 69%–78% of their top-10 at m = 20–200" in text and "ρ = 0.69–0.70" in text
+    assert "disagree at every m measured" in text
+    assert "closer to the full-data answer than random (Spearman ahead by 0.05 or more) at m = 200." in text
+    assert "clearly more than random's (by 0.05 or more) only at m = 200" in text
+    rows[1]["seed_spearman"] = 0.95
+    assert "settles (ρ ≥ 0.9) from m = 200" in " ".join(seed_study_claims(rows))
+
+
+def test_the_committed_seed_study_is_of_the_lessons_model():
+    from ui.config import DEFAULT_RUN, ModelConfig, RunConfig
+    from ui.lesson import SEED_STUDY, load_seed_study
+
+    if not (ROOT / SEED_STUDY).exists():
+        pytest.fail(f"{SEED_STUDY} is missing: python benchmarks/lesson_seeds.py")
+    study = load_seed_study(DEFAULT_RUN)
+    assert study is not None and {r["sampler"] for r in study["rows"]} >= {"random", "importance"}
+    assert load_seed_study(RunConfig(model=ModelConfig(hidden=8))) is None
+
+
+def test_mislabel_study_claims_split_models_that_fit_the_wrong_labels():
+    from ui.lesson import load_mislabel_study, mislabel_study_claims
+
+    rows = [{"model": "logreg", "mean_loss_flipped": 3.0, "auc_self_influence": 0.944, "auc_training_loss": 0.942},
+            {"model": "mlp", "mean_loss_flipped": 0.3, "auc_self_influence": 0.95, "auc_training_loss": 0.93}]
+    text = " ".join(mislabel_study_claims(rows))
+    assert "does not fit the flipped labels (logistic regression" in text and "at most 0.002 AUC" in text
+    assert "fits the flipped labels (the MLP" in text and "leads the loss by 0.020–0.020 AUC" in text
+    rows[1]["auc_self_influence"] = 0.90
+    assert "from -0.030 to -0.030" in " ".join(mislabel_study_claims(rows))
+    study = load_mislabel_study()
+    assert study is not None, "docs/lesson/mislabel_rankings.json is missing: python benchmarks/lesson_mislabel.py"
+    for row in study["rows"]:
+        assert 0.5 < row["auc_self_influence"] <= 1 and 0.5 < row["auc_training_loss"] <= 1
