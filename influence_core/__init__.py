@@ -26,7 +26,8 @@ _PUBLIC: dict[str, str] = {
     "influence_core.data.datasets": "Dataset DatasetError available_datasets dataset_from_arrays load_dataset load_npz",
     "influence_core.influence.calculator": "InfluenceCalculator NotFittedError influence_scores top_influences",
     "influence_core.models.zoo": "build_model penultimate_features predict_logits",
-    "influence_core.sampling.samplers": "HessianSample SamplerInputs available_samplers draw_sample register_sampler",
+    "influence_core.sampling.samplers": "HessianSample SamplerInputs available_samplers draw_sample register_sampler "
+                                        "sampler_description",
     "influence_core.solvers.registry": "FittedInverse available_solvers fit_inverse register_solver",
     "influence_core.solvers.base": "SolveResult SolverDivergedError SolverError SolverNotConvergedWarning",
     "influence_core.data.sources": "ArraySource DataSource DatasetSource as_source",

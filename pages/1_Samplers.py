@@ -70,9 +70,9 @@ for col, name in zip(cols, samplers):
             continue
         idx = np.asarray(sample.indices)
         st.plotly_chart(sample_map(xy, idx, colour, labels, pred, conf, dataset.class_names,
-                                   title=f"{name} (m={len(idx)}, seed={seed})", showlegend=(col is cols[-1])),
+                                   title=name, showlegend=(col is cols[-1])),
                         width="stretch", key=f"smp_map_{name}", config={"displaylogo": False})
-        st.caption(sampler_help(name)
+        st.caption(f"{len(idx)} points, seed {seed}. " + sampler_help(name)
                    + (" Importance-weighted (the weights' range is in the table below)"
                       if sample.weights is not None else ""))
         subsets[name] = idx

@@ -149,7 +149,7 @@ elif step.key == "map":
         for col, (name, idx) in zip(cols, samples.items()):
             with col:
                 chart(sample_map(xy, idx, "label", dataset.y_train, view.train_pred, view.train_conf, names,
-                                 title=f"{name} (m={LESSON_M}, seed 0)", showlegend=col is cols[-1]),
+                                 title=name, showlegend=col is cols[-1]),
                       f"lesson_map_{name}", key=f"lesson_map_{name}")
                 st.caption(sampler_help(name))
         rows = [{"sampler": name, "classes covered": int(len(np.unique(dataset.y_train[idx]))),

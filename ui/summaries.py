@@ -9,10 +9,10 @@ import numpy as np
 def sampler_help(name: str) -> str:
     """The one-sentence description of a sampler, from the sampler registry (a newly registered sampler brings its
     own: ``register_sampler(..., description=...)`` or its docstring's first paragraph)."""
-    from influence_core.sampling.samplers import sampler_description
+    import influence_core as ic
 
     try:
-        return sampler_description(name)
+        return ic.sampler_description(name)
     except ValueError:
         return f"{name}: not a registered sampler"
 

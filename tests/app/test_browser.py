@@ -131,8 +131,8 @@ def test_default_flow_box_selection_and_screenshots(page, app_url):
 
     # Home: a small configuration of the default digits MLP, trained with the progress bar.
     step("app loaded")
-    page.get_by_label("MLP hidden width").fill("12")
-    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)").fill("8")
+    page.get_by_label("MLP hidden width", exact=True).fill("12")
+    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)", exact=True).fill("8")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Confusion matrix", exact=False).first.wait_for()
     page.get_by_text("Test accuracy").wait_for()
@@ -462,8 +462,8 @@ def test_cancel_a_long_training_then_train_again(page, app_url):
     page.goto(app_url)
     page.get_by_text("Data and model").wait_for()
     wait_idle(page)
-    page.get_by_label("MLP hidden width").fill("13")
-    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)").fill("400")
+    page.get_by_label("MLP hidden width", exact=True).fill("13")
+    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)", exact=True).fill("400")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Training mlp on digits: epoch").first.wait_for()  # the bar says what it is doing
     step("long training started")
@@ -480,7 +480,7 @@ def test_cancel_a_long_training_then_train_again(page, app_url):
     assert page.locator('[data-testid="stException"]').count() == 0
     long_run = RunConfig(model=ModelConfig(hidden=13, epochs=400))
     assert not artifacts.is_stored(artifacts.MODEL_KIND, long_run.cache_key())  # the server's disk cache (same dir)
-    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)").fill("6")
+    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)", exact=True).fill("6")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Test accuracy").wait_for()
     wait_idle(page)
@@ -519,8 +519,8 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
     for i, s in enumerate(STEPS, start=1):
         page.get_by_role("button", name=BUTTON_LABELS[s.key], exact=True).click()
         page.get_by_role("heading", name=s.title).wait_for()
-        page.get_by_text("Exercise.", exact=False).wait_for()
         wait_idle(page)
+        page.get_by_text("Exercise.", exact=False).first.wait_for()
         shot(page, f"projector_{width}_lesson_{i}_{s.key}")
     for name, ready in (("Samplers", "How representative is each sample?"), ("Influence", "Top 8 helpful"),
                         ("Class removal", "Removing class"), ("Faithfulness", "For my budget, which sampler?"),

@@ -46,13 +46,16 @@ def removal_record(sampler, f1_sel, alpha=30.0, forget1=0.02, retain1=0.99):
 
 def test_removal_claims_explain_alpha_one_and_the_sampler_spread():
     text = " ".join(removal_claims([removal_record("random", 0.951), removal_record("feature", 0.953)], "3"))
-    assert "forgets 2% of the class's test points" in text and "far too short" in text
-    assert "The α step does the forgetting" in text and "α = 30" in text
+    assert "forgets 2% of the class's test points" in text and "It does not forget the class" in text
+    assert "The α step does the forgetting" in text and "lengthened to α = 30" in text
     assert "The sampler barely matters here" in text and "at most 0.002" in text
     text = " ".join(removal_claims([removal_record("random", 0.80), removal_record("feature", 0.95)], "3"))
-    assert "**feature** gives the highest honest F1 (0.950), 0.150 above the lowest" in text
+    assert "**feature** gives the highest honest F1 (0.950), 0.150 above the lowest (random)" in text
+    tied = " ".join(removal_claims([removal_record("random", 0.95), removal_record("feature", 0.95),
+                                    removal_record("importance", 0.90)], "3"))
+    assert "**random** and **feature** give the highest honest F1" in tied
     done = " ".join(removal_claims([removal_record("random", 0.90, forget1=0.9)], "3"))
-    assert "far too short" not in done
+    assert "It does not forget the class" not in done
 
 
 def test_mislabel_claims_compare_self_influence_with_the_loss():
