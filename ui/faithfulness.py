@@ -31,6 +31,7 @@ import plotly.graph_objects as go
 from influence_core.sampling.samplers import RENAMED_SAMPLERS
 
 from .colours import REFERENCE, sampler_colour
+from .figures import FRAME
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BUDGETS = {"m": "Hessian sample size m", "solve_seconds": "solve time (s)", "peak_mb": "peak memory (MB)"}
@@ -255,7 +256,7 @@ def lds_vs_m_figure(rows: Sequence[dict[str, Any]], baselines: dict[str, float],
         _band(fig, name, x, mean, std, hover)
     _reference_lines(fig, baselines, ceiling)
     fig.update_xaxes(type="log", title="m (Hessian sample size, log scale)", tickvals=sorted({r["m"] for r in rows}))
-    fig.update_layout(title=title, height=460, margin=dict(l=10, r=30, t=40, b=10), modebar_orientation="v", yaxis_title="LDS",
+    fig.update_layout(title=title, height=460, **FRAME, yaxis_title="LDS",
                       legend=dict(orientation="h", yanchor="top", y=-0.15, x=0))
     return fig
 
@@ -281,6 +282,6 @@ def lds_vs_cost_figure(rows: Sequence[dict[str, Any]], cost: str, baselines: dic
     if limit is not None and cost != "m":
         fig.add_vline(x=float(limit), line=dict(color="#444444", dash="dot"))
     fig.update_xaxes(type="log", title=f"{BUDGETS[cost]} (log scale, measured)", dtick=1)
-    fig.update_layout(title=f"LDS against {BUDGETS[cost]}", height=420, margin=dict(l=10, r=30, t=40, b=10), modebar_orientation="v",
+    fig.update_layout(title=f"LDS vs {BUDGETS[cost].split(' (')[0]}", height=420, **FRAME,
                       yaxis_title="LDS", legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     return fig

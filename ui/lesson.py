@@ -182,8 +182,8 @@ def seeds_claims(stats: list[SeedStats], m: int, k: int = 10) -> list[str]:
            f"points, two seeds of {other.sampler} {other.top_shared:.0%}: {_which(top, 'steadier at the top')}.",
            f"**Over the whole ranking** (Spearman between two seeds' scores of all training points) {base.sampler} "
            f"reaches ρ = {base.seed_rho:.2f} and {other.sampler} ρ = {other.seed_rho:.2f}: "
-           + ("two samples of m = %d points agree on who is most helpful far more than on the order of everyone "
-              "else, so a ranking beyond the top few depends on the seed." % m if lowest < 0.9 else
+           + ("with m = %d points, the order of the training points below the top few depends on the seed." % m
+              if lowest < 0.9 else
               "two samples of m = %d points order the training set almost the same way." % m),
            f"**Against the full-data answer** (Spearman, mean over seeds) {base.sampler} reaches "
            f"{base.full_rho:.2f} and {other.sampler} {other.full_rho:.2f}: {_which(full, 'closer to it')}."]

@@ -9,7 +9,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .colours import BAD, CHOSEN, GOOD, POPULATION
-from .figures import _custom, _layout, scatter_trace, test_points
+from .figures import FRAME, _custom, _layout, scatter_trace, test_points
 from .selection import TRAIN
 
 # Diverging scale for influence on one test point: harmful = orange, ~0 = light grey, helpful = dark blue (the
@@ -37,7 +37,7 @@ def detection_figure(curves: dict[str, dict[str, Any]], share: float) -> go.Figu
     fig.add_vline(x=share, line=dict(color="#444444", dash="dot"))
     fig.add_annotation(x=share, y=0.02, text=f"{share:.0%} flipped", showarrow=False, xanchor="left", xshift=4)
     fig.update_layout(title="Mislabel detection: flipped labels found against training points inspected",
-                      height=420, margin=dict(l=10, r=30, t=40, b=10), modebar_orientation="v", xaxis_title="fraction of the training set "
+                      height=420, **FRAME, xaxis_title="fraction of the training set "
                       "inspected", yaxis_title="fraction of flipped labels found", xaxis_range=[0, 1],
                       yaxis_range=[0, 1.02], legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     return fig
@@ -108,7 +108,7 @@ def slice_mix_figure(mixes: dict[str, np.ndarray], population: np.ndarray, class
     fig = go.Figure(bars)
     fig.update_xaxes(type="category", title="class")
     fig.update_layout(barmode="group", title="Class mix of the slices", height=320, yaxis_title="share",
-                      margin=dict(l=10, r=30, t=40, b=10), modebar_orientation="v", legend=dict(orientation="h", y=1.15, x=1, xanchor="right"))
+                      **FRAME, legend=dict(orientation="h", yanchor="top", y=-0.25, x=0))
     return fig
 
 
