@@ -39,7 +39,7 @@ st.markdown(
 )
 words_panel("removal")
 
-c1, c2, c3, c4 = st.columns([1, 2, 1, 1.3])
+c1, c2, c3 = st.columns([1, 2.2, 1.1])
 with c1:
     removed = int(st.selectbox("Class to remove", list(range(dataset.n_classes)), key="rm_class",
                                format_func=lambda c: str(dataset.class_names[c])))
@@ -59,11 +59,14 @@ with c3:
                                "kfac/ekfac: Kronecker-factored Gauss-Newton per layer; arnoldi: top-50 "
                                "eigenpairs (all registered solvers are listed)")
     damping = checked_number("Damping δ", "rm_damping", 0.0, None, 0.01, integer=False, format="%.4f")
+c4, c5, c6 = st.columns([1.4, 1, 1])  # a second row: full labels even at a projector's 1024 px
 with c4:
     reference = st.toggle("Retrain-from-scratch reference", value=True, key="rm_reference",
                           help="retrains the model without the class once (cached)")
+with c5:
     memory = st.toggle("Peak memory", value=False, key="rm_memory",
                        help="measure the peak resident memory of each solve in a fresh process per run (slower)")
+with c6:
     go_run = st.button("Run class removal", type="primary", key="rm_run")
 publish_settings("removal")
 stop_if_invalid(m, damping)

@@ -84,6 +84,11 @@ def checked_number(label: str, key: str, lo: float, hi: float | None, default: f
 
     if key not in st.session_state:
         st.session_state[key] = default
+    # The step's type sets the box's type (no bounds are given): whole numbers show as "5", not "5.00".
+    kwargs.setdefault("step", 1 if integer else 0.001)
+    if integer:
+        st.session_state[key] = int(st.session_state[key]) if float(st.session_state[key]).is_integer() else \
+            st.session_state[key]
     value = st.number_input(label, key=key, **kwargs)
     problem = range_problem(value, lo, hi, label, integer)
     if problem:

@@ -498,10 +498,10 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
     with no truncated lesson button and no chart title under plotly's toolbar."""
     from urllib.parse import urlencode
 
-    from ui.config import ModelConfig, RunConfig, run_to_query
+    from ui.config import DEFAULT_RUN, run_to_query
     from ui.lesson import BUTTON_LABELS, STEPS
 
-    query = urlencode(run_to_query(RunConfig(model=ModelConfig(hidden=12, epochs=8))))  # the first test's model
+    query = urlencode(run_to_query(DEFAULT_RUN))  # the teacher's model: its committed studies are shown
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.set_default_timeout(300_000)
@@ -536,7 +536,12 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
             return b.width > 0 && a.right > b.left && a.left < b.right && a.bottom > b.top && a.top < b.bottom;
         }).length""")
         assert overlap == 0, f"{name}: {overlap} chart titles under the toolbar"
-        shot(page, f"projector_{width}_{name.lower().replace(' ', '_')}")
+        slug = name.lower().replace(" ", "_")
+        shot(page, f"projector_{width}_{slug}")  # what the class sees
+        page.set_viewport_size({"width": width, "height": 2400})  # the whole page at the same width
+        page.wait_for_timeout(800)
+        shot(page, f"projector_{width}_{slug}_whole")
+        page.set_viewport_size({"width": width, "height": height})
     nav.get_by_text("Home", exact=True).click()
     page.get_by_text("Test accuracy").wait_for()
     wait_idle(page)
