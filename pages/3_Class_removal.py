@@ -61,8 +61,8 @@ with c3:
     damping = checked_number("Damping δ", "rm_damping", 0.0, None, 0.01, integer=False, format="%.4f")
 c4, c5, c6 = st.columns([1.4, 1, 1])  # a second row: full labels even at a projector's 1024 px
 with c4:
-    reference = st.toggle("Retrain-from-scratch reference", value=True, key="rm_reference",
-                          help="retrains the model without the class once (cached)")
+    reference = st.toggle("Compare with retraining", value=True, key="rm_reference",
+                          help="retrains the model from scratch without the class, once (cached), as the reference")
 with c5:
     memory = st.toggle("Peak memory", value=False, key="rm_memory",
                        help="measure the peak resident memory of each solve in a fresh process per run (slower)")

@@ -306,7 +306,7 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     wait_idle(page)
     expect = {"score": "Top 5 helpful", "seeds": "top-10 shared by two seeds",
               "map": "Every training point equally likely", "removal": "The model retrained from scratch without it",
-              "lds": "What the numbers say", "mislabel": "What the numbers say"}
+              "lds": "No committed LDS study", "mislabel": "When does self-influence win?"}  # hidden 12: no study
     for i, s in enumerate(STEPS, start=1):
         page.get_by_role("button", name=BUTTON_LABELS[s.key], exact=True).click()
         page.get_by_role("heading", name=s.title).wait_for()
@@ -519,9 +519,13 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
     for i, s in enumerate(STEPS, start=1):
         page.get_by_role("button", name=BUTTON_LABELS[s.key], exact=True).click()
         page.get_by_role("heading", name=s.title).wait_for()
+        page.get_by_text("Top 5 helpful" if s.key == "score" else "What the numbers say", exact=False).first.wait_for()
         wait_idle(page)
-        page.get_by_text("Exercise.", exact=False).first.wait_for()
         shot(page, f"projector_{width}_lesson_{i}_{s.key}")
+        page.set_viewport_size({"width": width, "height": 2400})
+        page.wait_for_timeout(800)
+        shot(page, f"projector_{width}_lesson_{i}_{s.key}_whole")
+        page.set_viewport_size({"width": width, "height": height})
     for name, ready in (("Samplers", "How representative is each sample?"), ("Influence", "Top 8 helpful"),
                         ("Class removal", "Removing class"), ("Faithfulness", "For my budget, which sampler?"),
                         ("Explorer", "Nearest training points"), ("Glossary", "noise ceiling")):
