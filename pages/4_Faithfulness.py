@@ -61,7 +61,7 @@ default = values[len(values) // 2] if values else 1.0
 if "faith_limit" not in st.session_state or st.session_state.get("faith_limit_kind") != budget:
     st.session_state["faith_limit"] = float(default)
     st.session_state["faith_limit_kind"] = budget
-limit = b2.number_input(f"At most ({BUDGETS[budget]})", min_value=0.0, key="faith_limit",
+limit = b2.number_input(f"At most ({BUDGETS[budget]})", min_value=0.0, key="faith_limit", format="%g",
                         help="the configurations of the study whose measured cost is within this budget compete; "
                              "each sampler is shown at its best m within it")
 publish_settings("faithfulness")

@@ -115,10 +115,10 @@ elif step.key == "seeds":
         for name in compared:
             mine = [(spec[2], row["scores"]) for spec, row in zip(specs, rows[1:]) if spec[0] == name]
             stats.append(seed_stats(name, [sc for _, sc in mine], full, 10))
-            per_seed += [{"sampler": name, "seed": seed, "top-5 helpful (training index)":
+            per_seed += [{"sampler": name, "seed": seed, "top-5 helpful":
                           ", ".join(f"#{i}" for i in ic.top_influences(sc, 5)["helpful"]),
-                          "Spearman with full data": metrics.spearman(sc, full),
-                          "top-10 overlap with full data": metrics.topk_overlap(sc, full, 10)}
+                          "Spearman vs full data": metrics.spearman(sc, full),
+                          "top-10 vs full data": metrics.topk_overlap(sc, full, 10)}
                          for seed, sc in mine]
         st.markdown(f"Test point **#{test_index}** (true {names[y_t]}, predicted {names[p_t]}); the Hessian on "
                     f"{LESSON_M} training points, seeds 0–{LESSON_SEEDS - 1}, drawn by the random sampler and by "
@@ -135,9 +135,9 @@ elif step.key == "seeds":
             st.markdown(f"**At other m** (committed measurement on this model, {len(seed_study['test_points'])} test "
                         f"points, {seed_study['seeds']} seeds; `{SEED_STUDY}`)\n\n"
                         + "\n\n".join(f"- {c}" for c in seed_study_claims(seed_study["rows"])))
-            show_table(pd.DataFrame([{"sampler": r["sampler"], "m": r["m"], "top-10 shared by two seeds":
-                                      r["top10_shared"], "Spearman between two seeds": r["seed_spearman"],
-                                      "Spearman with full data": r["full_spearman"]} for r in seed_study["rows"]
+            show_table(pd.DataFrame([{"sampler": r["sampler"], "m": r["m"], "top-10 shared":
+                                      r["top10_shared"], "ρ between seeds": r["seed_spearman"],
+                                      "ρ vs full data": r["full_spearman"]} for r in seed_study["rows"]
                                      if r["sampler"] in compared]), "lesson_seed_study", key="lesson_seed_study")
 
 elif step.key == "map":
@@ -182,10 +182,10 @@ elif step.key == "removal":
             "sampler": r["sampler"], "m": r["m"],
             "F1 (α = 1)": r["at_one"]["f1"], "forget (α = 1)": r["at_one"]["forget"],
             "honest F1": r["selected"]["f1"], "α chosen": r["selected"]["alpha"],
-            "agreement with retrained (chosen α)": r["reference"]["report_agreement"]["selected_alpha"],
+            "agreement (chosen α)": r["reference"]["report_agreement"]["selected_alpha"],
             "agreement (α = 1)": r["reference"]["report_agreement"]["alpha_1"],
-            "distance to retrained θ (relative, chosen α)": r["reference"]["relative_distance"]["selected_alpha"],
-            "solve time (s)": r["solver_seconds"]} for r in records])
+            "θ distance (chosen α)": r["reference"]["relative_distance"]["selected_alpha"],
+            "solve (s)": r["solver_seconds"]} for r in records])
         st.markdown(f"Removing class **{names[LESSON_CLASS]}** with m = {LESSON_REMOVAL_M}. The model retrained "
                     f"from scratch without it reaches F1 **{ref['metrics']['f1']:.3f}**; before any update the "
                     f"original model agrees with it on {ref['report_agreement']['original']:.1%} of the reporting "

@@ -53,8 +53,8 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
                    " ".join(str(COLUMN_LABELS.get(part, part)) for part in c if part != "").strip()
                    for c in out.columns]
     for col in out.columns:
-        if out[col].isna().any():
-            out[col] = out[col].astype(object).where(out[col].notna(), MISSING)
+        if out[col].isna().any():  # a column with gaps becomes text: "n/a" there, numbers to 4 significant digits
+            out[col] = [MISSING if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else v for v in out[col]]
     return out
 
 

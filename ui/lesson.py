@@ -86,9 +86,11 @@ STEPS: tuple[Step, ...] = (
          "of the other classes, and compare with a model retrained from scratch without the class.",
          "α = 1 is the step the influence function predicts; the honest F1 is measured on the reporting half of "
          "the test set at the step size α chosen on the other half. Agreement = share of reporting-half test points "
-         "on which the updated model predicts what the retrained one predicts.",
-         "On the Class removal page (these settings are set, press Run), run the same removal for class 0 and "
-         "class 7: how large is α each time, and is the difference between samplers larger than between classes?",
+         "on which the updated model predicts what the retrained one predicts; θ distance = distance to the retrained "
+         "parameters, as a share of the original model's.",
+         "On the Class removal page (these settings and their result are shown there), run the same removal for "
+         "class 0 and class 7: how large is α each time, and is the difference between samplers larger than between "
+         "classes?",
          "pages/3_Class_removal.py", "Open Class removal with these settings"),
     Step("lds", "5. Which sampler is faithful? (LDS)",
          "The linear datamodeling score from the committed study of this model: retrain on many random halves of "
@@ -338,10 +340,10 @@ def seed_study_claims(rows: list[dict], base: str = "random", other: str = "impo
                    f"{', '.join(str(m) for m in closer)}.")
     else:
         out.append(f"{other} is never closer to the full-data answer than {base} by 0.05 or more in this study.")
-    out.append(f"Its seeds agree with each other over the whole ranking clearly more than {base}'s (by 0.05 or more) "
-               f"only at m = {', '.join(str(m) for m in steadier)}." if steadier else
-               f"Its seeds never agree with each other clearly more than {base}'s (by 0.05 or more): what it gains is "
-               "closeness to the full-data answer, not consistency.")
+    out.append(f"{other}'s seeds agree with each other over the whole ranking clearly more than {base}'s (by 0.05 or "
+               f"more) only at m = {', '.join(str(m) for m in steadier)}." if steadier else
+               f"{other}'s seeds never agree with each other clearly more than {base}'s (by 0.05 or more): what "
+               "it gains is closeness to the full-data answer, not consistency.")
     return out
 
 

@@ -87,13 +87,15 @@ def legend_colours(page, scope: str) -> dict[str, str]:
     }""", scope)
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, docs: bool = True) -> None:
+    """A screenshot in test-artifacts/ (and docs/screenshots/ with UPDATE_SCREENSHOTS=1, unless ``docs`` is False:
+    the whole-page views for checking the layout stay out of the repository)."""
     for folder in SHOTS:
         folder.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(500)  # let plotly finish drawing
     path = SHOTS[0] / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    for folder in SHOTS[1:]:
+    for folder in SHOTS[1:] if docs else ():
         shutil.copy(path, folder / f"{name}.png")
 
 
@@ -521,10 +523,11 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
         page.get_by_role("heading", name=s.title).wait_for()
         page.get_by_text("Top 5 helpful" if s.key == "score" else "What the numbers say", exact=False).first.wait_for()
         wait_idle(page)
+        page.mouse.move(0, height - 1)  # no tooltip over the buttons in the picture
         shot(page, f"projector_{width}_lesson_{i}_{s.key}")
         page.set_viewport_size({"width": width, "height": 2400})
         page.wait_for_timeout(800)
-        shot(page, f"projector_{width}_lesson_{i}_{s.key}_whole")
+        shot(page, f"projector_{width}_lesson_{i}_{s.key}_whole", docs=False)
         page.set_viewport_size({"width": width, "height": height})
     for name, ready in (("Samplers", "How representative is each sample?"), ("Influence", "Top 8 helpful"),
                         ("Class removal", "Removing class"), ("Faithfulness", "For my budget, which sampler?"),
@@ -544,7 +547,7 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
         shot(page, f"projector_{width}_{slug}")  # what the class sees
         page.set_viewport_size({"width": width, "height": 2400})  # the whole page at the same width
         page.wait_for_timeout(800)
-        shot(page, f"projector_{width}_{slug}_whole")
+        shot(page, f"projector_{width}_{slug}_whole", docs=False)
         page.set_viewport_size({"width": width, "height": height})
     nav.get_by_text("Home", exact=True).click()
     page.get_by_text("Test accuracy").wait_for()
