@@ -158,11 +158,11 @@ def test_class_removal_shows_the_honest_f1_and_agreement_with_retraining(app_pag
     assert not errors(at)
     records = at.session_state["rm_results"]["records"]
     summary = frames(at)[0]
-    honest = summary.set_index("sampler")["honest F1 (report half, chosen α)"]
+    honest = summary.set_index("sampler")["honest F1"]
     for r in records:
         assert honest[r["sampler"]].startswith(f"{r['selected']['f1']:.3f}")
-    agree = next(f for f in frames(at) if "agreement (report half, chosen α)" in f.columns)
-    np.testing.assert_allclose(agree["agreement (report half, chosen α)"],
+    agree = next(f for f in frames(at) if "agreement (honest)" in f.columns)
+    np.testing.assert_allclose(agree["agreement (honest)"],
                                [r["reference"]["report_agreement"]["selected_alpha"] for r in records])
 
 
