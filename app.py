@@ -19,6 +19,7 @@ PAGES = [
     st.Page("pages/3_Class_removal.py", title="Class removal"),
     st.Page("pages/4_Faithfulness.py", title="Faithfulness"),
     st.Page("pages/6_Explorer.py", title="Explorer"),
+    st.Page("pages/7_Glossary.py", title="Glossary"),
 ]
 
 st.navigation(PAGES).run()

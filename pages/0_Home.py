@@ -9,7 +9,8 @@ import streamlit as st
 import influence_core as ic
 from ui.components import disk_cache_section, page_header, show_inputs
 from ui.config import DATASET_CHOICES, MNIST1D_HINT, MNIST1D_SUGGESTED, MNIST1D_USABLE, DataConfig, \
-    ModelConfig, RunConfig, arch_choices
+    ModelConfig, RunConfig, arch_choices, run_label, upload_in_query
+from ui.inputs import range_problem
 from ui.figures import confusion_figure
 from ui.errors import reported
 from ui.state import MAX_MODELS, cached_models, clear_cancelled, current_run, ensure_model, get_dataset, \
@@ -41,7 +42,11 @@ one test prediction and how much that depends on the sample, and **Class removal
 """
 )
 
+named_upload = upload_in_query(st.query_params.to_dict())
 run = current_run()
+if named_upload and run.data.name != "npz":
+    st.info(f"This link names an uploaded file, {named_upload}. Uploads live only in the session that made them: "
+            "choose \"upload a .npz file\" below and upload it again (the default digits model is shown meanwhile).")
 datasets = list(DATASET_CHOICES)
 dataset_labels = {"digits": "digits (8x8, embedded)", "mnist5k": "MNIST-5k (28x28)", "mnist1d": "MNIST-1D (tabular)",
                   "npz": "upload a .npz file"}
@@ -66,32 +71,60 @@ data_name = st.selectbox("Dataset", datasets, index=datasets.index(run.data.name
 archs = list(arch_choices(data_name))
 if st.session_state.get("form_arch") not in (None, *archs):  # e.g. "cnn" kept from digits
     del st.session_state["form_arch"]
+# Outside the form too, so that only the settings of the chosen model are shown (no hidden width for the CNN).
+arch = st.selectbox("Model", archs, index=archs.index(run.model.arch) if run.model.arch in archs else 0,
+                    format_func={"mlp": "MLP (1 hidden layer, tanh)", "logreg": "logistic regression",
+                                 "cnn": "small CNN (images only)"}.get, key="form_arch")
+LIMITS = {"num_samples": (200, 20000, True), "hidden": (2, 512, True), "epochs": (0, 500, True),
+          "lr": (1e-5, 1.0, False), "weight_decay": (0.0, 1.0, False), "seed": (0, 1_000_000, True)}
+problems = []
+
+
+def checked(label: str, field: str, value):
+    """Show the allowed range under a form field whose value is out of it (the form keeps what was typed)."""
+    lo, hi, integer = LIMITS[field]
+    problem = range_problem(value, lo, hi, label, integer)
+    if problem:
+        st.error(problem)
+        problems.append(problem)
+    return value
+
+
+upload, num_samples, hidden = None, run.data.num_samples, run.model.hidden
 with st.form("train_form"):
     c1, c2, c3 = st.columns(3)
     with c1:
-        upload = st.file_uploader(f"Your .npz, at most {upload_limit_mb} MB (arrays X_train, y_train; optional "
-                                  "X_test, y_test, class_names, image_shape). Read as data only, never unpickled.",
-                                  type=["npz"], key="form_upload",
-                                  help=f"The server accepts files up to {upload_limit_mb} MB (server.maxUploadSize in "
-                                       ".streamlit/config.toml); the browser refuses a larger file and marks it with "
-                                       "a red icon. np.savez_compressed and float32 arrays make files smaller.")
-        num_samples = st.number_input("MNIST-1D samples", min_value=200, max_value=20000, step=100,
-                                      value=run.data.num_samples, key="form_num_samples")
+        if data_name == "npz":
+            upload = st.file_uploader(f"Your .npz, at most {upload_limit_mb} MB (arrays X_train, y_train; optional "
+                                      "X_test, y_test, class_names, image_shape). Read as data only, never "
+                                      "unpickled.", type=["npz"], key="form_upload",
+                                      help=f"The server accepts files up to {upload_limit_mb} MB "
+                                           "(server.maxUploadSize in .streamlit/config.toml); the browser refuses a "
+                                           "larger file and marks it with a red icon. np.savez_compressed and "
+                                           "float32 arrays make files smaller.")
+        if data_name == "mnist1d":
+            num_samples = checked("MNIST-1D samples", "num_samples", st.number_input(
+                "MNIST-1D samples", step=100, value=run.data.num_samples, key="form_num_samples",
+                help="200 to 20,000 generated sequences (80% for training)"))
+        if arch == "mlp":
+            hidden = checked("MLP hidden width", "hidden", st.number_input(
+                "MLP hidden width", value=run.model.hidden, key="form_hidden", help="2 to 512 hidden units"))
     with c2:
-        arch = st.selectbox("Model", archs, index=archs.index(run.model.arch) if run.model.arch in archs else 0,
-                            format_func={"mlp": "MLP (1 hidden layer, tanh)", "logreg": "logistic regression",
-                                         "cnn": "small CNN (images only)"}.get, key="form_arch")
-        hidden = st.number_input("MLP hidden width", min_value=2, max_value=512, value=run.model.hidden,
-                                 key="form_hidden")
-        epochs = st.number_input("Epochs (Adam; logistic regression uses L-BFGS only)", min_value=0, max_value=500,
-                                 value=run.model.epochs, key="form_epochs")
+        epochs = checked("Epochs", "epochs", st.number_input(
+            "Epochs (Adam; logistic regression uses L-BFGS only)", value=run.model.epochs, key="form_epochs",
+            help="0 to 500"))
+        lr = checked("Learning rate", "lr", st.number_input("Learning rate", value=run.model.lr, format="%.4f",
+                                                             key="form_lr", help="0.00001 to 1"))
     with c3:
-        lr = st.number_input("Learning rate", min_value=1e-5, max_value=1.0, value=run.model.lr, format="%.4f",
-                             key="form_lr")
-        weight_decay = st.number_input("Weight decay (also in the Hessian)", min_value=0.0, max_value=1.0,
-                                       value=run.model.weight_decay, format="%.5f", key="form_wd")
-        seed = st.number_input("Seed", min_value=0, max_value=1_000_000, value=run.model.seed, key="form_seed")
+        weight_decay = checked("Weight decay", "weight_decay", st.number_input(
+            "Weight decay (also in the Hessian)", value=run.model.weight_decay, format="%.5f", key="form_wd",
+            help="0 to 1"))
+        seed = checked("Seed", "seed", st.number_input("Seed", value=run.model.seed, key="form_seed",
+                                                       help="0 to 1,000,000"))
     submitted = st.form_submit_button("Train", type="primary")
+if submitted and problems:
+    st.error("Nothing was trained: fix the values marked in red (each says its allowed range).")
+    submitted = False
 
 if submitted:
     clear_cancelled()  # an explicit request: a training cancelled before runs again
@@ -161,7 +194,7 @@ if run.data.name == "mnist1d" and report["test_accuracy"] < MNIST1D_USABLE:
 kept = cached_models()
 st.caption(f"Models kept in memory, shared by every session ({len(kept)} of at most {MAX_MODELS}; when full, the "
            "one quickest to retrain is dropped first, so expensive models stay): "
-           + "; ".join(f"{r.model.arch} on {r.data.label()} ({sec:.0f} s to train)" for r, sec in kept) + ".")
+           + "; ".join(f"{run_label(r, [k for k, _ in kept])} ({sec:.0f} s to train)" for r, sec in kept) + ".")
 
 left, right = st.columns([1, 1])
 with left:
@@ -175,6 +208,6 @@ with right:
 
 st.markdown("Next: ")
 n1, n2, n3 = st.columns(3)
-n1.page_link("pages/1_Samplers.py", label="Samplers: which points feed the Hessian", icon="🗺️")
-n2.page_link("pages/2_Influence.py", label="Influence: helpful and harmful training points", icon="🔍")
-n3.page_link("pages/3_Class_removal.py", label="Class removal: the paper's experiment", icon="🧹")
+n1.page_link("pages/1_Samplers.py", label="→ Samplers: which points feed the Hessian")
+n2.page_link("pages/2_Influence.py", label="→ Influence: helpful and harmful training points")
+n3.page_link("pages/3_Class_removal.py", label="→ Class removal: the paper's experiment")

@@ -5,18 +5,21 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import load_current, map_coordinates, page_header, sample_size_input
+from ui.components import checked_number, load_current, map_coordinates, page_header, sample_size_input, \
+    stop_if_invalid, words_panel
 from ui.errors import reported
 from ui.export import show_table
 from ui.figures import COLOUR_OPTIONS, distribution_figures, sample_map
 from ui.state import get_sample
-from ui.summaries import SAMPLER_HELP, UMAP_HELP, distribution_gaps
+from ui.summaries import UMAP_HELP, distribution_gaps, sampler_help, samplers_help
+from ui.url_state import keep_settings, publish_settings
 
 page_header("Samplers: which points feed the Hessian")
 ctx = load_current()
 if ctx is None:
     st.stop()
 run, dataset, model, view = ctx
+keep_settings("samplers")  # the settings of the last visit, or of the URL (a reload or a shared link)
 
 st.markdown(
     "Each sampler picks **m** training points to estimate the Hessian on. Coloured dots (one colour per class) are "
@@ -24,6 +27,7 @@ st.markdown(
     "and matches the population's "
     "class and confidence distributions. Change the **seed** to see how much each sampler's choice moves."
 )
+words_panel("samplers")
 
 c1, c2, c3, c4 = st.columns([1.2, 1, 1, 2.2])
 with c1:
@@ -36,10 +40,13 @@ with c2:
     colour = st.selectbox("Colour by", COLOUR_OPTIONS, key="smp_colour")
     m = sample_size_input("m (sample size)", dataset.n_train, key="smp_m", what="training points")
 with c3:
-    seed = st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, key="smp_seed")
+    seed = checked_number("Seed", "smp_seed", 0, 1_000_000, 0)
 with c4:
     samplers = st.multiselect("Samplers (up to 3, side by side; same m and seed)", ic.available_samplers(),
                               default=["random", "feature", "logit"], max_selections=3, key="smp_samplers")
+    st.caption(samplers_help(samplers))
+publish_settings("samplers")
+stop_if_invalid(m, seed)
 
 if not samplers:
     st.warning("Choose at least one sampler.")
@@ -63,10 +70,10 @@ for col, name in zip(cols, samplers):
             continue
         idx = np.asarray(sample.indices)
         st.plotly_chart(sample_map(xy, idx, colour, labels, pred, conf, dataset.class_names,
-                                   title=f"{name} (m={len(idx)}, seed={seed})", showlegend=(col is cols[-1])),
+                                   title=name, showlegend=(col is cols[-1])),
                         width="stretch", key=f"smp_map_{name}", config={"displaylogo": False})
-        st.caption(SAMPLER_HELP.get(name, "user-registered sampler")
-                   + ("; importance-weighted (the weights' range is in the table below)"
+        st.caption(f"{len(idx)} points, seed {seed}. " + sampler_help(name)
+                   + (" Importance-weighted (the weights' range is in the table below)"
                       if sample.weights is not None else ""))
         subsets[name] = idx
         gaps = distribution_gaps(labels, conf, idx, dataset.n_classes)

@@ -10,11 +10,15 @@ import streamlit as st
 import influence_core as ic
 from influence_core.evaluation import metrics
 from ui.config import INFLUENCE_PAGE_DEFAULTS as DEFAULTS
-from ui.components import load_current, page_header, sample_size_input, show_inputs
+from ui.components import checked_number, load_current, page_header, sample_size_input, scroll_to, show_inputs, \
+    stop_if_invalid, words_panel
 from ui.errors import reported
 from ui.export import show_table
-from ui.figures import COLOUR_OPTIONS, influence_map, nowrap, score_text, strip_figure, trace_figure
-from ui.selection import parse_selection
+from ui.figures import COLOUR_OPTIONS, computed_caption, influence_map, nowrap, score_text, strip_figure, \
+    trace_figure
+from ui.selection import parse_selection, prefer_drawn_on_top
+from ui.summaries import samplers_help
+from ui.url_state import keep_settings, publish_settings
 from ui.state import (INTERACTIVE_EXACT_MAX_PARAMS, SOLVER_OPTIONS, get_projection, get_sample, influence_rows,
                       reference_solver, reference_spec, seed_spread)
 
@@ -29,11 +33,17 @@ MAP_KEY = "inf_map"
 
 # A click on a test point in the map (previous interaction) picks it: handled before the widgets are created.
 event = st.session_state.get(MAP_KEY)
-clicked = parse_selection(event, n_train, n_test).clicked_test_row()
+picked = parse_selection(event, n_train, n_test)
+if not picked.region and len(picked.train_rows) == 1:  # the test cross drawn over a dot wins (ui.selection)
+    shown = get_projection(run, st.session_state.get("inf_space", "features"), "pca")
+    picked = prefer_drawn_on_top(picked, shown[:n_train], shown[n_train:])
+clicked = picked.clicked_test_row()
 if clicked is not None and clicked != st.session_state.get("inf_last_click"):
     st.session_state["inf_last_click"] = clicked
     st.session_state["inf_clicked"] = clicked
     st.session_state["inf_mode"] = MODES[0]
+    st.session_state["inf_scroll"] = True  # the result is above the map: bring it into view (below)
+keep_settings("influence")  # the settings of the last visit, or of the URL (a reload or a shared link)
 
 wrong = np.flatnonzero(view.test_pred != dataset.y_test)
 st.markdown(
@@ -42,11 +52,12 @@ st.markdown(
     "removed (positive = helpful, negative = harmful), with the Hessian H estimated on sampler A's sample (Gauss-Newton "
     "curvature + damping)."
 )
+words_panel("influence")
 c1, c2, c3, c4 = st.columns([1.3, 1.2, 1.2, 1.2])
 with c1:
     mode = st.radio("Pick the test point", MODES, key="inf_mode")
     if mode == "by index":
-        test_index = int(st.number_input("Test index", min_value=0, max_value=n_test - 1, value=0, key="inf_index"))
+        test_index = checked_number("Test index", "inf_index", 0, n_test - 1, 0)
     elif mode == "misclassified":
         if len(wrong) == 0:
             st.info("The model gets every test point right; showing test point 0.")
@@ -61,13 +72,16 @@ with c1:
         st.caption(f"Test point #{test_index} (click another cross on the map to change it)")
 samplers = ic.available_samplers()
 with c2:
-    sampler_a = st.selectbox("Sampler A", samplers, index=samplers.index(DEFAULTS["sampler_a"]), key="inf_a")
-    sampler_b = st.selectbox("Sampler B (compared)", samplers, index=samplers.index(DEFAULTS["sampler_b"]),
-                             key="inf_b")
+    for key, default in (("inf_a", DEFAULTS["sampler_a"]), ("inf_b", DEFAULTS["sampler_b"])):
+        if st.session_state.get(key) not in samplers:
+            st.session_state[key] = default
+    sampler_a = st.selectbox("Sampler A", samplers, key="inf_a")
+    sampler_b = st.selectbox("Sampler B (compared)", samplers, key="inf_b")
+    st.caption(samplers_help(dict.fromkeys([sampler_a, sampler_b])))
 with c3:
     m = sample_size_input("m (Hessian sample size)", n_train, key="inf_m", what="training points",
                           default=DEFAULTS["m"])
-    seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=DEFAULTS["seed"], key="inf_seed"))
+    seed = checked_number("Seed", "inf_seed", 0, 1_000_000, DEFAULTS["seed"])
 with c4:
     small = view.n_params <= INTERACTIVE_EXACT_MAX_PARAMS  # exact: one factorisation per sample, then every test point is cheap
     solver = st.selectbox("Solver", ic.available_solvers(), index=0 if small else 1, key="inf_solver",
@@ -75,11 +89,13 @@ with c4:
                                "lissa: Neumann series with automatic scale; low_rank: exact Gauss-Newton by "
                                "Woodbury; kfac/ekfac: Kronecker-factored Gauss-Newton per layer, fitted on the "
                                "sample (true Fisher); arnoldi: top-50 eigenpairs of the sampled Gauss-Newton")
-    damping = float(st.number_input("Damping δ", min_value=0.0, value=DEFAULTS["damping"], format="%.4f",
-                                    key="inf_damping"))
+    damping = checked_number("Damping δ", "inf_damping", 0.0, None, DEFAULTS["damping"], integer=False,
+                             format="%.4f")
     k = int(st.slider("Top k", 3, 16, 8, key="inf_k"))
 compare_full = st.toggle(f"Compare with the full-data Hessian ({n_train} points, {reference_solver(run)} solver)",
                          value=True, key="inf_full")
+publish_settings("influence")
+stop_if_invalid(test_index, m, seed, damping)
 
 # ------------------------------------------------------------------------------------------------ computation
 specs = {"A": (sampler_a, m, seed, solver), "B": (sampler_b, m, seed, solver)}
@@ -97,18 +113,14 @@ scores = {key: row["scores"] for key, row in rows.items()}
 top = ic.top_influences(scores["A"], k)
 y_t, p_t = dataset.y_test[test_index], view.test_pred[test_index]
 
+st.html('<div id="inf-results"></div>')
 left, right = st.columns([1, 4])
 with left:
     st.markdown(f"**Test point #{test_index}**")
     show_inputs(dataset, dataset.X_test[test_index:test_index + 1],
                 [f"true {dataset.class_names[y_t]}, predicted {dataset.class_names[p_t]} "
                  f"({view.test_conf[test_index]:.0%})"], per_row=1, key="inf_test")
-    first = rows["A"]["seconds"]
-    when = (f"in {elapsed:.2f} s just now" if elapsed >= 0.5 * first else
-            f"from the cache in {elapsed:.2f} s (first computed in {first:.2f} s)")
-    st.caption(f"A: {rows['A']['method']} solve of {rows['A']['solve_seconds']:.2f} s, "
-               f"{rows['A']['iterations']} iterations; scores of all {n_train} training points for "
-               f"{len(rows)} Hessians {when} (measured, this machine)")
+    st.caption(computed_caption(rows["A"], elapsed, n_train, len(rows)))
 with right:
     tabs = st.tabs([names[key] for key in rows])
     for tab, key in zip(tabs, rows):
@@ -121,6 +133,9 @@ with right:
                             [nowrap(f"#{i} ({dataset.class_names[dataset.y_train[i]]})") + " " + score_text(s)
                              for i, s in zip(idx, sc)],
                             per_row=8, key=f"inf_{key}_{kind}")
+
+if st.session_state.pop("inf_scroll", False):
+    scroll_to("inf-results")
 
 # ------------------------------------------------------------------------------------------------ map
 st.subheader("Map")

@@ -9,19 +9,22 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from influence_core import mean_std
-from ui.components import load_current, page_header, sample_size_input
+from influence_core import mean_std, per_class_accuracy
+from ui.components import (checked_number, load_current, page_header, sample_size_input, stop_if_invalid,
+                           words_panel)
 from ui.errors import reported
-from ui.export import show_table
+from ui.export import readable, show_table
 from ui.figures import alpha_path_figure, per_class_figure
-from ui.state import clear_cancelled, reference_predictions, removal_run, removal_solver_choices
-from influence_core import per_class_accuracy
+from ui.state import clear_cancelled, reference_predictions, removal_is_cached, removal_run, removal_solver_choices
+from ui.summaries import samplers_help
+from ui.url_state import keep_settings, publish_settings
 
 page_header("Class removal: forget one class with an influence update")
 ctx = load_current()
 if ctx is None:
     st.stop()
 run, dataset, model, view = ctx
+keep_settings("removal")  # the settings of the last visit, or of the URL (a reload or a shared link)
 
 st.markdown(
     r"Removing class *c* is predicted by one Newton step $\theta + \alpha\,\Delta$ with "
@@ -32,8 +35,9 @@ st.markdown(
     "on the test set). The **honest F1** is measured on the reporting half of the test set at the α chosen on the "
     "other (selection) half. The **random** sampler is always included as the baseline."
 )
+words_panel("removal")
 
-c1, c2, c3, c4 = st.columns([1, 2, 1, 1.3])
+c1, c2, c3 = st.columns([1, 2.2, 1.1])
 with c1:
     removed = int(st.selectbox("Class to remove", list(range(dataset.n_classes)), key="rm_class",
                                format_func=lambda c: str(dataset.class_names[c])))
@@ -44,6 +48,7 @@ with c2:
     chosen = st.multiselect("Samplers (random is the baseline, always run)", ic.available_samplers(),
                             default=["feature", "logit"], key="rm_samplers")
     samplers = list(dict.fromkeys(["random", *chosen]))
+    st.caption(samplers_help(samplers))
     n_seeds = int(st.slider("Seeds per sampler", 1, 10, 3, key="rm_seeds"))
 with c3:
     removal_solvers = removal_solver_choices()
@@ -51,15 +56,26 @@ with c3:
                           help="the paper uses LiSSA (automatic scale here); cg is faster on this small model; "
                                "kfac/ekfac: Kronecker-factored Gauss-Newton per layer; arnoldi: top-50 "
                                "eigenpairs (all registered solvers are listed)")
-    damping = float(st.number_input("Damping δ", min_value=0.0, value=0.01, format="%.4f", key="rm_damping"))
+    damping = checked_number("Damping δ", "rm_damping", 0.0, None, 0.01, integer=False, format="%.4f")
+c4, c5, c6 = st.columns([1.4, 1, 1])  # a second row: full labels even at a projector's 1024 px
 with c4:
-    reference = st.toggle("Retrain-from-scratch reference", value=True, key="rm_reference",
-                          help="retrains the model without the class once (cached)")
+    reference = st.toggle("Compare with retraining", value=True, key="rm_reference",
+                          help="retrains the model from scratch without the class, once (cached), as the reference")
+with c5:
     memory = st.toggle("Peak memory", value=False, key="rm_memory",
                        help="measure the peak resident memory of each solve in a fresh process per run (slower)")
+with c6:
     go_run = st.button("Run class removal", type="primary", key="rm_run")
+publish_settings("removal")
+stop_if_invalid(m, damping)
 
 config = (run, removed, tuple(samplers), m, n_seeds, solver, damping, reference, memory)
+if not go_run and (st.session_state.get("rm_results") or {}).get("config") != config and all(
+        removal_is_cached(run, removed, name, m, s, solver, damping, reference, memory)
+        for name in samplers for s in range(n_seeds)):  # computed before (e.g. by the lesson): shown at once
+    st.session_state["rm_results"] = {"config": config, "records": [
+        removal_run(run, removed, name, m, s, solver, damping, reference, memory)
+        for name in samplers for s in range(n_seeds)]}
 if go_run:
     clear_cancelled()  # an explicit request: a removal cancelled before runs again
     records = []
@@ -97,13 +113,13 @@ cname = dataset.class_names[removed]
 flat = []
 for r in records:
     row = {"sampler": r["sampler"], "seed": r["seed"], "m": r["m"], "solver": r["solver"],
-           "honest F1 (report half, chosen α)": r["selected"]["f1"], "chosen α": r["selected"]["alpha"],
+           "honest F1": r["selected"]["f1"], "chosen α": r["selected"]["alpha"],
            "F1 (α=1)": r["at_one"]["f1"], "forget (α=1)": r["at_one"]["forget"],
            "retain (α=1)": r["at_one"]["retain"], "best F1 (oracle)": r["best"]["f1"], "best α": r["best"]["alpha"],
            "forget (best α)": r["best"]["forget"], "retain (best α)": r["best"]["retain"],
            "self-loss (α=1)": r["at_one"]["self_loss"], "consistency (α=1)": r["at_one"]["consistency"],
-           "solver s": r["solver_seconds"], "iterations": r["iterations"], "converged": r["converged"],
-           "peak memory MB": r["peak_memory"]["peak_kb"] / 1024 if r.get("peak_memory") else np.nan}
+           "solve time (s)": r["solver_seconds"], "iterations": r["iterations"], "converged": r["converged"],
+           "peak memory (MB)": r["peak_memory"]["peak_kb"] / 1024 if r.get("peak_memory") else np.nan}
     flat.append(row)
 table = pd.DataFrame(flat)
 
@@ -111,8 +127,8 @@ st.subheader(f"Removing class {cname}: each sampler against the random baseline 
 summary = []
 for name, group in table.groupby("sampler", sort=False):
     entry = {"sampler": name, "runs": len(group)}
-    for col in ("honest F1 (report half, chosen α)", "F1 (α=1)", "best F1 (oracle)", "forget (best α)",
-                "retain (best α)", "solver s", "peak memory MB"):
+    for col in ("honest F1", "F1 (α=1)", "best F1 (oracle)", "forget (best α)",
+                "retain (best α)", "solve time (s)") + (("peak memory (MB)",) if memory else ()):
         mu, sd = mean_std(group[col].to_numpy())
         entry[col] = "n/a" if np.isnan(mu) else f"{mu:.3f} ± {sd:.3f}"
     summary.append(entry)
@@ -148,9 +164,9 @@ if ref:
     r3.metric("Reference retain", f"{rm['retain']:.3f}")
     r4.metric("Retraining time", f"{(ref.get('training_report') or {}).get('seconds', float('nan')):.1f} s")
     agree = pd.DataFrame([{"sampler": r["sampler"], "seed": r["seed"],
-                           "agreement with reference (α=1)": r["reference"]["prediction_agreement"]["alpha_1"],
+                           "agreement (α=1)": r["reference"]["prediction_agreement"]["alpha_1"],
                            "agreement (best α)": r["reference"]["prediction_agreement"]["best_alpha"],
-                           "agreement (report half, chosen α)": r["reference"]["report_agreement"]["selected_alpha"],
+                           "agreement (honest)": r["reference"]["report_agreement"]["selected_alpha"],
                            "relative distance (chosen α)": r["reference"]["relative_distance"]["selected_alpha"],
                            "‖θ(1) − θ_ref‖": r["reference"]["param_distance"]["alpha_1"],
                            "‖θ − θ_ref‖ (no update)": r["reference"]["param_distance"]["original"]}
@@ -158,10 +174,11 @@ if ref:
     show_table(agree, f"class_removal_{removed}_vs_retraining", key="rm_agree")
 
 with st.expander("All runs"):
-    st.dataframe(table, hide_index=True, width="stretch")
+    st.dataframe(readable(table), hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
 d1.download_button("Download the runs as CSV", table.to_csv(index=False).encode(),
                    file_name=f"class_removal_{removed}.csv", mime="text/csv", key="rm_csv")
-d2.download_button("Download the full records as JSON (config, seeds, sampled indices, paths)",
+d2.download_button("Download the records as JSON",
                    json.dumps({"run_config": run.to_dict(), "records": records}, indent=1).encode(),
-                   file_name=f"class_removal_{removed}.json", mime="application/json", key="rm_json")
+                   file_name=f"class_removal_{removed}.json", mime="application/json", key="rm_json",
+                   help="the configuration, seeds, sampled indices and α paths of every run")

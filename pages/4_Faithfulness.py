@@ -8,13 +8,14 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import page_header
+from ui.components import page_header, words_panel
 from ui.errors import reported
 from ui.export import chart, show_table
-from ui.faithfulness import BUDGETS, available_studies, best_within_budget, budget_verdict, load_study, \
+from ui.faithfulness import BUDGETS, available_studies, study_for, best_within_budget, budget_verdict, load_study, \
     lds_vs_cost_figure, lds_vs_m_figure
 from ui.live import is_cached, live_lds, live_lds_allowed, live_lds_key
 from ui.state import clear_cancelled, current_run, ensure_model
+from ui.url_state import keep_settings, publish_settings
 
 page_header("Faithfulness: which sampler, for my budget?")
 st.markdown(
@@ -25,12 +26,19 @@ st.markdown(
     "is influence with the Hessian of the whole training set (the best a sample can hope to match); **gradient dot** "
     "ignores the Hessian. Bands are ± one standard deviation across sampler seeds."
 )
+words_panel("faithfulness")
+keep_settings("faithfulness")  # the settings of the last visit, or of the URL (a reload or a shared link)
 
 names = available_studies()
 if not names:
     st.warning("No committed LDS study found in docs/lds (run `python -m influence_core lds study`).")
     st.stop()
-name = st.selectbox("Committed study (docs/lds)", names, key="faith_study")
+if st.session_state.get("faith_study") not in names:  # first visit: the study of the current model, if any
+    own = study_for(current_run())
+    st.session_state["faith_study"] = own if own in names else names[0]
+name = st.selectbox("Committed study (docs/lds)", names, key="faith_study",
+                    help="each study is of one model (its caption names it); the one of the current model is "
+                         "chosen first when there is one")
 with reported("Could not read the committed study") as outcome:
     study = load_study(name)
 if outcome.failed:
@@ -53,16 +61,15 @@ default = values[len(values) // 2] if values else 1.0
 if "faith_limit" not in st.session_state or st.session_state.get("faith_limit_kind") != budget:
     st.session_state["faith_limit"] = float(default)
     st.session_state["faith_limit_kind"] = budget
-limit = b2.number_input(f"At most ({BUDGETS[budget]})", min_value=0.0, key="faith_limit",
+limit = b2.number_input(f"At most ({BUDGETS[budget]})", min_value=0.0, key="faith_limit", format="%g",
                         help="the configurations of the study whose measured cost is within this budget compete; "
                              "each sampler is shown at its best m within it")
+publish_settings("faithfulness")
 ranked = best_within_budget(rows, budget, float(limit))
 st.markdown(budget_verdict(ranked, budget, float(limit)))
 if ranked:
     cols = ["sampler", "m", "lds_mean", "lds_std", "margin"] + (["solve_seconds", "peak_mb"] if study.has_cost else [])
-    show_table(pd.DataFrame(ranked)[cols].rename(columns={"lds_mean": "LDS (mean over seeds)", "lds_std": "LDS std",
-                                                     "margin": "lead over the next"}),
-          f"budget_{name}_{budget}", key="faith_budget_table")
+    show_table(pd.DataFrame(ranked)[cols], f"budget_{name}_{budget}", key="faith_budget_table")
 if study.has_cost:
     c1, c2 = st.columns(2)
     with c1:

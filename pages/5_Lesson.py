@@ -8,19 +8,21 @@ import streamlit as st
 
 import influence_core as ic
 from influence_core.evaluation import metrics
-from ui.components import page_header, show_inputs
+from ui.components import page_header, scroll_to, show_inputs, words_panel
 from ui.config import DEFAULT_RUN
 from ui.errors import reported
 from ui.export import chart, show_table
-from ui.faithfulness import available_studies, best_within_budget, budget_verdict, lds_vs_m_figure, load_study
+from ui.faithfulness import best_within_budget, budget_verdict, lds_vs_m_figure, load_study, study_for
 from ui.figures import nowrap, sample_map, score_text
-from ui.lesson import LESSON_CLASS, LESSON_M, LESSON_REMOVAL_M, LESSON_SAMPLERS, LESSON_SEEDS, MISLABEL_SHARE, \
-    STEPS, lesson_run
+from ui.lesson import BUTTON_LABELS, LESSON_CLASS, LESSON_M, LESSON_REMOVAL_M, LESSON_SAMPLERS, LESSON_SEEDS, \
+    MISLABEL_SHARE, MISLABEL_STUDY, SEED_STUDY, STEPS, lds_claims, lesson_run, load_mislabel_study, load_seed_study, \
+    map_claims, mislabel_claims, mislabel_study_claims, removal_claims, seed_stats, seed_study_claims, seeds_claims
 from ui.live import mislabel_demo
 from ui.state import clear_cancelled, reference_solver, current_run, ensure_model, get_dataset, get_projection, get_sample, \
     get_view, influence_rows, reference_spec, removal_run, set_run
 from ui.story_figures import detection_figure
-from ui.summaries import SAMPLER_HELP, distribution_gaps
+from ui.summaries import distribution_gaps, sampler_help
+from ui.url_state import keep_settings, publish_settings
 
 page_header("Workshop lesson: influence functions in six steps")
 st.markdown(
@@ -29,19 +31,23 @@ st.markdown(
     "digits data (8x8 handwritten digits) and the model trained on the home page when it is a digits MLP or "
     "logistic regression, else the default digits MLP."
 )
+words_panel("lesson")
+keep_settings("lesson")  # the step shown last, or the one in the URL (a reload or a shared link)
 DAMPING = 0.01
 run = lesson_run(current_run(), DEFAULT_RUN)
 
 cols = st.columns(3)
 for i, step in enumerate(STEPS):
-    if cols[i % 3].button(step.title, key=f"lesson_go_{step.key}", width="stretch"):
+    if cols[i % 3].button(BUTTON_LABELS[step.key], key=f"lesson_go_{step.key}", width="stretch", help=step.title):
         st.session_state["lesson_step"] = step.key
         st.session_state["lesson_setup"] = step.key  # apply the settings in this run (below, once the model exists)
+        st.session_state["lesson_scroll"] = True  # bring the step's result into view once it is drawn
         clear_cancelled()  # a step's button is an explicit request: what was cancelled before runs again
+publish_settings("lesson")
 
 active = st.session_state.get("lesson_step")
 if active is None:
-    st.info("Press **1. What is an influence score?** to start.")
+    st.info(f"Press **{BUTTON_LABELS[STEPS[0].key]}** to start.")
     st.stop()
 step = next(s for s in STEPS if s.key == active)
 
@@ -58,9 +64,11 @@ test_index = int(wrong[0]) if len(wrong) else 0  # a misclassified test point ha
 if st.session_state.pop("lesson_setup", None) == step.key:
     for key, value in step.settings(test_index).items():
         st.session_state[key] = value
+    if step.key == "lds" and study_for(run):  # the Faithfulness page opens on the study of this very model
+        st.session_state["faith_study"] = study_for(run)
 solver = reference_solver(run)  # exact for small models (one factorisation), else CG
 
-st.header(step.title)
+st.header(step.title, anchor="lesson-step")
 st.markdown(f"**What this shows.** {step.goal}")
 st.markdown(f"**What to look at.** {step.look_at}")
 y_t, p_t = dataset.y_test[test_index], view.test_pred[test_index]
@@ -88,9 +96,11 @@ if step.key == "score":
             st.markdown("**Top 5 harmful** (removing them would lower the test loss most)")
             thumbnails(top["harmful"], top["harmful_scores"], "lesson_harmful")
         same = int(np.sum(dataset.y_train[top["helpful"]] == y_t))
+        harm_pred = int(np.sum(dataset.y_train[top["harmful"]] == p_t))
         st.markdown(f"{same} of the 5 most helpful training points carry the test point's true label "
                     f"**{names[y_t]}**; the most harmful ones are labelled "
-                    + ", ".join(f"**{names[c]}**" for c in dataset.y_train[top["harmful"]]) + ".")
+                    + ", ".join(f"**{names[c]}**" for c in dataset.y_train[top["harmful"]])
+                    + (f" ({harm_pred} of them with the predicted label **{names[p_t]}**)." if p_t != y_t else "."))
 
 elif step.key == "seeds":
     ref = reference_spec(run)
@@ -101,25 +111,34 @@ elif step.key == "seeds":
         rows = influence_rows(run, (ref, *specs), DAMPING, test_index)
     if not outcome.failed:
         full = rows[0]["scores"]
-        per_seed, spread = [], []
+        per_seed, stats = [], []
         for name in compared:
-            mine = [(spec[2], row) for spec, row in zip(specs, rows[1:]) if spec[0] == name]
-            tops = [ic.top_influences(row["scores"], 10)["helpful"] for _, row in mine]
-            rho = [metrics.spearman(row["scores"], full) for _, row in mine]
-            per_seed += [{"sampler": name, "seed": s, "top-5 helpful": ", ".join(f"#{i}" for i in t[:5]),
-                          "Spearman with full data": r,
-                          "top-10 overlap with full data": metrics.topk_overlap(row["scores"], full, 10)}
-                         for (s, row), t, r in zip(mine, tops, rho)]
-            pair = [len(np.intersect1d(a, b)) / 10 for i, a in enumerate(tops) for b in tops[i + 1:]]
-            spread.append({"sampler": name, "pair": float(np.mean(pair)), "lo": min(rho), "hi": max(rho)})
+            mine = [(spec[2], row["scores"]) for spec, row in zip(specs, rows[1:]) if spec[0] == name]
+            stats.append(seed_stats(name, [sc for _, sc in mine], full, 10))
+            per_seed += [{"sampler": name, "seed": seed, "top-5 helpful":
+                          ", ".join(f"#{i}" for i in ic.top_influences(sc, 5)["helpful"]),
+                          "Spearman vs full data": metrics.spearman(sc, full),
+                          "top-10 vs full data": metrics.topk_overlap(sc, full, 10)}
+                         for seed, sc in mine]
         st.markdown(f"Test point **#{test_index}** (true {names[y_t]}, predicted {names[p_t]}); the Hessian on "
-                    f"{LESSON_M} training points, seeds 0–{LESSON_SEEDS - 1}, drawn by the random sampler and, for "
-                    "comparison, by the importance sampler.")
-        for col, rec in zip(st.columns(len(spread)), spread):
-            col.metric(f"{rec['sampler']}: top-10 helpful shared by two seeds (mean over pairs)", f"{rec['pair']:.0%}")
-            col.metric(f"{rec['sampler']}: Spearman with the full-data scores (range over seeds)",
-                       f"{rec['lo']:.2f} – {rec['hi']:.2f}")
+                    f"{LESSON_M} training points, seeds 0–{LESSON_SEEDS - 1}, drawn by the random sampler and by "
+                    "the importance sampler.")
+        for col, rec in zip(st.columns(len(stats)), stats):
+            col.metric(f"{rec.sampler}: top-10 shared by two seeds", f"{rec.top_shared:.0%}")
+            col.metric(f"{rec.sampler}: Spearman between two seeds", f"{rec.seed_rho:.2f}")
+            col.metric(f"{rec.sampler}: Spearman with full data", f"{rec.full_rho:.2f}",
+                       help=f"range over seeds {rec.full_rho_lo:.2f} – {rec.full_rho_hi:.2f}")
+        st.markdown("**What the numbers say.**\n\n" + "\n\n".join(f"- {c}" for c in seeds_claims(stats, LESSON_M)))
         show_table(pd.DataFrame(per_seed), f"lesson_seeds_test{test_index}", key="lesson_seeds_table")
+        seed_study = load_seed_study(run)
+        if seed_study is not None:
+            st.markdown(f"**At other m** (committed measurement on this model, {len(seed_study['test_points'])} test "
+                        f"points, {seed_study['seeds']} seeds; `{SEED_STUDY}`)\n\n"
+                        + "\n\n".join(f"- {c}" for c in seed_study_claims(seed_study["rows"])))
+            show_table(pd.DataFrame([{"sampler": r["sampler"], "m": r["m"], "top-10 shared":
+                                      r["top10_shared"], "ρ between seeds": r["seed_spearman"],
+                                      "ρ vs full data": r["full_spearman"]} for r in seed_study["rows"]
+                                     if r["sampler"] in compared]), "lesson_seed_study", key="lesson_seed_study")
 
 elif step.key == "map":
     with reported("Could not draw the samples") as outcome:
@@ -130,14 +149,17 @@ elif step.key == "map":
         for col, (name, idx) in zip(cols, samples.items()):
             with col:
                 chart(sample_map(xy, idx, "label", dataset.y_train, view.train_pred, view.train_conf, names,
-                                 title=f"{name} (m={LESSON_M}, seed 0)", showlegend=col is cols[-1]),
+                                 title=name, showlegend=col is cols[-1]),
                       f"lesson_map_{name}", key=f"lesson_map_{name}")
-                st.caption(SAMPLER_HELP.get(name, ""))
-        gaps = pd.DataFrame([{"sampler": name, "classes covered": int(len(np.unique(dataset.y_train[idx]))),
-                              **distribution_gaps(dataset.y_train, view.train_conf, idx, dataset.n_classes)}
-                             for name, idx in samples.items()]).rename(
-            columns={"class_tv": "class TV distance", "confidence_tv": "confidence TV distance"})
-        show_table(gaps, "lesson_sample_gaps", key="lesson_gaps")
+                st.caption(sampler_help(name))
+        rows = [{"sampler": name, "classes covered": int(len(np.unique(dataset.y_train[idx]))),
+                 **distribution_gaps(dataset.y_train, view.train_conf, idx, dataset.n_classes),
+                 "mean confidence": float(np.mean(view.train_conf[idx]))} for name, idx in samples.items()]
+        st.markdown("**What the numbers say.**\n\n" + "\n\n".join(
+            f"- {c}" for c in map_claims(rows, float(np.mean(view.train_conf)))))
+        show_table(pd.DataFrame(rows).rename(columns={"class_tv": "class TV distance",
+                                                      "confidence_tv": "confidence TV distance"}),
+                   "lesson_sample_gaps", key="lesson_gaps")
 
 elif step.key == "removal":
     records = []
@@ -158,27 +180,35 @@ elif step.key == "removal":
         ref = records[0]["reference"]
         rows = pd.DataFrame([{
             "sampler": r["sampler"], "m": r["m"],
+            "F1 (α = 1)": r["at_one"]["f1"], "forget (α = 1)": r["at_one"]["forget"],
             "honest F1": r["selected"]["f1"], "α chosen": r["selected"]["alpha"],
-            "agreement with retrained (chosen α)": r["reference"]["report_agreement"]["selected_alpha"],
+            "agreement (chosen α)": r["reference"]["report_agreement"]["selected_alpha"],
             "agreement (α = 1)": r["reference"]["report_agreement"]["alpha_1"],
-            "distance to retrained θ (relative)": r["reference"]["relative_distance"]["selected_alpha"],
-            "solver s": r["solver_seconds"]} for r in records])
+            "θ distance (chosen α)": r["reference"]["relative_distance"]["selected_alpha"],
+            "solve (s)": r["solver_seconds"]} for r in records])
         st.markdown(f"Removing class **{names[LESSON_CLASS]}** with m = {LESSON_REMOVAL_M}. The model retrained "
                     f"from scratch without it reaches F1 **{ref['metrics']['f1']:.3f}**; before any update the "
                     f"original model agrees with it on {ref['report_agreement']['original']:.1%} of the reporting "
                     "half.")
+        st.markdown("**What the numbers say.**\n\n" + "\n\n".join(
+            f"- {c}" for c in removal_claims(records, str(names[LESSON_CLASS]))))
         show_table(rows, f"lesson_removal_class{LESSON_CLASS}", key="lesson_removal_table")
 
 elif step.key == "lds":
-    studies = available_studies()
-    if "digits_mlp" not in studies:
-        st.warning("The committed digits MLP study (docs/lds/digits_mlp.json) is missing.")
+    name = study_for(run)
+    if name is None:
+        st.warning(f"No committed LDS study in docs/lds is of the lesson's model ({run.model.arch}, hidden width "
+                   f"{run.model.hidden}, {run.model.epochs} epochs on {run.data.label()}), and a study of another "
+                   "model would not describe this one. Train the default digits MLP on the home page, or run a "
+                   "small live LDS on the Faithfulness page.")
     else:
-        study = load_study("digits_mlp")
-        chart(lds_vs_m_figure(study.rows, study.baselines, study.ceiling, title="LDS against m: digits MLP "
-                              "(committed study)"), "lesson_lds_vs_m", key="lesson_lds")
-        st.markdown(budget_verdict(best_within_budget(study.rows, "m", 128), "m", 128))
-        st.caption(study.title)
+        study = load_study(name)
+        chart(lds_vs_m_figure(study.rows, study.baselines, study.ceiling, title="LDS against m (committed study "
+                              "of this model)"), "lesson_lds_vs_m", key="lesson_lds")
+        st.caption(f"{study.title}. Source: `{study.info['path']}`.")
+        st.markdown("**What the numbers say.**\n\n" + "\n\n".join(
+            f"- {c}" for c in [*lds_claims(study.rows, study.baselines, study.ceiling, 128),
+                               budget_verdict(best_within_budget(study.rows, "m", 128), "m", 128)]))
 
 elif step.key == "mislabel":
     slot = st.empty()
@@ -192,11 +222,16 @@ elif step.key == "mislabel":
     if not outcome.failed:
         chart(detection_figure(result.curves, MISLABEL_SHARE), "lesson_mislabel_curve", key="lesson_mislabel")
         summary = pd.DataFrame(result.summary())
-        si = next(r for r in result.summary() if r["ranking"] == "self-influence")
-        st.markdown(f"{len(result.flipped)} of {dataset.n_train} labels flipped (seed 0). Inspecting the 10% of "
-                    f"the training set with the highest self-influence finds **{si['found after 10%']:.0%}** of "
-                    "them; random inspection would find about 10%. Test accuracy of the model trained on the noisy "
-                    f"labels: {result.test_accuracy:.1%}.")
+        by = {r["ranking"]: r for r in result.summary()}
+        st.markdown(f"{len(result.flipped)} of {dataset.n_train} labels flipped (seed 0); random inspection of 10% "
+                    "of the training set would find about 10% of them. Test accuracy of the model trained on the "
+                    f"noisy labels: {result.test_accuracy:.1%}.")
+        st.markdown("**What the numbers say.**\n\n" + "\n\n".join(f"- {c}" for c in mislabel_claims(
+            {k: v["AUC"] for k, v in by.items()}, {k: v["found after 10%"] for k, v in by.items()})))
+        mislabel_study = load_mislabel_study()
+        if mislabel_study is not None:
+            st.markdown(f"**When does self-influence win?** (committed measurement on digits, `{MISLABEL_STUDY}`)"
+                        "\n\n" + "\n\n".join(f"- {c}" for c in mislabel_study_claims(mislabel_study["rows"])))
         show_table(summary, "lesson_mislabel_summary", key="lesson_mislabel_table")
         order = result.curves["self-influence"]["order"][:10]
         st.markdown("**The 10 training points with the highest self-influence** (✗ = its label was flipped)")
@@ -206,4 +241,6 @@ elif step.key == "mislabel":
                      for i in order], per_row=5, key="lesson_mislabel_top")
 
 st.markdown(f"**Exercise.** {step.exercise}")
-st.page_link(step.page, label=step.page_label, icon="➡️")
+st.page_link(step.page, label="→ " + step.page_label)
+if st.session_state.pop("lesson_scroll", False):
+    scroll_to("lesson-step")

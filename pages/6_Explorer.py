@@ -7,15 +7,17 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import load_current, map_coordinates, page_header, sample_size_input, show_inputs
+from ui.components import checked_number, load_current, map_coordinates, page_header, sample_size_input, \
+    show_inputs, stop_if_invalid, words_panel
 from ui.errors import reported
 from ui.explore import class_mix, clean_slice_name, nearest_neighbours, slice_against_sample, slice_influence
 from ui.export import chart, show_table
 from ui.figures import COLOUR_OPTIONS, influence_map, nowrap
 from ui.live import curvature, self_influence
-from ui.selection import parse_selection
-from ui.state import reference_solver, get_sample, influence_rows, reference_spec
+from ui.selection import parse_selection, prefer_drawn_on_top
+from ui.state import get_projection, get_sample, influence_rows, projection_ready, reference_solver, reference_spec
 from ui.story_figures import add_focus, score_map, slice_mix_figure
+from ui.url_state import keep_settings, publish_settings
 
 page_header("Explorer: neighbours, slices and scores on the map")
 ctx = load_current()
@@ -30,11 +32,18 @@ solver = reference_solver(run)  # exact for small models (one factorisation), el
 
 # A click on one point of the map (previous interaction) makes it the focus: handled before the widgets exist.
 sel = parse_selection(st.session_state.get(MAP_KEY), n_train, n_test)
+if not sel.region and len(sel.train_rows) == 1:  # a click: the test cross drawn over a dot wins (ui.selection)
+    shown_space = st.session_state.get("exp_space", "features")
+    shown_method = st.session_state.get("exp_method", "pca")
+    shown = get_projection(run, shown_space, shown_method if projection_ready(run, shown_space, shown_method)
+                           else "pca")
+    sel = prefer_drawn_on_top(sel, shown[:n_train], shown[n_train:])
 if not sel.region and len(sel.train_rows) + len(sel.test_rows) == 1:
     clicked = ("train", sel.train_rows[0]) if sel.train_rows else ("test", sel.test_rows[0])
     if clicked != st.session_state.get("exp_last_click"):
         st.session_state["exp_last_click"] = clicked
         st.session_state["exp_index_kind"], st.session_state["exp_index"] = clicked
+keep_settings("explorer")  # the settings of the last visit, or of the URL (a reload or a shared link)
 
 st.markdown(
     "Click a point on the map (or choose it below) to see its **nearest neighbours** in the model's feature space. "
@@ -42,6 +51,7 @@ st.markdown(
     "**slice**, then compare how each sampler's Hessian sample treats your slices. Every chart has a camera button "
     "in its toolbar (PNG) and every table a CSV button."
 )
+words_panel("explorer")
 c1, c2, c3, c4 = st.columns([1.2, 1.3, 1.2, 1.3])
 with c1:
     space = st.radio("Map of", ["features", "logits"], horizontal=True, key="exp_space")
@@ -60,13 +70,13 @@ with c3:
     kind = st.radio("Focus point", KINDS, horizontal=True, key="exp_index_kind",
                     help="a test point: the influence scores are on it; a training point: its neighbours are shown")
     limit = (n_train if kind == "train" else n_test) - 1
-    if int(st.session_state.get("exp_index", 0)) > limit:
-        st.session_state["exp_index"] = 0
-    index = int(st.number_input("Index", min_value=0, max_value=limit, key="exp_index"))
+    index = checked_number(f"Index ({kind} point)", "exp_index", 0, limit, 0)
     k = int(st.slider("Neighbours", 3, 16, 8, key="exp_k"))
 with c4:
     m = sample_size_input("m (for the samplers)", n_train, key="exp_m", what="training points")
-    seed = int(st.number_input("Seed", min_value=0, max_value=1_000_000, value=0, key="exp_seed"))
+    seed = checked_number("Seed", "exp_seed", 0, 1_000_000, 0)
+publish_settings("explorer")
+stop_if_invalid(index, m, seed)
 test_index = index if kind == "test" else int(st.session_state.get("exp_test_index", 0))
 if kind == "test":
     st.session_state["exp_test_index"] = index
@@ -184,4 +194,7 @@ if not outcome.failed:
                 "Hessian gives it the population share); **curvature share** weighs each point by its "
                 "curvature proxy 1 − Σp²; **slice influence** is the predicted increase of the test loss if the "
                 "whole slice were removed.")
-    show_table(pd.DataFrame(records), "slices_by_sampler", key="exp_slices_table")
+    table = pd.DataFrame(records)
+    first = ["slice", "sampler", "slice influence (sum)", "weight share", "population share"]
+    show_table(table[first + [c for c in table.columns if c not in first]], "slices_by_sampler",
+               key="exp_slices_table")

@@ -26,6 +26,14 @@ def page_header(title: str) -> None:
         st.info(notice, icon="⏹️")
 
 
+def words_panel(page: str) -> None:
+    """An expander "Words on this page" with the glossary entries the page uses (:data:`ui.glossary.PAGE_TERMS`)."""
+    from .glossary import PAGE_TERMS, glossary_markdown
+
+    with st.expander("Words on this page (see also the Glossary page)"):
+        st.markdown(glossary_markdown(PAGE_TERMS[page]))
+
+
 def load_current() -> tuple[RunConfig, ic.Dataset, object, object] | None:
     """The session's run configuration, dataset, model and view (training it with a progress bar if needed).
 
@@ -66,19 +74,56 @@ def show_inputs(dataset: ic.Dataset, X_rows: np.ndarray, captions: Sequence[str]
             st.html(caption_row_html(captions[start:start + per_row], len(chunk)))
 
 
-def sample_size_input(label: str, pool: int, key: str, what: str, default: int = 100) -> int:
-    """A number input for the Hessian sample size m, bounded by the pool it is drawn from (``1 <= m <= pool``).
+def checked_number(label: str, key: str, lo: float, hi: float | None, default: float | int, integer: bool = True,
+                   **kwargs) -> float | int | None:
+    """A number box without browser-side bounds (so what the student typed stays visible) and, under it, one
+    error line with the allowed range when the value is outside ``[lo, hi]`` (:func:`ui.inputs.range_problem`).
+    Returns the value, or None when it is out of range: the page must then compute nothing
+    (:func:`stop_if_invalid`)."""
+    from .inputs import range_problem
 
-    The default is ``min(default, pool)``; a value left from a larger pool (another class, another dataset) is
-    clamped to the new pool before the widget is drawn, and the help text says so."""
-    pool = max(int(pool), 1)
     if key not in st.session_state:
-        st.session_state[key] = min(default, pool)
-    elif int(st.session_state[key]) > pool:
-        st.session_state[key] = pool
-    return int(st.number_input(label, min_value=1, max_value=pool, step=10, key=key,
-                               help=f"1 to {pool}: the {what}. The default is {min(default, pool)} (100, or the "
-                                    "whole pool when it is smaller)."))
+        st.session_state[key] = default
+    # The step's type sets the box's type (no bounds are given): whole numbers show as "5", not "5.00".
+    kwargs.setdefault("step", 1 if integer else 0.001)
+    if integer:
+        st.session_state[key] = int(st.session_state[key]) if float(st.session_state[key]).is_integer() else \
+            st.session_state[key]
+    value = st.number_input(label, key=key, **kwargs)
+    problem = range_problem(value, lo, hi, label, integer)
+    if problem:
+        st.error(problem)
+        return None
+    return int(value) if integer else float(value)
+
+
+def scroll_to(element_id: str) -> None:
+    """Scroll the page so that the element with ``element_id`` (e.g. an ``st.html('<div id=...>')`` anchor) is at
+    the top of the view: the result a click changed, when it is drawn above the control that was clicked."""
+    import json
+
+    from streamlit.components.v1 import html
+
+    html(f"<script>const el = window.parent.document.getElementById({json.dumps(element_id)});"
+         "if (el) el.scrollIntoView({behavior: 'instant', block: 'start'});</script>", height=0)
+
+
+def stop_if_invalid(*values) -> None:
+    """Stop the page (after its controls are drawn) when a checked input is out of range (None)."""
+    if any(v is None for v in values):
+        st.info("Nothing was computed: fix the value marked in red above (its allowed range is under it).")
+        st.stop()
+
+
+def sample_size_input(label: str, pool: int, key: str, what: str, default: int = 100) -> int | None:
+    """A checked number input for the Hessian sample size m, ``1 <= m <= pool`` (the pool it is drawn from).
+
+    The default is ``min(default, pool)``; a value outside the range (typed, or left from a larger pool: another
+    class, another dataset) stays in the box with the allowed range under it, and None is returned."""
+    pool = max(int(pool), 1)
+    return checked_number(label, key, 1, pool, min(default, pool), step=10,
+                          help=f"1 to {pool}: the {what}. The default is {min(default, pool)} (100, or the "
+                               "whole pool when it is smaller).")
 
 
 POLL_SECONDS = 2.0

@@ -108,15 +108,42 @@ _MODEL_QUERY_FIELDS = {"model": ("arch", str), "hidden": ("hidden", int), "epoch
 
 def run_to_query(run: RunConfig) -> dict[str, str]:
     """The data and model choice as URL query parameters (``?data=digits&model=mlp&hidden=32&...``), so a browser
-    reload or a shared link keeps it. An uploaded .npz cannot live in a URL: it is written as ``data=digits`` plus
-    nothing else, and the page says the upload has to be repeated after a reload."""
+    reload or a shared link keeps it. An uploaded .npz cannot live in a URL: it is named there
+    (``data=upload&file=<name>&sha=<first 12 hex digits>``) and :func:`upload_in_query` lets the home page say
+    which file to upload again after a reload."""
     data = run.data if run.data.name != "npz" else DataConfig()
     query = {key: str(getattr(data, attr)) for key, (attr, _) in _QUERY_FIELDS.items()}
+    if run.data.name == "npz":
+        query.update({"data": "upload", "file": run.data.npz_filename or "upload.npz",
+                      "sha": (run.data.npz_digest or "")[:12]})
     query.update({key: repr(getattr(run.model, attr)) if conv is float else str(getattr(run.model, attr))
                   for key, (attr, conv) in _MODEL_QUERY_FIELDS.items()})
     if data.name != "mnist1d":
         query.pop("n")
+    if run.model.polish_steps is not None:
+        query["polish"] = str(run.model.polish_steps)
     return query
+
+
+def upload_in_query(query: dict[str, str]) -> str | None:
+    """The file name of an upload named by the URL (see :func:`run_to_query`), or None."""
+    if query.get("data") != "upload":
+        return None
+    return f"{query.get('file', 'upload.npz')} (SHA-256 {query.get('sha', '?')}…)"
+
+
+def run_label(run: RunConfig, others: list[RunConfig] = ()) -> str:
+    """"mlp on digits", plus the settings that tell ``run`` apart from the ``others`` of the same architecture
+    and data (e.g. "hidden 64, 40 epochs"), so a list of models never shows two equal names."""
+    base = f"{run.model.arch} on {run.data.label()}"
+    same = [o for o in others if o != run and o.model.arch == run.model.arch and o.data == run.data]
+    fields = [("hidden", "hidden {}"), ("epochs", "{} epochs"), ("lr", "lr {:g}"), ("weight_decay", "wd {:g}"),
+              ("seed", "seed {}"), ("polish_steps", "{} polish steps")]
+    if run.model.arch != "mlp":
+        fields = fields[1:]
+    details = [fmt.format(getattr(run.model, attr)) for attr, fmt in fields
+               if any(getattr(o.model, attr) != getattr(run.model, attr) for o in same)]
+    return base + (f" ({', '.join(details)})" if details else "")
 
 
 def run_from_query(query: dict[str, str]) -> RunConfig:
@@ -138,6 +165,10 @@ def run_from_query(query: dict[str, str]) -> RunConfig:
     for key, (attr, conv) in _MODEL_QUERY_FIELDS.items():
         if key in query:
             model_kw[attr] = read(conv, query[key], getattr(ModelConfig, attr))
+    if "polish" in query:
+        polish = read(int, query["polish"], None)
+        if polish is not None and 0 <= polish <= 10_000:
+            model_kw["polish_steps"] = polish
     if data_kw.get("name") not in set(DATASET_CHOICES) - {"npz"}:
         data_kw.pop("name", None)
     if model_kw.get("arch") not in ARCH_CHOICES:

@@ -31,6 +31,7 @@ import plotly.graph_objects as go
 from influence_core import RENAMED_SAMPLERS
 
 from .colours import REFERENCE, sampler_colour
+from .figures import FRAME
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BUDGETS = {"m": "Hessian sample size m", "solve_seconds": "solve time (s)", "peak_mb": "peak memory (MB)"}
@@ -86,6 +87,25 @@ def available_studies(docs: Path = DOCS) -> list[str]:
         if isinstance(data, dict) and {"summary", "baselines", "config"} <= set(data):
             names.append(path.stem)
     return names
+
+
+def study_for(run: Any, docs: Path = DOCS) -> str | None:
+    """The committed LDS study of exactly ``run``'s model (a :class:`ui.config.RunConfig`: same dataset, split
+    seed, architecture, hidden width, epochs, learning rate and weight decay), or None: a study of another model
+    does not describe this one."""
+    want = {"arch": run.model.arch, "seed": run.model.seed, "epochs": run.model.epochs, "lr": run.model.lr,
+            "weight_decay": run.model.weight_decay}
+    if run.model.arch == "mlp":
+        want["hidden"] = [run.model.hidden]
+    for name in available_studies(docs):
+        data = json.loads((docs / "lds" / f"{name}.json").read_text())
+        study = data.get("config", {}).get("study", {})
+        training = _training(data.get("context", {}).get("faithfulness_context", {}))
+        if study.get("dataset") != run.data.name or run.data.seed != study.get("seed"):
+            continue
+        if all(training.get(k) == v for k, v in want.items()):
+            return name
+    return None
 
 
 def _training(context: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +256,7 @@ def lds_vs_m_figure(rows: Sequence[dict[str, Any]], baselines: dict[str, float],
         _band(fig, name, x, mean, std, hover)
     _reference_lines(fig, baselines, ceiling)
     fig.update_xaxes(type="log", title="m (Hessian sample size, log scale)", tickvals=sorted({r["m"] for r in rows}))
-    fig.update_layout(title=title, height=460, margin=dict(l=10, r=10, t=40, b=10), yaxis_title="LDS",
+    fig.update_layout(title=title, height=460, **FRAME, yaxis_title="LDS",
                       legend=dict(orientation="h", yanchor="top", y=-0.15, x=0))
     return fig
 
@@ -261,7 +281,7 @@ def lds_vs_cost_figure(rows: Sequence[dict[str, Any]], cost: str, baselines: dic
     _reference_lines(fig, baselines, ceiling)
     if limit is not None and cost != "m":
         fig.add_vline(x=float(limit), line=dict(color="#444444", dash="dot"))
-    fig.update_xaxes(type="log", title=f"{BUDGETS[cost]} (log scale, measured)")
-    fig.update_layout(title=f"LDS against {BUDGETS[cost]}", height=420, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_xaxes(type="log", title=f"{BUDGETS[cost]} (log scale, measured)", dtick=1)
+    fig.update_layout(title=f"LDS vs {BUDGETS[cost].split(' (')[0]}", height=420, **FRAME,
                       yaxis_title="LDS", legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     return fig

@@ -19,6 +19,8 @@ from .colours import BAD, CHOSEN, CONFIDENCE_SCALE, GOOD, NOT_IN_SAMPLE, POPULAT
 from .selection import TEST, TRAIN
 
 COLOUR_OPTIONS = ("label", "predicted", "confidence", "correctness")
+FRAME = dict(margin=dict(l=10, r=30, t=40, b=10), modebar_orientation="v")
+"""Layout of every chart: a vertical toolbar at the right edge, so it never covers the (left-aligned) title."""
 MAP_HEIGHT = 420
 WEBGL_MIN_POINTS = 10_000
 """Maps with fewer points are drawn in SVG: without a GPU (headless Chromium in the tests, many laptops) WebGL is
@@ -40,7 +42,7 @@ def _custom(kind: int, rows: np.ndarray) -> np.ndarray:
 
 def _layout(fig: go.Figure, title: str, height: int = MAP_HEIGHT) -> go.Figure:
     # The legend sits below the plot, so a colour bar (colouring by confidence) on the right never overlaps it.
-    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40, b=10), dragmode="zoom",
+    fig.update_layout(title=title, height=height, **FRAME, dragmode="zoom",
                       legend=dict(itemsizing="constant", font=dict(size=10), orientation="h", yanchor="top", y=-0.02,
                                   x=0, xanchor="left"), uirevision="keep")
     fig.update_xaxes(showticklabels=False, title=None)
@@ -93,7 +95,12 @@ def sample_map(xy_train: np.ndarray, subset: np.ndarray, colour_by: str, labels:
                         hoverinfo="skip"))
     coloured_points(fig, xy_train, np.asarray(subset), TRAIN, colour_by, labels, pred, conf, class_names, size=7,
                     showlegend=showlegend, trace=trace)
-    return _layout(fig, title)
+    fig = _layout(fig, title)
+    # Every map of a row keeps the same plot size: the bottom margin holds the legend (drawn on one map only).
+    fig.update_layout(margin=dict(b=120, r=70 if colour_by == "confidence" else 30), legend=dict(y=-0.03),
+                      showlegend=showlegend)
+    fig.layout.margin.autoexpand = False
+    return fig
 
 
 def test_points(fig: go.Figure, xy_test: np.ndarray, labels: np.ndarray, pred: np.ndarray, conf: np.ndarray,
@@ -156,12 +163,11 @@ def distribution_figures(labels: np.ndarray, conf: np.ndarray, subsets: dict[str
                             marker_color=colour))
         f2.add_trace(go.Bar(x=bins, y=np.histogram(conf[subset], bins=edges)[0] / max(len(subset), 1), name=name,
                             marker_color=colour))
-    for fig, title, x_title in ((f1, "Class shares: samples vs population", "class"),
-                                (f2, "Confidence (max softmax): samples vs population", "confidence bin")):
+    # Short titles: at a projector's 1024 px the two charts share a row, and a long title ran under the toolbar.
+    for fig, title, x_title in ((f1, "Class shares", "class"), (f2, "Confidence (max softmax)", "confidence bin")):
         fig.update_xaxes(type="category")  # one tick per class (a numeric axis showed every other one)
-        fig.update_layout(barmode="group", title=title, height=300, margin=dict(l=10, r=10, t=40, b=10),
-                          yaxis_title="share", xaxis_title=x_title, legend=dict(orientation="h", y=1.12, x=1,
-                                                                                 xanchor="right"))
+        fig.update_layout(barmode="group", title=title, height=340, **FRAME, yaxis_title="share",
+                          xaxis_title=x_title, legend=dict(orientation="h", yanchor="top", y=-0.3, x=0))
     return f1, f2
 
 
@@ -176,7 +182,7 @@ def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequen
     names = [str(c) for c in class_names]
     fig = go.Figure(go.Heatmap(z=cm, x=names, y=names, colorscale="Blues", text=cm, texttemplate="%{text}",
                                hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>", showscale=False))
-    fig.update_layout(title="Confusion matrix (test set)", height=420, margin=dict(l=10, r=10, t=40, b=10),
+    fig.update_layout(title="Confusion matrix (test set)", height=420, **FRAME,
                       xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
                       xaxis_type="category", yaxis_type="category")
     return fig
@@ -189,10 +195,11 @@ def trace_figure(traces: dict[str, Sequence[float]], tol: float | None = None) -
         if len(trace):
             fig.add_trace(go.Scatter(x=np.arange(1, len(trace) + 1), y=list(trace), mode="lines", name=name))
     if tol:
-        fig.add_hline(y=tol, line_dash="dot", annotation_text=f"tol {tol:g}")
+        fig.add_hline(y=tol, line_dash="dot", annotation_text=f"tolerance {tol:.0e}")
     fig.update_layout(title="Solver convergence: relative residual per iteration", height=320,
-                      margin=dict(l=10, r=10, t=40, b=10), xaxis_title="iteration", yaxis_title="relative residual",
+                      **FRAME, xaxis_title="iteration", yaxis_title="relative residual",
                       yaxis_type="log")
+    fig.update_yaxes(dtick=1, tickformat=".0e")  # 1e-04 at each power of ten (not "100μ")
     return fig
 
 
@@ -207,9 +214,9 @@ def alpha_path_figure(alphas: Sequence[float], series: dict[str, Sequence[float]
     fig.add_vline(x=1.0, line_dash="dot", line_color="#444444")
     fig.add_annotation(x=0.0, xref="x", y=1.0, yref="paper", text="α = 1", showarrow=False, xanchor="left",
                        yanchor="top", xshift=4, font=dict(size=11))
-    fig.update_xaxes(type="log", title="α (log scale)")
-    fig.update_layout(title="F1 along the α path (mean over seeds)", height=380, margin=dict(l=10, r=10, t=40, b=10),
-                      yaxis_title="F1", legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    fig.update_xaxes(type="log", title="α (log scale)", dtick=1)  # labels at powers of ten only
+    fig.update_layout(title="F1 along the α path", height=380, **FRAME,
+                      yaxis_title="F1 (mean over seeds)", legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     return fig
 
 
@@ -225,8 +232,8 @@ def per_class_figure(class_names: Sequence[str], before: np.ndarray, after: dict
     bars += [go.Bar(x=names, y=acc, name=f"{name} (best α)", marker_color=sampler_colour(name))
              for name, acc in after.items()]
     fig = go.Figure(bars)
-    fig.update_layout(barmode="group", title="Test accuracy per class, before and after (mean over seeds)",
-                      height=380, margin=dict(l=10, r=10, t=40, b=10), yaxis_title="accuracy", yaxis_range=[0, 1.05],
+    fig.update_layout(barmode="group", title="Accuracy per class",
+                      height=380, **FRAME, yaxis_title="test accuracy (mean over seeds)", yaxis_range=[0, 1.05],
                       legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     fig.update_xaxes(type="category", tickmode="array", tickvals=names, ticktext=names, title="class")
     return fig
@@ -235,7 +242,7 @@ def per_class_figure(class_names: Sequence[str], before: np.ndarray, after: dict
 def strip_figure(groups: dict[str, Sequence[float]], title: str, y_title: str) -> go.Figure:
     """One box with all points per group (e.g. a metric across seeds per sampler)."""
     fig = go.Figure([go.Box(y=list(v), name=k, boxpoints="all", jitter=0.3, pointpos=0) for k, v in groups.items()])
-    fig.update_layout(title=title, height=320, margin=dict(l=10, r=10, t=40, b=10), yaxis_title=y_title,
+    fig.update_layout(title=title, height=320, **FRAME, yaxis_title=y_title,
                       showlegend=False)
     return fig
 
@@ -327,3 +334,20 @@ def gallery_html(tiles: Sequence[np.ndarray], captions: Sequence[str], per_row: 
         f'<figcaption style="{_CAPTION_STYLE}">{html.escape(caption)}</figcaption></figure>'
         for tile, caption in zip(tiles, captions))
     return f'<div class="{GALLERY_CLASS}" style="{_grid_style(per_row, "0.5rem 1rem")}">{cells}</div>'
+
+
+def computed_caption(row: dict, elapsed: float, n_train: int, n_hessians: int) -> str:
+    """What the Influence page just did, in words: loaded from the cache or computed now, and how sampler A's
+    iHVP was solved (iterations only for an iterative solver; a direct solve says so instead of "0 iterations").
+    ``row``: an ``influence_rows`` record (``method``, ``iterations``, ``solve_seconds``, ``seconds`` = the time
+    of its first computation); ``elapsed``: this run's wall time for the rows."""
+    first = float(row.get("seconds", 0.0))
+    if first > 0 and elapsed < 0.5 * first:
+        when = f"loaded from the cache in {elapsed:.2f} s (computed in {first:.2f} s the first time)"
+    else:
+        when = f"computed just now in {elapsed:.2f} s"
+    iterations = int(row.get("iterations", 0))
+    solve = (f"{row['method']} solve, {iterations} iterations in {row['solve_seconds']:.2f} s" if iterations > 0 else
+             f"{row['method']} solve with the factorised (H + δI)⁻¹, no iterations")
+    return (f"Scores of all {n_train} training points for {n_hessians} Hessians {when}; sampler A: {solve} "
+            "(measured on this machine).")

@@ -111,3 +111,30 @@ def parse_selection(event: Any, n_train: int | None = None, n_test: int | None =
         elif kind == TEST and (n_test is None or row < n_test):
             test.add(row)
     return MapSelection(tuple(sorted(train)), tuple(sorted(test)), region)
+
+
+TOP_RADIUS = 0.007
+"""A test cross covers about this share of the map's span (its marker radius on a map of the app's size)."""
+
+
+def prefer_drawn_on_top(selection: MapSelection, xy_train, xy_test, radius: float = TOP_RADIUS) -> MapSelection:
+    """A click that plotly gave to a training dot lying under a test cross, given to the cross instead.
+
+    Test crosses are drawn on top of the training dots, but plotly's click picks, among the markers under the
+    pointer, the smaller one (a dot's hover distance is 0 within 3 px of its centre, a cross's never is), so a click
+    on a cross selected the dot under it. Here a single clicked training row whose position lies within ``radius``
+    x the map's span of a test point becomes that (nearest) test point. Regions and test clicks are unchanged."""
+    import numpy as np
+
+    if selection.region or len(selection.train_rows) != 1 or selection.test_rows:
+        return selection
+    xy_train, xy_test = np.asarray(xy_train, dtype=float), np.asarray(xy_test, dtype=float)
+    if not len(xy_test):
+        return selection
+    every = np.vstack([xy_train, xy_test])
+    span = float(np.max(np.ptp(every, axis=0))) or 1.0
+    d = np.linalg.norm(xy_test - xy_train[selection.train_rows[0]], axis=1)
+    j = int(np.argmin(d))
+    if d[j] <= radius * span:
+        return MapSelection(train_rows=(), test_rows=(j,), region=False)
+    return selection

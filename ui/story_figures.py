@@ -9,13 +9,17 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .colours import BAD, CHOSEN, GOOD, POPULATION
-from .figures import _custom, _layout, scatter_trace, test_points
+from .figures import FRAME, _custom, _layout, scatter_trace, test_points
 from .selection import TRAIN
 
 # Diverging scale for influence on one test point: harmful = orange, ~0 = light grey, helpful = dark blue (the
 # state colours of the app); sequential purple for self-influence (no class, state or confidence colour).
-INFLUENCE_SCALE = [[0.0, BAD], [0.5, "#e8e8e8"], [1.0, GOOD]]
-SELF_INFLUENCE_SCALE = [[0.0, "#f2eef7"], [0.5, "#9e9ac8"], [1.0, "#3f007d"]]
+# Neither scale reaches white: every point stays visible on the white background, whatever its value.
+INFLUENCE_SCALE = [[0.0, BAD], [0.5, "#b4b4b4"], [1.0, GOOD]]
+SELF_INFLUENCE_SCALE = [[0.0, "#c6c3e0"], [0.5, "#807dba"], [1.0, "#3f007d"]]
+CONTRAST_QUANTILE = 0.98
+"""The colour scales end at this quantile of the values (not at the single most extreme point), so the bulk of the
+points spreads over the scale instead of sharing its palest colour; the hover text gives each exact value."""
 DETECTION_COLOURS = {"self-influence": "#6a3d9a", "training loss": "#b15928", "random inspection": POPULATION}
 
 
@@ -33,7 +37,7 @@ def detection_figure(curves: dict[str, dict[str, Any]], share: float) -> go.Figu
     fig.add_vline(x=share, line=dict(color="#444444", dash="dot"))
     fig.add_annotation(x=share, y=0.02, text=f"{share:.0%} flipped", showarrow=False, xanchor="left", xshift=4)
     fig.update_layout(title="Mislabel detection: flipped labels found against training points inspected",
-                      height=420, margin=dict(l=10, r=10, t=40, b=10), xaxis_title="fraction of the training set "
+                      height=420, **FRAME, xaxis_title="fraction of the training set "
                       "inspected", yaxis_title="fraction of flipped labels found", xaxis_range=[0, 1],
                       yaxis_range=[0, 1.02], legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
     return fig
@@ -47,14 +51,17 @@ def score_map(xy_train: np.ndarray, xy_test: np.ndarray, values: np.ndarray, kin
     point as a star; ``neighbours`` ringed."""
     v = np.asarray(values, dtype=np.float64)
     rows = np.arange(len(xy_train))
+    finite = v[np.isfinite(v)]
     if kind == "influence":
-        lim = float(np.nanmax(np.abs(v))) or 1.0
+        lim = float(np.quantile(np.abs(finite), CONTRAST_QUANTILE)) if finite.size else 1.0
+        lim = lim or float(np.max(np.abs(finite), initial=0.0)) or 1.0
         marker = dict(size=5, color=v, colorscale=INFLUENCE_SCALE, cmin=-lim, cmax=lim,
                       colorbar=dict(title="score", thickness=10, len=0.6, x=1.0, xanchor="left"))
     else:
-        marker = dict(size=5, color=v, colorscale=SELF_INFLUENCE_SCALE, cmin=float(np.nanmin(v)),
-                      cmax=float(np.nanmax(v)), colorbar=dict(title="self-inf.", thickness=10, len=0.6, x=1.0,
-                                                              xanchor="left"))
+        lo = float(np.quantile(finite, 1 - CONTRAST_QUANTILE)) if finite.size else 0.0
+        hi = float(np.quantile(finite, CONTRAST_QUANTILE)) if finite.size else 1.0
+        marker = dict(size=5, color=v, colorscale=SELF_INFLUENCE_SCALE, cmin=lo, cmax=hi if hi > lo else lo + 1.0,
+                      colorbar=dict(title="self-inf.", thickness=10, len=0.6, x=1.0, xanchor="left"))
     trace = scatter_trace(len(xy_train) + len(xy_test))
     fig = go.Figure(trace(x=xy_train[:, 0], y=xy_train[:, 1], mode="markers", name=f"train ({kind})",
                           marker=marker, customdata=_custom(TRAIN, rows),
@@ -101,7 +108,7 @@ def slice_mix_figure(mixes: dict[str, np.ndarray], population: np.ndarray, class
     fig = go.Figure(bars)
     fig.update_xaxes(type="category", title="class")
     fig.update_layout(barmode="group", title="Class mix of the slices", height=320, yaxis_title="share",
-                      margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=1.15, x=1, xanchor="right"))
+                      **FRAME, legend=dict(orientation="h", yanchor="top", y=-0.25, x=0))
     return fig
 
 

@@ -5,16 +5,21 @@ from __future__ import annotations
 
 import numpy as np
 
-SAMPLER_HELP = {
-    "random": "uniform without replacement: the paper's baseline",
-    "feature": "k-means (k = m) on the normalised penultimate features, one point per cluster, weighted by its size",
-    "int_distance": "k-means (K = sqrt m) on the normalised features x distance-to-centroid bins, several points per"
-                    " cluster, weighted N_s/m_s",
-    "logit": "stratified by predicted class x confidence bin, proportional allocation",
-    "class_stratified": "uniform within each true class, proportional allocation",
-    "logit_kmeans": "k-means on the logits, one point per cluster",
-    "importance": "importance sampling by the curvature proxy 1 - sum p^2, reweighted",
-}
+
+def sampler_help(name: str) -> str:
+    """The one-sentence description of a sampler, from the sampler registry (a newly registered sampler brings its
+    own: ``register_sampler(..., description=...)`` or its docstring's first paragraph)."""
+    import influence_core as ic
+
+    try:
+        return ic.sampler_description(name)
+    except ValueError:
+        return f"{name}: not a registered sampler"
+
+
+def samplers_help(names) -> str:
+    """Markdown lines "**name**: sentence" for the samplers ``names`` (shown under a sampler menu)."""
+    return "  \n".join(f"**{n}**: {sampler_help(n)}" for n in names)
 
 
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:

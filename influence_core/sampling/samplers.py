@@ -45,6 +45,7 @@ __all__ = [
     "register_sampler",
     "available_samplers",
     "sampler_needs",
+    "sampler_description",
     "check_sampler_name",
     "check_sampler_options",
     "RENAMED_SAMPLERS",
@@ -236,12 +237,17 @@ SamplerFn = Callable[..., "tuple[np.ndarray, np.ndarray | None]"]
 SAMPLERS: dict[str, SamplerFn] = {}
 SAMPLER_NEEDS: dict[str, frozenset[str]] = {}
 """What each sampler reads from :class:`SamplerInputs` besides labels: ``"logits"`` and/or ``"features"``."""
+SAMPLER_DESCRIPTIONS: dict[str, str] = {}
+"""One plain sentence per sampler (what it picks), shown wherever a sampler can be chosen."""
 _FIXED_PARAMS = ("inputs", "pool", "m", "rng")
 
 
-def register_sampler(name: str, *, needs: tuple[str, ...] = ("logits",)) -> Callable[[SamplerFn], SamplerFn]:
+def register_sampler(name: str, *, needs: tuple[str, ...] = ("logits",),
+                     description: str | None = None) -> Callable[[SamplerFn], SamplerFn]:
     """Decorator registering ``fn(inputs, pool, m, rng, **options) -> (indices, weights | None)`` under ``name``.
     ``needs``: what it reads besides labels (``"logits"``, ``"features"``), so callers compute only that.
+    ``description``: one plain sentence saying what the sampler picks (for menus and legends); None takes the
+    first line of ``fn``'s docstring (:func:`sampler_description`).
 
     Raises ValueError if the name is empty or already taken (remove ``SAMPLERS[name]`` first to replace one).
     """
@@ -262,6 +268,8 @@ def register_sampler(name: str, *, needs: tuple[str, ...] = ("logits",)) -> Call
             raise ValueError(f"sampler {name!r}: needs= may list 'logits' and 'features', got {sorted(unknown)}.")
         SAMPLERS[name] = fn
         SAMPLER_NEEDS[name] = frozenset(needs)
+        doc = (inspect.getdoc(fn) or "").strip().split("\n\n")[0].replace("\n", " ")
+        SAMPLER_DESCRIPTIONS[name] = (description or doc or f"the user-registered sampler {name!r}").strip()
         return fn
 
     return decorator
@@ -289,6 +297,13 @@ def sampler_needs(name: str) -> frozenset[str]:
     """What the sampler ``name`` reads besides labels (see :func:`register_sampler`)."""
     check_sampler_name(name)
     return SAMPLER_NEEDS.get(name, frozenset({"logits", "features"}))
+
+
+def sampler_description(name: str) -> str:
+    """The one-sentence description of the sampler ``name`` (given at registration, else its docstring's first
+    paragraph)."""
+    check_sampler_name(name)
+    return SAMPLER_DESCRIPTIONS.get(name, f"the user-registered sampler {name!r}")
 
 
 def available_samplers() -> list[str]:
@@ -608,13 +623,16 @@ def _cluster_sample(X: np.ndarray, inputs: SamplerInputs, pool: np.ndarray, m: i
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@register_sampler("random", needs=())
+@register_sampler("random", needs=(),
+                  description="Every training point equally likely (uniform, without replacement): the baseline.")
 def random_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator):
     """Uniform without replacement: every m-subset of the pool is equally likely (the paper's baseline)."""
     return rng.choice(pool, size=m, replace=False), None
 
 
-@register_sampler("feature", needs=("features",))
+@register_sampler("feature", needs=("features",),
+                  description=("Groups the points by the model's penultimate-layer features into m clusters "
+                               "(k-means) and takes one point per cluster, weighted by the cluster's size."))
 def feature_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
                     pick: str = "random", stratify_by_class: bool = False, weighting: str = "cluster_size"):
     """Feature-based: k-means (k = m) on L2-normalised penultimate features of the pool, one point per cluster,
@@ -641,7 +659,9 @@ def feature_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.ran
     return _cluster_sample(X, inputs, pool, m, rng, pick, bool(stratify_by_class), weighting)
 
 
-@register_sampler("logit")
+@register_sampler("logit",
+                  description=("Splits the points by predicted class and confidence and draws from every group in "
+                               "proportion to its size."))
 def logit_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
                   score: str = "confidence", n_bins: int = 4):
     """Logit-based: stratified by predicted class x quantile bin of confidence, proportional allocation.
@@ -657,13 +677,16 @@ def logit_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.rando
     return _stratified_uniform(strata, pool, m, rng), None
 
 
-@register_sampler("class_stratified")
+@register_sampler("class_stratified",
+                  description="Draws from every true class in proportion to its size (uniform within a class).")
 def class_stratified_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator):
     """Stratified by true label: :func:`proportional_allocation` over classes, uniform within each class."""
     return _stratified_uniform(inputs.labels[pool], pool, m, rng), None
 
 
-@register_sampler("logit_kmeans")
+@register_sampler("logit_kmeans",
+                  description=("Clusters the model's logits into m groups (k-means) and takes one point per group, "
+                               "weighted by the group's size."))
 def logit_kmeans_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
                          space: str = "centred", pick: str = "random", stratify_by_class: bool = False,
                          weighting: str = "cluster_size"):
@@ -711,7 +734,9 @@ def inclusion_probabilities(q: np.ndarray, m: int) -> np.ndarray:
     return -np.expm1(-t * q)
 
 
-@register_sampler("importance")
+@register_sampler("importance",
+                  description=("Favours points the model is unsure about (high curvature 1 − Σp²) and reweights them "
+                               "so the Hessian estimate still averages over the whole pool."))
 def importance_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
                       floor: float = 0.1):
     """Importance sampling by the Gauss-Newton curvature proxy ``c_i = 1 - sum_k p_ik^2``, with weights.
@@ -783,7 +808,9 @@ def int_distance_strata(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np
     return labels.astype(np.int64) * bins_used + bins
 
 
-@register_sampler("int_distance", needs=("features",))
+@register_sampler("int_distance", needs=("features",),
+                  description=("Clusters the penultimate features into about √m groups and draws several points in "
+                               "each, from the centre to the edge, weighted by stratum size."))
 def int_distance_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
                          n_clusters: int | None = None, n_bins: int = 3):
     """Clusters in feature space, several points drawn inside each, stratified by distance to the centroid.

@@ -87,13 +87,15 @@ def legend_colours(page, scope: str) -> dict[str, str]:
     }""", scope)
 
 
-def shot(page, name: str) -> None:
+def shot(page, name: str, docs: bool = True) -> None:
+    """A screenshot in test-artifacts/ (and docs/screenshots/ with UPDATE_SCREENSHOTS=1, unless ``docs`` is False:
+    the whole-page views for checking the layout stay out of the repository)."""
     for folder in SHOTS:
         folder.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(500)  # let plotly finish drawing
     path = SHOTS[0] / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    for folder in SHOTS[1:]:
+    for folder in SHOTS[1:] if docs else ():
         shutil.copy(path, folder / f"{name}.png")
 
 
@@ -131,8 +133,8 @@ def test_default_flow_box_selection_and_screenshots(page, app_url):
 
     # Home: a small configuration of the default digits MLP, trained with the progress bar.
     step("app loaded")
-    page.get_by_label("MLP hidden width").fill("12")
-    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)").fill("8")
+    page.get_by_label("MLP hidden width", exact=True).fill("12")
+    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)", exact=True).fill("8")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Confusion matrix", exact=False).first.wait_for()
     page.get_by_text("Test accuracy").wait_for()
@@ -293,7 +295,7 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     from urllib.parse import urlencode
 
     from ui.config import ModelConfig, RunConfig, run_to_query
-    from ui.lesson import STEPS
+    from ui.lesson import BUTTON_LABELS, STEPS
 
     step = Steps()
     query = urlencode(run_to_query(RunConfig(model=ModelConfig(hidden=12, epochs=8))))  # the first test's model
@@ -304,11 +306,11 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Lesson", exact=True).click()
     page.get_by_text("to start", exact=False).wait_for()
     wait_idle(page)
-    expect = {"score": "Top 5 helpful", "seeds": "Top-10 helpful shared by two seeds",
-              "map": "uniform without replacement", "removal": "The model retrained from scratch without it",
-              "lds": "Within Hessian sample size m", "mislabel": "Inspecting the 10%"}
+    expect = {"score": "Top 5 helpful", "seeds": "top-10 shared by two seeds",
+              "map": "Every training point equally likely", "removal": "The model retrained from scratch without it",
+              "lds": "No committed LDS study", "mislabel": "When does self-influence win?"}  # hidden 12: no study
     for i, s in enumerate(STEPS, start=1):
-        page.get_by_role("button", name=s.title, exact=True).click()
+        page.get_by_role("button", name=BUTTON_LABELS[s.key], exact=True).click()
         page.get_by_role("heading", name=s.title).wait_for()
         page.get_by_text("Exercise.", exact=False).wait_for()
         wait_idle(page)
@@ -320,7 +322,7 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
         step(f"lesson step {i}: {s.key}")
 
     # Step 1 again, then its link: the Influence page opens on the lesson's test point.
-    page.get_by_role("button", name=STEPS[0].title, exact=True).click()
+    page.get_by_role("button", name=BUTTON_LABELS[STEPS[0].key], exact=True).click()
     page.get_by_text("Top 5 helpful").wait_for()
     wait_idle(page)
     test_caption = page.get_by_text("Test point #", exact=False).first.inner_text()
@@ -462,8 +464,8 @@ def test_cancel_a_long_training_then_train_again(page, app_url):
     page.goto(app_url)
     page.get_by_text("Data and model").wait_for()
     wait_idle(page)
-    page.get_by_label("MLP hidden width").fill("13")
-    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)").fill("400")
+    page.get_by_label("MLP hidden width", exact=True).fill("13")
+    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)", exact=True).fill("400")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Training mlp on digits: epoch").first.wait_for()  # the bar says what it is doing
     step("long training started")
@@ -480,10 +482,75 @@ def test_cancel_a_long_training_then_train_again(page, app_url):
     assert page.locator('[data-testid="stException"]').count() == 0
     long_run = RunConfig(model=ModelConfig(hidden=13, epochs=400))
     assert not artifacts.is_stored(artifacts.MODEL_KIND, long_run.cache_key())  # the server's disk cache (same dir)
-    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)").fill("6")
+    page.get_by_label("Epochs (Adam; logistic regression uses L-BFGS only)", exact=True).fill("6")
     page.get_by_role("button", name="Train", exact=True).click()
     page.get_by_text("Test accuracy").wait_for()
     wait_idle(page)
     assert "mlp on digits" in page.locator("h3").filter(has_text="Trained model").inner_text()
     assert artifacts.is_stored(artifacts.MODEL_KIND, RunConfig(model=ModelConfig(hidden=13, epochs=6)).cache_key())
     step("trained again after the cancel")
+
+
+PROJECTOR_SIZES = ((1024, 768), (1366, 768))
+
+
+@pytest.mark.parametrize("width,height", PROJECTOR_SIZES)
+def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
+    """Issue 23 item 6: every page and lesson step at a projector's size (screenshots ``projector_<w>_<page>``),
+    with no truncated lesson button and no chart title under plotly's toolbar."""
+    from urllib.parse import urlencode
+
+    from ui.config import DEFAULT_RUN, run_to_query
+    from ui.lesson import BUTTON_LABELS, STEPS
+
+    query = urlencode(run_to_query(DEFAULT_RUN))  # the teacher's model: its committed studies are shown
+    context = browser.new_context(viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(300_000)
+    page.goto(f"{app_url}/?{query}")
+    page.get_by_text("Data and model").wait_for()
+    wait_idle(page)
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav.get_by_text("Lesson", exact=True).click()  # the lesson trains the model of the URL if needed
+    page.get_by_text("to start", exact=False).wait_for()
+    wait_idle(page)
+    truncated = page.evaluate("""() => [...document.querySelectorAll('.stButton button')]
+        .filter(b => [...b.querySelectorAll('p, div, span')].some(e => e.scrollWidth > e.clientWidth + 1))
+        .map(b => b.innerText)""")
+    assert truncated == [], truncated
+    for i, s in enumerate(STEPS, start=1):
+        page.get_by_role("button", name=BUTTON_LABELS[s.key], exact=True).click()
+        page.get_by_role("heading", name=s.title).wait_for()
+        page.get_by_text("Top 5 helpful" if s.key == "score" else "What the numbers say", exact=False).first.wait_for()
+        wait_idle(page)
+        page.mouse.move(0, height - 1)  # no tooltip over the buttons in the picture
+        shot(page, f"projector_{width}_lesson_{i}_{s.key}")
+        page.set_viewport_size({"width": width, "height": 2400})
+        page.wait_for_timeout(800)
+        shot(page, f"projector_{width}_lesson_{i}_{s.key}_whole", docs=False)
+        page.set_viewport_size({"width": width, "height": height})
+    for name, ready in (("Samplers", "How representative is each sample?"), ("Influence", "Top 8 helpful"),
+                        ("Class removal", "Removing class"), ("Faithfulness", "For my budget, which sampler?"),
+                        ("Explorer", "Nearest training points"), ("Glossary", "noise ceiling")):
+        nav.get_by_text(name, exact=True).click()
+        page.get_by_text(ready, exact=False).first.wait_for()
+        wait_idle(page)
+        page.wait_for_timeout(500)
+        overlap = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => {
+            const t = p.querySelector('.gtitle'), m = p.querySelector('.modebar');
+            if (!t || !m) return false;
+            const a = t.getBoundingClientRect(), b = m.getBoundingClientRect();
+            return b.width > 0 && a.right > b.left && a.left < b.right && a.bottom > b.top && a.top < b.bottom;
+        }).length""")
+        assert overlap == 0, f"{name}: {overlap} chart titles under the toolbar"
+        slug = name.lower().replace(" ", "_")
+        shot(page, f"projector_{width}_{slug}")  # what the class sees
+        page.set_viewport_size({"width": width, "height": 2400})  # the whole page at the same width
+        page.wait_for_timeout(800)
+        shot(page, f"projector_{width}_{slug}_whole", docs=False)
+        page.set_viewport_size({"width": width, "height": height})
+    nav.get_by_text("Home", exact=True).click()
+    page.get_by_text("Test accuracy").wait_for()
+    wait_idle(page)
+    shot(page, f"projector_{width}_home")
+    context.close()

@@ -45,6 +45,7 @@ def test_hostile_upload_shows_an_error_and_keeps_the_previous_model(app_page, ca
     at = app_page("app.py").run()
     assert not at.exception
     at.selectbox(key="form_dataset").set_value("npz")
+    at.run()  # the uploader is drawn only once "upload a .npz file" is chosen
     at.file_uploader(key="form_upload").upload(f"{case}.npz", make())
     at.button[0].click()
     at.run()

@@ -61,6 +61,7 @@ def test_home_form_trains_another_model(app_page):
 def test_home_malformed_upload_shows_error_and_keeps_previous_model(app_page):
     at = ok(app_page("app.py").run())
     at.selectbox(key="form_dataset").set_value("npz")
+    at.run()  # the uploader is drawn only once "upload a .npz file" is chosen
     at.file_uploader(key="form_upload").upload("broken.npz", b"this is not a zip file")
     at.button[0].click()
     ok(at.run())
@@ -71,6 +72,7 @@ def test_home_malformed_upload_shows_error_and_keeps_previous_model(app_page):
 def test_home_refuses_object_arrays_without_unpickling(app_page):
     at = ok(app_page("app.py").run())
     at.selectbox(key="form_dataset").set_value("npz")
+    at.run()  # the uploader is drawn only once "upload a .npz file" is chosen
     payload = npz_bytes(X_train=np.array([{"a": 1}, None], dtype=object), y_train=np.array([0, 1]))
     at.file_uploader(key="form_upload").upload("pickled.npz", payload)
     at.button[0].click()
@@ -81,6 +83,7 @@ def test_home_refuses_object_arrays_without_unpickling(app_page):
 def test_home_npz_without_file_shows_error(app_page):
     at = ok(app_page("app.py").run())
     at.selectbox(key="form_dataset").set_value("npz")
+    at.run()  # the uploader is drawn only once "upload a .npz file" is chosen
     at.button[0].click()
     ok(at.run())
     assert any("no .npz file arrived" in e and "over the 25 MB upload limit" in e for e in errors(at)), errors(at)
@@ -93,6 +96,7 @@ def test_home_valid_upload_trains_on_it(app_page):
     payload = npz_bytes(X_train=d.images[:600], y_train=d.target[:600])  # real digits, (n, 8, 8) images
     at = ok(app_page("app.py").run())
     at.selectbox(key="form_dataset").set_value("npz")
+    at.run()  # the uploader is drawn only once "upload a .npz file" is chosen
     at.file_uploader(key="form_upload").upload("digits600.npz", payload)
     at.button[0].click()
     ok(at.run())
@@ -135,7 +139,12 @@ def test_samplers_page_maps_and_distributions(app_page):
 def test_samplers_page_m_is_bounded_by_the_training_set(app_page):
     at = ok(app_page("pages/1_Samplers.py").run())
     widget = at.number_input(key="smp_m")
-    assert widget.value == 100 and widget.max == 1437 and "1 to 1437" in widget.help
+    assert widget.value == 100 and "1 to 1437" in widget.help
+    widget.set_value(1438)  # out of range: kept in the box, the range said under it, nothing drawn with it
+    ok(at.run())
+    assert at.number_input(key="smp_m").value == 1438
+    assert any("1 to 1437" in e.value and "you typed 1438" in e.value for e in at.error)
+    assert not at.get("plotly_chart")
 
 
 # ------------------------------------------------------------------------------------------------------- influence
@@ -219,4 +228,7 @@ def test_removal_page_m_is_bounded_by_the_pool(app_page):
     at = ok(app_page("pages/3_Class_removal.py").run())
     widget = at.number_input(key="rm_m")
     pool = 1295  # digits training points outside class 0 (1437 - 142)
-    assert widget.max == pool and f"1 to {pool}" in widget.help
+    assert f"1 to {pool}" in widget.help
+    widget.set_value(pool + 1)
+    ok(at.run())
+    assert any(f"1 to {pool}" in e.value for e in at.error)

@@ -116,3 +116,19 @@ def test_maps_are_svg_below_the_webgl_threshold_and_webgl_above():
         assert types(fig) == {"scatter"}
     for fig in maps(WEBGL_MIN_POINTS + 1):
         assert types(fig) == {"scattergl"}
+
+
+def test_a_click_on_a_test_cross_over_a_training_dot_picks_the_cross():
+    """Issue 23 item 5: plotly gives the click to the small training dot under a test cross; the cross is on top."""
+    import numpy as np
+
+    from ui.selection import MapSelection, prefer_drawn_on_top
+
+    xy_train = np.array([[0.0, 0.0], [10.0, 10.0], [5.0, 5.0]])
+    xy_test = np.array([[5.02, 5.0], [9.0, 1.0]])
+    under = MapSelection(train_rows=(2,))
+    assert prefer_drawn_on_top(under, xy_train, xy_test) == MapSelection(test_rows=(0,))
+    alone = MapSelection(train_rows=(1,))
+    assert prefer_drawn_on_top(alone, xy_train, xy_test) == alone          # no cross over it: stays a dot
+    box = MapSelection(train_rows=(2,), region=True)
+    assert prefer_drawn_on_top(box, xy_train, xy_test) == box              # regions select what they enclose

@@ -1,0 +1,86 @@
+"""Terms explained where they appear (issue 23, items 2 and 7): sampler sentences from the registry, readable table
+columns without "None" cells, the glossary, and a Home page that shows only what applies."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from apptest_helpers import ok
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_every_sampler_has_a_sentence_and_a_new_one_brings_its_own():
+    from influence_core.sampling.samplers import SAMPLERS, available_samplers, register_sampler
+    from ui.summaries import sampler_help
+
+    for name in available_samplers():
+        assert len(sampler_help(name)) > 30 and name not in ("",)
+
+    @register_sampler("every_other", needs=())
+    def every_other(inputs, pool, m, rng):
+        """Takes every other point of the pool.
+
+        More detail that is not the sentence."""
+        return pool[::2][:m], None
+
+    try:
+        assert sampler_help("every_other") == "Takes every other point of the pool."
+    finally:
+        SAMPLERS.pop("every_other")
+
+
+def test_tables_show_readable_names_and_no_none():
+    from ui.export import readable
+
+    df = pd.DataFrame({"sampler": ["a", "b"], "spearman_vs_full": [0.5, 0.6], "peak_mb": [np.nan, 3.0],
+                       "margin": [0.1, None]})
+    out = readable(df)
+    assert list(out.columns) == ["sampler", "Spearman with full data", "peak memory (MB)", "lead over the next (LDS)"]
+    assert out.iloc[0, 2] == "n/a" and out.iloc[1, 3] == "n/a" and "None" not in out.astype(str).to_string()
+
+
+def test_glossary_covers_the_terms_of_the_issue(app_page):
+    from ui.glossary import GLOSSARY, PAGE_TERMS
+
+    for term in ("influence score", "Hessian sample", "Gauss-Newton", "damping", "F1 (class removal)", "honest F1",
+                 "LDS", "noise ceiling", "gradient dot", "TV distance", "self-influence"):
+        assert term in GLOSSARY
+    assert all(t in GLOSSARY for terms in PAGE_TERMS.values() for t in terms)
+    at = app_page("pages/7_Glossary.py")
+    ok(at.run())
+    assert "**noise ceiling**" in "\n".join(m.value for m in at.markdown)
+
+
+def test_model_names_tell_kept_models_apart():
+    from ui.config import ModelConfig, RunConfig, run_label
+
+    a, b, c = RunConfig(), RunConfig(model=ModelConfig(hidden=64, epochs=40)), RunConfig(model=ModelConfig(arch="logreg"))
+    assert [run_label(r, [a, b, c]) for r in (a, b, c)] == ["mlp on digits (hidden 32, 30 epochs)",
+                                                            "mlp on digits (hidden 64, 40 epochs)", "logreg on digits"]
+
+
+def test_home_shows_only_the_controls_that_apply(app_page):
+    at = app_page("app.py")
+    ok(at.run())
+    labels = [n.label for n in at.number_input]
+    assert "MLP hidden width" in labels and "MNIST-1D samples" not in labels
+    assert not at.get("file_uploader")
+    at.selectbox(key="form_arch").set_value("cnn")
+    ok(at.run())
+    assert "MLP hidden width" not in [n.label for n in at.number_input]
+    at.selectbox(key="form_dataset").set_value("mnist1d")
+    ok(at.run())
+    assert "MNIST-1D samples" in [n.label for n in at.number_input]
+
+
+def test_influence_caption_says_when_it_was_loaded_from_the_cache():
+    from ui.figures import computed_caption
+
+    row = {"method": "exact", "iterations": 0, "solve_seconds": 0.0, "seconds": 1.2}
+    assert "loaded from the cache" in computed_caption(row, 0.01, 1437, 3)
+    assert "0 iterations" not in computed_caption(row, 0.01, 1437, 3)
+    cg = {"method": "cg", "iterations": 41, "solve_seconds": 0.3, "seconds": 0.5}
+    assert "computed just now" in computed_caption(cg, 0.5, 1437, 3) and "41 iterations" in computed_caption(cg, 0.5,
+                                                                                                            1437, 3)
