@@ -139,7 +139,8 @@ def markdown(record: dict[str, Any]) -> str:
                 it = np.array([r["iterations"] for r in sel], dtype=float)
                 sec = np.mean([r["seconds"] for r in sel])
                 flag = "" if all(r["converged"] for r in sel) else " (not converged)"
-                cells.append(f"{it.mean():.1f} ± {it.std():.1f}{flag} | {sec:.1f} | {it.mean() / plain['iterations']:.2f}")
+                ratio = it.mean() / plain["iterations"]
+                cells.append(f"{it.mean():.1f} ± {it.std():.1f}{flag} | {sec:.1f} | {ratio:.2f}")
             lines.append(f"| {sampler} | {m} | " + " | ".join(cells) + " |")
     worst = max((r["relative_difference_from_cg"] for r in rows), default=float("nan"))
     lines += ["", f"Largest relative difference of a PCG answer from plain CG's: {worst:.2e} (both at tol "

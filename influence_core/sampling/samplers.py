@@ -831,27 +831,30 @@ def ridge_leverages(inputs: SamplerInputs, pool: np.ndarray, ridge: float = 0.01
         raise ValueError(f"sketch_dim must be an integer >= 1; got {sketch_dim!r}.")
     pool = np.asarray(pool, dtype=np.int64)
     N = pool.size
-    a = np.concatenate([inputs.features[pool], np.ones((N, 1))], axis=1)                  # (N, e)
-    if a.shape[1] > sketch_dim:
-        gen = rng if rng is not None else np.random.default_rng(0)
-        a = a @ (gen.standard_normal((a.shape[1], int(sketch_dim))) / np.sqrt(sketch_dim))
-    P = softmax(inputs.logits[pool])                                                       # (N, C)
-    C, e = P.shape[1], a.shape[1]
-    B = (P[:, :, None] * a[:, None, :]).reshape(N, C * e)                                   # rows p_i ⊗ a_i
-    G = -(B.T @ B)
-    for c in range(C):                                                                     # + blockdiag Σ p_ic a aᵀ
-        G[c * e:(c + 1) * e, c * e:(c + 1) * e] += (a * P[:, c:c + 1]).T @ a
-    G /= N
-    G[np.diag_indices_from(G)] += float(ridge)
     from scipy.linalg import cho_solve, solve_triangular
+    from threadpoolctl import threadpool_limits
 
-    L = np.linalg.cholesky(0.5 * (G + G.T))
-    cross = np.sum(solve_triangular(L, B.T, lower=True) ** 2, axis=0)                      # b_iᵀ (G+λ)⁻¹ b_i
-    K_inv = cho_solve((L, True), np.eye(C * e))
-    diag = np.zeros(N)
-    for c in range(C):
-        block = K_inv[c * e:(c + 1) * e, c * e:(c + 1) * e]
-        diag += P[:, c] * np.einsum("ie,ef,if->i", a, block, a)
+    # one BLAS thread: these (C·e)² problems are small, and a spinning thread pool on a busy machine costs 3x
+    with threadpool_limits(limits=1):
+        a = np.concatenate([inputs.features[pool], np.ones((N, 1))], axis=1)                  # (N, e)
+        if a.shape[1] > sketch_dim:
+            gen = rng if rng is not None else np.random.default_rng(0)
+            a = a @ (gen.standard_normal((a.shape[1], int(sketch_dim))) / np.sqrt(sketch_dim))
+        P = softmax(inputs.logits[pool])                                                       # (N, C)
+        C, e = P.shape[1], a.shape[1]
+        B = (P[:, :, None] * a[:, None, :]).reshape(N, C * e)                                   # rows p_i ⊗ a_i
+        G = -(B.T @ B)
+        for c in range(C):                                                                     # + blockdiag Σ p_ic a aᵀ
+            G[c * e:(c + 1) * e, c * e:(c + 1) * e] += (a * P[:, c:c + 1]).T @ a
+        G /= N
+        G[np.diag_indices_from(G)] += float(ridge)
+        L = np.linalg.cholesky(0.5 * (G + G.T))
+        cross = np.sum(solve_triangular(L, B.T, lower=True) ** 2, axis=0)                      # b_iᵀ (G+λ)⁻¹ b_i
+        K_inv = cho_solve((L, True), np.eye(C * e))
+        diag = np.zeros(N)
+        for c in range(C):
+            block = K_inv[c * e:(c + 1) * e, c * e:(c + 1) * e]
+            diag += P[:, c] * np.einsum("ie,ef,if->i", a, block, a)
     return np.clip(diag - cross, 0.0, None) / N
 
 

@@ -227,6 +227,7 @@ def fit_pcg(objective: Objective, indices: np.ndarray | None, weights: np.ndarra
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1):
         raise ValueError(f"rank must be an integer >= 1 or None (all eigenpairs above wd + damping), got {rank!r}")
     check_budget(tol, max_iter)
-    options = {"tol": tol, "max_iter": max_iter, "rank": rank, "keep": keep, "complement": complement, "eigenvalues": eigenvalues,
+    options = {"tol": tol, "max_iter": max_iter, "rank": rank, "keep": keep, "complement": complement,
+               "eigenvalues": eigenvalues,
                "on_nonconvergence": on_nonconvergence}
     return PreconditionedFit(objective, "pcg", indices, weights, damping, curvature, options)
