@@ -159,3 +159,16 @@ def test_bad_input_one_clear_line(small, digits, kwargs, msg):
     with pytest.raises(ValueError, match=msg) as info:
         fit_inverse(obj, np.arange(20), solver="pcg", **options)
     assert "\n" not in str(info.value)
+
+
+def test_influence_scores_with_pcg_are_the_full_data_scores(small, digits):
+    """Through the public entry point, a sample with solver='pcg' scores like the full-data solve."""
+    from influence_core import influence_scores
+
+    obj = small[0]
+    data = (digits.X_train[:300], digits.y_train[:300], digits.X_test, digits.y_test)
+    common = {"damping": DAMPING, "curvature": "gauss_newton", "tol": 1e-9}
+    full = influence_scores(obj.model, data, [0, 1], solver="cg", **common)
+    got = influence_scores(obj.model, data, [0, 1], hessian_indices=np.arange(0, 300, 7), solver="pcg", **common)
+    assert got.shape == (2, 300)
+    np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-7 * np.abs(full).max())
