@@ -223,3 +223,23 @@ def test_shipped_digits_mlp_reproduces_the_committed_exact_influence_lds():
     _, S = full_data_scores(model, ds, gt.test_indices, "exact", damping=0.01)
     assert lds_against(S, gt).lds == pytest.approx(0.755, abs=0.01)
     assert lds_against(gradient_dot_scores(model, ds, gt.test_indices), gt).lds == pytest.approx(0.463, abs=0.01)
+
+
+def test_cli_builds_and_checks_a_registered_ground_truth(tiny, tmp_path, monkeypatch, capsys):
+    spec, gt, _, cache = tiny
+    import influence_core.evaluation.ground_truth as module
+
+    monkeypatch.setitem(module.GROUND_TRUTHS, "tiny", spec)
+    monkeypatch.setenv("INFLUENCE_GROUND_TRUTH_DIR", str(tmp_path))
+    assert main(["lds", "ground-truth", "tiny", "--cache", str(cache), "--max-retrains", "0", "--quiet"]) == 0
+    assert "4 of 4 subsets" in capsys.readouterr().out
+    built = load_ground_truth("tiny")
+    np.testing.assert_array_equal(built.logits, gt.logits)
+    assert main(["lds", "ground-truth", "tiny", "--cache", str(cache), "--check", "--quiet"]) == 0
+    assert "OK" in capsys.readouterr().out
+    # a committed file whose outputs are not these retrains' (subsets in reverse order) fails the check
+    shuffled = built.logits[:, ::-1].copy()
+    _rewrite(tmp_path / "tiny.npz", tmp_path / "tiny.npz", logits=np.ascontiguousarray(shuffled))
+    assert main(["lds", "ground-truth", "tiny", "--cache", str(cache), "--check", "--quiet"]) == 2
+    out, err = capsys.readouterr()
+    assert "DIFFERENT" in out and len(err.strip().splitlines()) == 1
