@@ -375,8 +375,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="samplers run with every solver (default: all); the others only with --main-solver")
     ap.add_argument("--main-solver", default="exact", help="the solver of the other samplers")
     ap.add_argument("--m", type=int, nargs="+", default=[32, 64, 128, 256, 512])
-    ap.add_argument("--solver-max-m", nargs="*", default=["lissa=256"], metavar="SOLVER=M",
-                    help="largest m run with SOLVER (default lissa=256: beyond it LiSSA stops being cheap)")
+    ap.add_argument("--solver-max-m", nargs="*", default=["lissa=256", "exact=512"], metavar="SOLVER=M",
+                    help="largest m run with SOLVER (default lissa=256, exact=512: beyond them the sample stops being "
+                         "cheap: LiSSA's iterations grow with m, and exact turns to the dense LU once m(C−1) >= p, "
+                         "which costs as much as the full-data exact solve on digits MLP)")
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds 0..N-1 per configuration")
     ap.add_argument("--damping", type=float, default=0.01)
     ap.add_argument("--curvature", default="gauss_newton", choices=("gauss_newton", "hessian"))
