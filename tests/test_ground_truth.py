@@ -243,3 +243,22 @@ def test_cli_builds_and_checks_a_registered_ground_truth(tiny, tmp_path, monkeyp
     assert main(["lds", "ground-truth", "tiny", "--cache", str(cache), "--check", "--quiet"]) == 2
     out, err = capsys.readouterr()
     assert "DIFFERENT" in out and len(err.strip().splitlines()) == 1
+
+
+def test_retrain_recipe_keeps_the_cnn_recipe_and_leaves_default_keys_out():
+    """The CNN's cosine schedule and bounded polish must reach the retrains (else each retrain would run the MLP's
+    recipe); settings left at their defaults stay out of the recipe, so the studies' cache keys are unchanged."""
+    from dataclasses import asdict
+
+    from torch import nn
+
+    from influence_core.evaluation.lds import _training_recipe
+    from influence_core.models.training import TrainingConfig
+
+    cnn = nn.Linear(1, 1)
+    cnn.training_config = {**asdict(TrainingConfig(arch="cnn", **GROUND_TRUTHS["mnist5k_cnn"].train_settings))}
+    recipe = _training_recipe(cnn)
+    assert recipe["lr_schedule"] == "cosine" and recipe["max_polish_steps"] == 60 and recipe["batch_size"] == 128
+    mlp = nn.Linear(1, 1)
+    mlp.training_config = {**asdict(TrainingConfig(arch="mlp")), "hidden": [64]}
+    assert not {"lr_schedule", "max_polish_steps", "grad_tol", "width"} & set(_training_recipe(mlp))
