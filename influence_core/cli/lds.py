@@ -1,8 +1,11 @@
-"""``python -m influence_core lds score|study``: the linear datamodeling score against retraining.
+"""``python -m influence_core lds score|study|ground-truth``: the linear datamodeling score against retraining.
 
 ``lds score`` scores one configuration (full-data influence and gradient dot always, plus a sampled Hessian with
-``--sampler/--m`` and/or your own score matrix with ``--scores FILE.npy``); ``lds study`` runs the sampler study
-(samplers × m × sampler seeds) scored by LDS next to the proxy metrics. Both print the noise ceiling.
+``--sampler/--m`` and/or your own score matrix with ``--scores FILE.npy``); with ``--ground-truth NAME_OR_PATH
+--scores FILE.npy`` it scores the matrix against a shipped ground-truth file instead, in seconds, without training or
+retraining. ``lds study`` runs the sampler study (samplers × m × sampler seeds) scored by LDS next to the proxy
+metrics. ``lds ground-truth NAME`` builds (or with ``--check`` regenerates and compares) a shipped ground-truth file
+from the retrain cache, retraining what is missing. All print the noise ceiling.
 """
 
 from __future__ import annotations
@@ -78,6 +81,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "(.npy, or .npz with one array 'scores'); see --save-test-indices")
     score.add_argument("--save-test-indices", default=None, help="write the chosen test indices to this .npy")
     score.add_argument("--json", default=None, help="write the results to this JSON file")
+    score.add_argument("--ground-truth", default=None, metavar="NAME_OR_PATH",
+                       help="score --scores against a shipped ground-truth file (a name in ground_truth/, e.g. "
+                            "digits_mlp, or a path): no training, no retraining; rows in the order of its "
+                            "test_indices")
+    gt = sub.add_parser("ground-truth", help="build a shipped ground-truth file from the retrain cache (retraining "
+                                             "what is missing), or --check it against the committed one")
+    from influence_core.evaluation.ground_truth import GROUND_TRUTHS
+
+    gt.add_argument("name", choices=sorted(GROUND_TRUTHS), help="which registered ground truth")
+    gt.add_argument("--cache", default=None, help=f"retrain cache directory (default {default_cache_dir()})")
+    gt.add_argument("--max-retrains", type=int, default=None,
+                    help="run at most N missing retrains, then write the finished prefix of subsets (a partial file "
+                         "marked partial; rerun to continue); 0 = use the cache only")
+    gt.add_argument("--out", default=None, help="write NAME.npz (+ NAME.json) here (default: the ground_truth/ "
+                                                 "folder)")
+    gt.add_argument("--check", action="store_true",
+                    help="regenerate and compare with the committed file instead of writing it (exit 2 if they "
+                         "differ)")
+    gt_where = gt.add_mutually_exclusive_group()
+    gt_where.add_argument("--workers", type=int, default=None, help="retrain on a local Dask cluster of N workers")
+    gt_where.add_argument("--scheduler", default=None, help="retrain on a running Dask scheduler")
+    gt.add_argument("--threads", type=int, default=1, help="torch threads of this process (each retrain uses 1)")
+    gt.add_argument("--quiet", action="store_true", help="no progress messages")
     study = sub.add_parser("study", help="samplers × m × sampler seeds scored by LDS")
     _common(study)
     study.add_argument("--samplers", nargs="+", default=None, help="samplers (default: all registered)")
@@ -151,7 +177,65 @@ def _options_per_solver(items: list[str], solvers: list[str]) -> dict[str, dict[
     return {s: {k: v for k, v in parsed.items() if k in SOLVER_REGISTRY[s].options} for s in solvers}
 
 
+def _score_ground_truth(args: argparse.Namespace) -> int:
+    from influence_core.evaluation.ground_truth import lds_against, load_ground_truth
+
+    if not args.scores:
+        raise ValueError("--ground-truth needs --scores FILE.npy, the (n_test, n_train) matrix to score")
+    if args.sampler is not None:
+        raise ValueError("--ground-truth scores a given --scores matrix; --sampler is not used with it (compute the "
+                         "sampled scores and save them with np.save)")
+    t0 = time.perf_counter()
+    gt = load_ground_truth(args.ground_truth)
+    S = _load_user_scores(args.scores)
+    result = lds_against(S, gt, args.output)
+    r = gt.recipe
+    print(f"LDS of {Path(args.scores).name} against ground truth {gt.name} ({r['dataset']['name']} / "
+          f"{r['model']['arch']}, {len(gt.test_indices)} test points, K = {gt.k_done}"
+          f"{' of ' + str(r['plan']['n_subsets']) + ' (partial)' if gt.partial else ''}, alpha = "
+          f"{r['plan']['alpha']}, R = {r['plan']['n_seeds']}, output {args.output}): LDS {result.lds:.3f} "
+          f"(std over test points {np.nanstd(result.per_test):.3f}), noise ceiling {result.ceiling:.3f}, "
+          f"seed-vs-seed {result.seed_agreement:.3f}; {time.perf_counter() - t0:.1f} s")
+    if args.json:
+        from influence_core.studies.output import write_json
+
+        write_json(args.json, {"ground_truth": gt.name, "path": str(args.ground_truth), "scores": str(args.scores),
+                               "result": result.to_dict(), "recipe": r,
+                               "test_indices": gt.test_indices.tolist()}, indent=1)
+    return 0
+
+
+def _ground_truth(args: argparse.Namespace) -> int:
+    from influence_core.evaluation.ground_truth import (build_ground_truth, compare_ground_truths,
+                                                        ground_truth_dir, load_ground_truth, save_ground_truth)
+
+    t0 = time.perf_counter()
+    with get_executor(workers=args.workers, scheduler=args.scheduler) as ex:
+        gt = build_ground_truth(args.name, cache_dir=args.cache, executor=ex, max_retrains=args.max_retrains,
+                                progress=_progress(args))
+    r = gt.recipe
+    done = f"{gt.k_done} of {r['plan']['n_subsets']} subsets" + (" (partial)" if gt.partial else "")
+    if args.check:
+        committed = load_ground_truth(args.name)
+        c = compare_ground_truths(committed, gt)
+        print(f"{args.name}: regenerated {done} (cache key {r['cache_key']}) against the committed "
+              f"{committed.k_done} subsets: compared {c['subsets_compared']}, recipe differs in "
+              f"{c['recipe_differs_in'] or 'nothing'}, max |delta logit| {c['max_abs_logit_diff']:.3g}, output "
+              f"agreement (Spearman over k) {c['output_agreement']:.3f} (needs >= {c['threshold']:.3f}): "
+              f"{'OK' if c['ok'] else 'DIFFERENT'}; {time.perf_counter() - t0:.0f} s")
+        if not c["ok"]:
+            raise ValueError(f"the regenerated {args.name} does not match the committed file (see the line above)")
+        return 0
+    path = save_ground_truth(gt, Path(args.out or ground_truth_dir()) / f"{args.name}.npz")
+    ceil = r["noise_ceiling"]["loss"]
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {done}, cache key {r['cache_key']}, noise ceiling "
+          f"{ceil['ceiling']:.3f} (seed-vs-seed {ceil['seed_agreement']:.3f}); {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
 def _score(args: argparse.Namespace) -> int:
+    if args.ground_truth:
+        return _score_ground_truth(args)
     t0 = time.perf_counter()
     plan = _plan(args)
     if args.sampler is not None and args.m is None:
@@ -219,4 +303,6 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.lds_mode == "ground-truth":
+        return _ground_truth(args)
     return _score(args) if args.lds_mode == "score" else _study(args)

@@ -69,6 +69,9 @@ CACHE_KEY_DIGITS = 24
 """Length of the retrain cache's key (kept: it names cache folders already on disk)."""
 OUTPUTS = ("loss", "margin")
 _TRAIN_KEYS = ("epochs", "batch_size", "lr", "polish_steps", "dtype")
+_OPTIONAL_TRAIN_KEYS = ("lr_schedule", "grad_tol", "max_polish_steps", "width")
+"""Recorded (and hashed into the cache key) only when they differ from :class:`TrainingConfig`'s defaults, so the
+keys of recipes that never set them (the MLPs, logistic regression) are unchanged."""
 
 
 def default_cache_dir() -> Path:
@@ -241,6 +244,10 @@ def _training_recipe(model: nn.Module) -> dict[str, Any]:
                   weight_decay=float(cfg.get("weight_decay", getattr(model, "weight_decay", 0.0))))
     if cfg["arch"] == "mlp" and "hidden" in cfg:
         recipe["hidden"] = [int(h) for h in cfg["hidden"]]
+    from influence_core.models.training import TrainingConfig
+
+    defaults = TrainingConfig()
+    recipe.update({k: cfg[k] for k in _OPTIONAL_TRAIN_KEYS if k in cfg and cfg[k] != getattr(defaults, k)})
     return recipe
 
 
@@ -265,7 +272,7 @@ def _retrain(dataset: Dataset, recipe: dict[str, Any], kept: np.ndarray, seed: i
     start = time.perf_counter()
     n = dataset.n_train
     reduced = dataclasses.replace(dataset, X_train=dataset.X_train[kept], y_train=dataset.y_train[kept])
-    settings = {k: recipe[k] for k in _TRAIN_KEYS if k in recipe}
+    settings = {k: recipe[k] for k in _TRAIN_KEYS + _OPTIONAL_TRAIN_KEYS if k in recipe}
     if "hidden" in recipe:
         settings["hidden"] = tuple(recipe["hidden"])
     settings["weight_decay"] = recipe["weight_decay"] * n / len(kept)
@@ -293,9 +300,17 @@ def _load_retrain(path: Path, kept: np.ndarray, n_test: int) -> dict[str, Any] |
         return None
 
 
+def _nanmean(a: np.ndarray) -> float:
+    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
+
+
+def _nanmax(a: np.ndarray) -> float:
+    return float(np.nanmax(a)) if np.isfinite(a).any() else float("nan")
+
+
 def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = RetrainPlan(), *,
                     cache_dir: str | os.PathLike | None = None, executor: Any = None, threads: int = 1,
-                    progress: Progress | None = None) -> RetrainedOutputs:
+                    progress: Progress | None = None, max_retrains: int | None = None) -> RetrainedOutputs:
     """Retrain ``model``'s recipe on the K subsets of ``plan`` with R seeds each and collect the test logits.
 
     ``cache_dir``: where finished retrains are kept (None = :func:`default_cache_dir`; ``False`` = no cache).
@@ -305,6 +320,9 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
     ``threads``: torch threads per retrain (default 1: the models are small and the retrains independent, so the
     parallelism is across retrains, on the executor's workers, and intra-op threads of small models only add
     synchronisation; 0 = leave torch's setting).
+    ``max_retrains``: run at most this many missing retrains (in order k = 0, 1, … with every seed of a subset
+    before the next subset) and leave the rest NaN in ``logits`` (``info["missing"]`` counts them): a long run can be
+    done in batches, e.g. one batch per hold of a shared lock; 0 only reads the cache. None = all.
     """
     if not isinstance(plan, RetrainPlan):
         raise TypeError(f"plan must be a RetrainPlan, got {type(plan).__name__}")
@@ -335,6 +353,11 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
         else:
             logits[r, k], grad_norms[r, k], seconds[r, k] = found["logits"], found["grad_norm"], found["seconds"]
     total, cached = plan.n_subsets * plan.n_seeds, plan.n_subsets * plan.n_seeds - len(todo)
+    missing = 0
+    if max_retrains is not None:
+        _check_int("max_retrains", max_retrains, 0)
+        missing = max(len(todo) - max_retrains, 0)
+        todo = todo[:max_retrains]
     start = time.perf_counter()
     done = cached
     if progress:
@@ -366,8 +389,8 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
             if own:
                 ex.close()
     info = {"cache_key": key, "cache_dir": None if directory is None else str(directory), "key_record": record,
-            "cached": cached, "retrained": len(todo), "wall_seconds": time.perf_counter() - start,
-            "retrain_seconds_mean": float(np.nanmean(seconds)), "max_grad_norm": float(np.nanmax(grad_norms)),
+            "cached": cached, "retrained": len(todo), "missing": missing, "wall_seconds": time.perf_counter() - start,
+            "retrain_seconds_mean": _nanmean(seconds), "max_grad_norm": _nanmax(grad_norms),
             "retrain_seeds": seeds, "subset_size": int(masks[0].sum()), "recipe": recipe}
     return RetrainedOutputs(plan, masks, logits, full_logits, np.asarray(dataset.y_test), info)
 
