@@ -326,7 +326,7 @@ def cases() -> list[Case]:
     add(Case("errors", "train_model((X, y, Xt, yt))", ("dataset",), prelude=TINY,
              code="train_model((X, y, X, y), 'logreg')"))
     add(Case("errors", "bench query --hessian foo", ("--hessian",),
-             argv=["bench", "query", "--datasets", "digits:logreg", "--hessian", "foo"]))
+             argv=["bench", "query", "--configs", "digits:logreg", "--hessian", "foo"]))
     add(Case("errors", "removal --report with a damaged run JSON", ("results.json", "run"),
              argv=["removal", "--report", "{W}/r.md", "--runs", "{W}/run"],
              setup=lambda W: ((W / "run").mkdir(), (W / "run" / "results.json").write_text("{broken"))))

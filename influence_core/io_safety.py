@@ -182,6 +182,11 @@ def load_array(path: Any, what: str, key: str | None = None) -> Any:
     p = check_input_file(path, what)
     if p.suffix not in (".npy", ".npz"):
         raise InputPathError(f"{what} must be a .npy or .npz file, got {p}")
+    with open(p, "rb") as fh:  # numpy reads anything without its header as a pickle: look before it does
+        magic = fh.read(6)
+    if (p.suffix == ".npy" and magic != b"\x93NUMPY") or (p.suffix == ".npz" and not zipfile.is_zipfile(p)):
+        raise InputPathError(f"{what} {p} is not a readable {p.suffix} array file (no {p.suffix} header: text or "
+                             "other data); save it with np.save / np.savez")
     try:
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as f:

@@ -92,3 +92,12 @@ def test_bench_lists_its_subcommands(capsys):
         main(["bench", "--help"])
     text = capsys.readouterr().out
     assert "query" in text and "compare" in text
+
+
+def test_bench_query_names_a_bad_hessian_option(capsys, monkeypatch):
+    import influence_core.bench.query as query
+
+    monkeypatch.setattr(query, "measure_config", lambda *a, **k: pytest.fail("measured before the check"))
+    assert main(["bench", "query", "--configs", "digits:logreg", "--hessian", "full", "foo", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --hessian takes 'full' or a sample size (a positive integer), got ['foo', '0']"

@@ -105,6 +105,7 @@ def test_same_seed_gives_the_same_numbers(quick_run, tmp_path):
 
 def test_report_is_generated_from_the_run(quick_run, tmp_path):
     report = tmp_path / "docs" / "RESULTS.md"
+    report.parent.mkdir()  # the report's folder must exist: the command creates none
     assert study.run(_args("--report", str(report), "--runs", str(quick_run))) == 0
     text = report.read_text()
     record = json.loads((quick_run / "results.json").read_text())
@@ -182,3 +183,18 @@ def test_quick_run_reports_the_honest_protocol(quick_run):
     text = study._honest_markdown(record)
     assert "F1 (reporting half, chosen α)" in text and "| random | 32 |" in text
     assert "gradient norm" in study._stationarity(record)
+
+
+def test_report_checks_its_path_and_names_a_damaged_run_file(quick_run, tmp_path):
+    with pytest.raises(ValueError, match="the folder .*new does not exist"):
+        study.run(_args("--report", str(tmp_path / "new" / "R.md"), "--runs", str(quick_run)))
+    assert not (tmp_path / "new").exists()  # was created although the command then failed
+    damaged = tmp_path / "run"
+    damaged.mkdir()
+    (damaged / "results.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"--runs: .*run/results.json is not valid JSON"):
+        study.run(_args("--report", str(tmp_path / "R.md"), "--runs", str(damaged)))
+    (damaged / "results.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="holds a JSON list, not a run record"):
+        study.run(_args("--report", str(tmp_path / "R.md"), "--runs", str(damaged)))
+    assert not (tmp_path / "R.md").exists()

@@ -208,6 +208,9 @@ def _run(args: argparse.Namespace) -> int:
         args.damping = max(args.damping, 0.1)  # the tiny, briefly trained MLP has negative curvature below that
     else:
         configs = args.configs or list(DEFAULT_CONFIGS)
+    bad = [h for h in args.hessian if h != "full" and not (h.isdigit() and int(h) >= 1)]
+    if bad:
+        raise ValueError(f"--hessian takes 'full' or a sample size (a positive integer), got {bad}")
     env = environment()
     rows: list[dict[str, Any]] = []
     for spec in configs:

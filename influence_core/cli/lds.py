@@ -227,7 +227,8 @@ def _score(args: argparse.Namespace) -> int:
 
 def _study(args: argparse.Namespace) -> int:
     _check_common(args)
-    check_study_outputs(args.out, args.name or f"{args.dataset}_{args.arch}")  # before the study, not after it
+    name = f"{args.dataset}_{args.arch}" if args.name is None else args.name
+    check_study_outputs(args.out, name)  # every output file, before the study, not after it
     config = StudyConfig(dataset=args.dataset, arch=args.arch, seed=args.seed,
                          samplers=tuple(args.samplers or ()), ms=tuple(args.m), n_seeds=args.sampler_seeds,
                          n_test_points=args.test_points, test_seed=args.test_seed, damping=args.damping,

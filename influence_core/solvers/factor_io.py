@@ -77,6 +77,10 @@ def read_factor_file(path: str | os.PathLike, format_tag: str,
         raise FactorFileError(f"no factor file at {str(path)!r}; fit the factors first and save them")
     if not path.is_file():
         raise FactorFileError(f"factor_file {str(path)!r} is not a regular file (a directory, FIFO or device)")
+    if not zipfile.is_zipfile(path):  # else numpy would read the bytes as a pickle and advise allow_pickle=True
+        raise FactorFileError(f"factor_file {str(path)!r} is not a readable factor file (not an .npz archive: "
+                              "corrupt or truncated, or another kind of file); delete it and fit the factors again, "
+                              "or give another factor_file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
@@ -177,5 +181,7 @@ def load_or_fit(factor_file: str | os.PathLike | None, stem: str, config: dict[s
             check_output_file(path, "factor_file")
     inverse = fit()
     if path is not None:
+        if directory:
+            path.parent.mkdir(exist_ok=True)  # the directory the user named (checked above); nothing above it
         inverse.save(path)
     return inverse, {"factor_file": None if path is None else str(path), "loaded": False}

@@ -775,7 +775,8 @@ def run(args: argparse.Namespace) -> int:
         train_settings["hidden"] = tuple(args.hidden)
     if args.dataset == "npz" and not args.path:
         raise ValueError("--dataset npz needs --path FILE.npz")
-    check_study_outputs(args.out, args.name or f"{args.dataset}_{args.arch}")  # before the study, not after it
+    name = f"{args.dataset}_{args.arch}" if args.name is None else args.name
+    check_study_outputs(args.out, name)  # every output file, before the study, not after it
     config = StudyConfig(
         dataset=args.dataset, arch=args.arch, seed=args.seed, samplers=tuple(args.samplers or ()), ms=tuple(args.m),
         n_seeds=args.seeds, n_test_points=args.test_points, test_seed=args.test_seed, k=args.k,
