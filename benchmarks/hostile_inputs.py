@@ -190,6 +190,23 @@ def cases() -> list[Case]:
              prelude="from influence_core.studies.faithfulness import write_outputs",
              code="write_outputs(None, '{W}/o', '../evil')", check=_absent("evil.json", "o")))
 
+    add(Case("outputs", "influence --out without .npy", ("--out", ".npy"), argv=[*inf, "--out", "{W}/scores"],
+             check=_absent("scores.npy", "scores")))
+    add(Case("outputs", "lds score --save-test-indices symlink", ("--save-test-indices", "link"),
+             argv=["lds", "score", *SMALL_LDS, "--save-test-indices", "{W}/i.npy", "--cache", "{W}/cache"],
+             setup=_link("i.npy"), check=_victim_intact))
+    add(Case("outputs", "lds score --scores .npy of Python objects", ("--scores",),
+             argv=["lds", "score", *SMALL_LDS, "--scores", "{W}/o.npy", "--cache", "{W}/cache"],
+             setup=lambda W: __import__("numpy").save(W / "o.npy", __import__("numpy").array([{}, 1], dtype=object),
+                                                      allow_pickle=True), check=_absent("cache")))
+    add(Case("outputs", "lds study output file is a symlink", ("link", "--out", "--name"),
+             argv=["lds", "study", *SMALL_LDS, "--samplers", "uniform", "--m", "8", "--sampler-seeds", "1",
+                   "--out", "{W}", "--name", "r", "--cache", "{W}/cache"], setup=_link("r.json"), check=_victim_intact))
+    add(Case("outputs", "faithfulness --name ''", ("--name",), argv=[*TINY_FAITH, "--out", "{W}/f", "--name", ""],
+             check=_absent("f")))
+    add(Case("outputs", "load_npz dangling symlink", ("link", "no such"), prelude="from influence_core import load_npz",
+             setup=lambda W: os.symlink(W / "nothing.npz", W / "d.npz"), code="load_npz('{W}/d.npz')"))
+
     # --------------------------------------------------------------------------------------- numbers: LDS
     add(Case("numbers", "LDS identical masks", ("mask", "identical", "subsets"), prelude=LDS,
              code="print(linear_datamodeling_score(S, np.repeat(M[:1], 6, 0), Y)['lds'])"))
@@ -227,6 +244,15 @@ def cases() -> list[Case]:
         add(Case("numbers", f"train_model {setting}={value}", (setting,), prelude=TINY, timeout=60,
                  code=f"train_model(ds, 'mlp', seed=0, {setting}={value}, epochs=1) if '{setting}' != 'epochs' "
                       f"else train_model(ds, 'mlp', seed=0, {setting}={value})"))
+    add(Case("numbers", "train_model device='meta'", ("device", "meta"), prelude=TINY,
+             code="train_model(ds, 'logreg', device='meta')"))
+    add(Case("numbers", "retrain_outputs threads=-1", ("threads",), prelude=TINY + "from influence_core.evaluation.lds "
+             "import retrain_outputs, RetrainPlan\nm = train_model(ds, 'logreg', seed=0, polish_steps=5)",
+             code="retrain_outputs(m, ds, RetrainPlan(n_subsets=2, n_seeds=1), cache_dir=False, threads=-1)"))
+    add(Case("numbers", "top_influences complex scores", ("complex", "real", "scores"), prelude=MODEL,
+             code="print(top_influences(np.array([1 + 1j, 2, 3])))"))
+    add(Case("numbers", "CLI lds score --alpha nan", ("--alpha", "alpha"),
+             argv=["lds", "score", *SMALL_LDS, "--alpha", "nan", "--cache", "{W}/cache"], check=_absent("cache")))
     add(Case("numbers", "train_model seed=-1", ("seed",), prelude=TINY, code="train_model(ds, 'logreg', seed=-1)"))
     add(Case("numbers", "train_model seed=2.5", ("seed",), prelude=TINY, code="train_model(ds, 'logreg', seed=2.5)"))
     add(Case("numbers", "calculator chunk_size=2.5", ("chunk_size",), prelude=MODEL,
@@ -241,15 +267,16 @@ def cases() -> list[Case]:
              code="InfluenceCalculator(model, ds.X_train, ds.y_train).fit([0, 1.5, 2], damping=0.1)"))
     add(Case("numbers", "dataset_from_arrays test_fraction='0.2'", ("test_fraction",), prelude=TINY,
              code="dataset_from_arrays(X, y, test_fraction='0.2')"))
-    add(Case("numbers", "dataset_from_arrays seed=-1", ("seed",), prelude=TINY, code="dataset_from_arrays(X, y, seed=-1)"))
+    add(Case("numbers", "dataset_from_arrays seed=-1", ("seed",), prelude=TINY,
+             code="dataset_from_arrays(X, y, seed=-1)"))
     add(Case("numbers", "dataset_from_arrays seed=2**40", ("seed",), prelude=TINY,
              code="dataset_from_arrays(X, y, seed=2**40)"))
     add(Case("numbers", "load_dataset digits seed=2.5", ("seed",),
              prelude="from influence_core import load_dataset", code="load_dataset('digits', seed=2.5)"))
     add(Case("numbers", "mnist1d train_split=1.5", ("train_split",), prelude="from influence_core import load_dataset",
              code="load_dataset('mnist1d', train_split=1.5)"))
-    add(Case("numbers", "mnist1d num_samples=2.5e3", ("num_samples",), prelude="from influence_core import load_dataset",
-             code="load_dataset('mnist1d', num_samples=2500.7)"))
+    add(Case("numbers", "mnist1d num_samples=2500.7", ("num_samples",),
+             prelude="from influence_core import load_dataset", code="load_dataset('mnist1d', num_samples=2500.7)"))
     add(Case("numbers", "CLI lds score --threads -1", ("--threads",),
              argv=["lds", "score", *SMALL_LDS, "--threads", "-1", "--cache", "{W}/cache"], check=_absent("cache")))
     add(Case("numbers", "CLI lds score --subsets 10**9", ("--subsets", "n_subsets"),
@@ -448,12 +475,40 @@ def classify(case: Case, rc: int, stdout: str, stderr: str, violation: str | Non
     return {"outcome": "clean" if good else "unclear", "detail": f"{res['type']}: {message}"[:300]}
 
 
+OUTCOMES = ("clean", "unclear", "silent", "hang", "crash")
+
+
+def markdown(before: dict, after: dict) -> str:
+    """A before/after table per class of fault and one line per case whose outcome changed or is not clean."""
+    classes = sorted({c["class"] for c in before["cases"] + after["cases"]})
+    lines = ["| | " + " | ".join(OUTCOMES) + " |", "|---|" + "---:|" * len(OUTCOMES)]
+    for label, rec in (("before", before), ("after", after)):
+        lines.append(f"| **{label}** (all {len(rec['cases'])}) | " + " | ".join(str(rec["counts"][o]) for o in OUTCOMES)
+                     + " |")
+        for cls in classes:
+            cases = [c for c in rec["cases"] if c["class"] == cls]
+            lines.append(f"| {label}: {cls} ({len(cases)}) | " + " | ".join(
+                str(sum(c["outcome"] == o for c in cases)) for o in OUTCOMES) + " |")
+    old = {c["case"]: c for c in before["cases"]}
+    lines += ["", "| case | before | after | after: message or reason |", "|---|---|---|---|"]
+    for c in after["cases"]:
+        b = old.get(c["case"], {}).get("outcome", "-")
+        detail = c.get("detail", "").replace("|", "\\|").replace("\n", " ")[:140]
+        lines.append(f"| {c['case']} | {b} | {c['outcome']} | {detail} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1]), help="checkout under test")
     parser.add_argument("--json", default=None, help="write every case and the counts to this JSON file")
     parser.add_argument("--only", default=None, help="run only the cases whose name contains this text")
+    parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), default=None,
+                        help="no run: print the Markdown comparison of two result files")
     args = parser.parse_args()
+    if args.compare:
+        print(markdown(*(json.loads(Path(f).read_text()) for f in args.compare)), end="")
+        return 0
     root = Path(args.root).resolve()
     chosen = [c for c in cases() if args.only is None or args.only in c.name]
     results = []
@@ -461,7 +516,7 @@ def main() -> int:
         res = run_case(case, root)
         results.append({"class": case.cls, "case": case.name, **res})
         print(f"{res['outcome']:8s} {case.cls:9s} {case.name}: {res.get('detail', '')[:150]}", flush=True)
-    counts = {k: sum(r["outcome"] == k for r in results) for k in ("clean", "unclear", "silent", "hang", "crash")}
+    counts = {k: sum(r["outcome"] == k for r in results) for k in OUTCOMES}
     print(json.dumps(counts))
     if args.json:
         load = os.getloadavg()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 __all__ = ["OutputPathError", "InputPathError", "check_output_file", "check_output_dir", "check_output_name",
-           "check_outputs", "check_input_file", "load_array", "atomic_write", "atomic_path", "short_repr"]
+           "check_outputs", "check_input_file", "load_array", "load_error", "atomic_write", "atomic_path", "short_repr"]
 
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
@@ -169,6 +169,15 @@ def check_input_file(path: Any, what: str) -> Path:
     if not os.access(p, os.R_OK):
         raise InputPathError(f"{what} {p} is not readable; fix its permissions")
     return p
+
+
+def load_error(exc: BaseException, limit: int = 120) -> str:
+    """Why numpy could not read a file, in a few words, without numpy's advice to load with ``allow_pickle=True``
+    (which would run code from the file)."""
+    text = str(exc)
+    if "pickle" in text.lower():
+        return "it holds pickled Python objects or is not a numpy file; such data are never loaded"
+    return f"{type(exc).__name__}: {text[:limit]}"
 
 
 def load_array(path: Any, what: str, key: str | None = None) -> Any:

@@ -170,7 +170,6 @@ def _options_per_solver(items: list[str], solvers: list[str]) -> dict[str, dict[
 
 def _score(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
-    _check_common(args)
     plan = _plan(args)
     check_outputs(files={"--json": args.json, "--save-test-indices": args.save_test_indices})
     if args.save_test_indices and not args.save_test_indices.endswith(".npy"):
@@ -226,7 +225,6 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
-    _check_common(args)
     name = f"{args.dataset}_{args.arch}" if args.name is None else args.name
     check_study_outputs(args.out, name)  # every output file, before the study, not after it
     config = StudyConfig(dataset=args.dataset, arch=args.arch, seed=args.seed,

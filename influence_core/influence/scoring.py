@@ -44,6 +44,7 @@ import torch
 
 from influence_core.solvers.factor_io import fingerprint as _fingerprint  # SHA-256 of arrays and JSON-able values
 from influence_core.influence.executors import ClusterLostError, Executor, get_executor
+from influence_core.io_safety import check_output_file, load_error
 from influence_core.solvers.base import SolveResult
 from influence_core.progress import Progress
 
@@ -190,8 +191,6 @@ class _DiskSink:
         self.claimed = 0
         if path.suffix != ".npy":
             raise ValueError(f"the score file must end in .npy (numpy's format), got {path}")
-        from influence_core.io_safety import check_output_file
-
         for p in (path, self.manifest, self.partial):  # never written through a link, nor into a folder made here
             if os.path.lexists(p) or p == path:
                 check_output_file(p, "out (score file)")
@@ -253,7 +252,7 @@ class _DiskSink:
         try:
             arr = np.load(self.data, mmap_mode="r")
         except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{self.path} is not a complete score file (cut short or damaged: {str(exc)[:120]}); "
+            raise ValueError(f"{self.path} is not a complete score file (cut short or damaged: {load_error(exc)}); "
                              f"{advice}") from None
         if arr.shape != self.shape or arr.dtype != np.float64 or not arr.flags.c_contiguous:
             raise ValueError(f"{self.path} holds a {arr.dtype} array of shape {arr.shape}, expected float64 "
@@ -379,7 +378,10 @@ def _check_test_data(calc: "InfluenceCalculator", X_test: Any, y_test: Any) -> t
     obj = calc.objective
     X = _test_tensor("X_test", X_test)
     y = _test_tensor("y_test", y_test)
-    if not X.is_floating_point():  # integer pixels etc.: the model's dtype, refused if that would round them
+    train_X = getattr(obj.source, "X", None)
+    if not X.is_floating_point() and isinstance(train_X, torch.Tensor) and train_X.is_floating_point():
+        # integer pixels for a model trained on floats: the model's dtype, refused if that would round them
+        # (integer inputs of a model trained on integers, e.g. token ids, stay as they are)
         exact = 2 * round(1 / torch.finfo(obj.dtype).eps)  # 2**24 for float32, 2**53 for float64
         if X.numel() and int(X.long().abs().max()) > exact:
             raise ValueError(f"X_test holds integers above {exact}, which {obj.dtype} cannot represent exactly; "
