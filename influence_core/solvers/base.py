@@ -130,10 +130,10 @@ def report_nonconvergence(result: SolveResult, tol: float, mode: str, advice: st
     if result.converged:
         return
     if result.stop == "stagnation":
-        message = (f"{result.method} stopped on stagnation after {result.iterations} iterations: the relative "
-                   f"residual made no new minimum below {min(result.trace):.3g} in the last "
-                   f"{result.info.get('stagnation_window')} iterations, so tol={tol:g} is out of reach at this "
-                   f"precision; raise tol, or {advice.split(' or ')[-1]}. Trace: {short_trace(result.trace)}")
+        message = (f"{result.method} stopped on stagnation after {result.iterations} iterations at relative residual "
+                   f"{min(result.trace):.3g}: {result.info.get('stagnation', 'no progress')}, so tol={tol:g} is out "
+                   f"of reach at this precision; raise tol (or the damping, for a better-conditioned system). Trace: "
+                   f"{short_trace(result.trace)}")
     else:
         message = (f"{result.method} did not reach tol={tol:g} in {result.iterations} iterations (max_iter; "
                    f"final relative residual {result.trace[-1]:.3g}); {advice}. Trace: {short_trace(result.trace)}")

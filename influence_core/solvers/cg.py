@@ -42,7 +42,7 @@ def solve_cg(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, tol: float
     trace: list[float] = []
     active = B.norm(dim=1) > 0  # a zero right-hand side is solved by X = 0 from the start
     it = 0
-    stop = "max_iter"
+    stop, why = "max_iter", ""
     stalled = Stagnation(stagnation_window)
     eps = torch.finfo(B.dtype).eps
     lam = torch.zeros((), dtype=B.dtype, device=B.device)  # largest Rayleigh quotient of H + δI seen (<= ||H + δI||)
@@ -72,15 +72,19 @@ def solve_cg(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, tol: float
         # honestly reach has been passed), or without a new minimum for a while, CG has stalled
         lam = torch.maximum(lam, (curv / (P * P).sum(1).clamp_min(torch.finfo(B.dtype).tiny)).max())
         floor = eps * lam * X.norm(dim=1) / bnorm / 250
-        if bool((rel[active] <= floor[active]).all()) or stalled.update(trace[-1]):
-            stop = "stagnation"
+        if bool((rel[active] <= floor[active]).all()):
+            stop, why = "stagnation", "its residual fell below what the arithmetic resolves (eps·||H+δI||·||x||)"
+            break
+        if stalled.update(trace[-1]):
+            stop, why = "stagnation", f"the residual made no new minimum in the last {stagnation_window} iterations"
             break
         beta = torch.where(active, rs_new / rs.clamp_min(torch.finfo(B.dtype).tiny), torch.zeros_like(rs))
         P = R + beta[:, None] * P
         rs = rs_new
     converged = trace[-1] <= tol
     result = SolveResult(X, "cg", it, converged, damping, trace, seconds=time.perf_counter() - start,
-                         info={"tol": tol, "max_iter": max_iter, "stagnation_window": stagnation_window},
+                         info={"tol": tol, "max_iter": max_iter, "stagnation_window": stagnation_window,
+                               **({"stagnation": why} if why else {})},
                          stop="tolerance" if converged else stop)
     report_nonconvergence(result, tol, on_nonconvergence, "increase max_iter or damping")
     return result

@@ -76,7 +76,10 @@ def solve_lissa(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, scale: 
         X = X + residual
     result = SolveResult(X / scale, "lissa", it, trace[-1] <= tol, damping, trace, scale,
                          time.perf_counter() - start, info={"tol": tol, "max_iter": max_iter, "lambda_max": lam_max,
-                                                            "stagnation_window": stagnation_window}, stop=stop)
+                                                            "stagnation_window": stagnation_window,
+                                                            **({"stagnation": "the residual made no new minimum in "
+                                                                f"the last {stagnation_window} iterations"}
+                                                               if stop == "stagnation" else {})}, stop=stop)
     report_nonconvergence(result, tol, on_nonconvergence,
                            "increase max_iter, or increase damping (faster convergence, more bias)")
     return result
