@@ -249,6 +249,11 @@ def cases() -> list[Case]:
     add(Case("numbers", "retrain_outputs threads=-1", ("threads",), prelude=TINY + "from influence_core.evaluation.lds "
              "import retrain_outputs, RetrainPlan\nm = train_model(ds, 'logreg', seed=0, polish_steps=5)",
              code="retrain_outputs(m, ds, RetrainPlan(n_subsets=2, n_seeds=1), cache_dir=False, threads=-1)"))
+    add(Case("numbers", "retrain_outputs threads=10**6", ("threads",), prelude=TINY + "from influence_core.evaluation"
+             ".lds import retrain_outputs, RetrainPlan\nm = train_model(ds, 'logreg', seed=0, polish_steps=5)",
+             code="retrain_outputs(m, ds, RetrainPlan(n_subsets=2, n_seeds=1), cache_dir=False, threads=10**6)"))
+    add(Case("numbers", "CLI lds score --threads 10**6", ("--threads",),
+             argv=["lds", "score", *SMALL_LDS, "--threads", "1000000", "--cache", "{W}/cache"], check=_absent("cache")))
     add(Case("numbers", "top_influences complex scores", ("complex", "real", "scores"), prelude=MODEL,
              code="print(top_influences(np.array([1 + 1j, 2, 3])))"))
     add(Case("numbers", "CLI lds score --alpha nan", ("--alpha", "alpha"),
