@@ -59,7 +59,7 @@ M = rng.random((6, 10)) < 0.5; S = rng.normal(size=(3, 10)); Y = rng.normal(size
 """
 SMALL_LDS = ["--dataset", "digits", "--arch", "logreg", "--subsets", "2", "--retrain-seeds", "1",
              "--test-points", "2", "--quiet", "--epochs", "1"]
-TINY_FAITH = ["faithfulness", "--dataset", "digits", "--arch", "logreg", "--samplers", "uniform", "--m", "8",
+TINY_FAITH = ["faithfulness", "--dataset", "digits", "--arch", "logreg", "--samplers", "random", "--m", "8",
               "--seeds", "1", "--test-points", "2", "--quiet"]
 
 
@@ -147,10 +147,10 @@ def cases() -> list[Case]:
     add(Case("outputs", "faithfulness --name a/b", ("--name",),
              argv=[*TINY_FAITH, "--out", "{W}/f", "--name", "sub/x"], check=_absent("f/sub")))
     add(Case("outputs", "lds study --name ../x", ("--name",),
-             argv=["lds", "study", *SMALL_LDS, "--samplers", "uniform", "--m", "8", "--sampler-seeds", "1",
+             argv=["lds", "study", *SMALL_LDS, "--samplers", "random", "--m", "8", "--sampler-seeds", "1",
                    "--out", "{W}/l", "--name", "../x", "--cache", "{W}/cache"], check=_absent("x.json")))
     add(Case("outputs", "lds study --out FILE", ("--out",),
-             argv=["lds", "study", *SMALL_LDS, "--samplers", "uniform", "--m", "8", "--sampler-seeds", "1",
+             argv=["lds", "study", *SMALL_LDS, "--samplers", "random", "--m", "8", "--sampler-seeds", "1",
                    "--out", "{W}/afile", "--cache", "{W}/cache"], setup=lambda W: (W / "afile").write_text("x"),
              check=_absent("cache")))
     add(Case("outputs", "lds score --json /dev/full", ("--json",),
@@ -200,7 +200,7 @@ def cases() -> list[Case]:
              setup=lambda W: __import__("numpy").save(W / "o.npy", __import__("numpy").array([{}, 1], dtype=object),
                                                       allow_pickle=True), check=_absent("cache")))
     add(Case("outputs", "lds study output file is a symlink", ("link", "--out", "--name"),
-             argv=["lds", "study", *SMALL_LDS, "--samplers", "uniform", "--m", "8", "--sampler-seeds", "1",
+             argv=["lds", "study", *SMALL_LDS, "--samplers", "random", "--m", "8", "--sampler-seeds", "1",
                    "--out", "{W}", "--name", "r", "--cache", "{W}/cache"], setup=_link("r.json"), check=_victim_intact))
     add(Case("outputs", "faithfulness --name ''", ("--name",), argv=[*TINY_FAITH, "--out", "{W}/f", "--name", ""],
              check=_absent("f")))
@@ -507,7 +507,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=str(Path(__file__).resolve().parents[1]), help="checkout under test")
     parser.add_argument("--json", default=None, help="write every case and the counts to this JSON file")
-    parser.add_argument("--only", default=None, help="run only the cases whose name contains this text")
+    parser.add_argument("--only", nargs="+", default=None, help="run only the cases whose name contains one of these")
+    parser.add_argument("--merge", default=None, metavar="JSON",
+                        help="with --json: take the other cases from this earlier result file (a partial rerun)")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), default=None,
                         help="no run: print the Markdown comparison of two result files")
     args = parser.parse_args()
@@ -515,12 +517,18 @@ def main() -> int:
         print(markdown(*(json.loads(Path(f).read_text()) for f in args.compare)), end="")
         return 0
     root = Path(args.root).resolve()
-    chosen = [c for c in cases() if args.only is None or args.only in c.name]
+    chosen = [c for c in cases() if args.only is None or any(o in c.name for o in args.only)]
     results = []
     for case in chosen:
         res = run_case(case, root)
         results.append({"class": case.cls, "case": case.name, **res})
         print(f"{res['outcome']:8s} {case.cls:9s} {case.name}: {res.get('detail', '')[:150]}", flush=True)
+    if args.merge:
+        rerun = {r["case"] for r in results}
+        earlier = json.loads(Path(args.merge).read_text())["cases"]
+        order = [c.name for c in cases()]
+        results = sorted([r for r in earlier if r["case"] not in rerun] + results,
+                         key=lambda r: order.index(r["case"]) if r["case"] in order else len(order))
     counts = {k: sum(r["outcome"] == k for r in results) for k in OUTCOMES}
     print(json.dumps(counts))
     if args.json:
