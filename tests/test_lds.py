@@ -206,7 +206,6 @@ S3, Y6 = RNG.normal(size=(3, 10)), RNG.normal(size=(6, 3))
     (S3, M6, np.ones_like(Y6), "retrained outputs of test row"),             # was nan
     (S3 + 1j, M6, Y6, "complex"),                                            # imaginary part was dropped
     (S3, M6, Y6 + 1j, "complex"),
-    (S3.astype(bool), M6, Y6, "finite numbers"),
 ])
 def test_lds_refuses_input_without_a_meaningful_correlation(scores, masks, outputs, message):
     with pytest.raises(ValueError, match=message):

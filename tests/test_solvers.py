@@ -202,7 +202,7 @@ def test_stop_reason_tolerance_and_max_iter(spd):
 
 @pytest.mark.parametrize("options, message", [
     ({"stagnation_window": 0}, "stagnation_window"), ({"stagnation_window": 2.5}, "stagnation_window"),
-    ({"damping": "small"}, "damping must be a finite number"), ({"damping": None}, "damping must be a finite number"),
+    ({"damping": "small"}, "damping must be a finite number"), ({"damping": True}, "damping must be a finite number"),
 ])
 def test_solver_options_are_type_checked(spd, options, message):
     A, B, _ = spd
