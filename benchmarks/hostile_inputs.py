@@ -172,7 +172,7 @@ def cases() -> list[Case]:
              argv=["lds", "score", *SMALL_LDS, "--scores", "{W}/t.npy", "--cache", "{W}/cache"],
              setup=lambda W: (W / "t.npy").write_text("not an array\n"), check=_absent("cache")))
     add(Case("outputs", "validate --json symlink", ("--json", "link"),
-             argv=["validate", "--n-test", "1", "--n-retrain", "1", "--json", "{W}/v.json"],
+             argv=["validate", "--n-test", "1", "--n-retrain", "2", "--json", "{W}/v.json"],
              setup=_link("v.json"), check=_victim_intact))
     add(Case("outputs", "removal --report in a missing folder", ("--report", "--runs"),
              argv=["removal", "--report", "{W}/new/r.md", "--runs", "{W}/none"], check=_absent("new")))
@@ -241,9 +241,9 @@ def cases() -> list[Case]:
                            ("lr", "'fast'"), ("weight_decay", "None"), ("polish_steps", "2.5"),
                            ("polish_steps", "10**12"), ("epochs", "10**9"), ("max_polish_steps", "10**15"),
                            ("hidden", "(10**9,)"), ("dtype", "'float16'")]:
+        extra = "" if setting == "epochs" else ", epochs=1"
         add(Case("numbers", f"train_model {setting}={value}", (setting,), prelude=TINY, timeout=60,
-                 code=f"train_model(ds, 'mlp', seed=0, {setting}={value}, epochs=1) if '{setting}' != 'epochs' "
-                      f"else train_model(ds, 'mlp', seed=0, {setting}={value})"))
+                 code=f"train_model(ds, 'mlp', seed=0, {setting}={value}{extra})"))
     add(Case("numbers", "train_model device='meta'", ("device", "meta"), prelude=TINY,
              code="train_model(ds, 'logreg', device='meta')"))
     add(Case("numbers", "retrain_outputs threads=-1", ("threads",), prelude=TINY + "from influence_core.evaluation.lds "
