@@ -189,11 +189,11 @@ class _DiskSink:
         self.checksums: dict[tuple[int, int], int] = {}
         self.complete = False
         self.claimed = 0
-        if path.suffix != ".npy":
-            raise ValueError(f"the score file must end in .npy (numpy's format), got {path}")
         for p in (path, self.manifest, self.partial):  # never written through a link, nor into a folder made here
             if os.path.lexists(p) or p == path:
-                check_output_file(p, "out (score file)")
+                check_output_file(p, "out (the score file)")
+        if path.suffix != ".npy":
+            raise ValueError(f"out: the score file must end in .npy (numpy's format), got {path}")
         if resume and self.manifest.is_file() and (path.exists() or self.partial.exists()):
             self.data = self.partial if self.partial.exists() else path
             self._load(header)
@@ -212,9 +212,11 @@ class _DiskSink:
                     fh.write(json.dumps({"header": header}) + "\n")
                     fh.flush()
                     os.fsync(fh.fileno())
-            except BaseException:  # e.g. a full disk: leave no half file behind
+            except BaseException as exc:  # e.g. a full disk: leave no half file behind
                 self.partial.unlink(missing_ok=True)
                 self.manifest.unlink(missing_ok=True)
+                if isinstance(exc, OSError) and not exc.filename:
+                    raise OSError(exc.errno, exc.strerror, str(path)) from None
                 raise
         self.offset = self._data_offset()
         self.fd = os.open(self.data, os.O_RDWR)
@@ -288,8 +290,11 @@ class _DiskSink:
     def write(self, key: tuple[int, int], rows: slice, cols: slice, block: np.ndarray) -> None:
         n_cols = self.shape[1]
         data = np.ascontiguousarray(block, dtype="<f8")
-        for r, row in enumerate(data):
-            os.pwrite(self.fd, row.tobytes(), self.offset + ((rows.start + r) * n_cols + cols.start) * 8)
+        try:
+            for r, row in enumerate(data):
+                os.pwrite(self.fd, row.tobytes(), self.offset + ((rows.start + r) * n_cols + cols.start) * 8)
+        except OSError as exc:  # a full disk: say which file (the CLI shows strerror and filename)
+            raise OSError(exc.errno, exc.strerror, str(self.data)) from None
         self._unclaimed.append((key, zlib.crc32(data.tobytes())))
         if time.monotonic() - self._last_sync >= self.SYNC_SECONDS:
             self._sync()
