@@ -242,8 +242,8 @@ def test_outputs_of_a_tiny_study_plot_and_stay_in_their_folder(tmp_path):
     from influence_core.studies.faithfulness import plot_html, plot_png
 
     keys = ("spearman", "rel_error", "topk_helpful", "topk_harmful", "solve_seconds")
-    record = {"sampler": "uniform", "m": 8, "seed_spearman": 0.0, **{f"{k}_{s}": 0.0 for k in keys
-                                                                       for s in ("mean", "std")}}
+    record = {"sampler": "uniform", "m": 8, "seed_spearman": float("nan"),  # one seed: no seed agreement
+              **{f"{k}_{s}": 0.0 for k in keys for s in ("mean", "std")}}
     result = SimpleNamespace(summary=[record], config={"dataset": "d", "arch": "a", "curvature": "gauss_newton",
                                                        "damping": 0.01, "n_seeds": 1})
     plot_png(result, tmp_path / "p.png")

@@ -626,6 +626,8 @@ def plot_png(result: StudyResult, path: Path) -> None:
             ax.plot(m, mean, marker="o", color=color, label=sampler)
             ax.fill_between(m, mean - std, mean + std, color=color, alpha=0.15)
         ax.set_xscale("log", base=2)
+        ms = [r["m"] for r in result.summary]
+        ax.set_xlim(min(ms) / 1.5, max(ms) * 1.5)  # also for a panel without finite values (e.g. one seed)
         if key in ("rel_error", "solve_seconds") and _any_positive(result, samplers, key):
             ax.set_yscale("log")  # (a tiny study can have only zeros here: then the axis stays linear)
         ax.set_xlabel("Hessian sample size m")
