@@ -32,7 +32,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from .io_safety import atomic_write
+from .io_safety import atomic_write, load_error
 
 __all__ = ["ArrayStore", "StoreFileError", "StoredEntry", "code_version", "entry_key", "FORMAT"]
 
@@ -153,7 +153,7 @@ class ArrayStore:
         except StoreFileError:
             raise
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
-            raise StoreFileError(f"{path} cannot be read ({type(exc).__name__}: {str(exc)[:120]})") from None
+            raise StoreFileError(f"{path} cannot be read ({load_error(exc)})") from None
         if not isinstance(record, dict) or record.get("format") != FORMAT:
             raise StoreFileError(f"{path} is not a file of this store (format {str(record.get('format'))[:40]!r})"
                                  if isinstance(record, dict) else f"{path} has a malformed {META} record")

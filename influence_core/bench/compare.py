@@ -31,8 +31,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from influence_core.bench.common import (MissingExtraError, command_line, environment, format_table, time_call,
-                                         torch_threads, write_report)
+from influence_core.bench.common import (MissingExtraError, check_report_paths, command_line, environment,
+                                         format_table, time_call, torch_threads, write_report)
 
 COLUMNS = [
     ("model", "model"), ("p", "p"), ("ours", "ours"), ("theirs", "pyDVL"), ("spearman", "Spearman (min)"),
@@ -211,6 +211,7 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
 
 
 def run(args: argparse.Namespace) -> int:
+    check_report_paths(args.out)  # before the benchmark, not after it
     _require_pydvl()
     with torch_threads(args.threads):
         return _run(args)

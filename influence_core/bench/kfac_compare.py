@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from influence_core.bench.common import environment, format_table, time_call, torch_threads, write_report
+from influence_core.bench.common import (check_report_paths, environment, format_table, time_call, torch_threads,
+                                         write_report)
 
 KF_COLUMNS = [("config", "model"), ("library", "library"), ("theirs", "their method"),
               ("fisher", "our Fisher / curvature"), ("damping", "δ (theirs: wd + δ)"),
@@ -275,6 +276,7 @@ def pydvl_rows(spec: str, args: argparse.Namespace, model: Any, ds: Any, calc: A
 
 
 def run(args: argparse.Namespace) -> int:
+    check_report_paths(args.out)  # before the benchmark, not after it
     with torch_threads(args.threads):
         env = environment()
         rows, rows_kf = [], []

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from influence_core.bench.common import (Timing, command_line, environment, format_table, time_call, torch_threads,
-                                         write_report)
+from influence_core.bench.common import (Timing, check_report_paths, command_line, environment, format_table,
+                                         time_call, torch_threads, write_report)
 from influence_core.solvers.registry import available_solvers
 
 DEFAULT_CONFIGS = ("digits:mlp", "mnist5k:mlp", "digits:logreg", "mnist5k:logreg")
@@ -196,6 +196,7 @@ def _measure_sample(spec: str, args: argparse.Namespace, model: Any, ds: Any, ba
 
 
 def run(args: argparse.Namespace) -> int:
+    check_report_paths(args.out)  # before the benchmark, not after it
     with torch_threads(args.threads):
         return _run(args)
 
@@ -208,6 +209,9 @@ def _run(args: argparse.Namespace) -> int:
         args.damping = max(args.damping, 0.1)  # the tiny, briefly trained MLP has negative curvature below that
     else:
         configs = args.configs or list(DEFAULT_CONFIGS)
+    bad = [h for h in args.hessian if h != "full" and not (h.isdigit() and int(h) >= 1)]
+    if bad:
+        raise ValueError(f"--hessian takes 'full' or a sample size (a positive integer), got {bad}")
     env = environment()
     rows: list[dict[str, Any]] = []
     for spec in configs:

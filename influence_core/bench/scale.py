@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from influence_core.bench.common import command_line, environment, format_table, peak_memory, peak_rss_bytes, time_call, write_report
+from influence_core.bench.common import (check_report_paths, command_line, environment, format_table, peak_memory,
+                                         peak_rss_bytes, time_call, write_report)
 
 DEFAULT_SIZES = (5_000, 20_000, 80_000)
 DEFAULT_N_TEST = (64, 256, 1000)
@@ -211,6 +212,7 @@ def _measure(state: dict[str, Any], mode: str, n_test: int, args: argparse.Names
 
 
 def run(args: argparse.Namespace) -> int:
+    check_report_paths(args.out)  # before the benchmark, not after it
     if args.quick:
         args.sizes = args.sizes or list(QUICK_SIZES)
         args.n_test = args.n_test or list(QUICK_N_TEST)

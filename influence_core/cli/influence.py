@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from typing import Any, Callable
@@ -20,7 +21,8 @@ from influence_core.cli.config_args import add_config_arguments, config_from_arg
 from influence_core.config import InfluenceConfig
 from influence_core.data.datasets import available_datasets, load_dataset
 from influence_core.influence.calculator import InfluenceCalculator, top_influences
-from influence_core.io_safety import check_output_file
+from influence_core.io_safety import check_output_file, check_outputs
+from influence_core.influence.scoring import manifest_path
 from influence_core.models.zoo import ARCHITECTURES
 from influence_core.influence.executors import Executor, get_executor
 from influence_core.sampling.samplers import available_samplers
@@ -80,17 +82,22 @@ def _check(args: argparse.Namespace) -> None:
     if args.resume and not args.out:
         raise ValueError("--resume needs --out (the .npy file of the interrupted run)")
     if args.out:
-        check_output_file(_npy_path(args.out), "--out")
+        if not args.out.endswith(".npy"):
+            raise ValueError(f"--out must be a .npy file path (the score matrix), got {args.out}; e.g. "
+                             f"{args.out.rstrip('/')}/scores.npy or {args.out.rstrip('/')}.npy")
+        check_output_file(args.out, "--out")
+        if args.resume and os.path.exists(args.out) and not manifest_path(args.out).is_file():
+            raise ValueError(f"--out {args.out} exists but is not a score file of this package (no manifest "
+                             f"{manifest_path(args.out).name}), so --resume neither continues nor overwrites it; "
+                             "choose another --out, or run without --resume to replace it")
+        check_outputs(files={"--out (its manifest)": manifest_path(args.out)} if os.path.lexists(
+            manifest_path(args.out)) else {})
     _config(args)
 
 
 def _config(args: argparse.Namespace) -> InfluenceConfig:
     """The influence settings: ``--preset`` with the flags given; the sampler's seed is ``--seed``."""
     return config_from_args(args).replace(seed=args.seed)
-
-
-def _npy_path(out: str) -> str:
-    return out if out.endswith(".npy") else out + ".npy"  # as np.save names it
 
 
 def _progress_printer(stream: Any = None) -> Callable[[float, str], None]:
@@ -136,10 +143,10 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size, params=params)
     calc.fit(hessian, config=config)
     start = time.perf_counter()
-    out = _npy_path(args.out) if args.out else None
     scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx], None,
                          None if args.quiet else _progress_printer(), test_chunk_size=args.test_chunk_size,
-                         train_chunk_size=args.chunk_size, executor=executor, out=out, resume=args.resume)
+                         train_chunk_size=args.chunk_size, executor=executor, out=args.out or None,
+                         resume=args.resume)
     seconds = time.perf_counter() - start
     for row, t in zip(scores, test_idx):
         top = top_influences(row, args.top)

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 
 from influence_core.config import preset_values
-from influence_core.io_safety import jsonable
+from influence_core.io_safety import atomic_path, atomic_write, check_outputs, jsonable, load_array
 from influence_core.data.datasets import available_datasets, load_dataset
 from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
 from influence_core.studies.faithfulness import StudyConfig, reference_solvers, subset_solvers
 from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.evaluation.lds import OUTPUTS, RetrainPlan, default_cache_dir, retrain_outputs
-from influence_core.studies.lds import full_data_scores, _lds_record, baselines_markdown, gradient_dot_scores, markdown, run_lds_study, write_outputs
+from influence_core.studies.lds import (full_data_scores, _lds_record, baselines_markdown, check_study_outputs,
+                                        gradient_dot_scores, markdown, run_lds_study, write_outputs)
 from influence_core.models.zoo import ARCHITECTURES
 from influence_core.influence.executors import get_executor
 from influence_core.sampling.samplers import available_samplers, draw_sample
@@ -139,8 +140,15 @@ def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _plan(args: argparse.Namespace) -> RetrainPlan:
-    return RetrainPlan(n_subsets=args.subsets, alpha=args.alpha, n_seeds=args.retrain_seeds,
-                       subsets_seed=args.subsets_seed)
+    try:
+        return RetrainPlan(n_subsets=args.subsets, alpha=args.alpha, n_seeds=args.retrain_seeds,
+                           subsets_seed=args.subsets_seed)
+    except ValueError as exc:  # name the options, not the dataclass fields
+        text = str(exc)
+        for field_name, option in (("n_subsets (K)", "--subsets (K)"), ("n_seeds (R)", "--retrain-seeds (R)"),
+                                   ("subsets_seed", "--subsets-seed"), ("alpha (", "--alpha (")):
+            text = text.replace(field_name, option)
+        raise ValueError(text) from None
 
 
 def _progress(args: argparse.Namespace) -> Any:
@@ -149,16 +157,28 @@ def _progress(args: argparse.Namespace) -> Any:
     return lambda f, msg: print(f"[{f:5.1%}] {msg}", file=sys.stderr, flush=True)
 
 
+MAX_THREADS = 1024
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """Options both modes share, checked before any work: threads, the cache folder, the retrain plan."""
+    if not 0 <= args.threads <= MAX_THREADS:
+        raise ValueError(f"--threads must be in [0, {MAX_THREADS}] (0 = leave torch's setting), got {args.threads}")
+    if args.test_points < 1:
+        raise ValueError(f"--test-points must be >= 1, got {args.test_points}")
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1 (local Dask worker processes), got {args.workers}")
+    if args.epochs is not None and args.epochs < 0:
+        raise ValueError(f"--epochs must be >= 0, got {args.epochs}")
+    if args.hidden is not None and min(args.hidden) < 1:
+        raise ValueError(f"--hidden widths must be >= 1, got {args.hidden}")
+    check_outputs(dirs={"--cache": args.cache})
+    _plan(args)
+
+
 def _load_user_scores(path: str) -> np.ndarray:
-    p = Path(path)
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as f:
-            if "scores" not in f:
-                raise ValueError(f"{path} has no array named 'scores' (found {list(f.keys())})")
-            return np.asarray(f["scores"])
-    if p.suffix == ".npy":
-        return np.load(p, allow_pickle=False)
-    raise ValueError(f"--scores must be a .npy or .npz file, got {path}")
+    """--scores: a .npy, or a .npz with an array 'scores' (never unpickled)."""
+    return load_array(path, "--scores", key="scores" if Path(path).suffix == ".npz" else None)
 
 
 def _options_per_solver(items: list[str], solvers: list[str]) -> dict[str, dict[str, Any]]:
@@ -185,6 +205,7 @@ def _score_ground_truth(args: argparse.Namespace) -> int:
     if args.sampler is not None:
         raise ValueError("--ground-truth scores a given --scores matrix; --sampler is not used with it (compute the "
                          "sampled scores and save them with np.save)")
+    check_outputs(files={"--json": args.json})
     t0 = time.perf_counter()
     gt = load_ground_truth(args.ground_truth)
     S = _load_user_scores(args.scores)
@@ -238,17 +259,26 @@ def _score(args: argparse.Namespace) -> int:
         return _score_ground_truth(args)
     t0 = time.perf_counter()
     plan = _plan(args)
+    check_outputs(files={"--json": args.json, "--save-test-indices": args.save_test_indices})
+    if args.save_test_indices and not args.save_test_indices.endswith(".npy"):
+        raise ValueError(f"--save-test-indices must end in .npy (numpy's format), got {args.save_test_indices}")
     if args.sampler is not None and args.m is None:
         raise ValueError("--sampler needs --m (the Hessian sample size)")
+    if args.m is not None and args.m < 1:
+        raise ValueError(f"--m must be >= 1, got {args.m}")
     options = _options_per_solver(args.solver_option, [s for s in args.solvers if s != "auto"])
+    user = _load_user_scores(args.scores) if args.scores else None  # before training: a bad file costs a second
     dataset = load_dataset(args.dataset, seed=args.seed, **_dataset_options(args))
     if not 1 <= args.test_points <= dataset.n_test:
         raise ValueError(f"--test-points must be in [1, {dataset.n_test}]")
-    user = _load_user_scores(args.scores) if args.scores else None
+    if user is not None and (user.ndim != 2 or user.shape != (args.test_points, dataset.n_train)):
+        raise ValueError(f"--scores must be a (--test-points, n_train) = ({args.test_points}, {dataset.n_train}) "
+                         f"matrix, got shape {user.shape}")
     model = train_model(dataset, args.arch, seed=args.seed, **_train_settings(args))
     idx = np.sort(np.random.default_rng(args.test_seed).choice(dataset.n_test, args.test_points, replace=False))
     if args.save_test_indices:
-        np.save(args.save_test_indices, idx)
+        with atomic_path(args.save_test_indices) as tmp:
+            np.save(tmp, idx)
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train)
     p = calc.objective.n_params
     X_t, y_t = dataset.X_test[idx], dataset.y_test[idx]
@@ -275,13 +305,16 @@ def _score(args: argparse.Namespace) -> int:
           f"{info['retrain_seconds_mean']:.1f} s each; total {time.perf_counter() - t0:.0f} s")
     print("\n".join(baselines_markdown(records)))
     if args.json:
-        Path(args.json).write_text(json.dumps(jsonable({"records": records, "retrain": info, "test_indices":
-                                                          idx.tolist(), "args": vars(args) | {"_run": None},
-                                                          "total_seconds": time.perf_counter() - t0}), indent=1))
+        with atomic_write(args.json) as fh:
+            fh.write(json.dumps(jsonable({"records": records, "retrain": info, "test_indices": idx.tolist(),
+                                          "args": vars(args) | {"_run": None},
+                                          "total_seconds": time.perf_counter() - t0}), indent=1))
     return 0
 
 
 def _study(args: argparse.Namespace) -> int:
+    name = f"{args.dataset}_{args.arch}" if args.name is None else args.name
+    check_study_outputs(args.out, name)  # every output file, before the study, not after it
     config = StudyConfig(dataset=args.dataset, arch=args.arch, seed=args.seed,
                          samplers=tuple(args.samplers or ()), ms=tuple(args.m), n_seeds=args.sampler_seeds,
                          n_test_points=args.test_points, test_seed=args.test_seed, damping=args.damping,
@@ -299,6 +332,7 @@ def _study(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_common(args)
     if args.threads > 0:
         import torch
 

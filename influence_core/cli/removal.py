@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         if not args.runs:
             raise ValueError("--report needs --runs DIR [DIR ...]: directories written by earlier runs with --out")
-        check_output_file(args.report, "--report", create_parent=True)
+        check_output_file(args.report, "--report")  # its folder must exist: none is created
         study.write_report([Path(r) for r in args.runs], Path(args.report), [Path(f) for f in args.lds or []])
         print(f"wrote {args.report}")
         return 0

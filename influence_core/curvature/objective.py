@@ -16,7 +16,6 @@ follow the model's device and dtype. Batches of vectors are (k, p) tensors.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Callable, Iterator
 
@@ -26,6 +25,7 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev, vjp, vmap
 from torch.func import jvp as _torch_jvp
 
+from influence_core.checks import check_int, check_model_storage, check_real
 from influence_core.data.sources import ArraySource, as_source, source_labels
 from influence_core.models.task import Task, check_parameters, eval_mode, select_parameters
 
@@ -104,10 +104,9 @@ class Objective:
                  chunk_size: int = 256, *, task: Task | None = None, params: object = None):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if weight_decay is None or not math.isfinite(weight_decay) or weight_decay < 0:
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay}")
-        if int(chunk_size) < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}")
+        check_real("weight_decay", weight_decay, 0)
+        check_int("chunk_size", chunk_size, 1)
+        check_model_storage(model)
         self.model = model
         self.task = task if task is not None else Task()
         if not isinstance(self.task, Task):
@@ -137,6 +136,9 @@ class Objective:
         x1, _ = self.batch(np.arange(1))
         with torch.no_grad():
             out = self.logits(self.theta, x1)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the output function returned a {type(out).__name__}, not a torch tensor; output_fn "
+                            "must return the logits as a tensor (batch, classes), without .numpy() or .item()")
         if out.ndim != 2 or out.shape[0] != 1:
             raise ValueError(f"the model's output (after the output function) has shape {tuple(out.shape)} for a "
                              "batch of 1 input; influence needs logits of shape (batch, classes): pass output_fn= "
@@ -146,6 +148,13 @@ class Objective:
         if self._y.min() < 0 or self._y.max() >= self._n_classes:
             raise ValueError(f"labels must lie in [0, {self._n_classes}) (the model has {self._n_classes} outputs); "
                              f"got values from {int(self._y.min())} to {int(self._y.max())}")
+        with torch.no_grad():
+            x2, y2 = self.batch(np.arange(min(2, self.n)))
+            loss = self.task.loss(self.logits(self.theta, x2), y2)
+        if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (len(y2),):
+            shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+            raise ValueError(f"loss_fn must return one loss per sample, shape (batch,) = ({len(y2)},), got {shape}; "
+                             "use reduction='none' (e.g. F.cross_entropy(logits, y, reduction='none'))")
 
     # ------------------------------------------------------------------ basics
     @property

@@ -16,6 +16,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from influence_core.checks import check_int, check_real, check_seed
+from influence_core.io_safety import check_input_file
+
 __all__ = [
     "Dataset",
     "DatasetError",
@@ -126,8 +129,9 @@ def _check_array(name: str, X: Any, ndim: int) -> np.ndarray:
         raise DatasetError(f"{name} has dtype object; pass a numeric array")
     try:
         arr = np.asarray(X)
-    except Exception as exc:  # pragma: no cover - defensive
-        raise DatasetError(f"{name} could not be converted to an array: {str(exc)[:200]}") from exc
+    except (ValueError, TypeError) as exc:  # ragged nested lists, ...
+        raise DatasetError(f"{name} could not be converted to an array (rows of different lengths?): "
+                           f"{str(exc)[:160]}") from None
     if np.iscomplexobj(arr):
         raise DatasetError(f"{name} is complex ({arr.dtype}); pass real numbers (e.g. np.abs(x) or x.real, "
                            "whichever your data mean)")
@@ -153,6 +157,9 @@ def _check_labels(name: str, y: Any) -> np.ndarray:
     """Integer class labels >= 0 as int64: integer or boolean dtype, or floats holding whole numbers (1.0, 2.0);
     non-integral floats (0.7, -0.5) are refused, never truncated."""
     y = _check_array(name, y, 1)
+    if np.issubdtype(y.dtype, np.integer) and y.max() >= 2 ** 53:  # uint64 above 2**63 would wrap to negative
+        raise DatasetError(f"{name} holds labels too large to be class numbers (up to {y.max()}); labels must be "
+                           "0..C-1")
     if np.issubdtype(y.dtype, np.floating):
         bad = y != np.round(y)
         if bad.any():
@@ -177,6 +184,13 @@ def _check_label_range(y_train: np.ndarray, y_test: np.ndarray | None) -> None:
         raise DatasetError(f"labels must be contiguous class numbers 0..C-1 with every class in y_train: {where} "
                            f"goes up to {top} but y_train holds only {n_seen} distinct classes; relabel "
                            "them (e.g. np.unique(y, return_inverse=True)[1])")
+
+
+def _check_seed(seed: Any) -> int:
+    try:
+        return check_seed("seed", seed)
+    except ValueError as exc:
+        raise DatasetError(f"{exc} (the seed of the train/test split)") from None
 
 
 def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -207,8 +221,10 @@ def dataset_from_arrays(
     test set, a deterministic stratified split holds out ``test_fraction`` of the data (``seed`` fixes it).
     Every class must have at least one training example.
     """
-    raw_shape = np.shape(X_train)
+    seed = _check_seed(seed)
+    X_given = X_train
     X_train = _check_array("X_train", X_train, 2)
+    raw_shape = np.shape(X_given)  # (read after the check: ragged lists are refused there)
     if image_shape is None and len(raw_shape) >= 3:
         image_shape = (int(raw_shape[-2]), int(raw_shape[-1]))
     y_train = _check_labels("y_train", y_train)
@@ -218,8 +234,10 @@ def dataset_from_arrays(
         raise DatasetError("give both X_test and y_test, or neither (then a stratified test split is made)")
     if X_test is None:
         _check_label_range(y_train, None)
-        if not 0.0 < test_fraction < 1.0:
-            raise DatasetError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        try:
+            test_fraction = check_real("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
+        except ValueError as exc:
+            raise DatasetError(f"{exc} (the share of the data held out for testing, e.g. 0.2)") from None
         counts = np.bincount(y_train)
         if np.any(counts[counts > 0] < 2):
             raise DatasetError("every class needs at least 2 examples for a stratified split; pass X_test/y_test")
@@ -320,11 +338,23 @@ def _load_mnist5k(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
     )
 
 
+MNIST1D_MAX_SAMPLES = 100_000
+"""Upper bound on the generated MNIST-1D size (20 times the standard 5,000; generation takes seconds per thousand)."""
+
+
 def _load_mnist1d(seed: int = 0, num_samples: int = 5000, train_split: float = 0.8) -> Dataset:
     from mnist1d.data import get_dataset_args, make_dataset
 
-    if num_samples < 20:
-        raise DatasetError(f"mnist1d needs num_samples >= 20 (2 per class), got {num_samples}")
+    try:
+        num_samples = check_int("num_samples", num_samples, 20, MNIST1D_MAX_SAMPLES)
+        train_split = check_real("train_split", train_split, 0, 1, low_open=True, high_open=True)
+    except ValueError as exc:
+        raise DatasetError(f"mnist1d: {exc} (num_samples: examples generated, at least 2 per class; train_split: "
+                           "the share used for training, e.g. 0.8)") from None
+    n_train = int(num_samples * train_split)
+    if not 10 <= n_train <= num_samples - 1:
+        raise DatasetError(f"mnist1d: train_split={train_split} leaves {n_train} of {num_samples} examples for "
+                           "training and the rest for testing; both need at least one per class (10 for training)")
     args = get_dataset_args()
     args.num_samples = int(num_samples)
     args.train_split = float(train_split)
@@ -361,6 +391,7 @@ def load_dataset(name: str = "digits", seed: int = 0, **options: Any) -> Dataset
         return load_npz(options.pop("path"), seed=seed, **options)
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {available_datasets()}")
+    seed = _check_seed(seed)
     try:
         return DATASETS[name](seed=seed, **options)
     except TypeError as exc:
@@ -430,14 +461,24 @@ def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, na
     if isinstance(source, (bytes, bytearray)):
         size, stream, label = len(source), io.BytesIO(source), name or "upload"
     elif isinstance(source, io.IOBase):
+        if isinstance(source, io.TextIOBase):
+            raise DatasetError("load_npz needs a binary source: open the file with open(path, 'rb') (a text stream "
+                               "cannot hold a .npz archive)")
         data = source.read(max_bytes + 1)
+        if not isinstance(data, (bytes, bytearray)):
+            raise DatasetError(f"load_npz: the stream returned {type(data).__name__}, not bytes; open it in binary "
+                               "mode ('rb')")
         size, stream, label = len(data), io.BytesIO(data), name or "upload"
     else:
         if source is None:
             raise DatasetError("load_npz needs a path to a .npz file (CLI: --dataset npz --path FILE.npz)")
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise DatasetError(f"no such file: {path}")
+        if not isinstance(source, (str, os.PathLike)):
+            raise DatasetError(f"load_npz takes a path, bytes or a binary file object, got "
+                               f"{type(source).__name__}")
+        try:
+            path = os.fspath(check_input_file(source, "the .npz file"))
+        except ValueError as exc:
+            raise DatasetError(str(exc)) from None
         size, stream, label = os.path.getsize(path), path, name or os.path.splitext(os.path.basename(path))[0]
     if size > max_bytes:
         raise DatasetError(f"the .npz file is {size / 1e6:.1f} MB, above the {max_bytes / 1e6:.0f} MB limit; "

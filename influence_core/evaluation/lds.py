@@ -53,8 +53,8 @@ from influence_core.data.datasets import Dataset
 from influence_core.evaluation.metrics import rowwise_spearman
 from influence_core.models.zoo import predict_logits
 from influence_core.influence.executors import Executor, get_executor
+from influence_core.io_safety import atomic_path, atomic_write, check_output_dir
 from influence_core.models.training import train_model
-from influence_core.io_safety import atomic_path
 from influence_core.keys import content_key
 from influence_core.progress import Progress
 from influence_core.runtime import torch_threads
@@ -84,14 +84,23 @@ def default_cache_dir() -> Path:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+MAX_SUBSETS = 100_000
+"""Upper bound on K (each subset is a full retrain; the masks alone take K·n bytes)."""
+MAX_SEEDS = 1_000
+"""Upper bound on R, the retrain seeds per subset."""
+
+
+def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
+            high is not None and value > high):
+        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
     return int(value)
 
 
 def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating)) or not 0 < float(alpha) < 1:
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)) or \
+            not 0 < float(alpha) < 1:
         raise ValueError(f"alpha (the fraction of training points kept in each subset) must be in (0, 1), "
                          f"got {alpha!r}; e.g. 0.5")
     return float(alpha)
@@ -109,20 +118,51 @@ def subset_size(n: int, alpha: float) -> int:
 def draw_subsets(n: int, n_subsets: int, alpha: float, seed: int = 0) -> np.ndarray:
     """(K, n) boolean masks, True = kept; subset k holds ⌊α·n⌉ points drawn from ``default_rng([seed, k])``."""
     n = _check_int("n", n, 2)
-    n_subsets = _check_int("n_subsets (K)", n_subsets, 2)
+    n_subsets = _check_int("n_subsets (K)", n_subsets, 2, MAX_SUBSETS)
     size = subset_size(n, alpha)
+    seed = _check_int("seed (of the subsets)", seed, 0, 2**32 - 1)
     masks = np.zeros((n_subsets, n), dtype=bool)
     for k in range(n_subsets):
-        masks[k, np.random.default_rng([int(seed), k]).choice(n, size, replace=False)] = True
+        masks[k, np.random.default_rng([seed, k]).choice(n, size, replace=False)] = True
     return masks
+
+
+def _real_array(name: str, value: Any) -> np.ndarray:
+    """``value`` as a float64 array; complex, boolean, string or object input is refused (never cast silently)."""
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:  # ragged nested lists
+        raise ValueError(f"{name} could not be read as an array ({str(exc)[:120]})") from None
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} are complex ({arr.dtype}); pass real numbers (an imaginary part would be dropped)")
+    if arr.dtype == bool or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{name} must be real numbers, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _index_array(name: str, value: Any, size: int | None = None) -> np.ndarray:
+    """Integer indices (1-D); fractional, boolean or non-numeric indices are refused, never truncated."""
+    arr = np.asarray(value)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or (
+            np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))):
+        raise ValueError(f"{name} must be integer indices, got {arr.dtype} values such as "
+                         f"{np.ravel(arr)[:3].tolist()}; pass whole numbers (booleans and fractions are refused)")
+    arr = arr.astype(np.int64).reshape(-1)
+    if size is not None and len(arr) and (arr.min() < 0 or arr.max() >= size):
+        raise ValueError(f"{name} must be in [0, {size}), got values from {arr.min()} to {arr.max()}")
+    return arr
 
 
 def output_values(logits: np.ndarray, labels: np.ndarray, output: str = "loss") -> np.ndarray:
     """f_t from logits (..., T, C) and labels (T,): cross-entropy ``"loss"`` or ``"margin"`` −(z_y − max_{c≠y} z_c)."""
     if output not in OUTPUTS:
         raise ValueError(f"unknown output {output!r}; choose one of {list(OUTPUTS)}")
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
+    z = _real_array("logits", logits)
+    if z.ndim < 2:
+        raise ValueError(f"logits must be (..., T, C), got shape {z.shape}")
+    y = _index_array("labels", labels, z.shape[-1])
+    if len(y) != z.shape[-2]:
+        raise ValueError(f"labels must hold one class per test point ({z.shape[-2]}), got {len(y)}")
     true = np.take_along_axis(z, np.broadcast_to(y[:, None], z.shape[:-1] + (1,)), axis=-1)[..., 0]
     if output == "loss":
         zmax = z.max(axis=-1, keepdims=True)
@@ -157,12 +197,14 @@ def linear_datamodeling_score(scores: Any, masks: Any, outputs: Any) -> dict[str
     ``actual`` (K, T). Scores follow the removal convention (predicted increase of f_t when j is removed)."""
     S = np.asarray(scores)
     M = np.asarray(masks)
-    Y = np.asarray(outputs, dtype=np.float64)
     if M.ndim != 2 or M.dtype != bool:
         raise ValueError(f"masks must be a (K, n) boolean array (True = kept), got {M.dtype} {M.shape}")
     K, n = M.shape
     if K < 2:
         raise ValueError(f"the LDS is a correlation over subsets and needs K >= 2 subsets, got {K}")
+    if np.iscomplexobj(S):
+        raise ValueError(f"scores are complex ({S.dtype}); pass real numbers (an imaginary part would be dropped)")
+    Y = _real_array("retrained outputs", outputs)
     if Y.ndim == 3:
         Y = Y.mean(axis=0)
     if S.ndim != 2 or S.shape[1] != n:
@@ -171,17 +213,48 @@ def linear_datamodeling_score(scores: Any, masks: Any, outputs: Any) -> dict[str
     if Y.ndim != 2 or Y.shape != (K, S.shape[0]):
         raise ValueError(f"outputs must be (K, T) = ({K}, {S.shape[0]}) (or (R, K, T)) to match {K} subsets and "
                          f"{S.shape[0]} score rows, got {np.shape(outputs)}")
-    if not np.issubdtype(S.dtype, np.number) or not np.all(np.isfinite(S)):
+    if S.dtype == bool or not np.issubdtype(S.dtype, np.number) or not np.all(np.isfinite(S)):
         bad = int(np.size(S) - np.isfinite(S.astype(np.float64)).sum()) if np.issubdtype(S.dtype, np.number) else -1
         raise ValueError(f"scores must be finite numbers; found {bad if bad >= 0 else 'non-numeric'} NaN/inf entries "
                          "(fix or drop those test points before scoring)")
     if not np.all(np.isfinite(Y)):
         raise ValueError("retrained outputs hold NaN/inf (a retrain diverged); check the training settings")
+    _check_correlation_defined(S.astype(np.float64), M, Y)
     S = S.astype(np.float64)
     predicted = (~M).astype(np.float64) @ S.T                                      # (K, T)
     per_test = rowwise_spearman(predicted.T, Y.T)
-    return {"lds": float(np.nanmean(per_test)) if np.isfinite(per_test).any() else float("nan"),
-            "per_test": per_test, "predicted": predicted, "actual": Y}
+    return {"lds": float(np.mean(per_test)), "per_test": per_test, "predicted": predicted, "actual": Y}
+
+
+def _rows(rows: np.ndarray) -> str:
+    shown = ", ".join(str(int(r)) for r in rows[:5])
+    return f"[{shown}{', ...' if len(rows) > 5 else ''}] ({len(rows)} of them)" if len(rows) > 1 else f"[{shown}]"
+
+
+def _check_correlation_defined(S: np.ndarray, M: np.ndarray, Y: np.ndarray) -> None:
+    """Refuse input whose Spearman correlation over subsets is undefined (a constant side) or only rounding noise:
+    masks that do not vary in what they remove, score rows that predict the same for every subset, retrained
+    outputs that are the same for every subset."""
+    removed = ~M
+    if not removed.any():
+        raise ValueError("every mask keeps all training points (all True), so no subset removes anything and the "
+                         "LDS is undefined; draw subsets that leave points out (draw_subsets, alpha < 1)")
+    if (M == M[0]).all():
+        raise ValueError("all masks are identical, so the subsets do not vary and the LDS would only correlate "
+                         "rounding noise; draw K different subsets (draw_subsets)")
+    # predicted ĝ_t(S_k) = Σ_{j removed in k} S[t, j]: constant over k up to rounding means no correlation exists
+    predicted = removed.astype(np.float64) @ S.T                                   # (K, T)
+    scale = np.abs(S).sum(axis=1) * 1e-10 + np.finfo(np.float64).tiny
+    flat = np.flatnonzero(np.ptp(predicted, axis=0) <= scale)
+    if len(flat):
+        raise ValueError(f"the scores of test row(s) {_rows(flat)} predict the same output for every subset "
+                         "(constant or zero scores, or masks removing the same points), so their LDS is undefined; "
+                         "check those score rows or drop those test points")
+    same = np.flatnonzero(np.ptp(Y, axis=0) <= 1e-12 * (np.abs(Y).max(axis=0) + 1e-300))
+    if len(same):
+        raise ValueError(f"the retrained outputs of test row(s) {_rows(same)} are the same for every subset, so "
+                         "their LDS is undefined; check the retraining (did it change the model?) or drop those test "
+                         "points")
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -201,10 +274,10 @@ class RetrainPlan:
     subsets_seed: int = 0
 
     def __post_init__(self) -> None:
-        _check_int("n_subsets (K)", self.n_subsets, 2)
+        _check_int("n_subsets (K)", self.n_subsets, 2, MAX_SUBSETS)
         _check_alpha(self.alpha)
-        _check_int("n_seeds (R)", self.n_seeds, 1)
-        _check_int("subsets_seed", self.subsets_seed, 0)
+        _check_int("n_seeds (R)", self.n_seeds, 1, MAX_SEEDS)
+        _check_int("subsets_seed", self.subsets_seed, 0, 2**32 - 1)
 
 
 @dataclass
@@ -221,7 +294,7 @@ class RetrainedOutputs:
 
     def outputs(self, test_indices: Any, output: str = "loss") -> np.ndarray:
         """(R, K, T) retrained outputs of the chosen test points."""
-        idx = np.asarray(test_indices, dtype=np.int64)
+        idx = _index_array("test_indices", test_indices, len(self.y_test))
         return output_values(self.logits[:, :, idx], self.y_test[idx], output)
 
 
@@ -326,6 +399,11 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
     """
     if not isinstance(plan, RetrainPlan):
         raise TypeError(f"plan must be a RetrainPlan, got {type(plan).__name__}")
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= 1024:
+        raise ValueError(f"threads must be an integer in [0, 1024] (torch threads per retrain; 0 = unchanged), "
+                         f"got {threads!r}")
+    if cache_dir is not None and cache_dir is not False:
+        check_output_dir(cache_dir, "cache_dir")  # before any retraining
     recipe = _training_recipe(model)
     n, n_test = dataset.n_train, dataset.n_test
     masks = draw_subsets(n, plan.n_subsets, plan.alpha, plan.subsets_seed)
@@ -338,7 +416,8 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
         directory.mkdir(parents=True, exist_ok=True)
         manifest = directory / "manifest.json"
         if not manifest.exists():
-            manifest.write_text(json.dumps(record, indent=1, sort_keys=True))
+            with atomic_write(manifest) as fh:
+                fh.write(json.dumps(record, indent=1, sort_keys=True))
 
     full_logits = predict_logits(model, dataset.X_test).astype(np.float64)
     n_classes = full_logits.shape[1]
@@ -421,12 +500,10 @@ class LDSResult:
 def lds(scores: Any, retrained: RetrainedOutputs, test_indices: Any, output: str = "loss") -> LDSResult:
     """LDS of ``scores`` (T, n_train) for test points ``test_indices`` (T,) against ``retrained``, with the noise
     ceiling of those retrains (:func:`noise_ceiling`)."""
-    idx = np.asarray(test_indices, dtype=np.int64).reshape(-1)
+    idx = _index_array("test_indices", test_indices, len(retrained.y_test))
     S = np.asarray(scores)
     if S.ndim != 2 or S.shape[0] != len(idx):
         raise ValueError(f"scores must have one row per test point: expected ({len(idx)}, n_train), got {S.shape}")
-    if len(idx) and (idx.min() < 0 or idx.max() >= len(retrained.y_test)):
-        raise ValueError(f"test indices must be in [0, {len(retrained.y_test)})")
     Y = retrained.outputs(idx, output)
     scored = linear_datamodeling_score(S, retrained.masks, Y)
     ceil = noise_ceiling(Y)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from influence_core.checks import check_real
 from influence_core.config import InfluenceConfig
 from influence_core.curvature.objective import Objective, as_index_array
 from influence_core.data.datasets import Dataset
@@ -103,6 +104,8 @@ class InfluenceCalculator:
         weights are used unless ``hessian_weights`` is given); None = the sample the config describes (its ``m``
         points drawn by its ``sampler``; the whole training set when ``m`` is None).
         """
+        if damping is not None:
+            damping = check_real("damping", damping, 0)
         config = (config if config is not None else InfluenceConfig()).with_overrides(
             solver=solver, damping=damping, curvature=curvature, **solver_options)
         if hessian_indices is None and not config.full:
@@ -281,7 +284,10 @@ def _activations_per_point(obj: Objective, x: torch.Tensor) -> int:
 
 def top_influences(scores: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
     """Top-k helpful (largest positive scores) and harmful (most negative) training indices of one score row (n,)."""
-    scores = np.asarray(scores, dtype=np.float64)
+    scores = np.asarray(scores)
+    if np.iscomplexobj(scores) or scores.dtype == bool or not np.issubdtype(scores.dtype, np.number):
+        raise ValueError(f"top_influences takes real numbers (one row of influence scores), got dtype {scores.dtype}")
+    scores = scores.astype(np.float64)
     if scores.ndim != 1 or scores.size == 0:
         raise ValueError(f"top_influences takes one non-empty row of scores (n_train,), got shape {scores.shape}")
     if isinstance(k, bool) or int(k) != k or k < 1:
@@ -320,7 +326,11 @@ def hessian_arrays(hessian_indices: Any, hessian_weights: Any = None) -> tuple[n
             hessian_weights = hessian_indices.weights  # it carries its importance weights
         hessian_indices = sample_indices
     idx = np.asarray(hessian_indices)
-    w = None if hessian_weights is None else np.asarray(hessian_weights, dtype=np.float64)
+    w = None if hessian_weights is None else np.asarray(hessian_weights)
+    if w is not None and (np.iscomplexobj(w) or w.dtype == bool or not np.issubdtype(w.dtype, np.number)):
+        raise ValueError(f"hessian_weights must be real numbers (one importance weight per Hessian index), got "
+                         f"dtype {w.dtype}")
+    w = None if w is None else w.astype(np.float64)
     return idx, w
 
 

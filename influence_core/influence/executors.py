@@ -355,7 +355,10 @@ def get_executor(executor: Any = None, *, workers: int | None = None, scheduler:
     if isinstance(executor, Executor):
         return executor
     if isinstance(executor, str):
-        return DaskExecutor(address=executor, timeout=timeout)
+        try:
+            return DaskExecutor(address=executor, timeout=timeout)
+        except ValueError as exc:
+            raise ValueError(f"executor={executor!r}: {exc}") from None
     if executor is not None:
         if type(executor).__name__ == "Client" and type(executor).__module__.startswith("distributed"):
             return DaskExecutor(executor, timeout=timeout)

@@ -44,6 +44,7 @@ import torch
 
 from influence_core.solvers.factor_io import fingerprint as _fingerprint  # SHA-256 of arrays and JSON-able values
 from influence_core.influence.executors import ClusterLostError, Executor, get_executor
+from influence_core.io_safety import check_output_file, load_error
 from influence_core.solvers.base import SolveResult
 from influence_core.progress import Progress
 
@@ -57,6 +58,8 @@ DEFAULT_TEST_CHUNK_SIZE = 128
 """Test points per iHVP batch and per block row when the caller does not choose."""
 
 MANIFEST_SUFFIX = ".manifest"
+PARTIAL_SUFFIX = ".partial"
+"""The unfinished matrix lives in ``<out>.partial`` until its last block is written (then it is renamed)."""
 
 
 def check_chunk_size(value: Any, name: str) -> int:
@@ -172,29 +175,51 @@ class _MemorySink:
 
 
 class _DiskSink:
-    """A float64 .npy file written with positioned writes, plus a JSON-lines manifest of finished blocks."""
+    """A float64 .npy file written with positioned writes, plus a JSON-lines manifest of finished blocks.
+
+    The matrix is written into ``<out>.partial`` and renamed onto ``out`` (after an fsync) only when every block is
+    done, so ``out`` is never a half file and never written through (a symlink at ``out`` is refused before);
+    after an interruption the partial file and the manifest stay for ``resume``."""
 
     def __init__(self, path: Path, shape: tuple[int, int], header: dict[str, Any], resume: bool):
         self.path, self.shape = path, shape
         self.manifest = manifest_path(path)
+        self.partial = path.with_name(path.name + PARTIAL_SUFFIX)
         self.done: set[tuple[int, int]] = set()
         self.checksums: dict[tuple[int, int], int] = {}
         self.complete = False
-        if resume and self.manifest.exists() and path.exists():
+        self.claimed = 0
+        for p in (path, self.manifest, self.partial):  # never written through a link, nor into a folder made here
+            if os.path.lexists(p) or p == path:
+                check_output_file(p, "out (the score file)")
+        if path.suffix != ".npy":
+            raise ValueError(f"out: the score file must end in .npy (numpy's format), got {path}")
+        if resume and self.manifest.is_file() and (path.exists() or self.partial.exists()):
+            self.data = self.partial if self.partial.exists() else path
             self._load(header)
         else:
-            if path.suffix != ".npy":
-                raise ValueError(f"the score file must end in .npy (numpy's format), got {path}")
-            if not path.parent.is_dir():
-                raise ValueError(f"the directory of {path} does not exist; create it first")
+            if resume and path.exists():
+                raise ValueError(f"{path} exists but is not a score file written by this package (it has no "
+                                 f"manifest {self.manifest.name}), so it is not resumed nor overwritten; choose "
+                                 "another output path (CLI: another --out) or delete it (Python: resume=False "
+                                 "replaces it)")
             self.manifest.unlink(missing_ok=True)
-            np.lib.format.open_memmap(path, mode="w+", dtype=np.float64, shape=shape)  # header + sparse file
-            with open(self.manifest, "w") as fh:
-                fh.write(json.dumps({"header": header}) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            self.partial.unlink(missing_ok=True)
+            self.data = self.partial
+            try:
+                np.lib.format.open_memmap(self.partial, mode="w+", dtype=np.float64, shape=shape)  # sparse file
+                with open(self.manifest, "x") as fh:
+                    fh.write(json.dumps({"header": header}) + "\n")
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException as exc:  # e.g. a full disk: leave no half file behind
+                self.partial.unlink(missing_ok=True)
+                self.manifest.unlink(missing_ok=True)
+                if isinstance(exc, OSError) and not exc.filename:
+                    raise OSError(exc.errno, exc.strerror, str(path)) from None
+                raise
         self.offset = self._data_offset()
-        self.fd = os.open(path, os.O_RDWR)
+        self.fd = os.open(self.data, os.O_RDWR)
         self.log = open(self.manifest, "a")
         self._unclaimed: list[tuple[tuple[int, int], int]] = []
         self._last_sync = time.monotonic()
@@ -227,9 +252,9 @@ class _DiskSink:
         advice = (f"delete it and {self.manifest.name} and recompute (CLI: rerun without --resume, which starts "
                   "afresh; Python: resume=False)")
         try:
-            arr = np.load(self.path, mmap_mode="r")
+            arr = np.load(self.data, mmap_mode="r")
         except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{self.path} is not a complete score file (cut short or damaged: {str(exc)[:120]}); "
+            raise ValueError(f"{self.path} is not a complete score file (cut short or damaged: {load_error(exc)}); "
                              f"{advice}") from None
         if arr.shape != self.shape or arr.dtype != np.float64 or not arr.flags.c_contiguous:
             raise ValueError(f"{self.path} holds a {arr.dtype} array of shape {arr.shape}, expected float64 "
@@ -265,8 +290,11 @@ class _DiskSink:
     def write(self, key: tuple[int, int], rows: slice, cols: slice, block: np.ndarray) -> None:
         n_cols = self.shape[1]
         data = np.ascontiguousarray(block, dtype="<f8")
-        for r, row in enumerate(data):
-            os.pwrite(self.fd, row.tobytes(), self.offset + ((rows.start + r) * n_cols + cols.start) * 8)
+        try:
+            for r, row in enumerate(data):
+                os.pwrite(self.fd, row.tobytes(), self.offset + ((rows.start + r) * n_cols + cols.start) * 8)
+        except OSError as exc:  # a full disk: say which file (the CLI shows strerror and filename)
+            raise OSError(exc.errno, exc.strerror, str(self.data)) from None
         self._unclaimed.append((key, zlib.crc32(data.tobytes())))
         if time.monotonic() - self._last_sync >= self.SYNC_SECONDS:
             self._sync()
@@ -282,11 +310,15 @@ class _DiskSink:
                                    for k, crc in self._unclaimed))
             self.log.flush()
             os.fsync(self.log.fileno())
+            self.claimed += len(self._unclaimed)
             self._unclaimed = []
         self._last_sync = time.monotonic()
 
     def finish(self) -> None:
         self._sync()
+        if self.data != self.path:  # every block is on disk (fsynced): the file takes its name
+            os.replace(self.data, self.path)
+            self.data = self.path
         self.log.write(json.dumps({"complete": True}) + "\n")
         self.log.flush()
         os.fsync(self.log.fileno())
@@ -301,6 +333,9 @@ class _DiskSink:
         finally:
             os.close(self.fd)
             self.log.close()
+            if self.data != self.path and not self.done and not self.claimed:  # nothing worth resuming
+                self.data.unlink(missing_ok=True)
+                self.manifest.unlink(missing_ok=True)
 
 
 def verify_score_file(out: str | os.PathLike) -> dict[str, Any]:
@@ -326,10 +361,37 @@ def _as_tensor(a: Any) -> torch.Tensor:
     return a.detach().cpu() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
 
 
+def _test_tensor(name: str, a: Any) -> torch.Tensor:
+    """``a`` as a CPU tensor; ragged, string, object or complex input refused in one line naming ``name``."""
+    if isinstance(a, torch.Tensor):
+        t = a.detach().cpu()
+    else:
+        try:
+            arr = np.asarray(a)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{name} could not be read as an array (rows of different lengths?): "
+                             f"{str(exc)[:120]}") from None
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
+        t = torch.as_tensor(arr)
+    if t.is_complex():
+        raise ValueError(f"{name} is complex ({t.dtype}); pass real numbers")
+    return t
+
+
 def _check_test_data(calc: "InfluenceCalculator", X_test: Any, y_test: Any) -> tuple[torch.Tensor, torch.Tensor]:
     obj = calc.objective
-    X = _as_tensor(X_test)
-    y = _as_tensor(y_test)
+    X = _test_tensor("X_test", X_test)
+    y = _test_tensor("y_test", y_test)
+    train_X = getattr(obj.source, "X", None)
+    if not X.is_floating_point() and isinstance(train_X, torch.Tensor) and train_X.is_floating_point():
+        # integer pixels for a model trained on floats: the model's dtype, refused if that would round them
+        # (integer inputs of a model trained on integers, e.g. token ids, stay as they are)
+        exact = 2 * round(1 / torch.finfo(obj.dtype).eps)  # 2**24 for float32, 2**53 for float64
+        if X.numel() and int(X.long().abs().max()) > exact:
+            raise ValueError(f"X_test holds integers above {exact}, which {obj.dtype} cannot represent exactly; "
+                             "rescale them or pass floats")
+        X = X.to(obj.dtype)
     if X.ndim == len(obj.input_shape) and y.ndim == 0:
         X, y = X.unsqueeze(0), y.unsqueeze(0)
     if X.ndim != len(obj.input_shape) + 1 or tuple(X.shape[1:]) != obj.input_shape:
@@ -407,6 +469,7 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
     start = time.perf_counter()
     computed = 0
     summaries: list[dict[str, Any]] = []
+    ex = None
     try:
         if isinstance(sink, _DiskSink) and sink.complete:
             pending: deque = deque()

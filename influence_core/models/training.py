@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from influence_core.checks import check_int, check_real, check_seed
 from influence_core.data.datasets import Dataset
 from influence_core.models.zoo import ARCHITECTURES, build_model, model_device_dtype, predict_logits
 from influence_core.progress import Progress
@@ -70,18 +71,30 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.arch not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.arch!r}; choose one of {list(ARCHITECTURES)}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr (learning rate) must be a finite number > 0, got {self.lr}")
-        if self.epochs < 0 or self.batch_size < 1 or self.polish_steps < 0:
-            raise ValueError("epochs and polish_steps must be >= 0 and batch_size >= 1")
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 1:
-            raise ValueError(f"width must be a positive integer, got {self.width!r}")
+        check_seed("seed", self.seed)
+        check_real("weight_decay", self.weight_decay, 0)
+        check_real("lr (learning rate)", self.lr, 0, low_open=True)
+        check_int("epochs", self.epochs, 0, MAX_EPOCHS)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH)
+        check_int("polish_steps", self.polish_steps, 0, MAX_POLISH_STEPS)
+        check_int("max_polish_steps", self.max_polish_steps, 0, MAX_POLISH_STEPS)
+        check_real("grad_tol", self.grad_tol, 0, low_open=True)
+        check_int("width", self.width, 1, MAX_WIDTH)
+        if not isinstance(self.hidden, tuple) or not self.hidden:
+            raise ValueError(f"hidden must be a non-empty tuple of layer widths, got {self.hidden!r}")
+        for h in self.hidden:
+            check_int("hidden (each layer width)", h, 1, MAX_WIDTH)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+
+MAX_EPOCHS = 100_000
+MAX_BATCH = 10**8
+MAX_POLISH_STEPS = 1_000_000
+MAX_WIDTH = 65_536
+"""Bounds of the training budget and sizes (far above any recipe here; they stop a typo from running for days)."""
 
 
 def objective(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: float,
@@ -202,6 +215,22 @@ def accuracy(model: nn.Module, X: Any, y: Any) -> float:
     return float(np.mean(predict_logits(model, X).argmax(1) == np.asarray(y)))
 
 
+def _check_device(device: Any) -> torch.device:
+    """A torch device that exists here (not 'meta'); refused in one line otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {device!r}") from None
+    if dev.type == "meta":
+        raise ValueError("device 'meta' holds no data; train on 'cpu' (or an available accelerator)")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this torch has no CUDA device available; use "
+                         "device='cpu'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
 def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress: Progress | None = None,
                 device: str | torch.device = "cpu", **settings: Any) -> nn.Module:
     """Train a classifier on ``dataset`` deterministically (same seed, same weights on the same machine).
@@ -210,12 +239,18 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
     polish_steps, dtype). Returns the model in eval mode with ``model.weight_decay``, ``model.training_config``
     (a dict) and ``model.training_report`` (accuracies, final objective, seconds) attached.
     """
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"dataset must be an influence_core Dataset, got {type(dataset).__name__}; make one from "
+                        "arrays with dataset_from_arrays(X_train, y_train, X_test, y_test)")
     known = set(TrainingConfig.__dataclass_fields__) - {"arch", "seed", "extra"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
     if "hidden" in settings:
-        settings["hidden"] = tuple(int(h) for h in np.atleast_1d(settings["hidden"]))
+        hidden = settings["hidden"]
+        settings["hidden"] = tuple(np.atleast_1d(hidden).tolist()) if isinstance(hidden, (list, tuple, np.ndarray,
+                                                                                          int, np.integer)) else hidden
+    device = _check_device(device)
     if arch == "resnet18":
         settings.setdefault("polish_steps", 0)  # see TrainingConfig: no full-batch L-BFGS unless asked for
     cfg = TrainingConfig(arch=arch, seed=seed, **settings)

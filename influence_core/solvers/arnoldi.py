@@ -31,7 +31,7 @@ from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from influence_core.curvature.objective import CURVATURE_MODES, Objective
 from influence_core.solvers.factor_io import (FactorFileError, check_fitted_for, config_key, fingerprint, read_factor_file,
-                                              write_factor_file)
+                                              save_path, write_factor_file)
 from influence_core.solvers.base import SolveResult, SolverError
 
 __all__ = ["ArnoldiInverse", "fit_arnoldi", "arnoldi_config"]
@@ -197,9 +197,7 @@ class ArnoldiInverse:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the eigenpairs to ``path`` (.npz; a directory: ``<dir>/arnoldi-<key>.npz``)."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path / f"arnoldi-{self.key}.npz"
+        path = save_path(path, f"arnoldi-{self.key}")
         header = {"config": self.config, "key": self.key, "damping": self.damping, "complement": self.complement,
                   "fit_seconds": self.fit_seconds, "hvps": self.hvps}
         return write_factor_file(path, FORMAT, header, {"eigenvalues": self.eigenvalues.cpu().numpy(),

@@ -23,7 +23,7 @@ from influence_core.io_safety import atomic_path
 from influence_core.keys import content_key, digest
 
 __all__ = ["FactorFileError", "config_key", "fingerprint", "write_factor_file", "read_factor_file",
-           "factor_file_path", "load_or_fit"]
+           "factor_file_path", "save_path", "load_or_fit"]
 
 
 class FactorFileError(ValueError):
@@ -51,7 +51,9 @@ def write_factor_file(path: str | os.PathLike, format_tag: str, header: dict[str
         raise ValueError(f"factor files are .npz archives; give a path ending in .npz, got {str(path)!r}")
     if "__header__" in arrays:
         raise ValueError("'__header__' is reserved for the file header")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from influence_core.io_safety import check_output_file
+
+    check_output_file(path, "factor_file")  # no folder is created, no symlink followed
     text = json.dumps({**header, "format": format_tag}, sort_keys=True, default=str)
     with atomic_path(path) as tmp:  # tmp + fsync + rename
         np.savez(tmp, __header__=np.array(text), **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
@@ -65,14 +67,22 @@ def read_factor_file(path: str | os.PathLike, format_tag: str,
     Raises :class:`FactorFileError` if the file is missing, not a readable ``.npz`` archive, has no or another
     header/format, lacks a ``required`` array, or holds non-finite values."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FactorFileError(f"no factor file at {str(path)!r}; fit the factors first and save them")
+    if not path.is_file():
+        raise FactorFileError(f"factor_file {str(path)!r} is not a regular file (a directory, FIFO or device)")
+    if not zipfile.is_zipfile(path):  # else numpy would read the bytes as a pickle and advise allow_pickle=True
+        raise FactorFileError(f"factor_file {str(path)!r} is not a readable factor file (not an .npz archive: "
+                              "corrupt or truncated, or another kind of file); delete it and fit the factors again, "
+                              "or give another factor_file")
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
-        raise FactorFileError(f"{str(path)!r} is not a readable factor file (corrupt or truncated .npz: {err}); "
-                              "delete it and fit the factors again") from err
+        why = "it holds Python objects, which are never loaded" if "pickle" in str(err).lower() else \
+            f"corrupt or truncated .npz: {type(err).__name__}"
+        raise FactorFileError(f"factor_file {str(path)!r} is not a readable factor file ({why}); delete it and fit "
+                              "the factors again") from None
     if "__header__" not in arrays:
         raise FactorFileError(f"{str(path)!r} is an .npz archive but not a factor file (no header); "
                               "it was not written by influence_core")
@@ -120,13 +130,30 @@ def factor_file_path(factor_file: str | os.PathLike | None, stem: str) -> Path |
     return path if path.suffix == ".npz" else path / f"{stem}.npz"
 
 
+def save_path(path: str | os.PathLike, stem: str) -> Path:
+    """The file a ``save(path)`` writes: ``path`` itself (``.npz``) or ``<path>/<stem>.npz`` for a directory, which
+    is created when missing (only it: its parent must exist, so a typo never creates a tree of folders)."""
+    path = Path(os.path.expanduser(os.fspath(path)))
+    if path.suffix == ".npz":
+        return path
+    if not path.is_dir():
+        if not path.parent.is_dir():
+            raise FactorFileError(f"factor_file {str(path)!r}: the folder {str(path.parent)!r} does not exist; "
+                                  "create it first")
+        from influence_core.io_safety import check_output_dir
+
+        check_output_dir(path, "factor_file")
+        path.mkdir()
+    return path / f"{stem}.npz"
+
+
 def load_or_fit(factor_file: str | os.PathLike | None, stem: str, config: dict[str, Any],
                 load: Callable[[Path], Any], fit: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
     """Reuse the factors saved at ``factor_file`` (see :func:`factor_file_path`) when the file exists, else fit
     them and save them there (the path is checked before fitting). A file holding another configuration's
     factors (another sample, Fisher type, rank, ...) is refused with :class:`FactorFileError`, never overwritten.
     Returns (inverse, {"factor_file": path or None, "loaded": bool})."""
-    from influence_core.io_safety import check_output_file
+    from influence_core.io_safety import check_output_dir, check_output_file
 
     path = factor_file_path(factor_file, stem)
     if path is not None and path.is_file():
@@ -137,9 +164,18 @@ def load_or_fit(factor_file: str | os.PathLike | None, stem: str, config: dict[s
                                   "pass another factor_file, a directory (one file per configuration), or delete "
                                   "the file to fit again")
         return inverse, {"factor_file": str(path), "loaded": True}
+    directory = path is not None and path.suffix == ".npz" and Path(os.fspath(factor_file)).suffix != ".npz"
     if path is not None:
-        check_output_file(path, "factor_file", create_parent=True)
+        if directory:  # a directory named by the user is made (its parent must exist); nothing else is
+            if not path.parent.parent.is_dir():
+                raise FactorFileError(f"factor_file {str(path.parent)!r}: the folder {str(path.parent.parent)!r} "
+                                      "does not exist; create it first")
+            check_output_dir(path.parent, "factor_file")
+        else:
+            check_output_file(path, "factor_file")
     inverse = fit()
     if path is not None:
+        if directory:
+            path.parent.mkdir(exist_ok=True)  # the directory the user named (checked above); nothing above it
         inverse.save(path)
     return inverse, {"factor_file": None if path is None else str(path), "loaded": False}

@@ -53,7 +53,7 @@ from torch.nn import functional as F
 from influence_core.curvature.objective import EXACT_MAX_PARAMS, Objective
 from influence_core.models.task import replica
 from influence_core.solvers.factor_io import (FactorFileError, check_fitted_for, config_key, fingerprint, read_factor_file,
-                                              write_factor_file)
+                                              save_path, write_factor_file)
 from influence_core.solvers.base import SolveResult, SolverError
 
 __all__ = ["KFACInverse", "KFACError", "LayerBlock", "fit_kfac", "kfac_config", "layer_blocks",
@@ -498,9 +498,7 @@ class KFACInverse:
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> Path:
         """Write the factors to ``path`` (.npz; a directory: ``<dir>/<method>-<key>.npz``) and return the path."""
-        path = Path(path)
-        if path.suffix != ".npz":
-            path = path / f"{self.method}-{self.key}.npz"
+        path = save_path(path, f"{self.method}-{self.key}")
         arrays = {f"{i}.{name}": t.detach().cpu().numpy() for i, f in enumerate(self.factors)
                   for name, t in f.items()}
         header = {"config": self.config, "key": self.key, "blocks": [b.to_dict() for b in self.blocks],

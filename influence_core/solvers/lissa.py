@@ -14,8 +14,9 @@ import time
 import torch
 
 from influence_core.curvature.objective import largest_eigenvalue
-from influence_core.solvers.base import (Operator, SolveResult, SolverDivergedError, SolverError, as_batch,
-                                         check_budget, check_damping, report_nonconvergence, short_trace)
+from influence_core.solvers.base import (STAGNATION_WINDOW, Operator, SolveResult, SolverDivergedError, SolverError,
+                                         Stagnation, as_batch, check_budget, check_damping, report_nonconvergence,
+                                         short_trace)
 from influence_core.solvers.registry import register_iterative_solver
 
 __all__ = ["solve_lissa"]
@@ -23,16 +24,18 @@ __all__ = ["solve_lissa"]
 
 def solve_lissa(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, scale: float | None = None,
                 tol: float = 1e-4, max_iter: int = 10_000, divergence_factor: float = 1e4,
-                on_nonconvergence: str = "warn", power_iter: int = 100, seed: int = 0) -> SolveResult:
+                on_nonconvergence: str = "warn", power_iter: int = 100, seed: int = 0,
+                stagnation_window: int | None = STAGNATION_WINDOW) -> SolveResult:
     """LiSSA / Neumann series for (H + δI) X = B, batched over the k columns.
 
     ``scale`` s must exceed λ_max(H) + δ; None (default) sets s = 1.1·(λ_max + δ) by power iteration on ``hvp``.
     Converges when H + δI is positive definite, at rate 1 − (λ_min + δ)/s per iteration: more damping converges
     faster but biases the solution. Stops when the relative residual (the trace) is <= ``tol``.
-    Raises :class:`SolverDivergedError` when the residual becomes NaN/inf or grows ``divergence_factor``-fold.
+    Raises :class:`SolverDivergedError` when the residual becomes NaN/inf or grows ``divergence_factor``-fold; stops
+    early when the residual made no new minimum in ``stagnation_window`` iterations (``result.stop``).
     """
     damping = check_damping(damping)
-    check_budget(tol, max_iter)
+    check_budget(tol, max_iter, stagnation_window)
     B = as_batch(B)
     start = time.perf_counter()
     lam_max = None
@@ -49,6 +52,8 @@ def solve_lissa(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, scale: 
     X = B.clone()  # x_1 = b (x_0 = 0)
     trace: list[float] = []
     it = 0
+    stop = "max_iter"
+    stalled = Stagnation(stagnation_window)
     for it in range(1, max_iter + 1):
         residual = B - (hvp(X / scale) + damping * X / scale)  # = x_{j+1} − x_j
         rel = residual.norm(dim=1) / bnorm
@@ -63,10 +68,18 @@ def solve_lissa(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, scale: 
                 trace,
             )
         if trace[-1] <= tol:
+            stop = "tolerance"
+            break
+        if stalled.update(trace[-1]):
+            stop = "stagnation"
             break
         X = X + residual
     result = SolveResult(X / scale, "lissa", it, trace[-1] <= tol, damping, trace, scale,
-                         time.perf_counter() - start, info={"tol": tol, "max_iter": max_iter, "lambda_max": lam_max})
+                         time.perf_counter() - start, info={"tol": tol, "max_iter": max_iter, "lambda_max": lam_max,
+                                                            "stagnation_window": stagnation_window,
+                                                            **({"stagnation": "the residual made no new minimum in "
+                                                                f"the last {stagnation_window} iterations"}
+                                                               if stop == "stagnation" else {})}, stop=stop)
     report_nonconvergence(result, tol, on_nonconvergence,
                            "increase max_iter, or increase damping (faster convergence, more bias)")
     return result

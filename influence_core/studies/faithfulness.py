@@ -59,7 +59,7 @@ from influence_core.config import preset_values
 from influence_core.curvature.objective import CURVATURE_MODES, EXACT_MAX_PARAMS, Objective
 from influence_core.data.datasets import Dataset, available_datasets, load_dataset
 from influence_core.influence.calculator import InfluenceCalculator
-from influence_core.io_safety import check_output_dir
+from influence_core.io_safety import check_output_dir, check_output_name
 from influence_core.studies.output import pyplot, save_matplotlib, save_plotly, write_csv, write_json, write_text
 from influence_core.evaluation.memory import PeakMemory
 from influence_core.evaluation.metrics import mean_std, relative_error, rowwise_pearson, rowwise_spearman, rowwise_topk_overlap
@@ -609,6 +609,11 @@ def _series(summary: list[dict[str, Any]], sampler: str, key: str) -> tuple[np.n
     return m, np.array([r[f"{key}_mean"] for r in recs]), np.array([r[f"{key}_std"] for r in recs])
 
 
+def _any_positive(result: StudyResult, samplers: list[str], key: str) -> bool:
+    """Whether a log axis can show panel ``key`` (some mean above zero)."""
+    return any(bool(np.any(np.nan_to_num(_series(result.summary, s, key)[1]) > 0)) for s in samplers)
+
+
 def plot_png(result: StudyResult, path: Path) -> None:
     """Quality vs m, one line per sampler, mean ± std band across seeds (matplotlib, Agg)."""
     plt = pyplot()
@@ -622,8 +627,10 @@ def plot_png(result: StudyResult, path: Path) -> None:
             ax.plot(m, mean, marker="o", color=color, label=sampler)
             ax.fill_between(m, mean - std, mean + std, color=color, alpha=0.15)
         ax.set_xscale("log", base=2)
-        if key in ("rel_error", "solve_seconds"):
-            ax.set_yscale("log")
+        ms = [r["m"] for r in result.summary]
+        ax.set_xlim(min(ms) / 1.5, max(ms) * 1.5)  # also for a panel without finite values (e.g. one seed)
+        if key in ("rel_error", "solve_seconds") and _any_positive(result, samplers, key):
+            ax.set_yscale("log")  # (a tiny study can have only zeros here: then the axis stays linear)
         ax.set_xlabel("Hessian sample size m")
         ax.set_title(_LABELS[key])
         ax.grid(alpha=0.3)
@@ -657,7 +664,7 @@ def plot_html(result: StudyResult, path: Path, plotlyjs: str = "inline") -> None
                                                                    "%{customdata:.2g}<extra></extra>"),
                           row=row, col=col)
         fig.update_xaxes(type="log", title_text="m", row=row, col=col)
-        if key in ("rel_error", "solve_seconds"):
+        if key in ("rel_error", "solve_seconds") and _any_positive(result, samplers, key):
             fig.update_yaxes(type="log", row=row, col=col)
     cfg = result.config
     fig.update_layout(title=f"Sampler faithfulness: {cfg['dataset']} / {cfg['arch']}, {cfg['curvature']}, "
@@ -665,15 +672,28 @@ def plot_html(result: StudyResult, path: Path, plotlyjs: str = "inline") -> None
     save_plotly(fig, path, plotlyjs)
 
 
+OUTPUT_FILES = ("{name}_runs.csv", "{name}_summary.csv", "{name}.json", "{name}.md", "{name}.png", "{name}.html")
+
+
+def check_study_outputs(out_dir: Any, name: str, what: tuple[str, str] = ("--out", "--name")) -> None:
+    """Check ``out_dir`` and every file :func:`write_outputs` will write there for ``name`` (a file name, never a
+    path) before the study runs; creates nothing."""
+    check_output_name(name, what[1])
+    check_output_dir(out_dir, what[0], [f.format(name=name) for f in OUTPUT_FILES])
+
+
 def write_outputs(result: StudyResult, out_dir: str | os.PathLike, name: str | None = None,
                   plotlyjs: str = "inline") -> dict[str, Path]:
     """Write ``{name}_runs.csv``, ``{name}_summary.csv``, ``{name}.json``, ``{name}.md``, ``{name}.png`` and
-    ``{name}.html`` into ``out_dir`` (created); ``name`` defaults to ``{dataset}_{arch}``. Returns the paths."""
+    ``{name}.html`` into ``out_dir`` (created when missing); ``name`` (a file name, never a path) defaults to
+    ``{dataset}_{arch}``. Returns the paths."""
     if plotlyjs not in ("inline", "cdn"):
         raise ValueError(f"plotlyjs must be 'inline' or 'cdn', got {plotlyjs!r}")
-    out = Path(out_dir)
+    if name is None:
+        name = f"{result.config['dataset']}_{result.config['arch']}"
+    check_study_outputs(out_dir, name, ("out_dir", "name"))
+    out = Path(os.path.expanduser(os.fspath(out_dir)))
     out.mkdir(parents=True, exist_ok=True)
-    name = name or f"{result.config['dataset']}_{result.config['arch']}"
     paths = {"runs_csv": out / f"{name}_runs.csv", "summary_csv": out / f"{name}_summary.csv",
              "json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}.png",
              "html": out / f"{name}.html"}
@@ -758,7 +778,8 @@ def run(args: argparse.Namespace) -> int:
         train_settings["hidden"] = tuple(args.hidden)
     if args.dataset == "npz" and not args.path:
         raise ValueError("--dataset npz needs --path FILE.npz")
-    check_output_dir(args.out, "--out")  # before the study, not after it
+    name = f"{args.dataset}_{args.arch}" if args.name is None else args.name
+    check_study_outputs(args.out, name)  # every output file, before the study, not after it
     config = StudyConfig(
         dataset=args.dataset, arch=args.arch, seed=args.seed, samplers=tuple(args.samplers or ()), ms=tuple(args.m),
         n_seeds=args.seeds, n_test_points=args.test_points, test_seed=args.test_seed, k=args.k,

@@ -16,6 +16,7 @@ needs, with an across-seed std at most 1/5 of random's at that m.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from influence_core.curvature.objective import EXACT_MAX_PARAMS
 from influence_core.data.datasets import Dataset, load_dataset
 from influence_core.studies.faithfulness import StudyConfig, run_study
 from influence_core.studies.output import write_csv, write_json, write_text
+from influence_core.io_safety import check_output_dir, check_output_name
 from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.evaluation.lds import RetrainPlan, RetrainedOutputs, lds, retrain_outputs
 from influence_core.evaluation.metrics import mean_std
@@ -240,11 +242,24 @@ def markdown(result: LDSStudyResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+OUTPUT_FILES = ("{name}_runs.csv", "{name}_summary.csv", "{name}_baselines.csv", "{name}.json", "{name}.md")
+
+
+def check_study_outputs(out_dir: Any, name: str, what: tuple[str, str] = ("--out", "--name")) -> None:
+    """Check ``out_dir`` and every file :func:`write_outputs` will write there for ``name`` (a name, not a path),
+    before the study runs; creates nothing."""
+    check_output_name(name, what[1])
+    check_output_dir(out_dir, what[0], [f.format(name=name) for f in OUTPUT_FILES])
+
+
 def write_outputs(result: LDSStudyResult, out_dir: Any, name: str | None = None) -> dict[str, Path]:
-    """``{name}_runs.csv``, ``{name}_summary.csv``, ``{name}_baselines.csv``, ``{name}.json``, ``{name}.md``."""
-    out = Path(out_dir)
+    """``{name}_runs.csv``, ``{name}_summary.csv``, ``{name}_baselines.csv``, ``{name}.json``, ``{name}.md`` in
+    ``out_dir`` (created when missing); ``name`` is a file name, never a path."""
+    if name is None:
+        name = f"{result.config['study']['dataset']}_{result.config['study']['arch']}"
+    check_study_outputs(out_dir, name, ("out_dir", "name"))
+    out = Path(os.path.expanduser(os.fspath(out_dir)))
     out.mkdir(parents=True, exist_ok=True)
-    name = name or f"{result.config['study']['dataset']}_{result.config['study']['arch']}"
     paths = {"runs_csv": out / f"{name}_runs.csv", "summary_csv": out / f"{name}_summary.csv",
              "baselines_csv": out / f"{name}_baselines.csv", "json": out / f"{name}.json",
              "markdown": out / f"{name}.md"}

@@ -870,6 +870,19 @@ def lds_markdown(studies: list[tuple[Path, dict[str, Any]]], rel: Any) -> list[s
     return lines + [""] + notes + [""]
 
 
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON record written by an earlier run; a damaged or foreign file is named in the error."""
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what}: {path} is not valid JSON ({str(exc)[:80]}); rerun the command that wrote it") \
+            from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{what}: {path} holds a JSON {type(record).__name__}, not a run record; rerun the command "
+                         "that wrote it")
+    return record
+
+
 def write_report(runs: list[Path], path: Path, lds: list[Path] | None = None) -> None:
     """Write ``path`` (Markdown) from the ``results.json`` of each run directory (and the ``lds`` study JSON files,
     if given); every number comes from them."""
@@ -878,13 +891,12 @@ def write_report(runs: list[Path], path: Path, lds: list[Path] | None = None) ->
         f = run_dir / "results.json"
         if not f.is_file():
             raise ValueError(f"{f} not found: run `python -m influence_core removal --out {run_dir}` first")
-        records.append((run_dir, json.loads(f.read_text())))
+        records.append((run_dir, _read_json(f, "--runs")))
     studies = []
     for f in lds or []:
         if not f.is_file():
             raise ValueError(f"{f} not found: give the JSON written by `python -m influence_core lds study --out`")
-        studies.append((f, json.loads(f.read_text())))
-    path.parent.mkdir(parents=True, exist_ok=True)
+        studies.append((f, _read_json(f, "--lds")))
     rel = lambda p: os.path.relpath(p, path.parent)  # noqa: E731
     runs_arg = " ".join(str(r) for r in runs)
     if lds:

@@ -92,3 +92,28 @@ def test_bench_lists_its_subcommands(capsys):
         main(["bench", "--help"])
     text = capsys.readouterr().out
     assert "query" in text and "compare" in text
+
+
+def test_bench_query_names_a_bad_hessian_option(capsys, monkeypatch):
+    import influence_core.bench.query as query
+
+    monkeypatch.setattr(query, "measure_config", lambda *a, **k: pytest.fail("measured before the check"))
+    assert main(["bench", "query", "--configs", "digits:logreg", "--hessian", "full", "foo", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "error: --hessian takes 'full' or a sample size (a positive integer), got ['foo', '0']"
+
+
+@pytest.mark.parametrize("out, message", [("link.md", "symbolic link"), ("d.md", "is a directory"),
+                                          ("afile/r", "is a file, not a folder")])
+def test_bench_report_paths_are_checked_before_measuring(tmp_path, capsys, monkeypatch, out, message):
+    """The report used to be written after the benchmark, through a symlink, into folders made on the way."""
+    import influence_core.bench.query as query
+
+    monkeypatch.setattr(query, "measure_config", lambda *a, **k: pytest.fail("measured before the check"))
+    (tmp_path / "victim.txt").write_text("precious")
+    (tmp_path / "link.md").symlink_to(tmp_path / "victim.txt")
+    (tmp_path / "d.md").mkdir()
+    (tmp_path / "afile").write_text("x")
+    assert main(["bench", "query", "--configs", "digits:logreg", "--out", str(tmp_path / out)]) == 2
+    assert message in capsys.readouterr().err
+    assert (tmp_path / "victim.txt").read_text() == "precious"

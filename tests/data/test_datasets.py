@@ -100,3 +100,42 @@ def test_from_arrays_keeps_given_test_set_and_constant_features():
     ds = dataset_from_arrays(X[:8], y[:8], X[8:], y[8:])
     assert ds.n_test == 2 and np.all(np.isfinite(ds.X_train))
     np.testing.assert_array_equal(ds.X_train[:, 1], 0.0)  # a constant feature stays 0, no division by zero
+
+
+# ------------------------------------------------------------------------------------------ hostile options
+X8 = np.random.default_rng(0).normal(size=(40, 4))
+Y8 = np.arange(40) % 2
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: dataset_from_arrays(X8, Y8, test_fraction="0.2"), r"test_fraction must be a finite number in \(0, 1\)"),
+    (lambda: dataset_from_arrays(X8, Y8, seed=-1), r"seed must be an integer in \[0, 4294967295\]"),
+    (lambda: dataset_from_arrays(X8, Y8, seed=2**40), r"seed must be an integer in \[0, 4294967295\]"),
+    (lambda: dataset_from_arrays(X8, Y8, seed=1.5), "seed must be an integer"),
+    (lambda: load_dataset("digits", seed=-1), "seed must be an integer"),
+    (lambda: dataset_from_arrays([[1.0, 2.0], [3.0]] * 20, Y8), "X_train could not be converted to an array"),
+    (lambda: dataset_from_arrays(X8, np.where(Y8 == 1, np.uint64(2**63 + 5), np.uint64(0)), X8, Y8),
+     "too large to be class numbers"),                                  # was "negative labels" (wrapped to int64)
+    (lambda: load_dataset("mnist1d", num_samples=10**9), r"num_samples must be an integer in \[20, 100000\]"),
+    (lambda: load_dataset("mnist1d", num_samples=2500.5), "num_samples must be an integer"),
+    (lambda: load_dataset("mnist1d", train_split=1.5), r"train_split must be a finite number in \(0, 1\)"),
+    (lambda: load_dataset("mnist1d", num_samples=20, train_split=0.3), "leaves 6 of 20 examples for training"),
+])
+def test_options_are_checked_for_type_and_range_where_they_enter(make, message):
+    with pytest.raises(DatasetError, match=message):
+        make()
+
+
+def test_load_npz_names_what_it_was_given(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.npz")
+    (tmp_path / "zero.npz").symlink_to("/dev/zero")
+    (tmp_path / "dangling.npz").symlink_to(tmp_path / "nothing.npz")
+    for source, message in [(io.StringIO("hello"), "binary source"), (5, "takes a path, bytes or a binary file"),
+                            (tmp_path, "is a directory"), (tmp_path / "pipe.npz", "not a regular file"),
+                            (tmp_path / "zero.npz", "not a regular file"),
+                            (tmp_path / "dangling.npz", "broken symbolic link"),
+                            (tmp_path / "missing.npz", "no such file")]:
+        with pytest.raises(DatasetError, match=message):
+            load_npz(source)

@@ -133,7 +133,7 @@ def test_bad_input_gives_clear_errors(retrained):
     good = np.zeros((3, 30))
     with pytest.raises(ValueError, match="K >= 2"):
         linear_datamodeling_score(good, masks[:1], np.zeros((1, 3)))
-    with pytest.raises(ValueError, match=r"n_subsets \(K\) must be an integer >= 2"):
+    with pytest.raises(ValueError, match=r"n_subsets \(K\) must be an integer in \[2, 100000\]"):
         RetrainPlan(n_subsets=1)
     for alpha in (0, 1, 1.5, -0.2):
         with pytest.raises(ValueError, match=r"alpha .* must be in \(0, 1\)"):
@@ -190,4 +190,69 @@ def test_study_and_cli(small, tmp_path, capsys):
     record = json.loads(out_json.read_text())
     assert len(record["records"]) == 3 and record["retrain"]["retrained"] == 6
     assert main(argv[:-1] + ["--subsets", "1", "--quiet"]) == 2
-    assert "n_subsets (K) must be an integer >= 2" in capsys.readouterr().err
+    assert "--subsets (K) must be an integer in [2, 100000]" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ input that cannot give a correlation
+RNG = np.random.default_rng(3)
+M6 = draw_subsets(10, 6, 0.5, seed=2)
+S3, Y6 = RNG.normal(size=(3, 10)), RNG.normal(size=(6, 3))
+
+
+@pytest.mark.parametrize("scores, masks, outputs, message", [
+    (S3, np.repeat(M6[:1], 6, axis=0), Y6, "all masks are identical"),      # was LDS 0.087 from rounding noise
+    (S3, np.ones_like(M6), Y6, "keeps all training points"),                 # was nan
+    (np.ones_like(S3), M6, Y6, r"test row\(s\) \[0, 1, 2\].*same output for every subset"),   # was nan
+    (np.vstack([S3[:2], np.zeros(10)]), M6, Y6, r"test row\(s\) \[2\]"),       # one zero row: was nan for it
+    (S3, M6, np.ones_like(Y6), "retrained outputs of test row"),             # was nan
+    (S3 + 1j, M6, Y6, "complex"),                                            # imaginary part was dropped
+    (S3, M6, Y6 + 1j, "complex"),
+])
+def test_lds_refuses_input_without_a_meaningful_correlation(scores, masks, outputs, message):
+    with pytest.raises(ValueError, match=message):
+        linear_datamodeling_score(scores, masks, outputs)
+
+
+@pytest.mark.parametrize("labels, message", [
+    ([0, 1, -1], r"labels must be in \[0, 4\)"),          # was read as the last class
+    ([0, 1, 7], r"labels must be in \[0, 4\)"),           # was an IndexError
+    ([0, 1, 1.5], "labels must be integer indices"),      # was truncated to 1
+    ([0, 1], "one class per test point"),
+])
+def test_output_values_refuses_labels_that_are_not_classes(labels, message):
+    with pytest.raises(ValueError, match=message):
+        output_values(RNG.normal(size=(3, 4)), np.array(labels))
+
+
+@pytest.mark.parametrize("indices", [[0.7, 1.9], [True, False], ["a", "b"]])
+def test_lds_refuses_test_indices_that_are_not_whole_numbers(retrained, indices):
+    with pytest.raises(ValueError, match="test_indices must be integer indices"):
+        lds(np.zeros((2, retrained.masks.shape[1])), retrained, indices)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: draw_subsets(100, 10**12, 0.5), r"n_subsets \(K\) must be an integer in \[2, 100000\]"),
+    (lambda: draw_subsets(100, 4, 0.5, seed=2.5), "seed"),
+    (lambda: draw_subsets(100, 4, 0.5, seed=-1), "seed"),
+    (lambda: RetrainPlan(n_seeds=10**6), r"n_seeds \(R\) must be an integer in \[1, 1000\]"),
+    (lambda: RetrainPlan(subsets_seed=2**40), "subsets_seed"),
+])
+def test_retrain_budgets_are_bounded_where_they_enter(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+@pytest.mark.parametrize("threads", [-1, 2.5, 10**6])
+def test_retrain_threads_are_checked(small, threads):
+    ds, model = small
+    with pytest.raises(ValueError, match="threads must be an integer in"):
+        retrain_outputs(model, ds, PLAN, cache_dir=False, threads=threads)
+
+
+def test_a_cache_dir_that_is_a_file_is_refused_before_any_retrain(small, tmp_path, monkeypatch):
+    ds, model = small
+    (tmp_path / "afile").write_text("x")
+    import influence_core.evaluation.lds as lds_module
+    monkeypatch.setattr(lds_module, "_retrain", lambda *a, **k: pytest.fail("retrained before the path check"))
+    with pytest.raises(ValueError, match="cache_dir .* is a file, not a directory"):
+        retrain_outputs(model, ds, PLAN, cache_dir=tmp_path / "afile")

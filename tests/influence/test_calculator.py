@@ -166,3 +166,41 @@ def test_automatic_score_chunk_and_cached_lissa_scale(digits, digits_mlp):
     assert calc._lissa_lambda_max == first and calc.last_solve.info["lambda_max"] == first
     calc.fit(np.arange(50), solver="lissa", damping=0.1, curvature="gauss_newton", tol=1e-3)
     assert calc._lissa_lambda_max is None  # a new fit forgets it
+
+
+# ------------------------------------------------------------------------------------------ hostile options
+@pytest.mark.parametrize("make, message", [
+    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train, chunk_size=2.5),
+     r"chunk_size must be an integer >= 1, got 2.5"),                       # was truncated to 2
+    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train, chunk_size="big"), "chunk_size must be an integer"),
+    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit(damping="small"), "damping must be a finite"),
+    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit(damping=None), "damping must be a finite"),
+    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit([0, 1, 2], ["a", "b", "c"], damping=0.1),
+     "hessian_weights must be real numbers"),
+    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit([0, 1, 2], [1, 1j, 1], damping=0.1),
+     "hessian_weights must be real numbers"),
+    (lambda m, ds: top_influences(["a", "b"]), "top_influences takes real numbers"),
+    (lambda m, ds: top_influences(np.array([1 + 1j, 2])), "top_influences takes real numbers"),
+])
+def test_calculator_options_are_type_checked_at_the_entry(digits, digits_logreg64, make, message):
+    with pytest.raises(ValueError, match=message):
+        make(digits_logreg64, digits)
+
+
+@pytest.mark.parametrize("model, message", [
+    (lambda: nn.Linear(64, 10, device="meta"), "on the 'meta' device and holds no values"),
+    (lambda: nn.Linear(64, 10).half(), "float16; influence needs float32 or float64"),       # was "increase damping"
+    (lambda: nn.Linear(64, 10).bfloat16(), "bfloat16; influence needs float32 or float64"),
+])
+def test_models_without_usable_values_are_refused(digits, model, message):
+    with pytest.raises(ValueError, match=message):
+        InfluenceCalculator(model(), digits.X_train, digits.y_train, weight_decay=0.0).fit(damping=0.1)
+
+
+def test_user_functions_returning_the_wrong_thing_are_named(digits, digits_logreg64):
+    X = digits.X_train.astype(np.float64)
+    with pytest.raises(TypeError, match="output_fn must return the logits as a tensor"):
+        InfluenceCalculator(digits_logreg64, X, digits.y_train, output_fn=lambda out: out.detach().numpy())
+    with pytest.raises(ValueError, match=r"loss_fn must return one loss per sample.*got \(\)"):
+        InfluenceCalculator(digits_logreg64, X, digits.y_train,
+                            loss_fn=lambda z, t: nn.functional.cross_entropy(z, t))   # was an IndexError later

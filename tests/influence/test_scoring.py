@@ -211,3 +211,101 @@ def test_scale_benchmark_rejects_bad_settings():
 
     assert main(["bench", "scale", "--test-chunk-size", "0"]) == 2
     assert main(["bench", "scale", "--sizes", "10"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ hostile outputs
+def test_the_score_file_appears_only_when_complete(problem, tmp_path):
+    """The matrix is written into <out>.partial and renamed onto out after its last block: an interrupted run never
+    leaves a half file under the name asked for, and the resume finishes it."""
+    ds, _, calc = problem
+    X, y = ds.X_test[:6], ds.y_test[:6]
+    path = tmp_path / "scores.npy"
+    with pytest.raises(Interrupt):
+        calc.scores(X, y, out=path, test_chunk_size=2, train_chunk_size=500, progress=interrupt_after(2))
+    assert not path.exists() and (tmp_path / "scores.npy.partial").exists()
+    got = calc.scores(X, y, out=path, test_chunk_size=2, train_chunk_size=500)
+    assert not (tmp_path / "scores.npy.partial").exists()
+    np.testing.assert_array_equal(np.load(path), calc.scores(X, y, test_chunk_size=2, train_chunk_size=500))
+    assert calc.last_scoring.computed == 9 and np.asarray(got).shape == (6, 1437)
+
+
+def test_an_output_symlink_is_never_written_through(problem, tmp_path):
+    ds, _, calc = problem
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "s.npy").symlink_to(victim)
+    with pytest.raises(ValueError, match="symbolic link"):
+        calc.scores(ds.X_test[:2], ds.y_test[:2], out=tmp_path / "s.npy")
+    (tmp_path / "t.npy.manifest").symlink_to(victim)  # nor a link where the manifest goes
+    with pytest.raises(ValueError, match="symbolic link"):
+        calc.scores(ds.X_test[:2], ds.y_test[:2], out=tmp_path / "t.npy", resume=False)
+    assert victim.read_text() == "precious"
+
+
+@pytest.mark.parametrize("content", [b"hello\n", None])
+def test_resume_refuses_a_file_that_is_not_a_score_file(problem, tmp_path, content):
+    ds, _, calc = problem
+    path = tmp_path / "other.npy"
+    if content is None:
+        np.save(path, np.arange(5.0))
+    else:
+        path.write_bytes(content)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="not a score file written by this package"):
+        calc.scores(ds.X_test[:2], ds.y_test[:2], out=path)  # resume=True is the default
+    assert path.read_bytes() == before
+    calc.scores(ds.X_test[:2], ds.y_test[:2], out=path, resume=False)  # asked for: replaced
+    assert np.load(path).shape == (2, 1437)
+
+
+def test_a_full_disk_leaves_no_half_file(problem, tmp_path, monkeypatch):
+    import errno
+
+    import influence_core.influence.scoring as scoring
+
+    ds, _, calc = problem
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(scoring.os, "pwrite", full)
+    with pytest.raises(OSError, match="No space"):
+        calc.scores(ds.X_test[:2], ds.y_test[:2], out=tmp_path / "s.npy")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no header-only .npy, no manifest, no partial
+
+
+@pytest.mark.parametrize("executor, error, message", [
+    ("bogus", ValueError, "executor='bogus'.*has no port"),
+    (object(), TypeError, "executor must be"),
+    (3, TypeError, "executor must be"),
+])
+def test_a_bad_executor_is_one_clear_error(problem, tmp_path, executor, error, message):
+    """Was UnboundLocalError: cannot access local variable 'ex' (from the cleanup of a run that never started)."""
+    ds, _, calc = problem
+    with pytest.raises(error, match=message):
+        calc.scores(ds.X_test[:2], ds.y_test[:2], executor=executor)
+    with pytest.raises(error, match=message):  # also with a disk sink to clean up
+        calc.scores(ds.X_test[:2], ds.y_test[:2], executor=executor, out=tmp_path / "s.npy")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ hostile test data
+def test_integer_test_inputs_are_scored_as_floats(problem):
+    ds, _, calc = problem
+    X = np.round(ds.X_test[:3] * 4)
+    np.testing.assert_array_equal(calc.scores(X.astype(np.int64), ds.y_test[:3]), calc.scores(X, ds.y_test[:3]))
+    with pytest.raises(ValueError, match="X_test holds integers above 16777216"):
+        calc.scores(np.full_like(X, 2**25, dtype=np.int64), ds.y_test[:3])
+
+
+@pytest.mark.parametrize("X, y, message", [
+    (lambda X: X.astype(str), None, "X_test must be numeric"),
+    (lambda X: [[1.0, 2.0], [3.0]], [0, 1], "X_test could not be read as an array"),
+    (lambda X: X + 1j, None, "X_test is complex"),
+    (None, lambda y: y.astype(str), "y_test must be numeric"),
+])
+def test_test_data_of_the_wrong_kind_is_refused_in_one_line(problem, X, y, message):
+    ds, _, calc = problem
+    X0, y0 = ds.X_test[:2], ds.y_test[:2]
+    with pytest.raises(ValueError, match=message):
+        calc.scores(X(X0) if X else X0, y(y0) if callable(y) else (y if y is not None else y0))

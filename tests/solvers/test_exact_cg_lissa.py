@@ -163,3 +163,51 @@ def test_cg_zero_right_hand_side_column_is_converged_at_zero(spd):
     everything_zero = solve_cg(op, torch.zeros(2, 40, dtype=B.dtype), 0.1)
     assert everything_zero.converged and everything_zero.iterations == 0
     assert torch.equal(everything_zero.x, torch.zeros(2, 40, dtype=B.dtype))
+
+
+# ---------------------------------------------------------------- work without an end: stagnation
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cg_stops_on_stagnation_when_tol_is_out_of_reach(spd, dtype):
+    """tol=1e-300 with an unbounded max_iter used to run forever (CG's updated residual keeps shrinking long after
+    the true residual has hit the precision of the arithmetic)."""
+    A, B, _ = spd
+    X_true = torch.linalg.solve(A + 0.1 * torch.eye(40, dtype=A.dtype), B.T).T
+    A, B = A.to(dtype), B.to(dtype)
+    with pytest.warns(SolverNotConvergedWarning, match="stopped on stagnation"):
+        result = solve_cg(lambda V: V @ A, B, 0.1, tol=1e-300, max_iter=10**30)
+    assert result.stop == "stagnation" and not result.converged and result.iterations < 2000
+    assert result.summary()["stop"] == "stagnation"
+    err = ((result.x.double() - X_true).norm(dim=1) / X_true.norm(dim=1)).max()
+    assert err < (1e-10 if dtype == torch.float64 else 1e-4)  # as accurate as the arithmetic allows
+    with pytest.raises(SolverError, match="stagnation.*raise tol"):
+        solve_cg(lambda V: V @ A, B, 0.1, tol=1e-300, max_iter=10**30, on_nonconvergence="raise")
+
+
+def test_lissa_stops_on_stagnation_and_reports_why(spd):
+    A, B, _ = spd
+    with pytest.warns(SolverNotConvergedWarning, match="stagnation"):
+        result = solve_lissa(lambda V: V @ A, B, 0.5, tol=1e-300, max_iter=10**30)
+    assert result.stop == "stagnation" and result.iterations < 20_000
+    assert torch.allclose(result.x, torch.linalg.solve(A + 0.5 * torch.eye(40, dtype=A.dtype), B.T).T, atol=1e-10)
+
+
+def test_stop_reason_tolerance_and_max_iter(spd):
+    A, B, _ = spd
+    op = lambda V: V @ A  # noqa: E731
+    assert solve_cg(op, B, 0.1, tol=1e-8).stop == "tolerance"
+    assert solve_lissa(op, B, 0.5, tol=1e-6).stop == "tolerance"
+    with pytest.warns(SolverNotConvergedWarning, match="max_iter"):
+        assert solve_cg(op, B, 0.0, tol=1e-12, max_iter=3).stop == "max_iter"
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"stagnation_window": 0}, "stagnation_window"), ({"stagnation_window": 2.5}, "stagnation_window"),
+    ({"damping": "small"}, "damping must be a finite number"), ({"damping": True}, "damping must be a finite number"),
+])
+def test_solver_options_are_type_checked(spd, options, message):
+    A, B, _ = spd
+    kwargs = {"damping": 0.1, **options}
+    damping = kwargs.pop("damping")
+    for solve in (solve_cg, solve_lissa):
+        with pytest.raises(ValueError, match=message):
+            solve(lambda V: V @ A, B, damping, **kwargs)

@@ -282,3 +282,32 @@ def test_float32_model_solve_inverts_the_approximation(digits, digits_mlp):
     assert X.dtype == torch.float32 and X.shape == B.shape
     back = inv.matmul(X, damping=True)
     assert ((back - B).norm(dim=1) / B.norm(dim=1)).max() < 1e-5
+
+
+def test_factor_file_paths_create_no_folders_and_follow_no_links(tmp_path, digits, mlp64):
+    """A factor_file in a missing folder used to create the folder (even at the filesystem root); a symlink in its
+    place was written through; random bytes were reported with numpy's advice to load with allow_pickle=True."""
+    calc = InfluenceCalculator(mlp64, digits.X_train, digits.y_train)
+    fit = dict(solver="kfac", damping=0.1, curvature="gauss_newton", fisher="empirical")
+    with pytest.raises(ValueError, match="factor_file .*the folder .*missing.* does not exist"):
+        calc.fit(np.arange(20), factor_file=tmp_path / "missing" / "f.npz", **fit)
+    with pytest.raises(ValueError, match="does not exist"):
+        calc.fit(np.arange(20), factor_file=tmp_path / "missing" / "factors", **fit)  # a directory two levels down
+    assert not (tmp_path / "missing").exists()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "link.npz").symlink_to(victim)
+    with pytest.raises(FactorFileError, match="not a readable factor file"):
+        calc.fit(np.arange(20), factor_file=tmp_path / "link.npz", **fit)
+    assert victim.read_text() == "precious"
+    (tmp_path / "random.npz").write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(FactorFileError) as info:
+        calc.fit(np.arange(20), factor_file=tmp_path / "random.npz", **fit)
+    assert "allow_pickle" not in str(info.value) and "not a readable factor file" in str(info.value)
+    np.save(tmp_path / "objects.npy", np.array([{}], dtype=object), allow_pickle=True)
+    (tmp_path / "objects.npy").rename(tmp_path / "objects.npz")
+    with pytest.raises(FactorFileError) as info:
+        calc.fit(np.arange(20), factor_file=tmp_path / "objects.npz", **fit)
+    assert "allow_pickle" not in str(info.value)
+    calc.fit(np.arange(20), factor_file=tmp_path / "factors", **fit)  # one directory named by the user: made
+    assert len(list((tmp_path / "factors").glob("kfac-*.npz"))) == 1

@@ -81,6 +81,7 @@ def test_heuristic_damping_rule(calc):
 
 def test_factor_file_saved_reloaded_and_refused_for_another_configuration(tmp_path, digits, calc, sample):
     path = tmp_path / "f" / "ekfac.npz"
+    path.parent.mkdir()  # the folder of a factor file must exist: none is created
     first = fit_inverse(calc.objective, sample.indices, sample.weights, solver="ekfac", curvature="gauss_newton",
                         damping=0.01, fisher="empirical", factor_file=str(path))
     assert path.is_file() and first.info["loaded"] is False

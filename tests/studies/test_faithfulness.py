@@ -232,3 +232,24 @@ def test_cli_rejects_workers_with_scheduler_and_bad_chunk(capsys):
     assert "not allowed with" in capsys.readouterr().err
     assert main(["faithfulness", "--train-chunk-size", "0", "--workers", "1"]) == 2
     assert "--train-chunk-size" in capsys.readouterr().err
+
+
+def test_outputs_of_a_tiny_study_plot_and_stay_in_their_folder(tmp_path):
+    """A tiny run (one sampler, m = 8, one seed) has only zeros in the log-scaled panels: its plot died with "Data
+    cannot be log-scaled because all values are <= 0". And --name is a name: '../x' would write two folders up."""
+    from types import SimpleNamespace
+
+    from influence_core.studies.faithfulness import plot_html, plot_png
+
+    keys = ("spearman", "rel_error", "topk_helpful", "topk_harmful", "solve_seconds")
+    record = {"sampler": "uniform", "m": 8, "seed_spearman": float("nan"),  # one seed: no seed agreement
+              **{f"{k}_{s}": 0.0 for k in keys for s in ("mean", "std")}}
+    result = SimpleNamespace(summary=[record], config={"dataset": "d", "arch": "a", "curvature": "gauss_newton",
+                                                       "damping": 0.01, "n_seeds": 1})
+    plot_png(result, tmp_path / "p.png")
+    plot_html(result, tmp_path / "p.html", "cdn")
+    assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "p.html").stat().st_size > 1000
+    for name in ("../x", "a/b", "..", "", "~x"):
+        with pytest.raises(ValueError, match="name"):
+            write_outputs(result, tmp_path / "out", name)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x.json").exists()

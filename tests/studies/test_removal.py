@@ -106,6 +106,7 @@ def test_same_seed_gives_the_same_numbers(quick_run, tmp_path):
 
 def test_report_is_generated_from_the_run(quick_run, tmp_path):
     report = tmp_path / "docs" / "RESULTS.md"
+    report.parent.mkdir()  # the report's folder must exist: the command creates none
     assert removal_cli.run(_args("--report", str(report), "--runs", str(quick_run))) == 0
     text = report.read_text()
     record = json.loads((quick_run / "results.json").read_text())
@@ -193,7 +194,7 @@ def test_committed_runs_are_reproduced_by_their_command(run_dir):
     import shlex
     from pathlib import Path
 
-    record = json.loads((Path(__file__).resolve().parent.parent / run_dir / "results.json").read_text())
+    record = json.loads((Path(__file__).resolve().parents[2] / run_dir / "results.json").read_text())
     argv = shlex.split(record["command"])[4:]  # after "python -m influence_core removal"
     config = removal_cli.study_config(_args(*argv))
     assert study.command_line(config) == record["command"]
@@ -201,3 +202,18 @@ def test_committed_runs_are_reproduced_by_their_command(run_dir):
     inf = config.influence
     assert (inf.solver, inf.damping, inf.curvature) == (want["solver"], want["damping"], want["curvature"])
     assert (inf.solver_options["tol"], inf.solver_options["max_iter"]) == (want["tol"], want["max_iter"])
+
+
+def test_report_checks_its_path_and_names_a_damaged_run_file(quick_run, tmp_path):
+    with pytest.raises(ValueError, match="the folder .*new does not exist"):
+        removal_cli.run(_args("--report", str(tmp_path / "new" / "R.md"), "--runs", str(quick_run)))
+    assert not (tmp_path / "new").exists()  # was created although the command then failed
+    damaged = tmp_path / "run"
+    damaged.mkdir()
+    (damaged / "results.json").write_text("{broken")
+    with pytest.raises(ValueError, match=r"--runs: .*run/results.json is not valid JSON"):
+        removal_cli.run(_args("--report", str(tmp_path / "R.md"), "--runs", str(damaged)))
+    (damaged / "results.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="holds a JSON list, not a run record"):
+        removal_cli.run(_args("--report", str(tmp_path / "R.md"), "--runs", str(damaged)))
+    assert not (tmp_path / "R.md").exists()
