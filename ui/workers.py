@@ -33,6 +33,7 @@ through :func:`ui.errors.readable`).
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import os
 import threading
@@ -101,15 +102,12 @@ _cluster = None
 
 
 class _WorkerSetup:
-    """Run in every worker process when it starts (also one restarted by its nanny): one torch thread, lowered
-    CPU priority. A ``distributed.WorkerPlugin`` by duck typing (``setup(worker)``)."""
+    """Run in every worker process when it starts (also one restarted by its nanny): lowered CPU priority (one
+    torch thread is set by the first job, :func:`execute`). A ``distributed.WorkerPlugin`` by duck typing."""
 
     name = "influence-explorer-setup"
 
-    def setup(self, worker: Any) -> None:
-        from .compute import set_torch_threads
-
-        set_torch_threads()
+    def setup(self, worker: Any) -> None:  # on the worker's event loop: nothing slow here (no torch import)
         try:
             os.nice(NICE)
         except (AttributeError, OSError):  # not permitted or not available: normal priority
@@ -144,8 +142,8 @@ def client():
             else:
                 _cluster = distributed.LocalCluster(
                     n_workers=max(s["workers"], 1), threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address=":0",
-                    silence_logs=logging.ERROR, env={"INFLUENCE_EXPLORER_TORCH_THREADS": "1"})
+                    dashboard_address=":0", env={"OMP_NUM_THREADS": "1", "INFLUENCE_EXPLORER_TORCH_THREADS": "1"},
+                    silence_logs=logging.ERROR)
                 _client = distributed.Client(_cluster, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             where = s["scheduler"] or "a local cluster"
@@ -212,6 +210,9 @@ def execute(job_id: str, task: Task) -> tuple[str, Any]:
     (Cancelled is a BaseException: it is turned into a value here, not left to Dask's task machinery)."""
     from distributed import Event, Variable, get_client
 
+    from .compute import set_torch_threads
+
+    set_torch_threads()
     dask_client = get_client()
     board = Variable(f"ie-progress-{job_id}", client=dask_client)
     stop = Event(f"ie-cancel-{job_id}", client=dask_client)
@@ -232,6 +233,12 @@ def execute(job_id: str, task: Task) -> tuple[str, Any]:
         return "cancelled", str(exc)
 
 
+class _TaskError(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class RemoteJob(jobs.Job):
     """A :class:`ui.jobs.Job` whose work runs on a Dask worker: its thread only submits the task, copies the
     worker's progress into ``fraction``/``message``, forwards Cancel, and hands the result or error to every
@@ -245,6 +252,12 @@ class RemoteJob(jobs.Job):
     def _run(self) -> None:
         try:
             self.result = self._watch()
+        except _TaskError as raised:  # the work's own error (e.g. a ValueError for impossible settings)
+            self.error = raised.error
+        except (OSError, TimeoutError, concurrent.futures.CancelledError) as exc:  # the cluster, not the work
+            LOG.warning("%s: lost the compute workers: %r", self.label, exc)
+            self.error = RuntimeError(f"{self.label}: the connection to the compute workers was lost "
+                                      f"({type(exc).__name__}); ask again, or ask the teacher to restart the server")
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting session
             self.error = exc
         finally:
@@ -257,25 +270,25 @@ class RemoteJob(jobs.Job):
 
         dask_client = client()
         name = getattr(self.task.fn, "__name__", "job")
-        future = dask_client.submit(execute, self.id, self.task, key=f"{name}-{self.id}", pure=False)
         board = Variable(f"ie-progress-{self.id}", client=dask_client)
         stop = Event(f"ie-cancel-{self.id}", client=dask_client)
+        board.set([0.0, "waiting for a worker"])  # set before the worker reports: reading it never waits
+        future = dask_client.submit(execute, self.id, self.task, key=f"{name}-{self.id}", pure=False)
         try:
             while not future.done():
                 if self.token.cancelled:
                     stop.set()
                     future.cancel()
                     raise Cancelled(self.token.reason)
-                try:
-                    fraction, message = board.get(timeout=0.05)
-                    self._progress(fraction, message)
-                except Exception:  # noqa: BLE001 - nothing reported yet (a timeout): keep waiting
-                    pass
+                fraction, message = board.get(timeout=10)
+                self._progress(fraction, message)
                 time.sleep(POLL_SECONDS)
             try:
                 status, value = future.result()
             except KilledWorker:
                 raise RuntimeError(f"{self.label}: {KILLED_MESSAGE}") from None
+            except Exception as exc:  # noqa: BLE001 - raised by the task itself: handed on as it is
+                raise _TaskError(exc) from None
             if status == "cancelled":
                 raise Cancelled(value)
             self._progress(1.0, "done")
