@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
@@ -61,7 +62,7 @@ def percentile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q / 100 * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))]  # nearest rank
 
 
 class Recorder:
@@ -69,19 +70,27 @@ class Recorder:
         self.lock = threading.Lock()
         self.events: list[dict] = []
 
-    def add(self, **event) -> None:
+    def add(self, event: dict) -> None:
         with self.lock:
             self.events.append(event)
 
 
-def _page(path: str, run, state: dict, timeout: float):
-    from streamlit.testing.v1 import AppTest
+def share_compiled_scripts() -> None:
+    """One compiled copy of each page for all sessions, as a real server has (its ``ScriptCache`` is per runtime,
+    with a lock); each ``AppTest`` has its own, and twenty of them compiling at once tripped CPython's
+    "AST constructor recursion depth mismatch" (a harness artefact, not the app's)."""
+    from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 
-    at = AppTest.from_file(str(ROOT / path), default_timeout=timeout)
-    at.session_state["run_config"] = run
-    for key, value in state.items():
-        at.session_state[key] = value
-    return at
+    original, shared, lock = ScriptCache.get_bytecode, {}, threading.Lock()
+
+    def get_bytecode(self, script_path: str):
+        path = os.path.abspath(script_path)
+        with lock:
+            if path not in shared:
+                shared[path] = original(self, path)
+            return shared[path]
+
+    ScriptCache.get_bytecode = get_bytecode
 
 
 def _problems(at) -> list[str]:
@@ -96,63 +105,97 @@ def _comparison(at) -> dict[str, float] | None:
     return None
 
 
-def _timed(rec: Recorder, student: int, action: str, at, cached: bool, extra: dict | None = None):
+def _timed(rec: Recorder, student: int, action: str, at, cached: bool, **extra) -> dict:
+    """One request: ``at.run()`` (a click's rerun of this session's page) until the page settles."""
     start = time.perf_counter()
     try:
         at.run()
         problems = _problems(at)
     except Exception as exc:  # noqa: BLE001 - a timeout or a crash of the script: an error of this request
-        problems = [f"{type(exc).__name__}: {exc}"]
-    seconds = time.perf_counter() - start
-    rec.add(student=student, action=action, seconds=seconds, cached=cached, problems=problems, **(extra or {}))
-    return at
+        problems = [f"{type(exc).__name__}: {str(exc)[:300]}"]
+    event = {"student": student, "action": action, "seconds": time.perf_counter() - start, "cached": cached,
+             "problems": problems, **extra}
+    rec.add(event)
+    return event
+
+
+def _influence_settings(at) -> dict:
+    keys = ("inf_index", "inf_m", "inf_seed")
+    out = {k: int(at.number_input(key=k).value) for k in keys}
+    out.update({k: at.selectbox(key=k).value for k in ("inf_a", "inf_b", "inf_solver")})
+    out["inf_damping"] = float(at.number_input(key="inf_damping").value)
+    out["inf_full"] = bool(at.toggle(key="inf_full").value)
+    return out
 
 
 def student(i: int, deadline: float, rec: Recorder, timeout: float) -> None:
+    """One student's session: the app, the lesson's steps 1 and 2, the Influence page as step 2 set it up, then
+    clicks until ``deadline``."""
+    from streamlit.testing.v1 import AppTest
+
     from ui import state
 
     rng = random.Random(1000 + i)
     group, run = student_run(i)
-    sid = {"session_id": f"student-{i}"}
-    # the lesson: step 1, step 2 (their settings are what the lesson's links carry to the Influence page)
-    lesson = _page("pages/5_Lesson.py", run, sid, timeout)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
+    at.session_state["run_config"] = run
+    at.session_state["session_id"] = f"student-{i}"
+    _timed(rec, i, "home", at, cached=False, group=group)
+    at.switch_page("pages/5_Lesson.py")
+    _timed(rec, i, "lesson", at, cached=False, group=group)
     for step in ("score", "seeds"):
-        lesson.session_state["lesson_step"] = step
-        lesson.session_state["lesson_setup"] = step
-        _timed(rec, i, f"lesson {step}", lesson, cached=False, extra={"group": group})
-    settings = {"inf_mode": "by index", "inf_index": rng.choice(TEST_POINTS), "inf_m": 100, "inf_a": "logit",
-                "inf_b": "random", "inf_seed": 0, "inf_full": True}
+        try:
+            at.button(key=f"lesson_go_{step}").click()
+        except Exception as exc:  # noqa: BLE001 - the lesson page did not draw its buttons: its error is recorded
+            rec.add({"student": i, "action": f"lesson {step}", "seconds": 0.0, "cached": False,
+                     "problems": [repr(exc)], "group": group})
+            continue
+        _timed(rec, i, f"lesson {step}", at, cached=False, group=group)
+    at.switch_page("pages/2_Influence.py")
+    _timed(rec, i, "influence (from the lesson)", at, cached=False, group=group)
     while time.time() < deadline:
         action = rng.choices(["test point", "m", "sampler", "seed", "spread", "samplers page"],
                              weights=[4, 2, 2, 2, 1, 1])[0]
-        if action == "samplers page":
-            at = _page("pages/1_Samplers.py", run, sid, timeout)
-            _timed(rec, i, action, at, cached=False, extra={"group": group})
-            continue
-        if action == "test point":
-            settings["inf_index"] = rng.choice(TEST_POINTS)
-        elif action == "m":
-            settings["inf_m"] = rng.choice(MS)
-        elif action == "sampler":
-            settings["inf_a" if rng.random() < 0.5 else "inf_b"] = rng.choice(SAMPLERS)
-        elif action == "seed":
-            settings["inf_seed"] = rng.choice(SEEDS)
-        spread = action == "spread"
-        solver = "exact"
-        specs = ((settings["inf_a"], settings["inf_m"], settings["inf_seed"], solver),
-                 (settings["inf_b"], settings["inf_m"], settings["inf_seed"], solver))
         try:
-            ref = state.reference_spec(run)
-            cached = state.has_result(state.rows_key(run, specs + (ref,), 0.01, settings["inf_index"]))
-        except Exception:  # noqa: BLE001 - the model is not loaded yet in this process: new work
-            ref, cached = None, False
-        page_state = {**sid, **settings, "inf_spread": spread}
-        at = _page("pages/2_Influence.py", run, page_state, timeout)
-        _timed(rec, i, "spread" if spread else f"influence ({action})", at, cached=cached and not spread,
-               extra={"group": group, "settings": dict(settings), "shown": None})
-        shown = _comparison(at)
-        with rec.lock:
-            rec.events[-1]["shown"] = shown
+            if action == "samplers page":
+                at.switch_page("pages/1_Samplers.py")
+                _timed(rec, i, action, at, cached=False, group=group)
+                at.switch_page("pages/2_Influence.py")  # its widgets start afresh, as for a real student
+                _timed(rec, i, "back to influence", at, cached=False, group=group)
+                action = "test point"
+                at.radio(key="inf_mode").set_value("by index")
+                _timed(rec, i, "influence (by index)", at, cached=False, group=group)
+                at.number_input(key="inf_index").set_value(rng.choice(TEST_POINTS))
+            elif action == "test point":
+                at.radio(key="inf_mode").set_value("by index")
+                at.number_input(key="inf_index").set_value(rng.choice(TEST_POINTS))
+            elif action == "m":
+                at.number_input(key="inf_m").set_value(rng.choice(MS))
+            elif action == "sampler":
+                at.selectbox(key="inf_a" if rng.random() < 0.5 else "inf_b").set_value(rng.choice(SAMPLERS))
+            elif action == "seed":
+                at.number_input(key="inf_seed").set_value(rng.choice(SEEDS))
+            elif action == "spread":
+                at.toggle(key="inf_spread").set_value(True)
+            s = _influence_settings(at)
+        except Exception as exc:  # noqa: BLE001 - the page lost its widgets (an earlier error): start again
+            rec.add({"student": i, "action": action, "seconds": 0.0, "cached": False,
+                     "problems": [f"widget: {exc!r}"], "group": group})
+            at.switch_page("pages/2_Influence.py")
+            _timed(rec, i, "influence (reopened)", at, cached=False, group=group)
+            continue
+        specs = [(s["inf_a"], s["inf_m"], s["inf_seed"], s["inf_solver"]),
+                 (s["inf_b"], s["inf_m"], s["inf_seed"], s["inf_solver"])]
+        if s["inf_full"]:
+            specs.append(state.reference_spec(run))
+        cached = state.has_result(state.rows_key(run, specs, s["inf_damping"], s["inf_index"]))
+        if action == "spread":
+            cached = False
+        event = _timed(rec, i, "spread" if action == "spread" else f"influence ({action})", at, cached=cached,
+                       group=group, settings=s)
+        event["shown"] = _comparison(at)
+        if action == "spread":
+            at.toggle(key="inf_spread").set_value(False)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -190,13 +233,17 @@ def verify(events: list[dict]) -> list[dict]:
         s = e["settings"]
         run = runs()[e["group"]]
         n_train = compute.dataset(run.data).n_train
-        ref = (None, n_train, 0, compute.reference_solver(run))
-        specs = ((s["inf_a"], s["inf_m"], s["inf_seed"], "exact"), (s["inf_b"], s["inf_m"], s["inf_seed"], "exact"),
-                 ref)
-        a, b, full = (r["scores"] for r in compute.influence_rows(None, run, specs, 0.01, s["inf_index"]))
-        expected = {f"A: {s['inf_a']} vs B: {s['inf_b']}": metrics.spearman(a, b),
-                    f"A: {s['inf_a']} vs full data": metrics.spearman(a, full),
-                    f"B: {s['inf_b']} vs full data": metrics.spearman(b, full)}
+        specs = [(s["inf_a"], s["inf_m"], s["inf_seed"], s["inf_solver"]),
+                 (s["inf_b"], s["inf_m"], s["inf_seed"], s["inf_solver"])]
+        if s["inf_full"]:
+            specs.append((None, n_train, 0, compute.reference_solver(run)))
+        rows = compute.influence_rows(None, run, tuple(specs), s["inf_damping"], s["inf_index"])
+        a, b = rows[0]["scores"], rows[1]["scores"]
+        expected = {f"A: {s['inf_a']} vs B: {s['inf_b']}": metrics.spearman(a, b)}
+        if s["inf_full"]:
+            full = rows[2]["scores"]
+            expected.update({f"A: {s['inf_a']} vs full data": metrics.spearman(a, full),
+                             f"B: {s['inf_b']} vs full data": metrics.spearman(b, full)})
         checked += 1
         if set(e["shown"]) != set(expected) or any(abs(e["shown"][k] - v) > 1e-4 for k, v in expected.items()):
             wrong.append({"student": e["student"], "settings": s, "shown": e["shown"], "expected": expected})
@@ -276,7 +323,6 @@ def markdown(record: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in record["configurations"]:
         c, n = r["cached"], r["new"]
-        fmt = (lambda v: "–" if v is None else f"{v:.2f}")
         lines.append(f"| {r['workers']} | {r['requests']} | {r['errors']} | {r['wrong_numbers']} "
                      f"({r['results_checked']}) | {fmt(c['median_s'])} / {fmt(c['p95_s'])} | "
                      f"{fmt(n['median_s'])} / {fmt(n['p95_s'])} | {r['cores_busy']:.2f} | "
@@ -325,6 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     import logging
 
     logging.getLogger("streamlit").setLevel(logging.ERROR)
+    share_compiled_scripts()
     configs = []
     for n in args.workers:
         print(f"{args.students} students, {n} worker(s), {args.seconds:.0f} s ...", flush=True)
