@@ -20,7 +20,8 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 import numpy as np
 

@@ -39,8 +39,9 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable
+from typing import Any
 
 from influence_core.progress import Cancelled, Progress
 
