@@ -93,6 +93,25 @@ def share_compiled_scripts() -> None:
     ScriptCache.get_bytecode = get_bytecode
 
 
+def share_runtime() -> None:
+    """``AppTest.run`` sets the process-wide ``Runtime._instance`` to a mock for its run and back to None after it,
+    so with twenty sessions at once one session's end left the others' script threads without a runtime
+    ("Runtime hasn't been created!": a harness artefact; a real server has one runtime). Keep the last one."""
+    import streamlit.runtime as runtime_module
+    from streamlit.runtime import Runtime
+
+    last = {}
+
+    def get_instance():
+        instance = Runtime._instance
+        if instance is not None:
+            last["instance"] = instance
+            return instance
+        return last["instance"]
+
+    runtime_module.get_instance = get_instance
+
+
 def _problems(at) -> list[str]:
     return [str(e.value) for e in at.exception] + [str(e.value) for e in at.error]
 
@@ -372,6 +391,7 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.getLogger("streamlit").setLevel(logging.ERROR)
     share_compiled_scripts()
+    share_runtime()
     configs = []
     for n in args.workers:
         print(f"{args.students} students, {n} worker(s), {args.seconds:.0f} s ...", flush=True)
