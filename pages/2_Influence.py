@@ -20,7 +20,7 @@ from ui.selection import parse_selection, prefer_drawn_on_top
 from ui.summaries import samplers_help
 from ui.url_state import keep_settings, publish_settings
 from ui.state import (INTERACTIVE_EXACT_MAX_PARAMS, SOLVER_OPTIONS, get_projection, get_sample, influence_rows,
-                      reference_solver, reference_spec, seed_spread)
+                      reference_solver, reference_spec, seed_spread, spread_cost)
 
 page_header("Influence: helpful and harmful training points")
 ctx = load_current()
@@ -92,8 +92,13 @@ with c4:
     damping = checked_number("Damping δ", "inf_damping", 0.0, None, DEFAULTS["damping"], integer=False,
                              format="%.4f")
     k = int(st.slider("Top k", 3, 16, 8, key="inf_k"))
-compare_full = st.toggle(f"Compare with the full-data Hessian ({n_train} points, {reference_solver(run)} solver)",
-                         value=True, key="inf_full")
+# The full-data reference is one factorisation for small models (on by default); for large ones it is an iterative
+# solve per test point that takes far longer than the samples' (off by default, its cost said on the toggle).
+cheap_reference = reference_solver(run) == "exact"
+compare_full = st.toggle(f"Compare with the full-data Hessian ({n_train} points, {reference_solver(run)} solver"
+                         + ("" if cheap_reference else f"; slow for this {view.n_params:,}-parameter model: a CG solve "
+                            "per test point, with progress and Cancel") + ")",
+                         value=cheap_reference, key="inf_full")
 publish_settings("influence")
 stop_if_invalid(test_index, m, seed, damping)
 
@@ -101,7 +106,7 @@ stop_if_invalid(test_index, m, seed, damping)
 specs = {"A": (sampler_a, m, seed, solver), "B": (sampler_b, m, seed, solver)}
 if compare_full:
     specs["full"] = reference_spec(run)
-with reported("Could not compute influence") as outcome, st.spinner("Computing influence…"):
+with reported("Could not compute influence") as outcome:  # a progress bar and Cancel while it runs
     started = time.perf_counter()
     rows = dict(zip(specs, influence_rows(run, tuple(specs.values()), damping, test_index)))
     elapsed = time.perf_counter() - started
@@ -189,11 +194,14 @@ with st.expander("Spread across seeds (the paper's central claim: an advanced sa
         st.info("Turn on the full-data comparison above: the spread is measured against the full-data Hessian.")
     else:
         n_seeds = st.slider("Seeds", 2, 8, 3, key="inf_nseeds")
+        spread_samplers = tuple(dict.fromkeys([sampler_a, sampler_b]))
+        needed, stored = spread_cost(run, spread_samplers, m, tuple(range(n_seeds)), solver, damping)
+        st.caption(f"Cost: {needed} Hessian samples of m = {m} points ({stored} already fitted and on disk, "
+                   f"{needed - stored} to {'solve' if solver in ('cg', 'lissa') else 'fit'}), then one scoring pass; "
+                   "it runs with a progress bar and a Cancel button.")
         if st.toggle("Compute the spread", value=False, key="inf_spread"):
-            with reported("Could not compute the spread") as spread_outcome, \
-                    st.spinner(f"{2 * n_seeds} influence solves…"):
-                spread = seed_spread(run, tuple(dict.fromkeys([sampler_a, sampler_b])), m,
-                                     tuple(range(n_seeds)), solver, damping, test_index, k)
+            with reported("Could not compute the spread") as spread_outcome:
+                spread = seed_spread(run, spread_samplers, m, tuple(range(n_seeds)), solver, damping, test_index, k)
             if not spread_outcome.failed:
                 table = pd.DataFrame(spread)
                 st.plotly_chart(strip_figure({s: table.loc[table.sampler == s, "spearman_vs_full"].tolist()
@@ -209,7 +217,7 @@ with st.expander("Solver convergence (LiSSA trace)", expanded=(solver == "lissa"
     if solver in ("cg", "lissa"):
         traces = {f"{names[key]} ({solver})": rows[key]["trace"] for key in ("A", "B")}
     if solver != "lissa" and st.toggle("Also run LiSSA on samples A and B", value=False, key="inf_lissa"):
-        with reported("LiSSA failed"), st.spinner("LiSSA…"):
+        with reported("LiSSA failed"):
             lissa = influence_rows(run, ((sampler_a, m, seed, "lissa"), (sampler_b, m, seed, "lissa")),
                                    damping, test_index)
             for key, row in zip(("A", "B"), lissa):

@@ -26,7 +26,7 @@ import influence_core as ic
 from influence_core import (ArrayStore, StoreFileError, StoredEntry, code_version, model_from_arrays, model_to_arrays,
                             project_2d)
 
-from . import map_worker
+from . import cache_budget, map_worker
 from .config import DataConfig, RunConfig
 from .map_worker import UMAP_OPTIONS
 
@@ -59,12 +59,24 @@ DATASET_ARRAYS = ("X_train", "y_train", "X_test", "y_test", "mean", "scale")
 
 
 def builtin_dataset(cfg: DataConfig, on_problem: ProblemReport | None = None) -> ic.Dataset:
-    """A built-in dataset exactly as the app loads it (uploads are handled by ``ui.state``), from the disk cache
-    when it holds it: loading digits through scikit-learn costs the app's cold start the import of scikit-learn
-    (seconds, by ``python -X importtime``), reading the stored arrays milliseconds. The arrays and the record are those of
-    ``influence_core.load_dataset`` bit for bit."""
+    """A built-in dataset exactly as the app loads it, from the disk cache when it holds it: loading digits through
+    scikit-learn costs the app's cold start the import of scikit-learn (seconds, by ``python -X importtime``),
+    reading the stored arrays milliseconds. The arrays and the record are those of ``influence_core.load_dataset``
+    bit for bit."""
+    return dataset(cfg, None, on_problem)
+
+
+def dataset(cfg: DataConfig, payload: bytes | None = None, on_problem: ProblemReport | None = None) -> ic.Dataset:
+    """The dataset of ``cfg``: built-in (``influence_core.load_dataset``) or an upload (``cfg.name == "npz"``,
+    ``influence_core.load_npz`` of ``payload``: validated, ``allow_pickle=False``), kept in the disk cache under
+    the full ``cfg`` (an upload by its SHA-256), so a worker process finds an upload by its key alone. Raises
+    :class:`influence_core.DatasetError` when an upload is neither stored nor given."""
     def compute() -> tuple[dict, dict]:
-        if cfg.name == "mnist1d":
+        if cfg.name == "npz":
+            if payload is None:
+                raise ic.DatasetError("the uploaded .npz is no longer on the server; upload it again on the home page")
+            ds = ic.load_npz(payload, seed=cfg.seed, name=(cfg.npz_filename or "upload").rsplit(".", 1)[0])
+        elif cfg.name == "mnist1d":
             ds = ic.load_dataset("mnist1d", seed=cfg.seed, num_samples=cfg.num_samples)
         else:
             ds = ic.load_dataset(cfg.name, seed=cfg.seed)
@@ -104,7 +116,17 @@ def _cached(kind: str, config: dict, compute: Callable[[], tuple[dict, dict]],
     if store is None:
         arrays, meta = compute()
         return arrays, meta, False
-    return store.get_or_compute(kind, config, _version(kind), compute, on_problem)
+    arrays, meta, loaded = store.get_or_compute(kind, config, _version(kind), compute, on_problem)
+    _used(store, store.path(kind, config, _version(kind)), written=not loaded)
+    return arrays, meta, loaded
+
+
+def _used(store: ArrayStore, path: Path, written: bool) -> None:
+    """``path`` was read or written: most recently used, leased by the running job; after a write, the cache is
+    brought back within its size budget (:mod:`ui.cache_budget`)."""
+    cache_budget.note_use(path)
+    if written:
+        cache_budget.enforce(store.root, keep=path)
 
 
 def load_or_train(run: RunConfig, dataset: ic.Dataset, progress: ic.Progress | None = None,
@@ -196,6 +218,7 @@ def load_or_fit_inverses(run: RunConfig, objective: Any, configs: list[dict],
                 found = store.load(INVERSE_KIND, config, version)
                 if found is not None:
                     out[i], loaded[i] = inverse_from_arrays(objective, *found), True
+                    _used(store, path, written=False)
             except (StoreFileError, FittedStateError) as exc:
                 text = str(exc) if isinstance(exc, StoreFileError) else f"{path}: {exc}"
                 if on_problem is not None:
@@ -207,7 +230,9 @@ def load_or_fit_inverses(run: RunConfig, objective: Any, configs: list[dict],
             out[i] = fit
             if store is not None and is_storable(fit):
                 arrays, meta = inverse_to_arrays(fit)
-                store.save(INVERSE_KIND, configs[i], version, arrays, {**meta, "label": _inverse_label(configs[i], run)})
+                path = store.save(INVERSE_KIND, configs[i], version, arrays,
+                                  {**meta, "label": _inverse_label(configs[i], run)})
+                _used(store, path, written=True)
     return out, loaded
 
 

@@ -154,10 +154,18 @@ def map_coordinates(run: RunConfig, space: str, method: str, key: str) -> tuple[
 
 
 def disk_cache_section() -> None:
-    """The home page's view of the disk cache: where it is, what it holds (kind, configuration, size, date), the
-    problems met (corrupt or foreign files, removed and recomputed), and a button that clears it."""
+    """The home page's view of the disk cache: its use against its size budget (in the title), where it is, what
+    it holds (kind, configuration, size, date), the problems met (corrupt or foreign files, removed and
+    recomputed), and a button that clears it."""
+    from . import cache_budget
+
     store = artifacts.disk_store()
-    with st.expander("Disk cache (trained models, maps and fitted inverses kept across restarts)", expanded=False):
+    use = cache_budget.usage(None if store is None else store.root)
+    of = "no size limit" if use.budget is None else f"of {use.budget / 1e6:,.0f} MB"
+    title = ("Disk cache: off" if store is None else
+             f"Disk cache: {use.bytes / 1e6:,.1f} MB {of} (trained models, maps and fitted inverses kept across "
+             "restarts)")
+    with st.expander(title, expanded=False):
         if store is None:
             st.caption("The disk cache is off (INFLUENCE_EXPLORER_CACHE_DIR=off).")
             return
@@ -165,7 +173,9 @@ def disk_cache_section() -> None:
         total = sum(e.bytes for e in entries) / 1e6
         st.caption(f"{len(entries)} files, {total:.1f} MB in `{store.root}`, shared by every session and kept "
                    "across server restarts. Each file is keyed by its full configuration and the version of the "
-                   "code that made it; files are arrays (.npz), never pickles.")
+                   "code that made it; files are arrays (.npz), never pickles. Beyond the size budget "
+                   f"({cache_budget.ENV_BUDGET}, in MB) the least recently used files are removed (never one a "
+                   "running computation uses) and recomputed when next needed.")
         for message in cache_problems():
             st.warning(message)
         if entries:

@@ -1,6 +1,7 @@
 """Long computations of the app as cancellable background jobs shared by sessions (no Streamlit here).
 
-A :class:`Job` runs ``compute(progress)`` once in a daemon thread; ``progress`` is the engine's callback wrapped by
+A :class:`Job` runs ``compute(progress)`` once in a daemon thread (:class:`ui.workers.RemoteJob`: the thread only
+watches the same work on a Dask worker); ``progress`` is the engine's callback wrapped by
 :func:`influence_core.progress.cancellable`, so a cancel stops the work at its next progress point (an epoch, an
 L-BFGS polish step, a removal phase, an LDS retrain) with :class:`influence_core.progress.Cancelled`, before
 anything is stored. The job keeps the latest ``(fraction, message)``; the waiting page draws it (``ui.state.
@@ -56,6 +57,9 @@ class Job:
             self.on_done()
             self.done.set()
 
+    def start(self) -> None:
+        self.thread.start()
+
     def on_done(self) -> None:  # replaced by the board: drop the job from it
         pass
 
@@ -73,9 +77,10 @@ class Job:
 class JobBoard:
     """The running jobs of the process, one per key (see the module docstring for the sharing rule)."""
 
-    def __init__(self) -> None:
+    def __init__(self, make: Callable[[Hashable, str, Callable[[Progress], Any]], Job] = Job) -> None:
         self._lock = threading.Lock()
         self._jobs: dict[Hashable, Job] = {}
+        self._make = make  # e.g. ui.workers.make_job: the work on a Dask worker
 
     def join(self, key: Hashable, label: str, compute: Callable[[Progress], Any], session: str) -> Job:
         """The running job for ``key`` (started now with ``compute`` when there is none, or the one there is
@@ -86,10 +91,10 @@ class JobBoard:
                     self._leave_locked(other, session)
             job = self._jobs.get(key)
             if job is None or job.cancelled:
-                job = Job(key, label, compute)
+                job = self._make(key, label, compute)
                 job.on_done = lambda job=job: self._finished(job)
                 self._jobs[key] = job
-                job.thread.start()
+                job.start()
             job.waiting.add(session)
             job.cancelled_by.discard(session)
             return job

@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(int(os.environ.get("INFLUENCE_EXPLORER_TORCH_THREADS", "1")))  # as the server (ui.state)
+    os.environ.setdefault("INFLUENCE_EXPLORER_WORKERS", "0")  # one process filling the cache: no worker cluster
     store = artifacts.disk_store()
     if store is None:
         print("disk cache off (INFLUENCE_EXPLORER_CACHE_DIR=off): nothing to prepare")

@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> None:
     from ui.warmup import start_in_background
 
     start_in_background()  # the map worker process compiles UMAP while the server boots (ui/map_worker.py)
+    from ui import workers
+
+    workers.start_in_background()  # the Dask workers start and import the engine while the server boots
     threading.Thread(target=preload, args=(PRELOAD, PRELOAD_LATER), name="preload-imports", daemon=True).start()
     from streamlit.web import cli
 

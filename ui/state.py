@@ -1,8 +1,12 @@
-"""Cached loaders shared by the pages: everything expensive is computed once per small hashable key.
+"""What the pages ask for, shared by every session: everything expensive is computed once per small hashable key.
 
-- Datasets, trained models, sampler inputs, Hessian samples and fitted influence calculators are
-  ``st.cache_resource`` objects: shared read-only across sessions (never mutate them).
-- 2-D projections and per-test-point influence rows are ``st.cache_data`` (small arrays, copied per reader).
+- Heavy work (training, fits, scoring, the across-seed spread, class removal) runs as jobs on the Dask workers
+  (:mod:`ui.workers`, the functions of :mod:`ui.compute`): a page submits the job's keys, draws its progress with a
+  Cancel button (:func:`run_job`) and keeps the (small) result here for every session (:func:`job_result`).
+  Identical requests share one job.
+- Datasets, trained models (built from the arrays the training job returns), their views and Hessian samples
+  are ``st.cache_resource`` objects or in-memory stores: shared read-only across sessions (never mutate them).
+- 2-D maps come from the disk cache or the map worker process (:mod:`ui.map_worker`).
 
 Keys are :class:`ui.config.RunConfig` plus a few scalars. All maths is done by ``influence_core``.
 """
@@ -25,12 +29,11 @@ import streamlit as st
 import torch
 
 import influence_core as ic
-from influence_core.evaluation import metrics
 from influence_core import Cancelled, confidence
 
-from . import artifacts, jobs
+from . import artifacts, compute, jobs, workers
 from .config import CURVATURE, SOLVER_OPTIONS, DataConfig, RunConfig, run_from_query, run_to_query
-from .config import SOLVER_OPTIONS as REMOVAL_SOLVER_OPTIONS
+from .workers import Task
 
 # The app's models are small (thousands of parameters): torch's intra-op threads only add synchronisation, which on
 # a shared machine slows training down many times (docs/APP.md has the measurement).
@@ -40,7 +43,8 @@ LOG = logging.getLogger("influence_explorer")
 RUN_KEY = "run_config"
 PAYLOAD_KEY = "npz_payloads"
 MAX_MODELS = 8
-INTERACTIVE_EXACT_MAX_PARAMS = 3000  # app latency: above this the full-data reference uses CG, not a (p, p) matrix
+INTERACTIVE_EXACT_MAX_PARAMS = compute.INTERACTIVE_EXACT_MAX_PARAMS
+MAX_RESULTS = 1024
 
 
 # ---------------------------------------------------------------------------------------------------- session
@@ -86,7 +90,7 @@ CANCEL_NOTICE_KEY = "cancel_notice"  # set by the Cancel button, shown once by u
 @st.cache_resource(show_spinner=False)
 def job_board() -> jobs.JobBoard:
     """The running long computations of the server process, shared by all sessions (see :mod:`ui.jobs`)."""
-    return jobs.JobBoard()
+    return jobs.JobBoard(make=workers.make_job)
 
 
 def session_id() -> str:
@@ -129,7 +133,15 @@ def run_job(key: tuple, label: str, compute: Callable[[ic.Progress], object],
 
     Pressing Cancel reruns the page (Streamlit interrupts this wait at its next bar update, within a quarter of a
     second); its callback cancels the job unless another session still waits on it (the rule is in
-    :mod:`ui.jobs`). Any other click leaves the job running: the rerun page finds it and waits again."""
+    :mod:`ui.jobs`). Any other click leaves the job running: the rerun page finds it and waits again.
+
+    ``compute`` is a :class:`ui.workers.Task` (run on the Dask workers) or a plain callable (run in a thread of this
+    process). Outside a session (``python -m ui.prepare``, tests calling this module directly) the work runs to its
+    end without a page (:func:`ui.workers.call`)."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if get_script_run_ctx(suppress_warning=True) is None:
+        return workers.call(compute) if isinstance(compute, Task) else compute(lambda f, m: None)
     sid = session_id()
     if key in st.session_state.get(CANCELLED_KEY, ()):
         raise Cancelled(f"{label}: cancelled")
@@ -160,12 +172,15 @@ def run_job(key: tuple, label: str, compute: Callable[[ic.Progress], object],
 
 @st.cache_resource(show_spinner=False, max_entries=16)
 def _load_dataset(cfg: DataConfig, _payload: bytes | None) -> ic.Dataset:
-    if cfg.name == "npz":
-        if _payload is None:
-            raise ic.DatasetError("the uploaded .npz is no longer in this session; upload it again on the home page")
-        name = (cfg.npz_filename or "upload").rsplit(".", 1)[0]
-        return ic.load_npz(_payload, seed=cfg.seed, name=name)  # allow_pickle=False, size-limited
-    return artifacts.builtin_dataset(cfg, on_problem=report_cache_problem)
+    # an upload is kept in the disk cache under its digest, where the workers find it (ui.artifacts.dataset)
+    return artifacts.dataset(cfg, _payload, on_problem=report_cache_problem)
+
+
+def _payload(cfg: DataConfig) -> bytes | None:
+    """The upload's bytes for a job only when the disk cache is off (else the workers find it by its key)."""
+    if cfg.name != "npz" or artifacts.disk_store() is not None:
+        return None
+    return st.session_state.get(PAYLOAD_KEY, {}).get(cfg.npz_digest)
 
 
 def get_dataset(cfg: DataConfig) -> ic.Dataset:
@@ -179,10 +194,9 @@ def get_dataset(cfg: DataConfig) -> ic.Dataset:
 
 @st.cache_resource(show_spinner=False)
 def _model_store() -> dict:
-    """Models in memory, shared by all sessions: {run: model} (most recently used last), one lock per run (held
-    while that run is trained or loaded, so other runs and cached models never wait for it), a lock for the dict,
-    and the recent disk-cache problems (shown on the home page)."""
-    return {"models": OrderedDict(), "lock": threading.Lock(), "run_locks": {}, "problems": deque(maxlen=20)}
+    """Models in memory, shared by all sessions: {run: model} (most recently used last), their views' arrays, a
+    lock for the dicts, and the recent disk-cache problems (shown on the home page)."""
+    return {"models": OrderedDict(), "views": {}, "lock": threading.Lock(), "problems": deque(maxlen=20)}
 
 
 def report_cache_problem(message: str) -> None:
@@ -193,7 +207,14 @@ def report_cache_problem(message: str) -> None:
 
 
 def cache_problems() -> list[str]:
-    return list(_model_store()["problems"])
+    """The disk-cache problems met by this process and by the workers (see :func:`ui.compute.report_problem`)."""
+    seen = list(_model_store()["problems"])
+    try:
+        for found in workers.run_everywhere(compute.problems):
+            seen.extend(p for p in found if p not in seen)
+    except Exception:  # noqa: BLE001 - the workers are unreachable: show what this process saw
+        pass
+    return seen
 
 
 def has_model(run: RunConfig) -> bool:
@@ -222,58 +243,52 @@ def cached_models() -> list[tuple[RunConfig, float]]:
     return [(run, float(model.training_report.get("seconds", 0.0))) for run, model in reversed(items)]
 
 
-def get_model(run: RunConfig, progress: Callable[[float, str], None] | None = None,
-              on_problem: Callable[[str], None] | None = None):
-    """The trained model for ``run``: from memory, else from the disk cache, else trained once (with
-    ``progress``) and saved; shared read-only by all sessions. Only sessions asking for the same run wait for
-    each other (one lock per run)."""
-    return _model_from(_model_store(), run, get_dataset(run.data), progress, on_problem)
+def adopt_model(run: RunConfig, trained: dict):
+    """The model of a finished training job (:func:`ui.compute.train`: its arrays, record and view), kept in
+    memory for every session (or the one another session adopted first)."""
+    from influence_core import model_from_arrays
 
-
-def _model_from(store: dict, run: RunConfig, dataset: ic.Dataset, progress: Callable[[float, str], None] | None,
-                on_problem: Callable[[str], None] | None):
-    """:func:`get_model` without Streamlit calls (also run by a background job). A cancelled training raises
-    ``Cancelled`` before anything is stored (in memory or on disk)."""
-    models: OrderedDict = store["models"]
+    store = _model_store()
     with store["lock"]:
-        if run in models:
-            models.move_to_end(run)
-            return models[run]
-    with store["lock"]:
-        run_lock = store["run_locks"].setdefault(run, threading.Lock())
-    with run_lock:
-        with store["lock"]:  # trained by another session while this one waited
-            if run in models:
-                return models[run]
-        def problem(message: str) -> None:
-            LOG.warning("disk cache: %s", message)
-            store["problems"].append(message)
-            if on_problem is not None:
-                on_problem(message)
-
-        model = artifacts.load_or_train(run, dataset, progress, on_problem=problem)
-        with store["lock"]:
-            models[run] = model
-            while len(models) > MAX_MODELS:
-                evict_one(models, keep=run)
+        if run in store["models"]:
+            store["models"].move_to_end(run)
+            return store["models"][run]
+        model = model_from_arrays(trained["arrays"], trained["record"])
+        model.training_report = dict(trained["report"])
+        store["models"][run] = model
+        store["views"][run] = trained["view"]
+        while len(store["models"]) > MAX_MODELS:
+            store["views"].pop(evict_one(store["models"], keep=run), None)
         return model
 
 
-def ensure_model(run: RunConfig):
-    """Train if needed and return the model; page-level helper. Loading or training runs as a shared background
-    job (:func:`run_job`: a progress bar and a Cancel button, emptied when it ends, so they never stay on the
-    page above an error); raises ``Cancelled`` when this session cancelled it."""
+def _train_task(run: RunConfig) -> Task:
+    return Task(compute.train, (run, _payload(run.data)))
+
+
+def get_model(run: RunConfig):
+    """The trained model for ``run``: from memory, else loaded or trained by a worker (waited for without a
+    page: the pages call :func:`ensure_model` first, which shows progress and Cancel); shared read-only."""
     store = _model_store()
-    if run in store["models"]:
+    with store["lock"]:
+        if run in store["models"]:
+            store["models"].move_to_end(run)
+            return store["models"][run]
+    return adopt_model(run, workers.call(_train_task(run)))
+
+
+def ensure_model(run: RunConfig):
+    """Train if needed and return the model; page-level helper. Loading or training runs as a shared job on the
+    workers (:func:`run_job`: a progress bar and a Cancel button, emptied when it ends, so they never stay on the
+    page above an error); raises ``Cancelled`` when this session cancelled it."""
+    if run in _model_store()["models"]:
         return get_model(run)
-    dataset = get_dataset(run.data)  # here, not in the job's thread: an upload's bytes live in this session
+    get_dataset(run.data)  # here: an upload's bytes live in this session (and go to the disk cache for the workers)
     action = "Loading" if has_model(run) else "Training"
-    problems: list[str] = []
-    model = run_job(("model", run), f"{action} {run.model.arch} on {run.data.label()}",
-                    lambda progress: _model_from(store, run, dataset, progress, problems.append))
-    for message in problems:
+    trained = run_job(("model", run), f"{action} {run.model.arch} on {run.data.label()}", _train_task(run))
+    for message in trained.get("problems", []):
         st.warning(f"Disk cache: {message}.")
-    return model
+    return adopt_model(run, trained)
 
 
 def n_params(model) -> int:
@@ -297,8 +312,10 @@ class ModelView:
 @st.cache_resource(show_spinner=False, max_entries=MAX_MODELS)
 def get_view(run: RunConfig) -> ModelView:
     """The model's view, from the disk cache when it holds it (see :func:`ui.artifacts.load_or_view`)."""
-    model, dataset = get_model(run), get_dataset(run.data)
-    a = artifacts.load_or_view(run, model, dataset, on_problem=report_cache_problem)
+    model = get_model(run)
+    a = _model_store()["views"].get(run)
+    if a is None:
+        a = artifacts.load_or_view(run, model, get_dataset(run.data), on_problem=report_cache_problem)
     features = a["train_features"] if a["train_features"].shape[1] else None
     inputs = ic.SamplerInputs(labels=a["train_labels"], logits=a["train_logits"], features=features)
     return ModelView(
@@ -373,18 +390,28 @@ def background_projection_error(run: RunConfig, space: str, method: str) -> str 
     return state[len("failed: "):] if isinstance(state, str) and state.startswith("failed: ") else None
 
 
-def clear_disk_cache() -> int:
-    """Remove every disk-cache file and drop the in-memory models, views and maps (every session recomputes on
-    its next request). Returns the number of files removed."""
-    store = artifacts.disk_store()
-    removed = store.clear() if store is not None else 0
+def forget_in_memory() -> None:
+    """Drop every in-memory result, model and view, here and on the workers (the disk cache stays): as after a
+    server restart."""
     with _model_store()["lock"]:
         _model_store()["models"].clear()
+        _model_store()["views"].clear()
+    with _results()["lock"]:
+        _results()["records"].clear()
+        _results()["references"].clear()
     get_view.clear()
+    get_sample.clear()
     _projection.clear()
     _background_maps().clear()
-    get_calculator.clear()  # fitted inverses (defined below)
-    _spread_inverses.clear()
+    workers.run_everywhere(compute.forget)
+
+
+def clear_disk_cache() -> int:
+    """Remove every disk-cache file and drop the in-memory models, views, maps and results (every session
+    recomputes on its next request). Returns the number of files removed."""
+    store = artifacts.disk_store()
+    removed = store.clear() if store is not None else 0
+    forget_in_memory()
     return removed
 
 
@@ -393,12 +420,56 @@ def clear_disk_cache() -> int:
 
 @st.cache_resource(show_spinner=False, max_entries=128)
 def get_sample(run: RunConfig, sampler: str, m: int, seed: int, pool: tuple[int, ...] | None = None):
-    """A Hessian sample (raises ValueError with a clear message for impossible settings, e.g. m > pool)."""
+    """A Hessian sample (raises ValueError with a clear message for impossible settings, e.g. m > pool); drawn
+    from the model's view as the workers draw it (:func:`ui.compute.sample`)."""
     return ic.sample_hessian_subset(get_model(run), get_dataset(run.data), sampler, int(m), seed=int(seed),
                                     pool=None if pool is None else np.asarray(pool), inputs=get_view(run).inputs)
 
 
+# ---------------------------------------------------------------------------------------------------- results
+
+
+@st.cache_resource(show_spinner=False)
+def _results() -> dict:
+    """The results of finished jobs, shared by all sessions: {job key: result} (most recently used last, at most
+    ``MAX_RESULTS``), the class-removal references' test predictions, and a lock.
+
+    Not ``st.cache_data``: that cache records the Streamlit calls made inside the function and replays them on a
+    hit, so the progress bar and Cancel button drawn while a job runs raised ``CacheReplayClosureError`` on the
+    second request. Here a hit never touches any element."""
+    return {"records": OrderedDict(), "references": {}, "lock": threading.Lock()}
+
+
+def job_result(key: tuple, label: str, task: Task, draw: Callable[[float, str], None] | None = None):
+    """``task``'s result for ``key``: from memory when a session computed it before, else as a shared job
+    (:func:`run_job`: progress, Cancel) whose result is then kept for every session. Returns a copy (callers may
+    not mutate the shared result)."""
+    store = _results()
+    with store["lock"]:
+        if key in store["records"]:
+            store["records"].move_to_end(key)
+            return copy.deepcopy(store["records"][key])
+    result = run_job(key, label, task, draw)
+    keep(key, result)
+    return copy.deepcopy(result)
+
+
+def keep(key: tuple, result) -> None:
+    store = _results()
+    with store["lock"]:
+        store["records"][key] = result
+        while len(store["records"]) > MAX_RESULTS:
+            store["records"].popitem(last=False)
+
+
+def has_result(key: tuple) -> bool:
+    return key in _results()["records"]
+
+
 # ---------------------------------------------------------------------------------------------------- influence
+
+SOLVER_OPTIONS = compute.SOLVER_OPTIONS
+Spec = tuple  # (sampler | None, m, seed, solver): one Hessian sample and solver; sampler None = full data
 
 
 def reference_solver(run: RunConfig) -> str:
@@ -406,93 +477,32 @@ def reference_solver(run: RunConfig) -> str:
     return "exact" if get_view(run).n_params <= INTERACTIVE_EXACT_MAX_PARAMS else "cg"
 
 
-def _fit_options(spec: tuple) -> dict:
-    """The solver options of a spec; the full-data exact reference forms its Gauss-Newton matrix from the layer
-    pieces of nn.Linear models (``matrix="structured"``: one matrix product per layer pair instead of p HVPs;
-    others fall back)."""
-    sampler, _, _, solver = spec
-    options = dict(SOLVER_OPTIONS.get(solver, {}))
-    if sampler is None and solver == "exact":
-        options["matrix"] = "structured"
-    return options
-
-
-def _inverse_configs(run: RunConfig, specs: list, damping: float, objective, samples: list) -> list[dict]:
-    return [artifacts.inverse_config(run, spec, damping, CURVATURE, _fit_options(spec), objective, sample)
-            for spec, sample in zip(specs, samples)]
-
-
-@st.cache_resource(show_spinner=False, max_entries=24)
-def get_calculator(run: RunConfig, sampler: str | None, m: int, seed: int, solver: str, damping: float):
-    """A fitted InfluenceCalculator (and a lock: ``scores`` records ``last_solve``, so one caller at a time).
-
-    ``sampler=None`` is the full-data Hessian. The fitted inverse comes from the disk cache when it holds it (no
-    refit after a restart; see :func:`ui.artifacts.load_or_fit_inverses`), else it is fitted and saved."""
-    model, dataset = get_model(run), get_dataset(run.data)
-    calc = ic.InfluenceCalculator(model, dataset.X_train, dataset.y_train)
-    sample = None if sampler is None else get_sample(run, sampler, m, seed)
-    spec = (sampler, int(m), int(seed), solver)
-
-    def fit(_missing: list[int]) -> list:
-        if sample is not None:  # the spread's fit (exact: low-rank Woodbury with the Linear-layer Gram)
-            from influence_core import fit_across_samples
-
-            return fit_across_samples(calc.objective, [sample], solver=solver, damping=float(damping),
-                                      curvature=CURVATURE, **SOLVER_OPTIONS.get(solver, {}))
-        calc.fit(hessian_indices=sample, solver=solver, damping=float(damping), curvature=CURVATURE,
-                 **_fit_options(spec))
-        return [calc.inverse]
-
-    (inverse,), _ = artifacts.load_or_fit_inverses(
-        run, calc.objective, _inverse_configs(run, [spec], damping, calc.objective, [sample]), fit,
-        on_problem=report_cache_problem)
-    if calc.inverse is not inverse:
-        calc.use_fitted(inverse)
-    return calc, threading.Lock()
-
-
-@st.cache_resource(show_spinner=False, max_entries=MAX_MODELS)
-def _spread_calculator(run: RunConfig):
-    """An unfitted InfluenceCalculator of the run (its objective and scoring), with a lock, for the spread."""
-    model, dataset = get_model(run), get_dataset(run.data)
-    return ic.InfluenceCalculator(model, dataset.X_train, dataset.y_train), threading.Lock()
-
-
-Spec = tuple  # (sampler | None, m, seed, solver): one Hessian sample and solver; sampler None = full data
-
-
 def reference_spec(run: RunConfig) -> Spec:
     return (None, get_dataset(run.data).n_train, 0, reference_solver(run))
 
 
-@st.cache_data(show_spinner=False, max_entries=1024)
-def _ihvp(run: RunConfig, spec: Spec, damping: float, test_index: int) -> dict:
-    """s = (H_S + δI)⁻¹ ∇ℓ(test point) for one spec, with the solve's record (trace, iterations, time)."""
-    calc, lock = get_calculator(run, *spec, damping)
-    dataset = get_dataset(run.data)
-    i = int(test_index)
-    with lock:
-        solve = calc.ihvp(calc.gradients(dataset.X_test[i:i + 1], dataset.y_test[i:i + 1]))
-    return {"x": solve.x.detach().cpu().numpy(), "trace": list(solve.trace), "iterations": int(solve.iterations),
-            "converged": bool(solve.converged), "solve_seconds": float(solve.seconds), "method": solve.method}
+def _specs(specs) -> tuple:
+    return tuple((s[0], int(s[1]), int(s[2]), s[3]) for s in specs)
 
 
-@st.cache_data(show_spinner=False, max_entries=512)
+def get_calculator(run: RunConfig, sampler: str | None, m: int, seed: int, solver: str, damping: float):
+    """A fitted InfluenceCalculator and its lock, in THIS process (:func:`ui.compute.calculator`; for tools and
+    tests: the pages' work runs on the workers)."""
+    return compute.calculator(run, (sampler, int(m), int(seed), solver), float(damping), _payload(run.data))
+
+
+def rows_key(run: RunConfig, specs, damping: float, test_index: int) -> tuple:
+    return ("rows", run, _specs(specs), float(damping), int(test_index))
+
+
 def influence_rows(run: RunConfig, specs: tuple[Spec, ...], damping: float, test_index: int) -> list[dict]:
     """Scores of every training point on test point ``test_index`` (n_train,) for each spec, with the solve
-    records. The iHVPs are solved per spec (cached); the scores of all specs are then formed in ONE pass over the
-    training set (``InfluenceCalculator.scores_from_ihvp`` with k right-hand sides)."""
-    import torch
-
-    start = time.perf_counter()
-    solves = [_ihvp(run, spec, damping, test_index) for spec in specs]
-    calc, lock = get_calculator(run, *specs[0], damping)
-    S = torch.as_tensor(np.concatenate([s["x"] for s in solves]))
-    with lock:
-        scores = calc.scores_from_ihvp(S)
-    seconds = time.perf_counter() - start
-    return [{**{k: v for k, v in s.items() if k != "x"}, "scores": scores[j], "seconds": seconds}
-            for j, s in enumerate(solves)]
+    records (:func:`ui.compute.influence_rows`), as a shared job with progress and Cancel."""
+    specs = _specs(specs)
+    what = "the full-data Hessian" if len(specs) == 1 and specs[0][0] is None else f"{len(specs)} Hessians"
+    return job_result(rows_key(run, specs, damping, test_index), f"Influence on test point #{int(test_index)} "
+                      f"under {what}", Task(compute.influence_rows, (run, specs, float(damping), int(test_index),
+                                                                    _payload(run.data))))
 
 
 def influence_row(run: RunConfig, sampler: str | None, m: int, seed: int, solver: str, damping: float,
@@ -504,57 +514,58 @@ def reference_row(run: RunConfig, damping: float, test_index: int) -> dict:
     return influence_rows(run, (reference_spec(run),), damping, test_index)[0]
 
 
-@st.cache_resource(show_spinner=False, max_entries=4)  # each entry holds one fitted inverse per spec
-def _spread_inverses(run: RunConfig, specs: tuple[Spec, ...], damping: float) -> list:
-    """The fitted inverses of the spread's specs (on the spread calculator's objective), kept in memory for the
-    next test point: from the disk cache, the missing ones fitted together by ``fit_across_samples``."""
-    from influence_core import fit_across_samples
-
-    calc, _ = _spread_calculator(run)
-    samples = [get_sample(run, *spec[:3]) for spec in specs]
-    solver = specs[0][3]
-
-    def fit_missing(missing: list[int]) -> list:
-        return fit_across_samples(calc.objective, [samples[i] for i in missing], solver=solver,
-                                  damping=float(damping), curvature=CURVATURE, **SOLVER_OPTIONS.get(solver, {}))
-
-    inverses, _ = artifacts.load_or_fit_inverses(run, calc.objective,
-                                                 _inverse_configs(run, list(specs), damping, calc.objective, samples),
-                                                 fit_missing, on_problem=report_cache_problem)
-    return inverses
+def spread_specs(samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solver: str) -> tuple:
+    return tuple((name, int(m), int(s), solver) for name in samplers for s in seeds)
 
 
-@st.cache_data(show_spinner=False, max_entries=128)
+def spread_key(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solver: str,
+               damping: float, test_index: int, k: int) -> tuple:
+    return ("spread", run, tuple(samplers), int(m), tuple(int(s) for s in seeds), solver, float(damping),
+            int(test_index), int(k))
+
+
 def seed_spread(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solver: str,
                 damping: float, test_index: int, k: int) -> list[dict]:
-    """Per sampler and seed: Spearman and top-k overlap of the scores against the full-data Hessian's.
+    """Per sampler and seed: Spearman and top-k overlap of the scores against the full-data Hessian's
+    (:func:`ui.compute.seed_spread`: fitted inverses from the disk cache when there, the missing ones fitted
+    together), as a shared job with progress and Cancel."""
+    key = spread_key(run, samplers, m, seeds, solver, damping, test_index, k)
+    task = Task(compute.seed_spread, (run, tuple(samplers), int(m), tuple(int(s) for s in seeds), solver,
+                                      float(damping), int(test_index), int(k), reference_spec(run),
+                                      _payload(run.data)))
+    return job_result(key, f"Spread across {len(seeds)} seeds on test point #{int(test_index)}", task)
 
-    All samplers × seeds at once (``influence_core.influence.across_samples``): fitted inverses from the disk
-    cache when there, the missing ones fitted together (per-point Gauss-Newton pieces shared, exact low-rank
-    solve), the test gradient once and one scoring pass."""
-    from influence_core import scores_across_samples
 
-    specs = tuple((name, int(m), int(s), solver) for name in samplers for s in seeds)
-    ref = reference_row(run, damping, test_index)["scores"]
-    calc, lock = _spread_calculator(run)
-    inverses = _spread_inverses(run, specs, float(damping))
-    dataset, i = get_dataset(run.data), int(test_index)
-    with lock:
-        scores, _ = scores_across_samples(calc, inverses, dataset.X_test[i:i + 1], dataset.y_test[i:i + 1])
-    return [{"sampler": spec[0], "seed": spec[2], "spearman_vs_full": metrics.spearman(row[0], ref),
-             "topk_overlap_vs_full": metrics.topk_overlap(row[0], ref, k)}
-            for spec, row in zip(specs, scores)]
+def spread_cost(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solver: str,
+                damping: float) -> tuple[int, int]:
+    """(Hessian samples the spread needs, how many of them are already fitted on disk), for the page's caption.
+    Iterative solvers store nothing: all of theirs count as to be solved."""
+    specs = spread_specs(samplers, m, seeds, solver)
+    if solver in ("cg", "lissa") or artifacts.disk_store() is None:
+        return len(specs), 0
+    calc_objective = None
+    stored = 0
+    for spec in specs:
+        try:
+            sample = get_sample(run, *spec[:3])
+            if calc_objective is None:
+                calc_objective = _objective(run)
+            config = artifacts.inverse_config(run, spec, damping, CURVATURE, compute.fit_options(spec),
+                                              calc_objective, sample)
+            stored += artifacts.inverse_is_stored(config)
+        except Exception:  # noqa: BLE001 - the caption is a hint; the job reports real errors
+            return len(specs), 0
+    return len(specs), stored
+
+
+@st.cache_resource(show_spinner=False, max_entries=MAX_MODELS)
+def _objective(run: RunConfig):
+    """The model's objective (θ, for the fitted inverses' keys): no fitting, a few milliseconds."""
+    dataset = get_dataset(run.data)
+    return ic.InfluenceCalculator(get_model(run), dataset.X_train, dataset.y_train).objective
 
 
 # ---------------------------------------------------------------------------------------------------- removal
-
-
-@st.cache_resource(show_spinner=False, max_entries=4)
-def get_removal_task(run: RunConfig):
-    """``influence_core.removal.class_removal.ClassRemoval`` for the model (caches g_c and retrained references), with a lock."""
-    from influence_core import ClassRemoval
-
-    return ClassRemoval(get_model(run), get_dataset(run.data)), threading.Lock()
 
 
 def removal_solver_choices() -> list[str]:
@@ -564,63 +575,48 @@ def removal_solver_choices() -> list[str]:
     return removal_solvers()
 
 
-MAX_REMOVAL_RECORDS = 512
+REMOVAL_SOLVER_OPTIONS = SOLVER_OPTIONS  # one option set for the Influence and Class removal pages
 
 
-@st.cache_resource(show_spinner=False)
-def _removal_store() -> dict:
-    """Class-removal records shared by all sessions: {key: record}, most recently used last, and a lock.
-
-    Deliberately NOT ``st.cache_data``: that cache records the Streamlit calls made inside the function and replays
-    them on a hit, so a progress bar created outside and updated inside raised ``CacheReplayClosureError`` on the
-    second press of "Run class removal" (and in every other session that ran the same settings). Here the
-    progress callback runs only while a record is computed, and a hit never touches any element."""
-    return {"records": OrderedDict(), "lock": threading.Lock()}
+def _removal_key(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str, damping: float,
+                 reference: bool, memory: bool) -> tuple:
+    return ("removal", run, int(removed_class), sampler, int(m), int(seed), solver, float(damping), bool(reference),
+            bool(memory))
 
 
 def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str, damping: float,
                 reference: bool, memory: bool, progress: Callable[[float, str], None] | None = None) -> dict:
-    """One class removal (``ClassRemoval.run``) as its JSON record (``RemovalResult.to_dict``), computed once per
-    settings and shared by all sessions, as a cancellable background job (:func:`run_job`; a cancel during the
-    reference retraining stores no reference); ``progress(fraction, message)`` draws its progress (on this
-    script's thread) only when it is computed. Returns a copy (callers may not mutate the shared record)."""
-    key = (run, int(removed_class), sampler, int(m), int(seed), solver, float(damping), bool(reference), bool(memory))
-    store = _removal_store()
-    with store["lock"]:
-        if key in store["records"]:
-            store["records"].move_to_end(key)
-            return copy.deepcopy(store["records"][key])
-    task, lock = get_removal_task(run)
-
-    def compute(job_progress: Callable[[float, str], None]) -> dict:  # a background job: no Streamlit here
-        with lock:
-            with store["lock"]:  # another session may have computed it while this one waited for the task
-                if key in store["records"]:
-                    return store["records"][key]
-            result = task.run(int(removed_class), sampler, int(m), int(seed), solver=solver,
-                              damping=float(damping), retrain_reference=reference, measure_memory=memory,
-                              progress=job_progress, **REMOVAL_SOLVER_OPTIONS.get(solver, {})).to_dict()
-        with store["lock"]:
-            store["records"][key] = result
-            while len(store["records"]) > MAX_REMOVAL_RECORDS:
-                store["records"].popitem(last=False)
-        return result
-
-    result = run_job(("removal",) + key, f"Class removal of class {int(removed_class)}, {sampler}, seed {int(seed)}",
-                     compute, draw=progress)
-    return copy.deepcopy(result)
+    """One class removal (``ClassRemoval.run``, :func:`ui.compute.removal`) as its JSON record, computed once per
+    settings and shared by all sessions, as a cancellable job (a cancel during the reference retraining stores no
+    reference); ``progress(fraction, message)`` draws its progress (on this script's thread) while it is
+    computed. Returns a copy (callers may not mutate the shared record)."""
+    key = _removal_key(run, removed_class, sampler, m, seed, solver, damping, reference, memory)
+    with _results()["lock"]:
+        record = _results()["records"].get(key)
+    if record is None:
+        task = Task(compute.removal, (run, int(removed_class), sampler, int(m), int(seed), solver, float(damping),
+                                      bool(reference), bool(memory), _payload(run.data)))
+        record = run_job(key, f"Class removal of class {int(removed_class)}, {sampler}, seed {int(seed)}", task,
+                         draw=progress)
+        record = dict(record)
+        predictions = record.pop("reference_test_pred", None)
+        if predictions is not None:
+            with _results()["lock"]:
+                _results()["references"][(run, int(removed_class))] = predictions
+        keep(key, record)
+    return copy.deepcopy(record)
 
 
 def removal_is_cached(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str,
                       damping: float, reference: bool, memory: bool) -> bool:
-    key = (run, int(removed_class), sampler, int(m), int(seed), solver, float(damping), bool(reference), bool(memory))
-    return key in _removal_store()["records"]
+    return has_result(_removal_key(run, removed_class, sampler, m, seed, solver, damping, reference, memory))
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
 def reference_predictions(run: RunConfig, removed_class: int) -> np.ndarray:
-    """Test predictions of the model retrained from scratch without the class (cached by the removal task)."""
-    task, lock = get_removal_task(run)
-    with lock:
-        ref = task.reference_model(int(removed_class))
-    return ic.predict_logits(ref, get_dataset(run.data).X_test).argmax(1)
+    """Test predictions of the model retrained from scratch without the class (from a removal run with the
+    reference, else retrained as a job)."""
+    found = _results()["references"].get((run, int(removed_class)))
+    if found is not None:
+        return found.copy()
+    return job_result(("reference_pred", run, int(removed_class)), f"Retraining without class {int(removed_class)}",
+                      Task(compute.reference_predictions, (run, int(removed_class), _payload(run.data))))

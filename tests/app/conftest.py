@@ -13,6 +13,9 @@ import pytest
 os.environ.setdefault("INFLUENCE_EXPLORER_WARM_UP", "0")  # no background UMAP warm-up in the tests
 # UMAP in the calling thread (the tests stand in for it); tests/app/test_map_worker.py tests the worker process
 os.environ.setdefault("INFLUENCE_EXPLORER_MAP_PROCESS", "0")
+# Jobs in threads of the test process (fast, and the tests' in-process doubles are seen); tests/app/test_workers.py
+# starts a Dask cluster of worker processes itself
+os.environ.setdefault("INFLUENCE_EXPLORER_WORKERS", "0")
 # A fresh disk cache per test session (never the project's .app-cache/): tests see untrained models as untrained.
 os.environ.setdefault("INFLUENCE_EXPLORER_CACHE_DIR", tempfile.mkdtemp(prefix="influence-explorer-test-cache-"))
 

@@ -40,7 +40,10 @@ def app_url(browser_type_launch_args, tmp_path_factory):
         [sys.executable, "-m", "ui.serve", "--server.headless", "true", "--server.port", str(port),
          "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "INFLUENCE_EXPLORER_WARM_UP": "0"})
+        # the server as make app starts it: its jobs on a local Dask cluster (the app tests' in-process setting is
+        # for AppTest only)
+        env={**{k: v for k, v in os.environ.items() if k != "INFLUENCE_EXPLORER_WORKERS"}, "PYTHONPATH": str(ROOT),
+             "INFLUENCE_EXPLORER_WARM_UP": "0"})
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

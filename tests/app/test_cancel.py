@@ -24,12 +24,10 @@ def slow_run(hidden: int):
 
 def training_job(run):
     """(compute, store): the app's model job for ``run`` (as ``ui.state.ensure_model`` starts it), and its store."""
-    from ui import artifacts
-    from ui.state import _model_from, _model_store
+    from ui import compute
+    from ui.state import _model_store, adopt_model
 
-    store = _model_store()
-    dataset = artifacts.builtin_dataset(run.data)
-    return (lambda progress: _model_from(store, run, dataset, progress, None)), store
+    return (lambda progress: adopt_model(run, compute.train(progress, run))), _model_store()
 
 
 def wait_until(condition, timeout: float = 60.0) -> None:

@@ -100,9 +100,9 @@ def test_home_lists_reports_and_clears_the_disk_cache(app_page):
     store = artifacts.disk_store()
     path = store.path(artifacts.MODEL_KIND, run.cache_key(), artifacts._version(artifacts.MODEL_KIND))
     path.write_bytes(b"garbage")
-    from ui.state import _model_store
+    from ui.state import forget_in_memory
 
-    _model_store()["models"].pop(run)
+    forget_in_memory()  # here and in the worker processes (the tests' jobs run in this one)
     at = _home(app_page, run)
     assert any("cannot be read" in w.value and "computed again" in w.value for w in at.warning)
     assert at.metric  # the model was retrained and is shown

@@ -10,7 +10,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 from apptest_helpers import ok
 
@@ -70,9 +69,7 @@ def test_iterative_solvers_store_nothing_and_foreign_or_broken_state_is_refused(
 
 def _fresh(state) -> None:
     """As after a server restart: nothing in memory (the disk cache stays)."""
-    for fn in (state.get_calculator, state._spread_inverses, state._spread_calculator, state._ihvp,
-               state.influence_rows, state.seed_spread):
-        fn.clear()
+    state.forget_in_memory()
 
 
 def _no_fitting(monkeypatch) -> None:
