@@ -1,7 +1,7 @@
 # Two commands do all the set-up on a fresh machine with Python >= 3.10:
 #   make app    create .venv, install, warm up what the first UMAP map compiles, prepare the default models and
 #               maps in the disk cache (.app-cache/), start the Streamlit app
-#   make test   create .venv, install with the test extras, run the whole test suite
+#   make test   create .venv, install with the test extras, lint (ruff), run the whole test suite
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -37,6 +37,8 @@ app: $(VENV)/.app
 	$(PY) -m ui.serve --server.port $(PORT)  # = streamlit run app.py, importing the engine while it boots; settings: .streamlit/config.toml
 
 test: $(VENV)/.test
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -q --durations=15
 
 clean:

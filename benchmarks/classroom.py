@@ -49,8 +49,11 @@ SEEDS = (0, 1, 2)
 def runs():
     from ui.config import DEFAULT_RUN, ModelConfig, RunConfig
 
-    return {"mlp": DEFAULT_RUN, "logreg": RunConfig(model=ModelConfig(arch="logreg")),
-            "mlp64": RunConfig(model=ModelConfig(hidden=64))}
+    return {
+        "mlp": DEFAULT_RUN,
+        "logreg": RunConfig(model=ModelConfig(arch="logreg")),
+        "mlp64": RunConfig(model=ModelConfig(hidden=64)),
+    }
 
 
 def student_run(i: int):
@@ -132,8 +135,14 @@ def _timed(rec: Recorder, student: int, action: str, at, cached: bool, **extra) 
         problems = _problems(at)
     except Exception as exc:  # noqa: BLE001 - a timeout or a crash of the script: an error of this request
         problems = [f"{type(exc).__name__}: {str(exc)[:300]}"]
-    event = {"student": student, "action": action, "seconds": time.perf_counter() - start, "cached": cached,
-             "problems": problems, **extra}
+    event = {
+        "student": student,
+        "action": action,
+        "seconds": time.perf_counter() - start,
+        "cached": cached,
+        "problems": problems,
+        **extra,
+    }
     rec.add(event)
     return event
 
@@ -166,15 +175,24 @@ def student(i: int, deadline: float, rec: Recorder, timeout: float) -> None:
         try:
             at.button(key=f"lesson_go_{step}").click()
         except Exception as exc:  # noqa: BLE001 - the lesson page did not draw its buttons: its error is recorded
-            rec.add({"student": i, "action": f"lesson {step}", "seconds": 0.0, "cached": False,
-                     "problems": [repr(exc)], "group": group})
+            rec.add(
+                {
+                    "student": i,
+                    "action": f"lesson {step}",
+                    "seconds": 0.0,
+                    "cached": False,
+                    "problems": [repr(exc)],
+                    "group": group,
+                }
+            )
             continue
         _timed(rec, i, f"lesson {step}", at, cached=False, group=group)
     at.switch_page("pages/2_Influence.py")
     _timed(rec, i, "influence (from the lesson)", at, cached=False, group=group)
     while time.time() < deadline:
-        action = rng.choices(["test point", "m", "sampler", "seed", "spread", "samplers page"],
-                             weights=[4, 2, 2, 2, 1, 1])[0]
+        action = rng.choices(
+            ["test point", "m", "sampler", "seed", "spread", "samplers page"], weights=[4, 2, 2, 2, 1, 1]
+        )[0]
         try:
             if action == "samplers page":
                 at.switch_page("pages/1_Samplers.py")
@@ -198,20 +216,37 @@ def student(i: int, deadline: float, rec: Recorder, timeout: float) -> None:
                 at.toggle(key="inf_spread").set_value(True)
             s = _influence_settings(at)
         except Exception as exc:  # noqa: BLE001 - the page lost its widgets (an earlier error): start again
-            rec.add({"student": i, "action": action, "seconds": 0.0, "cached": False,
-                     "problems": [f"widget: {exc!r}"], "group": group})
+            rec.add(
+                {
+                    "student": i,
+                    "action": action,
+                    "seconds": 0.0,
+                    "cached": False,
+                    "problems": [f"widget: {exc!r}"],
+                    "group": group,
+                }
+            )
             at.switch_page("pages/2_Influence.py")
             _timed(rec, i, "influence (reopened)", at, cached=False, group=group)
             continue
-        specs = [(s["inf_a"], s["inf_m"], s["inf_seed"], s["inf_solver"]),
-                 (s["inf_b"], s["inf_m"], s["inf_seed"], s["inf_solver"])]
+        specs = [
+            (s["inf_a"], s["inf_m"], s["inf_seed"], s["inf_solver"]),
+            (s["inf_b"], s["inf_m"], s["inf_seed"], s["inf_solver"]),
+        ]
         if s["inf_full"]:
             specs.append(state.reference_spec(run))
         cached = state.has_result(state.rows_key(run, specs, s["inf_damping"], s["inf_index"]))
         if action == "spread":
             cached = False
-        event = _timed(rec, i, "spread" if action == "spread" else f"influence ({action})", at, cached=cached,
-                       group=group, settings=s)
+        event = _timed(
+            rec,
+            i,
+            "spread" if action == "spread" else f"influence ({action})",
+            at,
+            cached=cached,
+            group=group,
+            settings=s,
+        )
         event["shown"] = _comparison(at)
         if action == "spread":
             at.toggle(key="inf_spread").set_value(False)
@@ -252,8 +287,10 @@ def verify(events: list[dict]) -> list[dict]:
         s = e["settings"]
         run = runs()[e["group"]]
         n_train = compute.dataset(run.data).n_train
-        specs = [(s["inf_a"], s["inf_m"], s["inf_seed"], s["inf_solver"]),
-                 (s["inf_b"], s["inf_m"], s["inf_seed"], s["inf_solver"])]
+        specs = [
+            (s["inf_a"], s["inf_m"], s["inf_seed"], s["inf_solver"]),
+            (s["inf_b"], s["inf_m"], s["inf_seed"], s["inf_solver"]),
+        ]
         if s["inf_full"]:
             specs.append((None, n_train, 0, compute.reference_solver(run)))
         rows = compute.influence_rows(None, run, tuple(specs), s["inf_damping"], s["inf_index"])
@@ -261,8 +298,12 @@ def verify(events: list[dict]) -> list[dict]:
         expected = {f"A: {s['inf_a']} vs B: {s['inf_b']}": metrics.spearman(a, b)}
         if s["inf_full"]:
             full = rows[2]["scores"]
-            expected.update({f"A: {s['inf_a']} vs full data": metrics.spearman(a, full),
-                             f"B: {s['inf_b']} vs full data": metrics.spearman(b, full)})
+            expected.update(
+                {
+                    f"A: {s['inf_a']} vs full data": metrics.spearman(a, full),
+                    f"B: {s['inf_b']} vs full data": metrics.spearman(b, full),
+                }
+            )
         checked += 1
         if set(e["shown"]) != set(expected) or any(abs(e["shown"][k] - v) > 1e-4 for k, v in expected.items()):
             wrong.append({"student": e["student"], "settings": s, "shown": e["shown"], "expected": expected})
@@ -271,23 +312,32 @@ def verify(events: list[dict]) -> list[dict]:
 
 def summarise(events: list[dict]) -> dict:
     def stats(values: list[float]) -> dict:
-        return {"n": len(values), "median_s": statistics.median(values) if values else None,
-                "p95_s": percentile(values, 95), "max_s": max(values) if values else None}
+        return {
+            "n": len(values),
+            "median_s": statistics.median(values) if values else None,
+            "p95_s": percentile(values, 95),
+            "max_s": max(values) if values else None,
+        }
 
     settled = [e for e in events if not e["problems"]]
-    return {"requests": len(events), "errors": sum(bool(e["problems"]) for e in events),
-            "cached": stats([e["seconds"] for e in settled if e["cached"]]),
-            "new": stats([e["seconds"] for e in settled if not e["cached"]]),
-            "by_action": {a: stats([e["seconds"] for e in settled if e["action"] == a])
-                          for a in sorted({e["action"] for e in events})}}
+    return {
+        "requests": len(events),
+        "errors": sum(bool(e["problems"]) for e in events),
+        "cached": stats([e["seconds"] for e in settled if e["cached"]]),
+        "new": stats([e["seconds"] for e in settled if not e["cached"]]),
+        "by_action": {
+            a: stats([e["seconds"] for e in settled if e["action"] == a]) for a in sorted({e["action"] for e in events})
+        },
+    }
 
 
 def one_configuration(n_workers: int, students: int, seconds: float, timeout: float) -> dict:
     cache = Path(tempfile.mkdtemp(prefix=f"ie-classroom-{n_workers}w-"))
     env = {**os.environ, "INFLUENCE_EXPLORER_CACHE_DIR": str(cache), "INFLUENCE_EXPLORER_WORKERS": "0"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ui.prepare", "--no-umap"], cwd=ROOT, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "ui.prepare", "--no-umap"], cwd=ROOT, env=env, check=True, stdout=subprocess.DEVNULL
+    )
     prepare_s = time.perf_counter() - start
     os.environ["INFLUENCE_EXPLORER_CACHE_DIR"] = str(cache)
     os.environ["INFLUENCE_EXPLORER_WORKERS"] = str(n_workers)
@@ -303,8 +353,9 @@ def one_configuration(n_workers: int, students: int, seconds: float, timeout: fl
     rec = Recorder()
     loads: list[tuple[float, float, float]] = []
     deadline = time.time() + seconds
-    threads = [threading.Thread(target=student, args=(i, deadline, rec, timeout), name=f"student-{i}")
-               for i in range(students)]
+    threads = [
+        threading.Thread(target=student, args=(i, deadline, rec, timeout), name=f"student-{i}") for i in range(students)
+    ]
     wall0 = time.perf_counter()
     for t in threads:
         t.start()
@@ -319,37 +370,54 @@ def one_configuration(n_workers: int, students: int, seconds: float, timeout: fl
     wrong, checked = verify(rec.events)
     shutil.rmtree(cache, ignore_errors=True)
     summary = summarise(rec.events)
-    return {"workers": n_workers, "students": students, "seconds": seconds, "wall_s": wall,
-            "prepare_s": prepare_s, **summary, "wrong_numbers": len(wrong), "results_checked": checked,
-            "wrong": wrong[:10], "error_texts": sorted({p[:200] for e in rec.events for p in e["problems"]})[:20],
-            "cpu_s_server_and_workers": cpu, "cores_busy": cpu / wall,
-            "loadavg_start": load0, "loadavg_end": os.getloadavg(),
-            "loadavg_1min_mean": statistics.mean(x[0] for x in loads) if loads else None}
+    return {
+        "workers": n_workers,
+        "students": students,
+        "seconds": seconds,
+        "wall_s": wall,
+        "prepare_s": prepare_s,
+        **summary,
+        "wrong_numbers": len(wrong),
+        "results_checked": checked,
+        "wrong": wrong[:10],
+        "error_texts": sorted({p[:200] for e in rec.events for p in e["problems"]})[:20],
+        "cpu_s_server_and_workers": cpu,
+        "cores_busy": cpu / wall,
+        "loadavg_start": load0,
+        "loadavg_end": os.getloadavg(),
+        "loadavg_1min_mean": statistics.mean(x[0] for x in loads) if loads else None,
+    }
 
 
 def markdown(record: dict) -> str:
-    lines = ["# A class at once: 20 simulated students on one server", "",
-             f"Command: `{record['command']}` (machine: {record['machine']}).", "",
-             "Each student is a thread driving Streamlit AppTest sessions of the real pages in the server's process "
-             "(shared models, results and job board, as real sessions of one server); the heavy work runs on the "
-             "Dask worker processes. A student follows the lesson (steps 1 and 2), then clicks test points, "
-             "changes m, samplers and seeds on the Influence page, sometimes computes the spread across seeds or "
-             "opens the Samplers page. Every comparison table shown was checked against a sequential computation "
-             "of the same settings. Time to a settled page: the page's script from start to end, jobs included; "
-             "*cached*: the result was in the server's memory when asked.", "",
-             "| workers | requests | errors | wrong numbers (of checked) | cached: median / p95 (s) | "
-             "new: median / p95 (s) | cores busy | load avg (1 min, mean) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# A class at once: 20 simulated students on one server",
+        "",
+        f"Command: `{record['command']}` (machine: {record['machine']}).",
+        "",
+        "Each student is a thread driving Streamlit AppTest sessions of the real pages in the server's process "
+        "(shared models, results and job board, as real sessions of one server); the heavy work runs on the "
+        "Dask worker processes. A student follows the lesson (steps 1 and 2), then clicks test points, "
+        "changes m, samplers and seeds on the Influence page, sometimes computes the spread across seeds or "
+        "opens the Samplers page. Every comparison table shown was checked against a sequential computation "
+        "of the same settings. Time to a settled page: the page's script from start to end, jobs included; "
+        "*cached*: the result was in the server's memory when asked.",
+        "",
+        "| workers | requests | errors | wrong numbers (of checked) | cached: median / p95 (s) | "
+        "new: median / p95 (s) | cores busy | load avg (1 min, mean) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in record["configurations"]:
         c, n = r["cached"], r["new"]
-        lines.append(f"| {r['workers']} | {r['requests']} | {r['errors']} | {r['wrong_numbers']} "
-                     f"({r['results_checked']}) | {fmt(c['median_s'])} / {fmt(c['p95_s'])} | "
-                     f"{fmt(n['median_s'])} / {fmt(n['p95_s'])} | {r['cores_busy']:.2f} | "
-                     f"{fmt(r['loadavg_1min_mean'])} |")
+        lines.append(
+            f"| {r['workers']} | {r['requests']} | {r['errors']} | {r['wrong_numbers']} "
+            f"({r['results_checked']}) | {fmt(c['median_s'])} / {fmt(c['p95_s'])} | "
+            f"{fmt(n['median_s'])} / {fmt(n['p95_s'])} | {r['cores_busy']:.2f} | "
+            f"{fmt(r['loadavg_1min_mean'])} |"
+        )
     lines += ["", "Per action (median / p95 seconds, settled requests):", ""]
     for r in record["configurations"]:
-        parts = [f"{a}: {fmt(s['median_s'])} / {fmt(s['p95_s'])} (n={s['n']})"
-                 for a, s in r["by_action"].items()]
+        parts = [f"{a}: {fmt(s['median_s'])} / {fmt(s['p95_s'])} (n={s['n']})" for a, s in r["by_action"].items()]
         lines.append(f"- {r['workers']} worker(s): " + "; ".join(parts))
     lines += ["", "## What a class of 20 needs", "", record["verdict"], ""]
     errors = sorted({t for r in record["configurations"] for t in r["error_texts"]})
@@ -365,15 +433,21 @@ def fmt(v):
 def verdict(configs: list[dict], students: int) -> str:
     busy = max(r["cores_busy"] for r in configs)
     by = {r["workers"]: r for r in configs}
-    text = (f"Over the run the server and its workers kept {busy:.2f} cores busy on average for {students} "
-            f"students, {busy / students:.2f} cores per student.")
+    text = (
+        f"Over the run the server and its workers kept {busy:.2f} cores busy on average for {students} "
+        f"students, {busy / students:.2f} cores per student."
+    )
     if 1 in by and 2 in by:
         n1, n2 = by[1]["new"]["p95_s"], by[2]["new"]["p95_s"]
         if n1 and n2:
-            text += (f" New work's 95th percentile went from {n1:.1f} s with one worker to {n2:.1f} s with two on "
-                     "this 2-core machine (shared with other work: see the load averages).")
-    text += (" Cached views stay fast whatever the load (they need no worker); new work queues for the workers, so "
-             "its latency falls with the number of worker processes until the server's own core is the limit.")
+            text += (
+                f" New work's 95th percentile went from {n1:.1f} s with one worker to {n2:.1f} s with two on "
+                "this 2-core machine (shared with other work: see the load averages)."
+            )
+    text += (
+        " Cached views stay fast whatever the load (they need no worker); new work queues for the workers, so "
+        "its latency falls with the number of worker processes until the server's own core is the limit."
+    )
     return text
 
 
@@ -397,14 +471,20 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{args.students} students, {n} worker(s), {args.seconds:.0f} s ...", flush=True)
         configs.append(one_configuration(n, args.students, args.seconds, args.timeout))
         c = configs[-1]
-        print(f"  requests {c['requests']}, errors {c['errors']}, wrong {c['wrong_numbers']}/{c['results_checked']},"
-              f" cached p95 {fmt(c['cached']['p95_s'])} s, new p95 {fmt(c['new']['p95_s'])} s,"
-              f" cores busy {c['cores_busy']:.2f}", flush=True)
+        print(
+            f"  requests {c['requests']}, errors {c['errors']}, wrong {c['wrong_numbers']}/{c['results_checked']},"
+            f" cached p95 {fmt(c['cached']['p95_s'])} s, new p95 {fmt(c['new']['p95_s'])} s,"
+            f" cores busy {c['cores_busy']:.2f}",
+            flush=True,
+        )
     import platform
 
-    record = {"command": "python benchmarks/classroom.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
-              "configurations": configs, "verdict": verdict(configs, args.students)}
+    record = {
+        "command": "python benchmarks/classroom.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}",
+        "configurations": configs,
+        "verdict": verdict(configs, args.students),
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "classroom.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     (args.out / "classroom.md").write_text(markdown(record))

@@ -39,9 +39,23 @@ def one_start(env: dict, browser) -> dict:
     subprocess.run([sys.executable, "-m", "ui.prepare"], cwd=ROOT, env=env, check=True, capture_output=True)
     prepared = time.perf_counter()
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "ui.serve", "--server.port", str(port), "--server.headless",
-                             "true", "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ui.serve",
+            "--server.port",
+            str(port),
+            "--server.headless",
+            "true",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         while True:
@@ -69,8 +83,12 @@ def one_start(env: dict, browser) -> dict:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return {"total_s": round(drawn - start, 2), "prepare_s": round(prepared - start, 2),
-            "serve_to_health_s": round(healthy - prepared, 2), "health_to_drawn_s": round(drawn - healthy, 2)}
+    return {
+        "total_s": round(drawn - start, 2),
+        "prepare_s": round(prepared - start, 2),
+        "serve_to_health_s": round(healthy - prepared, 2),
+        "health_to_drawn_s": round(drawn - healthy, 2),
+    }
 
 
 def main() -> None:
@@ -95,13 +113,19 @@ def main() -> None:
             print(f"start {i + 1}: {runs[-1]}", flush=True)
         browser.close()
     totals = [r["total_s"] for r in runs]
-    result = {"what": "make app's steps after a restart (disk cache filled): python -m ui.prepare, then python -m "
-                      "ui.serve, until headless Chromium (1366x768) shows the Home page drawn (test accuracy and "
-                      "confusion matrix)",
-              "command": "python benchmarks/cold_start.py " + " ".join(sys.argv[1:]),
-              "first_prepare_empty_cache_s": round(fill, 2), "runs": runs,
-              "total_median_s": statistics.median(totals), "total_min_s": min(totals), "total_max_s": max(totals),
-              "load_before": before, "load_after": load()}
+    result = {
+        "what": "make app's steps after a restart (disk cache filled): python -m ui.prepare, then python -m "
+        "ui.serve, until headless Chromium (1366x768) shows the Home page drawn (test accuracy and "
+        "confusion matrix)",
+        "command": "python benchmarks/cold_start.py " + " ".join(sys.argv[1:]),
+        "first_prepare_empty_cache_s": round(fill, 2),
+        "runs": runs,
+        "total_median_s": statistics.median(totals),
+        "total_min_s": min(totals),
+        "total_max_s": max(totals),
+        "load_before": before,
+        "load_after": load(),
+    }
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

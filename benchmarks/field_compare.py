@@ -56,27 +56,52 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--damping", type=float, default=0.01, help="δ (dattri's damping = wd + δ)")
     p.add_argument("--trak-checkpoints", type=int, nargs="*", default=[1, 5, 10], help="TRAK ensemble sizes")
     p.add_argument("--trak-proj-dim", type=int, nargs="+", default=[512], help="TRAK projection dimensions")
-    p.add_argument("--tracin-epochs", type=int, nargs="*", default=[10, 20, 30, 40],
-                   help="Adam epochs after which TracIn's checkpoints are taken (plus the final model)")
-    p.add_argument("--if-methods", nargs="*", default=IF_DEFAULT, choices=IF_DEFAULT,
-                   help="dattri influence-function attributors")
+    p.add_argument(
+        "--tracin-epochs",
+        type=int,
+        nargs="*",
+        default=[10, 20, 30, 40],
+        help="Adam epochs after which TracIn's checkpoints are taken (plus the final model)",
+    )
+    p.add_argument(
+        "--if-methods", nargs="*", default=IF_DEFAULT, choices=IF_DEFAULT, help="dattri influence-function attributors"
+    )
     p.add_argument("--cg-max-iter", type=int, default=100)
-    p.add_argument("--cg-test-batch", type=int, default=10,
-                   help="test points per dattri CG call (its CG runs vmapped over them; memory grows with it)")
+    p.add_argument(
+        "--cg-test-batch",
+        type=int,
+        default=10,
+        help="test points per dattri CG call (its CG runs vmapped over them; memory grows with it)",
+    )
     p.add_argument("--lissa-depth", type=int, default=1000, help="LiSSA recursion depth")
     p.add_argument("--lissa-batch", type=int, default=64)
     p.add_argument("--lissa-scaling", type=float, default=50.0)
-    p.add_argument("--lissa-test-batch", type=int, default=5,
-                   help="test points per dattri LiSSA call (vmapped over them; memory grows with it)")
-    p.add_argument("--max-side-mb", type=float, default=12000,
-                   help="stop a dattri method whose process passes this resident memory (MB); reported as stopped")
+    p.add_argument(
+        "--lissa-test-batch",
+        type=int,
+        default=5,
+        help="test points per dattri LiSSA call (vmapped over them; memory grows with it)",
+    )
+    p.add_argument(
+        "--max-side-mb",
+        type=float,
+        default=12000,
+        help="stop a dattri method whose process passes this resident memory (MB); reported as stopped",
+    )
     p.add_argument("--max-side-seconds", type=float, default=600, help="stop a dattri method running longer")
     p.add_argument("--arnoldi-rank", type=int, default=100)
-    p.add_argument("--ours", nargs="*", default=["exact", "ekfac", "ekfac:fisher=empirical"],
-                   help="our full-data solvers beside theirs, SOLVER[:OPTION=VALUE,...]")
+    p.add_argument(
+        "--ours",
+        nargs="*",
+        default=["exact", "ekfac", "ekfac:fisher=empirical"],
+        help="our full-data solvers beside theirs, SOLVER[:OPTION=VALUE,...]",
+    )
     p.add_argument("--cache", default="runs/lds-cache", help="LDS retrain cache (retrains what is missing)")
-    p.add_argument("--ground-truth", default=None,
-                   help="also score against a shipped ground-truth file (ground_truth/NAME.npz, same test points)")
+    p.add_argument(
+        "--ground-truth",
+        default=None,
+        help="also score against a shipped ground-truth file (ground_truth/NAME.npz, same test points)",
+    )
     p.add_argument("--workers", type=int, default=None, help="retrain missing subsets on N Dask workers")
     p.add_argument("--threads", type=int, default=1, help="torch threads on both sides")
     p.add_argument("--save-scores", default=None, help="directory for the converted score matrices (.npz)")
@@ -109,14 +134,33 @@ def _ours(model: Any, ds: Any, idx: np.ndarray, damping: float, solvers: list[st
             seconds = time.perf_counter() - start
         label = {"exact": "exact Gauss-Newton", "cg": "CG Gauss-Newton", "ekfac": "EK-FAC"}.get(used, used)
         label += f" ({', '.join(f'{k} {v}' for k, v in options.items())})" if options else ""
-        out.append({"method": f"ours: full-data {label}", "library": "influence_core", "reference": used == "exact",
-                    "checkpoints": 1, "scores": S, "seconds": seconds, "peak_mb": peak.mb, "side": "main"})
+        out.append(
+            {
+                "method": f"ours: full-data {label}",
+                "library": "influence_core",
+                "reference": used == "exact",
+                "checkpoints": 1,
+                "scores": S,
+                "seconds": seconds,
+                "peak_mb": peak.mb,
+                "side": "main",
+            }
+        )
     with PeakMemory() as peak:
         start = time.perf_counter()
         S = gradient_dot_scores(model, ds, idx)
         seconds = time.perf_counter() - start
-    out.append({"method": "ours: gradient dot", "library": "influence_core", "checkpoints": 1, "scores": S,
-                "seconds": seconds, "peak_mb": peak.mb, "side": "main"})
+    out.append(
+        {
+            "method": "ours: gradient dot",
+            "library": "influence_core",
+            "checkpoints": 1,
+            "scores": S,
+            "seconds": seconds,
+            "peak_mb": peak.mb,
+            "side": "main",
+        }
+    )
     return out
 
 
@@ -126,27 +170,58 @@ def _methods(args: argparse.Namespace, wd: float, lr: float) -> tuple[list[dict[
     seeds = list(range(args.seed + 1, args.seed + max(args.trak_checkpoints or [1])))
     for k in args.trak_checkpoints:
         for d in args.trak_proj_dim:
-            methods.append({"name": f"TRAK, {k} checkpoint{'s' if k > 1 else ''}, proj {d}", "kind": "trak",
-                            "proj_dim": d, "batch_size": 256,
-                            "checkpoints": ["final"] + [f"seed{s}" for s in seeds[:k - 1]]})
+            methods.append(
+                {
+                    "name": f"TRAK, {k} checkpoint{'s' if k > 1 else ''}, proj {d}",
+                    "kind": "trak",
+                    "proj_dim": d,
+                    "batch_size": 256,
+                    "checkpoints": ["final"] + [f"seed{s}" for s in seeds[: k - 1]],
+                }
+            )
     if args.tracin_epochs:
         ckpts = [f"epoch{e}" for e in args.tracin_epochs] + ["final"]
-        methods.append({"name": f"TracIn, {len(ckpts)} checkpoints along training", "kind": "tracin",
-                        "weights": [lr] * len(ckpts), "checkpoints": ckpts, "batch_size": 256})
-    methods.append({"name": "Grad-Dot (TracIn on the final model)", "kind": "grad_dot", "weights": [1.0],
-                    "checkpoints": ["final"], "batch_size": 256})
+        methods.append(
+            {
+                "name": f"TracIn, {len(ckpts)} checkpoints along training",
+                "kind": "tracin",
+                "weights": [lr] * len(ckpts),
+                "checkpoints": ckpts,
+                "batch_size": 256,
+            }
+        )
+    methods.append(
+        {
+            "name": "Grad-Dot (TracIn on the final model)",
+            "kind": "grad_dot",
+            "weights": [1.0],
+            "checkpoints": ["final"],
+            "batch_size": 256,
+        }
+    )
     for kind in args.if_methods:
         m: dict[str, Any] = {"name": f"IF {kind}", "kind": kind, "damping": lam}
         if kind == "cg":
-            m.update(max_iter=args.cg_max_iter, tol=1e-7, test_batch=args.cg_test_batch,
-                     name=f"IF cg ({args.cg_max_iter} iterations)")
+            m.update(
+                max_iter=args.cg_max_iter,
+                tol=1e-7,
+                test_batch=args.cg_test_batch,
+                name=f"IF cg ({args.cg_max_iter} iterations)",
+            )
         elif kind == "lissa":
-            m.update(recursion_depth=args.lissa_depth, lissa_batch=args.lissa_batch, scaling=args.lissa_scaling,
-                     test_batch=args.lissa_test_batch,
-                     name=f"IF lissa (depth {args.lissa_depth}, batch {args.lissa_batch})")
+            m.update(
+                recursion_depth=args.lissa_depth,
+                lissa_batch=args.lissa_batch,
+                scaling=args.lissa_scaling,
+                test_batch=args.lissa_test_batch,
+                name=f"IF lissa (depth {args.lissa_depth}, batch {args.lissa_batch})",
+            )
         elif kind == "arnoldi":
-            m.update(proj_dim=args.arnoldi_rank, max_iter=max(args.arnoldi_rank * 2, 200),
-                     name=f"IF arnoldi (rank {args.arnoldi_rank})")
+            m.update(
+                proj_dim=args.arnoldi_rank,
+                max_iter=max(args.arnoldi_rank * 2, 200),
+                name=f"IF arnoldi (rank {args.arnoldi_rank})",
+            )
         elif kind == "ekfac":
             m["name"] = "IF ekfac (empirical Fisher)"
         methods.append(m)
@@ -171,8 +246,9 @@ def run(args: argparse.Namespace) -> int:
 
         def forward_backward() -> None:
             model.zero_grad(set_to_none=True)
-            torch.nn.functional.cross_entropy(model(X.to(next(model.parameters()).dtype)), y,
-                                              reduction="sum").backward()
+            torch.nn.functional.cross_entropy(
+                model(X.to(next(model.parameters()).dtype)), y, reduction="sum"
+            ).backward()
 
         base_main = time_call(forward_backward, repeats=7).median
         model.zero_grad(set_to_none=True)
@@ -189,21 +265,41 @@ def run(args: argparse.Namespace) -> int:
         for e in epochs:
             checkpoints[f"epoch{e}"] = _state(_train(ds, arch, args.seed, epochs=e, polish_steps=0))
         dtype = "float64" if next(model.parameters()).dtype == torch.float64 else "float32"
-        settings = {"arch": "mlp" if arch == "logreg" else arch, "methods": methods, "dtype": dtype,
-                    "threads": args.threads, "seed": args.seed,
-                    "max_rss_mb": args.max_side_mb, "max_seconds": args.max_side_seconds,
-                    "image_shape": list(ds.image_shape) if ds.image_shape else None}
+        settings = {
+            "arch": "mlp" if arch == "logreg" else arch,
+            "methods": methods,
+            "dtype": dtype,
+            "threads": args.threads,
+            "seed": args.seed,
+            "max_rss_mb": args.max_side_mb,
+            "max_seconds": args.max_side_seconds,
+            "image_shape": list(ds.image_shape) if ds.image_shape else None,
+        }
         with tempfile.TemporaryDirectory() as tmp:
-            write_problem(tmp, weights=model.state_dict(), X_train=ds.X_train, y_train=ds.y_train,
-                          X_query=ds.X_test[idx], y_query=ds.y_test[idx], settings=settings, checkpoints=checkpoints)
+            write_problem(
+                tmp,
+                weights=model.state_dict(),
+                X_train=ds.X_train,
+                y_train=ds.y_train,
+                X_query=ds.X_test[idx],
+                y_query=ds.y_test[idx],
+                settings=settings,
+                checkpoints=checkpoints,
+            )
             print(f"[field] running {len(methods)} dattri methods in {args.dattri_python}", flush=True)
             subprocess.run([args.dattri_python, str(SIDE), tmp], check=True, env={**os.environ, "TQDM_DISABLE": "1"})
             raw, report = read_result(tmp)
         for m in methods:
             row = report["rows"][m["name"]]
-            rec = {"method": m["name"], "library": f"dattri {report.get('dattri')}",
-                   "checkpoints": len(m.get("checkpoints", ["final"])), "side": "dattri", "error": row["error"],
-                   "seconds": row.get("seconds"), "peak_mb": row.get("peak_mb")}
+            rec = {
+                "method": m["name"],
+                "library": f"dattri {report.get('dattri')}",
+                "checkpoints": len(m.get("checkpoints", ["final"])),
+                "side": "dattri",
+                "error": row["error"],
+                "seconds": row.get("seconds"),
+                "peak_mb": row.get("peak_mb"),
+            }
             if m["kind"] == "trak":
                 rec["train_seconds"] = sum(train_seconds[c] for c in m["checkpoints"] if c != "final")
             if row["error"] is None:
@@ -218,8 +314,10 @@ def run(args: argparse.Namespace) -> int:
 
         gt = read_ground_truth(args.ground_truth)
         if not np.array_equal(gt["test_indices"], idx):
-            raise ValueError(f"--ground-truth {args.ground_truth} holds other test points than --test-points/"
-                             "--test-seed choose; use its own (the LDS studies': 100 points, seed 0)")
+            raise ValueError(
+                f"--ground-truth {args.ground_truth} holds other test points than --test-points/"
+                "--test-seed choose; use its own (the LDS studies': 100 points, seed 0)"
+            )
         gt_outputs = output_values(gt["logits"], gt["y_test"], "loss")
     for r in records:
         if "scores" in r and gt is not None:
@@ -236,30 +334,43 @@ def run(args: argparse.Namespace) -> int:
     if args.save_scores:
         Path(args.save_scores).mkdir(parents=True, exist_ok=True)
         kept = [r for r in records if "scores" in r]
-        np.savez(Path(args.save_scores) / f"{data_name}_{arch}_scores.npz", test_indices=idx,
-                 names=np.array(json.dumps([r["method"] for r in kept])),
-                 **{f"m{i}": r["scores"] for i, r in enumerate(kept)})
+        np.savez(
+            Path(args.save_scores) / f"{data_name}_{arch}_scores.npz",
+            test_indices=idx,
+            names=np.array(json.dumps([r["method"] for r in kept])),
+            **{f"m{i}": r["scores"] for i, r in enumerate(kept)},
+        )
     if args.out:
         info = retrained.info
-        text = (f"{data_name} / {arch}: {len(idx)} test points (seed {args.test_seed}), LDS on K = "
-                f"{retrained.plan.n_subsets} subsets of α = {retrained.plan.alpha}, R = {retrained.plan.n_seeds} "
-                f"retrain seeds, output loss (cache key {info['cache_key']}; noise ceiling "
-                f"{records[0].get('ceiling', float('nan')):.3f}). δ = {args.damping} (dattri's damping = wd + δ = "
-                f"{wd + args.damping:g}). Cost: seconds of fit + scores of all test points against all training "
-                "points over one forward+backward pass over the training set, each measured in the process that "
-                f"ran the method (ours: {base_main * 1e3:.2f} ms; dattri's side: "
-                f"{report['forward_backward_seconds'] * 1e3:.2f} ms); the next column adds the training of the "
-                "extra models a TRAK ensemble needs. Peak MB: resident memory the method added (VmHWM after a "
-                "reset). Agreement: mean over test points of the correlation with our exact Gauss-Newton influence. "
-                f"torch threads {args.threads} on both sides." + (f" Failed: {errors}." if errors else ""))
-        write_report(args.out, title=f"The field's attribution methods on the LDS ground truth: {data_name} / {arch}",
-                     command="python benchmarks/field_compare.py " + " ".join(sys.argv[1:]),
-                     sections=[{"heading": "LDS, cost and agreement", "text": text, "rows": rows,
-                                "columns": COLUMNS}],
-                     meta={"environment": env, "args": vars(args), "side": {k: v for k, v in report.items()
-                                                                            if k != "rows"},
-                           "side_rows": report["rows"], "methods": methods, "test_indices": idx.tolist(),
-                           "retrain": retrained.info, "train_seconds": train_seconds})
+        text = (
+            f"{data_name} / {arch}: {len(idx)} test points (seed {args.test_seed}), LDS on K = "
+            f"{retrained.plan.n_subsets} subsets of α = {retrained.plan.alpha}, R = {retrained.plan.n_seeds} "
+            f"retrain seeds, output loss (cache key {info['cache_key']}; noise ceiling "
+            f"{records[0].get('ceiling', float('nan')):.3f}). δ = {args.damping} (dattri's damping = wd + δ = "
+            f"{wd + args.damping:g}). Cost: seconds of fit + scores of all test points against all training "
+            "points over one forward+backward pass over the training set, each measured in the process that "
+            f"ran the method (ours: {base_main * 1e3:.2f} ms; dattri's side: "
+            f"{report['forward_backward_seconds'] * 1e3:.2f} ms); the next column adds the training of the "
+            "extra models a TRAK ensemble needs. Peak MB: resident memory the method added (VmHWM after a "
+            "reset). Agreement: mean over test points of the correlation with our exact Gauss-Newton influence. "
+            f"torch threads {args.threads} on both sides." + (f" Failed: {errors}." if errors else "")
+        )
+        write_report(
+            args.out,
+            title=f"The field's attribution methods on the LDS ground truth: {data_name} / {arch}",
+            command="python benchmarks/field_compare.py " + " ".join(sys.argv[1:]),
+            sections=[{"heading": "LDS, cost and agreement", "text": text, "rows": rows, "columns": COLUMNS}],
+            meta={
+                "environment": env,
+                "args": vars(args),
+                "side": {k: v for k, v in report.items() if k != "rows"},
+                "side_rows": report["rows"],
+                "methods": methods,
+                "test_indices": idx.tolist(),
+                "retrain": retrained.info,
+                "train_seconds": train_seconds,
+            },
+        )
     return 0
 
 

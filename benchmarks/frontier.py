@@ -68,8 +68,14 @@ def _say(msg: str) -> None:
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=False, cwd=Path(__file__).resolve().parent).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 
@@ -89,8 +95,11 @@ def pareto(points: list[tuple[float, float]]) -> list[bool]:
     """For (cost, quality) points: True where no other point has cost <= and quality >= with one strict."""
     out = []
     for i, (c, q) in enumerate(points):
-        dominated = any((c2 <= c and q2 >= q and (c2 < c or q2 > q)) for j, (c2, q2) in enumerate(points)
-                        if j != i and np.isfinite(c2) and np.isfinite(q2))
+        dominated = any(
+            (c2 <= c and q2 >= q and (c2 < c or q2 > q))
+            for j, (c2, q2) in enumerate(points)
+            if j != i and np.isfinite(c2) and np.isfinite(q2)
+        )
         out.append(bool(np.isfinite(c) and np.isfinite(q) and not dominated))
     return out
 
@@ -112,8 +121,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env = environment()
     gt = load_ground_truth(args.ground_truth)
     r = gt.recipe
-    _say(f"ground truth {gt.name}: {gt.k_done} subsets{' (partial)' if gt.partial else ''}, "
-         f"{len(gt.test_indices)} test points")
+    _say(
+        f"ground truth {gt.name}: {gt.k_done} subsets{' (partial)' if gt.partial else ''}, "
+        f"{len(gt.test_indices)} test points"
+    )
     ds = load_dataset(r["dataset"]["name"], seed=r["dataset"]["seed"], **r["dataset"]["options"])
     model = train_model(ds, r["model"]["arch"], seed=r["model"]["seed"], **r["model"]["train_settings"])
     logit_diff = float(np.max(np.abs(predict_logits(model, ds.X_test[gt.test_indices]) - gt.full_logits)))
@@ -131,8 +142,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = cpu_median(forward_backward)
     model.zero_grad(set_to_none=True)
     p = sum(t.numel() for t in model.parameters())
-    _say(f"model {r['model']['arch']} p = {p}, n = {n}; forward+backward {base * 1e3:.1f} ms; |Δ logit| vs the "
-         f"file {logit_diff:.1e}")
+    _say(
+        f"model {r['model']['arch']} p = {p}, n = {n}; forward+backward {base * 1e3:.1f} ms; |Δ logit| vs the "
+        f"file {logit_diff:.1e}"
+    )
     samplers = args.samplers or available_samplers()
     solvers = args.solvers or [s for s in available_solvers() if s not in SAMPLE_SKIP]
     full_solvers = args.full_solvers or [s for s in available_solvers() if s not in FULL_SKIP]
@@ -155,12 +168,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 lds_value = lds_against(S, gt).lds
             else:
                 status = "non-finite scores"
-        row = {"method": method, **record, "lds": lds_value, "seconds": seconds, "cost_ratio": seconds / base,
-               "wall_seconds": wall, "peak_mb": mem.mb, "status": status, **info}
+        row = {
+            "method": method,
+            **record,
+            "lds": lds_value,
+            "seconds": seconds,
+            "cost_ratio": seconds / base,
+            "wall_seconds": wall,
+            "peak_mb": mem.mb,
+            "status": status,
+            **info,
+        }
         rows.append(row)
-        _say(f"{method} {record}: LDS {lds_value:.3f}, {seconds:.2f} s CPU = {seconds / base:.0f}x fwd+bwd "
-             f"({wall:.2f} s wall), "
-             f"{mem.mb:.0f} MB, {status}")
+        _say(
+            f"{method} {record}: LDS {lds_value:.3f}, {seconds:.2f} s CPU = {seconds / base:.0f}x fwd+bwd "
+            f"({wall:.2f} s wall), "
+            f"{mem.mb:.0f} MB, {status}"
+        )
 
     # gradient dot and the full-data solvers
     def grad_dot() -> tuple[np.ndarray, dict]:
@@ -182,8 +206,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def full(solver: str = solver) -> tuple[np.ndarray, dict]:
             calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
-            calc.fit(None, solver=solver, damping=args.damping, curvature=args.curvature,
-                     **DEFAULT_OPTIONS.get(solver, {}))
+            calc.fit(
+                None, solver=solver, damping=args.damping, curvature=args.curvature, **DEFAULT_OPTIONS.get(solver, {})
+            )
             S = calc.scores(X_t, y_t)
             return S, {"fit_info": json.dumps(jsonable(calc.fit_info), default=str)[:300]}
 
@@ -197,19 +222,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if m >= n:
             continue
         for sampler in samplers:
-            for solver in (solvers if sampler in every_solver else [args.main_solver]):
+            for solver in solvers if sampler in every_solver else [args.main_solver]:
                 if m > max_m.get(solver, n):
                     continue
                 for seed in range(args.seeds):
-                    def sampled(sampler: str = sampler, m: int = m, solver: str = solver, seed: int = seed
-                                ) -> tuple[np.ndarray, dict]:
+
+                    def sampled(
+                        sampler: str = sampler, m: int = m, solver: str = solver, seed: int = seed
+                    ) -> tuple[np.ndarray, dict]:
                         start = time.process_time()
                         inputs_now = sampler_inputs(model, ds) if args.recompute_inputs else inputs
                         sample = draw_sample(sampler, inputs_now, m, seed=seed)
                         draw = time.process_time() - start
                         calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
-                        calc.fit(sample, solver=solver, damping=args.damping, curvature=args.curvature,
-                                 **DEFAULT_OPTIONS.get(solver, {}))
+                        calc.fit(
+                            sample,
+                            solver=solver,
+                            damping=args.damping,
+                            curvature=args.curvature,
+                            **DEFAULT_OPTIONS.get(solver, {}),
+                        )
                         S = calc.scores(X_t, y_t)
                         return S, {"draw_seconds": draw}
 
@@ -231,16 +263,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     env["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     base_end = cpu_median(forward_backward)
     wall_base = time_call(forward_backward, repeats=21, warmup=1).median
-    return {"ground_truth": gt.name, "ground_truth_recipe": {k: r[k] for k in ("dataset", "model", "plan", "k_done",
-                                                                               "partial", "cache_key",
-                                                                               "noise_ceiling")},
-            "command": "python " + " ".join(sys.argv), "git_commit": _git_commit(), "environment": env,
-            "forward_backward_seconds": base, "forward_backward_seconds_at_end": base_end,
-            "forward_backward_wall_seconds_at_end": wall_base, "time": "process CPU time", "n_params": p,
-            "n_train": n, "n_test_points": len(idx),
-            "full_logit_max_abs_diff": logit_diff, "damping": args.damping, "curvature": args.curvature,
-            "solver_options": DEFAULT_OPTIONS, "solver_max_m": max_m, "sampler_inputs_seconds": inputs_seconds,
-            "budgets": budget_table(summary), "summary": summary, "runs": rows}
+    return {
+        "ground_truth": gt.name,
+        "ground_truth_recipe": {
+            k: r[k] for k in ("dataset", "model", "plan", "k_done", "partial", "cache_key", "noise_ceiling")
+        },
+        "command": "python " + " ".join(sys.argv),
+        "git_commit": _git_commit(),
+        "environment": env,
+        "forward_backward_seconds": base,
+        "forward_backward_seconds_at_end": base_end,
+        "forward_backward_wall_seconds_at_end": wall_base,
+        "time": "process CPU time",
+        "n_params": p,
+        "n_train": n,
+        "n_test_points": len(idx),
+        "full_logit_max_abs_diff": logit_diff,
+        "damping": args.damping,
+        "curvature": args.curvature,
+        "solver_options": DEFAULT_OPTIONS,
+        "solver_max_m": max_m,
+        "sampler_inputs_seconds": inputs_seconds,
+        "budgets": budget_table(summary),
+        "summary": summary,
+        "runs": rows,
+    }
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -253,16 +300,25 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for (method, sampler, m, solver), group in groups.items():
         ok = [g for g in group if np.isfinite(g["lds"])]
         vals = np.array([g["lds"] for g in ok])
-        out.append({"method": method, "sampler": sampler, "m": m, "solver": solver, "seeds": len(group),
-                    "failed": len(group) - len(ok),
-                    "lds_mean": float(vals.mean()) if len(vals) else float("nan"),
-                    "lds_std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
-                    "cost_ratio": float(np.median([g["cost_ratio"] for g in group])),
-                    "seconds": float(np.median([g["seconds"] for g in group])),
-                    "wall_seconds": float(np.median([g["wall_seconds"] for g in group])),
-                    "peak_mb": float(np.nanmax([g["peak_mb"] for g in group])) if any(
-                        np.isfinite(g["peak_mb"]) for g in group) else float("nan"),
-                    "status": "; ".join(sorted({g["status"] for g in group if g["status"] != "ok"}))[:200] or "ok"})
+        out.append(
+            {
+                "method": method,
+                "sampler": sampler,
+                "m": m,
+                "solver": solver,
+                "seeds": len(group),
+                "failed": len(group) - len(ok),
+                "lds_mean": float(vals.mean()) if len(vals) else float("nan"),
+                "lds_std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
+                "cost_ratio": float(np.median([g["cost_ratio"] for g in group])),
+                "seconds": float(np.median([g["seconds"] for g in group])),
+                "wall_seconds": float(np.median([g["wall_seconds"] for g in group])),
+                "peak_mb": float(np.nanmax([g["peak_mb"] for g in group]))
+                if any(np.isfinite(g["peak_mb"]) for g in group)
+                else float("nan"),
+                "status": "; ".join(sorted({g["status"] for g in group if g["status"] != "ok"}))[:200] or "ok",
+            }
+        )
     return out
 
 
@@ -280,11 +336,16 @@ def budget_table(summary: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for b in BUDGETS:
         within = [s for s in summary if s["cost_ratio"] <= b and np.isfinite(s["lds_mean"])]
         best = max(within, key=lambda s: s["lds_mean"], default=None)
-        out.append({"budget": b, "best": None if best is None else label(best),
-                    "lds_mean": None if best is None else best["lds_mean"],
-                    "lds_std": None if best is None else best["lds_std"],
-                    "cost_ratio": None if best is None else best["cost_ratio"],
-                    "peak_mb": None if best is None else best["peak_mb"]})
+        out.append(
+            {
+                "budget": b,
+                "best": None if best is None else label(best),
+                "lds_mean": None if best is None else best["lds_mean"],
+                "lds_std": None if best is None else best["lds_std"],
+                "cost_ratio": None if best is None else best["cost_ratio"],
+                "peak_mb": None if best is None else best["peak_mb"],
+            }
+        )
     return out
 
 
@@ -294,34 +355,48 @@ def _f(x: Any, d: int = 3) -> str:
 
 def markdown(result: dict[str, Any]) -> str:
     env, rr = result["environment"], result["ground_truth_recipe"]
-    lines = [f"### Frontier: {result['ground_truth']} (p = {result['n_params']}, n = {result['n_train']}, "
-             f"{result['n_test_points']} test points, LDS against K = {rr['k_done']}"
-             f"{' (partial)' if rr['partial'] else ''} retrained subsets × R = {rr['plan']['n_seeds']}, noise ceiling "
-             f"{rr['noise_ceiling']['loss']['ceiling']:.3f})", "",
-             f"`{result['command']}` (commit {result['git_commit']}); torch threads {env.get('torch_threads')}, "
-             f"load average {env.get('load_average_at_start')} at the start, {env.get('load_average_at_end')} at the "
-             f"end. Times are process CPU seconds (one thread; see benchmarks/frontier.py). One forward+backward "
-             f"pass over "
-             f"the training set: {result['forward_backward_seconds'] * 1e3:.1f} "
-             f"ms at the start, {result['forward_backward_seconds_at_end'] * 1e3:.1f} ms at the end. Damping "
-             f"{result['damping']}, {result['curvature']}. Cost = sampler inputs + draw + fit + scoring "
-             f"of all test points against all training points, as a multiple of that pass; memory = peak resident "
-             f"memory the configuration added.", "",
-             "Most faithful configuration within each budget:", "",
-             "| budget (× fwd+bwd) | method | LDS | cost (× fwd+bwd) | peak MB |", "|---:|---|---|---:|---:|"]
+    lines = [
+        f"### Frontier: {result['ground_truth']} (p = {result['n_params']}, n = {result['n_train']}, "
+        f"{result['n_test_points']} test points, LDS against K = {rr['k_done']}"
+        f"{' (partial)' if rr['partial'] else ''} retrained subsets × R = {rr['plan']['n_seeds']}, noise ceiling "
+        f"{rr['noise_ceiling']['loss']['ceiling']:.3f})",
+        "",
+        f"`{result['command']}` (commit {result['git_commit']}); torch threads {env.get('torch_threads')}, "
+        f"load average {env.get('load_average_at_start')} at the start, {env.get('load_average_at_end')} at the "
+        f"end. Times are process CPU seconds (one thread; see benchmarks/frontier.py). One forward+backward "
+        f"pass over "
+        f"the training set: {result['forward_backward_seconds'] * 1e3:.1f} "
+        f"ms at the start, {result['forward_backward_seconds_at_end'] * 1e3:.1f} ms at the end. Damping "
+        f"{result['damping']}, {result['curvature']}. Cost = sampler inputs + draw + fit + scoring "
+        f"of all test points against all training points, as a multiple of that pass; memory = peak resident "
+        f"memory the configuration added.",
+        "",
+        "Most faithful configuration within each budget:",
+        "",
+        "| budget (× fwd+bwd) | method | LDS | cost (× fwd+bwd) | peak MB |",
+        "|---:|---|---|---:|---:|",
+    ]
     for b in result["budgets"]:
-        lines.append(f"| {'∞' if not math.isfinite(b['budget']) else int(b['budget'])} | {b['best'] or '—'} | "
-                     f"{_f(b['lds_mean'])} ± {_f(b['lds_std'])} | {_f(b['cost_ratio'], 0)} | {_f(b['peak_mb'], 0)} |")
-    lines += ["", "Every configuration (mean ± std over sampler seeds; ★ = on the time Pareto frontier, "
-                  "◆ = on the memory Pareto frontier):", "",
-              "| configuration | LDS | cost (× fwd+bwd) | CPU s | wall s | peak MB | frontier | failed | status |",
-              "|---|---|---:|---:|---:|---:|:---:|---:|---|"]
+        lines.append(
+            f"| {'∞' if not math.isfinite(b['budget']) else int(b['budget'])} | {b['best'] or '—'} | "
+            f"{_f(b['lds_mean'])} ± {_f(b['lds_std'])} | {_f(b['cost_ratio'], 0)} | {_f(b['peak_mb'], 0)} |"
+        )
+    lines += [
+        "",
+        "Every configuration (mean ± std over sampler seeds; ★ = on the time Pareto frontier, "
+        "◆ = on the memory Pareto frontier):",
+        "",
+        "| configuration | LDS | cost (× fwd+bwd) | CPU s | wall s | peak MB | frontier | failed | status |",
+        "|---|---|---:|---:|---:|---:|:---:|---:|---|",
+    ]
     for s in sorted(result["summary"], key=lambda s: s["cost_ratio"]):
         mark = ("★" if s["pareto"] else "") + ("◆" if s["pareto_memory"] else "")
-        lines.append(f"| {label(s)} | {_f(s['lds_mean'])} ± {_f(s['lds_std'])} | {_f(s['cost_ratio'], 0)} | "
-                     f"{_f(s['seconds'], 2)} | {_f(s['wall_seconds'], 2)} | {_f(s['peak_mb'], 0)} | {mark} | "
-                     f"{s['failed']}/{s['seeds']} | "
-                     f"{s['status'] if s['status'] != 'ok' else ''} |")
+        lines.append(
+            f"| {label(s)} | {_f(s['lds_mean'])} ± {_f(s['lds_std'])} | {_f(s['cost_ratio'], 0)} | "
+            f"{_f(s['seconds'], 2)} | {_f(s['wall_seconds'], 2)} | {_f(s['peak_mb'], 0)} | {mark} | "
+            f"{s['failed']}/{s['seeds']} | "
+            f"{s['status'] if s['status'] != 'ok' else ''} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -337,21 +412,40 @@ def plot(result: dict[str, Any], path: Path) -> None:
     markers = dict(zip(solvers, "os^vDPX*hp<>"))
     for s in summary:
         color = "black" if s["method"] != "sampled" else None
-        ax.scatter(s["cost_ratio"], s["lds_mean"], marker=markers.get(s["solver"], "o"), s=22,
-                   alpha=0.9 if s["pareto"] else 0.35, color=color or f"C{solvers.index(s['solver']) % 10}")
+        ax.scatter(
+            s["cost_ratio"],
+            s["lds_mean"],
+            marker=markers.get(s["solver"], "o"),
+            s=22,
+            alpha=0.9 if s["pareto"] else 0.35,
+            color=color or f"C{solvers.index(s['solver']) % 10}",
+        )
     front = sorted((s for s in summary if s["pareto"]), key=lambda s: s["cost_ratio"])
-    ax.step([s["cost_ratio"] for s in front], [s["lds_mean"] for s in front], where="post", color="red", lw=1.2,
-            label="Pareto frontier")
+    ax.step(
+        [s["cost_ratio"] for s in front],
+        [s["lds_mean"] for s in front],
+        where="post",
+        color="red",
+        lw=1.2,
+        label="Pareto frontier",
+    )
     last = -np.inf
     for s in front:  # label the frontier where it steps up by more than 0.01 (legible)
         if s["lds_mean"] > last + 0.01:
-            ax.annotate(label(s), (s["cost_ratio"], s["lds_mean"]), fontsize=7, xytext=(4, -9),
-                        textcoords="offset points")
+            ax.annotate(
+                label(s), (s["cost_ratio"], s["lds_mean"]), fontsize=7, xytext=(4, -9), textcoords="offset points"
+            )
             last = s["lds_mean"]
     for s in summary:
         if s["method"] != "sampled" and not s["pareto"]:
-            ax.annotate(label(s), (s["cost_ratio"], s["lds_mean"]), fontsize=7, xytext=(4, 4),
-                        textcoords="offset points", color="gray")
+            ax.annotate(
+                label(s),
+                (s["cost_ratio"], s["lds_mean"]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+                color="gray",
+            )
     for solver in solvers:
         ax.scatter([], [], marker=markers[solver], color=f"C{solvers.index(solver) % 10}", label=solver)
     ceiling = result["ground_truth_recipe"]["noise_ceiling"]["loss"]["ceiling"]
@@ -390,25 +484,44 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ground-truth", required=True, help="a name in ground_truth/ (e.g. digits_mlp) or a path")
     ap.add_argument("--samplers", nargs="+", default=None, help="default: every registered sampler")
-    ap.add_argument("--solvers", nargs="+", default=None,
-                    help=f"solvers fitted on the sample (default: every registered one but {list(SAMPLE_SKIP)})")
-    ap.add_argument("--full-solvers", nargs="+", default=None,
-                    help=f"solvers fitted on all n points (default: every registered one but {list(FULL_SKIP)}; "
-                         "exact only where p <= 20,000)")
-    ap.add_argument("--every-solver-samplers", nargs="*", default=None,
-                    help="samplers run with every solver (default: all); the others only with --main-solver")
+    ap.add_argument(
+        "--solvers",
+        nargs="+",
+        default=None,
+        help=f"solvers fitted on the sample (default: every registered one but {list(SAMPLE_SKIP)})",
+    )
+    ap.add_argument(
+        "--full-solvers",
+        nargs="+",
+        default=None,
+        help=f"solvers fitted on all n points (default: every registered one but {list(FULL_SKIP)}; "
+        "exact only where p <= 20,000)",
+    )
+    ap.add_argument(
+        "--every-solver-samplers",
+        nargs="*",
+        default=None,
+        help="samplers run with every solver (default: all); the others only with --main-solver",
+    )
     ap.add_argument("--main-solver", default="exact", help="the solver of the other samplers")
     ap.add_argument("--m", type=int, nargs="+", default=[32, 64, 128, 256, 512])
-    ap.add_argument("--solver-max-m", nargs="*", default=["lissa=256", "exact=512"], metavar="SOLVER=M",
-                    help="largest m run with SOLVER (default lissa=256, exact=512: beyond them the sample stops being "
-                         "cheap: LiSSA's iterations grow with m, and exact turns to the dense LU once m(C−1) >= p, "
-                         "which costs as much as the full-data exact solve on digits MLP)")
+    ap.add_argument(
+        "--solver-max-m",
+        nargs="*",
+        default=["lissa=256", "exact=512"],
+        metavar="SOLVER=M",
+        help="largest m run with SOLVER (default lissa=256, exact=512: beyond them the sample stops being "
+        "cheap: LiSSA's iterations grow with m, and exact turns to the dense LU once m(C−1) >= p, "
+        "which costs as much as the full-data exact solve on digits MLP)",
+    )
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds 0..N-1 per configuration")
     ap.add_argument("--damping", type=float, default=0.01)
     ap.add_argument("--curvature", default="gauss_newton", choices=("gauss_newton", "hessian"))
-    ap.add_argument("--recompute-inputs", action="store_true",
-                    help="recompute the sampler inputs in every configuration (default: once, its time added to "
-                         "each)")
+    ap.add_argument(
+        "--recompute-inputs",
+        action="store_true",
+        help="recompute the sampler inputs in every configuration (default: once, its time added to each)",
+    )
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
     ap.add_argument("--out", default="docs/frontier")
     ap.add_argument("--name", default=None, help="file stem (default: the ground truth's name)")

@@ -23,9 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CASES = [("logreg", {"weight_decay": 1e-2}, 0.1), ("logreg", {"weight_decay": 1e-3}, 0.1),
-         ("logreg", {"weight_decay": 1e-5}, 0.1), ("logreg", {"weight_decay": 1e-3}, 0.3),
-         ("mlp", None, 0.1), ("mlp", None, 0.3)]
+CASES = [
+    ("logreg", {"weight_decay": 1e-2}, 0.1),
+    ("logreg", {"weight_decay": 1e-3}, 0.1),
+    ("logreg", {"weight_decay": 1e-5}, 0.1),
+    ("logreg", {"weight_decay": 1e-3}, 0.3),
+    ("mlp", None, 0.1),
+    ("mlp", None, 0.3),
+]
 
 
 def main() -> None:
@@ -51,20 +56,34 @@ def main() -> None:
         import numpy as np
 
         clean = np.setdiff1d(np.arange(data.n_train), result.flipped)
-        rows.append({"model": arch, "settings": {k: v for k, v in settings.items() if k != "hidden"}
-                     | ({"hidden": list(settings["hidden"])} if "hidden" in settings else {}),
-                     "flipped_share": fraction, "seed": args.seed,
-                     "auc_self_influence": by["self-influence"]["AUC"], "auc_training_loss": by["training loss"]["AUC"],
-                     "found_10_self_influence": by["self-influence"]["found after 10%"],
-                     "found_10_training_loss": by["training loss"]["found after 10%"],
-                     "mean_loss_flipped": float(result.train_loss[result.flipped].mean()),
-                     "mean_loss_clean": float(result.train_loss[clean].mean()),
-                     "test_accuracy": result.test_accuracy, "seconds": round(time.perf_counter() - start, 1)})
+        rows.append(
+            {
+                "model": arch,
+                "settings": {k: v for k, v in settings.items() if k != "hidden"}
+                | ({"hidden": list(settings["hidden"])} if "hidden" in settings else {}),
+                "flipped_share": fraction,
+                "seed": args.seed,
+                "auc_self_influence": by["self-influence"]["AUC"],
+                "auc_training_loss": by["training loss"]["AUC"],
+                "found_10_self_influence": by["self-influence"]["found after 10%"],
+                "found_10_training_loss": by["training loss"]["found after 10%"],
+                "mean_loss_flipped": float(result.train_loss[result.flipped].mean()),
+                "mean_loss_clean": float(result.train_loss[clean].mean()),
+                "test_accuracy": result.test_accuracy,
+                "seconds": round(time.perf_counter() - start, 1),
+            }
+        )
         print(rows[-1], flush=True)
-    record = {"what": __doc__.split("\n\n")[0], "command": "python benchmarks/lesson_mislabel.py "
-              + " ".join(sys.argv[1:]), "dataset": "digits (seed 0 split)", "damping": 0.01,
-              "curvature": "gauss_newton", "rows": rows, "load_before": before,
-              "load_after": [round(x, 2) for x in os.getloadavg()]}
+    record = {
+        "what": __doc__.split("\n\n")[0],
+        "command": "python benchmarks/lesson_mislabel.py " + " ".join(sys.argv[1:]),
+        "dataset": "digits (seed 0 split)",
+        "damping": 0.01,
+        "curvature": "gauss_newton",
+        "rows": rows,
+        "load_before": before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+    }
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

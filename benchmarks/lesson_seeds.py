@@ -58,25 +58,56 @@ def main() -> None:
     for m in MS:
         for name in SAMPLERS:
             samples = [ic.sample_hessian_subset(model, data, name, m, seed=s, inputs=inputs) for s in range(SEEDS)]
-            inverses = fit_across_samples(calc.objective, samples, solver="exact", damping=0.01,
-                                          curvature="gauss_newton")
+            inverses = fit_across_samples(
+                calc.objective, samples, solver="exact", damping=0.01, curvature="gauss_newton"
+            )
             scores, _ = scores_across_samples(calc, inverses, data.X_test[tests], data.y_test[tests])
             sc = np.asarray(scores)
-            per_test = np.array([(np.mean([metrics.topk_overlap(sc[a][t], sc[b][t], 10) for a, b in pairs]),
-                                  np.mean([metrics.spearman(sc[a][t], sc[b][t]) for a, b in pairs]),
-                                  np.mean([metrics.spearman(sc[s][t], full[t]) for s in range(SEEDS)]))
-                                 for t in range(len(tests))])
-            rows.append({"sampler": name, "m": m, "top10_shared": float(per_test[:, 0].mean()),
-                         "seed_spearman": float(per_test[:, 1].mean()), "full_spearman": float(per_test[:, 2].mean()),
-                         "lesson_point": {"top10_shared": float(per_test[0, 0]), "seed_spearman": float(per_test[0, 1]),
-                                          "full_spearman": float(per_test[0, 2])}})
+            per_test = np.array(
+                [
+                    (
+                        np.mean([metrics.topk_overlap(sc[a][t], sc[b][t], 10) for a, b in pairs]),
+                        np.mean([metrics.spearman(sc[a][t], sc[b][t]) for a, b in pairs]),
+                        np.mean([metrics.spearman(sc[s][t], full[t]) for s in range(SEEDS)]),
+                    )
+                    for t in range(len(tests))
+                ]
+            )
+            rows.append(
+                {
+                    "sampler": name,
+                    "m": m,
+                    "top10_shared": float(per_test[:, 0].mean()),
+                    "seed_spearman": float(per_test[:, 1].mean()),
+                    "full_spearman": float(per_test[:, 2].mean()),
+                    "lesson_point": {
+                        "top10_shared": float(per_test[0, 0]),
+                        "seed_spearman": float(per_test[0, 1]),
+                        "full_spearman": float(per_test[0, 2]),
+                    },
+                }
+            )
             print(rows[-1], flush=True)
-    record = {"what": __doc__.split("\n\n")[0], "command": "python benchmarks/lesson_seeds.py " + " ".join(sys.argv[1:]),
-              "model": {"dataset": "digits", "arch": cfg.arch, "hidden": cfg.hidden, "epochs": cfg.epochs,
-                        "seed": cfg.seed, "test_accuracy": model.training_report["test_accuracy"]},
-              "test_points": tests, "seeds": SEEDS, "damping": 0.01, "curvature": "gauss_newton", "rows": rows,
-              "seconds": round(time.perf_counter() - start, 1), "load_before": before,
-              "load_after": [round(x, 2) for x in os.getloadavg()]}
+    record = {
+        "what": __doc__.split("\n\n")[0],
+        "command": "python benchmarks/lesson_seeds.py " + " ".join(sys.argv[1:]),
+        "model": {
+            "dataset": "digits",
+            "arch": cfg.arch,
+            "hidden": cfg.hidden,
+            "epochs": cfg.epochs,
+            "seed": cfg.seed,
+            "test_accuracy": model.training_report["test_accuracy"],
+        },
+        "test_points": tests,
+        "seeds": SEEDS,
+        "damping": 0.01,
+        "curvature": "gauss_newton",
+        "rows": rows,
+        "seconds": round(time.perf_counter() - start, 1),
+        "load_before": before,
+        "load_after": [round(x, 2) for x in os.getloadavg()],
+    }
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

@@ -42,27 +42,36 @@ from influence_core.solvers.registry import fit_inverse  # noqa: E402
 from influence_core.studies.output import write_json, write_text  # noqa: E402
 
 MODELS = {"digits_mlp": ("digits", "mlp"), "mnist5k_mlp": ("mnist5k", "mlp")}
-VARIANTS: dict[str, dict[str, Any]] = {"nystrom": {}, "top64": {"rank": 64},
-                                       "ritz64": {"eigenvalues": "full", "rank": 64}}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "nystrom": {},
+    "top64": {"rank": 64},
+    "ritz64": {"eigenvalues": "full", "rank": 64},
+}
 
 
 def load_average() -> list[float]:
     return [round(v, 2) for v in os.getloadavg()]
 
 
-def timed_solve(obj: Objective, B: torch.Tensor, solver: str, indices: Any, weights: Any, damping: float,
-                **options: Any) -> tuple[dict[str, Any], torch.Tensor]:
+def timed_solve(
+    obj: Objective, B: torch.Tensor, solver: str, indices: Any, weights: Any, damping: float, **options: Any
+) -> tuple[dict[str, Any], torch.Tensor]:
     t0 = time.perf_counter()
     fit = fit_inverse(obj, indices, weights, solver=solver, damping=damping, curvature="gauss_newton", **options)
     t1 = time.perf_counter()
     result = fit.solve(B)
     t2 = time.perf_counter()
-    record = {"iterations": result.iterations, "converged": result.converged,
-              "stop": result.info.get("stop", "tol" if result.converged else "max_iter"),
-              "fit_seconds": t1 - t0, "solve_seconds": t2 - t1, "seconds": t2 - t0,
-              "setup_products": int(result.info.get("setup_products", 0)),
-              "preconditioner_rank": result.info.get("preconditioner_rank"),
-              "trace": [float(f"{v:.4g}") for v in result.trace]}
+    record = {
+        "iterations": result.iterations,
+        "converged": result.converged,
+        "stop": result.info.get("stop", "tol" if result.converged else "max_iter"),
+        "fit_seconds": t1 - t0,
+        "solve_seconds": t2 - t1,
+        "seconds": t2 - t0,
+        "setup_products": int(result.info.get("setup_products", 0)),
+        "preconditioner_rank": result.info.get("preconditioner_rank"),
+        "trace": [float(f"{v:.4g}") for v in result.trace],
+    }
     record["full_products"] = record["iterations"] * len(B) + record["setup_products"]
     return record, result.x
 
@@ -70,18 +79,33 @@ def timed_solve(obj: Objective, B: torch.Tensor, solver: str, indices: Any, weig
 def run_model(name: str, args: argparse.Namespace, command: str) -> dict[str, Any]:
     dataset_name, arch = MODELS[name]
     out = Path(args.out) / f"{name}.json"
-    record: dict[str, Any] = {"command": command, "model": name, "environment": environment(),
-                              "load_average_start": load_average()}
+    record: dict[str, Any] = {
+        "command": command,
+        "model": name,
+        "environment": environment(),
+        "load_average_start": load_average(),
+    }
     t0 = time.perf_counter()
     dataset = load_dataset(dataset_name, seed=0)
     model = train_model(dataset, arch, seed=0)
     obj = Objective(model, dataset.X_train, dataset.y_train, model.weight_decay)
-    record["setup"] = {"dataset": dataset_name, "arch": arch, "n_train": obj.n, "p": obj.n_params,
-                       "weight_decay": model.weight_decay, "damping": args.damping, "tol": args.tol,
-                       "n_rhs": args.n_rhs, "ms": args.ms, "seeds": args.seeds, "variants": args.variants,
-                       "samplers": args.samplers, "train_seconds": time.perf_counter() - t0,
-                       "torch_threads": torch.get_num_threads()}
-    B = obj.query_gradients(dataset.X_test[:args.n_rhs], dataset.y_test[:args.n_rhs])
+    record["setup"] = {
+        "dataset": dataset_name,
+        "arch": arch,
+        "n_train": obj.n,
+        "p": obj.n_params,
+        "weight_decay": model.weight_decay,
+        "damping": args.damping,
+        "tol": args.tol,
+        "n_rhs": args.n_rhs,
+        "ms": args.ms,
+        "seeds": args.seeds,
+        "variants": args.variants,
+        "samplers": args.samplers,
+        "train_seconds": time.perf_counter() - t0,
+        "torch_threads": torch.get_num_threads(),
+    }
+    B = obj.query_gradients(dataset.X_test[: args.n_rhs], dataset.y_test[: args.n_rhs])
     inputs = sampler_inputs(model, dataset)
     plain, X_ref = timed_solve(obj, B, "cg", None, None, args.damping, tol=args.tol, max_iter=args.max_iter)
     record["plain_cg"] = plain
@@ -96,14 +120,33 @@ def run_model(name: str, args: argparse.Namespace, command: str) -> dict[str, An
                 sample = draw_sample(sampler, inputs, m, seed=seed, **options)
                 sample_seconds = time.perf_counter() - ts
                 for variant in args.variants:
-                    row, X = timed_solve(obj, B, "pcg", sample.indices, sample.weights, args.damping, tol=args.tol,
-                                         max_iter=args.max_iter, **VARIANTS[variant])
-                    row.update({"sampler": sampler, "m": m, "seed": seed, "variant": variant,
-                                "sample_seconds": sample_seconds,
-                                "relative_difference_from_cg": float((X - X_ref).norm() / X_ref.norm())})
+                    row, X = timed_solve(
+                        obj,
+                        B,
+                        "pcg",
+                        sample.indices,
+                        sample.weights,
+                        args.damping,
+                        tol=args.tol,
+                        max_iter=args.max_iter,
+                        **VARIANTS[variant],
+                    )
+                    row.update(
+                        {
+                            "sampler": sampler,
+                            "m": m,
+                            "seed": seed,
+                            "variant": variant,
+                            "sample_seconds": sample_seconds,
+                            "relative_difference_from_cg": float((X - X_ref).norm() / X_ref.norm()),
+                        }
+                    )
                     rows.append(row)
-                    print(f"  {sampler:16s} m={m:4d} seed={seed} {variant:8s} {row['iterations']:4d} it "
-                          f"{row['seconds']:6.1f} s", flush=True)
+                    print(
+                        f"  {sampler:16s} m={m:4d} seed={seed} {variant:8s} {row['iterations']:4d} it "
+                        f"{row['seconds']:6.1f} s",
+                        flush=True,
+                    )
                     record["load_average_end"] = load_average()
                     write_json(out, record, indent=1)
                     write_text(Path(args.out) / f"{name}.md", markdown(record))
@@ -116,14 +159,21 @@ def run_model(name: str, args: argparse.Namespace, command: str) -> dict[str, An
 
 def markdown(record: dict[str, Any]) -> str:
     s, plain = record["setup"], record["plain_cg"]
-    lines = [f"### Preconditioning: {s['dataset']} / {s['arch']} (n = {s['n_train']}, p = {s['p']}, "
-             f"wd = {s['weight_decay']:g}, δ = {s['damping']:g}, {s['n_rhs']} right-hand sides, tol {s['tol']:g})",
-             "", f"Command: `{record['command']}`  ", f"Load average at start {record['load_average_start']}, at end "
-             f"{record['load_average_end']}; torch threads {s['torch_threads']}.", "",
-             f"Plain CG on the full data: **{plain['iterations']} iterations**, {plain['seconds']:.1f} s "
-             f"({plain['full_products']} full-data products).", "",
-             "PCG, mean ± std over seeds of iterations (and mean wall seconds, fit + solve); ratio = mean iterations "
-             "/ plain CG's.", ""]
+    lines = [
+        f"### Preconditioning: {s['dataset']} / {s['arch']} (n = {s['n_train']}, p = {s['p']}, "
+        f"wd = {s['weight_decay']:g}, δ = {s['damping']:g}, {s['n_rhs']} right-hand sides, tol {s['tol']:g})",
+        "",
+        f"Command: `{record['command']}`  ",
+        f"Load average at start {record['load_average_start']}, at end "
+        f"{record['load_average_end']}; torch threads {s['torch_threads']}.",
+        "",
+        f"Plain CG on the full data: **{plain['iterations']} iterations**, {plain['seconds']:.1f} s "
+        f"({plain['full_products']} full-data products).",
+        "",
+        "PCG, mean ± std over seeds of iterations (and mean wall seconds, fit + solve); ratio = mean iterations "
+        "/ plain CG's.",
+        "",
+    ]
     variants = s["variants"]
     lines.append("| sampler | m | " + " | ".join(f"{v} it | {v} s | {v} ratio" for v in variants) + " |")
     lines.append("|---|---:|" + "---:|---:|---:|" * len(variants))
@@ -143,8 +193,11 @@ def markdown(record: dict[str, Any]) -> str:
                 cells.append(f"{it.mean():.1f} ± {it.std():.1f}{flag} | {sec:.1f} | {ratio:.2f}")
             lines.append(f"| {sampler} | {m} | " + " | ".join(cells) + " |")
     worst = max((r["relative_difference_from_cg"] for r in rows), default=float("nan"))
-    lines += ["", f"Largest relative difference of a PCG answer from plain CG's: {worst:.2e} (both at tol "
-              f"{s['tol']:g}).", ""]
+    lines += [
+        "",
+        f"Largest relative difference of a PCG answer from plain CG's: {worst:.2e} (both at tol {s['tol']:g}).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ retrained without the class, for the fixed update (Newton step on L_r) and the o
 
     PYTHONPATH=. python benchmarks/removal_scale_check.py
 """
+
 import json
 
 import torch
@@ -24,8 +25,10 @@ for c in range(10):
     H_mean = Objective(model, data.X_train[keep], data.y_train[keep], task.weight_decay).hessian()
     old = torch.linalg.solve(H_mean, task.gradient_sum(c)) / data.n_train
     d0 = float((task.theta - theta_ref).norm())
-    out[c] = {"fixed": float((task.theta + res.delta - theta_ref).norm()) / d0,
-              "old": float((task.theta + old - theta_ref).norm()) / d0,
-              "agreement_fixed": res.reference["prediction_agreement"]["alpha_1"]}
+    out[c] = {
+        "fixed": float((task.theta + res.delta - theta_ref).norm()) / d0,
+        "old": float((task.theta + old - theta_ref).norm()) / d0,
+        "agreement_fixed": res.reference["prediction_agreement"]["alpha_1"],
+    }
     print(c, out[c], flush=True)
 print(json.dumps({"model": model.training_report, "relative_distance": out}, indent=1))

@@ -6,6 +6,7 @@ distance) at α = 1 and at the chosen α. Not a study: three seeds, one class, n
 
     PYTHONPATH=. python benchmarks/removal_smoke_check.py > docs/removal/smoke_check.txt
 """
+
 import numpy as np
 import torch
 
@@ -18,16 +19,28 @@ data = load_dataset("digits")
 model = train_model(data, "logreg", seed=0)
 print("training:", {k: model.training_report[k] for k in ("grad_norm", "grad_tol", "grad_tol_reached")})
 task = ClassRemoval(model, data)
-print("sampler | F1 honest | chosen α | edge | F1 oracle | F1 α=1 | agree α=1 | agree chosen | rel.dist α=1 | "
-      "rel.dist chosen")
+print(
+    "sampler | F1 honest | chosen α | edge | F1 oracle | F1 α=1 | agree α=1 | agree chosen | rel.dist α=1 | "
+    "rel.dist chosen"
+)
 for sampler in ["full", *available_samplers()]:
     rows = []
     for seed in (0, 1, 2):
         r = task.run(3, sampler, None if sampler == "full" else 128, seed, retrain_reference=True)
         ref = r.reference
-        rows.append([r.selected["f1"], r.selected["alpha"], r.alpha_edge is not None, r.best["f1"], r.at_one["f1"],
-                     ref["report_agreement"]["alpha_1"], ref["report_agreement"]["selected_alpha"],
-                     ref["relative_distance"]["alpha_1"], ref["relative_distance"]["selected_alpha"]])
+        rows.append(
+            [
+                r.selected["f1"],
+                r.selected["alpha"],
+                r.alpha_edge is not None,
+                r.best["f1"],
+                r.at_one["f1"],
+                ref["report_agreement"]["alpha_1"],
+                ref["report_agreement"]["selected_alpha"],
+                ref["relative_distance"]["alpha_1"],
+                ref["relative_distance"]["selected_alpha"],
+            ]
+        )
         if sampler == "full":
             break
     v = np.array(rows, dtype=float).mean(axis=0)

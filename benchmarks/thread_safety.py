@@ -43,23 +43,34 @@ def _median_seconds(fn, repeats: int) -> float:
 def replica_cost(name: str, model: torch.nn.Module, x: torch.Tensor) -> dict:
     private = replica(model)
     own = {id(t) for t in list(model.parameters()) + list(model.buffers())}
-    extra = sum(t.numel() * t.element_size() for t in list(private.parameters()) + list(private.buffers())
-                if id(t) not in own)
+    extra = sum(
+        t.numel() * t.element_size() for t in list(private.parameters()) + list(private.buffers()) if id(t) not in own
+    )
     with torch.no_grad():
         forward = _median_seconds(lambda: private(x), 10)
     thread_replica(model)
-    return {"model": name, "parameters": sum(p.numel() for p in model.parameters()),
-            "replica_ms": 1e3 * _median_seconds(lambda: replica(model), 20),
-            "lookup_us": 1e6 * _median_seconds(lambda: thread_replica(model), 200),
-            "forward_ms": 1e3 * forward, "extra_weight_bytes": int(extra)}
+    return {
+        "model": name,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "replica_ms": 1e3 * _median_seconds(lambda: replica(model), 20),
+        "lookup_us": 1e6 * _median_seconds(lambda: thread_replica(model), 200),
+        "forward_ms": 1e3 * forward,
+        "extra_weight_bytes": int(extra),
+    }
 
 
 def thread_scaling(n_threads: int) -> dict:
     ds = load_dataset("digits")
     model = train_model(ds, "mlp", seed=0)
     calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
-    calc.fit(hessian_indices=np.arange(0, ds.n_train, 5), solver="cg", damping=0.01, curvature="gauss_newton",
-             tol=1e-8, max_iter=300)
+    calc.fit(
+        hessian_indices=np.arange(0, ds.n_train, 5),
+        solver="cg",
+        damping=0.01,
+        curvature="gauss_newton",
+        tol=1e-8,
+        max_iter=300,
+    )
     chunks = [np.arange(4 * i, 4 * i + 4) for i in range(n_threads)]
     calc.scores(ds.X_test[-4:], ds.y_test[-4:])  # warm-up: first-call costs are not the mechanism's
     t0 = time.perf_counter()
@@ -78,9 +89,14 @@ def thread_scaling(n_threads: int) -> dict:
         t.join()
     threaded = time.perf_counter() - t0
     rel = max(float(np.max(np.abs(g - e)) / np.max(np.abs(e))) for g, e in zip(got, expected))
-    return {"threads": n_threads, "sequential_s": sequential, "threaded_s": threaded,
-            "threaded_over_sequential": threaded / sequential, "max_relative_difference": rel,
-            "bitwise_equal": all(np.array_equal(g, e) for g, e in zip(got, expected))}
+    return {
+        "threads": n_threads,
+        "sequential_s": sequential,
+        "threaded_s": threaded,
+        "threaded_over_sequential": threaded / sequential,
+        "max_relative_difference": rel,
+        "bitwise_equal": all(np.array_equal(g, e) for g, e in zip(got, expected)),
+    }
 
 
 def main() -> None:
@@ -95,9 +111,15 @@ def main() -> None:
         replica_cost("cnn (28x28)", build_model("cnn", 784, 10, image_shape=(28, 28)), torch.randn(256, 784)),
         replica_cost("resnet18 (28x28)", build_model("resnet18", 784, 10, image_shape=(28, 28)), torch.randn(256, 784)),
     ]
-    result = {"command": "python benchmarks/thread_safety.py --out " + args.out, "machine": platform.processor()
-              or platform.machine(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-              "load_average_before": load_before, "replicas": rows, "scaling": thread_scaling(args.threads)}
+    result = {
+        "command": "python benchmarks/thread_safety.py --out " + args.out,
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_before": load_before,
+        "replicas": rows,
+        "scaling": thread_scaling(args.threads),
+    }
     result["load_average_after"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     with atomic_write(args.out) as f:

@@ -32,7 +32,7 @@ _PUBLIC: dict[str, str] = {
     "influence_core.influence.calculator": "InfluenceCalculator NotFittedError influence_scores top_influences",
     "influence_core.models.zoo": "build_model penultimate_features predict_logits",
     "influence_core.sampling.samplers": "HessianSample SamplerInputs available_samplers draw_sample register_sampler "
-                                        "confidence curvature_proxy RENAMED_SAMPLERS sampler_description",
+    "confidence curvature_proxy RENAMED_SAMPLERS sampler_description",
     "influence_core.sampling.projection": "project_2d",
     "influence_core.influence.across_samples": "fit_across_samples scores_across_samples",
     "influence_core.evaluation.lds": "RetrainPlan",

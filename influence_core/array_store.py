@@ -26,9 +26,10 @@ import os
 import threading
 import time
 import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -76,7 +77,9 @@ def code_version(*modules: str) -> str:
 
 def entry_key(kind: str, config: Mapping[str, Any], version: str) -> str:
     """32 hex digits of SHA-256 over the canonical JSON of (kind, config, code version)."""
-    return hashlib.sha256(_canonical({"kind": kind, "config": config, "code_version": version}).encode()).hexdigest()[:32]
+    return hashlib.sha256(_canonical({"kind": kind, "config": config, "code_version": version}).encode()).hexdigest()[
+        :32
+    ]
 
 
 @dataclass(frozen=True)
@@ -118,17 +121,31 @@ class ArrayStore:
             return self._locks.setdefault(key, threading.Lock())
 
     # ------------------------------------------------------------------ read / write
-    def save(self, kind: str, config: Mapping[str, Any], version: str, arrays: Mapping[str, np.ndarray],
-             meta: Mapping[str, Any] | None = None) -> Path:
+    def save(
+        self,
+        kind: str,
+        config: Mapping[str, Any],
+        version: str,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any] | None = None,
+    ) -> Path:
         """Write one entry atomically; ``arrays`` are numeric/bool numpy arrays (no objects), ``meta`` is
         JSON-serialisable (e.g. a training report). Returns the file's path."""
         path = self.path(kind, config, version)
         bad = [name for name, a in arrays.items() if name == META or np.asarray(a).dtype.hasobject]
         if bad:
             raise ValueError(f"cannot store {bad}: the name {META!r} is reserved and object arrays are refused")
-        record = {"format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "key": path.stem,
-                  "config": json.loads(_canonical(config)), "code_version": version, "created": time.time(),
-                  "meta": json.loads(_canonical(dict(meta or {}))), "arrays": sorted(arrays)}
+        record = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "kind": kind,
+            "key": path.stem,
+            "config": json.loads(_canonical(config)),
+            "code_version": version,
+            "created": time.time(),
+            "meta": json.loads(_canonical(dict(meta or {}))),
+            "arrays": sorted(arrays),
+        }
         if "label" in (meta or {}):
             record["label"] = str(meta["label"])
         blob = np.frombuffer(_canonical(record).encode("utf-8"), dtype=np.uint8)
@@ -155,33 +172,43 @@ class ArrayStore:
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, UnicodeDecodeError) as exc:
             raise StoreFileError(f"{path} cannot be read ({load_error(exc)})") from None
         if not isinstance(record, dict) or record.get("format") != FORMAT:
-            raise StoreFileError(f"{path} is not a file of this store (format {str(record.get('format'))[:40]!r})"
-                                 if isinstance(record, dict) else f"{path} has a malformed {META} record")
+            raise StoreFileError(
+                f"{path} is not a file of this store (format {str(record.get('format'))[:40]!r})"
+                if isinstance(record, dict)
+                else f"{path} has a malformed {META} record"
+            )
         if record.get("format_version") != FORMAT_VERSION:
-            raise StoreFileError(f"{path} has store format version {record.get('format_version')!r}, this code "
-                                 f"reads {FORMAT_VERSION}")
+            raise StoreFileError(
+                f"{path} has store format version {record.get('format_version')!r}, this code reads {FORMAT_VERSION}"
+            )
         return arrays, record
 
-    def load(self, kind: str, config: Mapping[str, Any], version: str
-             ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    def load(
+        self, kind: str, config: Mapping[str, Any], version: str
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
         """(arrays, meta) of the entry, or None when there is none. :class:`StoreFileError` when the file is
         corrupt, or foreign: its record names another kind, key, configuration or code version."""
         path = self.path(kind, config, version)
         if not path.exists():
             return None
         arrays, record = self.read_file(path)
-        expected = {"kind": kind, "key": path.stem, "config": json.loads(_canonical(config)),
-                    "code_version": version}
+        expected = {"kind": kind, "key": path.stem, "config": json.loads(_canonical(config)), "code_version": version}
         wrong = [name for name, value in expected.items() if record.get(name) != value]
         if wrong or sorted(arrays) != record.get("arrays"):
-            raise StoreFileError(f"{path} does not hold the entry its name says (different {', '.join(wrong) or 'arrays'}):"
-                                 " a foreign or renamed file")
+            raise StoreFileError(
+                f"{path} does not hold the entry its name says (different {', '.join(wrong) or 'arrays'}):"
+                " a foreign or renamed file"
+            )
         return arrays, record.get("meta", {})
 
-    def get_or_compute(self, kind: str, config: Mapping[str, Any], version: str,
-                       compute: Callable[[], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]],
-                       on_problem: Callable[[str], None] | None = None
-                       ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+    def get_or_compute(
+        self,
+        kind: str,
+        config: Mapping[str, Any],
+        version: str,
+        compute: Callable[[], tuple[Mapping[str, np.ndarray], Mapping[str, Any]]],
+        on_problem: Callable[[str], None] | None = None,
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
         """The entry's (arrays, meta, loaded) where ``loaded`` says it came from disk; otherwise ``compute()``
         (returning arrays and meta) runs once per process per entry and its result is saved. A corrupt or foreign
         file is reported to ``on_problem(message)``, removed, and recomputed."""

@@ -32,24 +32,40 @@ def _range(low: Any, high: Any, low_open: bool = False, high_open: bool = False)
 
 def check_int(name: str, value: Any, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an int in [low, high]; floats (even 3.0), booleans and strings are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or \
-            (low is not None and value < low) or (high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or (low is not None and value < low)
+        or (high is not None and value > high)
+    ):
         where = "" if low is None and high is None else " " + _range(low, high)
         raise ValueError(f"{name} must be an integer{where}, got {_shown(value)}")
     return int(value)
 
 
-def check_real(name: str, value: Any, low: float | None = None, high: float | None = None, *,
-               low_open: bool = False, high_open: bool = False) -> float:
+def check_real(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """``value`` as a finite float in the range (``low_open``/``high_open``: the bound itself excluded)."""
     ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
     if ok:
         v = float(value)
-        ok = math.isfinite(v) and not (low is not None and (v < low or (low_open and v == low))) and \
-            not (high is not None and (v > high or (high_open and v == high)))
+        ok = (
+            math.isfinite(v)
+            and not (low is not None and (v < low or (low_open and v == low)))
+            and not (high is not None and (v > high or (high_open and v == high)))
+        )
     if not ok:
-        raise ValueError(f"{name} must be a finite number {_range(low, high, low_open, high_open)}".rstrip()
-                         + f", got {_shown(value)}")
+        raise ValueError(
+            f"{name} must be a finite number {_range(low, high, low_open, high_open)}".rstrip()
+            + f", got {_shown(value)}"
+        )
     return float(value)
 
 
@@ -71,10 +87,14 @@ def check_model_storage(model: Any) -> None:
 
     for name, p in model.named_parameters():
         if p.is_meta:
-            raise ValueError(f"the model's parameter {name!r} is on the 'meta' device and holds no values; "
-                             "initialise or load the weights on a real device first (e.g. model.to_empty(device="
-                             "'cpu') then model.load_state_dict(...))")
+            raise ValueError(
+                f"the model's parameter {name!r} is on the 'meta' device and holds no values; "
+                "initialise or load the weights on a real device first (e.g. model.to_empty(device="
+                "'cpu') then model.load_state_dict(...))"
+            )
         if p.dtype in (torch.float16, torch.bfloat16):
-            raise ValueError(f"the model's parameters are {str(p.dtype).replace('torch.', '')}; influence needs "
-                             "float32 or float64 (half precision is too coarse for curvature solves, whatever the "
-                             "damping): pass model.float()")
+            raise ValueError(
+                f"the model's parameters are {str(p.dtype).replace('torch.', '')}; influence needs "
+                "float32 or float64 (half precision is too coarse for curvature solves, whatever the "
+                "damping): pass model.float()"
+            )

@@ -48,21 +48,39 @@ class InfluenceConfig:
     name (:meth:`preset`); :meth:`replace` for a variant. Equal configurations give the same scores.
     """
 
-    curvature: str = field(default="gauss_newton", metadata=_help(
-        "curvature of the sampled objective: 'gauss_newton' (positive semi-definite on any sample) or 'hessian'"))
-    damping: float = field(default=0.01, metadata=_help(
-        "δ >= 0 added to the curvature: (H_S + δI)⁻¹; on the scale of the mean curvature"))
-    solver: str = field(default="cg", metadata=_help(
-        "registered solver of (H_S + δI) x = b: exact, cg, lissa, low_rank, kfac, ekfac, arnoldi, or your own"))
-    solver_options: Mapping[str, Any] = field(default_factory=dict, metadata=_help(
-        "the solver's own options (e.g. tol, max_iter for cg), checked against its signature"))
-    sampler: str = field(default="random", metadata=_help(
-        "registered sampler that draws the Hessian sample when m is set (e.g. random, logit, feature)"))
-    m: int | None = field(default=None, metadata=_help(
-        "points in the Hessian sample; None = the whole training set (the removal: the whole remaining pool)"))
+    curvature: str = field(
+        default="gauss_newton",
+        metadata=_help(
+            "curvature of the sampled objective: 'gauss_newton' (positive semi-definite on any sample) or 'hessian'"
+        ),
+    )
+    damping: float = field(
+        default=0.01, metadata=_help("δ >= 0 added to the curvature: (H_S + δI)⁻¹; on the scale of the mean curvature")
+    )
+    solver: str = field(
+        default="cg",
+        metadata=_help(
+            "registered solver of (H_S + δI) x = b: exact, cg, lissa, low_rank, kfac, ekfac, arnoldi, or your own"
+        ),
+    )
+    solver_options: Mapping[str, Any] = field(
+        default_factory=dict,
+        metadata=_help("the solver's own options (e.g. tol, max_iter for cg), checked against its signature"),
+    )
+    sampler: str = field(
+        default="random",
+        metadata=_help("registered sampler that draws the Hessian sample when m is set (e.g. random, logit, feature)"),
+    )
+    m: int | None = field(
+        default=None,
+        metadata=_help(
+            "points in the Hessian sample; None = the whole training set (the removal: the whole remaining pool)"
+        ),
+    )
     seed: int = field(default=0, metadata=_help("seed of the sampler (the same seed gives the same sample)"))
-    sampler_options: Mapping[str, Any] = field(default_factory=dict, metadata=_help(
-        "the sampler's own options, checked against its signature"))
+    sampler_options: Mapping[str, Any] = field(
+        default_factory=dict, metadata=_help("the sampler's own options, checked against its signature")
+    )
 
     def __post_init__(self) -> None:
         from influence_core.sampling.samplers import available_samplers, check_sampler_options
@@ -72,8 +90,10 @@ class InfluenceConfig:
         object.__setattr__(self, "sampler_options", _options(self.sampler_options, "sampler_options"))
         problems = solver_problems(self.solver, self.curvature, self.damping, self.solver_options)
         if self.sampler != FULL_SAMPLE and self.sampler not in available_samplers():
-            problems.append(f"unknown sampler {self.sampler!r}; choose one of {available_samplers()} (or "
-                            f"{FULL_SAMPLE!r} with m=None for the whole training set)")
+            problems.append(
+                f"unknown sampler {self.sampler!r}; choose one of {available_samplers()} (or "
+                f"{FULL_SAMPLE!r} with m=None for the whole training set)"
+            )
         elif self.sampler == FULL_SAMPLE and self.sampler_options:
             problems.append(f"sampler {FULL_SAMPLE!r} takes no sampler_options, got {sorted(self.sampler_options)}")
         elif self.sampler != FULL_SAMPLE:
@@ -81,10 +101,11 @@ class InfluenceConfig:
                 check_sampler_options(self.sampler, self.sampler_options)
             except ValueError as exc:
                 problems.append(f"sampler_options: {exc}")
-        if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, numbers.Integral)
-                                   or self.m < 1):
-            problems.append(f"m must be an integer with 1 <= m <= the training points (the Hessian sample's size), "
-                            f"or None for the whole training set; got {self.m!r}")
+        if self.m is not None and (isinstance(self.m, bool) or not isinstance(self.m, numbers.Integral) or self.m < 1):
+            problems.append(
+                f"m must be an integer with 1 <= m <= the training points (the Hessian sample's size), "
+                f"or None for the whole training set; got {self.m!r}"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
             problems.append(f"seed must be an integer >= 0, got {self.seed!r}")
         if problems:
@@ -114,12 +135,19 @@ class InfluenceConfig:
             changes["sampler_options"] = {}
         return dataclasses.replace(self, **changes)
 
-    def with_overrides(self, *, solver: str | None = None, damping: float | None = None,
-                       curvature: str | None = None, **solver_options: Any) -> InfluenceConfig:
+    def with_overrides(
+        self,
+        *,
+        solver: str | None = None,
+        damping: float | None = None,
+        curvature: str | None = None,
+        **solver_options: Any,
+    ) -> InfluenceConfig:
         """This configuration with the keyword shortcuts of the entry points applied (None = keep): a new solver
         drops the old one's options; ``solver_options`` are merged over the (kept) options."""
-        changes: dict[str, Any] = {k: v for k, v in (("solver", solver), ("damping", damping),
-                                                      ("curvature", curvature)) if v is not None}
+        changes: dict[str, Any] = {
+            k: v for k, v in (("solver", solver), ("damping", damping), ("curvature", curvature)) if v is not None
+        }
         base = self.replace(**changes) if changes else self
         if solver_options:
             base = base.replace(solver_options={**base.solver_options, **solver_options})
@@ -178,8 +206,10 @@ def preset_values(name: str) -> dict[str, Any]:
     """The field values of a preset without building (and validating) it: cheap, imports no solver or torch."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {available_presets()}")
-    values = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
-              for f in dataclasses.fields(InfluenceConfig)}
+    values = {
+        f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        for f in dataclasses.fields(InfluenceConfig)
+    }
     return {**values, **PRESETS[name]}
 
 

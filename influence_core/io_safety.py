@@ -21,11 +21,24 @@ import contextlib
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
-__all__ = ["OutputPathError", "InputPathError", "check_output_file", "check_output_dir", "check_output_name",
-           "check_outputs", "check_input_file", "load_array", "load_error", "atomic_write", "atomic_path", "short_repr"]
+__all__ = [
+    "OutputPathError",
+    "InputPathError",
+    "check_output_file",
+    "check_output_dir",
+    "check_output_name",
+    "check_outputs",
+    "check_input_file",
+    "load_array",
+    "load_error",
+    "atomic_write",
+    "atomic_path",
+    "short_repr",
+]
 
 _PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
 
@@ -56,8 +69,9 @@ def _probe_writable(directory: Path, what: str, path: Path) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".write-probe-", dir=directory)
     except OSError as exc:
-        raise OutputPathError(f"{what} {path}: cannot write into {directory} ({exc.strerror or exc}); "
-                              "choose a writable location") from None
+        raise OutputPathError(
+            f"{what} {path}: cannot write into {directory} ({exc.strerror or exc}); choose a writable location"
+        ) from None
     os.close(fd)
     os.unlink(tmp)
 
@@ -71,8 +85,10 @@ def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
         raise OutputPathError(f"{what} needs a file path, got {short_repr(path)}")
     p = Path(os.path.expanduser(os.fspath(path)))
     if p.is_symlink():
-        raise OutputPathError(f"{what} {p} is a symbolic link; results are never written through a link (that "
-                              "would overwrite the file it points to): remove the link or give the real path")
+        raise OutputPathError(
+            f"{what} {p} is a symbolic link; results are never written through a link (that "
+            "would overwrite the file it points to): remove the link or give the real path"
+        )
     root = _in_pseudo_fs(p)
     if root is not None:
         raise OutputPathError(f"{what} {p} lies in {root}, a kernel pseudo-filesystem; choose a normal file path")
@@ -84,8 +100,7 @@ def check_output_file(path: str | os.PathLike, what: str = "--out") -> Path:
         raise OutputPathError(f"{what} {p} exists and is not writable; choose another path or fix its permissions")
     parent = p.parent
     if not parent.exists():
-        raise OutputPathError(f"{what} {p}: the folder {parent} does not exist; create it first "
-                              f"(mkdir -p {parent})")
+        raise OutputPathError(f"{what} {p}: the folder {parent} does not exist; create it first (mkdir -p {parent})")
     if not parent.is_dir():
         raise OutputPathError(f"{what} {p}: {parent} is a file, not a folder; choose another path")
     _probe_writable(parent, what, p)
@@ -98,8 +113,10 @@ def check_output_name(name: Any, what: str = "--name") -> str:
     if not isinstance(name, str) or not name.strip():
         raise OutputPathError(f"{what} needs a non-empty file name, got {short_repr(name)}")
     if "/" in name or "\\" in name or "\x00" in name or name in (".", "..") or name.startswith("~"):
-        raise OutputPathError(f"{what} {name!r} is a file name, not a path: it must not contain '/' (or be '.' or "
-                              "'..'); choose the folder with --out and give a plain name, e.g. my_run")
+        raise OutputPathError(
+            f"{what} {name!r} is a file name, not a path: it must not contain '/' (or be '.' or "
+            "'..'); choose the folder with --out and give a plain name, e.g. my_run"
+        )
     if len(name) > 200:
         raise OutputPathError(f"{what} is {len(name)} characters long; use at most 200")
     return name
@@ -133,8 +150,9 @@ def check_output_dir(path: str | os.PathLike, what: str = "--out", files: Any = 
     return p
 
 
-def check_outputs(files: dict[str, Any] | None = None, dirs: dict[str, Any] | None = None,
-                  names: dict[str, Any] | None = None) -> None:
+def check_outputs(
+    files: dict[str, Any] | None = None, dirs: dict[str, Any] | None = None, names: dict[str, Any] | None = None
+) -> None:
     """Check every output of one command before any work: ``files`` {option: file path}, ``dirs`` {option: dir
     path or (dir path, [file names written inside])}, ``names`` {option: file-name stem}; None values are skipped.
     Raises the first :class:`OutputPathError`."""
@@ -194,8 +212,10 @@ def load_array(path: Any, what: str, key: str | None = None) -> Any:
     with open(p, "rb") as fh:  # numpy reads anything without its header as a pickle: look before it does
         magic = fh.read(6)
     if (p.suffix == ".npy" and magic != b"\x93NUMPY") or (p.suffix == ".npz" and not zipfile.is_zipfile(p)):
-        raise InputPathError(f"{what} {p} is not a readable {p.suffix} array file (no {p.suffix} header: text or "
-                             "other data); save it with np.save / np.savez")
+        raise InputPathError(
+            f"{what} {p} is not a readable {p.suffix} array file (no {p.suffix} header: text or "
+            "other data); save it with np.save / np.savez"
+        )
     try:
         if p.suffix == ".npz":
             with np.load(p, allow_pickle=False) as f:
@@ -208,10 +228,14 @@ def load_array(path: Any, what: str, key: str | None = None) -> Any:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
         if "pickle" in str(exc).lower():
-            raise InputPathError(f"{what} {p} holds Python objects, which are never loaded (unpickling runs code); "
-                                 "save a plain numeric array (np.save(path, scores.astype(float)))") from None
-        raise InputPathError(f"{what} {p} is not a readable {p.suffix} array file ({type(exc).__name__}); save it "
-                             "with np.save / np.savez") from None
+            raise InputPathError(
+                f"{what} {p} holds Python objects, which are never loaded (unpickling runs code); "
+                "save a plain numeric array (np.save(path, scores.astype(float)))"
+            ) from None
+        raise InputPathError(
+            f"{what} {p} is not a readable {p.suffix} array file ({type(exc).__name__}); save it "
+            "with np.save / np.savez"
+        ) from None
     if not isinstance(arr, np.ndarray) or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise InputPathError(f"{what} {p} holds a {getattr(arr, 'dtype', type(arr).__name__)} array; save numbers")
     return arr
@@ -261,4 +285,3 @@ def jsonable(value: Any) -> Any:
     if hasattr(value, "to_dict") and callable(value.to_dict):
         return jsonable(value.to_dict())
     return value
-

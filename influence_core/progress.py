@@ -14,7 +14,7 @@ reference and the LDS retrain cache keep only finished retrains, so the next req
 from __future__ import annotations
 
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 Progress = Callable[[float, str], None]
 """``progress(fraction in [0, 1], message) -> None``."""
@@ -51,6 +51,7 @@ class CancelToken:
 def cancellable(progress: Progress | None, token: CancelToken) -> Progress:
     """``progress`` (or no reporting when None) that first raises :class:`Cancelled` once ``token`` is
     cancelled: pass it wherever a long step takes ``progress``."""
+
     def report(fraction: float, message: str) -> None:
         token.check()
         if progress is not None:

@@ -5,8 +5,15 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import checked_number, load_current, map_coordinates, page_header, sample_size_input, \
-    stop_if_invalid, words_panel
+from ui.components import (
+    checked_number,
+    load_current,
+    map_coordinates,
+    page_header,
+    sample_size_input,
+    stop_if_invalid,
+    words_panel,
+)
 from ui.errors import reported
 from ui.export import show_table
 from ui.figures import COLOUR_OPTIONS, distribution_figures, sample_map
@@ -31,19 +38,34 @@ words_panel("samplers")
 
 c1, c2, c3, c4 = st.columns([1.2, 1, 1, 2.2])
 with c1:
-    space = st.radio("Map of", ["features", "logits"], horizontal=True, key="smp_space",
-                     help="penultimate-layer features (what the feature sampler clusters) or logits")
-    method = st.radio("Projection", ["pca", "umap"], horizontal=True, key="smp_method",
-                      format_func={"pca": "PCA (instant)", "umap": "UMAP"}.get,
-                      help=UMAP_HELP)
+    space = st.radio(
+        "Map of",
+        ["features", "logits"],
+        horizontal=True,
+        key="smp_space",
+        help="penultimate-layer features (what the feature sampler clusters) or logits",
+    )
+    method = st.radio(
+        "Projection",
+        ["pca", "umap"],
+        horizontal=True,
+        key="smp_method",
+        format_func={"pca": "PCA (instant)", "umap": "UMAP"}.get,
+        help=UMAP_HELP,
+    )
 with c2:
     colour = st.selectbox("Colour by", COLOUR_OPTIONS, key="smp_colour")
     m = sample_size_input("m (sample size)", dataset.n_train, key="smp_m", what="training points")
 with c3:
     seed = checked_number("Seed", "smp_seed", 0, 1_000_000, 0)
 with c4:
-    samplers = st.multiselect("Samplers (up to 3, side by side; same m and seed)", ic.available_samplers(),
-                              default=["random", "feature", "logit"], max_selections=3, key="smp_samplers")
+    samplers = st.multiselect(
+        "Samplers (up to 3, side by side; same m and seed)",
+        ic.available_samplers(),
+        default=["random", "feature", "logit"],
+        max_selections=3,
+        key="smp_samplers",
+    )
     st.caption(samplers_help(samplers))
 publish_settings("samplers")
 stop_if_invalid(m, seed)
@@ -69,19 +91,34 @@ for col, name in zip(cols, samplers):
         if outcome.failed:
             continue
         idx = np.asarray(sample.indices)
-        st.plotly_chart(sample_map(xy, idx, colour, labels, pred, conf, dataset.class_names,
-                                   title=name, showlegend=(col is cols[-1])),
-                        width="stretch", key=f"smp_map_{name}", config={"displaylogo": False})
-        st.caption(f"{len(idx)} points, seed {seed}. " + sampler_help(name)
-                   + (" Importance-weighted (the weights' range is in the table below)"
-                      if sample.weights is not None else ""))
+        st.plotly_chart(
+            sample_map(
+                xy, idx, colour, labels, pred, conf, dataset.class_names, title=name, showlegend=(col is cols[-1])
+            ),
+            width="stretch",
+            key=f"smp_map_{name}",
+            config={"displaylogo": False},
+        )
+        st.caption(
+            f"{len(idx)} points, seed {seed}. "
+            + sampler_help(name)
+            + (" Importance-weighted (the weights' range is in the table below)" if sample.weights is not None else "")
+        )
         subsets[name] = idx
         gaps = distribution_gaps(labels, conf, idx, dataset.n_classes)
-        summary.append({"sampler": name, "m": len(idx), "seed": int(seed), "classes covered":
-                        int(len(np.unique(labels[idx]))), "class TV distance": gaps["class_tv"],
-                        "confidence TV distance": gaps["confidence_tv"],
-                        "importance weights (min – max)": "none (equal)" if sample.weights is None else
-                        f"{float(np.min(sample.weights)):.3g} – {float(np.max(sample.weights)):.3g}"})
+        summary.append(
+            {
+                "sampler": name,
+                "m": len(idx),
+                "seed": int(seed),
+                "classes covered": int(len(np.unique(labels[idx]))),
+                "class TV distance": gaps["class_tv"],
+                "confidence TV distance": gaps["confidence_tv"],
+                "importance weights (min – max)": "none (equal)"
+                if sample.weights is None
+                else f"{float(np.min(sample.weights)):.3g} – {float(np.max(sample.weights)):.3g}",
+            }
+        )
 
 if subsets:
     f_class, f_conf = distribution_figures(labels, conf, subsets, dataset.class_names)
@@ -91,8 +128,10 @@ if subsets:
 
 if summary:
     st.subheader("How representative is each sample?")
-    st.caption("Total-variation distance (0 = identical, 1 = disjoint) between the sample's and the population's "
-               "class shares and confidence histogram (10 bins).")
+    st.caption(
+        "Total-variation distance (0 = identical, 1 = disjoint) between the sample's and the population's "
+        "class shares and confidence histogram (10 bins)."
+    )
     show_table(pd.DataFrame(summary), f"samples_m{m}_seed{seed}", key="smp_summary")
 
 with st.expander("Across seeds: how much does each sample move?"):
@@ -106,8 +145,15 @@ with st.expander("Across seeds: how much does each sample move?"):
             for s, idx in enumerate(samples):
                 gaps = distribution_gaps(labels, conf, idx, dataset.n_classes)
                 overlap = len(np.intersect1d(idx, samples[0])) / len(idx)
-                rows.append({"sampler": name, "seed": s, "class TV": gaps["class_tv"],
-                             "confidence TV": gaps["confidence_tv"], "overlap with seed 0": overlap})
+                rows.append(
+                    {
+                        "sampler": name,
+                        "seed": s,
+                        "class TV": gaps["class_tv"],
+                        "confidence TV": gaps["confidence_tv"],
+                        "overlap with seed 0": overlap,
+                    }
+                )
     if rows:
         table = pd.DataFrame(rows)
         agg = table.groupby("sampler", sort=False)[["class TV", "confidence TV"]].agg(["mean", "std"])

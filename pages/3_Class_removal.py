@@ -10,8 +10,7 @@ import streamlit as st
 
 import influence_core as ic
 from influence_core import mean_std, per_class_accuracy
-from ui.components import (checked_number, load_current, page_header, sample_size_input, stop_if_invalid,
-                           words_panel)
+from ui.components import checked_number, load_current, page_header, sample_size_input, stop_if_invalid, words_panel
 from ui.errors import reported
 from ui.export import readable, show_table
 from ui.figures import alpha_path_figure, per_class_figure
@@ -39,43 +38,81 @@ words_panel("removal")
 
 c1, c2, c3 = st.columns([1, 2.2, 1.1])
 with c1:
-    removed = int(st.selectbox("Class to remove", list(range(dataset.n_classes)), key="rm_class",
-                               format_func=lambda c: str(dataset.class_names[c])))
+    removed = int(
+        st.selectbox(
+            "Class to remove",
+            list(range(dataset.n_classes)),
+            key="rm_class",
+            format_func=lambda c: str(dataset.class_names[c]),
+        )
+    )
     pool = int(np.sum(dataset.y_train != removed))  # the Hessian sample is drawn from the remaining classes
-    m = sample_size_input("m (Hessian sample size)", pool, key="rm_m",
-                          what=f"training points outside class {dataset.class_names[removed]}")
+    m = sample_size_input(
+        "m (Hessian sample size)",
+        pool,
+        key="rm_m",
+        what=f"training points outside class {dataset.class_names[removed]}",
+    )
 with c2:
-    chosen = st.multiselect("Samplers (random is the baseline, always run)", ic.available_samplers(),
-                            default=["feature", "logit"], key="rm_samplers")
+    chosen = st.multiselect(
+        "Samplers (random is the baseline, always run)",
+        ic.available_samplers(),
+        default=["feature", "logit"],
+        key="rm_samplers",
+    )
     samplers = list(dict.fromkeys(["random", *chosen]))
     st.caption(samplers_help(samplers))
     n_seeds = int(st.slider("Seeds per sampler", 1, 10, 3, key="rm_seeds"))
 with c3:
     removal_solvers = removal_solver_choices()
-    solver = st.selectbox("Solver", removal_solvers, index=removal_solvers.index("cg"), key="rm_solver",
-                          help="the paper uses LiSSA (automatic scale here); cg is faster on this small model; "
-                               "kfac/ekfac: Kronecker-factored Gauss-Newton per layer; arnoldi: top-50 "
-                               "eigenpairs (all registered solvers are listed)")
+    solver = st.selectbox(
+        "Solver",
+        removal_solvers,
+        index=removal_solvers.index("cg"),
+        key="rm_solver",
+        help="the paper uses LiSSA (automatic scale here); cg is faster on this small model; "
+        "kfac/ekfac: Kronecker-factored Gauss-Newton per layer; arnoldi: top-50 "
+        "eigenpairs (all registered solvers are listed)",
+    )
     damping = checked_number("Damping δ", "rm_damping", 0.0, None, 0.01, integer=False, format="%.4f")
 c4, c5, c6 = st.columns([1.4, 1, 1])  # a second row: full labels even at a projector's 1024 px
 with c4:
-    reference = st.toggle("Compare with retraining", value=True, key="rm_reference",
-                          help="retrains the model from scratch without the class, once (cached), as the reference")
+    reference = st.toggle(
+        "Compare with retraining",
+        value=True,
+        key="rm_reference",
+        help="retrains the model from scratch without the class, once (cached), as the reference",
+    )
 with c5:
-    memory = st.toggle("Peak memory", value=False, key="rm_memory",
-                       help="measure the peak resident memory of each solve in a fresh process per run (slower)")
+    memory = st.toggle(
+        "Peak memory",
+        value=False,
+        key="rm_memory",
+        help="measure the peak resident memory of each solve in a fresh process per run (slower)",
+    )
 with c6:
     go_run = st.button("Run class removal", type="primary", key="rm_run")
 publish_settings("removal")
 stop_if_invalid(m, damping)
 
 config = (run, removed, tuple(samplers), m, n_seeds, solver, damping, reference, memory)
-if not go_run and (st.session_state.get("rm_results") or {}).get("config") != config and all(
+if (
+    not go_run
+    and (st.session_state.get("rm_results") or {}).get("config") != config
+    and all(
         removal_is_cached(run, removed, name, m, s, solver, damping, reference, memory)
-        for name in samplers for s in range(n_seeds)):  # computed before (e.g. by the lesson): shown at once
-    st.session_state["rm_results"] = {"config": config, "records": [
-        removal_run(run, removed, name, m, s, solver, damping, reference, memory)
-        for name in samplers for s in range(n_seeds)]}
+        for name in samplers
+        for s in range(n_seeds)
+    )
+):  # computed before (e.g. by the lesson): shown at once
+    st.session_state["rm_results"] = {
+        "config": config,
+        "records": [
+            removal_run(run, removed, name, m, s, solver, damping, reference, memory)
+            for name in samplers
+            for s in range(n_seeds)
+        ],
+    }
 if go_run:
     clear_cancelled()  # an explicit request: a removal cancelled before runs again
     records = []
@@ -88,13 +125,13 @@ if go_run:
                 for s in range(n_seeds):
                     done = i * n_seeds + s
 
-                    def progress(fraction: float, message: str, done: int = done, name: str = name,
-                                 s: int = s) -> None:
+                    def progress(fraction: float, message: str, done: int = done, name: str = name, s: int = s) -> None:
                         bar.progress(min((done + fraction) / total, 1.0), text=f"{name}, seed {s}: {message}")
 
                     progress(0.0, "starting")
-                    records.append(removal_run(run, removed, name, m, s, solver, damping, reference, memory,
-                                               progress=progress))
+                    records.append(
+                        removal_run(run, removed, name, m, s, solver, damping, reference, memory, progress=progress)
+                    )
         finally:
             slot.empty()
         st.session_state["rm_results"] = {"config": config, "records": records}
@@ -112,14 +149,27 @@ cname = dataset.class_names[removed]
 # ------------------------------------------------------------------------------------------------ per-run table
 flat = []
 for r in records:
-    row = {"sampler": r["sampler"], "seed": r["seed"], "m": r["m"], "solver": r["solver"],
-           "honest F1": r["selected"]["f1"], "chosen α": r["selected"]["alpha"],
-           "F1 (α=1)": r["at_one"]["f1"], "forget (α=1)": r["at_one"]["forget"],
-           "retain (α=1)": r["at_one"]["retain"], "best F1 (oracle)": r["best"]["f1"], "best α": r["best"]["alpha"],
-           "forget (best α)": r["best"]["forget"], "retain (best α)": r["best"]["retain"],
-           "self-loss (α=1)": r["at_one"]["self_loss"], "consistency (α=1)": r["at_one"]["consistency"],
-           "solve time (s)": r["solver_seconds"], "iterations": r["iterations"], "converged": r["converged"],
-           "peak memory (MB)": r["peak_memory"]["peak_kb"] / 1024 if r.get("peak_memory") else np.nan}
+    row = {
+        "sampler": r["sampler"],
+        "seed": r["seed"],
+        "m": r["m"],
+        "solver": r["solver"],
+        "honest F1": r["selected"]["f1"],
+        "chosen α": r["selected"]["alpha"],
+        "F1 (α=1)": r["at_one"]["f1"],
+        "forget (α=1)": r["at_one"]["forget"],
+        "retain (α=1)": r["at_one"]["retain"],
+        "best F1 (oracle)": r["best"]["f1"],
+        "best α": r["best"]["alpha"],
+        "forget (best α)": r["best"]["forget"],
+        "retain (best α)": r["best"]["retain"],
+        "self-loss (α=1)": r["at_one"]["self_loss"],
+        "consistency (α=1)": r["at_one"]["consistency"],
+        "solve time (s)": r["solver_seconds"],
+        "iterations": r["iterations"],
+        "converged": r["converged"],
+        "peak memory (MB)": r["peak_memory"]["peak_kb"] / 1024 if r.get("peak_memory") else np.nan,
+    }
     flat.append(row)
 table = pd.DataFrame(flat)
 
@@ -127,20 +177,25 @@ st.subheader(f"Removing class {cname}: each sampler against the random baseline 
 summary = []
 for name, group in table.groupby("sampler", sort=False):
     entry = {"sampler": name, "runs": len(group)}
-    for col in ("honest F1", "F1 (α=1)", "best F1 (oracle)", "forget (best α)",
-                "retain (best α)", "solve time (s)") + (("peak memory (MB)",) if memory else ()):
+    for col in ("honest F1", "F1 (α=1)", "best F1 (oracle)", "forget (best α)", "retain (best α)", "solve time (s)") + (
+        ("peak memory (MB)",) if memory else ()
+    ):
         mu, sd = mean_std(group[col].to_numpy())
         entry[col] = "n/a" if np.isnan(mu) else f"{mu:.3f} ± {sd:.3f}"
     summary.append(entry)
 show_table(pd.DataFrame(summary), f"class_removal_{removed}_summary", key="rm_summary")
-st.caption("Solver time and peak memory are measured on this machine (shared, so noisy); peak memory is the "
-           "resident memory the solve added, measured in a fresh process, when the toggle is on.")
+st.caption(
+    "Solver time and peak memory are measured on this machine (shared, so noisy); peak memory is the "
+    "resident memory the solve added, measured in a fresh process, when the toggle is on."
+)
 
 left, right = st.columns(2)
 sampler_order = list(dict.fromkeys(r["sampler"] for r in records))
 with left:
-    series = {name: np.array([r["path"]["f1"] for r in records if r["sampler"] == name], dtype=float).mean(0)
-              for name in sampler_order}
+    series = {
+        name: np.array([r["path"]["f1"] for r in records if r["sampler"] == name], dtype=float).mean(0)
+        for name in sampler_order
+    }
     st.plotly_chart(alpha_path_figure(records[0]["alphas"], series), width="stretch", key="rm_path")
 with right:
     before = per_class_accuracy(dataset.y_test, view.test_pred, dataset.n_classes)
@@ -149,10 +204,11 @@ with right:
         with reported("Reference model unavailable"):
             ref_pred = reference_predictions(run, removed)
             ref_acc = per_class_accuracy(dataset.y_test, ref_pred, dataset.n_classes)
-    after = {name: np.mean([r["per_class_accuracy"]["best_alpha"] for r in records if r["sampler"] == name], axis=0)
-             for name in sampler_order}
-    st.plotly_chart(per_class_figure(dataset.class_names, before, after, ref_acc), width="stretch",
-                    key="rm_classes")
+    after = {
+        name: np.mean([r["per_class_accuracy"]["best_alpha"] for r in records if r["sampler"] == name], axis=0)
+        for name in sampler_order
+    }
+    st.plotly_chart(per_class_figure(dataset.class_names, before, after, ref_acc), width="stretch", key="rm_classes")
 
 ref = records[0].get("reference")
 if ref:
@@ -163,22 +219,39 @@ if ref:
     r2.metric("Reference forget", f"{rm['forget']:.3f}")
     r3.metric("Reference retain", f"{rm['retain']:.3f}")
     r4.metric("Retraining time", f"{(ref.get('training_report') or {}).get('seconds', float('nan')):.1f} s")
-    agree = pd.DataFrame([{"sampler": r["sampler"], "seed": r["seed"],
-                           "agreement (α=1)": r["reference"]["prediction_agreement"]["alpha_1"],
-                           "agreement (best α)": r["reference"]["prediction_agreement"]["best_alpha"],
-                           "agreement (honest)": r["reference"]["report_agreement"]["selected_alpha"],
-                           "relative distance (chosen α)": r["reference"]["relative_distance"]["selected_alpha"],
-                           "‖θ(1) − θ_ref‖": r["reference"]["param_distance"]["alpha_1"],
-                           "‖θ − θ_ref‖ (no update)": r["reference"]["param_distance"]["original"]}
-                          for r in records if r.get("reference")])
+    agree = pd.DataFrame(
+        [
+            {
+                "sampler": r["sampler"],
+                "seed": r["seed"],
+                "agreement (α=1)": r["reference"]["prediction_agreement"]["alpha_1"],
+                "agreement (best α)": r["reference"]["prediction_agreement"]["best_alpha"],
+                "agreement (honest)": r["reference"]["report_agreement"]["selected_alpha"],
+                "relative distance (chosen α)": r["reference"]["relative_distance"]["selected_alpha"],
+                "‖θ(1) − θ_ref‖": r["reference"]["param_distance"]["alpha_1"],
+                "‖θ − θ_ref‖ (no update)": r["reference"]["param_distance"]["original"],
+            }
+            for r in records
+            if r.get("reference")
+        ]
+    )
     show_table(agree, f"class_removal_{removed}_vs_retraining", key="rm_agree")
 
 with st.expander("All runs"):
     st.dataframe(readable(table), hide_index=True, width="stretch")
 d1, d2 = st.columns(2)
-d1.download_button("Download the runs as CSV", table.to_csv(index=False).encode(),
-                   file_name=f"class_removal_{removed}.csv", mime="text/csv", key="rm_csv")
-d2.download_button("Download the records as JSON",
-                   json.dumps({"run_config": run.to_dict(), "records": records}, indent=1).encode(),
-                   file_name=f"class_removal_{removed}.json", mime="application/json", key="rm_json",
-                   help="the configuration, seeds, sampled indices and α paths of every run")
+d1.download_button(
+    "Download the runs as CSV",
+    table.to_csv(index=False).encode(),
+    file_name=f"class_removal_{removed}.csv",
+    mime="text/csv",
+    key="rm_csv",
+)
+d2.download_button(
+    "Download the records as JSON",
+    json.dumps({"run_config": run.to_dict(), "records": records}, indent=1).encode(),
+    file_name=f"class_removal_{removed}.json",
+    mime="application/json",
+    key="rm_json",
+    help="the configuration, seeds, sampled indices and α paths of every run",
+)

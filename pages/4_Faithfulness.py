@@ -11,8 +11,16 @@ import influence_core as ic
 from ui.components import page_header, words_panel
 from ui.errors import reported
 from ui.export import chart, show_table
-from ui.faithfulness import BUDGETS, available_studies, study_for, best_within_budget, budget_verdict, load_study, \
-    lds_vs_cost_figure, lds_vs_m_figure
+from ui.faithfulness import (
+    BUDGETS,
+    available_studies,
+    best_within_budget,
+    budget_verdict,
+    lds_vs_cost_figure,
+    lds_vs_m_figure,
+    load_study,
+    study_for,
+)
 from ui.live import is_cached, live_lds, live_lds_allowed, live_lds_key
 from ui.state import clear_cancelled, current_run, ensure_model
 from ui.url_state import keep_settings, publish_settings
@@ -36,19 +44,28 @@ if not names:
 if st.session_state.get("faith_study") not in names:  # first visit: the study of the current model, if any
     own = study_for(current_run())
     st.session_state["faith_study"] = own if own in names else names[0]
-name = st.selectbox("Committed study (docs/lds)", names, key="faith_study",
-                    help="each study is of one model (its caption names it); the one of the current model is "
-                         "chosen first when there is one")
+name = st.selectbox(
+    "Committed study (docs/lds)",
+    names,
+    key="faith_study",
+    help="each study is of one model (its caption names it); the one of the current model is "
+    "chosen first when there is one",
+)
 with reported("Could not read the committed study") as outcome:
     study = load_study(name)
 if outcome.failed:
     st.stop()
-st.caption(f"{study.title}. Source: `{study.info['path']}`"
-           + (f"; cost: `{study.cost_source}` (same configuration)." if study.has_cost else "."))
+st.caption(
+    f"{study.title}. Source: `{study.info['path']}`"
+    + (f"; cost: `{study.cost_source}` (same configuration)." if study.has_cost else ".")
+)
 samplers = st.multiselect("Samplers", study.samplers, default=study.samplers, key="faith_samplers")
 rows = [r for r in study.rows if r["sampler"] in samplers]
-chart(lds_vs_m_figure(rows, study.baselines, study.ceiling, samplers, title=f"LDS against m: {name}"),
-      f"lds_vs_m_{name}", key="faith_lds_m")
+chart(
+    lds_vs_m_figure(rows, study.baselines, study.ceiling, samplers, title=f"LDS against m: {name}"),
+    f"lds_vs_m_{name}",
+    key="faith_lds_m",
+)
 
 st.subheader("For my budget, which sampler?")
 b1, b2 = st.columns([1, 2])
@@ -61,9 +78,14 @@ default = values[len(values) // 2] if values else 1.0
 if "faith_limit" not in st.session_state or st.session_state.get("faith_limit_kind") != budget:
     st.session_state["faith_limit"] = float(default)
     st.session_state["faith_limit_kind"] = budget
-limit = b2.number_input(f"At most ({BUDGETS[budget]})", min_value=0.0, key="faith_limit", format="%g",
-                        help="the configurations of the study whose measured cost is within this budget compete; "
-                             "each sampler is shown at its best m within it")
+limit = b2.number_input(
+    f"At most ({BUDGETS[budget]})",
+    min_value=0.0,
+    key="faith_limit",
+    format="%g",
+    help="the configurations of the study whose measured cost is within this budget compete; "
+    "each sampler is shown at its best m within it",
+)
 publish_settings("faithfulness")
 ranked = best_within_budget(rows, budget, float(limit))
 st.markdown(budget_verdict(ranked, budget, float(limit)))
@@ -73,16 +95,31 @@ if ranked:
 if study.has_cost:
     c1, c2 = st.columns(2)
     with c1:
-        chart(lds_vs_cost_figure(rows, "solve_seconds", study.baselines, study.ceiling, samplers,
-                                 limit if budget == "solve_seconds" else None), f"lds_vs_time_{name}",
-              key="faith_cost_time")
+        chart(
+            lds_vs_cost_figure(
+                rows,
+                "solve_seconds",
+                study.baselines,
+                study.ceiling,
+                samplers,
+                limit if budget == "solve_seconds" else None,
+            ),
+            f"lds_vs_time_{name}",
+            key="faith_cost_time",
+        )
     with c2:
-        chart(lds_vs_cost_figure(rows, "peak_mb", study.baselines, study.ceiling, samplers,
-                                 limit if budget == "peak_mb" else None), f"lds_vs_memory_{name}",
-              key="faith_cost_memory")
-    st.caption("Solve time (iHVPs of the study's test points on the sample) and peak resident memory added by the "
-               "solve were measured by the faithfulness study of the same model on the study machine (shared, "
-               "2 cores): compare them as ratios, not as absolute times for your machine.")
+        chart(
+            lds_vs_cost_figure(
+                rows, "peak_mb", study.baselines, study.ceiling, samplers, limit if budget == "peak_mb" else None
+            ),
+            f"lds_vs_memory_{name}",
+            key="faith_cost_memory",
+        )
+    st.caption(
+        "Solve time (iHVPs of the study's test points on the sample) and peak resident memory added by the "
+        "solve were measured by the faithfulness study of the same model on the study machine (shared, "
+        "2 cores): compare them as ratios, not as absolute times for your machine."
+    )
 else:
     st.info(f"No cost axis for this study: {study.cost_note}.")
 
@@ -101,13 +138,18 @@ st.markdown(
     "committed study's K = 100: read the ranking, not the third digit."
 )
 l1, l2, l3 = st.columns([2, 2, 1.4])
-live_samplers = l1.multiselect("Samplers", ic.available_samplers(), default=["random", "importance"],
-                               key="faith_live_samplers")
+live_samplers = l1.multiselect(
+    "Samplers", ic.available_samplers(), default=["random", "importance"], key="faith_live_samplers"
+)
 live_ms = l2.multiselect("m", [16, 32, 64, 128, 256], default=[32, 128], key="faith_live_ms")
 K = int(l3.slider("K subsets", 10, 60, 20, step=5, key="faith_live_k"))
 T = int(l3.slider("Test points", 10, 50, 20, step=5, key="faith_live_t"))
-go_live = st.button("Run a small LDS on the current model", type="primary", key="faith_live_run",
-                    disabled=not live_samplers or not live_ms)
+go_live = st.button(
+    "Run a small LDS on the current model",
+    type="primary",
+    key="faith_live_run",
+    disabled=not live_samplers or not live_ms,
+)
 key = live_lds_key(run, tuple(live_samplers), tuple(sorted(live_ms)), 2, K, T)
 if go_live:
     clear_cancelled()  # an explicit request: a live LDS cancelled before runs again
@@ -123,8 +165,9 @@ if go_live:
             def progress(fraction: float, message: str) -> None:
                 retraining = message.startswith(("LDS retrains", "retrained"))
                 overall = 0.3 + 0.7 * fraction if retraining else 0.3 * fraction
-                bar.progress(min(max(overall, 0.0), 1.0), text=("Retraining: " if retraining else "Scoring: ")
-                             + message)
+                bar.progress(
+                    min(max(overall, 0.0), 1.0), text=("Retraining: " if retraining else "Scoring: ") + message
+                )
 
             record = live_lds(run, tuple(live_samplers), tuple(sorted(live_ms)), 2, K, T, progress=progress)
             st.session_state["faith_live"] = {"key": key, "record": record}
@@ -133,8 +176,10 @@ if go_live:
 
 live = st.session_state.get("faith_live")
 if live is None:
-    st.info("Choose the samplers, m and K, then press **Run a small LDS on the current model**"
-            + (" (these settings are already computed: the result appears at once)." if is_cached(key) else "."))
+    st.info(
+        "Choose the samplers, m and K, then press **Run a small LDS on the current model**"
+        + (" (these settings are already computed: the result appears at once)." if is_cached(key) else ".")
+    )
 else:
     record = live["record"]
     if live["key"] != key:
@@ -142,13 +187,25 @@ else:
     base = {b["method"]: b["lds"] for b in record["baselines"]}
     ceiling = record["baselines"][0]["ceiling"] if record["baselines"] else float("nan")
     plan = record["config"]["plan"]
-    live_rows = [{"sampler": r["sampler"], "m": r["m"], "lds_mean": r["lds_mean"], "lds_std": r["lds_std"]}
-                 for r in record["summary"]]
-    chart(lds_vs_m_figure(live_rows, base, ceiling, title=f"Live LDS: K = {plan['n_subsets']}, R = "
-                          f"{plan['n_seeds']}, {len(record['test_indices'])} test points"),
-          "live_lds_vs_m", key="faith_live_fig")
+    live_rows = [
+        {"sampler": r["sampler"], "m": r["m"], "lds_mean": r["lds_mean"], "lds_std": r["lds_std"]}
+        for r in record["summary"]
+    ]
+    chart(
+        lds_vs_m_figure(
+            live_rows,
+            base,
+            ceiling,
+            title=f"Live LDS: K = {plan['n_subsets']}, R = "
+            f"{plan['n_seeds']}, {len(record['test_indices'])} test points",
+        ),
+        "live_lds_vs_m",
+        key="faith_live_fig",
+    )
     info = record["retrain_info"]
-    st.caption(f"{info['retrained']} retrains run and {info['cached']} read from the cache "
-               f"({info['wall_seconds']:.1f} s; {info['retrain_seconds_mean']:.2f} s per retrain on average); "
-               f"full-data LDS {base.get('full-data influence', float('nan')):.3f}, noise ceiling {ceiling:.3f}.")
+    st.caption(
+        f"{info['retrained']} retrains run and {info['cached']} read from the cache "
+        f"({info['wall_seconds']:.1f} s; {info['retrain_seconds_mean']:.2f} s per retrain on average); "
+        f"full-data LDS {base.get('full-data influence', float('nan')):.3f}, noise ceiling {ceiling:.3f}."
+    )
     show_table(pd.DataFrame(record["summary"]), "live_lds_summary", key="faith_live_table")

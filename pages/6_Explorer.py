@@ -7,8 +7,16 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import checked_number, load_current, map_coordinates, page_header, sample_size_input, \
-    show_inputs, stop_if_invalid, words_panel
+from ui.components import (
+    checked_number,
+    load_current,
+    map_coordinates,
+    page_header,
+    sample_size_input,
+    show_inputs,
+    stop_if_invalid,
+    words_panel,
+)
 from ui.errors import reported
 from ui.explore import class_mix, clean_slice_name, nearest_neighbours, slice_against_sample, slice_influence
 from ui.export import chart, show_table
@@ -35,8 +43,9 @@ sel = parse_selection(st.session_state.get(MAP_KEY), n_train, n_test)
 if not sel.region and len(sel.train_rows) == 1:  # a click: the test cross drawn over a dot wins (ui.selection)
     shown_space = st.session_state.get("exp_space", "features")
     shown_method = st.session_state.get("exp_method", "pca")
-    shown = get_projection(run, shown_space, shown_method if projection_ready(run, shown_space, shown_method)
-                           else "pca")
+    shown = get_projection(
+        run, shown_space, shown_method if projection_ready(run, shown_space, shown_method) else "pca"
+    )
     sel = prefer_drawn_on_top(sel, shown[:n_train], shown[n_train:])
 if not sel.region and len(sel.train_rows) + len(sel.test_rows) == 1:
     clicked = ("train", sel.train_rows[0]) if sel.train_rows else ("test", sel.test_rows[0])
@@ -55,20 +64,34 @@ words_panel("explorer")
 c1, c2, c3, c4 = st.columns([1.2, 1.3, 1.2, 1.3])
 with c1:
     space = st.radio("Map of", ["features", "logits"], horizontal=True, key="exp_space")
-    method = st.radio("Projection", ["pca", "umap"], horizontal=True, key="exp_method",
-                      format_func={"pca": "PCA (instant)", "umap": "UMAP"}.get)
+    method = st.radio(
+        "Projection",
+        ["pca", "umap"],
+        horizontal=True,
+        key="exp_method",
+        format_func={"pca": "PCA (instant)", "umap": "UMAP"}.get,
+    )
 with c2:
     colours = list(COLOUR_OPTIONS) + ["influence score", "self-influence"]
-    colour = st.selectbox("Colour training points by", colours, key="exp_colour",
-                          help="influence score: on the chosen test point, with the Hessian below; "
-                               "self-influence: (1/n)∇ℓ_jᵀ(H + δI)⁻¹∇ℓ_j with the full-data Hessian")
+    colour = st.selectbox(
+        "Colour training points by",
+        colours,
+        key="exp_colour",
+        help="influence score: on the chosen test point, with the Hessian below; "
+        "self-influence: (1/n)∇ℓ_jᵀ(H + δI)⁻¹∇ℓ_j with the full-data Hessian",
+    )
     hessians = ["full data"] + ic.available_samplers()
     hessian = st.selectbox("Hessian of the influence scores", hessians, key="exp_hessian")
 with c3:
     if st.session_state.get("exp_index_kind") not in KINDS:
         st.session_state["exp_index_kind"] = "test"
-    kind = st.radio("Focus point", KINDS, horizontal=True, key="exp_index_kind",
-                    help="a test point: the influence scores are on it; a training point: its neighbours are shown")
+    kind = st.radio(
+        "Focus point",
+        KINDS,
+        horizontal=True,
+        key="exp_index_kind",
+        help="a test point: the influence scores are on it; a training point: its neighbours are shown",
+    )
     limit = (n_train if kind == "train" else n_test) - 1
     index = checked_number(f"Index ({kind} point)", "exp_index", 0, limit, 0)
     k = int(st.slider("Neighbours", 3, 16, 8, key="exp_k"))
@@ -101,40 +124,81 @@ if colour == "influence score":
     with reported("Could not compute the influence scores") as outcome, st.spinner("Influence…"):
         values = influence_rows(run, (spec,), DAMPING, test_index)[0]["scores"]
 elif colour == "self-influence":
-    with reported("Could not compute self-influence") as outcome, \
-            st.spinner("Self-influence of every training point…"):
+    with reported("Could not compute self-influence") as outcome, st.spinner("Self-influence of every training point…"):
         values = self_influence(run, DAMPING)
 if values is not None:
     what = "influence" if colour == "influence score" else "self-influence"
-    title = (f"{method.upper()} of {space}: influence on test #{test_index} ({hessian} Hessian)"
-             if what == "influence" else f"{method.upper()} of {space}: self-influence (full-data Hessian)")
-    fig = score_map(xy_train, xy_test, values, what, dataset.y_test, view.test_pred, view.test_conf,
-                    dataset.class_names, test_index, nb_rows, focus_train, title=title)
+    title = (
+        f"{method.upper()} of {space}: influence on test #{test_index} ({hessian} Hessian)"
+        if what == "influence"
+        else f"{method.upper()} of {space}: self-influence (full-data Hessian)"
+    )
+    fig = score_map(
+        xy_train,
+        xy_test,
+        values,
+        what,
+        dataset.y_test,
+        view.test_pred,
+        view.test_conf,
+        dataset.class_names,
+        test_index,
+        nb_rows,
+        focus_train,
+        title=title,
+    )
 else:
-    fig = influence_map(xy_train, xy_test, colour if colour in COLOUR_OPTIONS else "label", dataset.y_train,
-                        view.train_pred, view.train_conf, dataset.y_test, view.test_pred, view.test_conf,
-                        dataset.class_names, None, title=f"{method.upper()} of {space}")
+    fig = influence_map(
+        xy_train,
+        xy_test,
+        colour if colour in COLOUR_OPTIONS else "label",
+        dataset.y_train,
+        view.train_pred,
+        view.train_conf,
+        dataset.y_test,
+        view.test_pred,
+        view.test_conf,
+        dataset.class_names,
+        None,
+        title=f"{method.upper()} of {space}",
+    )
     add_focus(fig, xy_train, xy_test, test_index if kind == "test" else None, nb_rows, focus_train)
-event = chart(fig, f"explorer_map_{space}_{method}", key=MAP_KEY, on_select="rerun",
-              selection_mode=("points", "box", "lasso"))
+event = chart(
+    fig, f"explorer_map_{space}_{method}", key=MAP_KEY, on_select="rerun", selection_mode=("points", "box", "lasso")
+)
 
 # ------------------------------------------------------------------------------------------------ neighbours
-label = (f"training point #{index} (label {dataset.class_names[dataset.y_train[index]]})" if kind == "train" else
-         f"test point #{index} (label {dataset.class_names[dataset.y_test[index]]}, predicted "
-         f"{dataset.class_names[view.test_pred[index]]})")
+label = (
+    f"training point #{index} (label {dataset.class_names[dataset.y_train[index]]})"
+    if kind == "train"
+    else f"test point #{index} (label {dataset.class_names[dataset.y_test[index]]}, predicted "
+    f"{dataset.class_names[view.test_pred[index]]})"
+)
 st.subheader(f"Nearest training points to {label} in feature space")
 if len(nb_rows):
     left, right = st.columns([1, 5])
     with left:
-        X_focus = dataset.X_train[index:index + 1] if kind == "train" else dataset.X_test[index:index + 1]
+        X_focus = dataset.X_train[index : index + 1] if kind == "train" else dataset.X_test[index : index + 1]
         show_inputs(dataset, X_focus, [f"{kind} #{index}"], per_row=1, key="exp_focus_img")
     with right:
-        show_inputs(dataset, dataset.X_train[nb_rows],
-                    [nowrap(f"#{r} ({dataset.class_names[dataset.y_train[r]]})") + f" d={d:.2f}"
-                     for r, d in zip(nb_rows, nb_dist)], per_row=8, key="exp_neighbours")
-    neighbours = pd.DataFrame({"train index": nb_rows, "cosine distance": nb_dist,
-                               "label": [dataset.class_names[c] for c in dataset.y_train[nb_rows]],
-                               "predicted": [dataset.class_names[c] for c in view.train_pred[nb_rows]]})
+        show_inputs(
+            dataset,
+            dataset.X_train[nb_rows],
+            [
+                nowrap(f"#{r} ({dataset.class_names[dataset.y_train[r]]})") + f" d={d:.2f}"
+                for r, d in zip(nb_rows, nb_dist)
+            ],
+            per_row=8,
+            key="exp_neighbours",
+        )
+    neighbours = pd.DataFrame(
+        {
+            "train index": nb_rows,
+            "cosine distance": nb_dist,
+            "label": [dataset.class_names[c] for c in dataset.y_train[nb_rows]],
+            "predicted": [dataset.class_names[c] for c in view.train_pred[nb_rows]],
+        }
+    )
     if values is not None:
         neighbours[colour] = values[nb_rows]
     show_table(neighbours, f"neighbours_{kind}{index}", key="exp_neighbours_table")
@@ -146,8 +210,11 @@ slices: dict = st.session_state.setdefault("exp_slices", {})
 selection = parse_selection(event, n_train, n_test)
 if selection.region and selection.train_rows:
     s1, s2 = st.columns([3, 1])
-    name = s1.text_input(f"Name for the {len(selection.train_rows)} selected training points",
-                         value=f"slice {len(slices) + 1}", key="exp_slice_name")
+    name = s1.text_input(
+        f"Name for the {len(selection.train_rows)} selected training points",
+        value=f"slice {len(slices) + 1}",
+        key="exp_slice_name",
+    )
     if s2.button("Keep as a slice", key="exp_keep_slice"):
         with reported("Could not keep the slice"):
             slices[clean_slice_name(name, slices)] = list(selection.train_rows)
@@ -163,15 +230,21 @@ drop = d2.selectbox("Delete a slice", ["—"] + list(slices), key="exp_drop")
 if d2.button("Delete", key="exp_drop_go") and drop in slices:
     del slices[drop]
     st.rerun()
-samplers = st.multiselect("Samplers", ic.available_samplers(), default=["random", "feature", "importance"],
-                          key="exp_samplers")
+samplers = st.multiselect(
+    "Samplers", ic.available_samplers(), default=["random", "feature", "importance"], key="exp_samplers"
+)
 if not chosen or not samplers:
     st.info("Choose at least one slice and one sampler.")
     st.stop()
 
 population = class_mix(dataset.y_train, np.arange(n_train), dataset.n_classes)
-chart(slice_mix_figure({s: class_mix(dataset.y_train, slices[s], dataset.n_classes) for s in chosen}, population,
-                       dataset.class_names), "slice_class_mix", key="exp_mix")
+chart(
+    slice_mix_figure(
+        {s: class_mix(dataset.y_train, slices[s], dataset.n_classes) for s in chosen}, population, dataset.class_names
+    ),
+    "slice_class_mix",
+    key="exp_mix",
+)
 with reported("Could not compare the samplers on the slices") as outcome, st.spinner("Samples and influence…"):
     c = curvature(run)
     specs = [reference_spec(run)] + [(name, m, seed, solver) for name in samplers]
@@ -180,21 +253,34 @@ with reported("Could not compare the samplers on the slices") as outcome, st.spi
     records = []
     for s in chosen:
         members = slices[s]
-        records.append({"slice": s, "sampler": "full data", "points": len(members),
-                        **slice_against_sample(members, n_train, np.arange(n_train), None, c),
-                        **slice_influence(full, members)})
+        records.append(
+            {
+                "slice": s,
+                "sampler": "full data",
+                "points": len(members),
+                **slice_against_sample(members, n_train, np.arange(n_train), None, c),
+                **slice_influence(full, members),
+            }
+        )
         for name, row in zip(samplers, rows[1:]):
             sample = get_sample(run, name, m, seed)
-            records.append({"slice": s, "sampler": name, "points": len(members),
-                            **slice_against_sample(members, n_train, sample.indices, sample.weights, c),
-                            **slice_influence(row["scores"], members)})
+            records.append(
+                {
+                    "slice": s,
+                    "sampler": name,
+                    "points": len(members),
+                    **slice_against_sample(members, n_train, sample.indices, sample.weights, c),
+                    **slice_influence(row["scores"], members),
+                }
+            )
 if not outcome.failed:
-    st.markdown(f"Per slice and sampler (m = {m}, seed {seed}); influence on test point #{test_index}. "
-                "**weight share** is the share of the Hessian estimate the slice's points carry (the full-data "
-                "Hessian gives it the population share); **curvature share** weighs each point by its "
-                "curvature proxy 1 − Σp²; **slice influence** is the predicted increase of the test loss if the "
-                "whole slice were removed.")
+    st.markdown(
+        f"Per slice and sampler (m = {m}, seed {seed}); influence on test point #{test_index}. "
+        "**weight share** is the share of the Hessian estimate the slice's points carry (the full-data "
+        "Hessian gives it the population share); **curvature share** weighs each point by its "
+        "curvature proxy 1 − Σp²; **slice influence** is the predicted increase of the test loss if the "
+        "whole slice were removed."
+    )
     table = pd.DataFrame(records)
     first = ["slice", "sampler", "slice influence (sum)", "weight share", "population share"]
-    show_table(table[first + [c for c in table.columns if c not in first]], "slices_by_sampler",
-               key="exp_slices_table")
+    show_table(table[first + [c for c in table.columns if c not in first]], "slices_by_sampler", key="exp_slices_table")

@@ -34,8 +34,9 @@ def test_round_trip_and_key_depends_on_everything(tmp_path):
     assert store.load("map", other, VERSION) is None
     assert store.load("map", CONFIG, "v2") is None
     assert store.load("model", CONFIG, VERSION) is None
-    assert len({entry_key("map", CONFIG, VERSION), entry_key("map", other, VERSION),
-                entry_key("map", CONFIG, "v2")}) == 3
+    assert (
+        len({entry_key("map", CONFIG, VERSION), entry_key("map", other, VERSION), entry_key("map", CONFIG, "v2")}) == 3
+    )
     assert [e.label for e in store.entries()] == ["x"]
     assert store.clear() == 1 and store.entries() == []
 
@@ -56,8 +57,10 @@ def test_get_or_compute_computes_once_across_store_objects_and_threads(tmp_path)
     stores = [ArrayStore(tmp_path) for _ in range(2)]
     results = []
     shared = ArrayStore(tmp_path)
-    threads = [threading.Thread(target=lambda: results.append(shared.get_or_compute("map", CONFIG, VERSION, compute)))
-               for _ in range(4)]
+    threads = [
+        threading.Thread(target=lambda: results.append(shared.get_or_compute("map", CONFIG, VERSION, compute)))
+        for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -54,21 +54,27 @@ def test_the_presets_hold_the_settings_they_name():
     assert set(PRESETS) == {"default", "exact", "study", "interactive"}
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"solver": "newton"}, "unknown solver 'newton'"),
-    ({"curvature": "fisher"}, "unknown curvature 'fisher'"),
-    ({"damping": -0.1}, "damping must be a finite number >= 0, got -0.1"),
-    ({"damping": float("nan")}, "damping must be a finite number"),
-    ({"damping": True}, "damping must be a finite number"),
-    ({"solver_options": {"tols": 1e-3}}, "solver 'cg' takes no options ['tols']"),
-    ({"solver_options": {"max_iter": 0}}, "max_iter must be an integer >= 1"),
-    ({"sampler": "magic", "m": 10}, "unknown sampler 'magic'"),
-    ({"m": 0}, "1 <= m"),
-    ({"m": 2.5}, "1 <= m"),
-    ({"seed": -1}, "seed must be an integer >= 0"),
-    ({"sampler": "logit", "m": 10, "sampler_options": {"bins": 3}}, "sampler_options: sampler 'logit' does not take"),
-    ({"solver_options": [1, 2]}, "solver_options must be a dict"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"solver": "newton"}, "unknown solver 'newton'"),
+        ({"curvature": "fisher"}, "unknown curvature 'fisher'"),
+        ({"damping": -0.1}, "damping must be a finite number >= 0, got -0.1"),
+        ({"damping": float("nan")}, "damping must be a finite number"),
+        ({"damping": True}, "damping must be a finite number"),
+        ({"solver_options": {"tols": 1e-3}}, "solver 'cg' takes no options ['tols']"),
+        ({"solver_options": {"max_iter": 0}}, "max_iter must be an integer >= 1"),
+        ({"sampler": "magic", "m": 10}, "unknown sampler 'magic'"),
+        ({"m": 0}, "1 <= m"),
+        ({"m": 2.5}, "1 <= m"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        (
+            {"sampler": "logit", "m": 10, "sampler_options": {"bins": 3}},
+            "sampler_options: sampler 'logit' does not take",
+        ),
+        ({"solver_options": [1, 2]}, "solver_options must be a dict"),
+    ],
+)
 def test_each_bad_field_is_one_line_naming_it(changes, message):
     with pytest.raises(ValueError) as info:
         InfluenceConfig(**changes)
@@ -80,8 +86,12 @@ def test_several_bad_fields_give_one_line_each():
         InfluenceConfig(solver="newton", damping=-1.0, m=0, seed=-2)
     lines = str(info.value).splitlines()
     assert len(lines) == 4
-    assert [w for w in ("solver", "damping", "m must", "seed") if any(w in line for line in lines)] == \
-        ["solver", "damping", "m must", "seed"]
+    assert [w for w in ("solver", "damping", "m must", "seed") if any(w in line for line in lines)] == [
+        "solver",
+        "damping",
+        "m must",
+        "seed",
+    ]
 
 
 def test_unknown_preset_and_unknown_record_fields_are_refused():
@@ -120,8 +130,7 @@ def test_api_shortcuts_default_to_the_configuration():
     for fn in (class_removal, ClassRemoval.run):
         assert _none_defaults(fn, ("sampler", "m", "seed")) == dict.fromkeys(("sampler", "m", "seed"))
     assert _none_defaults(fit_inverse) == {k: getattr(DEFAULT, k) for k in SETTINGS}
-    assert (DEFAULT_SOLVER, DEFAULT_DAMPING, DEFAULT_CURVATURE) == (DEFAULT.solver, DEFAULT.damping,
-                                                                   DEFAULT.curvature)
+    assert (DEFAULT_SOLVER, DEFAULT_DAMPING, DEFAULT_CURVATURE) == (DEFAULT.solver, DEFAULT.damping, DEFAULT.curvature)
     assert _removal_config(None, None, None, None, None, None, None, {}) == DEFAULT
 
 

@@ -11,8 +11,12 @@ LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
 def documents() -> list[Path]:
-    return [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").glob("*.md")),
-            ROOT / "docs" / "removal" / "README.md"]
+    return [
+        ROOT / "README.md",
+        ROOT / "ARCHITECTURE.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        ROOT / "docs" / "removal" / "README.md",
+    ]
 
 
 def anchors(path: Path) -> set[str]:

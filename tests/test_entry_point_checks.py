@@ -42,8 +42,14 @@ def _run_limited(code: str, headroom_mb: int = 400, timeout: float = 120) -> sub
         limit = size + {headroom_mb} * 2**20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     """)
-    return subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,28 +108,34 @@ def test_many_missing_classes_are_listed_briefly():
     assert len(str(info.value)) < 300
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: zeros_bomb((4000, 4000)), "expands to more than 16 MiB"),                         # small cap
-    (lambda: lying_header((100000, 1000)), "damaged"),                                          # forged header
-    (lambda: npz_bytes(X_train=np.zeros((4, 2), complex), y_train=[0, 1, 0, 1]), "complex"),
-    (lambda: npz_bytes(X_train=np.zeros((4, 1, 1, 1, 2)), y_train=[0, 1, 0, 1]), "shape"),      # 5-D
-    (lambda: npz_bytes(X_train=np.array([["a", "b"]] * 4), y_train=[0, 1, 0, 1]), "dtype"),     # strings
-    (lambda: npz_bytes(X_train=np.zeros((4, 2)), y_train=np.zeros((4, 1))), "1-D"),             # 2-D labels
-    (lambda: npz_bytes(X_train=np.zeros((4, 2)), y_train=np.array([0, 1, 0, 1], "U1")), "dtype"),
-    (lambda: npz_bytes(X_train=X4, y_train=Y4, class_names=np.array(["c"] * 100)), "class_names"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: zeros_bomb((4000, 4000)), "expands to more than 16 MiB"),  # small cap
+        (lambda: lying_header((100000, 1000)), "damaged"),  # forged header
+        (lambda: npz_bytes(X_train=np.zeros((4, 2), complex), y_train=[0, 1, 0, 1]), "complex"),
+        (lambda: npz_bytes(X_train=np.zeros((4, 1, 1, 1, 2)), y_train=[0, 1, 0, 1]), "shape"),  # 5-D
+        (lambda: npz_bytes(X_train=np.array([["a", "b"]] * 4), y_train=[0, 1, 0, 1]), "dtype"),  # strings
+        (lambda: npz_bytes(X_train=np.zeros((4, 2)), y_train=np.zeros((4, 1))), "1-D"),  # 2-D labels
+        (lambda: npz_bytes(X_train=np.zeros((4, 2)), y_train=np.array([0, 1, 0, 1], "U1")), "dtype"),
+        (lambda: npz_bytes(X_train=X4, y_train=Y4, class_names=np.array(["c"] * 100)), "class_names"),
+    ],
+)
 def test_hostile_npz_members_are_refused_before_decompressing(make, message):
     with pytest.raises(DatasetError, match=message):
         load_npz(make(), max_decompressed=16 * 2**20)
 
 
 # ----------------------------------------------------------------------------------- 2. silent wrong results
-@pytest.mark.parametrize("X, message", [
-    (np.zeros((40, 0)), "no features"),
-    (X4 + 1j * X4, "complex"),
-    (X4 * 1e306, "too large"),                        # finite, but the standardisation overflows
-    (np.where(X4 > 0, 1e200, -1e200), "too large"),  # variance overflows in float64
-])
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.zeros((40, 0)), "no features"),
+        (X4 + 1j * X4, "complex"),
+        (X4 * 1e306, "too large"),  # finite, but the standardisation overflows
+        (np.where(X4 > 0, 1e200, -1e200), "too large"),  # variance overflows in float64
+    ],
+)
 def test_inputs_that_would_train_a_wrong_model_are_refused(X, message):
     with pytest.raises(DatasetError, match=message):
         dataset_from_arrays(X, Y4, X, Y4)
@@ -135,9 +147,14 @@ def test_bad_image_shape_is_refused(shape):
         dataset_from_arrays(X4, Y4, image_shape=shape)
 
 
-@pytest.mark.parametrize("y, message", [
-    (Y4 + 0.7, "integer"), (Y4 - 0.5, "integer"), (np.full(40, 1e300), "integer|too large"),
-])
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (Y4 + 0.7, "integer"),
+        (Y4 - 0.5, "integer"),
+        (np.full(40, 1e300), "integer|too large"),
+    ],
+)
 def test_float_labels_are_never_truncated(y, message):
     with pytest.raises(DatasetError, match=message):
         dataset_from_arrays(X4, y, X4, Y4)
@@ -164,11 +181,18 @@ def test_calculator_refuses_complex_inputs(small):
         InfluenceCalculator(model, X4 + 1j, Y4)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"weight_decay": float("nan")}, "weight_decay"), ({"weight_decay": float("inf")}, "weight_decay"),
-    ({"weight_decay": -1e-3}, "weight_decay"), ({"lr": 0.0}, "lr"), ({"lr": -1.0}, "lr"),
-    ({"lr": float("nan")}, "lr"), ({"lr": float("inf")}, "lr"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"weight_decay": float("nan")}, "weight_decay"),
+        ({"weight_decay": float("inf")}, "weight_decay"),
+        ({"weight_decay": -1e-3}, "weight_decay"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": -1.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"lr": float("inf")}, "lr"),
+    ],
+)
 def test_training_refuses_bad_settings(small, settings, message):
     ds, _ = small
     with pytest.raises(ValueError, match=message):
@@ -204,10 +228,18 @@ def _spd(p=6):
 
 
 @pytest.mark.parametrize("solver", [solve_cg, solve_lissa])
-@pytest.mark.parametrize("options, message", [
-    ({"max_iter": 0}, "max_iter"), ({"max_iter": -5}, "max_iter"), ({"max_iter": 2.5}, "max_iter"),
-    ({"tol": float("nan")}, "tol"), ({"tol": -1e-3}, "tol"), ({"tol": 0.0}, "tol"), ({"tol": float("inf")}, "tol"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"max_iter": 0}, "max_iter"),
+        ({"max_iter": -5}, "max_iter"),
+        ({"max_iter": 2.5}, "max_iter"),
+        ({"tol": float("nan")}, "tol"),
+        ({"tol": -1e-3}, "tol"),
+        ({"tol": 0.0}, "tol"),
+        ({"tol": float("inf")}, "tol"),
+    ],
+)
 def test_iterative_solvers_refuse_a_bad_stopping_rule(solver, options, message):
     with pytest.raises(ValueError, match=message):
         solver(_spd(), torch.ones(2, 6, dtype=torch.float64), 0.1, **options)
@@ -228,20 +260,31 @@ def test_top_influences_refuses_a_bad_k_instead_of_clamping(k):
 
 
 # ----------------------------------------------------------------------------------- 4. output paths, atomic writes
-@pytest.mark.parametrize("where, message", [
-    ("/proc/influence_out.json", "pseudo-filesystem"), ("/sys/x.npy", "pseudo-filesystem"),
-    ("{tmp}", "is a directory"), ("{tmp}/missing/out.json", "does not exist"),
-    ("{tmp}/afile/out.json", "is a file, not a folder"), ("", "needs a file path"),
-])
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("/proc/influence_out.json", "pseudo-filesystem"),
+        ("/sys/x.npy", "pseudo-filesystem"),
+        ("{tmp}", "is a directory"),
+        ("{tmp}/missing/out.json", "does not exist"),
+        ("{tmp}/afile/out.json", "is a file, not a folder"),
+        ("", "needs a file path"),
+    ],
+)
 def test_output_files_are_checked_before_work(tmp_path, where, message):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(OutputPathError, match=message):
         check_output_file(where.format(tmp=tmp_path), "--json")
 
 
-@pytest.mark.parametrize("where, message", [
-    ("/proc/runs", "pseudo-filesystem"), ("{tmp}/afile", "is a file"), ("{tmp}/afile/sub", "is a file"),
-])
+@pytest.mark.parametrize(
+    "where, message",
+    [
+        ("/proc/runs", "pseudo-filesystem"),
+        ("{tmp}/afile", "is a file"),
+        ("{tmp}/afile/sub", "is a file"),
+    ],
+)
 def test_output_directories_are_checked_before_work(tmp_path, where, message):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(OutputPathError, match=message):

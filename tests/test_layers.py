@@ -34,9 +34,12 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
 
 
 def violations(files: list[Path], forbidden: tuple[str, ...]) -> list[str]:
-    return [f"{path.relative_to(ROOT.parent)}:{line} imports {name}" for path in files
-            for line, name in imported_modules(path)
-            if any(name == f or name.startswith(f + ".") for f in forbidden)]
+    return [
+        f"{path.relative_to(ROOT.parent)}:{line} imports {name}"
+        for path in files
+        for line, name in imported_modules(path)
+        if any(name == f or name.startswith(f + ".") for f in forbidden)
+    ]
 
 
 def core_files() -> list[Path]:
@@ -53,14 +56,17 @@ def test_no_streamlit_in_the_engine():
     assert violations(sorted(ROOT.rglob("*.py")), ("streamlit",)) == []
 
 
-@pytest.mark.parametrize("source, forbidden", [
-    ("from influence_core.bench.common import torch_threads\n", True),
-    ("def f():\n    from influence_core.cli import main\n", True),
-    ("from ..studies import removal\n", True),
-    ("import influence_core.studies.output as out\n", True),
-    ("from influence_core.solvers import registry\n", False),
-    ("from . import registry\n", False),
-])
+@pytest.mark.parametrize(
+    "source, forbidden",
+    [
+        ("from influence_core.bench.common import torch_threads\n", True),
+        ("def f():\n    from influence_core.cli import main\n", True),
+        ("from ..studies import removal\n", True),
+        ("import influence_core.studies.output as out\n", True),
+        ("from influence_core.solvers import registry\n", False),
+        ("from . import registry\n", False),
+    ],
+)
 def test_the_check_sees_every_form_of_import(tmp_path, monkeypatch, source, forbidden):
     """The check itself fails on a forbidden import, whatever its form (so the tests above can fail)."""
     package = tmp_path / "influence_core" / "solvers"
@@ -94,18 +100,25 @@ it runs live (the LDS page)."""
 def test_the_app_uses_the_public_api():
     import influence_core
 
-    app_files = sorted((ROOT.parent / "ui").glob("*.py")) + sorted((ROOT.parent / "pages").glob("*.py")) + \
-        [ROOT.parent / "app.py"]
+    app_files = (
+        sorted((ROOT.parent / "ui").glob("*.py"))
+        + sorted((ROOT.parent / "pages").glob("*.py"))
+        + [ROOT.parent / "app.py"]
+    )
     bad = []
     for path in app_files:
         for line, name in imported_modules(path):
             if not name.startswith("influence_core") or name == "influence_core":
                 continue
-            if name.startswith("influence_core.") and name.count(".") == 1 and name.split(".")[1] in \
-                    influence_core.__all__:
+            if (
+                name.startswith("influence_core.")
+                and name.count(".") == 1
+                and name.split(".")[1] in influence_core.__all__
+            ):
                 continue  # from influence_core import <public name>
-            if name == "influence_core.evaluation" or any(name == a or name.startswith(a + ".")
-                                                          for a in APP_MODULES_ALLOWED):
+            if name == "influence_core.evaluation" or any(
+                name == a or name.startswith(a + ".") for a in APP_MODULES_ALLOWED
+            ):
                 continue
             bad.append(f"{path.name}:{line} {name}")
     assert bad == []

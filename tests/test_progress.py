@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from influence_core import train_model
-from influence_core.progress import CancelToken, Cancelled, cancellable
+from influence_core.progress import Cancelled, CancelToken, cancellable
 
 
 class CancelAt:
@@ -31,7 +31,7 @@ class CancelAt:
 
     def after_cancel(self) -> list[str]:
         first = next(i for i, m in enumerate(self.seen) if self.text in m)
-        return self.seen[first + 1:]
+        return self.seen[first + 1 :]
 
 
 def test_token_and_wrapper():
@@ -87,8 +87,7 @@ def test_cancel_during_class_removal_retraining_keeps_no_reference(digits, tiny_
     assert c not in task._references and _reference_key(tiny_digits_mlp, digits, c) not in _REFERENCE_CACHE
 
     seen = []
-    result = task.run(c, "random", 50, 0, solver="cg", retrain_reference=True,
-                      progress=lambda f, m: seen.append(m))
+    result = task.run(c, "random", 50, 0, solver="cg", retrain_reference=True, progress=lambda f, m: seen.append(m))
     assert result.reference is not None and any("retraining: epoch 3/3" in m for m in seen)
     assert c in task._references
 

@@ -9,6 +9,7 @@ a dual Tensor for forward AD but no level exists", or returned wrong scores sile
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -41,8 +42,9 @@ def _run_in_threads(work, n_threads: int) -> list[str]:
 @pytest.fixture(scope="module")
 def two_models(digits):
     """Two different models (different seeds), so a mix-up between threads changes the answer."""
-    return [train_model(digits, "mlp", seed=s, epochs=3, hidden=(16,), polish_steps=5, max_polish_steps=5)
-            for s in (0, 1)]
+    return [
+        train_model(digits, "mlp", seed=s, epochs=3, hidden=(16,), polish_steps=5, max_polish_steps=5) for s in (0, 1)
+    ]
 
 
 @pytest.mark.parametrize("solver", ["cg", "exact"])
@@ -52,8 +54,13 @@ def test_two_threads_computing_influence_get_their_own_correct_scores(digits, tw
     calcs = []
     for s, model in enumerate(two_models):
         calc = InfluenceCalculator(model, digits.X_train, digits.y_train)
-        calc.fit(hessian_indices=np.arange(48) + 48 * s, solver=solver, damping=0.01, curvature="gauss_newton",
-                 **({"tol": 1e-8, "max_iter": 300} if solver == "cg" else {}))
+        calc.fit(
+            hessian_indices=np.arange(48) + 48 * s,
+            solver=solver,
+            damping=0.01,
+            curvature="gauss_newton",
+            **({"tol": 1e-8, "max_iter": 300} if solver == "cg" else {}),
+        )
         calcs.append(calc)
     X, y = digits.X_test[:3], digits.y_test[:3]
     expected = [calc.scores(X, y) for calc in calcs]
@@ -75,8 +82,9 @@ def test_threads_fitting_and_scoring_at_once(digits, two_models):
     X, y = digits.X_test[:2], digits.y_test[:2]
     expected = scorer.scores(X, y)
     fitted_once = InfluenceCalculator(two_models[1], digits.X_train, digits.y_train)
-    fitted_once.fit(hessian_indices=np.arange(100, 180), solver="cg", damping=0.01, curvature="gauss_newton",
-                    tol=1e-8, max_iter=300)
+    fitted_once.fit(
+        hessian_indices=np.arange(100, 180), solver="cg", damping=0.01, curvature="gauss_newton", tol=1e-8, max_iter=300
+    )
     expected_fit = fitted_once.scores(X[:1], y[:1])
 
     def work(i: int) -> None:
@@ -85,8 +93,14 @@ def test_threads_fitting_and_scoring_at_once(digits, two_models):
                 np.testing.assert_allclose(scorer.scores(X, y), expected, rtol=1e-4, atol=1e-8)
             else:
                 calc = InfluenceCalculator(two_models[1], digits.X_train, digits.y_train)
-                calc.fit(hessian_indices=np.arange(100, 180), solver="cg", damping=0.01, curvature="gauss_newton",
-                         tol=1e-8, max_iter=300)
+                calc.fit(
+                    hessian_indices=np.arange(100, 180),
+                    solver="cg",
+                    damping=0.01,
+                    curvature="gauss_newton",
+                    tol=1e-8,
+                    max_iter=300,
+                )
                 np.testing.assert_allclose(calc.scores(X[:1], y[:1]), expected_fit, rtol=1e-4, atol=1e-8)
 
     assert _run_in_threads(work, 2) == []
@@ -131,8 +145,9 @@ def _assert_same_state(before: dict, after: dict) -> None:
 def dropout_mlp(digits):
     """A digits MLP with Dropout, left in train mode by its user (as after a training loop)."""
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 24), torch.nn.Tanh(), torch.nn.Dropout(0.3),
-                                torch.nn.Linear(24, 10))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 24), torch.nn.Tanh(), torch.nn.Dropout(0.3), torch.nn.Linear(24, 10)
+    )
     X, y = torch.as_tensor(digits.X_train), torch.as_tensor(digits.y_train)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, weight_decay=1e-3)
     for _ in range(60):
@@ -154,8 +169,13 @@ def test_threads_scoring_different_test_points_on_one_calculator_match_sequentia
     reduction differently when threads compete for its worker pool."""
     model = dropout_mlp
     calc = InfluenceCalculator(model, digits.X_train, digits.y_train, weight_decay=1e-3)
-    calc.fit(hessian_indices=np.arange(0, 1400, 7), solver=solver, damping=0.01, curvature="gauss_newton",
-             **SOLVER_OPTIONS[solver])
+    calc.fit(
+        hessian_indices=np.arange(0, 1400, 7),
+        solver=solver,
+        damping=0.01,
+        curvature="gauss_newton",
+        **SOLVER_OPTIONS[solver],
+    )
     chunks = [np.arange(2 * i, 2 * i + 2) for i in range(THREADS)]
     expected = [calc.scores(digits.X_test[c], digits.y_test[c]) for c in chunks]
     assert not np.allclose(expected[0], expected[1], rtol=0.1)  # different test points, different answers
@@ -169,6 +189,7 @@ def test_threads_scoring_different_test_points_on_one_calculator_match_sequentia
             if [id(p) for p in model.parameters()] != ids or not all(m.training for m in model.modules()):
                 seen_changes.append("the shared model changed while others computed")
                 return
+            time.sleep(0.0005)  # let the computing threads have the GIL
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -217,8 +238,9 @@ def test_threads_running_class_removal_on_one_model_match_sequential(digits, two
     model = two_models[0]
 
     def run(c: int) -> float:
-        return class_removal(model, digits, removed_class=c, sampler="random", m=64, seed=c, solver="cg",
-                             damping=0.01).at_one["f1"]
+        return class_removal(
+            model, digits, removed_class=c, sampler="random", m=64, seed=c, solver="cg", damping=0.01
+        ).at_one["f1"]
 
     expected = [run(c) for c in (1, 2)]
     before = _model_state(model)
@@ -251,17 +273,20 @@ def test_a_computation_that_raises_half_way_leaves_the_model_as_it_was(digits, d
         return torch.nn.functional.cross_entropy(logits, y, reduction="none")
 
     calc_ok = InfluenceCalculator(model, digits.X_train, digits.y_train, weight_decay=1e-3)
-    calc_ok.fit(hessian_indices=np.arange(100), solver=solver, damping=0.01, curvature="gauss_newton",
-                **SOLVER_OPTIONS[solver])
+    calc_ok.fit(
+        hessian_indices=np.arange(100), solver=solver, damping=0.01, curvature="gauss_newton", **SOLVER_OPTIONS[solver]
+    )
     expected = calc_ok.scores(digits.X_test[:3], digits.y_test[:3])
     before = _model_state(model)
-    calc = InfluenceCalculator(model, digits.X_train, digits.y_train, weight_decay=1e-3,
-                               task=Task(measurement=measurement))
-    calc.fit(hessian_indices=np.arange(100), solver=solver, damping=0.01, curvature="gauss_newton",
-             **SOLVER_OPTIONS[solver])
+    calc = InfluenceCalculator(
+        model, digits.X_train, digits.y_train, weight_decay=1e-3, task=Task(measurement=measurement)
+    )
+    calc.fit(
+        hessian_indices=np.arange(100), solver=solver, damping=0.01, curvature="gauss_newton", **SOLVER_OPTIONS[solver]
+    )
     with pytest.raises(_Boom):
         for t in range(3):
-            calc.scores(digits.X_test[t:t + 1], digits.y_test[t:t + 1])
+            calc.scores(digits.X_test[t : t + 1], digits.y_test[t : t + 1])
     _assert_same_state(before, _model_state(model))
     np.testing.assert_allclose(calc_ok.scores(digits.X_test[:3], digits.y_test[:3]), expected, rtol=1e-6)
 

@@ -1,5 +1,6 @@
 """The app's disk cache: trained models, their views (sampler inputs, test logits and features), 2-D maps and fitted
-inverses (the factorised (H_S + δI)⁻¹ of a Hessian sample and solver), kept in :class:`influence_core.array_store.ArrayStore` files so nothing is computed twice, not even across a restart.
+inverses (the factorised (H_S + δI)⁻¹ of a Hessian sample and solver), kept in
+:class:`influence_core.array_store.ArrayStore` files so nothing is computed twice, not even across a restart.
 
 Keys are the full :class:`ui.config.RunConfig` (data, model and training settings; an upload by its SHA-256) plus
 the map's space and method, and a code version per kind: a hash of the source of the engine modules that produce
@@ -14,44 +15,78 @@ No Streamlit here: ``ui.state`` wraps these functions in its in-memory caches, a
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 import time
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import asdict
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 import influence_core as ic
-from influence_core import (ArrayStore, StoreFileError, StoredEntry, code_version, model_from_arrays, model_to_arrays,
-                            project_2d)
+from influence_core import (
+    ArrayStore,
+    StoredEntry,
+    StoreFileError,
+    code_version,
+    model_from_arrays,
+    model_to_arrays,
+    project_2d,
+)
 
 from . import cache_budget, map_worker
 from .config import DataConfig, RunConfig
 from .map_worker import UMAP_OPTIONS
 
-__all__ = ["disk_store", "cache_dir", "load_or_train", "load_or_view", "load_or_project", "load_or_fit_inverses",
-           "inverse_config", "describe_entry", "MODEL_KIND", "VIEW_KIND", "MAP_KIND", "INVERSE_KIND"]
+__all__ = [
+    "disk_store",
+    "cache_dir",
+    "load_or_train",
+    "load_or_view",
+    "load_or_project",
+    "load_or_fit_inverses",
+    "inverse_config",
+    "describe_entry",
+    "MODEL_KIND",
+    "VIEW_KIND",
+    "MAP_KIND",
+    "INVERSE_KIND",
+]
 
 MODEL_KIND, VIEW_KIND, MAP_KIND, DATA_KIND, INVERSE_KIND = "model", "view", "map", "data", "inverse"
 VIEW_ARRAYS = ("train_labels", "train_logits", "train_features", "test_logits", "test_features")
 ProblemReport = Callable[[str], None]
 
-_MODEL_MODULES = ("influence_core.models.training", "influence_core.models.zoo", "influence_core.models.storage",
-                  "influence_core.data.datasets")
-_INVERSE_MODULES = ("influence_core.sampling.samplers", "influence_core.curvature.objective",
-                    "influence_core.curvature.gram", "influence_core.solvers.registry", "influence_core.solvers.exact",
-                    "influence_core.solvers.low_rank", "influence_core.solvers.kfac", "influence_core.solvers.arnoldi",
-                    "influence_core.solvers.fitted_io", "influence_core.influence.across_samples")
+_MODEL_MODULES = (
+    "influence_core.models.training",
+    "influence_core.models.zoo",
+    "influence_core.models.storage",
+    "influence_core.data.datasets",
+)
+_INVERSE_MODULES = (
+    "influence_core.sampling.samplers",
+    "influence_core.curvature.objective",
+    "influence_core.curvature.gram",
+    "influence_core.solvers.registry",
+    "influence_core.solvers.exact",
+    "influence_core.solvers.low_rank",
+    "influence_core.solvers.kfac",
+    "influence_core.solvers.arnoldi",
+    "influence_core.solvers.fitted_io",
+    "influence_core.influence.across_samples",
+)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _version(kind: str) -> str:
-    modules = {DATA_KIND: ("influence_core.data.datasets", "influence_core.data.sources"),
-               MODEL_KIND: _MODEL_MODULES,
-               VIEW_KIND: _MODEL_MODULES + ("influence_core.sampling.samplers",),
-               MAP_KIND: _MODEL_MODULES + ("influence_core.sampling.samplers", "influence_core.sampling.projection"),
-               INVERSE_KIND: _MODEL_MODULES + _INVERSE_MODULES}
+    modules = {
+        DATA_KIND: ("influence_core.data.datasets", "influence_core.data.sources"),
+        MODEL_KIND: _MODEL_MODULES,
+        VIEW_KIND: _MODEL_MODULES + ("influence_core.sampling.samplers",),
+        MAP_KIND: _MODEL_MODULES + ("influence_core.sampling.samplers", "influence_core.sampling.projection"),
+        INVERSE_KIND: _MODEL_MODULES + _INVERSE_MODULES,
+    }
     return code_version(*modules[kind])
 
 
@@ -71,6 +106,7 @@ def dataset(cfg: DataConfig, payload: bytes | None = None, on_problem: ProblemRe
     ``influence_core.load_npz`` of ``payload``: validated, ``allow_pickle=False``), kept in the disk cache under
     the full ``cfg`` (an upload by its SHA-256), so a worker process finds an upload by its key alone. Raises
     :class:`influence_core.DatasetError` when an upload is neither stored nor given."""
+
     def compute() -> tuple[dict, dict]:
         if cfg.name == "npz":
             if payload is None:
@@ -80,15 +116,26 @@ def dataset(cfg: DataConfig, payload: bytes | None = None, on_problem: ProblemRe
             ds = ic.load_dataset("mnist1d", seed=cfg.seed, num_samples=cfg.num_samples)
         else:
             ds = ic.load_dataset(cfg.name, seed=cfg.seed)
-        return ({name: getattr(ds, name) for name in DATASET_ARRAYS},
-                {"label": f"dataset {cfg.label()}", "name": ds.name, "class_names": list(ds.class_names),
-                 "image_shape": None if ds.image_shape is None else list(ds.image_shape), "info": ds.info})
+        return (
+            {name: getattr(ds, name) for name in DATASET_ARRAYS},
+            {
+                "label": f"dataset {cfg.label()}",
+                "name": ds.name,
+                "class_names": list(ds.class_names),
+                "image_shape": None if ds.image_shape is None else list(ds.image_shape),
+                "info": ds.info,
+            },
+        )
 
     arrays, meta, _ = _cached(DATA_KIND, {"data": asdict(cfg)}, compute, on_problem)
     shape = meta["image_shape"]
-    return ic.Dataset(name=meta["name"], class_names=tuple(meta["class_names"]),
-                      image_shape=None if shape is None else (int(shape[0]), int(shape[1])), info=meta["info"],
-                      **{name: arrays[name] for name in DATASET_ARRAYS})
+    return ic.Dataset(
+        name=meta["name"],
+        class_names=tuple(meta["class_names"]),
+        image_shape=None if shape is None else (int(shape[0]), int(shape[1])),
+        info=meta["info"],
+        **{name: arrays[name] for name in DATASET_ARRAYS},
+    )
 
 
 def cache_dir() -> Path | None:
@@ -110,8 +157,9 @@ def disk_store() -> ArrayStore | None:
     return _stores.setdefault(root, ArrayStore(root))
 
 
-def _cached(kind: str, config: dict, compute: Callable[[], tuple[dict, dict]],
-            on_problem: ProblemReport | None) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
+def _cached(
+    kind: str, config: dict, compute: Callable[[], tuple[dict, dict]], on_problem: ProblemReport | None
+) -> tuple[dict[str, np.ndarray], dict[str, Any], bool]:
     store = disk_store()
     if store is None:
         arrays, meta = compute()
@@ -129,10 +177,12 @@ def _used(store: ArrayStore, path: Path, written: bool) -> None:
         cache_budget.enforce(store.root, keep=path)
 
 
-def load_or_train(run: RunConfig, dataset: ic.Dataset, progress: ic.Progress | None = None,
-                  on_problem: ProblemReport | None = None):
+def load_or_train(
+    run: RunConfig, dataset: ic.Dataset, progress: ic.Progress | None = None, on_problem: ProblemReport | None = None
+):
     """The trained model of ``run``: from the disk cache when it holds it (``training_report["loaded_from_disk"]``
     is then True and ``"seconds"`` is the original training time), else trained (with ``progress``) and saved."""
+
     def compute() -> tuple[dict, dict]:
         cfg = run.model
         model = ic.train_model(dataset, arch=cfg.arch, seed=cfg.seed, progress=progress, **cfg.train_kwargs())
@@ -145,40 +195,53 @@ def load_or_train(run: RunConfig, dataset: ic.Dataset, progress: ic.Progress | N
     return model
 
 
-def load_or_view(run: RunConfig, model, dataset: ic.Dataset,
-                 on_problem: ProblemReport | None = None) -> dict[str, np.ndarray]:
+def load_or_view(
+    run: RunConfig, model, dataset: ic.Dataset, on_problem: ProblemReport | None = None
+) -> dict[str, np.ndarray]:
     """The arrays the pages show about a model (``VIEW_ARRAYS``): training labels, logits and penultimate
     features, and the test logits and features (features empty (n, 0) when the model has none)."""
+
     def compute() -> tuple[dict, dict]:
         inputs = ic.sampler_inputs(model, dataset)
         features = inputs.features if inputs.features is not None else np.zeros((len(inputs.labels), 0))
-        return ({"train_labels": inputs.labels, "train_logits": inputs.logits, "train_features": features,
-                 "test_logits": ic.predict_logits(model, dataset.X_test),
-                 "test_features": ic.penultimate_features(model, dataset.X_test)},
-                {"label": f"view of {run.model.arch} on {run.data.label()}"})
+        return (
+            {
+                "train_labels": inputs.labels,
+                "train_logits": inputs.logits,
+                "train_features": features,
+                "test_logits": ic.predict_logits(model, dataset.X_test),
+                "test_features": ic.penultimate_features(model, dataset.X_test),
+            },
+            {"label": f"view of {run.model.arch} on {run.data.label()}"},
+        )
 
     arrays, _, _ = _cached(VIEW_KIND, run.cache_key(), compute, on_problem)
     return arrays
 
 
-def load_or_project(run: RunConfig, X: np.ndarray, space: str, method: str,
-                    on_problem: ProblemReport | None = None) -> np.ndarray:
+def load_or_project(
+    run: RunConfig, X: np.ndarray, space: str, method: str, on_problem: ProblemReport | None = None
+) -> np.ndarray:
     """The (n, 2) map of ``X`` (the run's features or logits, train rows then test rows) by ``method``."""
+
     def compute() -> tuple[dict, dict]:
         start = time.perf_counter()
         if method == "umap" and map_worker.enabled():  # in the map worker process (ui.map_worker)
             xy = map_worker.project(X, method, seed=0, **UMAP_OPTIONS)
         else:
             xy = project_2d(X, method=method, seed=0, **(UMAP_OPTIONS if method == "umap" else {}))
-        return {"xy": xy}, {"label": f"{method.upper()} of {space}, {run.model.arch} on {run.data.label()}",
-                            "seconds": time.perf_counter() - start}
+        return {"xy": xy}, {
+            "label": f"{method.upper()} of {space}, {run.model.arch} on {run.data.label()}",
+            "seconds": time.perf_counter() - start,
+        }
 
     arrays, _, _ = _cached(MAP_KIND, _map_config(run, space, method), compute, on_problem)
     return arrays["xy"]
 
 
-def inverse_config(run: RunConfig, spec: tuple, damping: float, curvature: str, options: dict,
-                   objective: Any, sample: Any) -> dict:
+def inverse_config(
+    run: RunConfig, spec: tuple, damping: float, curvature: str, options: dict, objective: Any, sample: Any
+) -> dict:
     """The key of one fitted inverse: the run, the spec (sampler or None = full data, m, seed, solver), damping,
     curvature and solver options, plus digests of the model's parameters θ and of the sample's indices and weights
     (so another model or another draw never finds it)."""
@@ -187,20 +250,32 @@ def inverse_config(run: RunConfig, spec: tuple, damping: float, curvature: str, 
     sampler, m, seed, solver = spec
     indices = None if sample is None else np.asarray(sample.indices, dtype=np.int64)
     weights = None if sample is None or sample.weights is None else np.asarray(sample.weights, dtype=np.float64)
-    return {"run": run.cache_key(), "sampler": sampler, "m": int(m), "seed": int(seed), "solver": solver,
-            "damping": float(damping), "curvature": curvature, "options": dict(options),
-            "theta": fingerprint(objective.theta), "sample": fingerprint(indices, weights)}
+    return {
+        "run": run.cache_key(),
+        "sampler": sampler,
+        "m": int(m),
+        "seed": int(seed),
+        "solver": solver,
+        "damping": float(damping),
+        "curvature": curvature,
+        "options": dict(options),
+        "theta": fingerprint(objective.theta),
+        "sample": fingerprint(indices, weights),
+    }
 
 
 def _inverse_label(config: dict, run: RunConfig) -> str:
     what = "full data" if config["sampler"] is None else f"{config['sampler']} m={config['m']} seed {config['seed']}"
-    return (f"inverse: {config['solver']} on {what}, δ={config['damping']:g}, {run.model.arch} on "
-            f"{run.data.label()}")
+    return f"inverse: {config['solver']} on {what}, δ={config['damping']:g}, {run.model.arch} on {run.data.label()}"
 
 
-def load_or_fit_inverses(run: RunConfig, objective: Any, configs: list[dict],
-                         fit_missing: Callable[[list[int]], list[Any]],
-                         on_problem: ProblemReport | None = None) -> tuple[list[Any], list[bool]]:
+def load_or_fit_inverses(
+    run: RunConfig,
+    objective: Any,
+    configs: list[dict],
+    fit_missing: Callable[[list[int]], list[Any]],
+    on_problem: ProblemReport | None = None,
+) -> tuple[list[Any], list[bool]]:
     """Fitted inverses for ``configs`` (see :func:`inverse_config`) on ``objective``: each from the disk cache when
     it holds it (no refit), else fitted by ``fit_missing(positions)`` (all missing ones in one call, so they can
     share work, e.g. ``fit_across_samples``) and saved. Iterative solvers (cg, lissa) have no fitted state: they
@@ -230,8 +305,9 @@ def load_or_fit_inverses(run: RunConfig, objective: Any, configs: list[dict],
             out[i] = fit
             if store is not None and is_storable(fit):
                 arrays, meta = inverse_to_arrays(fit)
-                path = store.save(INVERSE_KIND, configs[i], version, arrays,
-                                  {**meta, "label": _inverse_label(configs[i], run)})
+                path = store.save(
+                    INVERSE_KIND, configs[i], version, arrays, {**meta, "label": _inverse_label(configs[i], run)}
+                )
                 _used(store, path, written=True)
     return out, loaded
 
@@ -250,15 +326,22 @@ def map_is_stored(run: RunConfig, space: str, method: str) -> bool:
 
 
 def _map_config(run: RunConfig, space: str, method: str) -> dict:
-    return {"run": run.cache_key(), "space": space, "method": method,
-            "options": UMAP_OPTIONS if method == "umap" else {}}
+    return {
+        "run": run.cache_key(),
+        "space": space,
+        "method": method,
+        "options": UMAP_OPTIONS if method == "umap" else {},
+    }
 
 
 def describe_entry(entry: StoredEntry) -> dict[str, Any]:
     """One row of the cache table on the home page."""
     meta = entry.meta or {}
     created = meta.get("created")
-    return {"kind": entry.kind, "what": entry.label if entry.problem is None else f"unreadable: {entry.problem}",
-            "size (kB)": round(entry.bytes / 1024, 1),
-            "saved": time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "",
-            "file": entry.path.name}
+    return {
+        "kind": entry.kind,
+        "what": entry.label if entry.problem is None else f"unreadable: {entry.problem}",
+        "size (kB)": round(entry.bytes / 1024, 1),
+        "saved": time.strftime("%Y-%m-%d %H:%M", time.localtime(created)) if created else "",
+        "file": entry.path.name,
+    }

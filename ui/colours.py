@@ -15,9 +15,28 @@ from __future__ import annotations
 
 import hashlib
 
-CLASS_PALETTE = ("#e15759", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f", "#76b7b2", "#a0cbe8", "#b6992d",
-                 "#d37295", "#8cd17d", "#f1ce63", "#86bcb6", "#d4a6c8", "#e6b8a2", "#c9e07a", "#c994c7", "#dbdb8d",
-                 "#9edae5", "#f7b6d2")
+CLASS_PALETTE = (
+    "#e15759",
+    "#59a14f",
+    "#edc948",
+    "#b07aa1",
+    "#ff9da7",
+    "#9c755f",
+    "#76b7b2",
+    "#a0cbe8",
+    "#b6992d",
+    "#d37295",
+    "#8cd17d",
+    "#f1ce63",
+    "#86bcb6",
+    "#d4a6c8",
+    "#e6b8a2",
+    "#c9e07a",
+    "#c994c7",
+    "#dbdb8d",
+    "#9edae5",
+    "#f7b6d2",
+)
 
 GOOD = "#0b3c8c"  # dark blue: correct test points, helpful training points
 BAD = "#ff7f00"  # orange: wrong test points, harmful training points

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import streamlit as st
 
 import influence_core as ic
 
+from . import artifacts
 from .config import RunConfig
 from .errors import CANCEL_NOTICE_SHOWN, reported
 from .figures import caption_row_html, feature_bars, gallery_html, normalised_tile
-from . import artifacts
-from .state import CANCEL_NOTICE_KEY, background_projection_error, cache_problems, clear_disk_cache, current_run, ensure_model, get_dataset, get_projection, get_view, \
-    projection_ready, start_projection_in_background
+from .state import (
+    CANCEL_NOTICE_KEY,
+    background_projection_error,
+    cache_problems,
+    clear_disk_cache,
+    current_run,
+    ensure_model,
+    get_dataset,
+    get_projection,
+    get_view,
+    projection_ready,
+    start_projection_in_background,
+)
 
 
 def page_header(title: str) -> None:
@@ -39,21 +50,26 @@ def load_current() -> tuple[RunConfig, ic.Dataset, object, object] | None:
 
     Shows an error and returns None when the data or the model cannot be prepared."""
     run = current_run()
-    with reported(f"Could not prepare the data and model ({run.data.label()}, {run.model.arch})",
-                  then="Choose other settings on the home page.") as outcome:
+    with reported(
+        f"Could not prepare the data and model ({run.data.label()}, {run.model.arch})",
+        then="Choose other settings on the home page.",
+    ) as outcome:
         dataset = get_dataset(run.data)
         model = ensure_model(run)
         view = get_view(run)
     if outcome.failed:
         return None
     acc = model.training_report["test_accuracy"]
-    st.caption(f"Model: {run.model.arch} on {run.data.label()}, {dataset.n_train} training / {dataset.n_test} "
-               f"test points, {view.n_params:,} parameters, test accuracy {acc:.1%}. Change it on the home page.")
+    st.caption(
+        f"Model: {run.model.arch} on {run.data.label()}, {dataset.n_train} training / {dataset.n_test} "
+        f"test points, {view.n_params:,} parameters, test accuracy {acc:.1%}. Change it on the home page."
+    )
     return run, dataset, model, view
 
 
-def show_inputs(dataset: ic.Dataset, X_rows: np.ndarray, captions: Sequence[str], per_row: int = 8,
-                key: str = "inputs") -> None:
+def show_inputs(
+    dataset: ic.Dataset, X_rows: np.ndarray, captions: Sequence[str], per_row: int = 8, key: str = "inputs"
+) -> None:
     """Thumbnails of input rows with a caption under each. Images (raw scale, min-max per tile) go in one HTML
     grid (:func:`ui.figures.gallery_html`: one element, however many tiles); tabular rows are bars of the
     standardised features with labelled axes, one chart per row of ``per_row`` panels with the captions in a grid
@@ -65,17 +81,22 @@ def show_inputs(dataset: ic.Dataset, X_rows: np.ndarray, captions: Sequence[str]
         return
     feature_names = (dataset.info or {}).get("feature_names")
     for start in range(0, len(X_rows), per_row):
-        chunk = X_rows[start:start + per_row]
+        chunk = X_rows[start : start + per_row]
         width = len(chunk) / per_row  # a short last row keeps the panels' width
         col = st.columns([width, 1 - width])[0] if width < 1 else st.container()
         with col:
-            st.plotly_chart(feature_bars(chunk, feature_names), width="stretch", config={"displayModeBar": False},
-                            key=f"{key}-{start}")
-            st.html(caption_row_html(captions[start:start + per_row], len(chunk)))
+            st.plotly_chart(
+                feature_bars(chunk, feature_names),
+                width="stretch",
+                config={"displayModeBar": False},
+                key=f"{key}-{start}",
+            )
+            st.html(caption_row_html(captions[start : start + per_row], len(chunk)))
 
 
-def checked_number(label: str, key: str, lo: float, hi: float | None, default: float | int, integer: bool = True,
-                   **kwargs) -> float | int | None:
+def checked_number(
+    label: str, key: str, lo: float, hi: float | None, default: float | int, integer: bool = True, **kwargs
+) -> float | int | None:
     """A number box without browser-side bounds (so what the student typed stays visible) and, under it, one
     error line with the allowed range when the value is outside ``[lo, hi]`` (:func:`ui.inputs.range_problem`).
     Returns the value, or None when it is out of range: the page must then compute nothing
@@ -87,8 +108,9 @@ def checked_number(label: str, key: str, lo: float, hi: float | None, default: f
     # The step's type sets the box's type (no bounds are given): whole numbers show as "5", not "5.00".
     kwargs.setdefault("step", 1 if integer else 0.001)
     if integer:
-        st.session_state[key] = int(st.session_state[key]) if float(st.session_state[key]).is_integer() else \
-            st.session_state[key]
+        st.session_state[key] = (
+            int(st.session_state[key]) if float(st.session_state[key]).is_integer() else st.session_state[key]
+        )
     value = st.number_input(label, key=key, **kwargs)
     problem = range_problem(value, lo, hi, label, integer)
     if problem:
@@ -104,8 +126,11 @@ def scroll_to(element_id: str) -> None:
 
     from streamlit.components.v1 import html
 
-    html(f"<script>const el = window.parent.document.getElementById({json.dumps(element_id)});"
-         "if (el) el.scrollIntoView({behavior: 'instant', block: 'start'});</script>", height=0)
+    html(
+        f"<script>const el = window.parent.document.getElementById({json.dumps(element_id)});"
+        "if (el) el.scrollIntoView({behavior: 'instant', block: 'start'});</script>",
+        height=0,
+    )
 
 
 def stop_if_invalid(*values) -> None:
@@ -121,9 +146,16 @@ def sample_size_input(label: str, pool: int, key: str, what: str, default: int =
     The default is ``min(default, pool)``; a value outside the range (typed, or left from a larger pool: another
     class, another dataset) stays in the box with the allowed range under it, and None is returned."""
     pool = max(int(pool), 1)
-    return checked_number(label, key, 1, pool, min(default, pool), step=10,
-                          help=f"1 to {pool}: the {what}. The default is {min(default, pool)} (100, or the "
-                               "whole pool when it is smaller).")
+    return checked_number(
+        label,
+        key,
+        1,
+        pool,
+        min(default, pool),
+        step=10,
+        help=f"1 to {pool}: the {what}. The default is {min(default, pool)} (100, or the "
+        "whole pool when it is smaller).",
+    )
 
 
 POLL_SECONDS = 2.0
@@ -144,9 +176,12 @@ def map_coordinates(run: RunConfig, space: str, method: str, key: str) -> tuple[
     def wait_for_map() -> None:
         if projection_ready(run, space, method) or background_projection_error(run, space, method):
             st.rerun()
-        st.info(f"Computing the {method.upper()} map of the {space} in the background "
-                f"({start_projection_in_background(run, space, method):.0f} s so far; it is computed once and kept on disk). Showing PCA "
-                "meanwhile; the map switches by itself when it is ready.", icon="⏳")
+        st.info(
+            f"Computing the {method.upper()} map of the {space} in the background "
+            f"({start_projection_in_background(run, space, method):.0f} s so far; it is computed once and kept on "
+            "disk). Showing PCA meanwhile; the map switches by itself when it is ready.",
+            icon="⏳",
+        )
 
     with st.container(key=f"{key}_waiting"):
         wait_for_map()
@@ -162,27 +197,36 @@ def disk_cache_section() -> None:
     store = artifacts.disk_store()
     use = cache_budget.usage(None if store is None else store.root)
     of = "no size limit" if use.budget is None else f"of {use.budget / 1e6:,.0f} MB"
-    title = ("Disk cache: off" if store is None else
-             f"Disk cache: {use.bytes / 1e6:,.1f} MB {of} (trained models, maps and fitted inverses kept across "
-             "restarts)")
+    title = (
+        "Disk cache: off"
+        if store is None
+        else f"Disk cache: {use.bytes / 1e6:,.1f} MB {of} (trained models, maps and fitted inverses kept across "
+        "restarts)"
+    )
     with st.expander(title, expanded=False):
         if store is None:
             st.caption("The disk cache is off (INFLUENCE_EXPLORER_CACHE_DIR=off).")
             return
         entries = store.entries()
         total = sum(e.bytes for e in entries) / 1e6
-        st.caption(f"{len(entries)} files, {total:.1f} MB in `{store.root}`, shared by every session and kept "
-                   "across server restarts. Each file is keyed by its full configuration and the version of the "
-                   "code that made it; files are arrays (.npz), never pickles. Beyond the size budget "
-                   f"({cache_budget.ENV_BUDGET}, in MB) the least recently used files are removed (never one a "
-                   "running computation uses) and recomputed when next needed.")
+        st.caption(
+            f"{len(entries)} files, {total:.1f} MB in `{store.root}`, shared by every session and kept "
+            "across server restarts. Each file is keyed by its full configuration and the version of the "
+            "code that made it; files are arrays (.npz), never pickles. Beyond the size budget "
+            f"({cache_budget.ENV_BUDGET}, in MB) the least recently used files are removed (never one a "
+            "running computation uses) and recomputed when next needed."
+        )
         for message in cache_problems():
             st.warning(message)
         if entries:
-            st.dataframe([artifacts.describe_entry(e) for e in entries], hide_index=True, width="stretch",
-                         key="cache_table")
-        if st.button("Clear the disk cache", key="cache_clear",
-                     help="Removes every file; models, maps and fitted inverses are recomputed when next asked for "
-                          "(by any session)."):
+            st.dataframe(
+                [artifacts.describe_entry(e) for e in entries], hide_index=True, width="stretch", key="cache_table"
+            )
+        if st.button(
+            "Clear the disk cache",
+            key="cache_clear",
+            help="Removes every file; models, maps and fitted inverses are recomputed when next asked for "
+            "(by any session).",
+        ):
             removed = clear_disk_cache()
             st.success(f"Removed {removed} files.")

@@ -153,8 +153,7 @@ def train(progress: Progress, run: RunConfig, payload: bytes | None = None) -> d
     finally:
         _collect.problems = None
     arrays, record = model_to_arrays(net)
-    return {"arrays": arrays, "record": record, "report": dict(net.training_report), "view": view,
-            "problems": problems}
+    return {"arrays": arrays, "record": record, "report": dict(net.training_report), "view": view, "problems": problems}
 
 
 def reference_solver(run: RunConfig, payload: bytes | None = None) -> str:
@@ -165,6 +164,7 @@ def reference_solver(run: RunConfig, payload: bytes | None = None) -> str:
 def sampler_inputs(run: RunConfig, payload: bytes | None = None) -> ic.SamplerInputs:
     """What the samplers look at (training labels, logits, features), from the model's view in the disk cache:
     the same arrays the server's pages draw their samples from."""
+
     def build() -> ic.SamplerInputs:
         a = artifacts.load_or_view(run, model(run, payload), dataset(run.data, payload), on_problem=report_problem)
         features = a["train_features"] if a["train_features"].shape[1] else None
@@ -193,8 +193,10 @@ def fit_options(spec: Spec) -> dict:
 
 
 def inverse_configs(run: RunConfig, specs: list, damping: float, objective, samples: list) -> list[dict]:
-    return [artifacts.inverse_config(run, spec, damping, CURVATURE, fit_options(spec), objective, s)
-            for spec, s in zip(specs, samples)]
+    return [
+        artifacts.inverse_config(run, spec, damping, CURVATURE, fit_options(spec), objective, s)
+        for spec, s in zip(specs, samples)
+    ]
 
 
 def calculator(run: RunConfig, spec: Spec, damping: float, payload: bytes | None = None):
@@ -212,15 +214,26 @@ def calculator(run: RunConfig, spec: Spec, damping: float, payload: bytes | None
             if drawn is not None:  # the spread's fit (exact: low-rank Woodbury with the Linear-layer Gram)
                 from influence_core import fit_across_samples
 
-                return fit_across_samples(calc.objective, [drawn], solver=spec[3], damping=float(damping),
-                                          curvature=CURVATURE, **SOLVER_OPTIONS.get(spec[3], {}))
-            calc.fit(hessian_indices=None, solver=spec[3], damping=float(damping), curvature=CURVATURE,
-                     **fit_options(spec))
+                return fit_across_samples(
+                    calc.objective,
+                    [drawn],
+                    solver=spec[3],
+                    damping=float(damping),
+                    curvature=CURVATURE,
+                    **SOLVER_OPTIONS.get(spec[3], {}),
+                )
+            calc.fit(
+                hessian_indices=None, solver=spec[3], damping=float(damping), curvature=CURVATURE, **fit_options(spec)
+            )
             return [calc.inverse]
 
         (inverse,), _ = artifacts.load_or_fit_inverses(
-            run, calc.objective, inverse_configs(run, [spec], damping, calc.objective, [drawn]), fit,
-            on_problem=report_problem)
+            run,
+            calc.objective,
+            inverse_configs(run, [spec], damping, calc.objective, [drawn]),
+            fit,
+            on_problem=report_problem,
+        )
         if calc.inverse is not inverse:
             calc.use_fitted(inverse)
         return calc, threading.Lock()
@@ -236,16 +249,27 @@ def ihvp(run: RunConfig, spec: Spec, damping: float, test_index: int, payload: b
         calc, lock = calculator(run, spec, damping, payload)
         data, i = dataset(run.data, payload), int(test_index)
         with lock:
-            result = calc.ihvp(calc.gradients(data.X_test[i:i + 1], data.y_test[i:i + 1]))
-        return {"x": result.x.detach().cpu().numpy(), "trace": list(result.trace),
-                "iterations": int(result.iterations), "converged": bool(result.converged),
-                "solve_seconds": float(result.seconds), "method": result.method}
+            result = calc.ihvp(calc.gradients(data.X_test[i : i + 1], data.y_test[i : i + 1]))
+        return {
+            "x": result.x.detach().cpu().numpy(),
+            "trace": list(result.trace),
+            "iterations": int(result.iterations),
+            "converged": bool(result.converged),
+            "solve_seconds": float(result.seconds),
+            "method": result.method,
+        }
 
     return _ihvps.get((run, spec, float(damping), int(test_index)), solve)
 
 
-def influence_rows(progress: Progress | None, run: RunConfig, specs: tuple, damping: float, test_index: int,
-                   payload: bytes | None = None) -> list[dict]:
+def influence_rows(
+    progress: Progress | None,
+    run: RunConfig,
+    specs: tuple,
+    damping: float,
+    test_index: int,
+    payload: bytes | None = None,
+) -> list[dict]:
     """Scores of every training point on test point ``test_index`` (n_train,) for each spec, with the solve
     records: the iHVPs per spec (each fitted inverse from the disk cache when there), then the scores of all
     specs in ONE pass over the training set (``scores_from_ihvp`` with k right-hand sides)."""
@@ -264,8 +288,10 @@ def influence_rows(progress: Progress | None, run: RunConfig, specs: tuple, damp
     with lock:
         scores = calc.scores_from_ihvp(S, progress=_part(progress, 0.8, 1.0, "scoring"))
     seconds = time.perf_counter() - start
-    return [{**{k: v for k, v in s.items() if k != "x"}, "scores": scores[j], "seconds": seconds}
-            for j, s in enumerate(solves)]
+    return [
+        {**{k: v for k, v in s.items() if k != "x"}, "scores": scores[j], "seconds": seconds}
+        for j, s in enumerate(solves)
+    ]
 
 
 def spread_inverses(run: RunConfig, specs: tuple, damping: float, payload: bytes | None = None):
@@ -280,23 +306,43 @@ def spread_inverses(run: RunConfig, specs: tuple, damping: float, payload: bytes
         solver = specs[0][3]
 
         def fit_missing(missing: list[int]) -> list:
-            return fit_across_samples(calc.objective, [samples[i] for i in missing], solver=solver,
-                                      damping=float(damping), curvature=CURVATURE, **SOLVER_OPTIONS.get(solver, {}))
+            return fit_across_samples(
+                calc.objective,
+                [samples[i] for i in missing],
+                solver=solver,
+                damping=float(damping),
+                curvature=CURVATURE,
+                **SOLVER_OPTIONS.get(solver, {}),
+            )
 
         inverses, _ = artifacts.load_or_fit_inverses(
-            run, calc.objective, inverse_configs(run, list(specs), damping, calc.objective, samples), fit_missing,
-            on_problem=report_problem)
+            run,
+            calc.objective,
+            inverse_configs(run, list(specs), damping, calc.objective, samples),
+            fit_missing,
+            on_problem=report_problem,
+        )
         return calc, threading.Lock(), inverses
 
     return _spread.get((run, tuple(specs), float(damping)), build)
 
 
-def seed_spread(progress: Progress | None, run: RunConfig, samplers: tuple, m: int, seeds: tuple, solver: str,
-                damping: float, test_index: int, k: int, reference_spec: Spec,
-                payload: bytes | None = None) -> list[dict]:
+def seed_spread(
+    progress: Progress | None,
+    run: RunConfig,
+    samplers: tuple,
+    m: int,
+    seeds: tuple,
+    solver: str,
+    damping: float,
+    test_index: int,
+    k: int,
+    reference_spec: Spec,
+    payload: bytes | None = None,
+) -> list[dict]:
     """Per sampler and seed: Spearman and top-k overlap of the scores against the full-data Hessian's."""
-    from influence_core.evaluation import metrics
     from influence_core import scores_across_samples
+    from influence_core.evaluation import metrics
 
     progress = _quiet(progress)
     specs = tuple((name, int(m), int(s), solver) for name in samplers for s in seeds)
@@ -307,14 +353,21 @@ def seed_spread(progress: Progress | None, run: RunConfig, samplers: tuple, m: i
     progress(0.8, f"scoring under {len(specs)} Hessian samples")
     data, i = dataset(run.data, payload), int(test_index)
     with lock:
-        scores, _ = scores_across_samples(calc, inverses, data.X_test[i:i + 1], data.y_test[i:i + 1])
-    return [{"sampler": spec[0], "seed": spec[2], "spearman_vs_full": metrics.spearman(row[0], ref),
-             "topk_overlap_vs_full": metrics.topk_overlap(row[0], ref, k)}
-            for spec, row in zip(specs, scores)]
+        scores, _ = scores_across_samples(calc, inverses, data.X_test[i : i + 1], data.y_test[i : i + 1])
+    return [
+        {
+            "sampler": spec[0],
+            "seed": spec[2],
+            "spearman_vs_full": metrics.spearman(row[0], ref),
+            "topk_overlap_vs_full": metrics.topk_overlap(row[0], ref, k),
+        }
+        for spec, row in zip(specs, scores)
+    ]
 
 
-def self_influence(progress: Progress | None, run: RunConfig, damping: float,
-                   payload: bytes | None = None) -> np.ndarray:
+def self_influence(
+    progress: Progress | None, run: RunConfig, damping: float, payload: bytes | None = None
+) -> np.ndarray:
     """(n_train,) self-influence (1/n)∇ℓ_jᵀ(H + δI)⁻¹∇ℓ_j under the full-data Gauss-Newton Hessian (exact)."""
     _quiet(progress)(0.0, "self-influence of every training point")
     n = dataset(run.data, payload).n_train
@@ -330,27 +383,47 @@ def removal_task(run: RunConfig, payload: bytes | None = None):
     """``ClassRemoval`` for the model (caches g_c and retrained references), with a lock."""
     from influence_core import ClassRemoval
 
-    return _removal.get(run, lambda: (ClassRemoval(model(run, payload), dataset(run.data, payload)),
-                                      threading.Lock()))
+    return _removal.get(run, lambda: (ClassRemoval(model(run, payload), dataset(run.data, payload)), threading.Lock()))
 
 
-def removal(progress: Progress, run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str,
-            damping: float, reference: bool, memory: bool, payload: bytes | None = None) -> dict:
+def removal(
+    progress: Progress,
+    run: RunConfig,
+    removed_class: int,
+    sampler: str,
+    m: int,
+    seed: int,
+    solver: str,
+    damping: float,
+    reference: bool,
+    memory: bool,
+    payload: bytes | None = None,
+) -> dict:
     """One class removal (``ClassRemoval.run``) as its JSON record; with ``reference``, also the retrained
     reference's test predictions under ``"reference_test_pred"`` (so no other process retrains it to show them)."""
     task, lock = removal_task(run, payload)
     with lock:
-        record = task.run(int(removed_class), sampler, int(m), int(seed), solver=solver, damping=float(damping),
-                          retrain_reference=reference, measure_memory=memory, progress=progress,
-                          **REMOVAL_SOLVER_OPTIONS.get(solver, {})).to_dict()
+        record = task.run(
+            int(removed_class),
+            sampler,
+            int(m),
+            int(seed),
+            solver=solver,
+            damping=float(damping),
+            retrain_reference=reference,
+            measure_memory=memory,
+            progress=progress,
+            **REMOVAL_SOLVER_OPTIONS.get(solver, {}),
+        ).to_dict()
         if reference:
             ref = task.reference_model(int(removed_class))
             record["reference_test_pred"] = ic.predict_logits(ref, task.dataset.X_test).argmax(1)
     return record
 
 
-def reference_predictions(progress: Progress, run: RunConfig, removed_class: int,
-                          payload: bytes | None = None) -> np.ndarray:
+def reference_predictions(
+    progress: Progress, run: RunConfig, removed_class: int, payload: bytes | None = None
+) -> np.ndarray:
     """Test predictions of the model retrained from scratch without the class (retrained when not cached)."""
     task, lock = removal_task(run, payload)
     with lock:
@@ -361,31 +434,60 @@ def reference_predictions(progress: Progress, run: RunConfig, removed_class: int
 # ---------------------------------------------------------------------------------------------------- live studies
 
 
-def live_lds(progress: Progress, run: RunConfig, samplers: tuple, ms: tuple, n_seeds: int, n_subsets: int,
-             n_test: int, payload: bytes | None = None) -> dict:
+def live_lds(
+    progress: Progress,
+    run: RunConfig,
+    samplers: tuple,
+    ms: tuple,
+    n_seeds: int,
+    n_subsets: int,
+    n_test: int,
+    payload: bytes | None = None,
+) -> dict:
     """A small LDS study on the model (``influence_core.studies.lds.run_lds_study``); its JSON record."""
     from influence_core import RetrainPlan
     from influence_core.studies.faithfulness import StudyConfig
     from influence_core.studies.lds import run_lds_study
 
-    config = StudyConfig(dataset=run.data.name, arch=run.model.arch, seed=run.data.seed, samplers=tuple(samplers),
-                         ms=tuple(int(m) for m in ms), n_seeds=int(n_seeds), n_test_points=int(n_test),
-                         gram_budget_mb=0.0)
-    result = run_lds_study(config, RetrainPlan(n_subsets=int(n_subsets), n_seeds=2),
-                           dataset=dataset(run.data, payload), model=model(run, payload), progress=progress)
+    config = StudyConfig(
+        dataset=run.data.name,
+        arch=run.model.arch,
+        seed=run.data.seed,
+        samplers=tuple(samplers),
+        ms=tuple(int(m) for m in ms),
+        n_seeds=int(n_seeds),
+        n_test_points=int(n_test),
+        gram_budget_mb=0.0,
+    )
+    result = run_lds_study(
+        config,
+        RetrainPlan(n_subsets=int(n_subsets), n_seeds=2),
+        dataset=dataset(run.data, payload),
+        model=model(run, payload),
+        progress=progress,
+    )
     record = result.to_json()
-    record["retrain_info"] = {k: result.context["retrain"].get(k) for k in
-                              ("cached", "retrained", "wall_seconds", "retrain_seconds_mean", "cache_dir")}
+    record["retrain_info"] = {
+        k: result.context["retrain"].get(k)
+        for k in ("cached", "retrained", "wall_seconds", "retrain_seconds_mean", "cache_dir")
+    }
     return record
 
 
-def mislabel(progress: Progress, data: DataConfig, weight_decay: float, fraction: float, seed: int,
-             payload: bytes | None = None):
+def mislabel(
+    progress: Progress, data: DataConfig, weight_decay: float, fraction: float, seed: int, payload: bytes | None = None
+):
     """``influence_core.evaluation.mislabel.mislabel_detection`` with logistic regression, exact solve."""
     from influence_core import mislabel_detection
 
-    return mislabel_detection(dataset(data, payload), "logreg", float(fraction), int(seed),
-                              train_settings={"weight_decay": float(weight_decay)}, progress=progress)
+    return mislabel_detection(
+        dataset(data, payload),
+        "logreg",
+        float(fraction),
+        int(seed),
+        train_settings={"weight_decay": float(weight_decay)},
+        progress=progress,
+    )
 
 
 def set_torch_threads() -> None:

@@ -58,8 +58,12 @@ class ModelConfig:
     polish_steps: int | None = None
 
     def train_kwargs(self) -> dict:
-        kw = {"epochs": self.epochs, "lr": self.lr, "weight_decay": self.weight_decay,
-              **(CNN_RECIPE if self.arch == "cnn" else {"polish_steps": POLISH_STEPS})}
+        kw = {
+            "epochs": self.epochs,
+            "lr": self.lr,
+            "weight_decay": self.weight_decay,
+            **(CNN_RECIPE if self.arch == "cnn" else {"polish_steps": POLISH_STEPS}),
+        }
         if self.polish_steps is not None:
             kw["polish_steps"] = self.polish_steps
         if self.arch == "mlp":
@@ -94,16 +98,21 @@ CURVATURE = _APP["curvature"]
 """Gauss-Newton: the sampled Hessian of a network is often indefinite, the Gauss-Newton matrix is PSD."""
 SOLVER_OPTIONS = {"exact": {}, "cg": dict(_APP["solver_options"]), "lissa": {"tol": 1e-4, "max_iter": 5000}}
 """The options of each solver the pages offer (influence and class removal alike); CG's are the preset's."""
-INFLUENCE_PAGE_DEFAULTS = {"sampler_a": "logit", "sampler_b": "random", "m": 100, "seed": 0,
-                           "damping": _APP["damping"]}
+INFLUENCE_PAGE_DEFAULTS = {"sampler_a": "logit", "sampler_b": "random", "m": 100, "seed": 0, "damping": _APP["damping"]}
 """What the Influence page shows first (``python -m ui.prepare`` fits these inverses ahead, for the default runs)."""
 
 
 # ---------------------------------------------------------------------------------------------------- URL
 
 _QUERY_FIELDS = {"data": ("name", str), "n": ("num_samples", int)}
-_MODEL_QUERY_FIELDS = {"model": ("arch", str), "hidden": ("hidden", int), "epochs": ("epochs", int),
-                       "lr": ("lr", float), "wd": ("weight_decay", float), "seed": ("seed", int)}
+_MODEL_QUERY_FIELDS = {
+    "model": ("arch", str),
+    "hidden": ("hidden", int),
+    "epochs": ("epochs", int),
+    "lr": ("lr", float),
+    "wd": ("weight_decay", float),
+    "seed": ("seed", int),
+}
 
 
 def run_to_query(run: RunConfig) -> dict[str, str]:
@@ -114,10 +123,15 @@ def run_to_query(run: RunConfig) -> dict[str, str]:
     data = run.data if run.data.name != "npz" else DataConfig()
     query = {key: str(getattr(data, attr)) for key, (attr, _) in _QUERY_FIELDS.items()}
     if run.data.name == "npz":
-        query.update({"data": "upload", "file": run.data.npz_filename or "upload.npz",
-                      "sha": (run.data.npz_digest or "")[:12]})
-    query.update({key: repr(getattr(run.model, attr)) if conv is float else str(getattr(run.model, attr))
-                  for key, (attr, conv) in _MODEL_QUERY_FIELDS.items()})
+        query.update(
+            {"data": "upload", "file": run.data.npz_filename or "upload.npz", "sha": (run.data.npz_digest or "")[:12]}
+        )
+    query.update(
+        {
+            key: repr(getattr(run.model, attr)) if conv is float else str(getattr(run.model, attr))
+            for key, (attr, conv) in _MODEL_QUERY_FIELDS.items()
+        }
+    )
     if data.name != "mnist1d":
         query.pop("n")
     if run.model.polish_steps is not None:
@@ -133,22 +147,32 @@ def upload_in_query(query: dict[str, str]) -> str | None:
 
 
 def run_label(run: RunConfig, others: list[RunConfig] = ()) -> str:
-    """"mlp on digits", plus the settings that tell ``run`` apart from the ``others`` of the same architecture
+    """ "mlp on digits", plus the settings that tell ``run`` apart from the ``others`` of the same architecture
     and data (e.g. "hidden 64, 40 epochs"), so a list of models never shows two equal names."""
     base = f"{run.model.arch} on {run.data.label()}"
     same = [o for o in others if o != run and o.model.arch == run.model.arch and o.data == run.data]
-    fields = [("hidden", "hidden {}"), ("epochs", "{} epochs"), ("lr", "lr {:g}"), ("weight_decay", "wd {:g}"),
-              ("seed", "seed {}"), ("polish_steps", "{} polish steps")]
+    fields = [
+        ("hidden", "hidden {}"),
+        ("epochs", "{} epochs"),
+        ("lr", "lr {:g}"),
+        ("weight_decay", "wd {:g}"),
+        ("seed", "seed {}"),
+        ("polish_steps", "{} polish steps"),
+    ]
     if run.model.arch != "mlp":
         fields = fields[1:]
-    details = [fmt.format(getattr(run.model, attr)) for attr, fmt in fields
-               if any(getattr(o.model, attr) != getattr(run.model, attr) for o in same)]
+    details = [
+        fmt.format(getattr(run.model, attr))
+        for attr, fmt in fields
+        if any(getattr(o.model, attr) != getattr(run.model, attr) for o in same)
+    ]
     return base + (f" ({', '.join(details)})" if details else "")
 
 
 def run_from_query(query: dict[str, str]) -> RunConfig:
     """The RunConfig named by URL query parameters; any missing, unknown or malformed value falls back to its
     default (a hand-edited URL never breaks the page)."""
+
     def read(conv, text, default):
         try:
             value = conv(text)
@@ -173,8 +197,14 @@ def run_from_query(query: dict[str, str]) -> RunConfig:
         data_kw.pop("name", None)
     if model_kw.get("arch") not in ARCH_CHOICES:
         model_kw.pop("arch", None)
-    limits = {"num_samples": (200, 20000), "hidden": (2, 512), "epochs": (0, 500), "lr": (1e-5, 1.0),
-              "weight_decay": (0.0, 1.0), "seed": (0, 1_000_000)}
+    limits = {
+        "num_samples": (200, 20000),
+        "hidden": (2, 512),
+        "epochs": (0, 500),
+        "lr": (1e-5, 1.0),
+        "weight_decay": (0.0, 1.0),
+        "seed": (0, 1_000_000),
+    }
     for kw in (data_kw, model_kw):
         for attr, (lo, hi) in limits.items():
             if attr in kw and not lo <= kw[attr] <= hi:
@@ -185,10 +215,14 @@ def run_from_query(query: dict[str, str]) -> RunConfig:
 # ---------------------------------------------------------------------------------------------------- MNIST-1D
 
 MNIST1D_USABLE = 0.55  # below this test accuracy the home page shows the hint and the suggested settings
-MNIST1D_SUGGESTED = RunConfig(data=DataConfig(name="mnist1d", num_samples=10000),
-                              model=ModelConfig(arch="mlp", hidden=128, epochs=40, lr=3e-3, weight_decay=1e-3))
-MNIST1D_HINT = ("MNIST-1D is built to be hard for models without convolutions: with the defaults (2,000 samples, 32 "
-                "hidden units, 30 epochs) the MLP reaches about 45% test accuracy and logistic regression about "
-                "34%. More data helps most: 10,000 samples (8,000 for training), 128 hidden units and 40 epochs "
-                "reach about 70% (under a minute of training on one core), 20,000 samples about 78% (a few "
-                "minutes). The button below trains the 10,000-sample model.")
+MNIST1D_SUGGESTED = RunConfig(
+    data=DataConfig(name="mnist1d", num_samples=10000),
+    model=ModelConfig(arch="mlp", hidden=128, epochs=40, lr=3e-3, weight_decay=1e-3),
+)
+MNIST1D_HINT = (
+    "MNIST-1D is built to be hard for models without convolutions: with the defaults (2,000 samples, 32 "
+    "hidden units, 30 epochs) the MLP reaches about 45% test accuracy and logistic regression about "
+    "34%. More data helps most: 10,000 samples (8,000 for training), 128 hidden units and 40 epochs "
+    "reach about 70% (under a minute of training on one core), 20,000 samples about 78% (a few "
+    "minutes). The button below trains the 10,000-sample model."
+)

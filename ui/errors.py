@@ -10,8 +10,8 @@ page says it was cancelled, with a "Start again" button.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import streamlit as st
 
@@ -35,8 +35,10 @@ def readable(exc: BaseException) -> str:
     for kind, hint in _HINTS.items():
         if isinstance(exc, kind):
             return f"{hint} ({type(exc).__name__}{': ' + text if text else ''})"
-    return (f"unexpected {type(exc).__name__}{': ' + text if text else ''}. This is a bug or an unsupported input; "
-            "the details are in the server log")
+    return (
+        f"unexpected {type(exc).__name__}{': ' + text if text else ''}. This is a bug or an unsupported input; "
+        "the details are in the server log"
+    )
 
 
 class Outcome:
@@ -45,6 +47,7 @@ class Outcome:
     failed: bool = False
     cancelled: bool = False  # the block was cancelled (then ``failed`` is True too)
     error: BaseException | None = None
+
 
 CANCEL_NOTICE_SHOWN = "cancel_notice_shown"  # set by ui.components.page_header for the current run
 
@@ -69,8 +72,12 @@ def reported(what: str, then: str | None = None) -> Iterator[Outcome]:
             st.info(f"Cancelled: {exc}. Nothing half-done was kept.", icon="⏹️")
         from .state import clear_cancelled
 
-        st.button("Start again", key=f"restart_{abs(hash(what))}", on_click=clear_cancelled,
-                  help="Runs the cancelled computation again")
+        st.button(
+            "Start again",
+            key=f"restart_{abs(hash(what))}",
+            on_click=clear_cancelled,
+            help="Runs the cancelled computation again",
+        )
     except Exception as exc:  # noqa: BLE001 - the point: nothing from the engine may reach the page raw
         outcome.failed, outcome.error = True, exc
         user_error = isinstance(exc, (ValueError, RuntimeError))  # the engine's own, written for users

@@ -16,7 +16,8 @@ of the n training points and a Hessian sample S with weights w (H_S = Σ_{i∈S}
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.neighbors import NearestNeighbors
@@ -25,8 +26,9 @@ MAX_SLICES = 12
 MAX_SLICE_NAME = 40
 
 
-def nearest_neighbours(features: np.ndarray, query: np.ndarray, k: int = 8, exclude: int | None = None,
-                       metric: str = "cosine") -> tuple[np.ndarray, np.ndarray]:
+def nearest_neighbours(
+    features: np.ndarray, query: np.ndarray, k: int = 8, exclude: int | None = None, metric: str = "cosine"
+) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` training rows nearest to ``query`` (d,) among ``features`` (n, d) (cosine distance by default:
     the k-means samplers cluster L2-normalised features), excluding row ``exclude`` (the query itself when it is a
     training point). Returns (rows (k,), distances (k,)), nearest first."""
@@ -64,8 +66,9 @@ def class_mix(labels: np.ndarray, rows: Sequence[int], n_classes: int) -> np.nda
     return counts / counts.sum() if counts.sum() else counts
 
 
-def slice_against_sample(rows: Sequence[int], n: int, sample_indices: np.ndarray, sample_weights: np.ndarray | None,
-                         curvature: np.ndarray) -> dict[str, float]:
+def slice_against_sample(
+    rows: Sequence[int], n: int, sample_indices: np.ndarray, sample_weights: np.ndarray | None, curvature: np.ndarray
+) -> dict[str, float]:
     """How one Hessian sample treats the slice ``rows`` (see the module doc): in sample, expected, weight share,
     population share, curvature share in the sample and in the population."""
     A = np.zeros(int(n), dtype=bool)

@@ -26,20 +26,33 @@ def chart(fig, name: str, key: str, **kwargs):
 
 
 def csv_button(df: pd.DataFrame, name: str, key: str, label: str = "Download this table as CSV") -> None:
-    st.download_button(label, df.to_csv(index=False).encode(), file_name=f"{_slug(name)}.csv", mime="text/csv",
-                       key=key)
+    st.download_button(label, df.to_csv(index=False).encode(), file_name=f"{_slug(name)}.csv", mime="text/csv", key=key)
 
 
 COLUMN_LABELS = {
-    "spearman_vs_full": "Spearman with full data", "topk_overlap_vs_full": "top-k overlap with full data",
-    "solve_seconds": "solve time (s)", "solver s": "solve time (s)", "sampler_seconds": "sampling time (s)",
-    "peak_mb": "peak memory (MB)", "peak memory MB": "peak memory (MB)", "lds_mean": "LDS (mean over seeds)",
-    "lds_std": "LDS (std over seeds)", "lds": "LDS", "spearman_mean": "Spearman with full data (mean over seeds)",
-    "spearman_std": "Spearman with full data (std over seeds)", "spearman": "Spearman with full data",
-    "topk_helpful": "top-10 helpful overlap with full data", "topk_helpful_mean": "top-10 helpful overlap (mean)",
-    "topk_helpful_std": "top-10 helpful overlap (std)", "rel_error": "relative error of the iHVP",
-    "seeds": "sampler seeds", "margin": "lead over the next (LDS)", "class_tv": "class TV distance",
-    "confidence_tv": "confidence TV distance", "status": "status", "failed": "failed seeds",
+    "spearman_vs_full": "Spearman with full data",
+    "topk_overlap_vs_full": "top-k overlap with full data",
+    "solve_seconds": "solve time (s)",
+    "solver s": "solve time (s)",
+    "sampler_seconds": "sampling time (s)",
+    "peak_mb": "peak memory (MB)",
+    "peak memory MB": "peak memory (MB)",
+    "lds_mean": "LDS (mean over seeds)",
+    "lds_std": "LDS (std over seeds)",
+    "lds": "LDS",
+    "spearman_mean": "Spearman with full data (mean over seeds)",
+    "spearman_std": "Spearman with full data (std over seeds)",
+    "spearman": "Spearman with full data",
+    "topk_helpful": "top-10 helpful overlap with full data",
+    "topk_helpful_mean": "top-10 helpful overlap (mean)",
+    "topk_helpful_std": "top-10 helpful overlap (std)",
+    "rel_error": "relative error of the iHVP",
+    "seeds": "sampler seeds",
+    "margin": "lead over the next (LDS)",
+    "class_tv": "class TV distance",
+    "confidence_tv": "confidence TV distance",
+    "status": "status",
+    "failed": "failed seeds",
 }
 """Readable names (with units) of the raw columns of result records: every table shows these, never the keys."""
 MISSING = "n/a"
@@ -49,9 +62,12 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with :data:`COLUMN_LABELS` names and "n/a" for missing values (no cell reads "None" or "nan");
     a column ``(a, b)`` of a grouped aggregate becomes "a b"."""
     out = df.copy()
-    out.columns = [COLUMN_LABELS.get(c, c) if not isinstance(c, tuple) else
-                   " ".join(str(COLUMN_LABELS.get(part, part)) for part in c if part != "").strip()
-                   for c in out.columns]
+    out.columns = [
+        COLUMN_LABELS.get(c, c)
+        if not isinstance(c, tuple)
+        else " ".join(str(COLUMN_LABELS.get(part, part)) for part in c if part != "").strip()
+        for c in out.columns
+    ]
     for col in out.columns:
         if out[col].isna().any():  # a column with gaps becomes text: "n/a" there, numbers to 4 significant digits
             out[col] = [MISSING if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else v for v in out[col]]
@@ -63,7 +79,8 @@ def show_table(df: pd.DataFrame, name: str, key: str) -> None:
     button of the same rows under it."""
     df = readable(df)
     # Three decimals on screen (narrower columns: a projector's 1024 px shows them all); the CSV keeps every digit.
-    floats = {col: st.column_config.NumberColumn(format="%.3f") for col in df.columns
-              if pd.api.types.is_float_dtype(df[col])}
+    floats = {
+        col: st.column_config.NumberColumn(format="%.3f") for col in df.columns if pd.api.types.is_float_dtype(df[col])
+    }
     st.dataframe(df, hide_index=True, width="stretch", column_config=floats)
     csv_button(df, name, key=f"{key}_csv")

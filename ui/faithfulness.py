@@ -21,9 +21,10 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -93,8 +94,13 @@ def study_for(run: Any, docs: Path = DOCS) -> str | None:
     """The committed LDS study of exactly ``run``'s model (a :class:`ui.config.RunConfig`: same dataset, split
     seed, architecture, hidden width, epochs, learning rate and weight decay), or None: a study of another model
     does not describe this one."""
-    want = {"arch": run.model.arch, "seed": run.model.seed, "epochs": run.model.epochs, "lr": run.model.lr,
-            "weight_decay": run.model.weight_decay}
+    want = {
+        "arch": run.model.arch,
+        "seed": run.model.seed,
+        "epochs": run.model.epochs,
+        "lr": run.model.lr,
+        "weight_decay": run.model.weight_decay,
+    }
     if run.model.arch == "mlp":
         want["hidden"] = [run.model.hidden]
     for name in available_studies(docs):
@@ -139,8 +145,10 @@ def _read_cost(docs: Path, name: str, lds_cfg: dict, lds_ctx: dict) -> tuple[dic
     with summary.open(newline="") as f:
         for row in csv.DictReader(f):
             cost[(current_name(row["sampler"]), int(row["m"]))] = {
-                "solve_seconds": _finite(row.get("solve_seconds_mean")), "peak_mb": _finite(row.get("peak_mb_mean")),
-                "sampler_seconds": _finite(row.get("sampler_seconds_mean"))}
+                "solve_seconds": _finite(row.get("solve_seconds_mean")),
+                "peak_mb": _finite(row.get("peak_mb_mean")),
+                "sampler_seconds": _finite(row.get("sampler_seconds_mean")),
+            }
     return cost, f"docs/faithfulness/{name}_summary.csv", ""
 
 
@@ -148,17 +156,23 @@ def load_study(name: str, docs: Path = DOCS) -> LDSStudy:
     """The LDS study ``docs/lds/<name>.json`` with the cost of the same configurations joined in (see module doc)."""
     path = docs / "lds" / f"{name}.json"
     if not path.exists():
-        raise FileNotFoundError(f"no committed LDS study {path.name} in {docs / 'lds'}; choose one of "
-                                f"{available_studies(docs)}")
+        raise FileNotFoundError(
+            f"no committed LDS study {path.name} in {docs / 'lds'}; choose one of {available_studies(docs)}"
+        )
     data = json.loads(path.read_text())
     cfg, ctx = data.get("config", {}), data.get("context", {})
     fctx = ctx.get("faithfulness_context", {})
     cost, source, note = _read_cost(docs, name, cfg, fctx)
     rows = []
     for r in data["summary"]:
-        row = {"sampler": current_name(r["sampler"]), "m": int(r["m"]), "seeds": int(r.get("seeds", 0)),
-               "lds_mean": _finite(r.get("lds_mean")), "lds_std": _finite(r.get("lds_std")),
-               "spearman_mean": _finite(r.get("spearman_mean"))}
+        row = {
+            "sampler": current_name(r["sampler"]),
+            "m": int(r["m"]),
+            "seeds": int(r.get("seeds", 0)),
+            "lds_mean": _finite(r.get("lds_mean")),
+            "lds_std": _finite(r.get("lds_std")),
+            "spearman_mean": _finite(r.get("spearman_mean")),
+        }
         c = (cost or {}).get((row["sampler"], row["m"]), {})
         row.update({k: c.get(k, float("nan")) for k in ("solve_seconds", "peak_mb")})
         rows.append(row)
@@ -169,13 +183,24 @@ def load_study(name: str, docs: Path = DOCS) -> LDSStudy:
     training = _training(fctx)
     hidden = training.get("hidden")
     model = f"{study.get('arch', '?')}" + (f" (hidden {hidden})" if hidden else "")
-    title = (f"{study.get('dataset', name)} / {model}: K = {plan.get('n_subsets')} subsets x R = "
-             f"{plan.get('n_seeds')} retrain seeds, {study.get('n_test_points')} test points, "
-             f"{study.get('n_seeds')} sampler seeds, {study.get('curvature')} + damping {study.get('damping')}")
+    title = (
+        f"{study.get('dataset', name)} / {model}: K = {plan.get('n_subsets')} subsets x R = "
+        f"{plan.get('n_seeds')} retrain seeds, {study.get('n_test_points')} test points, "
+        f"{study.get('n_seeds')} sampler seeds, {study.get('curvature')} + damping {study.get('damping')}"
+    )
     runs = [{**r, "sampler": current_name(r["sampler"])} for r in data.get("runs", [])]
-    return LDSStudy(name=name, title=title, rows=rows, runs=runs, baselines=baselines,
-                    ceiling=ceiling, config=cfg, cost_source=source or None, cost_note=note,
-                    info={"verdict": data.get("verdict", {}), "path": f"docs/lds/{path.name}"})
+    return LDSStudy(
+        name=name,
+        title=title,
+        rows=rows,
+        runs=runs,
+        baselines=baselines,
+        ceiling=ceiling,
+        config=cfg,
+        cost_source=source or None,
+        cost_note=note,
+        info={"verdict": data.get("verdict", {}), "path": f"docs/lds/{path.name}"},
+    )
 
 
 def best_within_budget(rows: Sequence[dict[str, Any]], budget: str, limit: float) -> list[dict[str, Any]]:
@@ -203,14 +228,17 @@ def budget_verdict(ranked: Sequence[dict[str, Any]], budget: str, limit: float) 
     if not ranked:
         return f"No configuration of the study fits a {BUDGETS[budget]} of {limit:g}{unit}; raise the budget."
     top = ranked[0]
-    text = (f"Within {BUDGETS[budget]} ≤ {limit:g}{unit}: **{top['sampler']}** at m = {top['m']} "
-            f"(LDS {top['lds_mean']:.3f} ± {top['lds_std']:.3f} over seeds)")
+    text = (
+        f"Within {BUDGETS[budget]} ≤ {limit:g}{unit}: **{top['sampler']}** at m = {top['m']} "
+        f"(LDS {top['lds_mean']:.3f} ± {top['lds_std']:.3f} over seeds)"
+    )
     if len(ranked) > 1:
         second = ranked[1]
         spread = max(top["lds_std"], second["lds_std"])
         close = top["margin"] <= spread
-        text += (f", ahead of {second['sampler']} ({second['lds_mean']:.3f}) by {top['margin']:.3f}"
-                 + (", which is within the across-seed spread: treat them as tied." if close else "."))
+        text += f", ahead of {second['sampler']} ({second['lds_mean']:.3f}) by {top['margin']:.3f}" + (
+            ", which is within the across-seed spread: treat them as tied." if close else "."
+        )
     return text
 
 
@@ -218,30 +246,65 @@ def budget_verdict(ranked: Sequence[dict[str, Any]], budget: str, limit: float) 
 
 
 def _reference_lines(fig: go.Figure, baselines: dict[str, float], ceiling: float) -> None:
-    styles = {"full-data influence": dict(color=REFERENCE, dash="dash"),
-              "gradient dot": dict(color="#888888", dash="dot")}
+    styles = {
+        "full-data influence": dict(color=REFERENCE, dash="dash"),
+        "gradient dot": dict(color="#888888", dash="dot"),
+    }
     if math.isfinite(ceiling):
-        fig.add_hline(y=ceiling, line=dict(color=REFERENCE, width=1), annotation_text=f"noise ceiling {ceiling:.3f}",
-                      annotation_position="top left")
+        fig.add_hline(
+            y=ceiling,
+            line=dict(color=REFERENCE, width=1),
+            annotation_text=f"noise ceiling {ceiling:.3f}",
+            annotation_position="top left",
+        )
     for method, value in baselines.items():
         if math.isfinite(value):
-            fig.add_hline(y=value, line=styles.get(method, dict(color="#555555", dash="dashdot")),
-                          annotation_text=f"{method} {value:.3f}",
-                          annotation_position="bottom left" if method == "full-data influence" else "bottom right")
+            fig.add_hline(
+                y=value,
+                line=styles.get(method, dict(color="#555555", dash="dashdot")),
+                annotation_text=f"{method} {value:.3f}",
+                annotation_position="bottom left" if method == "full-data influence" else "bottom right",
+            )
 
 
 def _band(fig: go.Figure, name: str, x: np.ndarray, mean: np.ndarray, std: np.ndarray, hover: list[str]) -> None:
     colour = sampler_colour(name)
-    r, g, b = (int(colour.lstrip("#")[i:i + 2], 16) for i in (0, 2, 4)) if colour.startswith("#") else (80, 80, 80)
-    fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                             fill="toself", fillcolor=f"rgba({r},{g},{b},0.18)", line=dict(width=0),
-                             hoverinfo="skip", showlegend=False, legendgroup=name, name=f"{name} ± std"))
-    fig.add_trace(go.Scatter(x=x, y=mean, mode="lines+markers", name=name, legendgroup=name,
-                             line=dict(color=colour), marker=dict(color=colour), hovertext=hover, hoverinfo="text"))
+    r, g, b = (int(colour.lstrip("#")[i : i + 2], 16) for i in (0, 2, 4)) if colour.startswith("#") else (80, 80, 80)
+    fig.add_trace(
+        go.Scatter(
+            x=np.concatenate([x, x[::-1]]),
+            y=np.concatenate([mean + std, (mean - std)[::-1]]),
+            fill="toself",
+            fillcolor=f"rgba({r},{g},{b},0.18)",
+            line=dict(width=0),
+            hoverinfo="skip",
+            showlegend=False,
+            legendgroup=name,
+            name=f"{name} ± std",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=x,
+            y=mean,
+            mode="lines+markers",
+            name=name,
+            legendgroup=name,
+            line=dict(color=colour),
+            marker=dict(color=colour),
+            hovertext=hover,
+            hoverinfo="text",
+        )
+    )
 
 
-def lds_vs_m_figure(rows: Sequence[dict[str, Any]], baselines: dict[str, float], ceiling: float,
-                    samplers: Sequence[str] | None = None, title: str = "LDS against m") -> go.Figure:
+def lds_vs_m_figure(
+    rows: Sequence[dict[str, Any]],
+    baselines: dict[str, float],
+    ceiling: float,
+    samplers: Sequence[str] | None = None,
+    title: str = "LDS against m",
+) -> go.Figure:
     """Mean LDS over sampler seeds against m (log axis) per sampler, a band of ± one std across seeds, the noise
     ceiling and the baselines (full-data influence, gradient dot) as horizontal lines."""
     fig = go.Figure()
@@ -256,32 +319,52 @@ def lds_vs_m_figure(rows: Sequence[dict[str, Any]], baselines: dict[str, float],
         _band(fig, name, x, mean, std, hover)
     _reference_lines(fig, baselines, ceiling)
     fig.update_xaxes(type="log", title="m (Hessian sample size, log scale)", tickvals=sorted({r["m"] for r in rows}))
-    fig.update_layout(title=title, height=460, **FRAME, yaxis_title="LDS",
-                      legend=dict(orientation="h", yanchor="top", y=-0.15, x=0))
+    fig.update_layout(
+        title=title, height=460, **FRAME, yaxis_title="LDS", legend=dict(orientation="h", yanchor="top", y=-0.15, x=0)
+    )
     return fig
 
 
-def lds_vs_cost_figure(rows: Sequence[dict[str, Any]], cost: str, baselines: dict[str, float], ceiling: float,
-                       samplers: Sequence[str] | None = None, limit: float | None = None) -> go.Figure:
+def lds_vs_cost_figure(
+    rows: Sequence[dict[str, Any]],
+    cost: str,
+    baselines: dict[str, float],
+    ceiling: float,
+    samplers: Sequence[str] | None = None,
+    limit: float | None = None,
+) -> go.Figure:
     """Mean LDS (± std error bars across seeds) against a measured cost (``"solve_seconds"`` or ``"peak_mb"``),
     one line per sampler through its m values; a dotted vertical line at the budget ``limit``."""
     fig = go.Figure()
     for name in samplers or dict.fromkeys(r["sampler"] for r in rows):
-        recs = sorted((r for r in rows if r["sampler"] == name and math.isfinite(_finite(r.get(cost)))),
-                      key=lambda r: r[cost])
+        recs = sorted(
+            (r for r in rows if r["sampler"] == name and math.isfinite(_finite(r.get(cost)))), key=lambda r: r[cost]
+        )
         if not recs:
             continue
         colour = sampler_colour(name)
-        fig.add_trace(go.Scatter(
-            x=[r[cost] for r in recs], y=[r["lds_mean"] for r in recs], mode="lines+markers", name=name,
-            line=dict(color=colour), marker=dict(color=colour),
-            error_y=dict(type="data", array=[np.nan_to_num(r["lds_std"]) for r in recs], thickness=1),
-            text=[f"m = {r['m']}" for r in recs],
-            hovertemplate="%{text}: LDS %{y:.3f}, " + BUDGETS[cost] + " %{x:.3g}<extra>" + name + "</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=[r[cost] for r in recs],
+                y=[r["lds_mean"] for r in recs],
+                mode="lines+markers",
+                name=name,
+                line=dict(color=colour),
+                marker=dict(color=colour),
+                error_y=dict(type="data", array=[np.nan_to_num(r["lds_std"]) for r in recs], thickness=1),
+                text=[f"m = {r['m']}" for r in recs],
+                hovertemplate="%{text}: LDS %{y:.3f}, " + BUDGETS[cost] + " %{x:.3g}<extra>" + name + "</extra>",
+            )
+        )
     _reference_lines(fig, baselines, ceiling)
     if limit is not None and cost != "m":
         fig.add_vline(x=float(limit), line=dict(color="#444444", dash="dot"))
     fig.update_xaxes(type="log", title=f"{BUDGETS[cost]} (log scale, measured)", dtick=1)
-    fig.update_layout(title=f"LDS vs {BUDGETS[cost].split(' (')[0]}", height=420, **FRAME,
-                      yaxis_title="LDS", legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    fig.update_layout(
+        title=f"LDS vs {BUDGETS[cost].split(' (')[0]}",
+        height=420,
+        **FRAME,
+        yaxis_title="LDS",
+        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+    )
     return fig

@@ -9,13 +9,22 @@ from __future__ import annotations
 import base64
 import html
 import io
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 
-from .colours import BAD, CHOSEN, CONFIDENCE_SCALE, GOOD, NOT_IN_SAMPLE, POPULATION, REFERENCE, class_colour, \
-    sampler_colour
+from .colours import (
+    BAD,
+    CHOSEN,
+    CONFIDENCE_SCALE,
+    GOOD,
+    NOT_IN_SAMPLE,
+    POPULATION,
+    REFERENCE,
+    class_colour,
+    sampler_colour,
+)
 from .selection import TEST, TRAIN
 
 COLOUR_OPTIONS = ("label", "predicted", "confidence", "correctness")
@@ -42,32 +51,70 @@ def _custom(kind: int, rows: np.ndarray) -> np.ndarray:
 
 def _layout(fig: go.Figure, title: str, height: int = MAP_HEIGHT) -> go.Figure:
     # The legend sits below the plot, so a colour bar (colouring by confidence) on the right never overlaps it.
-    fig.update_layout(title=title, height=height, **FRAME, dragmode="zoom",
-                      legend=dict(itemsizing="constant", font=dict(size=10), orientation="h", yanchor="top", y=-0.02,
-                                  x=0, xanchor="left"), uirevision="keep")
+    fig.update_layout(
+        title=title,
+        height=height,
+        **FRAME,
+        dragmode="zoom",
+        legend=dict(
+            itemsizing="constant", font=dict(size=10), orientation="h", yanchor="top", y=-0.02, x=0, xanchor="left"
+        ),
+        uirevision="keep",
+    )
     fig.update_xaxes(showticklabels=False, title=None)
     fig.update_yaxes(showticklabels=False, title=None)
     return fig
 
 
-def coloured_points(fig: go.Figure, xy: np.ndarray, rows: np.ndarray, kind: int, colour_by: str,
-                    labels: np.ndarray, pred: np.ndarray, conf: np.ndarray, class_names: Sequence[str],
-                    size: float = 6, symbol: str = "circle", name_prefix: str = "", showlegend: bool = True,
-                    trace: type = go.Scattergl) -> None:
+def coloured_points(
+    fig: go.Figure,
+    xy: np.ndarray,
+    rows: np.ndarray,
+    kind: int,
+    colour_by: str,
+    labels: np.ndarray,
+    pred: np.ndarray,
+    conf: np.ndarray,
+    class_names: Sequence[str],
+    size: float = 6,
+    symbol: str = "circle",
+    name_prefix: str = "",
+    showlegend: bool = True,
+    trace: type = go.Scattergl,
+) -> None:
     """Add the points ``rows`` (coordinates ``xy[rows]``) coloured by label, predicted label, confidence or
     correctness. ``labels``, ``pred``, ``conf`` are indexed by row; ``trace`` is the class (see
     :func:`scatter_trace`)."""
     rows = np.asarray(rows, dtype=np.int64)
-    hover = [f"{'train' if kind == TRAIN else 'test'} #{r}<br>label {class_names[labels[r]]}, "
-             f"predicted {class_names[pred[r]]}<br>confidence {conf[r]:.2f}" for r in rows]
+    hover = [
+        f"{'train' if kind == TRAIN else 'test'} #{r}<br>label {class_names[labels[r]]}, "
+        f"predicted {class_names[pred[r]]}<br>confidence {conf[r]:.2f}"
+        for r in rows
+    ]
     hover = np.asarray(hover, dtype=object)
     if colour_by == "confidence":
-        fig.add_trace(trace(
-            x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=f"{name_prefix}confidence",
-            marker=dict(size=size, symbol=symbol, color=conf[rows], colorscale=CONFIDENCE_SCALE, cmin=0, cmax=1,
-                        colorbar=dict(title="conf.", thickness=10, len=0.6, x=1.0, xanchor="left"),
-                        line=dict(width=0)),
-            customdata=_custom(kind, rows), hovertext=hover, hoverinfo="text", showlegend=False))
+        fig.add_trace(
+            trace(
+                x=xy[rows, 0],
+                y=xy[rows, 1],
+                mode="markers",
+                name=f"{name_prefix}confidence",
+                marker=dict(
+                    size=size,
+                    symbol=symbol,
+                    color=conf[rows],
+                    colorscale=CONFIDENCE_SCALE,
+                    cmin=0,
+                    cmax=1,
+                    colorbar=dict(title="conf.", thickness=10, len=0.6, x=1.0, xanchor="left"),
+                    line=dict(width=0),
+                ),
+                customdata=_custom(kind, rows),
+                hovertext=hover,
+                hoverinfo="text",
+                showlegend=False,
+            )
+        )
         return
     if colour_by == "correctness":
         groups = [("correct", labels[rows] == pred[rows], GOOD), ("wrong", labels[rows] != pred[rows], BAD)]
@@ -77,114 +124,271 @@ def coloured_points(fig: go.Figure, xy: np.ndarray, rows: np.ndarray, kind: int,
     for name, mask, colour in groups:
         if not np.any(mask):
             continue
-        fig.add_trace(trace(
-            x=xy[rows[mask], 0], y=xy[rows[mask], 1], mode="markers", name=f"{name_prefix}{name}",
-            legendgroup=name, showlegend=showlegend,
-            marker=dict(size=size, symbol=symbol, color=colour, line=dict(width=0)),
-            customdata=_custom(kind, rows[mask]), hovertext=hover[mask], hoverinfo="text"))
+        fig.add_trace(
+            trace(
+                x=xy[rows[mask], 0],
+                y=xy[rows[mask], 1],
+                mode="markers",
+                name=f"{name_prefix}{name}",
+                legendgroup=name,
+                showlegend=showlegend,
+                marker=dict(size=size, symbol=symbol, color=colour, line=dict(width=0)),
+                customdata=_custom(kind, rows[mask]),
+                hovertext=hover[mask],
+                hoverinfo="text",
+            )
+        )
 
 
-def sample_map(xy_train: np.ndarray, subset: np.ndarray, colour_by: str, labels: np.ndarray, pred: np.ndarray,
-               conf: np.ndarray, class_names: Sequence[str], title: str, showlegend: bool = True) -> go.Figure:
+def sample_map(
+    xy_train: np.ndarray,
+    subset: np.ndarray,
+    colour_by: str,
+    labels: np.ndarray,
+    pred: np.ndarray,
+    conf: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    showlegend: bool = True,
+) -> go.Figure:
     """All training points greyed, the Hessian subset on top coloured by ``colour_by``."""
     fig = go.Figure()
     n = len(xy_train)
     trace = scatter_trace(n)
-    fig.add_trace(trace(x=xy_train[:, 0], y=xy_train[:, 1], mode="markers", name="not in sample",
-                        marker=dict(size=4, color=NOT_IN_SAMPLE), customdata=_custom(TRAIN, np.arange(n)),
-                        hoverinfo="skip"))
-    coloured_points(fig, xy_train, np.asarray(subset), TRAIN, colour_by, labels, pred, conf, class_names, size=7,
-                    showlegend=showlegend, trace=trace)
+    fig.add_trace(
+        trace(
+            x=xy_train[:, 0],
+            y=xy_train[:, 1],
+            mode="markers",
+            name="not in sample",
+            marker=dict(size=4, color=NOT_IN_SAMPLE),
+            customdata=_custom(TRAIN, np.arange(n)),
+            hoverinfo="skip",
+        )
+    )
+    coloured_points(
+        fig,
+        xy_train,
+        np.asarray(subset),
+        TRAIN,
+        colour_by,
+        labels,
+        pred,
+        conf,
+        class_names,
+        size=7,
+        showlegend=showlegend,
+        trace=trace,
+    )
     fig = _layout(fig, title)
     # Every map of a row keeps the same plot size: the bottom margin holds the legend (drawn on one map only).
-    fig.update_layout(margin=dict(b=120, r=70 if colour_by == "confidence" else 30), legend=dict(y=-0.03),
-                      showlegend=showlegend)
+    fig.update_layout(
+        margin=dict(b=120, r=70 if colour_by == "confidence" else 30), legend=dict(y=-0.03), showlegend=showlegend
+    )
     fig.layout.margin.autoexpand = False
     return fig
 
 
-def test_points(fig: go.Figure, xy_test: np.ndarray, labels: np.ndarray, pred: np.ndarray, conf: np.ndarray,
-                class_names: Sequence[str], trace: type = go.Scattergl) -> None:
+def test_points(
+    fig: go.Figure,
+    xy_test: np.ndarray,
+    labels: np.ndarray,
+    pred: np.ndarray,
+    conf: np.ndarray,
+    class_names: Sequence[str],
+    trace: type = go.Scattergl,
+) -> None:
     """Test points as crosses in the state colours: correct = thin dark-blue cross, wrong = bold orange cross."""
     rows = np.arange(len(xy_test))
-    hover = np.asarray([f"test #{r}<br>label {class_names[labels[r]]}, predicted {class_names[pred[r]]}<br>"
-                        f"confidence {conf[r]:.2f}" for r in rows], dtype=object)
-    for name, mask, colour, symbol, size in (("correct", labels == pred, GOOD, "x-thin-open", 7),
-                                             ("wrong", labels != pred, BAD, "x", 9)):
+    hover = np.asarray(
+        [
+            f"test #{r}<br>label {class_names[labels[r]]}, predicted {class_names[pred[r]]}<br>confidence {conf[r]:.2f}"
+            for r in rows
+        ],
+        dtype=object,
+    )
+    for name, mask, colour, symbol, size in (
+        ("correct", labels == pred, GOOD, "x-thin-open", 7),
+        ("wrong", labels != pred, BAD, "x", 9),
+    ):
         if np.any(mask):
-            fig.add_trace(trace(
-                x=xy_test[mask, 0], y=xy_test[mask, 1], mode="markers", name=f"test {name}",
-                marker=dict(size=size, symbol=symbol, color=colour, line=dict(width=1.5, color=colour)),
-                customdata=_custom(TEST, rows[mask]), hovertext=hover[mask], hoverinfo="text"))
+            fig.add_trace(
+                trace(
+                    x=xy_test[mask, 0],
+                    y=xy_test[mask, 1],
+                    mode="markers",
+                    name=f"test {name}",
+                    marker=dict(size=size, symbol=symbol, color=colour, line=dict(width=1.5, color=colour)),
+                    customdata=_custom(TEST, rows[mask]),
+                    hovertext=hover[mask],
+                    hoverinfo="text",
+                )
+            )
 
 
-def influence_map(xy_train: np.ndarray, xy_test: np.ndarray, colour_by: str, train_labels: np.ndarray,
-                  train_pred: np.ndarray, train_conf: np.ndarray, test_labels: np.ndarray, test_pred: np.ndarray,
-                  test_conf: np.ndarray, class_names: Sequence[str], test_index: int | None,
-                  helpful: Sequence[int] = (), harmful: Sequence[int] = (), title: str = "") -> go.Figure:
+def influence_map(
+    xy_train: np.ndarray,
+    xy_test: np.ndarray,
+    colour_by: str,
+    train_labels: np.ndarray,
+    train_pred: np.ndarray,
+    train_conf: np.ndarray,
+    test_labels: np.ndarray,
+    test_pred: np.ndarray,
+    test_conf: np.ndarray,
+    class_names: Sequence[str],
+    test_index: int | None,
+    helpful: Sequence[int] = (),
+    harmful: Sequence[int] = (),
+    title: str = "",
+) -> go.Figure:
     """Training points (small, coloured), test points (crosses: click one to pick it), the chosen test point
     (star) and its top helpful (dark-blue circles) / harmful (orange diamonds) training points."""
     fig = go.Figure()
     trace = scatter_trace(len(xy_train) + len(xy_test))
-    coloured_points(fig, xy_train, np.arange(len(xy_train)), TRAIN, colour_by, train_labels, train_pred, train_conf,
-                    class_names, size=4, name_prefix="train ", trace=trace)
+    coloured_points(
+        fig,
+        xy_train,
+        np.arange(len(xy_train)),
+        TRAIN,
+        colour_by,
+        train_labels,
+        train_pred,
+        train_conf,
+        class_names,
+        size=4,
+        name_prefix="train ",
+        trace=trace,
+    )
     test_points(fig, xy_test, test_labels, test_pred, test_conf, class_names, trace=trace)
-    for name, rows, colour, symbol in (("helpful", helpful, GOOD, "circle-open"), ("harmful", harmful, BAD,
-                                                                                   "diamond-open")):
+    for name, rows, colour, symbol in (
+        ("helpful", helpful, GOOD, "circle-open"),
+        ("harmful", harmful, BAD, "diamond-open"),
+    ):
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows):
-            fig.add_trace(trace(
-                x=xy_train[rows, 0], y=xy_train[rows, 1], mode="markers", name=f"top {name} (sampler A)",
-                marker=dict(size=14, symbol=symbol, color=colour, line=dict(width=3, color=colour)),
-                customdata=_custom(TRAIN, rows), hovertext=[f"{name} train #{r}" for r in rows], hoverinfo="text"))
+            fig.add_trace(
+                trace(
+                    x=xy_train[rows, 0],
+                    y=xy_train[rows, 1],
+                    mode="markers",
+                    name=f"top {name} (sampler A)",
+                    marker=dict(size=14, symbol=symbol, color=colour, line=dict(width=3, color=colour)),
+                    customdata=_custom(TRAIN, rows),
+                    hovertext=[f"{name} train #{r}" for r in rows],
+                    hoverinfo="text",
+                )
+            )
     if test_index is not None:
-        fig.add_trace(trace(
-            x=[xy_test[test_index, 0]], y=[xy_test[test_index, 1]], mode="markers", name=f"test #{test_index}",
-            marker=dict(size=18, symbol="star", color=CHOSEN, line=dict(width=1, color="white")),
-            customdata=_custom(TEST, np.array([test_index])), hoverinfo="text", hovertext=[f"test #{test_index}"]))
+        fig.add_trace(
+            trace(
+                x=[xy_test[test_index, 0]],
+                y=[xy_test[test_index, 1]],
+                mode="markers",
+                name=f"test #{test_index}",
+                marker=dict(size=18, symbol="star", color=CHOSEN, line=dict(width=1, color="white")),
+                customdata=_custom(TEST, np.array([test_index])),
+                hoverinfo="text",
+                hovertext=[f"test #{test_index}"],
+            )
+        )
     return _layout(fig, title, height=520)
 
 
-def distribution_figures(labels: np.ndarray, conf: np.ndarray, subsets: dict[str, np.ndarray],
-                         class_names: Sequence[str]) -> tuple[go.Figure, go.Figure]:
+def distribution_figures(
+    labels: np.ndarray, conf: np.ndarray, subsets: dict[str, np.ndarray], class_names: Sequence[str]
+) -> tuple[go.Figure, go.Figure]:
     """Class shares and confidence histogram of each sampler's subset against the whole population (grey)."""
     C = len(class_names)
     names = [str(c) for c in class_names]
     edges = np.linspace(0, 1, 11)
     bins = [f"{a:.1f}-{b:.1f}" for a, b in zip(edges[:-1], edges[1:])]
-    f1 = go.Figure([go.Bar(x=names, y=np.bincount(labels, minlength=C) / max(len(labels), 1), name="population",
-                           marker_color=POPULATION)])
-    f2 = go.Figure([go.Bar(x=bins, y=np.histogram(conf, bins=edges)[0] / max(len(conf), 1), name="population",
-                           marker_color=POPULATION)])
+    f1 = go.Figure(
+        [
+            go.Bar(
+                x=names,
+                y=np.bincount(labels, minlength=C) / max(len(labels), 1),
+                name="population",
+                marker_color=POPULATION,
+            )
+        ]
+    )
+    f2 = go.Figure(
+        [
+            go.Bar(
+                x=bins,
+                y=np.histogram(conf, bins=edges)[0] / max(len(conf), 1),
+                name="population",
+                marker_color=POPULATION,
+            )
+        ]
+    )
     for name, subset in subsets.items():
         subset = np.asarray(subset, dtype=np.int64)
         colour = sampler_colour(name)
-        f1.add_trace(go.Bar(x=names, y=np.bincount(labels[subset], minlength=C) / max(len(subset), 1), name=name,
-                            marker_color=colour))
-        f2.add_trace(go.Bar(x=bins, y=np.histogram(conf[subset], bins=edges)[0] / max(len(subset), 1), name=name,
-                            marker_color=colour))
+        f1.add_trace(
+            go.Bar(
+                x=names,
+                y=np.bincount(labels[subset], minlength=C) / max(len(subset), 1),
+                name=name,
+                marker_color=colour,
+            )
+        )
+        f2.add_trace(
+            go.Bar(
+                x=bins,
+                y=np.histogram(conf[subset], bins=edges)[0] / max(len(subset), 1),
+                name=name,
+                marker_color=colour,
+            )
+        )
     # Short titles: at a projector's 1024 px the two charts share a row, and a long title ran under the toolbar.
     for fig, title, x_title in ((f1, "Class shares", "class"), (f2, "Confidence (max softmax)", "confidence bin")):
         fig.update_xaxes(type="category")  # one tick per class (a numeric axis showed every other one)
-        fig.update_layout(barmode="group", title=title, height=340, **FRAME, yaxis_title="share",
-                          xaxis_title=x_title, legend=dict(orientation="h", yanchor="top", y=-0.3, x=0))
+        fig.update_layout(
+            barmode="group",
+            title=title,
+            height=340,
+            **FRAME,
+            yaxis_title="share",
+            xaxis_title=x_title,
+            legend=dict(orientation="h", yanchor="top", y=-0.3, x=0),
+        )
     return f1, f2
 
 
 def confusion_counts(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """(C, C) counts: row = true class, column = predicted class."""
-    return np.bincount(np.asarray(y_true) * n_classes + np.asarray(y_pred),
-                       minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return np.bincount(np.asarray(y_true) * n_classes + np.asarray(y_pred), minlength=n_classes * n_classes).reshape(
+        n_classes, n_classes
+    )
 
 
 def confusion_figure(y_true: np.ndarray, y_pred: np.ndarray, class_names: Sequence[str]) -> go.Figure:
     cm = confusion_counts(y_true, y_pred, len(class_names))
     names = [str(c) for c in class_names]
-    fig = go.Figure(go.Heatmap(z=cm, x=names, y=names, colorscale="Blues", text=cm, texttemplate="%{text}",
-                               hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>", showscale=False))
-    fig.update_layout(title="Confusion matrix (test set)", height=420, **FRAME,
-                      xaxis_title="predicted", yaxis_title="true", yaxis_autorange="reversed",
-                      xaxis_type="category", yaxis_type="category")
+    fig = go.Figure(
+        go.Heatmap(
+            z=cm,
+            x=names,
+            y=names,
+            colorscale="Blues",
+            text=cm,
+            texttemplate="%{text}",
+            hovertemplate="true %{y}, predicted %{x}: %{z}<extra></extra>",
+            showscale=False,
+        )
+    )
+    fig.update_layout(
+        title="Confusion matrix (test set)",
+        height=420,
+        **FRAME,
+        xaxis_title="predicted",
+        yaxis_title="true",
+        yaxis_autorange="reversed",
+        xaxis_type="category",
+        yaxis_type="category",
+    )
     return fig
 
 
@@ -196,9 +400,14 @@ def trace_figure(traces: dict[str, Sequence[float]], tol: float | None = None) -
             fig.add_trace(go.Scatter(x=np.arange(1, len(trace) + 1), y=list(trace), mode="lines", name=name))
     if tol:
         fig.add_hline(y=tol, line_dash="dot", annotation_text=f"tolerance {tol:.0e}")
-    fig.update_layout(title="Solver convergence: relative residual per iteration", height=320,
-                      **FRAME, xaxis_title="iteration", yaxis_title="relative residual",
-                      yaxis_type="log")
+    fig.update_layout(
+        title="Solver convergence: relative residual per iteration",
+        height=320,
+        **FRAME,
+        xaxis_title="iteration",
+        yaxis_title="relative residual",
+        yaxis_type="log",
+    )
     fig.update_yaxes(dtick=1, tickformat=".0e")  # 1e-04 at each power of ten (not "100μ")
     return fig
 
@@ -208,20 +417,46 @@ def alpha_path_figure(alphas: Sequence[float], series: dict[str, Sequence[float]
 
     On a log axis plotly places annotations at log10(x) while shapes use x itself, so the α = 1 label is put at
     ``x=0`` (log10 1) explicitly instead of with ``add_vline(annotation_text=...)``, which drew it near α = 10."""
-    fig = go.Figure([go.Scatter(x=list(alphas), y=list(y), mode="lines+markers", name=name,
-                                line=dict(color=sampler_colour(name)), marker=dict(color=sampler_colour(name)))
-                     for name, y in series.items()])
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=list(alphas),
+                y=list(y),
+                mode="lines+markers",
+                name=name,
+                line=dict(color=sampler_colour(name)),
+                marker=dict(color=sampler_colour(name)),
+            )
+            for name, y in series.items()
+        ]
+    )
     fig.add_vline(x=1.0, line_dash="dot", line_color="#444444")
-    fig.add_annotation(x=0.0, xref="x", y=1.0, yref="paper", text="α = 1", showarrow=False, xanchor="left",
-                       yanchor="top", xshift=4, font=dict(size=11))
+    fig.add_annotation(
+        x=0.0,
+        xref="x",
+        y=1.0,
+        yref="paper",
+        text="α = 1",
+        showarrow=False,
+        xanchor="left",
+        yanchor="top",
+        xshift=4,
+        font=dict(size=11),
+    )
     fig.update_xaxes(type="log", title="α (log scale)", dtick=1)  # labels at powers of ten only
-    fig.update_layout(title="F1 along the α path", height=380, **FRAME,
-                      yaxis_title="F1 (mean over seeds)", legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    fig.update_layout(
+        title="F1 along the α path",
+        height=380,
+        **FRAME,
+        yaxis_title="F1 (mean over seeds)",
+        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+    )
     return fig
 
 
-def per_class_figure(class_names: Sequence[str], before: np.ndarray, after: dict[str, np.ndarray],
-                     reference: np.ndarray | None = None) -> go.Figure:
+def per_class_figure(
+    class_names: Sequence[str], before: np.ndarray, after: dict[str, np.ndarray], reference: np.ndarray | None = None
+) -> go.Figure:
     """Grouped bars of test accuracy per class: before removal (grey), the retrained reference (black) and each
     sampler after its influence update (its fixed colour). The legend sits below the plot so every class keeps a
     tick (a right-hand legend with long names squeezed the axis to two ticks)."""
@@ -229,12 +464,20 @@ def per_class_figure(class_names: Sequence[str], before: np.ndarray, after: dict
     bars = [go.Bar(x=names, y=before, name="before removal", marker_color=POPULATION)]
     if reference is not None:
         bars.append(go.Bar(x=names, y=reference, name="retrained without the class", marker_color=REFERENCE))
-    bars += [go.Bar(x=names, y=acc, name=f"{name} (best α)", marker_color=sampler_colour(name))
-             for name, acc in after.items()]
+    bars += [
+        go.Bar(x=names, y=acc, name=f"{name} (best α)", marker_color=sampler_colour(name))
+        for name, acc in after.items()
+    ]
     fig = go.Figure(bars)
-    fig.update_layout(barmode="group", title="Accuracy per class",
-                      height=380, **FRAME, yaxis_title="test accuracy (mean over seeds)", yaxis_range=[0, 1.05],
-                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0))
+    fig.update_layout(
+        barmode="group",
+        title="Accuracy per class",
+        height=380,
+        **FRAME,
+        yaxis_title="test accuracy (mean over seeds)",
+        yaxis_range=[0, 1.05],
+        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+    )
     fig.update_xaxes(type="category", tickmode="array", tickvals=names, ticktext=names, title="class")
     return fig
 
@@ -242,8 +485,7 @@ def per_class_figure(class_names: Sequence[str], before: np.ndarray, after: dict
 def strip_figure(groups: dict[str, Sequence[float]], title: str, y_title: str) -> go.Figure:
     """One box with all points per group (e.g. a metric across seeds per sampler)."""
     fig = go.Figure([go.Box(y=list(v), name=k, boxpoints="all", jitter=0.3, pointpos=0) for k, v in groups.items()])
-    fig.update_layout(title=title, height=320, **FRAME, yaxis_title=y_title,
-                      showlegend=False)
+    fig.update_layout(title=title, height=320, **FRAME, yaxis_title=y_title, showlegend=False)
     return fig
 
 
@@ -257,15 +499,27 @@ def feature_bars(rows: np.ndarray, feature_names: Sequence[str] | None = None, h
 
     rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
     n_rows, n_features = rows.shape
-    names = list(feature_names) if feature_names is not None and len(feature_names) == n_features else \
-        [str(i) for i in range(n_features)]
+    names = (
+        list(feature_names)
+        if feature_names is not None and len(feature_names) == n_features
+        else [str(i) for i in range(n_features)]
+    )
     fig = make_subplots(rows=1, cols=max(n_rows, 1), shared_yaxes=True, horizontal_spacing=0.02)
     for j, values in enumerate(rows, start=1):
-        fig.add_trace(go.Bar(x=names, y=values, marker_color=[GOOD if v >= 0 else BAD for v in values],
-                             hovertemplate="feature %{x}: z = %{y:.2f}<extra></extra>"), row=1, col=j)
+        fig.add_trace(
+            go.Bar(
+                x=names,
+                y=values,
+                marker_color=[GOOD if v >= 0 else BAD for v in values],
+                hovertemplate="feature %{x}: z = %{y:.2f}<extra></extra>",
+            ),
+            row=1,
+            col=j,
+        )
     fig.update_layout(height=height, margin=dict(l=5, r=5, t=5, b=5), showlegend=False)
-    fig.update_xaxes(type="category", tickfont=dict(size=8), title=dict(text="feature", font=dict(size=9)),
-                     nticks=min(n_features, 8))
+    fig.update_xaxes(
+        type="category", tickfont=dict(size=8), title=dict(text="feature", font=dict(size=9)), nticks=min(n_features, 8)
+    )
     lim = max(3.0, float(np.nanmax(np.abs(rows))) if rows.size else 3.0)
     fig.update_yaxes(range=[-lim, lim], tickfont=dict(size=8), zeroline=True, zerolinecolor="#888888")
     fig.update_yaxes(title=dict(text="z", font=dict(size=9)), row=1, col=1)
@@ -332,7 +586,8 @@ def gallery_html(tiles: Sequence[np.ndarray], captions: Sequence[str], per_row: 
         f'<img src="{png_data_uri(tile)}" alt="{html.escape(caption)}" '
         f'style="width:100%;aspect-ratio:{tile.shape[1]}/{tile.shape[0]};image-rendering:pixelated;display:block">'
         f'<figcaption style="{_CAPTION_STYLE}">{html.escape(caption)}</figcaption></figure>'
-        for tile, caption in zip(tiles, captions))
+        for tile, caption in zip(tiles, captions)
+    )
     return f'<div class="{GALLERY_CLASS}" style="{_grid_style(per_row, "0.5rem 1rem")}">{cells}</div>'
 
 
@@ -347,7 +602,12 @@ def computed_caption(row: dict, elapsed: float, n_train: int, n_hessians: int) -
     else:
         when = f"computed just now in {elapsed:.2f} s"
     iterations = int(row.get("iterations", 0))
-    solve = (f"{row['method']} solve, {iterations} iterations in {row['solve_seconds']:.2f} s" if iterations > 0 else
-             f"{row['method']} solve with the factorised (H + δI)⁻¹, no iterations")
-    return (f"Scores of all {n_train} training points for {n_hessians} Hessians {when}; sampler A: {solve} "
-            "(measured on this machine).")
+    solve = (
+        f"{row['method']} solve, {iterations} iterations in {row['solve_seconds']:.2f} s"
+        if iterations > 0
+        else f"{row['method']} solve with the factorised (H + δI)⁻¹, no iterations"
+    )
+    return (
+        f"Scores of all {n_train} training points for {n_hessians} Hessians {when}; sampler A: {solve} "
+        "(measured on this machine)."
+    )

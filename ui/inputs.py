@@ -7,8 +7,9 @@ from __future__ import annotations
 import math
 
 
-def range_problem(value: float | int | None, lo: float, hi: float | None, label: str,
-                  integer: bool = True) -> str | None:
+def range_problem(
+    value: float | int | None, lo: float, hi: float | None, label: str, integer: bool = True
+) -> str | None:
     """None when ``lo <= value <= hi`` (``hi`` None: no upper bound) and ``value`` is a whole number if
     ``integer``; else one line naming the control, the allowed range and the value typed."""
     allowed = (f"{lo:g} to {hi:g}" if hi is not None else f"at least {lo:g}") + (" (whole numbers)" if integer else "")

@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
-from influence_core import CancelToken, Cancelled, Progress, cancellable
+from influence_core import Cancelled, CancelToken, Progress, cancellable
 
 __all__ = ["Job", "JobBoard"]
 

@@ -19,7 +19,8 @@ import concurrent.futures
 import multiprocessing
 import os
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,8 @@ def _worker() -> concurrent.futures.ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             _pool = concurrent.futures.ProcessPoolExecutor(
-                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority)
+                max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_lower_priority
+            )
         return _pool
 
 
@@ -83,6 +85,5 @@ def warm_up_in_background(paths: tuple[str, ...], options: dict[str, Any] = UMAP
     rng = np.random.default_rng(0)
     pool = _worker()
     for name in paths:
-        pool.submit(project_2d, rng.normal(size=(WARM_UP_SIZES[name], 16)).astype(np.float32), "umap", 0,
-                    **options)
+        pool.submit(project_2d, rng.normal(size=(WARM_UP_SIZES[name], 16)).astype(np.float32), "umap", 0, **options)
     return True

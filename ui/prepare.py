@@ -57,8 +57,11 @@ def prepare_influence(runs=DEFAULT_RUNS, log=print) -> dict[str, float]:
         label = f"{run.model.arch} on {run.data.label()}"
         solver = "exact" if state.get_view(run).n_params <= state.INTERACTIVE_EXACT_MAX_PARAMS else "cg"
         m = min(d["m"], state.get_dataset(run.data).n_train)
-        specs = [state.reference_spec(run), (d["sampler_a"], m, d["seed"], solver),
-                 (d["sampler_b"], m, d["seed"], solver)]
+        specs = [
+            state.reference_spec(run),
+            (d["sampler_a"], m, d["seed"], solver),
+            (d["sampler_b"], m, d["seed"], solver),
+        ]
         for spec in specs:
             if spec[3] not in ("cg", "lissa"):
                 start = time.perf_counter()
@@ -70,8 +73,11 @@ def prepare_influence(runs=DEFAULT_RUNS, log=print) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-umap", action="store_true", help="only PCA maps")
-    parser.add_argument("--no-inverses", action="store_true",
-                        help="skip the Influence page's fitted inverses (then its first view fits them)")
+    parser.add_argument(
+        "--no-inverses",
+        action="store_true",
+        help="skip the Influence page's fitted inverses (then its first view fits them)",
+    )
     args = parser.parse_args(argv)
     import os
 

@@ -7,8 +7,9 @@ used: they change meaning as soon as a figure has several traces (grey backgroun
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 TRAIN = 0
 TEST = 1

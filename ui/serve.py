@@ -17,11 +17,25 @@ import threading
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent.parent / "app.py"
-PRELOAD = ("torch", "influence_core", "influence_core.models.training", "influence_core.sampling.samplers",
-           "influence_core.influence.calculator", "ui.state", "ui.components", "ui.figures", "plotly.graph_objects")
+PRELOAD = (
+    "torch",
+    "influence_core",
+    "influence_core.models.training",
+    "influence_core.sampling.samplers",
+    "influence_core.influence.calculator",
+    "ui.state",
+    "ui.components",
+    "ui.figures",
+    "plotly.graph_objects",
+)
 """What the home page imports: imported at once."""
-PRELOAD_LATER = ("torch._dynamo", "torch._decomp.decompositions_for_jvp", "scipy.stats", "scipy.linalg",
-                 "sklearn.cluster")
+PRELOAD_LATER = (
+    "torch._dynamo",
+    "torch._decomp.decompositions_for_jvp",
+    "scipy.stats",
+    "scipy.linalg",
+    "sklearn.cluster",
+)
 """What the first influence query imports (torch.func's jvp loads torch._dynamo, seconds by ``python -X importtime``)
 and the samplers' scipy.stats and scikit-learn: imported once the first page is drawn (``ui.warmup.FIRST_PAGE_DRAWN``,
 set by ``app.py``), or after ``LATER_AFTER_S`` without a visitor. Imported beside the first page, they held the GIL

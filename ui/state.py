@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import logging
 import os
 import threading
 import time
-import logging
 import uuid
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import streamlit as st
@@ -113,8 +113,10 @@ def _cancel_pressed(key: tuple, label: str) -> None:
     st.session_state.setdefault(CANCELLED_KEY, set()).add(key)
     st.session_state[CANCEL_NOTICE_KEY] = (
         f"Cancelled: {label}. Nothing half-done was kept; ask again (Train, Run, Start again) to restart it."
-        if stopped else f"Cancelled: {label}, for this session. Another session still waits for it, so the work "
-                        "goes on for them (and its result is then cached).")
+        if stopped
+        else f"Cancelled: {label}, for this session. Another session still waits for it, so the work "
+        "goes on for them (and its result is then cached)."
+    )
 
 
 def clear_cancelled() -> None:
@@ -123,8 +125,9 @@ def clear_cancelled() -> None:
     st.session_state.pop(CANCELLED_KEY, None)
 
 
-def run_job(key: tuple, label: str, compute: Callable[[ic.Progress], object],
-            draw: Callable[[float, str], None] | None = None):
+def run_job(
+    key: tuple, label: str, compute: Callable[[ic.Progress], object], draw: Callable[[float, str], None] | None = None
+):
     """``compute(progress)`` as a shared background job (:class:`ui.jobs.JobBoard`; one per ``key`` for all
     sessions), waited for here with a progress bar (or the page's own ``draw(fraction, message)``) and a Cancel
     button. ``compute`` runs in another thread: it must not call Streamlit (resolve datasets, models and caches
@@ -155,9 +158,15 @@ def run_job(key: tuple, label: str, compute: Callable[[ic.Progress], object],
 
                 def draw(fraction: float, message: str) -> None:
                     bar.progress(fraction, text=f"{label}: {message}")
-            st.button("Cancel", key=_job_widget_key(key), on_click=_cancel_pressed, args=(key, label),
-                      help="Stops this computation at its next step (if no other session is waiting for it); "
-                           "nothing half-done is kept.")
+
+            st.button(
+                "Cancel",
+                key=_job_widget_key(key),
+                on_click=_cancel_pressed,
+                args=(key, label),
+                help="Stops this computation at its next step (if no other session is waiting for it); "
+                "nothing half-done is kept.",
+            )
         return jobs.wait(job, sid, draw)
     except Cancelled:
         st.session_state.setdefault(CANCELLED_KEY, set()).add(key)
@@ -352,8 +361,11 @@ def get_projection(run: RunConfig, space: str, method: str) -> np.ndarray:
 
 def projection_ready(run: RunConfig, space: str, method: str) -> bool:
     """True when the map is in memory or on disk (showing it costs no computation)."""
-    return (method == "pca" or artifacts.map_is_stored(run, space, method)
-            or _background_maps().get((run, space, method)) == "done")
+    return (
+        method == "pca"
+        or artifacts.map_is_stored(run, space, method)
+        or _background_maps().get((run, space, method)) == "done"
+    )
 
 
 @st.cache_resource(show_spinner=False)
@@ -387,7 +399,7 @@ def start_projection_in_background(run: RunConfig, space: str, method: str) -> f
 
 def background_projection_error(run: RunConfig, space: str, method: str) -> str | None:
     state = _background_maps().get((run, space, method))
-    return state[len("failed: "):] if isinstance(state, str) and state.startswith("failed: ") else None
+    return state[len("failed: ") :] if isinstance(state, str) and state.startswith("failed: ") else None
 
 
 def forget_in_memory() -> None:
@@ -422,8 +434,15 @@ def clear_disk_cache() -> int:
 def get_sample(run: RunConfig, sampler: str, m: int, seed: int, pool: tuple[int, ...] | None = None):
     """A Hessian sample (raises ValueError with a clear message for impossible settings, e.g. m > pool); drawn
     from the model's view as the workers draw it (:func:`ui.compute.sample`)."""
-    return ic.sample_hessian_subset(get_model(run), get_dataset(run.data), sampler, int(m), seed=int(seed),
-                                    pool=None if pool is None else np.asarray(pool), inputs=get_view(run).inputs)
+    return ic.sample_hessian_subset(
+        get_model(run),
+        get_dataset(run.data),
+        sampler,
+        int(m),
+        seed=int(seed),
+        pool=None if pool is None else np.asarray(pool),
+        inputs=get_view(run).inputs,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- results
@@ -468,7 +487,6 @@ def has_result(key: tuple) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- influence
 
-SOLVER_OPTIONS = compute.SOLVER_OPTIONS
 Spec = tuple  # (sampler | None, m, seed, solver): one Hessian sample and solver; sampler None = full data
 
 
@@ -500,13 +518,16 @@ def influence_rows(run: RunConfig, specs: tuple[Spec, ...], damping: float, test
     records (:func:`ui.compute.influence_rows`), as a shared job with progress and Cancel."""
     specs = _specs(specs)
     what = "the full-data Hessian" if len(specs) == 1 and specs[0][0] is None else f"{len(specs)} Hessians"
-    return job_result(rows_key(run, specs, damping, test_index), f"Influence on test point #{int(test_index)} "
-                      f"under {what}", Task(compute.influence_rows, (run, specs, float(damping), int(test_index),
-                                                                    _payload(run.data))))
+    return job_result(
+        rows_key(run, specs, damping, test_index),
+        f"Influence on test point #{int(test_index)} under {what}",
+        Task(compute.influence_rows, (run, specs, float(damping), int(test_index), _payload(run.data))),
+    )
 
 
-def influence_row(run: RunConfig, sampler: str | None, m: int, seed: int, solver: str, damping: float,
-                  test_index: int) -> dict:
+def influence_row(
+    run: RunConfig, sampler: str | None, m: int, seed: int, solver: str, damping: float, test_index: int
+) -> dict:
     return influence_rows(run, ((sampler, int(m), int(seed), solver),), damping, test_index)[0]
 
 
@@ -518,26 +539,64 @@ def spread_specs(samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solv
     return tuple((name, int(m), int(s), solver) for name in samplers for s in seeds)
 
 
-def spread_key(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solver: str,
-               damping: float, test_index: int, k: int) -> tuple:
-    return ("spread", run, tuple(samplers), int(m), tuple(int(s) for s in seeds), solver, float(damping),
-            int(test_index), int(k))
+def spread_key(
+    run: RunConfig,
+    samplers: tuple[str, ...],
+    m: int,
+    seeds: tuple[int, ...],
+    solver: str,
+    damping: float,
+    test_index: int,
+    k: int,
+) -> tuple:
+    return (
+        "spread",
+        run,
+        tuple(samplers),
+        int(m),
+        tuple(int(s) for s in seeds),
+        solver,
+        float(damping),
+        int(test_index),
+        int(k),
+    )
 
 
-def seed_spread(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solver: str,
-                damping: float, test_index: int, k: int) -> list[dict]:
+def seed_spread(
+    run: RunConfig,
+    samplers: tuple[str, ...],
+    m: int,
+    seeds: tuple[int, ...],
+    solver: str,
+    damping: float,
+    test_index: int,
+    k: int,
+) -> list[dict]:
     """Per sampler and seed: Spearman and top-k overlap of the scores against the full-data Hessian's
     (:func:`ui.compute.seed_spread`: fitted inverses from the disk cache when there, the missing ones fitted
     together), as a shared job with progress and Cancel."""
     key = spread_key(run, samplers, m, seeds, solver, damping, test_index, k)
-    task = Task(compute.seed_spread, (run, tuple(samplers), int(m), tuple(int(s) for s in seeds), solver,
-                                      float(damping), int(test_index), int(k), reference_spec(run),
-                                      _payload(run.data)))
+    task = Task(
+        compute.seed_spread,
+        (
+            run,
+            tuple(samplers),
+            int(m),
+            tuple(int(s) for s in seeds),
+            solver,
+            float(damping),
+            int(test_index),
+            int(k),
+            reference_spec(run),
+            _payload(run.data),
+        ),
+    )
     return job_result(key, f"Spread across {len(seeds)} seeds on test point #{int(test_index)}", task)
 
 
-def spread_cost(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solver: str,
-                damping: float) -> tuple[int, int]:
+def spread_cost(
+    run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[int, ...], solver: str, damping: float
+) -> tuple[int, int]:
     """(Hessian samples the spread needs, how many of them are already fitted on disk), for the page's caption.
     Iterative solvers store nothing: all of theirs count as to be solved."""
     specs = spread_specs(samplers, m, seeds, solver)
@@ -550,8 +609,9 @@ def spread_cost(run: RunConfig, samplers: tuple[str, ...], m: int, seeds: tuple[
             sample = get_sample(run, *spec[:3])
             if calc_objective is None:
                 calc_objective = _objective(run)
-            config = artifacts.inverse_config(run, spec, damping, CURVATURE, compute.fit_options(spec),
-                                              calc_objective, sample)
+            config = artifacts.inverse_config(
+                run, spec, damping, CURVATURE, compute.fit_options(spec), calc_objective, sample
+            )
             stored += artifacts.inverse_is_stored(config)
         except Exception:  # noqa: BLE001 - the caption is a hint; the job reports real errors
             return len(specs), 0
@@ -578,14 +638,43 @@ def removal_solver_choices() -> list[str]:
 REMOVAL_SOLVER_OPTIONS = SOLVER_OPTIONS  # one option set for the Influence and Class removal pages
 
 
-def _removal_key(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str, damping: float,
-                 reference: bool, memory: bool) -> tuple:
-    return ("removal", run, int(removed_class), sampler, int(m), int(seed), solver, float(damping), bool(reference),
-            bool(memory))
+def _removal_key(
+    run: RunConfig,
+    removed_class: int,
+    sampler: str,
+    m: int,
+    seed: int,
+    solver: str,
+    damping: float,
+    reference: bool,
+    memory: bool,
+) -> tuple:
+    return (
+        "removal",
+        run,
+        int(removed_class),
+        sampler,
+        int(m),
+        int(seed),
+        solver,
+        float(damping),
+        bool(reference),
+        bool(memory),
+    )
 
 
-def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str, damping: float,
-                reference: bool, memory: bool, progress: Callable[[float, str], None] | None = None) -> dict:
+def removal_run(
+    run: RunConfig,
+    removed_class: int,
+    sampler: str,
+    m: int,
+    seed: int,
+    solver: str,
+    damping: float,
+    reference: bool,
+    memory: bool,
+    progress: Callable[[float, str], None] | None = None,
+) -> dict:
     """One class removal (``ClassRemoval.run``, :func:`ui.compute.removal`) as its JSON record, computed once per
     settings and shared by all sessions, as a cancellable job (a cancel during the reference retraining stores no
     reference); ``progress(fraction, message)`` draws its progress (on this script's thread) while it is
@@ -594,10 +683,24 @@ def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: 
     with _results()["lock"]:
         record = _results()["records"].get(key)
     if record is None:
-        task = Task(compute.removal, (run, int(removed_class), sampler, int(m), int(seed), solver, float(damping),
-                                      bool(reference), bool(memory), _payload(run.data)))
-        record = run_job(key, f"Class removal of class {int(removed_class)}, {sampler}, seed {int(seed)}", task,
-                         draw=progress)
+        task = Task(
+            compute.removal,
+            (
+                run,
+                int(removed_class),
+                sampler,
+                int(m),
+                int(seed),
+                solver,
+                float(damping),
+                bool(reference),
+                bool(memory),
+                _payload(run.data),
+            ),
+        )
+        record = run_job(
+            key, f"Class removal of class {int(removed_class)}, {sampler}, seed {int(seed)}", task, draw=progress
+        )
         record = dict(record)
         predictions = record.pop("reference_test_pred", None)
         if predictions is not None:
@@ -607,8 +710,17 @@ def removal_run(run: RunConfig, removed_class: int, sampler: str, m: int, seed: 
     return copy.deepcopy(record)
 
 
-def removal_is_cached(run: RunConfig, removed_class: int, sampler: str, m: int, seed: int, solver: str,
-                      damping: float, reference: bool, memory: bool) -> bool:
+def removal_is_cached(
+    run: RunConfig,
+    removed_class: int,
+    sampler: str,
+    m: int,
+    seed: int,
+    solver: str,
+    damping: float,
+    reference: bool,
+    memory: bool,
+) -> bool:
     return has_result(_removal_key(run, removed_class, sampler, m, seed, solver, damping, reference, memory))
 
 
@@ -618,5 +730,8 @@ def reference_predictions(run: RunConfig, removed_class: int) -> np.ndarray:
     found = _results()["references"].get((run, int(removed_class)))
     if found is not None:
         return found.copy()
-    return job_result(("reference_pred", run, int(removed_class)), f"Retraining without class {int(removed_class)}",
-                      Task(compute.reference_predictions, (run, int(removed_class), _payload(run.data))))
+    return job_result(
+        ("reference_pred", run, int(removed_class)),
+        f"Retraining without class {int(removed_class)}",
+        Task(compute.reference_predictions, (run, int(removed_class), _payload(run.data))),
+    )

@@ -31,22 +31,26 @@ def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     return float(0.5 * np.abs(p - q).sum())
 
 
-def distribution_gaps(labels: np.ndarray, conf: np.ndarray, subset: np.ndarray, n_classes: int,
-                      bins: int = 10) -> dict[str, float]:
+def distribution_gaps(
+    labels: np.ndarray, conf: np.ndarray, subset: np.ndarray, n_classes: int, bins: int = 10
+) -> dict[str, float]:
     """Total-variation distance between the subset and the population: class shares and confidence histogram."""
     subset = np.asarray(subset, dtype=np.int64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     return {
-        "class_tv": total_variation(np.bincount(labels[subset], minlength=n_classes),
-                                    np.bincount(labels, minlength=n_classes)),
+        "class_tv": total_variation(
+            np.bincount(labels[subset], minlength=n_classes), np.bincount(labels, minlength=n_classes)
+        ),
         "confidence_tv": total_variation(np.histogram(conf[subset], edges)[0], np.histogram(conf, edges)[0]),
     }
 
 
 # How the app computes and caches the UMAP map, shown beside it (its cost is measured in the app's performance
 # document, not here).
-UMAP_HELP = ("UMAP is computed once per model and map (200 epochs, PCA initialisation) in the background, kept in "
-             "the disk cache (it survives a server restart) and shared by every session; the PCA map is shown "
-             "until it is ready and the page switches by itself. The first UMAP in a server process also pays "
-             "numba's compilation, which the server warms up when it starts; `make app` prepares the default "
-             "models' maps.")
+UMAP_HELP = (
+    "UMAP is computed once per model and map (200 epochs, PCA initialisation) in the background, kept in "
+    "the disk cache (it survives a server restart) and shared by every session; the PCA map is shown "
+    "until it is ready and the page switches by itself. The first UMAP in a server process also pays "
+    "numba's compilation, which the server warms up when it starts; `make app` prepares the default "
+    "models' maps."
+)

@@ -18,18 +18,60 @@ from typing import Any
 KEPT_KEY = "kept_settings"
 
 PAGE_SETTINGS: dict[str, dict[str, type]] = {
-    "samplers": {"smp_space": str, "smp_method": str, "smp_colour": str, "smp_m": int, "smp_seed": int,
-                 "smp_samplers": list},
-    "influence": {"inf_mode": str, "inf_index": int, "inf_clicked": int, "inf_a": str, "inf_b": str, "inf_m": int,
-                  "inf_seed": int, "inf_solver": str, "inf_damping": float, "inf_k": int, "inf_full": bool,
-                  "inf_space": str, "inf_colour": str, "inf_nseeds": int, "inf_spread": bool},
-    "removal": {"rm_class": int, "rm_m": int, "rm_samplers": list, "rm_seeds": int, "rm_solver": str,
-                "rm_damping": float, "rm_reference": bool, "rm_memory": bool},
-    "faithfulness": {"faith_study": str, "faith_samplers": list, "faith_budget": str, "faith_limit": float,
-                     "faith_limit_kind": str},
+    "samplers": {
+        "smp_space": str,
+        "smp_method": str,
+        "smp_colour": str,
+        "smp_m": int,
+        "smp_seed": int,
+        "smp_samplers": list,
+    },
+    "influence": {
+        "inf_mode": str,
+        "inf_index": int,
+        "inf_clicked": int,
+        "inf_a": str,
+        "inf_b": str,
+        "inf_m": int,
+        "inf_seed": int,
+        "inf_solver": str,
+        "inf_damping": float,
+        "inf_k": int,
+        "inf_full": bool,
+        "inf_space": str,
+        "inf_colour": str,
+        "inf_nseeds": int,
+        "inf_spread": bool,
+    },
+    "removal": {
+        "rm_class": int,
+        "rm_m": int,
+        "rm_samplers": list,
+        "rm_seeds": int,
+        "rm_solver": str,
+        "rm_damping": float,
+        "rm_reference": bool,
+        "rm_memory": bool,
+    },
+    "faithfulness": {
+        "faith_study": str,
+        "faith_samplers": list,
+        "faith_budget": str,
+        "faith_limit": float,
+        "faith_limit_kind": str,
+    },
     "lesson": {"lesson_step": str},
-    "explorer": {"exp_space": str, "exp_method": str, "exp_colour": str, "exp_hessian": str,
-                 "exp_index_kind": str, "exp_index": int, "exp_k": int, "exp_m": int, "exp_seed": int},
+    "explorer": {
+        "exp_space": str,
+        "exp_method": str,
+        "exp_colour": str,
+        "exp_hessian": str,
+        "exp_index_kind": str,
+        "exp_index": int,
+        "exp_k": int,
+        "exp_m": int,
+        "exp_seed": int,
+    },
 }
 
 
@@ -42,12 +84,20 @@ def choices(key: str) -> list | None:
     samplers = ic.available_samplers()
     if key in ("smp_samplers", "rm_samplers", "faith_samplers", "inf_a", "inf_b"):
         return samplers
-    fixed = {"smp_space": ["features", "logits"], "inf_space": ["features", "logits"],
-             "exp_space": ["features", "logits"], "smp_method": ["pca", "umap"], "exp_method": ["pca", "umap"],
-             "smp_colour": list(COLOUR_OPTIONS), "inf_colour": list(COLOUR_OPTIONS),
-             "exp_colour": [*COLOUR_OPTIONS, "influence score", "self-influence"], "exp_index_kind": ["train", "test"],
-             "exp_hessian": ["full data", *samplers], "inf_mode": ["click on the map", "by index", "misclassified"],
-             "faith_budget": ["m", "solve_seconds", "peak_mb"]}
+    fixed = {
+        "smp_space": ["features", "logits"],
+        "inf_space": ["features", "logits"],
+        "exp_space": ["features", "logits"],
+        "smp_method": ["pca", "umap"],
+        "exp_method": ["pca", "umap"],
+        "smp_colour": list(COLOUR_OPTIONS),
+        "inf_colour": list(COLOUR_OPTIONS),
+        "exp_colour": [*COLOUR_OPTIONS, "influence score", "self-influence"],
+        "exp_index_kind": ["train", "test"],
+        "exp_hessian": ["full data", *samplers],
+        "inf_mode": ["click on the map", "by index", "misclassified"],
+        "faith_budget": ["m", "solve_seconds", "peak_mb"],
+    }
     if key in fixed:
         return fixed[key]
     if key in ("inf_solver", "rm_solver"):

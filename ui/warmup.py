@@ -28,13 +28,10 @@ from influence_core import project_2d
 from . import map_worker
 from .map_worker import UMAP_OPTIONS
 
-
-
 PATHS = map_worker.WARM_UP_SIZES  # umap-learn's exact-distance path (n < 4096) and pynndescent path (n >= 4096)
 
 
-def warm_up_maps(paths: tuple[str, ...] = ("exact", "pynndescent"), width: int = 16,
-                 nice: int = 0) -> dict[str, float]:
+def warm_up_maps(paths: tuple[str, ...] = ("exact", "pynndescent"), width: int = 16, nice: int = 0) -> dict[str, float]:
     """Run the app's UMAP call on a (300, width) array (exact path) and/or a (4200, width) float32 array
     (pynndescent path); returns the seconds per path. ``nice`` > 0 lowers this thread's CPU priority (Linux: a
     thread is a task of its own), so the OS prefers the students' requests when both cores are busy."""
@@ -71,8 +68,7 @@ def start_in_background() -> bool:
     paths = tuple(PATHS) if setting == "all" else ("exact",)
     if map_worker.enabled():  # in the map worker process, where every UMAP of this server runs
         return map_worker.warm_up_in_background(paths)
-    threading.Thread(target=warm_up_maps, args=(paths,), kwargs={"nice": 10}, name="umap-warm-up",
-                     daemon=True).start()
+    threading.Thread(target=warm_up_maps, args=(paths,), kwargs={"nice": 10}, name="umap-warm-up", daemon=True).start()
     return True
 
 

@@ -54,9 +54,11 @@ ENV_SCHEDULER = "INFLUENCE_EXPLORER_DASK_SCHEDULER"
 NICE = 5
 POLL_SECONDS = 0.2
 REPORT_EVERY = 0.25
-KILLED_MESSAGE = ("the worker process computing it stopped (out of memory, or killed) and so did the fresh worker "
-                  "it was retried on; choose a smaller model, dataset or sample size, or ask the teacher to give "
-                  "the server more memory")
+KILLED_MESSAGE = (
+    "the worker process computing it stopped (out of memory, or killed) and so did the fresh worker "
+    "it was retried on; choose a smaller model, dataset or sample size, or ask the teacher to give "
+    "the server more memory"
+)
 LOG = logging.getLogger("influence_explorer")
 
 
@@ -82,8 +84,9 @@ def settings() -> dict[str, Any]:
     try:
         n = int(raw) if raw else (os.cpu_count() or 1)
     except ValueError:
-        raise ValueError(f"{ENV_WORKERS} must be a whole number of worker processes (0 = compute in the server "
-                         f"process), got {raw!r}") from None
+        raise ValueError(
+            f"{ENV_WORKERS} must be a whole number of worker processes (0 = compute in the server process), got {raw!r}"
+        ) from None
     if n < 0:
         raise ValueError(f"{ENV_WORKERS} must be 0 or more, got {n}")
     return {"scheduler": address, "workers": n}
@@ -142,14 +145,20 @@ def client():
                 _client = distributed.Client(s["scheduler"], set_as_default=False, timeout=15)
             else:
                 _cluster = distributed.LocalCluster(
-                    n_workers=max(s["workers"], 1), threads_per_worker=1, processes=True, host="127.0.0.1",
-                    dashboard_address=":0", env={"OMP_NUM_THREADS": "1", "INFLUENCE_EXPLORER_TORCH_THREADS": "1"},
-                    silence_logs=logging.ERROR)
+                    n_workers=max(s["workers"], 1),
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=":0",
+                    env={"OMP_NUM_THREADS": "1", "INFLUENCE_EXPLORER_TORCH_THREADS": "1"},
+                    silence_logs=logging.ERROR,
+                )
                 _client = distributed.Client(_cluster, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             where = s["scheduler"] or "a local cluster"
-            raise RuntimeError(f"the compute workers ({where}) cannot be reached: {exc}; check "
-                               f"{ENV_SCHEDULER} or restart the server") from None
+            raise RuntimeError(
+                f"the compute workers ({where}) cannot be reached: {exc}; check {ENV_SCHEDULER} or restart the server"
+            ) from None
         plugin = _WorkerSetup()
         try:
             from distributed import WorkerPlugin
@@ -257,8 +266,10 @@ class RemoteJob(jobs.Job):
             self.error = raised.error
         except (OSError, TimeoutError, concurrent.futures.CancelledError) as exc:  # the cluster, not the work
             LOG.warning("%s: lost the compute workers: %r", self.label, exc)
-            self.error = RuntimeError(f"{self.label}: the connection to the compute workers was lost "
-                                      f"({type(exc).__name__}); ask again, or ask the teacher to restart the server")
+            self.error = RuntimeError(
+                f"{self.label}: the connection to the compute workers was lost "
+                f"({type(exc).__name__}); ask again, or ask the teacher to restart the server"
+            )
         except BaseException as exc:  # noqa: BLE001 - handed to every waiting session
             self.error = exc
         finally:

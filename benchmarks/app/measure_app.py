@@ -62,9 +62,26 @@ def measure_once() -> dict:
     url = f"http://127.0.0.1:{port}"
     start = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         while True:
             try:
@@ -85,45 +102,93 @@ def measure_once() -> dict:
             print(f"cold start to trained home page: {results['cold_start_to_trained_home_s']} s", flush=True)
 
             def go(link: str, text: str):
-                return lambda: page.get_by_role("link", name=link).first.click(), \
-                    lambda: page.get_by_text(text).first.wait_for()
+                return lambda: page.get_by_role("link", name=link).first.click(), lambda: page.get_by_text(
+                    text
+                ).first.wait_for()
 
             # Samplers page
             timed(results, "samplers: open page (first)", *go("Samplers", "How representative is each sample?"))
             colour = page.get_by_label("Colour by")
-            timed(results, "samplers: colour -> confidence", lambda: (colour.click(), page.get_by_role(
-                "option", name="confidence").click()), lambda: page.locator("text=conf.").first.wait_for())
-            timed(results, "samplers: seed 0 -> 1 (first)", lambda: set_number(page, "Seed", 1),
-                  lambda: page.get_by_text("random (m=100, seed=1)").wait_for())
-            timed(results, "samplers: seed 1 -> 0 (cached)", lambda: set_number(page, "Seed", 0),
-                  lambda: page.get_by_text("random (m=100, seed=0)").wait_for())
-            timed(results, "samplers: seed 0 -> 1 (cached)", lambda: set_number(page, "Seed", 1),
-                  lambda: page.get_by_text("random (m=100, seed=1)").wait_for())
+            timed(
+                results,
+                "samplers: colour -> confidence",
+                lambda: (colour.click(), page.get_by_role("option", name="confidence").click()),
+                lambda: page.locator("text=conf.").first.wait_for(),
+            )
+            timed(
+                results,
+                "samplers: seed 0 -> 1 (first)",
+                lambda: set_number(page, "Seed", 1),
+                lambda: page.get_by_text("random (m=100, seed=1)").wait_for(),
+            )
+            timed(
+                results,
+                "samplers: seed 1 -> 0 (cached)",
+                lambda: set_number(page, "Seed", 0),
+                lambda: page.get_by_text("random (m=100, seed=0)").wait_for(),
+            )
+            timed(
+                results,
+                "samplers: seed 0 -> 1 (cached)",
+                lambda: set_number(page, "Seed", 1),
+                lambda: page.get_by_text("random (m=100, seed=1)").wait_for(),
+            )
 
             # Influence page
-            timed(results, "influence: open page (first: full-data reference + 2 samples)",
-                  *go("Influence", "Top 8 helpful"))
+            timed(
+                results,
+                "influence: open page (first: full-data reference + 2 samples)",
+                *go("Influence", "Top 8 helpful"),
+            )
             page.get_by_text("by index", exact=True).click()
             idle(page)
-            timed(results, "influence: test point -> #5 (first)", lambda: set_number(page, "Test index", 5),
-                  lambda: page.get_by_text("Test point #5").wait_for())
-            timed(results, "influence: test point -> #6 (first)", lambda: set_number(page, "Test index", 6),
-                  lambda: page.get_by_text("Test point #6").wait_for())
-            timed(results, "influence: test point -> #5 (cached)", lambda: set_number(page, "Test index", 5),
-                  lambda: page.get_by_text("Test point #5").wait_for())
+            timed(
+                results,
+                "influence: test point -> #5 (first)",
+                lambda: set_number(page, "Test index", 5),
+                lambda: page.get_by_text("Test point #5").wait_for(),
+            )
+            timed(
+                results,
+                "influence: test point -> #6 (first)",
+                lambda: set_number(page, "Test index", 6),
+                lambda: page.get_by_text("Test point #6").wait_for(),
+            )
+            timed(
+                results,
+                "influence: test point -> #5 (cached)",
+                lambda: set_number(page, "Test index", 5),
+                lambda: page.get_by_text("Test point #5").wait_for(),
+            )
             sampler_b = page.get_by_label("Sampler B (compared)")
-            timed(results, "influence: sampler B -> feature (first)", lambda: (sampler_b.click(), page.get_by_role(
-                "option", name="feature", exact=True).click()), lambda: page.get_by_text("B: feature").first.wait_for())
-            timed(results, "influence: sampler B -> random (cached)", lambda: (sampler_b.click(), page.get_by_role(
-                "option", name="random", exact=True).click()), lambda: page.get_by_text("B: random").first.wait_for())
+            timed(
+                results,
+                "influence: sampler B -> feature (first)",
+                lambda: (sampler_b.click(), page.get_by_role("option", name="feature", exact=True).click()),
+                lambda: page.get_by_text("B: feature").first.wait_for(),
+            )
+            timed(
+                results,
+                "influence: sampler B -> random (cached)",
+                lambda: (sampler_b.click(), page.get_by_role("option", name="random", exact=True).click()),
+                lambda: page.get_by_text("B: random").first.wait_for(),
+            )
 
             # Class removal page
             timed(results, "removal: open page", *go("Class removal", "Run class removal"))
             run = page.get_by_role("button", name="Run class removal")
-            timed(results, "removal: run 3 samplers x 3 seeds + reference (first)", run.click,
-                  lambda: page.get_by_text("Retrained-from-scratch reference").wait_for())
-            timed(results, "removal: run again (cached)", run.click,
-                  lambda: page.get_by_text("Retrained-from-scratch reference").wait_for())
+            timed(
+                results,
+                "removal: run 3 samplers x 3 seeds + reference (first)",
+                run.click,
+                lambda: page.get_by_text("Retrained-from-scratch reference").wait_for(),
+            )
+            timed(
+                results,
+                "removal: run again (cached)",
+                run.click,
+                lambda: page.get_by_text("Retrained-from-scratch reference").wait_for(),
+            )
 
             # Page switches after caching
             timed(results, "switch to samplers (cached)", *go("Samplers", "How representative is each sample?"))
@@ -147,8 +212,13 @@ def main() -> None:
         print(f"--- round {r + 1}/{args.rounds}", flush=True)
         rounds.append(measure_once())
     median = {k: round(float(statistics.median(r[k] for r in rounds)), 2) for k in rounds[0]}
-    report = {"cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
-              "median_seconds": median, "rounds": rounds}
+    report = {
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "median_seconds": median,
+        "rounds": rounds,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print("\n| step | median s | rounds (s) |\n|---|---|---|")

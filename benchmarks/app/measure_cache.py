@@ -48,10 +48,24 @@ class Server:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ui.serve", "--server.headless", "true", "--server.port",
-             str(self.port), "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "INFLUENCE_EXPLORER_CACHE_DIR": cache})
+            [
+                sys.executable,
+                "-m",
+                "ui.serve",
+                "--server.headless",
+                "true",
+                "--server.port",
+                str(self.port),
+                "--browser.gatherUsageStats",
+                "false",
+                "--server.fileWatcherType",
+                "none",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "INFLUENCE_EXPLORER_CACHE_DIR": cache},
+        )
         while True:
             try:
                 with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2):
@@ -105,8 +119,9 @@ def measure_once(browser, browser_b) -> dict:
 
     cache = tempfile.mkdtemp(prefix="influence-measure-cache-")
     env = {**os.environ, "INFLUENCE_EXPLORER_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "ui.prepare", "--no-umap"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "ui.prepare", "--no-umap"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     start = time.perf_counter()
     server = Server(cache)
     try:
@@ -116,7 +131,7 @@ def measure_once(browser, browser_b) -> dict:
         def timed(name, action, text=None):
             record(name, seconds_to_settle(page, action, text))
 
-        link = lambda name: (lambda: page.get_by_role("link", name=name).first.click())  # noqa: E731
+        link = lambda name: lambda: page.get_by_role("link", name=name).first.click()  # noqa: E731
         timed("influence: open page (first)", link("Influence"), "Top 8 helpful")
         page.get_by_text("by index", exact=True).click()
         idle(page)
@@ -129,12 +144,17 @@ def measure_once(browser, browser_b) -> dict:
         idle(page, 300)
         page.get_by_text("Spread across seeds", exact=False).first.click()
         idle(page, 300)
-        timed("influence: across-seed spread, 3 seeds x 2 samplers (first)",
-              lambda: page.get_by_text("Compute the spread", exact=True).click(), "one point per seed")
+        timed(
+            "influence: across-seed spread, 3 seeds x 2 samplers (first)",
+            lambda: page.get_by_text("Compute the spread", exact=True).click(),
+            "one point per seed",
+        )
         page.get_by_text("Solver convergence", exact=False).first.click()
         idle(page, 300)
-        timed("influence: LiSSA on samples A and B (first)",
-              lambda: page.get_by_text("Also run LiSSA on samples A and B", exact=True).click())
+        timed(
+            "influence: LiSSA on samples A and B (first)",
+            lambda: page.get_by_text("Also run LiSSA on samples A and B", exact=True).click(),
+        )
         timed("switch to home (cached)", link("Home"), "Test accuracy")
         timed("switch to influence (cached)", link("Influence"), "Top 8 helpful")
         timed("samplers: open page", link("Samplers"), "How representative is each sample?")
@@ -143,8 +163,7 @@ def measure_once(browser, browser_b) -> dict:
             t = time.perf_counter()
             page.get_by_text("UMAP", exact=True).first.click()
             page.wait_for_timeout(300)
-            page.get_by_text("Computing the UMAP map", exact=False).first.wait_for(state="detached",
-                                                                                    timeout=600_000)
+            page.get_by_text("Computing the UMAP map", exact=False).first.wait_for(state="detached", timeout=600_000)
             idle(page, 0)
             record(label, time.perf_counter() - t)
 
@@ -162,16 +181,19 @@ def measure_once(browser, browser_b) -> dict:
         # two sessions: B is the digits logistic regression (prepared too)
         from ui.config import ModelConfig, RunConfig, run_to_query
 
-        ctx_b, page_b = open_home(browser_b, server.url,
-                                  f"/?{urlencode(run_to_query(RunConfig(model=ModelConfig(arch='logreg'))))}")
+        ctx_b, page_b = open_home(
+            browser_b, server.url, f"/?{urlencode(run_to_query(RunConfig(model=ModelConfig(arch='logreg'))))}"
+        )
         for p in (page, page_b):
             p.get_by_role("link", name="Influence").first.click()
             p.get_by_text("Top 8 helpful").first.wait_for()
             idle(p)
             p.get_by_text("by index", exact=True).click()
             idle(p)
-        alone = [seconds_to_settle(page, lambda: set_number(page, "Test index", index), f"Test point #{index}")
-                 for index in (11, 12, 13)]
+        alone = [
+            seconds_to_settle(page, lambda: set_number(page, "Test index", index), f"Test point #{index}")
+            for index in (11, 12, 13)
+        ]
         record("two sessions: A alone, new test point", statistics.median(alone))
         both = []
         for index in (14, 15, 16):
@@ -185,7 +207,9 @@ def measure_once(browser, browser_b) -> dict:
             after_run(page_b, before_b)
             page_b.get_by_text(f"Test point #{index}").first.wait_for()
         record("two sessions: A while B computes too, new test point", statistics.median(both))
-        results["two sessions: ratio A together / A alone"] = round(statistics.median(both) / statistics.median(alone), 2)
+        results["two sessions: ratio A together / A alone"] = round(
+            statistics.median(both) / statistics.median(alone), 2
+        )
         ctx.close()
         ctx_b.close()
     finally:
@@ -219,8 +243,11 @@ def measure_cnn() -> dict:
     dataset = ic.load_dataset("mnist5k", seed=0)
     load = os.getloadavg()
     model = ic.train_model(dataset, arch="cnn", seed=cfg.seed, **cfg.train_kwargs())
-    return {"mnist5k CNN training (app settings, 1 thread)": model.training_report, "load_before": load,
-            "load_after": os.getloadavg()}
+    return {
+        "mnist5k CNN training (app settings, 1 thread)": model.training_report,
+        "load_before": load,
+        "load_after": os.getloadavg(),
+    }
 
 
 def main() -> None:
@@ -228,8 +255,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "test-artifacts" / "cache_timings.json"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cnn", action="store_true", help="also time the MNIST-5k CNN training")
-    parser.add_argument("--same-browser", action="store_true",
-                        help="session B as a second context of session A's browser, not a browser of its own")
+    parser.add_argument(
+        "--same-browser",
+        action="store_true",
+        help="session B as a second context of session A's browser, not a browser of its own",
+    )
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -237,8 +267,9 @@ def main() -> None:
     rounds = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        browser_b = browser if args.same_browser else \
-            pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)  # a second student's browser
+        browser_b = (
+            browser if args.same_browser else pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        )  # a second student's browser
         for r in range(args.rounds):
             print(f"--- round {r + 1}/{args.rounds} (load {os.getloadavg()[0]:.1f})", flush=True)
             rounds.append(measure_once(browser, browser_b))
@@ -246,8 +277,13 @@ def main() -> None:
         if browser_b is not browser:
             browser_b.close()
     median = {k: round(float(statistics.median(r[k] for r in rounds)), 2) for k in rounds[0]}
-    report = {"cpu_count": os.cpu_count(), "load_average_before": load_before, "load_average_after": os.getloadavg(),
-              "median_seconds": median, "rounds": rounds}
+    report = {
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "median_seconds": median,
+        "rounds": rounds,
+    }
     if args.cnn:
         report["cnn"] = measure_cnn()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's influence_core
 torch.set_num_threads(1)
 
 import influence_core as ic  # noqa: E402
-from influence_core.progress import CancelToken, Cancelled, cancellable  # noqa: E402
+from influence_core.progress import Cancelled, CancelToken, cancellable  # noqa: E402
 
 
 def latency(dataset, arch: str, when: str, **settings) -> dict:
@@ -42,8 +42,14 @@ def latency(dataset, arch: str, when: str, **settings) -> dict:
         return {"arch": arch, "cancel_after": when, "stopped": False}
     except Cancelled:
         end = time.perf_counter()
-    return {"arch": arch, "dataset": dataset.name, "cancel_after": state["message"], "stopped": True,
-            "seconds_until_cancel": round(state["at"] - start, 2), "latency_seconds": round(end - state["at"], 2)}
+    return {
+        "arch": arch,
+        "dataset": dataset.name,
+        "cancel_after": state["message"],
+        "stopped": True,
+        "seconds_until_cancel": round(state["at"] - start, 2),
+        "latency_seconds": round(end - state["at"], 2),
+    }
 
 
 def main() -> None:
@@ -56,8 +62,12 @@ def main() -> None:
         for when in ("epoch 2/", "polish (full-batch L-BFGS)"):
             rows.append(latency(dataset, arch, when, **kw))
             print(rows[-1], flush=True)
-    out = {"rows": rows, "load_average_before_after": [os.getloadavg()[0]], "torch_threads": 1,
-           "command": "flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_cancel.py"}
+    out = {
+        "rows": rows,
+        "load_average_before_after": [os.getloadavg()[0]],
+        "torch_threads": 1,
+        "command": "flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_cancel.py",
+    }
     out["load_average_before_after"].insert(0, LOAD_BEFORE)
     path = ROOT / "docs" / "app_timings" / "cancel_latency.json"
     path.write_text(json.dumps(out, indent=1) + "\n")

@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import time
-
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -49,7 +48,7 @@ def main() -> None:
     def adam_epoch() -> None:
         for i in range(0, len(X), 64):
             opt.zero_grad()
-            objective(model, X[i:i + 64], y[i:i + 64], 1e-3).backward()
+            objective(model, X[i : i + 64], y[i : i + 64], 1e-3).backward()
             opt.step()
 
     out["adam epoch (batch 64), s"] = timed(adam_epoch, 1)

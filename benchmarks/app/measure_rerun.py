@@ -61,8 +61,9 @@ def main() -> None:
     args = parser.parse_args()
     cache = tempfile.mkdtemp(prefix="influence-rerun-cache-")
     env = {**os.environ, "INFLUENCE_EXPLORER_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, "-m", "ui.prepare", "--no-umap"], cwd=ROOT, env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "ui.prepare", "--no-umap"], cwd=ROOT, env=env, check=True, capture_output=True
+    )
     os.environ["INFLUENCE_EXPLORER_CACHE_DIR"] = cache
     sys.path.insert(0, str(ROOT))
     load_before = os.getloadavg()
@@ -72,19 +73,30 @@ def main() -> None:
     reruns(a, list(range(10, 10 + n)), alone)
     together_a: list[float] = []
     together_b: list[float] = []
-    threads = [threading.Thread(target=reruns, args=(a, list(range(100, 100 + n)), together_a)),
-               threading.Thread(target=reruns, args=(b, list(range(100, 100 + n)), together_b))]
+    threads = [
+        threading.Thread(target=reruns, args=(a, list(range(100, 100 + n)), together_a)),
+        threading.Thread(target=reruns, args=(b, list(range(100, 100 + n)), together_b)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert len(together_a) == len(together_b) == n, "a session's reruns failed (see the thread's traceback)"
-    report = {"reruns": n, "cpu_count": os.cpu_count(), "load_average_before": load_before,
-              "load_average_after": os.getloadavg(),
-              "median_seconds": {"A alone": statistics.median(alone), "A while B reruns": statistics.median(together_a),
-                                 "B while A reruns": statistics.median(together_b)},
-              "seconds": {"A alone": alone, "A while B reruns": together_a, "B while A reruns": together_b}}
-    report["ratio A together / A alone"] = report["median_seconds"]["A while B reruns"] / report["median_seconds"]["A alone"]
+    report = {
+        "reruns": n,
+        "cpu_count": os.cpu_count(),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "median_seconds": {
+            "A alone": statistics.median(alone),
+            "A while B reruns": statistics.median(together_a),
+            "B while A reruns": statistics.median(together_b),
+        },
+        "seconds": {"A alone": alone, "A while B reruns": together_a, "B while A reruns": together_b},
+    }
+    report["ratio A together / A alone"] = (
+        report["median_seconds"]["A while B reruns"] / report["median_seconds"]["A alone"]
+    )
     print(json.dumps({k: v for k, v in report.items() if k != "seconds"}, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")

@@ -46,8 +46,9 @@ def child(root: str) -> dict:
     start = time.perf_counter()
     model, dataset, view = state.get_model(run), state.get_dataset(run.data), state.get_view(run)
     model_s = time.perf_counter() - start
-    ic.InfluenceCalculator(model, dataset.X_train[:5], dataset.y_train[:5]).gradients(dataset.X_test[:2],
-                                                                                      dataset.y_test[:2])
+    ic.InfluenceCalculator(model, dataset.X_train[:5], dataset.y_train[:5]).gradients(
+        dataset.X_test[:2], dataset.y_test[:2]
+    )
     wrong = np.flatnonzero(view.test_pred != dataset.y_test)
     t1, t2 = int(wrong[0]), int(wrong[1])
     specs = ((SAMPLERS[0], M, 0, SOLVER), (SAMPLERS[1], M, 0, SOLVER), state.reference_spec(run))
@@ -57,8 +58,9 @@ def child(root: str) -> dict:
     out["first_view_s"] = time.perf_counter() - start
     for key, (m, seed) in (("change_seed_s", (M, 7)), ("change_m_s", (150, 0))):  # the page's A and B refitted
         start = time.perf_counter()
-        state.influence_rows(run, ((SAMPLERS[0], m, seed, SOLVER), (SAMPLERS[1], m, seed, SOLVER), specs[2]),
-                             DAMPING, t1)
+        state.influence_rows(
+            run, ((SAMPLERS[0], m, seed, SOLVER), (SAMPLERS[1], m, seed, SOLVER), specs[2]), DAMPING, t1
+        )
         out[key] = time.perf_counter() - start
     for key, t in (("spread_s", t1), ("spread_next_point_s", t2)):
         start = time.perf_counter()
@@ -69,10 +71,19 @@ def child(root: str) -> dict:
 
 
 def run_child(root: Path, cache: Path) -> dict:
-    env = {**os.environ, "INFLUENCE_EXPLORER_CACHE_DIR": str(cache), "INFLUENCE_EXPLORER_WARM_UP": "0",
-           "PYTHONPATH": str(root)}
-    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(root)], env=env,
-                          capture_output=True, text=True, timeout=900)
+    env = {
+        **os.environ,
+        "INFLUENCE_EXPLORER_CACHE_DIR": str(cache),
+        "INFLUENCE_EXPLORER_WARM_UP": "0",
+        "PYTHONPATH": str(root),
+    }
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", str(root)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -89,11 +100,20 @@ def main() -> None:
         print(json.dumps(child(args.child)))
         return
     codes = {"before": args.before, "after": ROOT} if args.before else {"after": ROOT}
-    result: dict = {"load_before": os.getloadavg(), "uptime_before": subprocess.getoutput("uptime"),
-                    "settings": {"samplers": SAMPLERS, "m": M, "seeds": len(SEEDS), "solver": SOLVER,
-                                 "damping": DAMPING, "model": "app default digits MLP (32 hidden)"},
-                    "command": "flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_spread.py "
-                               "--before <checkout of the code before>"}
+    result: dict = {
+        "load_before": os.getloadavg(),
+        "uptime_before": subprocess.getoutput("uptime"),
+        "settings": {
+            "samplers": SAMPLERS,
+            "m": M,
+            "seeds": len(SEEDS),
+            "solver": SOLVER,
+            "damping": DAMPING,
+            "model": "app default digits MLP (32 hidden)",
+        },
+        "command": "flock /tmp/influence-bench.lock .venv/bin/python benchmarks/app/measure_spread.py "
+        "--before <checkout of the code before>",
+    }
     for name, root in codes.items():
         rounds = []
         for _ in range(args.rounds):
@@ -101,11 +121,17 @@ def main() -> None:
                 first = run_child(root, Path(cache))
                 restart = run_child(root, Path(cache))
             rounds.append({"first_process": first, "after_restart": restart})
-            print(name, json.dumps({k: v for k, v in first.items() if k.endswith("_s")}),
-                  json.dumps({k: v for k, v in restart.items() if k.endswith("_s")}), flush=True)
-        med = {f"{proc}.{key}": statistics.median(r[proc][key] for r in rounds)
-               for proc in ("first_process", "after_restart")
-               for key in ("first_view_s", "change_seed_s", "change_m_s", "spread_s", "spread_next_point_s")}
+            print(
+                name,
+                json.dumps({k: v for k, v in first.items() if k.endswith("_s")}),
+                json.dumps({k: v for k, v in restart.items() if k.endswith("_s")}),
+                flush=True,
+            )
+        med = {
+            f"{proc}.{key}": statistics.median(r[proc][key] for r in rounds)
+            for proc in ("first_process", "after_restart")
+            for key in ("first_view_s", "change_seed_s", "change_m_s", "spread_s", "spread_next_point_s")
+        }
         result[name] = {"root": str(root), "medians": med, "rounds": rounds}
     if "before" in result:
         a = result["after"]["rounds"][0]["first_process"]["spread_spearman"]
@@ -115,8 +141,12 @@ def main() -> None:
     result["uptime_after"] = subprocess.getoutput("uptime")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps({k: v.get("medians") if isinstance(v, dict) else v for k, v in result.items()
-                      if k not in ("settings",)}, indent=1))
+    print(
+        json.dumps(
+            {k: v.get("medians") if isinstance(v, dict) else v for k, v in result.items() if k not in ("settings",)},
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import sys
 import threading
 import time
-
-import numpy as np
-import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's influence_core
@@ -59,8 +58,18 @@ def main() -> None:
         alone_s.append(alone)
         both_s.append(both)
         ratios.append(both / alone)
-    print(json.dumps({"alone_s": alone_s, "two_threads_s": both_s, "median_ratio": statistics.median(ratios),
-                      "load_before": load, "load_after": os.getloadavg()}, indent=1))
+    print(
+        json.dumps(
+            {
+                "alone_s": alone_s,
+                "two_threads_s": both_s,
+                "median_ratio": statistics.median(ratios),
+                "load_before": load,
+                "load_after": os.getloadavg(),
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -22,14 +22,23 @@ import importlib
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "query": ("influence_core.bench.query", "influence query time / forward+backward time, per solver"),
-    "compare": ("influence_core.bench.compare", "our exact/CG/LiSSA vs pyDVL: rank correlation, time at equal "
-                                                "accuracy"),
-    "scale": ("influence_core.bench.scale", "scoring time and peak memory as n_train and n_test grow; sequential vs "
-                                            "Dask"),
-    "resnet": ("influence_core.bench.resnet", "ResNet-18 on mnist5k through the public API: query, class removal "
-                                              "(CG, LiSSA), samplers x m: time and peak memory"),
-    "kfac-compare": ("influence_core.bench.kfac_compare", "our K-FAC/EK-FAC/Arnoldi vs exact, Kronfluence and "
-                                                          "pyDVL: rank correlation, fit and query time"),
+    "compare": (
+        "influence_core.bench.compare",
+        "our exact/CG/LiSSA vs pyDVL: rank correlation, time at equal accuracy",
+    ),
+    "scale": (
+        "influence_core.bench.scale",
+        "scoring time and peak memory as n_train and n_test grow; sequential vs Dask",
+    ),
+    "resnet": (
+        "influence_core.bench.resnet",
+        "ResNet-18 on mnist5k through the public API: query, class removal "
+        "(CG, LiSSA), samplers x m: time and peak memory",
+    ),
+    "kfac-compare": (
+        "influence_core.bench.kfac_compare",
+        "our K-FAC/EK-FAC/Arnoldi vs exact, Kronfluence and pyDVL: rank correlation, fit and query time",
+    ),
 }
 
 
@@ -37,8 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="bench_command", required=True, metavar="{" + ",".join(SUBCOMMANDS) + "}")
     for name, (module, help_text) in SUBCOMMANDS.items():
         mod = importlib.import_module(module)
-        p = sub.add_parser(name, help=help_text, description=(mod.__doc__ or help_text).strip().splitlines()[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=(mod.__doc__ or help_text).strip().splitlines()[0],
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
         mod.add_arguments(p)
         p.set_defaults(_bench_run=mod.run)
 

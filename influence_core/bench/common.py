@@ -26,12 +26,13 @@ import statistics
 import sys
 import time
 import traceback
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from influence_core.io_safety import atomic_write, check_output_dir, check_output_file, jsonable
 from influence_core.evaluation.memory import current_rss_bytes, peak_rss_bytes, reset_peak_rss
+from influence_core.io_safety import atomic_write, check_output_dir, check_output_file, jsonable
 from influence_core.runtime import torch_threads  # noqa: F401  (re-exported for the benchmarks)
 
 __all__ = [
@@ -71,8 +72,14 @@ class Timing:
         return len(self.values)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"median": self.median, "min": self.min, "max": self.max, "values": list(self.values),
-                "repeats": self.repeats, "warmup": self.warmup}
+        return {
+            "median": self.median,
+            "min": self.min,
+            "max": self.max,
+            "values": list(self.values),
+            "repeats": self.repeats,
+            "warmup": self.warmup,
+        }
 
 
 def time_call(fn: Callable[[], Any], repeats: int = 5, warmup: int = 1) -> Timing:
@@ -122,8 +129,13 @@ class MemoryReport:
         return d
 
 
-def _memory_worker(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict, setup: Callable[[], Any] | None,
-                   ) -> None:  # pragma: no cover - runs in the child
+def _memory_worker(
+    conn: Any,
+    fn: Callable[..., Any],
+    args: tuple,
+    kwargs: dict,
+    setup: Callable[[], Any] | None,
+) -> None:  # pragma: no cover - runs in the child
     try:
         if setup is not None:
             setup()
@@ -139,8 +151,13 @@ def _memory_worker(conn: Any, fn: Callable[..., Any], args: tuple, kwargs: dict,
         conn.close()
 
 
-def peak_memory(fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | None = None,
-                timeout: float | None = None, **kwargs: Any) -> MemoryReport:
+def peak_memory(
+    fn: Callable[..., Any],
+    *args: Any,
+    setup: Callable[[], Any] | None = None,
+    timeout: float | None = None,
+    **kwargs: Any,
+) -> MemoryReport:
     """Run ``fn(*args, **kwargs)`` once in a fresh ("spawn") worker process and measure its peak resident memory.
 
     ``fn``, ``setup`` and the arguments must be picklable (module-level functions); ``fn``'s return value comes
@@ -177,8 +194,12 @@ def peak_memory(fn: Callable[..., Any], *args: Any, setup: Callable[[], Any] | N
 # ---------------------------------------------------------------------------------------------------------- context
 def environment() -> dict[str, Any]:
     """What the numbers were measured on (recorded in every report)."""
-    info: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform(),
-                            "machine": platform.machine(), "cpu_count": os.cpu_count()}
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
     try:
         import torch
 
@@ -209,9 +230,9 @@ def fmt(value: Any, digits: int = 3) -> str:
     if isinstance(value, float):
         if math.isnan(value):
             return "—"
-        if value != 0 and (abs(value) >= 10 ** 5 or abs(value) < 10 ** -3):
+        if value != 0 and (abs(value) >= 10**5 or abs(value) < 10**-3):
             return f"{value:.{digits - 1}e}"
-        return f"{value:.{digits}g}" if abs(value) < 10 ** digits else f"{value:.0f}"
+        return f"{value:.{digits}g}" if abs(value) < 10**digits else f"{value:.0f}"
     return str(value)
 
 
@@ -226,22 +247,23 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, st
     widths = [max(len(h), *(len(r[i]) for r in body)) if body else len(h) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
     sep = "  ".join("-" * w for w in widths)
-    out = [line, sep] + ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-                         for r in body]
+    out = [line, sep] + [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in body
+    ]
     return "\n".join(out)
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
     """GitHub-flavoured Markdown table (first column left-aligned, the rest right-aligned)."""
     headers = [h for _, h in columns]
-    out = ["| " + " | ".join(headers) + " |",
-           "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in _cells(rows, columns)]
     return "\n".join(out)
 
 
-def write_report(out: str | os.PathLike, *, title: str, command: str, sections: Sequence[dict[str, Any]],
-                 meta: dict[str, Any]) -> list[Path]:
+def write_report(
+    out: str | os.PathLike, *, title: str, command: str, sections: Sequence[dict[str, Any]], meta: dict[str, Any]
+) -> list[Path]:
     """Write a benchmark report. ``out`` ending in ``.md`` writes Markdown, ``.json`` writes JSON, anything else
     writes both ``<out>.md`` and ``<out>.json``. Each section: {"heading", "text" (optional), "rows", "columns"}.
     Returns the paths written."""
@@ -249,9 +271,12 @@ def write_report(out: str | os.PathLike, *, title: str, command: str, sections: 
     for path in targets:
         path.parent.mkdir(parents=True, exist_ok=True)  # checked by check_report_paths before the benchmark ran
         if path.suffix == ".json":
-            payload = {"title": title, "command": command, "meta": meta,
-                       "sections": [{"heading": s["heading"], "text": s.get("text", ""), "rows": s["rows"]}
-                                    for s in sections]}
+            payload = {
+                "title": title,
+                "command": command,
+                "meta": meta,
+                "sections": [{"heading": s["heading"], "text": s.get("text", ""), "rows": s["rows"]} for s in sections],
+            }
             with atomic_write(path) as fh:
                 fh.write(json.dumps(payload, indent=2, default=_json_default) + "\n")
         else:
@@ -273,8 +298,11 @@ def report_paths(out: str | os.PathLike) -> list[Path]:
     """The files :func:`write_report` writes for ``out``: itself (``.md``/``.json``), or ``<out>.md`` and
     ``<out>.json``."""
     out = Path(out)
-    return [out] if out.suffix in (".md", ".json") else [out.with_name(out.name + ".md"),
-                                                          out.with_name(out.name + ".json")]
+    return (
+        [out]
+        if out.suffix in (".md", ".json")
+        else [out.with_name(out.name + ".md"), out.with_name(out.name + ".json")]
+    )
 
 
 def check_report_paths(out: str | os.PathLike | None) -> None:

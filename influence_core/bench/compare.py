@@ -4,7 +4,8 @@ trained model (digits: logistic regression and MLP), same objective, same dampin
 Matching the problem. pyDVL's loss is a function of (outputs, targets) only, so the weight decay of our objective
 enters pyDVL as ``regularization = wd + δ``: both then invert H_CE + (wd + δ)I over all n training points
 (pyDVL's LiSSA is fitted on one full-batch DataLoader, so it runs the deterministic full-data iteration like ours,
-with the same scale s = 1.1·(λ_max + δ); CG also gets one full batch, Direct batches of 256). Scores: pyDVL's "up" influence is ∇ℓ_testᵀ H⁻¹ ∇ℓ_train without our 1/n, so the
+with the same scale s = 1.1·(λ_max + δ); CG also gets one full batch, Direct batches of 256). Scores: pyDVL's "up"
+influence is ∇ℓ_testᵀ H⁻¹ ∇ℓ_train without our 1/n, so the
 factor c is fitted by least squares on the exact pair (expected 1/n; its sign and n·c are reported) and applied to
 every pyDVL result. Reported per pair: Spearman and Pearson correlation of the scores (per test point, minimum over
 the test points) and the relative difference ||ours − c·theirs|| / ||ours||.
@@ -27,32 +28,66 @@ import argparse
 import logging
 import time
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from influence_core.bench.common import (MissingExtraError, check_report_paths, command_line, environment,
-                                         format_table, time_call, torch_threads, write_report)
+from influence_core.bench.common import (
+    MissingExtraError,
+    check_report_paths,
+    command_line,
+    environment,
+    format_table,
+    time_call,
+    torch_threads,
+    write_report,
+)
 
 COLUMNS = [
-    ("model", "model"), ("p", "p"), ("ours", "ours"), ("theirs", "pyDVL"), ("spearman", "Spearman (min)"),
-    ("pearson", "Pearson (min)"), ("rel_diff", "rel. diff"), ("iters_ours", "iters ours"),
-    ("iters_theirs", "iters pyDVL"), ("err_ours", "iHVP err ours"), ("err_theirs", "iHVP err pyDVL"),
-    ("solve_ratio", "solve time ours/pyDVL"), ("query_ratio", "query time ours/pyDVL"),
-    ("query_ms_ours", "query ms ours"), ("query_ms_theirs", "query ms pyDVL"), ("target", "<= 0.5"),
+    ("model", "model"),
+    ("p", "p"),
+    ("ours", "ours"),
+    ("theirs", "pyDVL"),
+    ("spearman", "Spearman (min)"),
+    ("pearson", "Pearson (min)"),
+    ("rel_diff", "rel. diff"),
+    ("iters_ours", "iters ours"),
+    ("iters_theirs", "iters pyDVL"),
+    ("err_ours", "iHVP err ours"),
+    ("err_theirs", "iHVP err pyDVL"),
+    ("solve_ratio", "solve time ours/pyDVL"),
+    ("query_ratio", "query time ours/pyDVL"),
+    ("query_ms_ours", "query ms ours"),
+    ("query_ms_theirs", "query ms pyDVL"),
+    ("target", "<= 0.5"),
 ]
 PAIRS = (("exact", "DirectInfluence"), ("cg", "CgInfluence"), ("lissa", "LissaInfluence"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--models", nargs="+", default=["logreg", "mlp"], choices=["logreg", "mlp"],
-                        help="architectures trained on digits")
-    parser.add_argument("--solvers", nargs="+", default=[o for o, _ in PAIRS], choices=[o for o, _ in PAIRS],
-                        help="our solvers to compare (each against its pyDVL counterpart; exact always runs first "
-                             "because it fixes the reference solution and the convention factor)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["logreg", "mlp"],
+        choices=["logreg", "mlp"],
+        help="architectures trained on digits",
+    )
+    parser.add_argument(
+        "--solvers",
+        nargs="+",
+        default=[o for o, _ in PAIRS],
+        choices=[o for o, _ in PAIRS],
+        help="our solvers to compare (each against its pyDVL counterpart; exact always runs first "
+        "because it fixes the reference solution and the convention factor)",
+    )
     parser.add_argument("--damping", type=float, default=0.01, help="δ on top of H (which includes wd·I)")
-    parser.add_argument("--target-error", type=float, default=1e-2,
-                        help="equal accuracy: relative error of the iHVP w.r.t. the exact solve")
+    parser.add_argument(
+        "--target-error",
+        type=float,
+        default=1e-2,
+        help="equal accuracy: relative error of the iHVP w.r.t. the exact solve",
+    )
     parser.add_argument("--test-points", type=int, default=5, help="test points for the correlations")
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median)")
     parser.add_argument("--max-iter", type=int, default=20_000, help="cap of the iteration-budget search")
@@ -66,9 +101,11 @@ def _require_pydvl() -> Any:
     try:
         import pydvl.influence.torch as pyd
     except ImportError as exc:
-        raise MissingExtraError("bench compare needs pyDVL (the optional 'compare' extra): pip install --no-deps "
-                           "pydvl==0.10.0 zarr==3.1.6 numcodecs==0.15.2 pyDeprecate==0.14.0 more-itertools==11.2.1"
-                           f" ({exc})") from exc
+        raise MissingExtraError(
+            "bench compare needs pyDVL (the optional 'compare' extra): pip install --no-deps "
+            "pydvl==0.10.0 zarr==3.1.6 numcodecs==0.15.2 pyDeprecate==0.14.0 more-itertools==11.2.1"
+            f" ({exc})"
+        ) from exc
     logging.getLogger("pydvl").setLevel(logging.ERROR)
     return pyd
 
@@ -98,8 +135,11 @@ def _correlations(ours: np.ndarray, theirs: np.ndarray) -> dict[str, float]:
 
     sp = [spearmanr(a, b).statistic for a, b in zip(ours, theirs)]
     pe = [pearsonr(a, b).statistic for a, b in zip(ours, theirs)]
-    return {"spearman": float(np.min(sp)), "pearson": float(np.min(pe)),
-            "rel_diff": float(np.linalg.norm(ours - theirs) / np.linalg.norm(ours))}
+    return {
+        "spearman": float(np.min(sp)),
+        "pearson": float(np.min(pe)),
+        "rel_diff": float(np.linalg.norm(ours - theirs) / np.linalg.norm(ours)),
+    }
 
 
 def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
@@ -117,7 +157,7 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
     model = train_model(ds, arch, seed=args.seed, **settings)
     wd, delta = float(model.weight_decay), args.damping
     X, y = torch.as_tensor(ds.X_train), torch.as_tensor(ds.y_train)
-    Xt, yt = torch.as_tensor(ds.X_test[:args.test_points]), torch.as_tensor(ds.y_test[:args.test_points])
+    Xt, yt = torch.as_tensor(ds.X_test[: args.test_points]), torch.as_tensor(ds.y_test[: args.test_points])
     x1, y1 = Xt[:1], yt[:1]
     n = len(y)
     # pyDVL's DataLoader: batches of 256 (our chunk size) for DirectInfluence (it forms the Hessian per batch with
@@ -149,12 +189,27 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
         if name == "DirectInfluence":
             inf = pyd.DirectInfluence(model, F.cross_entropy, regularization=wd + delta)
         elif name == "CgInfluence":
-            inf = pyd.CgInfluence(model, F.cross_entropy, regularization=wd + delta, rtol=0.0, atol=0.0,
-                                  maxiter=budget, warn_on_max_iteration=False)
+            inf = pyd.CgInfluence(
+                model,
+                F.cross_entropy,
+                regularization=wd + delta,
+                rtol=0.0,
+                atol=0.0,
+                maxiter=budget,
+                warn_on_max_iteration=False,
+            )
             return inf.fit(full_loader)
         else:
-            inf = pyd.LissaInfluence(model, F.cross_entropy, regularization=wd + delta, maxiter=budget,
-                                     scale=scale, dampen=0.0, rtol=0.0, warn_on_max_iteration=False)
+            inf = pyd.LissaInfluence(
+                model,
+                F.cross_entropy,
+                regularization=wd + delta,
+                maxiter=budget,
+                scale=scale,
+                dampen=0.0,
+                rtol=0.0,
+                warn_on_max_iteration=False,
+            )
             return inf.fit(full_loader)
         return inf.fit(loader)
 
@@ -169,6 +224,7 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
             row: dict[str, Any] = {"model": f"digits/{arch}", "p": p, "ours": ours_name, "theirs": theirs_name}
             budgets: dict[str, Any] = {"ours": None, "theirs": None}
             if ours_name != "exact":
+
                 def err_ours(k: int) -> float:
                     return rel(fit_ours(ours_name, k).ihvp(g1).x, x1_exact)
 
@@ -187,7 +243,7 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
             ours_scores = calc.scores(Xt, yt)
             theirs_scores = theirs.influences(Xt, yt, X, y).detach().double().cpu().numpy()
             if c is None:  # the convention factor, from the exact pair
-                c = float((ours_scores * theirs_scores).sum() / (theirs_scores ** 2).sum())
+                c = float((ours_scores * theirs_scores).sum() / (theirs_scores**2).sum())
                 row["scale_times_n"] = c * n
                 log(f"[compare] convention: ours ≈ c·pyDVL with c·n = {c * n:.4f}")
             row.update(_correlations(ours_scores, c * theirs_scores))
@@ -198,14 +254,21 @@ def compare_model(arch: str, args: argparse.Namespace, log: Callable[[str], None
             t_solve_theirs = time_call(lambda: theirs.influence_factors(x1, y1), args.repeats)
             t_query_ours = time_call(lambda: calc.scores(x1, y1), args.repeats)
             t_query_theirs = time_call(lambda: theirs.influences(x1, y1, X, y), args.repeats)
-            row.update(solve_ratio=t_solve_ours.median / t_solve_theirs.median,
-                       query_ratio=t_query_ours.median / t_query_theirs.median,
-                       query_ms_ours=t_query_ours.median * 1e3, query_ms_theirs=t_query_theirs.median * 1e3,
-                       solve_ms_ours=t_solve_ours.median * 1e3, solve_ms_theirs=t_solve_theirs.median * 1e3,
-                       target=("yes" if t_query_ours.median <= 0.5 * t_query_theirs.median else "no")
-                       if ours_name != "exact" else "—")
-            log(f"[compare] {arch} {ours_name} vs {theirs_name}: Spearman {row['spearman']:.4f}, rel. diff "
-                f"{row['rel_diff']:.2e}, query time ratio {row['query_ratio']:.2f}, solve {row['solve_ratio']:.2f}")
+            row.update(
+                solve_ratio=t_solve_ours.median / t_solve_theirs.median,
+                query_ratio=t_query_ours.median / t_query_theirs.median,
+                query_ms_ours=t_query_ours.median * 1e3,
+                query_ms_theirs=t_query_theirs.median * 1e3,
+                solve_ms_ours=t_solve_ours.median * 1e3,
+                solve_ms_theirs=t_solve_theirs.median * 1e3,
+                target=("yes" if t_query_ours.median <= 0.5 * t_query_theirs.median else "no")
+                if ours_name != "exact"
+                else "—",
+            )
+            log(
+                f"[compare] {arch} {ours_name} vs {theirs_name}: Spearman {row['spearman']:.4f}, rel. diff "
+                f"{row['rel_diff']:.2e}, query time ratio {row['query_ratio']:.2f}, solve {row['solve_ratio']:.2f}"
+            )
             rows.append(row)
     return rows
 
@@ -235,14 +298,22 @@ def _run(args: argparse.Namespace) -> int:
         rows += compare_model(arch, args)
     print(format_table(rows, COLUMNS))
     if args.out:
-        text = (f"digits, damping δ={args.damping} (pyDVL regularization = wd + δ), equal accuracy = iHVP within "
-                f"{args.target_error:g} relative error of the exact solve; correlations over {args.test_points} test "
-                f"points x all training points; times: median of {args.repeats}, one test point, torch threads "
-                f"{env.get('torch_threads')}. 'solve' = test gradient + iHVP; 'query' = solve + scoring all training "
-                "points.")
+        text = (
+            f"digits, damping δ={args.damping} (pyDVL regularization = wd + δ), equal accuracy = iHVP within "
+            f"{args.target_error:g} relative error of the exact solve; correlations over {args.test_points} test "
+            f"points x all training points; times: median of {args.repeats}, one test point, torch threads "
+            f"{env.get('torch_threads')}. 'solve' = test gradient + iHVP; 'query' = solve + scoring all training "
+            "points."
+        )
         meta = {"environment": env, "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
-        for path in write_report(args.out, title="Ours vs pyDVL", command=command_line(),
-                                 sections=[{"heading": "Agreement and time at equal accuracy", "text": text,
-                                            "rows": rows, "columns": COLUMNS}], meta=meta):
+        for path in write_report(
+            args.out,
+            title="Ours vs pyDVL",
+            command=command_line(),
+            sections=[
+                {"heading": "Agreement and time at equal accuracy", "text": text, "rows": rows, "columns": COLUMNS}
+            ],
+            meta=meta,
+        ):
             print(f"wrote {path}")
     return 0

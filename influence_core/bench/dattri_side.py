@@ -110,8 +110,15 @@ def _forward_backward_seconds(model: torch.nn.Module, X: torch.Tensor, y: torch.
     return seconds
 
 
-def _attribute(spec: dict[str, Any], model: torch.nn.Module, checkpoints: list[dict], X: torch.Tensor,
-               y: torch.Tensor, Xq: torch.Tensor, yq: torch.Tensor) -> torch.Tensor:
+def _attribute(
+    spec: dict[str, Any],
+    model: torch.nn.Module,
+    checkpoints: list[dict],
+    X: torch.Tensor,
+    y: torch.Tensor,
+    Xq: torch.Tensor,
+    yq: torch.Tensor,
+) -> torch.Tensor:
     from dattri import algorithm as A
     from dattri.task import AttributionTask
     from torch.utils.data import DataLoader, TensorDataset
@@ -124,39 +131,71 @@ def _attribute(spec: dict[str, Any], model: torch.nn.Module, checkpoints: list[d
     full = DataLoader(TensorDataset(X, y), batch_size=n, shuffle=False)
     test = DataLoader(TensorDataset(Xq, yq), batch_size=int(spec.get("test_batch", len(Xq))), shuffle=False)
     target = fn["trak_output"] if kind == "trak" else fn["loss"]
-    task = AttributionTask(loss_func=target, model=model, checkpoints=checkpoints if len(checkpoints) > 1
-                           else checkpoints[0])
+    task = AttributionTask(
+        loss_func=target, model=model, checkpoints=checkpoints if len(checkpoints) > 1 else checkpoints[0]
+    )
     damping = float(spec.get("damping", 0.0))
     if kind == "trak":
-        att = A.TRAKAttributor(task=task, correct_probability_func=fn["correct_probability"], device="cpu",
-                               projector_kwargs={"proj_dim": int(spec["proj_dim"]), "device": "cpu",
-                                                 "proj_seed": int(spec.get("proj_seed", 0))},
-                               regularization=damping)
+        att = A.TRAKAttributor(
+            task=task,
+            correct_probability_func=fn["correct_probability"],
+            device="cpu",
+            projector_kwargs={
+                "proj_dim": int(spec["proj_dim"]),
+                "device": "cpu",
+                "proj_seed": int(spec.get("proj_seed", 0)),
+            },
+            regularization=damping,
+        )
         att.cache(train)
         return att.attribute(test)
     if kind in ("tracin", "grad_dot"):
-        att = A.TracInAttributor(task=task, weight_list=torch.tensor(spec["weights"], dtype=X.dtype),
-                                 normalized_grad=False, device="cpu",
-                                 projector_kwargs={"proj_dim": int(spec["proj_dim"]), "device": "cpu",
-                                                   "proj_seed": int(spec.get("proj_seed", 0))}
-                                 if spec.get("proj_dim") else None)
+        att = A.TracInAttributor(
+            task=task,
+            weight_list=torch.tensor(spec["weights"], dtype=X.dtype),
+            normalized_grad=False,
+            device="cpu",
+            projector_kwargs={
+                "proj_dim": int(spec["proj_dim"]),
+                "device": "cpu",
+                "proj_seed": int(spec.get("proj_seed", 0)),
+            }
+            if spec.get("proj_dim")
+            else None,
+        )
         if not spec.get("proj_dim"):
             att.projector_kwargs = None  # exact gradients (dattri projects by default)
         return att.attribute(train, test)
     if kind == "explicit":
         att = A.IFAttributorExplicit(task=task, device="cpu", regularization=damping)
     elif kind == "cg":
-        att = A.IFAttributorCG(task=task, device="cpu", regularization=damping, max_iter=int(spec["max_iter"]),
-                               tol=float(spec.get("tol", 1e-7)))
+        att = A.IFAttributorCG(
+            task=task,
+            device="cpu",
+            regularization=damping,
+            max_iter=int(spec["max_iter"]),
+            tol=float(spec.get("tol", 1e-7)),
+        )
     elif kind == "lissa":
         scaling = float(spec["scaling"])  # LiSSA's fixed point is (H + damping·scaling·I)⁻¹ v
-        att = A.IFAttributorLiSSA(task=task, device="cpu", batch_size=int(spec["lissa_batch"]),
-                                  num_repeat=int(spec.get("num_repeat", 1)),
-                                  recursion_depth=int(spec["recursion_depth"]), damping=damping / scaling,
-                                  scaling=scaling)
+        att = A.IFAttributorLiSSA(
+            task=task,
+            device="cpu",
+            batch_size=int(spec["lissa_batch"]),
+            num_repeat=int(spec.get("num_repeat", 1)),
+            recursion_depth=int(spec["recursion_depth"]),
+            damping=damping / scaling,
+            scaling=scaling,
+        )
     elif kind == "arnoldi":
-        att = A.IFAttributorArnoldi(task=task, device="cpu", regularization=damping, proj_dim=int(spec["proj_dim"]),
-                                    max_iter=int(spec["max_iter"]), seed=int(spec.get("seed", 0)))
+        att = A.IFAttributorArnoldi(
+            task=task,
+            device="cpu",
+            regularization=damping,
+            proj_dim=int(spec["proj_dim"]),
+            max_iter=int(spec["max_iter"]),
+            seed=int(spec.get("seed", 0)),
+        )
     elif kind == "ekfac":
         att = A.IFAttributorEKFAC(task=task, device="cpu", damping=damping)
     elif kind == "datainf":
@@ -215,15 +254,20 @@ def main(directory: str) -> None:
     d = Path(directory)
     settings, model, (X, y, Xq, yq) = load_problem(d)
     dtype = X.dtype
-    stored: dict[str, dict[str, torch.Tensor]] = {"final": {k: v.detach().clone() for k, v in
-                                                           model.state_dict().items()}}
+    stored: dict[str, dict[str, torch.Tensor]] = {
+        "final": {k: v.detach().clone() for k, v in model.state_dict().items()}
+    }
     if (d / "checkpoints.npz").exists():
         with np.load(d / "checkpoints.npz", allow_pickle=False) as f:
             for key in f.files:
                 name, _, param = key.partition("__")
                 stored.setdefault(name, {})[param] = torch.as_tensor(f[key]).to(dtype)
-    report: dict[str, Any] = {"forward_backward_seconds": _forward_backward_seconds(model, X, y),
-                              "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": {}}
+    report: dict[str, Any] = {
+        "forward_backward_seconds": _forward_backward_seconds(model, X, y),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "rows": {},
+    }
     try:
         from importlib.metadata import version
 
@@ -232,8 +276,10 @@ def main(directory: str) -> None:
         report["dattri"] = None
     out: dict[str, np.ndarray] = {}
     warmed: set[str] = set()
-    limits = {"max_rss_mb": float(settings.get("max_rss_mb", 12000)), "max_seconds": float(settings.get(
-        "max_seconds", 900))}
+    limits = {
+        "max_rss_mb": float(settings.get("max_rss_mb", 12000)),
+        "max_seconds": float(settings.get("max_seconds", 900)),
+    }
     report["limits"] = limits
     for i, spec in enumerate(settings["methods"]):
         checkpoints = [stored[c] for c in spec.get("checkpoints", ["final"])]
@@ -241,14 +287,21 @@ def main(directory: str) -> None:
             warmed.add(spec["kind"])
             model.load_state_dict(stored["final"])
             try:
-                small = {**spec, "batch_size": 32, "test_batch": 2, "recursion_depth": 2, "max_iter": 2,
-                         "proj_dim": min(int(spec.get("proj_dim") or 16), 16)}
+                small = {
+                    **spec,
+                    "batch_size": 32,
+                    "test_batch": 2,
+                    "recursion_depth": 2,
+                    "max_iter": 2,
+                    "proj_dim": min(int(spec.get("proj_dim") or 16), 16),
+                }
                 _attribute(small, model, checkpoints, X[:64], y[:64], Xq[:2], yq[:2])
             except Exception:  # noqa: BLE001 - the timed run reports the error
                 pass
         model.load_state_dict(stored["final"])
-        row = _run_isolated(d / f"row{i}", lambda: _attribute(spec, model, checkpoints, X, y, Xq, yq),
-                            int(settings["seed"]), **limits)
+        row = _run_isolated(
+            d / f"row{i}", lambda: _attribute(spec, model, checkpoints, X, y, Xq, yq), int(settings["seed"]), **limits
+        )
         row["kind"] = spec["kind"]
         if row["error"] is None:
             with np.load(d / f"row{i}.npz", allow_pickle=False) as f:

@@ -33,17 +33,35 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["IF_KINDS", "KINDS", "to_project_convention", "write_problem", "read_result", "agreement", "table_rows",
-           "COLUMNS"]
+__all__ = [
+    "IF_KINDS",
+    "KINDS",
+    "to_project_convention",
+    "write_problem",
+    "read_result",
+    "agreement",
+    "table_rows",
+    "COLUMNS",
+]
 
 IF_KINDS = ("explicit", "cg", "lissa", "arnoldi", "ekfac", "datainf")
 """dattri's influence-function attributors: raw = n · (our score)ᵀ."""
 KINDS = IF_KINDS + ("trak", "tracin", "grad_dot")
 
-COLUMNS = [("method", "method"), ("library", "library"), ("checkpoints", "checkpoints"), ("lds", "LDS"),
-           ("lds_std", "std over test points"), ("lds_gt", "LDS, shipped file"), ("cost_ratio", "cost / fwd+bwd"),
-           ("train_ratio", "+ extra training / fwd+bwd"), ("seconds", "seconds"), ("peak_mb", "peak MB"),
-           ("spearman_exact", "Spearman vs our exact"), ("pearson_exact", "Pearson vs our exact")]
+COLUMNS = [
+    ("method", "method"),
+    ("library", "library"),
+    ("checkpoints", "checkpoints"),
+    ("lds", "LDS"),
+    ("lds_std", "std over test points"),
+    ("lds_gt", "LDS, shipped file"),
+    ("cost_ratio", "cost / fwd+bwd"),
+    ("train_ratio", "+ extra training / fwd+bwd"),
+    ("seconds", "seconds"),
+    ("peak_mb", "peak MB"),
+    ("spearman_exact", "Spearman vs our exact"),
+    ("pearson_exact", "Pearson vs our exact"),
+]
 
 
 def to_project_convention(raw: Any, kind: str, n_train: int) -> np.ndarray:
@@ -74,9 +92,17 @@ def _savez_atomic(path: Path, **arrays: Any) -> None:
     os.replace(tmp, path)
 
 
-def write_problem(directory: str | os.PathLike, *, weights: Mapping[str, Any], X_train: Any, y_train: Any,
-                  X_query: Any, y_query: Any, settings: Mapping[str, Any],
-                  checkpoints: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+def write_problem(
+    directory: str | os.PathLike,
+    *,
+    weights: Mapping[str, Any],
+    X_train: Any,
+    y_train: Any,
+    X_query: Any,
+    y_query: Any,
+    settings: Mapping[str, Any],
+    checkpoints: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
     """problem.npz (+ checkpoints.npz) for ``dattri_side.py``; ``settings`` must hold ``arch`` and ``methods``."""
     d = Path(directory)
     for key in ("arch", "methods", "dtype", "threads", "seed"):
@@ -92,9 +118,15 @@ def write_problem(directory: str | os.PathLike, *, weights: Mapping[str, Any], X
     reserved = {"X_train", "y_train", "X_query", "y_query", "settings"} & set(arrays)
     if reserved:
         raise ValueError(f"weight names {sorted(reserved)} collide with the problem's arrays")
-    _savez_atomic(d / "problem.npz", X_train=np.asarray(X_train), y_train=np.asarray(y_train),
-                  X_query=np.asarray(X_query), y_query=np.asarray(y_query),
-                  settings=np.array(json.dumps(dict(settings))), **arrays)
+    _savez_atomic(
+        d / "problem.npz",
+        X_train=np.asarray(X_train),
+        y_train=np.asarray(y_train),
+        X_query=np.asarray(X_query),
+        y_query=np.asarray(y_query),
+        settings=np.array(json.dumps(dict(settings))),
+        **arrays,
+    )
     if checkpoints:
         flat = {}
         for name, state in checkpoints.items():
@@ -139,8 +171,9 @@ def table_rows(records: list[dict[str, Any]], base_seconds: Mapping[str, float])
         row = {c: r.get(c) for c, _ in COLUMNS}
         row["cost_ratio"] = r["seconds"] / base if r.get("seconds") is not None else None
         extra = r.get("train_seconds") or 0.0
-        row["train_ratio"] = (row["cost_ratio"] + extra / base_seconds["main"]) if (
-            extra and row["cost_ratio"] is not None) else None
+        row["train_ratio"] = (
+            (row["cost_ratio"] + extra / base_seconds["main"]) if (extra and row["cost_ratio"] is not None) else None
+        )
         rows.append(row)
     return sorted(rows, key=lambda r: (r["lds"] is None or not np.isfinite(r["lds"]), -(r["lds"] or 0.0)))
 
@@ -158,5 +191,10 @@ def read_ground_truth(path: str | os.PathLike) -> dict[str, np.ndarray]:
         masks = np.unpackbits(f["masks_packed"], axis=1, count=n).astype(bool)
         if masks.shape[0] != logits.shape[1]:
             raise ValueError(f"{path}: {masks.shape[0]} subset masks but logits for {logits.shape[1]} subsets")
-        return {"masks": masks, "logits": logits, "test_indices": np.asarray(f["test_indices"]),
-                "y_test": np.asarray(f["y_test"]), "n_train": np.asarray(n)}
+        return {
+            "masks": masks,
+            "logits": logits,
+            "test_indices": np.asarray(f["test_indices"]),
+            "y_test": np.asarray(f["y_test"]),
+            "n_train": np.asarray(n),
+        }

@@ -52,24 +52,45 @@ def main(directory: str) -> None:
     query = torch.utils.data.TensorDataset(Xq, yq)
     task = Classification()
     model = prepare_model(model, task)
-    analyzer = Analyzer(analysis_name="compare", model=model, task=task, cpu=True, disable_tqdm=True,
-                        output_dir=str(d / "kronfluence"))
+    analyzer = Analyzer(
+        analysis_name="compare", model=model, task=task, cpu=True, disable_tqdm=True, output_dir=str(d / "kronfluence")
+    )
     f64 = torch.float64
-    factor_args = FactorArguments(strategy="ekfac", use_empirical_fisher=empirical,
-                                  activation_covariance_dtype=f64, gradient_covariance_dtype=f64,
-                                  per_sample_gradient_dtype=f64, lambda_dtype=f64)
-    score_args = ScoreArguments(damping_factor=float(settings["damping"]), score_dtype=f64,
-                                per_sample_gradient_dtype=f64, precondition_dtype=f64)
+    factor_args = FactorArguments(
+        strategy="ekfac",
+        use_empirical_fisher=empirical,
+        activation_covariance_dtype=f64,
+        gradient_covariance_dtype=f64,
+        per_sample_gradient_dtype=f64,
+        lambda_dtype=f64,
+    )
+    score_args = ScoreArguments(
+        damping_factor=float(settings["damping"]),
+        score_dtype=f64,
+        per_sample_gradient_dtype=f64,
+        precondition_dtype=f64,
+    )
     batch = int(settings["batch_size"])
     start = time.perf_counter()
-    analyzer.fit_all_factors(factors_name="ekfac", dataset=train, per_device_batch_size=batch,
-                             factor_args=factor_args, overwrite_output_dir=True)
+    analyzer.fit_all_factors(
+        factors_name="ekfac",
+        dataset=train,
+        per_device_batch_size=batch,
+        factor_args=factor_args,
+        overwrite_output_dir=True,
+    )
     fit = time.perf_counter() - start
     start = time.perf_counter()
-    analyzer.compute_pairwise_scores(scores_name="scores", factors_name="ekfac", query_dataset=query,
-                                     train_dataset=train, per_device_query_batch_size=min(batch, len(query)),
-                                     per_device_train_batch_size=batch, score_args=score_args,
-                                     overwrite_output_dir=True)
+    analyzer.compute_pairwise_scores(
+        scores_name="scores",
+        factors_name="ekfac",
+        query_dataset=query,
+        train_dataset=train,
+        per_device_query_batch_size=min(batch, len(query)),
+        per_device_train_batch_size=batch,
+        score_args=score_args,
+        overwrite_output_dir=True,
+    )
     score = time.perf_counter() - start
     scores = analyzer.load_pairwise_scores("scores")["all_modules"].double().numpy()
     np.savez(d / "kronfluence.npz", scores=scores, fit_seconds=fit, score_seconds=score)

@@ -39,14 +39,22 @@ def main(directory: str) -> None:
     else:
         # one full batch: the Hessian of the mean loss over all points, like ours (pyDVL averages batch Hessians)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=len(X))
-        inf = ArnoldiInfluence(model, F.cross_entropy, regularization=reg, rank=int(settings["rank"]),
-                               tol=float(settings.get("tol", 1e-6)), second_order_mode=SecondOrderMode.HESSIAN)
+        inf = ArnoldiInfluence(
+            model,
+            F.cross_entropy,
+            regularization=reg,
+            rank=int(settings["rank"]),
+            tol=float(settings.get("tol", 1e-6)),
+            second_order_mode=SecondOrderMode.HESSIAN,
+        )
     start = time.perf_counter()
     inf = inf.fit(loader)
     fit = time.perf_counter() - start
     start = time.perf_counter()
-    parts = [inf.influences(Xq, yq, X[i:i + batch], y[i:i + batch], mode=InfluenceMode.Up).detach().double()
-             for i in range(0, len(X), batch)]
+    parts = [
+        inf.influences(Xq, yq, X[i : i + batch], y[i : i + batch], mode=InfluenceMode.Up).detach().double()
+        for i in range(0, len(X), batch)
+    ]
     score = time.perf_counter() - start
     np.savez(d / "pydvl.npz", scores=torch.cat(parts, dim=1).numpy(), fit_seconds=fit, score_seconds=score)
 

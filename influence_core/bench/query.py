@@ -3,7 +3,8 @@
 The query is one test point against all n training points with the model trained and the solver fitted beforehand
 (``InfluenceCalculator.fit`` plus one warm-up solve: the exact inverse factorised, dense LU or the Gauss-Newton
 low-rank Woodbury form when m(C−1) < p; or the HVP operator built and, for LiSSA, its automatic scale found from
-λ_max at the first solve and cached): test gradient + iHVP solve + scoring of every training point (``calc.scores``). The
+λ_max at the first solve and cached): test gradient + iHVP solve + scoring of every training point (``calc.scores``).
+The
 baseline is one batched forward pass over the whole training set, the summed cross-entropy and ``.backward()``.
 Both are timed in the same process, as the median of ``--repeats`` calls after a warm-up call, and reported as a
 ratio (the physical floor is about 1x: every training gradient has to be formed once).
@@ -25,8 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from influence_core.bench.common import (Timing, check_report_paths, command_line, environment, format_table,
-                                         time_call, torch_threads, write_report)
+from influence_core.bench.common import (
+    Timing,
+    check_report_paths,
+    command_line,
+    environment,
+    format_table,
+    time_call,
+    torch_threads,
+    write_report,
+)
 from influence_core.solvers.registry import available_solvers
 
 DEFAULT_CONFIGS = ("digits:mlp", "mnist5k:mlp", "digits:logreg", "mnist5k:logreg")
@@ -35,40 +44,86 @@ QUICK_TRAINING = {"mlp": {"hidden": (8,), "epochs": 1, "polish_steps": 3}}
 CURVATURES = ("gauss_newton", "hessian")
 
 COLUMNS = [
-    ("config", "data/model"), ("p", "p"), ("n", "n"), ("curvature", "curvature"), ("hessian", "Hessian on"),
-    ("solver", "solver"), ("inverse", "exact form"),
-    ("fwd_bwd_ms", "fwd+bwd ms"), ("ratio", "query / fwd+bwd"), ("ihvp_ratio", "iHVP / fwd+bwd"),
-    ("scoring_ratio", "scoring / fwd+bwd"), ("hvp_ratio", "1 HVP / fwd+bwd"), ("iterations", "iters"),
-    ("ihvp_rel_err", "iHVP rel. err vs exact"), ("fit_s", "fit s"), ("target", "<= 3x"),
+    ("config", "data/model"),
+    ("p", "p"),
+    ("n", "n"),
+    ("curvature", "curvature"),
+    ("hessian", "Hessian on"),
+    ("solver", "solver"),
+    ("inverse", "exact form"),
+    ("fwd_bwd_ms", "fwd+bwd ms"),
+    ("ratio", "query / fwd+bwd"),
+    ("ihvp_ratio", "iHVP / fwd+bwd"),
+    ("scoring_ratio", "scoring / fwd+bwd"),
+    ("hvp_ratio", "1 HVP / fwd+bwd"),
+    ("iterations", "iters"),
+    ("ihvp_rel_err", "iHVP rel. err vs exact"),
+    ("fit_s", "fit s"),
+    ("target", "<= 3x"),
 ]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--configs", nargs="+", default=None, metavar="DATA:ARCH",
-                        help=f"dataset:architecture pairs (default {' '.join(DEFAULT_CONFIGS)})")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=None,
+        metavar="DATA:ARCH",
+        help=f"dataset:architecture pairs (default {' '.join(DEFAULT_CONFIGS)})",
+    )
     parser.add_argument("--solvers", nargs="+", default=["exact", "cg", "lissa"], choices=available_solvers())
-    parser.add_argument("--curvatures", nargs="+", default=list(CURVATURES), choices=CURVATURES,
-                        help="curvature of H (Hessian rows are skipped for logreg, where they equal Gauss-Newton)")
-    parser.add_argument("--hessian-solvers", nargs="+", default=["exact", "cg"], choices=available_solvers(),
-                        help="solvers measured with curvature 'hessian' (LiSSA on the Hessian is the slowest row "
-                             "and was measured before: see git history of docs/bench/query.md)")
-    parser.add_argument("--hessian", nargs="+", default=["full", "256"], metavar="full|M",
-                        help="Hessian data: 'full' (all n training points) and/or a uniform random sample of M points")
+    parser.add_argument(
+        "--curvatures",
+        nargs="+",
+        default=list(CURVATURES),
+        choices=CURVATURES,
+        help="curvature of H (Hessian rows are skipped for logreg, where they equal Gauss-Newton)",
+    )
+    parser.add_argument(
+        "--hessian-solvers",
+        nargs="+",
+        default=["exact", "cg"],
+        choices=available_solvers(),
+        help="solvers measured with curvature 'hessian' (LiSSA on the Hessian is the slowest row "
+        "and was measured before: see git history of docs/bench/query.md)",
+    )
+    parser.add_argument(
+        "--hessian",
+        nargs="+",
+        default=["full", "256"],
+        metavar="full|M",
+        help="Hessian data: 'full' (all n training points) and/or a uniform random sample of M points",
+    )
     parser.add_argument("--damping", type=float, default=0.01, help="δ added to H (which already includes wd·I)")
     parser.add_argument("--tol", type=float, default=1e-4, help="relative-residual tolerance of CG and LiSSA")
     parser.add_argument("--max-iter", type=int, default=20_000, help="iteration cap of CG and LiSSA")
-    parser.add_argument("--exact-max-params", type=int, default=8_000,
-                        help="form the dense (p, p) matrix only for models with at most this many parameters (the "
-                             "Gauss-Newton low-rank form, used when m(C-1) < p, is not limited by this)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (median reported); "
-                        "a call over 10 s is timed at most 3 times, its warm-up call included")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1 avoids OpenMP spin contention on a shared machine; 0 = "
-                             "torch's default)")
+    parser.add_argument(
+        "--exact-max-params",
+        type=int,
+        default=8_000,
+        help="form the dense (p, p) matrix only for models with at most this many parameters (the "
+        "Gauss-Newton low-rank form, used when m(C-1) < p, is not limited by this)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed calls per measurement (median reported); "
+        "a call over 10 s is timed at most 3 times, its warm-up call included",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1 avoids OpenMP spin contention on a shared machine; 0 = torch's default)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="training and sampling seed")
     parser.add_argument("--test-index", type=int, default=0, help="the test point of the query")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny configuration for tests: digits logreg and a tiny MLP, 1 repeat, Hessian on 128")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny configuration for tests: digits logreg and a tiny MLP, 1 repeat, Hessian on 128",
+    )
     parser.add_argument("--out", default=None, help="write a report: PATH.md, PATH.json, or PATH (both)")
 
 
@@ -110,7 +165,7 @@ def measure_config(spec: str, args: argparse.Namespace, log: Any = print) -> lis
 
     base = _time(forward_backward, max(args.repeats, 5))
     model.zero_grad(set_to_none=True)
-    xt, yt = ds.X_test[args.test_index:args.test_index + 1], ds.y_test[args.test_index:args.test_index + 1]
+    xt, yt = ds.X_test[args.test_index : args.test_index + 1], ds.y_test[args.test_index : args.test_index + 1]
 
     rows = []
     rng = np.random.default_rng(args.seed)
@@ -130,14 +185,30 @@ def measure_config(spec: str, args: argparse.Namespace, log: Any = print) -> lis
             continue  # softmax regression: the Hessian is the Gauss-Newton matrix
         solvers = [s for s in args.solvers if curvature != "hessian" or s in args.hessian_solvers]
         for idx, m, label in samples:
-            rows += _measure_sample(spec, args, model, ds, base, xt, yt, p, n, n_classes, curvature, idx, m, label,
-                                    solvers, log)
+            rows += _measure_sample(
+                spec, args, model, ds, base, xt, yt, p, n, n_classes, curvature, idx, m, label, solvers, log
+            )
     return rows
 
 
-def _measure_sample(spec: str, args: argparse.Namespace, model: Any, ds: Any, base: Timing, xt: Any, yt: Any,
-                    p: int, n: int, n_classes: int, curvature: str, idx: np.ndarray | None, m: int, label: str,
-                    solvers: list[str], log: Any) -> list[dict[str, Any]]:
+def _measure_sample(
+    spec: str,
+    args: argparse.Namespace,
+    model: Any,
+    ds: Any,
+    base: Timing,
+    xt: Any,
+    yt: Any,
+    p: int,
+    n: int,
+    n_classes: int,
+    curvature: str,
+    idx: np.ndarray | None,
+    m: int,
+    label: str,
+    solvers: list[str],
+    log: Any,
+) -> list[dict[str, Any]]:
     """The rows (one per solver) of one curvature and Hessian sample."""
     import torch
 
@@ -151,13 +222,22 @@ def _measure_sample(spec: str, args: argparse.Namespace, model: Any, ds: Any, ba
     hvp = _time(lambda: obj.hvp(v, idx, mode=curvature), args.repeats)
     reference = None
     for solver in solvers:
-        row: dict[str, Any] = {"config": spec, "p": p, "n": n, "curvature": curvature, "hessian": label,
-                               "solver": solver, "fwd_bwd_ms": base.median * 1e3,
-                               "hvp_ratio": hvp.median / base.median}
+        row: dict[str, Any] = {
+            "config": spec,
+            "p": p,
+            "n": n,
+            "curvature": curvature,
+            "hessian": label,
+            "solver": solver,
+            "fwd_bwd_ms": base.median * 1e3,
+            "hvp_ratio": hvp.median / base.median,
+        }
         low_rank = curvature == "gauss_newton" and m * (n_classes - 1) < p
         if solver == "exact" and p > args.exact_max_params and not low_rank:
-            log(f"[query] {spec} {curvature} {label} exact: skipped (dense, p={p} > --exact-max-params "
-                f"{args.exact_max_params})")
+            log(
+                f"[query] {spec} {curvature} {label} exact: skipped (dense, p={p} > --exact-max-params "
+                f"{args.exact_max_params})"
+            )
             continue
         start = time.perf_counter()
         options: dict[str, Any] = {} if solver == "exact" else {"tol": args.tol, "max_iter": args.max_iter}
@@ -183,14 +263,26 @@ def _measure_sample(spec: str, args: argparse.Namespace, model: Any, ds: Any, ba
         err = None
         if reference is not None:
             err = float((solved.x - reference).norm() / reference.norm())
-        row.update(ratio=total.median / base.median, ihvp_ratio=ihvp.median / base.median,
-                   scoring_ratio=scoring.median / base.median, iterations=solved.iterations,
-                   converged=solved.converged, ihvp_rel_err=err, query_s=total.median,
-                   ihvp_s=ihvp.median, scoring_s=scoring.median, hvp_s=hvp.median, fwd_bwd_s=base.median,
-                   repeats=total.repeats, score_chunk=calc.last_scoring.train_chunk_size,
-                   target="yes" if total.median / base.median <= 3 else "no")
-        log(f"[query] {spec} {curvature} {label} {solver}: {row['ratio']:.2f}x (iHVP {row['ihvp_ratio']:.2f}x, "
-            f"scoring {row['scoring_ratio']:.2f}x, {solved.iterations} iterations)")
+        row.update(
+            ratio=total.median / base.median,
+            ihvp_ratio=ihvp.median / base.median,
+            scoring_ratio=scoring.median / base.median,
+            iterations=solved.iterations,
+            converged=solved.converged,
+            ihvp_rel_err=err,
+            query_s=total.median,
+            ihvp_s=ihvp.median,
+            scoring_s=scoring.median,
+            hvp_s=hvp.median,
+            fwd_bwd_s=base.median,
+            repeats=total.repeats,
+            score_chunk=calc.last_scoring.train_chunk_size,
+            target="yes" if total.median / base.median <= 3 else "no",
+        )
+        log(
+            f"[query] {spec} {curvature} {label} {solver}: {row['ratio']:.2f}x (iHVP {row['ihvp_ratio']:.2f}x, "
+            f"scoring {row['scoring_ratio']:.2f}x, {solved.iterations} iterations)"
+        )
         rows.append(row)
     return rows
 
@@ -218,16 +310,22 @@ def _run(args: argparse.Namespace) -> int:
         rows += measure_config(spec, args)
     print(format_table(rows, COLUMNS))
     if args.out:
-        text = (f"One test point against all training points; damping δ={args.damping}, CG/LiSSA relative-residual "
-                f"tolerance {args.tol}; median of up to {args.repeats} repeats after a warm-up; torch threads "
-                f"{env.get('torch_threads')}. Ratios are to one batched forward+backward pass over the training set "
-                "measured in the same process. 'fit' (Hessian formation and factorisation, or LiSSA's power "
-                "iteration) is done once beforehand and not part of the query. 'exact form': lu = dense (p, p) LU; "
-                "low_rank = Gauss-Newton Woodbury form (r = m(C-1) < p). Hessian rows are not repeated for logreg "
-                "(there the Hessian is the Gauss-Newton matrix).")
+        text = (
+            f"One test point against all training points; damping δ={args.damping}, CG/LiSSA relative-residual "
+            f"tolerance {args.tol}; median of up to {args.repeats} repeats after a warm-up; torch threads "
+            f"{env.get('torch_threads')}. Ratios are to one batched forward+backward pass over the training set "
+            "measured in the same process. 'fit' (Hessian formation and factorisation, or LiSSA's power "
+            "iteration) is done once beforehand and not part of the query. 'exact form': lu = dense (p, p) LU; "
+            "low_rank = Gauss-Newton Woodbury form (r = m(C-1) < p). Hessian rows are not repeated for logreg "
+            "(there the Hessian is the Gauss-Newton matrix)."
+        )
         meta = {"environment": env, "arguments": {k: v for k, v in vars(args).items() if not k.startswith("_")}}
-        for path in write_report(args.out, title="Influence query vs one forward+backward pass",
-                                 command=command_line(), sections=[{"heading": "Query time ratios", "text": text,
-                                                                    "rows": rows, "columns": COLUMNS}], meta=meta):
+        for path in write_report(
+            args.out,
+            title="Influence query vs one forward+backward pass",
+            command=command_line(),
+            sections=[{"heading": "Query time ratios", "text": text, "rows": rows, "columns": COLUMNS}],
+            meta=meta,
+        ):
             print(f"wrote {path}")
     return 0

@@ -32,9 +32,10 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,8 +46,17 @@ from influence_core.evaluation.memory import PeakMemory
 from influence_core.io_safety import atomic_path, check_output_dir, jsonable
 from influence_core.studies.output import write_json, write_text
 
-__all__ = ["ResNetStudyConfig", "Measured", "run_study", "write_outputs", "markdown", "add_arguments", "run",
-           "save_model", "load_model"]
+__all__ = [
+    "ResNetStudyConfig",
+    "Measured",
+    "run_study",
+    "write_outputs",
+    "markdown",
+    "add_arguments",
+    "run",
+    "save_model",
+    "load_model",
+]
 
 
 @dataclass(frozen=True)
@@ -95,8 +105,20 @@ class ResNetStudyConfig:
     model_cache: str | None = None
 
     def __post_init__(self) -> None:
-        positive = ("width", "epochs", "batch_size", "chunk_size", "query_points", "query_m", "query_iter",
-                    "eval_test", "cg_iter", "lissa_iter", "power_iter", "probe_points")
+        positive = (
+            "width",
+            "epochs",
+            "batch_size",
+            "chunk_size",
+            "query_points",
+            "query_m",
+            "query_iter",
+            "eval_test",
+            "cg_iter",
+            "lissa_iter",
+            "power_iter",
+            "probe_points",
+        )
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -168,7 +190,7 @@ class Measured:
         self._memory.__exit__(*exc)
         self.peak_rss_mb = self._memory.mb
         if self.device.type == "cuda":
-            self.cuda_peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._cuda_base) / 2 ** 20
+            self.cuda_peak_mb = (torch.cuda.max_memory_allocated(self.device) - self._cuda_base) / 2**20
 
     def record(self) -> dict[str, Any]:
         out = {"seconds": self.seconds, "peak_rss_mb": self.peak_rss_mb}
@@ -194,9 +216,14 @@ def _stratified(y: np.ndarray, total: int | None, n_classes: int) -> np.ndarray:
 
 
 def _subset(dataset: Any, train: np.ndarray, test: np.ndarray) -> Any:
-    return dataclasses.replace(dataset, X_train=dataset.X_train[train], y_train=dataset.y_train[train],
-                               X_test=dataset.X_test[test], y_test=dataset.y_test[test],
-                               info={**dataset.info, "n_train": int(train.size), "n_test": int(test.size)})
+    return dataclasses.replace(
+        dataset,
+        X_train=dataset.X_train[train],
+        y_train=dataset.y_train[train],
+        X_test=dataset.X_test[test],
+        y_test=dataset.y_test[test],
+        info={**dataset.info, "n_train": int(train.size), "n_test": int(test.size)},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- model cache
@@ -206,9 +233,11 @@ _TRAINING_KEYS = ("width", "epochs", "batch_size", "lr", "weight_decay", "seed")
 def save_model(model: torch.nn.Module, path: str | os.PathLike) -> None:
     """Save a trained zoo model as ``.npz`` (the state dict's arrays plus a JSON record of its configuration and
     training report); read back by :func:`load_model` with ``allow_pickle=False``."""
-    meta = {"training_config": getattr(model, "training_config", None),
-            "training_report": getattr(model, "training_report", None),
-            "weight_decay": getattr(model, "weight_decay", None)}
+    meta = {
+        "training_config": getattr(model, "training_config", None),
+        "training_report": getattr(model, "training_report", None),
+        "weight_decay": getattr(model, "weight_decay", None),
+    }
     arrays = {f"state/{k}": v.detach().cpu().numpy() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -221,10 +250,15 @@ def load_model(path: str | os.PathLike, dataset: Any, device: torch.device | str
 
     with np.load(path, allow_pickle=False) as data:
         meta = json.loads(str(data["meta"]))
-        state = {k[len("state/"):]: torch.from_numpy(np.array(data[k])) for k in data.files if k.startswith("state/")}
+        state = {k[len("state/") :]: torch.from_numpy(np.array(data[k])) for k in data.files if k.startswith("state/")}
     cfg = meta["training_config"] or {}
-    model = build_model(cfg.get("arch", "resnet18"), dataset.n_features, dataset.n_classes, dataset.image_shape,
-                        width=int(cfg.get("width", 64)))
+    model = build_model(
+        cfg.get("arch", "resnet18"),
+        dataset.n_features,
+        dataset.n_classes,
+        dataset.image_shape,
+        width=int(cfg.get("width", 64)),
+    )
     model.load_state_dict(state)
     dtype = torch.float64 if cfg.get("dtype") == "float64" else torch.float32
     model = model.to(device=device, dtype=dtype).eval()
@@ -240,8 +274,11 @@ def _cache_matches(path: Path, cfg: ResNetStudyConfig, dataset: Any) -> bool:
     except (OSError, KeyError, ValueError):
         return False
     wanted = {k: getattr(cfg, k) for k in _TRAINING_KEYS}
-    return saved.get("arch") == "resnet18" and all(saved.get(k) == v for k, v in wanted.items()) \
+    return (
+        saved.get("arch") == "resnet18"
+        and all(saved.get(k) == v for k, v in wanted.items())
         and saved.get("dataset") == jsonable(dataset.describe())
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- steps
@@ -262,16 +299,22 @@ def _gradient_probe(model: torch.nn.Module, dataset: Any, points: int, device: t
         model.train(was_training)
     n = int(len(dataset.y_train))
     per_point = m.seconds / points
-    return {"points": points, **m.record(), "seconds_per_point": per_point,
-            "n_train": n, "full_batch_gradient_seconds_extrapolated": per_point * n,
-            "full_batch_graph_mb_extrapolated": m.peak_rss_mb / points * n,
-            "note": "one forward+backward over all parameters on `points` training points, measured; the full-batch "
-                    "numbers scale it linearly to n (an extrapolation). An L-BFGS polish of 100 steps needs at least "
-                    "100 such full-batch evaluations."}
+    return {
+        "points": points,
+        **m.record(),
+        "seconds_per_point": per_point,
+        "n_train": n,
+        "full_batch_gradient_seconds_extrapolated": per_point * n,
+        "full_batch_graph_mb_extrapolated": m.peak_rss_mb / points * n,
+        "note": "one forward+backward over all parameters on `points` training points, measured; the full-batch "
+        "numbers scale it linearly to n (an extrapolation). An L-BFGS polish of 100 steps needs at least "
+        "100 such full-batch evaluations.",
+    }
 
 
-def _train(cfg: ResNetStudyConfig, dataset: Any, device: torch.device,
-           say: Callable[[str], None]) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _train(
+    cfg: ResNetStudyConfig, dataset: Any, device: torch.device, say: Callable[[str], None]
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     import influence_core as ic
 
     cache = Path(cfg.model_cache) if cfg.model_cache else None
@@ -282,28 +325,46 @@ def _train(cfg: ResNetStudyConfig, dataset: Any, device: torch.device,
         return model, {"source": f"loaded from {cache}", **m.record()}
     say(f"training ResNet-18 (width {cfg.width}) on {len(dataset.y_train)} points for {cfg.epochs} epoch(s)")
     with Measured(device) as m:
-        model = ic.train_model(dataset, "resnet18", seed=cfg.seed, device=device, epochs=cfg.epochs,
-                               batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                               width=cfg.width, polish_steps=0)
+        model = ic.train_model(
+            dataset,
+            "resnet18",
+            seed=cfg.seed,
+            device=device,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            width=cfg.width,
+            polish_steps=0,
+        )
     if cache is not None:
         save_model(model, cache)
     return model, {"source": "trained", **m.record()}
 
 
-def _query(cfg: ResNetStudyConfig, model: torch.nn.Module, dataset: Any, inputs: Any, params: Any,
-           device: torch.device) -> dict[str, Any]:
+def _query(
+    cfg: ResNetStudyConfig, model: torch.nn.Module, dataset: Any, inputs: Any, params: Any, device: torch.device
+) -> dict[str, Any]:
     import influence_core as ic
 
-    firsts = [int(np.flatnonzero(dataset.y_test == k)[0]) for k in range(dataset.n_classes)
-              if np.any(dataset.y_test == k)]
-    test_idx = np.array(firsts[:cfg.query_points])
+    firsts = [
+        int(np.flatnonzero(dataset.y_test == k)[0]) for k in range(dataset.n_classes) if np.any(dataset.y_test == k)
+    ]
+    test_idx = np.array(firsts[: cfg.query_points])
     calc = ic.InfluenceCalculator(model, dataset.X_train, dataset.y_train, params=params, chunk_size=cfg.chunk_size)
     with Measured(device) as ms:
-        sample = ic.sample_hessian_subset(model, dataset, "random", min(cfg.query_m, len(dataset.y_train)),
-                                          seed=cfg.seed, inputs=inputs)
+        sample = ic.sample_hessian_subset(
+            model, dataset, "random", min(cfg.query_m, len(dataset.y_train)), seed=cfg.seed, inputs=inputs
+        )
     with Measured(device) as mf:
-        calc.fit(sample, solver=cfg.query_solver, damping=cfg.damping, curvature=cfg.curvature,
-                 max_iter=cfg.query_iter, tol=cfg.tol)
+        calc.fit(
+            sample,
+            solver=cfg.query_solver,
+            damping=cfg.damping,
+            curvature=cfg.curvature,
+            max_iter=cfg.query_iter,
+            tol=cfg.tol,
+        )
     with warnings.catch_warnings(record=True) as caught, Measured(device) as mq:
         warnings.simplefilter("always")
         scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx])
@@ -311,33 +372,66 @@ def _query(cfg: ResNetStudyConfig, model: torch.nn.Module, dataset: Any, inputs:
     same_label = [float(np.mean(dataset.y_train[row] == dataset.y_test[t])) for row, t in zip(helpful, test_idx)]
     solve = calc.last_solve.summary() if calc.last_solve is not None else {}
     solve["trace"] = list(calc.last_solve.trace) if calc.last_solve is not None else []
-    return {"test_indices": test_idx, "test_labels": dataset.y_test[test_idx], "scores_shape": list(scores.shape),
-            "n_params": calc.objective.n_params, "sample": sample.to_dict(), "sampler": ms.record(),
-            "fit": mf.record(), "scores": mq.record(), "solve": solve,
-            "scoring": calc.last_scoring.to_dict() if calc.last_scoring is not None else None,
-            "top_helpful": helpful, "top_helpful_same_label": same_label,
-            "score_summary": {"min": float(scores.min()), "max": float(scores.max()),
-                              "mean_abs": float(np.abs(scores).mean())},
-            "warnings": [str(w.message) for w in caught]}
+    return {
+        "test_indices": test_idx,
+        "test_labels": dataset.y_test[test_idx],
+        "scores_shape": list(scores.shape),
+        "n_params": calc.objective.n_params,
+        "sample": sample.to_dict(),
+        "sampler": ms.record(),
+        "fit": mf.record(),
+        "scores": mq.record(),
+        "solve": solve,
+        "scoring": calc.last_scoring.to_dict() if calc.last_scoring is not None else None,
+        "top_helpful": helpful,
+        "top_helpful_same_label": same_label,
+        "score_summary": {
+            "min": float(scores.min()),
+            "max": float(scores.max()),
+            "mean_abs": float(np.abs(scores).mean()),
+        },
+        "warnings": [str(w.message) for w in caught],
+    }
 
 
 def _removal_row(result: Any, measured: Measured, sample_labels: np.ndarray) -> dict[str, Any]:
     solve = result.solve
-    return {"sampler": result.sampler, "m": result.m, "solver": result.solver, **measured.record(),
-            "sampler_seconds": result.sampler_seconds, "solver_seconds": result.solver_seconds,
-            "iterations": result.iterations, "converged": result.converged,
-            "final_residual": solve.get("final_residual"), "scale": solve.get("scale"),
-            "lambda_max": solve.get("lambda_max"), "delta_norm": result.delta_norm,
-            "f1_selected": result.selected.get("f1"), "alpha_selected": result.selected.get("alpha"),
-            "f1_best": result.best.get("f1"), "alpha_best": result.best.get("alpha"),
-            "f1_alpha_1": result.at_one.get("f1"), "f1_original": result.original.get("f1"),
-            "sample_classes": np.bincount(sample_labels, minlength=10).tolist(), "warnings": list(result.warnings),
-            "trace": solve.get("trace", []), "indices": result.hessian_sample.indices,
-            "weights": result.hessian_sample.weights}
+    return {
+        "sampler": result.sampler,
+        "m": result.m,
+        "solver": result.solver,
+        **measured.record(),
+        "sampler_seconds": result.sampler_seconds,
+        "solver_seconds": result.solver_seconds,
+        "iterations": result.iterations,
+        "converged": result.converged,
+        "final_residual": solve.get("final_residual"),
+        "scale": solve.get("scale"),
+        "lambda_max": solve.get("lambda_max"),
+        "delta_norm": result.delta_norm,
+        "f1_selected": result.selected.get("f1"),
+        "alpha_selected": result.selected.get("alpha"),
+        "f1_best": result.best.get("f1"),
+        "alpha_best": result.best.get("alpha"),
+        "f1_alpha_1": result.at_one.get("f1"),
+        "f1_original": result.original.get("f1"),
+        "sample_classes": np.bincount(sample_labels, minlength=10).tolist(),
+        "warnings": list(result.warnings),
+        "trace": solve.get("trace", []),
+        "indices": result.hessian_sample.indices,
+        "weights": result.hessian_sample.weights,
+    }
 
 
-def _removal(cfg: ResNetStudyConfig, task: Any, dataset: Any, device: torch.device,
-             say: Callable[[str], None], record: dict[str, Any], checkpoint: Callable[[], None]) -> dict[str, Any]:
+def _removal(
+    cfg: ResNetStudyConfig,
+    task: Any,
+    dataset: Any,
+    device: torch.device,
+    say: Callable[[str], None],
+    record: dict[str, Any],
+    checkpoint: Callable[[], None],
+) -> dict[str, Any]:
     """Class removal runs, appended to ``record`` (the study's "removal" entry) one by one, ``checkpoint()`` after
     each."""
     import influence_core as ic
@@ -345,19 +439,29 @@ def _removal(cfg: ResNetStudyConfig, task: Any, dataset: Any, device: torch.devi
     c = cfg.removed_class
     samplers = list(cfg.samplers) if cfg.samplers else list(ic.available_samplers())
     pool = int(np.sum(dataset.y_train != c))
-    common = dict(damping=cfg.damping, curvature=cfg.curvature, alphas=list(cfg.alphas), extend_grid=False,
-                  tol=cfg.tol)
+    common = dict(damping=cfg.damping, curvature=cfg.curvature, alphas=list(cfg.alphas), extend_grid=False, tol=cfg.tol)
     with Measured(device) as mg:
         task.gradient_sum(c)
     rows: list[dict[str, Any]] = []
     failures: list[dict[str, Any]] = []
-    record.update({"removed_class": c, "pool_size": pool, "gradient_sum": {**mg.record(),
-                   "points": int(np.sum(dataset.y_train == c))}, "runs": rows, "failures": failures,
-                   "alphas": list(cfg.alphas), "eval_test_points": int(len(task.y_test))})
+    record.update(
+        {
+            "removed_class": c,
+            "pool_size": pool,
+            "gradient_sum": {**mg.record(), "points": int(np.sum(dataset.y_train == c))},
+            "runs": rows,
+            "failures": failures,
+            "alphas": list(cfg.alphas),
+            "eval_test_points": int(len(task.y_test)),
+        }
+    )
     m_solvers = min(max(cfg.m), pool)
     runs = [("random", m_solvers, "cg", {"max_iter": cfg.cg_iter})]
-    runs += [(s, min(m, pool), "lissa", {"max_iter": cfg.lissa_iter, "power_iter": cfg.power_iter})
-             for s in samplers for m in cfg.m]
+    runs += [
+        (s, min(m, pool), "lissa", {"max_iter": cfg.lissa_iter, "power_iter": cfg.power_iter})
+        for s in samplers
+        for m in cfg.m
+    ]
     for i, (sampler, m, solver, budget) in enumerate(runs):
         say(f"class removal {i + 1}/{len(runs)}: {sampler}, m={m}, {solver}")
         try:
@@ -369,14 +473,19 @@ def _removal(cfg: ResNetStudyConfig, task: Any, dataset: Any, device: torch.devi
             checkpoint()
             continue
         rows.append(_removal_row(result, meas, dataset.y_train[result.hessian_sample.indices]))
-        say(f"  {meas.seconds:.1f} s, {meas.peak_rss_mb:.0f} MB, {result.iterations} iterations, "
-            f"residual {result.solve.get('final_residual')}, F1 {result.selected.get('f1')}")
+        say(
+            f"  {meas.seconds:.1f} s, {meas.peak_rss_mb:.0f} MB, {result.iterations} iterations, "
+            f"residual {result.solve.get('final_residual')}, F1 {result.selected.get('f1')}"
+        )
         checkpoint()
     return record
 
 
-def run_study(cfg: ResNetStudyConfig, say: Callable[[str], None] | None = None,
-              checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+def run_study(
+    cfg: ResNetStudyConfig,
+    say: Callable[[str], None] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Run every step of the study (module doc) and return the full record (JSON-ready after
     :func:`~influence_core.io_safety.jsonable`). ``checkpoint(record)`` is called with the record so far after
     each step and each class removal (the command writes it to ``resnet18.partial.json``)."""
@@ -388,12 +497,20 @@ def run_study(cfg: ResNetStudyConfig, say: Callable[[str], None] | None = None,
     device = _resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     full = ic.load_dataset("mnist5k", seed=cfg.seed)
-    dataset = _subset(full, _stratified(full.y_train, cfg.n_train, full.n_classes),
-                      _stratified(full.y_test, cfg.n_test, full.n_classes))
+    dataset = _subset(
+        full,
+        _stratified(full.y_train, cfg.n_train, full.n_classes),
+        _stratified(full.y_test, cfg.n_test, full.n_classes),
+    )
     params = cfg.parameter_selection()
 
-    record: dict[str, Any] = {"config": dataclasses.asdict(cfg), "device": str(device),
-                              "environment": environment(), "dataset": dataset.describe(), "started": started}
+    record: dict[str, Any] = {
+        "config": dataclasses.asdict(cfg),
+        "device": str(device),
+        "environment": environment(),
+        "dataset": dataset.describe(),
+        "started": started,
+    }
 
     def save() -> None:
         if checkpoint is not None:
@@ -404,8 +521,7 @@ def run_study(cfg: ResNetStudyConfig, say: Callable[[str], None] | None = None,
     training["report"] = getattr(model, "training_report", None)
     training["n_params"] = sum(p.numel() for p in model.parameters())
     say(f"trained: test accuracy {training['report']['test_accuracy']:.4f}; probing one full-objective gradient")
-    training["gradient_probe"] = _gradient_probe(model, dataset, min(cfg.probe_points, len(dataset.y_train)),
-                                                 device)
+    training["gradient_probe"] = _gradient_probe(model, dataset, min(cfg.probe_points, len(dataset.y_train)), device)
     save()
 
     eval_test = _stratified(dataset.y_test, cfg.eval_test, dataset.n_classes)
@@ -419,8 +535,7 @@ def run_study(cfg: ResNetStudyConfig, say: Callable[[str], None] | None = None,
     query = _query(cfg, model, dataset, inputs, params, device)
     per_point = training["gradient_probe"]["seconds_per_point"]
     query["ratio_to_forward_backward"] = query["scores"]["seconds"] / (per_point * len(dataset.y_train))
-    record.update({"params": {"selection": cfg.params, "n_params": query["n_params"]}, "query": query,
-                   "removal": {}})
+    record.update({"params": {"selection": cfg.params, "n_params": query["n_params"]}, "query": query, "removal": {}})
     save()
     _removal(cfg, task, eval_set, device, say, record["removal"], save)
     record["finished"] = {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "load_average": _load_average()}
@@ -429,10 +544,20 @@ def run_study(cfg: ResNetStudyConfig, say: Callable[[str], None] | None = None,
 
 
 # ---------------------------------------------------------------------------------------------------- output
-REMOVAL_COLUMNS = [("sampler", "sampler"), ("m", "m"), ("solver", "solver"), ("seconds", "wall s"),
-                   ("peak_rss_mb", "peak MB"), ("sampler_seconds", "sampler s"), ("solver_seconds", "solve s"),
-                   ("iterations", "iterations"), ("final_residual", "residual"), ("f1_selected", "F1 (selected α)"),
-                   ("alpha_selected", "α"), ("f1_alpha_1", "F1 (α=1)")]
+REMOVAL_COLUMNS = [
+    ("sampler", "sampler"),
+    ("m", "m"),
+    ("solver", "solver"),
+    ("seconds", "wall s"),
+    ("peak_rss_mb", "peak MB"),
+    ("sampler_seconds", "sampler s"),
+    ("solver_seconds", "solve s"),
+    ("iterations", "iterations"),
+    ("final_residual", "residual"),
+    ("f1_selected", "F1 (selected α)"),
+    ("alpha_selected", "α"),
+    ("f1_alpha_1", "F1 (α=1)"),
+]
 
 
 def markdown(record: dict[str, Any], command: str) -> str:
@@ -442,12 +567,15 @@ def markdown(record: dict[str, Any], command: str) -> str:
     probe = tr["gradient_probe"]
     cfg = record["config"]
     lines = [
-        "# ResNet-18 on mnist5k through the public API", "",
+        "# ResNet-18 on mnist5k through the public API",
+        "",
         f"Generated by `{command}` ({record['device']}, {record['environment'].get('torch_threads')} torch threads).",
         f"Started {record['started']['utc']} (load average {record['started']['load_average']}), finished "
         f"{record['finished']['utc']} (load average {record['finished']['load_average']}); wall time "
-        f"{record['wall_seconds']:.0f} s.", "",
-        "## Model and training", "",
+        f"{record['wall_seconds']:.0f} s.",
+        "",
+        "## Model and training",
+        "",
         f"- ResNet-18, 28x28x1 input (3x3 stride-1 stem, no max-pool), width {cfg['width']}: "
         f"{tr['n_params']:,} parameters; {tr['source']}.",
         f"- Adam, {cfg['epochs']} epoch(s), batch {cfg['batch_size']}, lr {cfg['lr']:g}, weight decay "
@@ -460,31 +588,46 @@ def markdown(record: dict[str, Any], command: str) -> str:
         f"(measured on {probe['points']} points, {fmt(probe['peak_rss_mb'])} MB), so one full-batch gradient would "
         f"take about {probe['full_batch_gradient_seconds_extrapolated']:.0f} s and its graph about "
         f"{fmt((probe['full_batch_graph_mb_extrapolated'] or float('nan')) / 1024)} GB (extrapolated); 100 polish "
-        "steps need at least 100 of them.", "",
-        "## Influence query", "",
+        "steps need at least 100 of them.",
+        "",
+        "## Influence query",
+        "",
         f"{len(q['test_indices'])} test points against all {q['scores_shape'][1]} training points, influence over "
         f"`{record['params']['selection']}` ({record['params']['n_params']:,} parameters), Hessian: "
         f"{cfg['curvature']} on a random sample of {q['sample']['m']}, {cfg['query_solver']} "
         f"({q['solve'].get('iterations')} iterations, final residual {fmt(q['solve'].get('final_residual'))}, "
-        f"damping {cfg['damping']:g}).", "",
-        markdown_table([
-            {"step": "Hessian sample", **q["sampler"]}, {"step": "fit", **q["fit"]},
-            {"step": "scores (iHVPs + scoring)", **q["scores"]},
-            {"step": "sampler inputs (once, shared)", **record["sampler_inputs"]},
-        ], [("step", "step"), ("seconds", "wall s"), ("peak_rss_mb", "peak MB")]), "",
+        f"damping {cfg['damping']:g}).",
+        "",
+        markdown_table(
+            [
+                {"step": "Hessian sample", **q["sampler"]},
+                {"step": "fit", **q["fit"]},
+                {"step": "scores (iHVPs + scoring)", **q["scores"]},
+                {"step": "sampler inputs (once, shared)", **record["sampler_inputs"]},
+            ],
+            [("step", "step"), ("seconds", "wall s"), ("peak_rss_mb", "peak MB")],
+        ),
+        "",
         f"Query time / one forward+backward per training point: {q['ratio_to_forward_backward']:.2f}. "
-        f"Top-10 helpful training points with the test point's label: {q['top_helpful_same_label']}.", "",
-        "## Class removal", "",
+        f"Top-10 helpful training points with the test point's label: {q['top_helpful_same_label']}.",
+        "",
+        "## Class removal",
+        "",
         f"Class {rm['removed_class']} removed ({rm['gradient_sum']['points']} training points, gradient sum "
         f"{rm['gradient_sum']['seconds']:.1f} s); Hessian samples from the {rm['pool_size']} remaining points; "
         f"α path {rm['alphas']} on {rm['eval_test_points']} stratified test points (half for choosing α, half for "
         f"reporting). Budgets: CG {cfg['cg_iter']} iterations, LiSSA {cfg['lissa_iter']} iterations after "
-        f"{cfg['power_iter']} power iterations, tol {cfg['tol']:g}, damping {cfg['damping']:g}.", "",
-        markdown_table(rm["runs"], REMOVAL_COLUMNS), "",
+        f"{cfg['power_iter']} power iterations, tol {cfg['tol']:g}, damping {cfg['damping']:g}.",
+        "",
+        markdown_table(rm["runs"], REMOVAL_COLUMNS),
+        "",
     ]
     if rm["failures"]:
-        lines += ["Failed runs:", ""] + [f"- {f['sampler']}, m={f['m']}, {f['solver']}: {f['error']}"
-                                         for f in rm["failures"]] + [""]
+        lines += (
+            ["Failed runs:", ""]
+            + [f"- {f['sampler']}, m={f['m']}, {f['solver']}: {f['error']}" for f in rm["failures"]]
+            + [""]
+        )
     return "\n".join(lines)
 
 
@@ -493,8 +636,10 @@ def write_outputs(record: dict[str, Any], out: str | os.PathLike, command: str) 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = jsonable({"command": command, **record})
-    return [write_json(out / "resnet18.json", payload, indent=1),
-            write_text(out / "resnet18.md", markdown(payload, command))]
+    return [
+        write_json(out / "resnet18.json", payload, indent=1),
+        write_text(out / "resnet18.md", markdown(payload, command)),
+    ]
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -516,9 +661,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     for f in dataclasses.fields(ResNetStudyConfig):
         many = isinstance(f.default, tuple) or f.name == "samplers"
-        p.add_argument("--" + f.name.replace("_", "-"), type=_ITEM_TYPES.get(f.name, type(f.default)),
-                       nargs="+" if many else None, help=_HELP.get(f.name, "default: %(default)s"),
-                       default=list(f.default) if isinstance(f.default, tuple) else f.default)
+        p.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=_ITEM_TYPES.get(f.name, type(f.default)),
+            nargs="+" if many else None,
+            help=_HELP.get(f.name, "default: %(default)s"),
+            default=list(f.default) if isinstance(f.default, tuple) else f.default,
+        )
 
 
 def config_from_args(args: argparse.Namespace) -> ResNetStudyConfig:

@@ -35,8 +35,14 @@ class SideCNN(nn.Module):
         super().__init__()
         h, w = image_shape
         self.image_shape = (h, w)
-        self.conv = nn.Sequential(nn.Conv2d(1, c1, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2),
-                                  nn.Conv2d(c1, c2, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2))
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+        )
         self.dense = nn.Sequential(nn.Flatten(), nn.Linear(c2 * (h // 4) * (w // 4), hidden), nn.Tanh())
         self.head = nn.Linear(hidden, n_classes)
 
@@ -76,7 +82,10 @@ def load_problem(directory: str | Path) -> tuple[dict[str, Any], nn.Module, tupl
     dtype = torch.float64 if settings["dtype"] == "float64" else torch.float32
     weights = {k: torch.as_tensor(data[k]) for k in data.files if k not in ARRAYS}
     model = rebuild(weights, settings, dtype)
-    tensors = (torch.as_tensor(data["X_train"]).to(dtype), torch.as_tensor(data["y_train"]).long(),
-               torch.as_tensor(data["X_query"]).to(dtype), torch.as_tensor(data["y_query"]).long())
+    tensors = (
+        torch.as_tensor(data["X_train"]).to(dtype),
+        torch.as_tensor(data["y_train"]).long(),
+        torch.as_tensor(data["X_query"]).to(dtype),
+        torch.as_tensor(data["y_query"]).long(),
+    )
     return settings, model, tensors
-

@@ -15,23 +15,39 @@ from influence_core.config import PRESETS, InfluenceConfig, field_help
 
 __all__ = ["add_config_arguments", "config_from_args", "CONFIG_FLAGS"]
 
-CONFIG_FLAGS = {"curvature": "--curvature", "damping": "--damping", "solver": "--solver", "sampler": "--sampler",
-                "m": "--m", "seed": "--sampler-seed"}
+CONFIG_FLAGS = {
+    "curvature": "--curvature",
+    "damping": "--damping",
+    "solver": "--solver",
+    "sampler": "--sampler",
+    "m": "--m",
+    "seed": "--sampler-seed",
+}
 """Configuration field -> flag (``solver_options`` via ``--solver-option KEY=VALUE``)."""
 
 _TYPES = {"damping": float, "m": int, "seed": int}
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, preset: str = "default",
-                         fields: tuple[str, ...] = tuple(CONFIG_FLAGS)) -> None:
+def add_config_arguments(
+    parser: argparse.ArgumentParser, preset: str = "default", fields: tuple[str, ...] = tuple(CONFIG_FLAGS)
+) -> None:
     """Add ``--preset`` and one flag per configuration field in ``fields`` (default None = the preset's value)."""
     base = InfluenceConfig.preset(preset)
-    parser.add_argument("--preset", default=preset, choices=list(PRESETS),
-                        help=f"named influence configuration the other flags override (default: {preset})")
+    parser.add_argument(
+        "--preset",
+        default=preset,
+        choices=list(PRESETS),
+        help=f"named influence configuration the other flags override (default: {preset})",
+    )
     for name in fields:
         shown = getattr(base, name)
-        parser.add_argument(CONFIG_FLAGS[name], dest=name, type=_TYPES.get(name, str), default=None,
-                            help=f"{field_help(name)} (default: {'all' if shown is None else shown})")
+        parser.add_argument(
+            CONFIG_FLAGS[name],
+            dest=name,
+            type=_TYPES.get(name, str),
+            default=None,
+            help=f"{field_help(name)} (default: {'all' if shown is None else shown})",
+        )
     add_solver_option_argument(parser)
     parser.set_defaults(_config_fields=tuple(fields))
 
@@ -40,8 +56,11 @@ def config_from_args(args: argparse.Namespace, **extra_options: Any) -> Influenc
     """The preset ``args.preset`` with the flags given (not None) applied; ``--solver-option`` items and
     ``extra_options`` (non-None values) are merged over the solver's options."""
     base = InfluenceConfig.preset(args.preset)
-    changes = {name: getattr(args, name) for name in getattr(args, "_config_fields", CONFIG_FLAGS)
-               if getattr(args, name, None) is not None}
+    changes = {
+        name: getattr(args, name)
+        for name in getattr(args, "_config_fields", CONFIG_FLAGS)
+        if getattr(args, name, None) is not None
+    }
     config = base.replace(**changes) if changes else base
     options = {k: v for k, v in extra_options.items() if v is not None}
     options.update(parse_solver_options(getattr(args, "solver_option", None), config.solver))

@@ -12,7 +12,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,13 +22,13 @@ from influence_core.cli.config_args import add_config_arguments, config_from_arg
 from influence_core.config import InfluenceConfig
 from influence_core.data.datasets import available_datasets, load_dataset
 from influence_core.influence.calculator import InfluenceCalculator, top_influences
-from influence_core.io_safety import check_output_file, check_outputs
-from influence_core.influence.scoring import manifest_path
-from influence_core.models.zoo import ARCHITECTURES
 from influence_core.influence.executors import Executor, get_executor
+from influence_core.influence.scoring import manifest_path
+from influence_core.io_safety import check_output_file, check_outputs
+from influence_core.models.training import train_model
+from influence_core.models.zoo import ARCHITECTURES
 from influence_core.sampling.samplers import available_samplers
 from influence_core.sampling.subsets import sample_hessian_subset
-from influence_core.models.training import train_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,24 +38,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split, the training and the sampler")
     parser.add_argument("--test-index", type=int, nargs="+", default=[0], help="test point(s) to explain")
     add_config_arguments(parser, "default", fields=("curvature", "damping", "solver", "sampler", "m"))
-    parser.add_argument("--params", default=None, metavar="NAMES",
-                        help="parameters influence is computed over: 'last_layer' or comma-separated parameter "
-                             "names/prefixes (e.g. head.weight,head.bias); default: all")
-    parser.add_argument("--chunk-size", type=int, default=256,
-                        help="training points per vectorised chunk and per score block (memory bound)")
-    parser.add_argument("--test-chunk-size", type=int, default=128,
-                        help="test points per iHVP batch and per score block (memory bound)")
+    parser.add_argument(
+        "--params",
+        default=None,
+        metavar="NAMES",
+        help="parameters influence is computed over: 'last_layer' or comma-separated parameter "
+        "names/prefixes (e.g. head.weight,head.bias); default: all",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=256,
+        help="training points per vectorised chunk and per score block (memory bound)",
+    )
+    parser.add_argument(
+        "--test-chunk-size", type=int, default=128, help="test points per iHVP batch and per score block (memory bound)"
+    )
     parser.add_argument("--top", type=int, default=5, help="how many helpful/harmful points to list")
     parser.add_argument("--out", help="write the (n_test, n_train) score matrix to this .npy file, block by block")
-    parser.add_argument("--resume", action="store_true",
-                        help="with --out: continue an interrupted run of the same problem instead of starting afresh")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --out: continue an interrupted run of the same problem instead of starting afresh",
+    )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None,
-                       help="score on a local Dask cluster of N single-threaded worker processes (needs the dask "
-                            "extra)")
-    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                       help="score on a running Dask cluster, e.g. tcp://host:8786 (start it with 'dask scheduler' "
-                            "and 'dask worker ADDRESS --nthreads 1')")
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="score on a local Dask cluster of N single-threaded worker processes (needs the dask extra)",
+    )
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="score on a running Dask cluster, e.g. tcp://host:8786 (start it with 'dask scheduler' "
+        "and 'dask worker ADDRESS --nthreads 1')",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not show scoring progress on stderr")
 
 
@@ -71,8 +91,10 @@ def _check(args: argparse.Namespace) -> None:
     if args.m is not None and args.m < 1:
         raise ValueError(f"--m must be >= 1, got {args.m}")
     if args.sampler is not None and args.m is None and _config(args).full:
-        raise ValueError(f"--sampler {args.sampler} needs --m N, the Hessian sample size (without --m the whole "
-                         "training set is used)")
+        raise ValueError(
+            f"--sampler {args.sampler} needs --m N, the Hessian sample size (without --m the whole "
+            "training set is used)"
+        )
     if args.chunk_size < 1:
         raise ValueError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     if args.test_chunk_size < 1:
@@ -83,15 +105,20 @@ def _check(args: argparse.Namespace) -> None:
         raise ValueError("--resume needs --out (the .npy file of the interrupted run)")
     if args.out:
         if not args.out.endswith(".npy"):
-            raise ValueError(f"--out must be a .npy file path (the score matrix), got {args.out}; e.g. "
-                             f"{args.out.rstrip('/')}/scores.npy or {args.out.rstrip('/')}.npy")
+            raise ValueError(
+                f"--out must be a .npy file path (the score matrix), got {args.out}; e.g. "
+                f"{args.out.rstrip('/')}/scores.npy or {args.out.rstrip('/')}.npy"
+            )
         check_output_file(args.out, "--out")
         if args.resume and os.path.exists(args.out) and not manifest_path(args.out).is_file():
-            raise ValueError(f"--out {args.out} exists but is not a score file of this package (no manifest "
-                             f"{manifest_path(args.out).name}), so --resume neither continues nor overwrites it; "
-                             "choose another --out, or run without --resume to replace it")
-        check_outputs(files={"--out (its manifest)": manifest_path(args.out)} if os.path.lexists(
-            manifest_path(args.out)) else {})
+            raise ValueError(
+                f"--out {args.out} exists but is not a score file of this package (no manifest "
+                f"{manifest_path(args.out).name}), so --resume neither continues nor overwrites it; "
+                "choose another --out, or run without --resume to replace it"
+            )
+        check_outputs(
+            files={"--out (its manifest)": manifest_path(args.out)} if os.path.lexists(manifest_path(args.out)) else {}
+        )
     _config(args)
 
 
@@ -120,7 +147,7 @@ def _progress_printer(stream: Any = None) -> Callable[[float, str], None]:
 def run(args: argparse.Namespace) -> int:
     _check(args)
     with get_executor(workers=args.workers, scheduler=args.scheduler) as executor:  # an unreachable scheduler
-        return _run(args, executor)                                                # fails here, before training
+        return _run(args, executor)  # fails here, before training
 
 
 def _run(args: argparse.Namespace, executor: Executor) -> int:
@@ -131,33 +158,58 @@ def _run(args: argparse.Namespace, executor: Executor) -> int:
         raise ValueError(f"--test-index must lie in [0, {dataset.n_test}) for {dataset.name}")
     config = _config(args)
     if not config.full and config.m > dataset.n_train:
-        raise ValueError(f"--m {config.m} is larger than the {dataset.n_train} training points of {dataset.name}; "
-                         "choose a smaller Hessian sample")
+        raise ValueError(
+            f"--m {config.m} is larger than the {dataset.n_train} training points of {dataset.name}; "
+            "choose a smaller Hessian sample"
+        )
     model = train_model(dataset, args.arch, seed=args.seed)
     hessian = None
     if not config.full:
-        hessian = sample_hessian_subset(model, dataset, config.sampler, config.m, seed=config.seed,
-                                        **config.sampler_options)
-    params = None if not args.params else args.params if args.params == "last_layer" else \
-        [p.strip() for p in args.params.split(",") if p.strip()]
+        hessian = sample_hessian_subset(
+            model, dataset, config.sampler, config.m, seed=config.seed, **config.sampler_options
+        )
+    params = (
+        None
+        if not args.params
+        else args.params
+        if args.params == "last_layer"
+        else [p.strip() for p in args.params.split(",") if p.strip()]
+    )
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=args.chunk_size, params=params)
     calc.fit(hessian, config=config)
     start = time.perf_counter()
-    scores = calc.scores(dataset.X_test[test_idx], dataset.y_test[test_idx], None,
-                         None if args.quiet else _progress_printer(), test_chunk_size=args.test_chunk_size,
-                         train_chunk_size=args.chunk_size, executor=executor, out=args.out or None,
-                         resume=args.resume)
+    scores = calc.scores(
+        dataset.X_test[test_idx],
+        dataset.y_test[test_idx],
+        None,
+        None if args.quiet else _progress_printer(),
+        test_chunk_size=args.test_chunk_size,
+        train_chunk_size=args.chunk_size,
+        executor=executor,
+        out=args.out or None,
+        resume=args.resume,
+    )
     seconds = time.perf_counter() - start
     for row, t in zip(scores, test_idx):
         top = top_influences(row, args.top)
         print(f"test point {t} (label {dataset.class_names[dataset.y_test[t]]}):")
         for kind in ("helpful", "harmful"):
-            items = ", ".join(f"{j} ({dataset.class_names[dataset.y_train[j]]}, {s:+.3g})"
-                              for j, s in zip(top[kind], top[f"{kind}_scores"]))
+            items = ", ".join(
+                f"{j} ({dataset.class_names[dataset.y_train[j]]}, {s:+.3g})"
+                for j, s in zip(top[kind], top[f"{kind}_scores"])
+            )
             print(f"  {kind}: {items}")
-    print(json.dumps({"seconds": seconds, "torch_threads": torch.get_num_threads(),
-                      "solve": None if calc.last_solve is None else calc.last_solve.summary(),
-                      "scoring": calc.last_scoring.to_dict(), "params": calc.objective.names,
-                      "hessian_sample": None if hessian is None else {"sampler": config.sampler, "m": config.m},
-                      "config": config.to_dict()}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "torch_threads": torch.get_num_threads(),
+                "solve": None if calc.last_solve is None else calc.last_solve.summary(),
+                "scoring": calc.last_scoring.to_dict(),
+                "params": calc.objective.names,
+                "hessian_sample": None if hessian is None else {"sampler": config.sampler, "m": config.m},
+                "config": config.to_dict(),
+            }
+        )
+    )
     return 0

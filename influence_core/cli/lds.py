@@ -19,20 +19,28 @@ from typing import Any
 
 import numpy as np
 
-from influence_core.config import preset_values
-from influence_core.io_safety import atomic_path, atomic_write, check_outputs, jsonable, load_array
-from influence_core.data.datasets import available_datasets, load_dataset
 from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
-from influence_core.studies.faithfulness import StudyConfig, reference_solvers, subset_solvers
-from influence_core.influence.calculator import InfluenceCalculator
+from influence_core.config import preset_values
+from influence_core.data.datasets import available_datasets, load_dataset
 from influence_core.evaluation.lds import OUTPUTS, RetrainPlan, default_cache_dir, retrain_outputs
-from influence_core.studies.lds import (full_data_scores, _lds_record, baselines_markdown, check_study_outputs,
-                                        gradient_dot_scores, markdown, run_lds_study, write_outputs)
-from influence_core.models.zoo import ARCHITECTURES
+from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.influence.executors import get_executor
+from influence_core.io_safety import atomic_path, atomic_write, check_outputs, jsonable, load_array
+from influence_core.models.training import train_model
+from influence_core.models.zoo import ARCHITECTURES
 from influence_core.sampling.samplers import available_samplers, draw_sample
 from influence_core.sampling.subsets import sampler_inputs
-from influence_core.models.training import train_model
+from influence_core.studies.faithfulness import StudyConfig, reference_solvers, subset_solvers
+from influence_core.studies.lds import (
+    _lds_record,
+    baselines_markdown,
+    check_study_outputs,
+    full_data_scores,
+    gradient_dot_scores,
+    markdown,
+    run_lds_study,
+    write_outputs,
+)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -42,27 +50,40 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the model's training")
     p.add_argument("--epochs", type=int, default=None, help="override the training epochs")
     p.add_argument("--hidden", type=int, nargs="+", default=None, help="override the MLP hidden widths")
-    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
-                   help="training dtype (default: float64 for logreg, which L-BFGS then trains to the optimum)")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default=None,
+        help="training dtype (default: float64 for logreg, which L-BFGS then trains to the optimum)",
+    )
     p.add_argument("--test-points", type=int, default=100, help="test points scored (drawn with --test-seed)")
     p.add_argument("--test-seed", type=int, default=0)
     study = preset_values("study")
-    p.add_argument("--damping", type=float, default=study["damping"],
-                   help="δ of the influence solves (default: the study preset's)")
+    p.add_argument(
+        "--damping",
+        type=float,
+        default=study["damping"],
+        help="δ of the influence solves (default: the study preset's)",
+    )
     p.add_argument("--curvature", default=study["curvature"], choices=("gauss_newton", "hessian"))
     d = RetrainPlan()
     p.add_argument("--subsets", type=int, default=d.n_subsets, help="K random training subsets")
     p.add_argument("--alpha", type=float, default=d.alpha, help="fraction of the training set in each subset")
-    p.add_argument("--retrain-seeds", type=int, default=d.n_seeds, help="R retrain seeds per subset (>= 2 for the "
-                                                                        "noise ceiling)")
+    p.add_argument(
+        "--retrain-seeds", type=int, default=d.n_seeds, help="R retrain seeds per subset (>= 2 for the noise ceiling)"
+    )
     p.add_argument("--subsets-seed", type=int, default=d.subsets_seed)
     p.add_argument("--output", default="loss", choices=OUTPUTS, help="test output f_t: loss or (negated) margin")
     p.add_argument("--cache", default=None, help=f"retrain cache directory (default {default_cache_dir()})")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=int, default=None, help="retrain on a local Dask cluster of N workers")
     where.add_argument("--scheduler", default=None, help="retrain on a running Dask scheduler (tcp://host:8786)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch threads of this process (0 = unchanged); each retrain uses 1 thread")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of this process (0 = unchanged); each retrain uses 1 thread",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress messages")
 
 
@@ -70,36 +91,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="lds_mode", required=True)
     score = sub.add_parser("score", help="LDS of one configuration (+ baselines and noise ceiling)")
     _common(score)
-    score.add_argument("--solvers", nargs="+", default=["auto"], choices=reference_solvers(),
-                       help="full-data influence with each of these solvers (auto = exact for p <= 20000, else CG); "
-                            "e.g. --solvers auto ekfac")
+    score.add_argument(
+        "--solvers",
+        nargs="+",
+        default=["auto"],
+        choices=reference_solvers(),
+        help="full-data influence with each of these solvers (auto = exact for p <= 20000, else CG); "
+        "e.g. --solvers auto ekfac",
+    )
     add_solver_option_argument(score)
     score.add_argument("--sampler", default=None, help=f"also score a sampled Hessian: one of {available_samplers()}")
     score.add_argument("--m", type=int, default=None, help="Hessian sample size for --sampler")
     score.add_argument("--sampler-seed", type=int, default=0)
-    score.add_argument("--scores", default=None,
-                       help="also score your own (T, n_train) matrix, rows in the order of the chosen test points "
-                            "(.npy, or .npz with one array 'scores'); see --save-test-indices")
+    score.add_argument(
+        "--scores",
+        default=None,
+        help="also score your own (T, n_train) matrix, rows in the order of the chosen test points "
+        "(.npy, or .npz with one array 'scores'); see --save-test-indices",
+    )
     score.add_argument("--save-test-indices", default=None, help="write the chosen test indices to this .npy")
     score.add_argument("--json", default=None, help="write the results to this JSON file")
-    score.add_argument("--ground-truth", default=None, metavar="NAME_OR_PATH",
-                       help="score --scores against a shipped ground-truth file (a name in ground_truth/, e.g. "
-                            "digits_mlp, or a path): no training, no retraining; rows in the order of its "
-                            "test_indices")
-    gt = sub.add_parser("ground-truth", help="build a shipped ground-truth file from the retrain cache (retraining "
-                                             "what is missing), or --check it against the committed one")
+    score.add_argument(
+        "--ground-truth",
+        default=None,
+        metavar="NAME_OR_PATH",
+        help="score --scores against a shipped ground-truth file (a name in ground_truth/, e.g. "
+        "digits_mlp, or a path): no training, no retraining; rows in the order of its "
+        "test_indices",
+    )
+    gt = sub.add_parser(
+        "ground-truth",
+        help="build a shipped ground-truth file from the retrain cache (retraining "
+        "what is missing), or --check it against the committed one",
+    )
     from influence_core.evaluation.ground_truth import GROUND_TRUTHS
 
     gt.add_argument("name", choices=sorted(GROUND_TRUTHS), help="which registered ground truth")
     gt.add_argument("--cache", default=None, help=f"retrain cache directory (default {default_cache_dir()})")
-    gt.add_argument("--max-retrains", type=int, default=None,
-                    help="run at most N missing retrains, then write the finished prefix of subsets (a partial file "
-                         "marked partial; rerun to continue); 0 = use the cache only")
-    gt.add_argument("--out", default=None, help="write NAME.npz (+ NAME.json) here (default: the ground_truth/ "
-                                                 "folder)")
-    gt.add_argument("--check", action="store_true",
-                    help="regenerate and compare with the committed file instead of writing it (exit 2 if they "
-                         "differ)")
+    gt.add_argument(
+        "--max-retrains",
+        type=int,
+        default=None,
+        help="run at most N missing retrains, then write the finished prefix of subsets (a partial file "
+        "marked partial; rerun to continue); 0 = use the cache only",
+    )
+    gt.add_argument("--out", default=None, help="write NAME.npz (+ NAME.json) here (default: the ground_truth/ folder)")
+    gt.add_argument(
+        "--check",
+        action="store_true",
+        help="regenerate and compare with the committed file instead of writing it (exit 2 if they differ)",
+    )
     gt_where = gt.add_mutually_exclusive_group()
     gt_where.add_argument("--workers", type=int, default=None, help="retrain on a local Dask cluster of N workers")
     gt_where.add_argument("--scheduler", default=None, help="retrain on a running Dask scheduler")
@@ -110,12 +151,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     study.add_argument("--samplers", nargs="+", default=None, help="samplers (default: all registered)")
     study.add_argument("--m", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     study.add_argument("--sampler-seeds", type=int, default=5, help="sampler seeds 0..N-1 per (sampler, m)")
-    study.add_argument("--solver", default="auto", choices=subset_solvers(),
-                       help="subset solver (auto = exact Woodbury for gauss_newton); e.g. ekfac")
-    study.add_argument("--reference-solver", default="auto", choices=reference_solvers(),
-                       help="the full-data influence the verdict and the proxy metrics use; e.g. ekfac")
-    study.add_argument("--also-full", nargs="*", default=[], choices=reference_solvers(),
-                       help="more full-data solvers scored by LDS beside the reference, e.g. exact")
+    study.add_argument(
+        "--solver",
+        default="auto",
+        choices=subset_solvers(),
+        help="subset solver (auto = exact Woodbury for gauss_newton); e.g. ekfac",
+    )
+    study.add_argument(
+        "--reference-solver",
+        default="auto",
+        choices=reference_solvers(),
+        help="the full-data influence the verdict and the proxy metrics use; e.g. ekfac",
+    )
+    study.add_argument(
+        "--also-full",
+        nargs="*",
+        default=[],
+        choices=reference_solvers(),
+        help="more full-data solvers scored by LDS beside the reference, e.g. exact",
+    )
     add_solver_option_argument(study)
     study.add_argument("--out", default="docs/lds", help="output directory")
     study.add_argument("--name", default=None, help="file name stem (default DATASET_ARCH)")
@@ -141,12 +195,17 @@ def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _plan(args: argparse.Namespace) -> RetrainPlan:
     try:
-        return RetrainPlan(n_subsets=args.subsets, alpha=args.alpha, n_seeds=args.retrain_seeds,
-                           subsets_seed=args.subsets_seed)
+        return RetrainPlan(
+            n_subsets=args.subsets, alpha=args.alpha, n_seeds=args.retrain_seeds, subsets_seed=args.subsets_seed
+        )
     except ValueError as exc:  # name the options, not the dataclass fields
         text = str(exc)
-        for field_name, option in (("n_subsets (K)", "--subsets (K)"), ("n_seeds (R)", "--retrain-seeds (R)"),
-                                   ("subsets_seed", "--subsets-seed"), ("alpha (", "--alpha (")):
+        for field_name, option in (
+            ("n_subsets (K)", "--subsets (K)"),
+            ("n_seeds (R)", "--retrain-seeds (R)"),
+            ("subsets_seed", "--subsets-seed"),
+            ("alpha (", "--alpha ("),
+        ):
             text = text.replace(field_name, option)
         raise ValueError(text) from None
 
@@ -189,8 +248,13 @@ def _options_per_solver(items: list[str], solvers: list[str]) -> dict[str, dict[
         return {}
     if not solvers:
         raise ValueError("--solver-option needs a registered solver in --solvers (e.g. --solvers auto ekfac)")
-    parsed = {k: v for s in solvers for k, v in parse_solver_options(
-        [i for i in items if i.partition("=")[0].strip().replace("-", "_") in SOLVER_REGISTRY[s].options], s).items()}
+    parsed = {
+        k: v
+        for s in solvers
+        for k, v in parse_solver_options(
+            [i for i in items if i.partition("=")[0].strip().replace("-", "_") in SOLVER_REGISTRY[s].options], s
+        ).items()
+    }
     unknown = sorted({i.partition("=")[0].strip() for i in items} - set(parsed))
     if unknown:
         raise ValueError(f"no solver in --solvers {solvers} takes the options {unknown}")
@@ -203,54 +267,77 @@ def _score_ground_truth(args: argparse.Namespace) -> int:
     if not args.scores:
         raise ValueError("--ground-truth needs --scores FILE.npy, the (n_test, n_train) matrix to score")
     if args.sampler is not None:
-        raise ValueError("--ground-truth scores a given --scores matrix; --sampler is not used with it (compute the "
-                         "sampled scores and save them with np.save)")
+        raise ValueError(
+            "--ground-truth scores a given --scores matrix; --sampler is not used with it (compute the "
+            "sampled scores and save them with np.save)"
+        )
     check_outputs(files={"--json": args.json})
     t0 = time.perf_counter()
     gt = load_ground_truth(args.ground_truth)
     S = _load_user_scores(args.scores)
     result = lds_against(S, gt, args.output)
     r = gt.recipe
-    print(f"LDS of {Path(args.scores).name} against ground truth {gt.name} ({r['dataset']['name']} / "
-          f"{r['model']['arch']}, {len(gt.test_indices)} test points, K = {gt.k_done}"
-          f"{' of ' + str(r['plan']['n_subsets']) + ' (partial)' if gt.partial else ''}, alpha = "
-          f"{r['plan']['alpha']}, R = {r['plan']['n_seeds']}, output {args.output}): LDS {result.lds:.3f} "
-          f"(std over test points {np.nanstd(result.per_test):.3f}), noise ceiling {result.ceiling:.3f}, "
-          f"seed-vs-seed {result.seed_agreement:.3f}; {time.perf_counter() - t0:.1f} s")
+    print(
+        f"LDS of {Path(args.scores).name} against ground truth {gt.name} ({r['dataset']['name']} / "
+        f"{r['model']['arch']}, {len(gt.test_indices)} test points, K = {gt.k_done}"
+        f"{' of ' + str(r['plan']['n_subsets']) + ' (partial)' if gt.partial else ''}, alpha = "
+        f"{r['plan']['alpha']}, R = {r['plan']['n_seeds']}, output {args.output}): LDS {result.lds:.3f} "
+        f"(std over test points {np.nanstd(result.per_test):.3f}), noise ceiling {result.ceiling:.3f}, "
+        f"seed-vs-seed {result.seed_agreement:.3f}; {time.perf_counter() - t0:.1f} s"
+    )
     if args.json:
         from influence_core.studies.output import write_json
 
-        write_json(args.json, {"ground_truth": gt.name, "path": str(args.ground_truth), "scores": str(args.scores),
-                               "result": result.to_dict(), "recipe": r,
-                               "test_indices": gt.test_indices.tolist()}, indent=1)
+        write_json(
+            args.json,
+            {
+                "ground_truth": gt.name,
+                "path": str(args.ground_truth),
+                "scores": str(args.scores),
+                "result": result.to_dict(),
+                "recipe": r,
+                "test_indices": gt.test_indices.tolist(),
+            },
+            indent=1,
+        )
     return 0
 
 
 def _ground_truth(args: argparse.Namespace) -> int:
-    from influence_core.evaluation.ground_truth import (build_ground_truth, compare_ground_truths,
-                                                        ground_truth_dir, load_ground_truth, save_ground_truth)
+    from influence_core.evaluation.ground_truth import (
+        build_ground_truth,
+        compare_ground_truths,
+        ground_truth_dir,
+        load_ground_truth,
+        save_ground_truth,
+    )
 
     t0 = time.perf_counter()
     with get_executor(workers=args.workers, scheduler=args.scheduler) as ex:
-        gt = build_ground_truth(args.name, cache_dir=args.cache, executor=ex, max_retrains=args.max_retrains,
-                                progress=_progress(args))
+        gt = build_ground_truth(
+            args.name, cache_dir=args.cache, executor=ex, max_retrains=args.max_retrains, progress=_progress(args)
+        )
     r = gt.recipe
     done = f"{gt.k_done} of {r['plan']['n_subsets']} subsets" + (" (partial)" if gt.partial else "")
     if args.check:
         committed = load_ground_truth(args.name)
         c = compare_ground_truths(committed, gt)
-        print(f"{args.name}: regenerated {done} (cache key {r['cache_key']}) against the committed "
-              f"{committed.k_done} subsets: compared {c['subsets_compared']}, recipe differs in "
-              f"{c['recipe_differs_in'] or 'nothing'}, max |delta logit| {c['max_abs_logit_diff']:.3g}, output "
-              f"agreement (Spearman over k) {c['output_agreement']:.3f} (needs >= {c['threshold']:.3f}): "
-              f"{'OK' if c['ok'] else 'DIFFERENT'}; {time.perf_counter() - t0:.0f} s")
+        print(
+            f"{args.name}: regenerated {done} (cache key {r['cache_key']}) against the committed "
+            f"{committed.k_done} subsets: compared {c['subsets_compared']}, recipe differs in "
+            f"{c['recipe_differs_in'] or 'nothing'}, max |delta logit| {c['max_abs_logit_diff']:.3g}, output "
+            f"agreement (Spearman over k) {c['output_agreement']:.3f} (needs >= {c['threshold']:.3f}): "
+            f"{'OK' if c['ok'] else 'DIFFERENT'}; {time.perf_counter() - t0:.0f} s"
+        )
         if not c["ok"]:
             raise ValueError(f"the regenerated {args.name} does not match the committed file (see the line above)")
         return 0
     path = save_ground_truth(gt, Path(args.out or ground_truth_dir()) / f"{args.name}.npz")
     ceil = r["noise_ceiling"]["loss"]
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {done}, cache key {r['cache_key']}, noise ceiling "
-          f"{ceil['ceiling']:.3f} (seed-vs-seed {ceil['seed_agreement']:.3f}); {time.perf_counter() - t0:.0f} s")
+    print(
+        f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB): {done}, cache key {r['cache_key']}, noise ceiling "
+        f"{ceil['ceiling']:.3f} (seed-vs-seed {ceil['seed_agreement']:.3f}); {time.perf_counter() - t0:.0f} s"
+    )
     return 0
 
 
@@ -272,8 +359,10 @@ def _score(args: argparse.Namespace) -> int:
     if not 1 <= args.test_points <= dataset.n_test:
         raise ValueError(f"--test-points must be in [1, {dataset.n_test}]")
     if user is not None and (user.ndim != 2 or user.shape != (args.test_points, dataset.n_train)):
-        raise ValueError(f"--scores must be a (--test-points, n_train) = ({args.test_points}, {dataset.n_train}) "
-                         f"matrix, got shape {user.shape}")
+        raise ValueError(
+            f"--scores must be a (--test-points, n_train) = ({args.test_points}, {dataset.n_train}) "
+            f"matrix, got shape {user.shape}"
+        )
     model = train_model(dataset, args.arch, seed=args.seed, **_train_settings(args))
     idx = np.sort(np.random.default_rng(args.test_seed).choice(dataset.n_test, args.test_points, replace=False))
     if args.save_test_indices:
@@ -284,8 +373,9 @@ def _score(args: argparse.Namespace) -> int:
     X_t, y_t = dataset.X_test[idx], dataset.y_test[idx]
     methods: dict[str, np.ndarray] = {}
     for solver in args.solvers:
-        used, S = full_data_scores(model, dataset, idx, solver, damping=args.damping, curvature=args.curvature,
-                                   options=options.get(solver))
+        used, S = full_data_scores(
+            model, dataset, idx, solver, damping=args.damping, curvature=args.curvature, options=options.get(solver)
+        )
         methods[f"full-data influence ({used})"] = S
     methods["gradient dot"] = gradient_dot_scores(model, dataset, idx)
     if args.sampler is not None:
@@ -295,36 +385,65 @@ def _score(args: argparse.Namespace) -> int:
     if user is not None:
         methods[f"your scores ({Path(args.scores).name})"] = user
     with get_executor(workers=args.workers, scheduler=args.scheduler) as ex:
-        retrained = retrain_outputs(model, dataset, plan, cache_dir=args.cache, executor=ex,
-                                    progress=_progress(args))
+        retrained = retrain_outputs(model, dataset, plan, cache_dir=args.cache, executor=ex, progress=_progress(args))
     records = [_lds_record(name, S, retrained, idx, args.output) for name, S in methods.items()]
     info = retrained.info
-    print(f"LDS on {args.dataset} / {args.arch} (p = {p}, damping {args.damping}, {args.curvature}), "
-          f"{len(idx)} test points, K = {plan.n_subsets}, alpha = {plan.alpha}, R = {plan.n_seeds}, output "
-          f"{args.output}; retrains: {info['retrained']} run + {info['cached']} cached, mean "
-          f"{info['retrain_seconds_mean']:.1f} s each; total {time.perf_counter() - t0:.0f} s")
+    print(
+        f"LDS on {args.dataset} / {args.arch} (p = {p}, damping {args.damping}, {args.curvature}), "
+        f"{len(idx)} test points, K = {plan.n_subsets}, alpha = {plan.alpha}, R = {plan.n_seeds}, output "
+        f"{args.output}; retrains: {info['retrained']} run + {info['cached']} cached, mean "
+        f"{info['retrain_seconds_mean']:.1f} s each; total {time.perf_counter() - t0:.0f} s"
+    )
     print("\n".join(baselines_markdown(records)))
     if args.json:
         with atomic_write(args.json) as fh:
-            fh.write(json.dumps(jsonable({"records": records, "retrain": info, "test_indices": idx.tolist(),
-                                          "args": vars(args) | {"_run": None},
-                                          "total_seconds": time.perf_counter() - t0}), indent=1))
+            fh.write(
+                json.dumps(
+                    jsonable(
+                        {
+                            "records": records,
+                            "retrain": info,
+                            "test_indices": idx.tolist(),
+                            "args": vars(args) | {"_run": None},
+                            "total_seconds": time.perf_counter() - t0,
+                        }
+                    ),
+                    indent=1,
+                )
+            )
     return 0
 
 
 def _study(args: argparse.Namespace) -> int:
     name = f"{args.dataset}_{args.arch}" if args.name is None else args.name
     check_study_outputs(args.out, name)  # every output file, before the study, not after it
-    config = StudyConfig(dataset=args.dataset, arch=args.arch, seed=args.seed,
-                         samplers=tuple(args.samplers or ()), ms=tuple(args.m), n_seeds=args.sampler_seeds,
-                         n_test_points=args.test_points, test_seed=args.test_seed, damping=args.damping,
-                         curvature=args.curvature, solver=args.solver, reference_solver=args.reference_solver,
-                         solver_options=parse_solver_options(args.solver_option, args.solver)
-                         if args.solver_option else {}, train_settings=_train_settings(args),
-                         dataset_options=_dataset_options(args))
+    config = StudyConfig(
+        dataset=args.dataset,
+        arch=args.arch,
+        seed=args.seed,
+        samplers=tuple(args.samplers or ()),
+        ms=tuple(args.m),
+        n_seeds=args.sampler_seeds,
+        n_test_points=args.test_points,
+        test_seed=args.test_seed,
+        damping=args.damping,
+        curvature=args.curvature,
+        solver=args.solver,
+        reference_solver=args.reference_solver,
+        solver_options=parse_solver_options(args.solver_option, args.solver) if args.solver_option else {},
+        train_settings=_train_settings(args),
+        dataset_options=_dataset_options(args),
+    )
     with get_executor(workers=args.workers, scheduler=args.scheduler) as ex:
-        result = run_lds_study(config, _plan(args), output=args.output, cache_dir=args.cache, executor=ex,
-                               progress=_progress(args), also_full=tuple(args.also_full))
+        result = run_lds_study(
+            config,
+            _plan(args),
+            output=args.output,
+            cache_dir=args.cache,
+            executor=ex,
+            progress=_progress(args),
+            also_full=tuple(args.also_full),
+        )
     paths = write_outputs(result, args.out, args.name)
     print(markdown(result))
     print("wrote " + ", ".join(str(p) for p in paths.values()))

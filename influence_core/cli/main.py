@@ -14,12 +14,16 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "influence": ("influence_core.cli.influence", "influence of training points on chosen test points"),
     "validate": ("influence_core.cli.validate", "leave-one-out retraining check on logistic regression"),
-    "faithfulness": ("influence_core.studies.faithfulness", "sampler faithfulness study against the full-data "
-                                                            "influence"),
+    "faithfulness": (
+        "influence_core.studies.faithfulness",
+        "sampler faithfulness study against the full-data influence",
+    ),
     "removal": ("influence_core.cli.removal", "class-removal experiment: samplers x m x seeds x classes"),
     "lds": ("influence_core.cli.lds", "linear datamodeling score: attributions vs retraining on subsets"),
-    "bench": ("influence_core.bench", "benchmarks: query (vs forward+backward), compare (vs pyDVL), scale, "
-                                      "kfac-compare (vs Kronfluence)"),
+    "bench": (
+        "influence_core.bench",
+        "benchmarks: query (vs forward+backward), compare (vs pyDVL), scale, kfac-compare (vs Kronfluence)",
+    ),
 }
 
 MAX_MESSAGE_CHARS = 2000
@@ -55,7 +59,7 @@ def _say(message: str) -> None:
 def _resume_hint(args: argparse.Namespace) -> str:
     """How to continue after an interruption: commands writing a resumable score file name --resume."""
     if getattr(args, "out", None) and hasattr(args, "resume"):
-        return (f"; the finished blocks are saved in {args.out}: rerun the same command with --resume to continue")
+        return f"; the finished blocks are saved in {args.out}: rerun the same command with --resume to continue"
     return ""
 
 
@@ -68,8 +72,15 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from influence_core.models.training import TrainingDivergedError
     from influence_core.solvers.base import SolverError
 
-    return (ValueError, SolverError, NotFittedError, TrainingDivergedError, ClusterLostError,
-            SchedulerUnreachableError, MissingExtraError)
+    return (
+        ValueError,
+        SolverError,
+        NotFittedError,
+        TrainingDivergedError,
+        ClusterLostError,
+        SchedulerUnreachableError,
+        MissingExtraError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         _say(f"{exc}{_resume_hint(args) if _is_cluster_loss(exc) else ''}")
         return 2
     except MemoryError:
-        _say("out of memory; use smaller chunks (--chunk-size, --test-chunk-size), fewer test points or a smaller "
-             "dataset")
+        _say(
+            "out of memory; use smaller chunks (--chunk-size, --test-chunk-size), fewer test points or a smaller "
+            "dataset"
+        )
         return 1
     except OSError as exc:  # disk full, permission changed during the run, ...
         _say(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))

@@ -32,41 +32,79 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--arch", default="mlp", choices=ARCHITECTURES)
     parser.add_argument("--train-seed", type=int, default=0, help="seed of the split and of the training")
     parser.add_argument("--epochs", type=int, default=None, help="Adam epochs of the training (default: training's)")
-    parser.add_argument("--samplers", nargs="+", default=list(_GRID.samplers),
-                        help=f"Hessian samplers to compare, from {available_samplers()}; 'random' is the baseline")
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=list(_GRID.samplers),
+        help=f"Hessian samplers to compare, from {available_samplers()}; 'random' is the baseline",
+    )
     parser.add_argument("--m", nargs="+", type=int, default=list(_GRID.m), help="Hessian sample sizes")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(_GRID.seeds), help="sampler seeds")
     parser.add_argument("--classes", nargs="+", type=int, default=None, help="classes to remove (default: all)")
     add_config_arguments(parser, PRESET, fields=("curvature", "damping", "solver"))
-    parser.add_argument("--tol", type=float, default=None,
-                        help=f"relative residual at which CG/LiSSA stop (default: {preset.solver_options['tol']:g})")
-    parser.add_argument("--max-iter", type=int, default=None,
-                        help=f"iteration budget of CG/LiSSA (default: {preset.solver_options['max_iter']})")
-    parser.add_argument("--alphas", nargs="+", type=float, default=None,
-                        help="step sizes α of the path (default: 2^(k/4) from 1/8 to 128)")
-    parser.add_argument("--chunk-size", "--hessian-batch", dest="chunk_size", type=int, default=None,
-                        help="points per vectorised chunk of the Hessian sample (default: the whole sample; "
-                             "--hessian-batch is its former name)")
-    parser.add_argument("--memory-configs", type=int, default=_GRID.memory_configs,
-                        help="(class, seed) configurations per (sampler, m) whose solve's peak memory is measured "
-                             "in a fresh process (0: skip)")
+    parser.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help=f"relative residual at which CG/LiSSA stop (default: {preset.solver_options['tol']:g})",
+    )
+    parser.add_argument(
+        "--max-iter",
+        type=int,
+        default=None,
+        help=f"iteration budget of CG/LiSSA (default: {preset.solver_options['max_iter']})",
+    )
+    parser.add_argument(
+        "--alphas",
+        nargs="+",
+        type=float,
+        default=None,
+        help="step sizes α of the path (default: 2^(k/4) from 1/8 to 128)",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        "--hessian-batch",
+        dest="chunk_size",
+        type=int,
+        default=None,
+        help="points per vectorised chunk of the Hessian sample (default: the whole sample; "
+        "--hessian-batch is its former name)",
+    )
+    parser.add_argument(
+        "--memory-configs",
+        type=int,
+        default=_GRID.memory_configs,
+        help="(class, seed) configurations per (sampler, m) whose solve's peak memory is measured "
+        "in a fresh process (0: skip)",
+    )
     parser.add_argument("--no-reference", action="store_true", help="skip retraining without each class")
     parser.add_argument("--no-full", action="store_true", help="skip the whole-pool Hessian reference")
-    parser.add_argument("--threads", type=int, default=_GRID.threads,
-                        help="torch threads (timings are per thread count)")
-    parser.add_argument("--quick", action="store_true",
-                        help="tiny grid for tests and smoke runs (for grid options not given): samplers random+logit, "
-                             "m 32 64, seeds 0 1, class 0, 5 epochs, one memory measurement per (sampler, m)")
+    parser.add_argument(
+        "--threads", type=int, default=_GRID.threads, help="torch threads (timings are per thread count)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="tiny grid for tests and smoke runs (for grid options not given): samplers random+logit, "
+        "m 32 64, seeds 0 1, class 0, 5 epochs, one memory measurement per (sampler, m)",
+    )
     parser.add_argument("--out", help="directory for the run's CSV/JSON/Markdown/plots")
-    parser.add_argument("--embed-plotlyjs", action="store_true",
-                        help="embed plotly.js in the HTML plots (offline viewing) instead of loading it from the CDN "
-                             "when opened")
-    parser.add_argument("--report", help="write the Markdown report of finished runs (--runs) to this file; runs "
-                                         "nothing")
+    parser.add_argument(
+        "--embed-plotlyjs",
+        action="store_true",
+        help="embed plotly.js in the HTML plots (offline viewing) instead of loading it from the CDN when opened",
+    )
+    parser.add_argument(
+        "--report", help="write the Markdown report of finished runs (--runs) to this file; runs nothing"
+    )
     parser.add_argument("--runs", nargs="+", default=None, help="run directories for --report")
-    parser.add_argument("--lds", nargs="+", default=None, metavar="JSON",
-                        help="LDS study results (lds study --out, *.json) summarised in the --report: which sampler "
-                             "wins by LDS")
+    parser.add_argument(
+        "--lds",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="LDS study results (lds study --out, *.json) summarised in the --report: which sampler wins by LDS",
+    )
 
 
 def study_config(args: argparse.Namespace) -> study.RemovalStudyConfig:
@@ -79,15 +117,35 @@ def study_config(args: argparse.Namespace) -> study.RemovalStudyConfig:
     base = config_from_args(args)
     iterative = base.solver in ("cg", "lissa")
     preset = InfluenceConfig.preset(PRESET).solver_options
-    extra = {"tol": args.tol if args.tol is not None else preset["tol"],
-             "max_iter": args.max_iter if args.max_iter is not None else preset["max_iter"]} if iterative else {}
+    extra = (
+        {
+            "tol": args.tol if args.tol is not None else preset["tol"],
+            "max_iter": args.max_iter if args.max_iter is not None else preset["max_iter"],
+        }
+        if iterative
+        else {}
+    )
     influence = base.replace(solver_options={**base.solver_options, **extra}) if extra else base
     return study.RemovalStudyConfig(
-        out=args.out, dataset=args.dataset, path=args.path, arch=args.arch, train_seed=args.train_seed,
-        epochs=args.epochs, samplers=args.samplers, m=args.m, seeds=args.seeds, classes=args.classes,
-        influence=influence, alphas=args.alphas, chunk_size=args.chunk_size, memory_configs=args.memory_configs,
-        reference=not args.no_reference, full=not args.no_full, threads=args.threads,
-        embed_plotlyjs=args.embed_plotlyjs)
+        out=args.out,
+        dataset=args.dataset,
+        path=args.path,
+        arch=args.arch,
+        train_seed=args.train_seed,
+        epochs=args.epochs,
+        samplers=args.samplers,
+        m=args.m,
+        seeds=args.seeds,
+        classes=args.classes,
+        influence=influence,
+        alphas=args.alphas,
+        chunk_size=args.chunk_size,
+        memory_configs=args.memory_configs,
+        reference=not args.no_reference,
+        full=not args.no_full,
+        threads=args.threads,
+        embed_plotlyjs=args.embed_plotlyjs,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,8 +166,10 @@ def run(args: argparse.Namespace) -> int:
         record = study.run_study(config)
     finally:
         torch.set_num_threads(threads)
-    print(f"wrote {config.out}/results.csv, memory.csv, results.json, samples.json, summary.md and plots "
-          f"({record['seconds']['total']:.0f} s)")
+    print(
+        f"wrote {config.out}/results.csv, memory.csv, results.json, samples.json, summary.md and plots "
+        f"({record['seconds']['total']:.0f} s)"
+    )
     print(study.format_savings_text(record))
     return 0
 

@@ -12,16 +12,21 @@ from influence_core.solvers.registry import SOLVER_REGISTRY, available_solvers
 
 
 def add_solver_option_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--solver-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="an option of the chosen solver (repeatable), e.g. fisher=empirical, "
-                             "damping_rule=heuristic, rank=100, factor_file=DIR_OR_FILE.npz, tol=1e-6")
+    parser.add_argument(
+        "--solver-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the chosen solver (repeatable), e.g. fisher=empirical, "
+        "damping_rule=heuristic, rank=100, factor_file=DIR_OR_FILE.npz, tol=1e-6",
+    )
 
 
 def _value(text: str) -> Any:
     try:
-        return ast.literal_eval(text)   # numbers, True/False/None, quoted strings; never executes code
+        return ast.literal_eval(text)  # numbers, True/False/None, quoted strings; never executes code
     except (ValueError, SyntaxError):
-        return text                     # a bare word or path
+        return text  # a bare word or path
 
 
 def parse_solver_options(items: list[str] | None, solver: str) -> dict[str, Any]:
@@ -38,6 +43,8 @@ def parse_solver_options(items: list[str] | None, solver: str) -> dict[str, Any]
     known = SOLVER_REGISTRY[solver].options
     unknown = sorted(set(options) - set(known))
     if unknown:
-        raise ValueError(f"solver {solver!r} takes no options {unknown}; its options are "
-                         f"{sorted(known) or 'none'} (--solver-option KEY=VALUE)")
+        raise ValueError(
+            f"solver {solver!r} takes no options {unknown}; its options are "
+            f"{sorted(known) or 'none'} (--solver-option KEY=VALUE)"
+        )
     return options

@@ -9,9 +9,9 @@ import json
 import numpy as np
 
 from influence_core.data.datasets import load_dataset
+from influence_core.evaluation.leave_one_out import leave_one_out_check
 from influence_core.io_safety import atomic_write, check_output_file
 from influence_core.models.training import train_model
-from influence_core.evaluation.leave_one_out import leave_one_out_check
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +32,17 @@ def run(args: argparse.Namespace) -> int:
     model = train_model(dataset, "logreg", seed=args.seed, weight_decay=args.weight_decay, dtype="float64")
     test_idx = np.sort(np.random.default_rng(args.seed).choice(dataset.n_test, args.n_test, replace=False))
     check = leave_one_out_check(model, dataset, test_idx, n_retrain=args.n_retrain)
-    print(f"leave-one-out on {args.dataset} / logistic regression (wd={args.weight_decay}), "
-          f"{len(check['retrained_indices'])} retrainings")
+    print(
+        f"leave-one-out on {args.dataset} / logistic regression (wd={args.weight_decay}), "
+        f"{len(check['retrained_indices'])} retrainings"
+    )
     print("| test point | Pearson (predicted vs actual loss change) |\n|---:|---:|")
     for t, r in zip(check["test_indices"], check["pearson"]):
         print(f"| {t} | {r:.4f} |")
-    print(f"mean Pearson {check['pearson'].mean():.4f}, min {check['pearson'].min():.4f}, "
-          f"sign agreement {check['sign_agreement']:.3f}")
+    print(
+        f"mean Pearson {check['pearson'].mean():.4f}, min {check['pearson'].min():.4f}, "
+        f"sign agreement {check['sign_agreement']:.3f}"
+    )
     if args.json:
         with atomic_write(args.json) as fh:
             json.dump({k: np.asarray(v).tolist() for k, v in check.items()}, fh, indent=1)

@@ -20,14 +20,16 @@ own Gram:
 
 The Linear-layer pieces are checked against forward mode (J v for a random v on a few points) before use, so a
 weight also used outside its module (tied weights) takes the generic path. Both return the same K_S as
-``gauss_newton_factors(S, w) @ gauss_newton_factors(S, w).T`` (up to rounding; ``tests/influence/test_across_samples.py``),
+``gauss_newton_factors(S, w) @ gauss_newton_factors(S, w).T`` (up to rounding;
+``tests/influence/test_across_samples.py``),
 together with the roots M_S (m, C−1, C) they used, which the solve's matrix-free
 map must share (eigenvectors of a near-degenerate Λ_i are only defined up to rotation).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,8 +39,14 @@ from torch.func import functional_call
 from influence_core.curvature.objective import Objective
 from influence_core.models.task import replica
 
-__all__ = ["SampleGram", "sample_grams", "linear_layer_pieces", "LayerPiece", "gauss_newton_matrix",
-           "SHARED_FACTOR_MAX_BYTES"]
+__all__ = [
+    "SampleGram",
+    "sample_grams",
+    "linear_layer_pieces",
+    "LayerPiece",
+    "gauss_newton_matrix",
+    "SHARED_FACTOR_MAX_BYTES",
+]
 
 SHARED_FACTOR_MAX_BYTES = 512 * 1024**2
 """Memory allowed for the union's per-point factors U_i⁰ (generic path); above it each sample is done alone."""
@@ -47,8 +55,9 @@ SHARED_FACTOR_MAX_BYTES = 512 * 1024**2
 class SampleGram:
     """K_S (r, r), the validated indices (m,) and the roots M_S (m, C−1, C) of one Hessian sample."""
 
-    def __init__(self, indices: np.ndarray, weights: np.ndarray | None, roots: torch.Tensor, gram: torch.Tensor,
-                 method: str):
+    def __init__(
+        self, indices: np.ndarray, weights: np.ndarray | None, roots: torch.Tensor, gram: torch.Tensor, method: str
+    ):
         self.indices, self.weights, self.roots, self.gram, self.method = indices, weights, roots, gram, method
 
 
@@ -92,6 +101,7 @@ def linear_layer_pieces(objective: Objective, indices: np.ndarray) -> list[Layer
         def hook(_module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
             seen[name].append(inputs[0].detach())
             return output + eps[name] if name in eps else output
+
         return hook
 
     handles = [modules[name].register_forward_hook(hook_for(name)) for name, *_ in layers]
@@ -105,11 +115,14 @@ def linear_layer_pieces(objective: Objective, indices: np.ndarray) -> list[Layer
                 seen[name].clear()
             with torch.no_grad():  # shapes of the layer outputs
                 shapes = {}
-                probe = [modules[name].register_forward_hook(
-                    lambda m, i, o, name=name: shapes.__setitem__(name, o.shape)) for name, *_ in layers]
+                probe = [
+                    modules[name].register_forward_hook(lambda m, i, o, name=name: shapes.__setitem__(name, o.shape))
+                    for name, *_ in layers
+                ]
                 try:
-                    functional_call(private, (objective.unflatten(objective.theta), objective.fixed,
-                                              objective.buffers), (x,))
+                    functional_call(
+                        private, (objective.unflatten(objective.theta), objective.fixed, objective.buffers), (x,)
+                    )
                 finally:
                     for h in probe:
                         h.remove()
@@ -118,19 +131,23 @@ def linear_layer_pieces(objective: Objective, indices: np.ndarray) -> list[Layer
             for name in seen:
                 seen[name].clear()
             eps.clear()
-            eps.update({name: torch.zeros(shapes[name], device=objective.device, dtype=objective.dtype,
-                                          requires_grad=True) for name, *_ in layers})
+            eps.update(
+                {
+                    name: torch.zeros(shapes[name], device=objective.device, dtype=objective.dtype, requires_grad=True)
+                    for name, *_ in layers
+                }
+            )
             with torch.enable_grad():
-                out = functional_call(private, (objective.unflatten(objective.theta.detach()), objective.fixed,
-                                                objective.buffers), (x,))
+                out = functional_call(
+                    private, (objective.unflatten(objective.theta.detach()), objective.fixed, objective.buffers), (x,)
+                )
                 logits = objective.task.output(out)
                 if logits.shape != (len(chunk), C):
                     return None
                 tensors = [eps[name] for name, *_ in layers]
-                per_class = [torch.autograd.grad(logits[:, c].sum(), tensors, retain_graph=c < C - 1)
-                             for c in range(C)]
+                per_class = [torch.autograd.grad(logits[:, c].sum(), tensors, retain_graph=c < C - 1) for c in range(C)]
             for li, (name, _, has_w, has_b) in enumerate(layers):
-                D_out[li].append(torch.stack([g[li] for g in per_class], dim=1).detach())       # (c, C, d_out)
+                D_out[li].append(torch.stack([g[li] for g in per_class], dim=1).detach())  # (c, C, d_out)
                 if has_w:
                     a = seen[name][0].reshape(len(chunk), -1)
                     if has_b:
@@ -143,13 +160,20 @@ def linear_layer_pieces(objective: Objective, indices: np.ndarray) -> list[Layer
     pieces = []
     for li, (name, _, has_w, has_b) in enumerate(layers):
         prefix = f"{name}." if name else ""
-        pieces.append(LayerPiece(torch.cat(A_out[li]) if has_w else None, torch.cat(D_out[li]),
-                                 f"{prefix}weight" if has_w else None, f"{prefix}bias" if has_b else None))
+        pieces.append(
+            LayerPiece(
+                torch.cat(A_out[li]) if has_w else None,
+                torch.cat(D_out[li]),
+                f"{prefix}weight" if has_w else None,
+                f"{prefix}bias" if has_b else None,
+            )
+        )
     return pieces if _pieces_reproduce_jvp(objective, indices, pieces) else None
 
 
-def _pieces_reproduce_jvp(objective: Objective, indices: np.ndarray, pieces: list[LayerPiece],
-                          points: int = 16) -> bool:
+def _pieces_reproduce_jvp(
+    objective: Objective, indices: np.ndarray, pieces: list[LayerPiece], points: int = 16
+) -> bool:
     """Check J v = Σ_l D_l (V_l A_l) against forward mode for a random v on a few points: catches what the hooks
     cannot see (a weight also used outside its module, tied weights), which then take the generic path."""
     from influence_core.curvature.objective import jvp
@@ -158,7 +182,7 @@ def _pieces_reproduce_jvp(objective: Objective, indices: np.ndarray, pieces: lis
     x = objective.batch(idx)[0]
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(objective.n_params, generator=gen, dtype=torch.float64).to(objective.device, objective.dtype)
-    exact = jvp(lambda th: objective.logits(th, x), (objective.theta,), (v,))[1]            # (k, C)
+    exact = jvp(lambda th: objective.logits(th, x), (objective.theta,), (v,))[1]  # (k, C)
     parts = dict(zip(objective.names, torch.split(v, objective.numels)))
     approx = torch.zeros_like(exact)
     for A, D, w_name, b_name in pieces:
@@ -168,9 +192,9 @@ def _pieces_reproduce_jvp(objective: Objective, indices: np.ndarray, pieces: lis
             Vl.append(parts[w_name].reshape(d_out, -1))
         if b_name is not None:
             Vl.append(parts[b_name].reshape(d_out, 1))
-        Vl = torch.cat(Vl, dim=1)                                                           # (d_out, d_in [+1])
-        a = A[:len(idx)] if A is not None else torch.ones(len(idx), 1, device=D.device, dtype=D.dtype)
-        approx += torch.einsum("kco,oa,ka->kc", D[:len(idx)], Vl, a)
+        Vl = torch.cat(Vl, dim=1)  # (d_out, d_in [+1])
+        a = A[: len(idx)] if A is not None else torch.ones(len(idx), 1, device=D.device, dtype=D.dtype)
+        approx += torch.einsum("kco,oa,ka->kc", D[: len(idx)], Vl, a)
     scale = float(exact.abs().max()) or 1.0
     tol = 1e-4 if objective.dtype == torch.float32 else 1e-9
     return float((approx - exact).abs().max()) <= tol * scale
@@ -180,8 +204,9 @@ def _normalised_weights(objective: Objective, indices: np.ndarray, weights: np.n
     return objective._weights(indices, weights).double()
 
 
-def sample_grams(objective: Objective, samples: Sequence[tuple[np.ndarray, np.ndarray | None]],
-                 method: str = "auto") -> list[SampleGram]:
+def sample_grams(
+    objective: Objective, samples: Sequence[tuple[np.ndarray, np.ndarray | None]], method: str = "auto"
+) -> list[SampleGram]:
     """K_S = U_S U_Sᵀ for each sample (indices (m,), weights (m,) or None) of a Gauss-Newton objective, sharing the
     per-point pieces of the union of the samples' points (see the module doc). ``method``: "auto" (Linear-layer
     structure when it applies, else generic), "linear" (refuse with ValueError when it does not apply), "generic"."""
@@ -190,12 +215,14 @@ def sample_grams(objective: Objective, samples: Sequence[tuple[np.ndarray, np.nd
     objective.task.require_gauss_newton()
     samples = [(objective.subset(idx), None if w is None else np.asarray(w, dtype=np.float64)) for idx, w in samples]
     union = np.unique(np.concatenate([idx for idx, _ in samples]))
-    _, roots0 = objective.gauss_newton_roots(union, unweighted=True)                      # (u, C−1, C)
+    _, roots0 = objective.gauss_newton_roots(union, unweighted=True)  # (u, C−1, C)
     R = roots0.shape[1]
     pieces = None if method == "generic" else linear_layer_pieces(objective, union)
     if pieces is None and method == "linear":
-        raise ValueError("the Linear-layer Gram needs θ made only of nn.Linear weights/biases applied once to 2-D "
-                         "inputs; use method='generic'")
+        raise ValueError(
+            "the Linear-layer Gram needs θ made only of nn.Linear weights/biases applied once to 2-D "
+            "inputs; use method='generic'"
+        )
     itemsize = torch.finfo(objective.dtype).bits // 8
     U0 = None
     if pieces is None and len(union) * R * objective.n_params * itemsize <= SHARED_FACTOR_MAX_BYTES:
@@ -203,18 +230,18 @@ def sample_grams(objective: Objective, samples: Sequence[tuple[np.ndarray, np.nd
     out = []
     for idx, w in samples:
         pos = np.searchsorted(union, idx)
-        sw = _normalised_weights(objective, idx, w).sqrt().to(objective.dtype)             # (m,)
-        roots = roots0[pos] * sw[:, None, None]                                           # (m, C−1, C)
+        sw = _normalised_weights(objective, idx, w).sqrt().to(objective.dtype)  # (m,)
+        roots = roots0[pos] * sw[:, None, None]  # (m, C−1, C)
         if pieces is not None:
             m = len(idx)
             K = torch.zeros(m, R, m, R, device=objective.device, dtype=objective.dtype)
             for A, D, _, _ in pieces:
-                V = torch.bmm(roots, D[pos]).reshape(m * R, -1)                           # (r, d_out)
+                V = torch.bmm(roots, D[pos]).reshape(m * R, -1)  # (r, d_out)
                 VV = (V @ V.T).view(m, R, m, R)
                 if A is None:  # bias only: a·a + 1 → 1
                     K += VV
                 else:
-                    AA = A[pos] @ A[pos].T                                                # (m, m), bias 1 inside
+                    AA = A[pos] @ A[pos].T  # (m, m), bias 1 inside
                     K.addcmul_(VV, AA[:, None, :, None])
             K = K.view(m * R, m * R)
             how = "linear"
@@ -229,14 +256,15 @@ def sample_grams(objective: Objective, samples: Sequence[tuple[np.ndarray, np.nd
     return out
 
 
-def gauss_newton_matrix(objective: Objective, indices: object | None = None,
-                        weights: object | None = None) -> torch.Tensor | None:
+def gauss_newton_matrix(
+    objective: Objective, indices: object | None = None, weights: object | None = None
+) -> torch.Tensor | None:
     """The dense G_S + wd·I (p, p) of a model made of ``nn.Linear`` layers, from the layer pieces (None when θ is
     not made of them: use ``Objective.hessian``). Block (l, l') = Σ_i (V_ilᵀ V_il') ⊗ (a_il a_il'ᵀ) with
     V_il = M_i δ_il (C−1, d_out): one matrix product over the points per block, 2·m·p² flops in all, instead of
     p HVPs over the sample (each a forward and a backward pass over the m points). Same matrix as
     ``objective.hessian(indices, weights, "gauss_newton")`` up to rounding."""
-    idx, roots = objective.gauss_newton_roots(indices, weights)                          # weighted, Σw̃ = 1
+    idx, roots = objective.gauss_newton_roots(indices, weights)  # weighted, Σw̃ = 1
     pieces = linear_layer_pieces(objective, idx)
     if pieces is None:
         return None
@@ -257,8 +285,8 @@ def gauss_newton_matrix(objective: Objective, indices: object | None = None,
     G = torch.zeros(p, p, device=objective.device, dtype=objective.dtype)
     for A, V, pos in layout:
         for A2, V2, pos2 in layout:
-            B = torch.bmm(V.transpose(1, 2), V2).reshape(n_pts, -1)                        # (m, d_out·d_out')
-            AA = (A[:, :, None] * A2[:, None, :]).reshape(n_pts, -1)                       # (m, d_in·d_in')
+            B = torch.bmm(V.transpose(1, 2), V2).reshape(n_pts, -1)  # (m, d_out·d_out')
+            AA = (A[:, :, None] * A2[:, None, :]).reshape(n_pts, -1)  # (m, d_in·d_in')
             block = (B.T @ AA).reshape(V.shape[2], V2.shape[2], A.shape[1], A2.shape[1])
             block = block.permute(0, 2, 1, 3).reshape(pos.size, pos2.size)
             G[torch.as_tensor(pos.reshape(-1))[:, None], torch.as_tensor(pos2.reshape(-1))[None, :]] = block

@@ -17,7 +17,7 @@ follow the model's device and dtype. Batches of vectors are (k, p) tensors.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -90,18 +90,29 @@ class Objective:
             so its parameters, ``requires_grad``, ``training`` flags and hooks are never changed, and several threads
             may compute on one objective (or one model) at once.
         X, y: the training set: arrays/tensors X (n, ...) and labels y (n,), or a data source / map-style
-            ``torch.utils.data.Dataset`` / ``DataLoader`` as ``X`` with ``y=None`` (see :mod:`influence_core.data.sources`).
+            ``torch.utils.data.Dataset`` / ``DataLoader`` as ``X`` with ``y=None`` (see
+            :mod:`influence_core.data.sources`).
             Chunks are moved to the model's device one at a time; floating inputs take the model's dtype, integer
             inputs (token ids) stay integers.
         weight_decay: wd of the training objective (its Hessian contributes wd·I).
         chunk_size: samples per vectorised chunk (memory ∝ chunk_size · p for per-sample gradients).
-        task: a :class:`~influence_core.models.task.Task` (output function, loss, query measurement); default softmax CE.
+        task: a :class:`~influence_core.models.task.Task` (output function, loss, query measurement); default softmax
+        CE.
         params: the parameters θ is made of (see :func:`~influence_core.models.task.select_parameters`): None (all with
             ``requires_grad``), names, modules or ``"last_layer"``; the others are held fixed.
     """
 
-    def __init__(self, model: nn.Module, X: object, y: object = None, weight_decay: float = 0.0,
-                 chunk_size: int = 256, *, task: Task | None = None, params: object = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        X: object,
+        y: object = None,
+        weight_decay: float = 0.0,
+        chunk_size: int = 256,
+        *,
+        task: Task | None = None,
+        params: object = None,
+    ):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         check_real("weight_decay", weight_decay, 0)
@@ -116,12 +127,16 @@ class Objective:
         self.source = as_source(X, y, self.dtype)
         self._y = source_labels(self.source)
         if len(self._y) == 0 or len(self._y) != len(self.source):
-            raise ValueError(f"the training set must be non-empty with one label per point; got {len(self.source)} "
-                             f"points and {len(self._y)} labels")
+            raise ValueError(
+                f"the training set must be non-empty with one label per point; got {len(self.source)} "
+                f"points and {len(self._y)} labels"
+            )
         if isinstance(self.source, ArraySource):
             if self.source.X.ndim < 2:
-                raise ValueError(f"X must be (n, ...) and y (n,) with the same n; got {tuple(self.source.X.shape)} "
-                                 f"and {tuple(self._y.shape)}")
+                raise ValueError(
+                    f"X must be (n, ...) and y (n,) with the same n; got {tuple(self.source.X.shape)} "
+                    f"and {tuple(self._y.shape)}"
+                )
             if self.source.X.is_floating_point() and not torch.isfinite(self.source.X).all():
                 raise ValueError("X contains NaN or infinite values")
         self.weight_decay = float(weight_decay)
@@ -137,24 +152,32 @@ class Objective:
         with torch.no_grad():
             out = self.logits(self.theta, x1)
         if not isinstance(out, torch.Tensor):
-            raise TypeError(f"the output function returned a {type(out).__name__}, not a torch tensor; output_fn "
-                            "must return the logits as a tensor (batch, classes), without .numpy() or .item()")
+            raise TypeError(
+                f"the output function returned a {type(out).__name__}, not a torch tensor; output_fn "
+                "must return the logits as a tensor (batch, classes), without .numpy() or .item()"
+            )
         if out.ndim != 2 or out.shape[0] != 1:
-            raise ValueError(f"the model's output (after the output function) has shape {tuple(out.shape)} for a "
-                             "batch of 1 input; influence needs logits of shape (batch, classes): pass output_fn= "
-                             "(or Task(output=...)) to extract them, e.g. lambda out: out.flatten(1)")
+            raise ValueError(
+                f"the model's output (after the output function) has shape {tuple(out.shape)} for a "
+                "batch of 1 input; influence needs logits of shape (batch, classes): pass output_fn= "
+                "(or Task(output=...)) to extract them, e.g. lambda out: out.flatten(1)"
+            )
         self._n_classes = int(out.shape[-1])
         self.input_shape = tuple(x1.shape[1:])  # of one input; test points must match it
         if self._y.min() < 0 or self._y.max() >= self._n_classes:
-            raise ValueError(f"labels must lie in [0, {self._n_classes}) (the model has {self._n_classes} outputs); "
-                             f"got values from {int(self._y.min())} to {int(self._y.max())}")
+            raise ValueError(
+                f"labels must lie in [0, {self._n_classes}) (the model has {self._n_classes} outputs); "
+                f"got values from {int(self._y.min())} to {int(self._y.max())}"
+            )
         with torch.no_grad():
             x2, y2 = self.batch(np.arange(min(2, self.n)))
             loss = self.task.loss(self.logits(self.theta, x2), y2)
         if not isinstance(loss, torch.Tensor) or tuple(loss.shape) != (len(y2),):
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise ValueError(f"loss_fn must return one loss per sample, shape (batch,) = ({len(y2)},), got {shape}; "
-                             "use reduction='none' (e.g. F.cross_entropy(logits, y, reduction='none'))")
+            raise ValueError(
+                f"loss_fn must return one loss per sample, shape (batch,) = ({len(y2)},), got {shape}; "
+                "use reduction='none' (e.g. F.cross_entropy(logits, y, reduction='none'))"
+            )
 
     # ------------------------------------------------------------------ basics
     @property
@@ -175,8 +198,10 @@ class Objective:
     def X(self) -> torch.Tensor:
         """All training inputs (n, ...) of an array source (on the CPU or where they were given)."""
         if not isinstance(self.source, ArraySource):
-            raise AttributeError("this objective reads its training points from a data source, not arrays; use "
-                                 "objective.batch(indices) to fetch some")
+            raise AttributeError(
+                "this objective reads its training points from a data source, not arrays; use "
+                "objective.batch(indices) to fetch some"
+            )
         return self.source.X
 
     @property
@@ -222,7 +247,7 @@ class Objective:
         size = chunk_size or self.chunk_size
         idx = np.arange(self.n) if indices is None else np.asarray(indices)
         for start in range(0, len(idx), size):
-            yield torch.as_tensor(idx[start:start + size], device=self.device)
+            yield torch.as_tensor(idx[start : start + size], device=self.device)
 
     def subset(self, indices: object | None) -> np.ndarray:
         """Validated index array (None = all n points)."""
@@ -257,8 +282,12 @@ class Objective:
         y = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y))
         if len(X) != len(y) or len(X) == 0:
             raise ValueError(f"X and y must be non-empty with the same length, got {len(X)} and {len(y)}")
-        return torch.cat([self.query_grads(X[i:i + self.chunk_size], y[i:i + self.chunk_size])
-                          for i in range(0, len(X), self.chunk_size)])
+        return torch.cat(
+            [
+                self.query_grads(X[i : i + self.chunk_size], y[i : i + self.chunk_size])
+                for i in range(0, len(X), self.chunk_size)
+            ]
+        )
 
     def train_grads(self, indices: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield (index chunk, per-sample gradients (c, p)) over the training points."""
@@ -297,15 +326,17 @@ class Objective:
             self.task.require_gauss_newton()
         maps: list[Operator] = []
         for start, chunk in zip(range(0, len(idx), self.chunk_size), self.chunks(idx)):
-            wc = w[start:start + len(chunk)]
+            wc = w[start : start + len(chunk)]
             x, y = self.batch(chunk)
             if mode == "hessian":
+
                 def weighted_loss(th: torch.Tensor, x=x, y=y, wc=wc) -> torch.Tensor:
                     return (self.losses(th, x, y) * wc).sum()
 
                 _, pullback = vjp(grad(weighted_loss), self.theta)
                 maps.append(lambda V, pb=pullback: vmap(pb)(V)[0])
             else:
+
                 def logits(th: torch.Tensor, x=x) -> torch.Tensor:
                     return self.logits(th, x)
 
@@ -328,15 +359,21 @@ class Objective:
             out = out + apply(V)
         return out[0] if single else out
 
-    def hvp(self, V: torch.Tensor, indices: object | None = None, weights: object | None = None,
-            mode: str = "hessian") -> torch.Tensor:
+    def hvp(
+        self, V: torch.Tensor, indices: object | None = None, weights: object | None = None, mode: str = "hessian"
+    ) -> torch.Tensor:
         """H_S v (or G_S v with mode="gauss_newton") for v (p,) or a batch V (k, p); S = ``indices`` (None: all),
         ``weights`` optional (normalised to sum 1). Includes the wd·v term. Chunked; see :meth:`_chunk_maps`."""
         idx = self.subset(indices)
         return self._apply(self._chunk_maps(idx, self._weights(idx, weights), mode), V)
 
-    def operator(self, indices: object | None = None, weights: object | None = None,
-                 mode: str = "hessian", cache_limit: int = 8192) -> Operator:
+    def operator(
+        self,
+        indices: object | None = None,
+        weights: object | None = None,
+        mode: str = "hessian",
+        cache_limit: int = 8192,
+    ) -> Operator:
         """The map V (k, p) -> H_S V as a closure, for solvers that apply it many times. When |S| <= ``cache_limit``
         the per-chunk linearisations are built once and reused (memory ∝ |S| activations); above it they are
         rebuilt at each product so memory stays bounded by the chunk size."""
@@ -351,40 +388,49 @@ class Objective:
             self.task.require_gauss_newton()
         return lambda V: self._apply(self._chunk_maps(idx, w, mode), V)
 
-    def hessian(self, indices: object | None = None, weights: object | None = None, mode: str = "hessian",
-                block: int = 256) -> torch.Tensor:
+    def hessian(
+        self, indices: object | None = None, weights: object | None = None, mode: str = "hessian", block: int = 256
+    ) -> torch.Tensor:
         """The exact matrix H_S (p, p), built column block by column block from HVPs (small models only)."""
         p = self.n_params
         if p > EXACT_MAX_PARAMS:
-            raise ValueError(f"the exact Hessian of {p} parameters would need {p * p * 8 / 1e9:.1f} GB; "
-                             "use solver='cg' or 'lissa' for models this large")
+            raise ValueError(
+                f"the exact Hessian of {p} parameters would need {p * p * 8 / 1e9:.1f} GB; "
+                "use solver='cg' or 'lissa' for models this large"
+            )
         idx = self.subset(indices)
         H = torch.empty(p, p, device=self.device, dtype=self.dtype)
         eye = torch.eye(p, device=self.device, dtype=self.dtype)
         op = self.operator(idx, weights, mode)
         for start in range(0, p, block):
-            H[start:start + block] = op(eye[start:start + block])
+            H[start : start + block] = op(eye[start : start + block])
         return 0.5 * (H + H.T)
 
-    def gauss_newton_roots(self, indices: object | None = None, weights: object | None = None, *,
-                           unweighted: bool = False) -> tuple[np.ndarray, torch.Tensor]:
+    def gauss_newton_roots(
+        self, indices: object | None = None, weights: object | None = None, *, unweighted: bool = False
+    ) -> tuple[np.ndarray, torch.Tensor]:
         """(validated indices (m,), M (m, C−1, C)) with M_i = √w_i Λ_i^{1/2} Q_iᵀ, so M_iᵀM_i = w_i A_i and
         U_i = M_i J_i. Weights are normalised to sum 1 (uniform 1/m if None); ``unweighted=True`` uses w_i = 1."""
         self.task.require_gauss_newton()
         idx = self.subset(indices)
-        w = torch.ones(len(idx), device=self.device, dtype=torch.float64) if unweighted else \
-            self._weights(idx, weights).double()
+        w = (
+            torch.ones(len(idx), device=self.device, dtype=torch.float64)
+            if unweighted
+            else self._weights(idx, weights).double()
+        )
         with torch.no_grad():
-            prob = torch.cat([torch.softmax(self.logits(self.theta, self.batch(c)[0]), dim=-1)
-                              for c in self.chunks(idx)])
+            prob = torch.cat(
+                [torch.softmax(self.logits(self.theta, self.batch(c)[0]), dim=-1) for c in self.chunks(idx)]
+            )
         prob = prob.double()
-        A = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]           # (m, C, C)
-        lam, Q = torch.linalg.eigh(A)                                               # ascending; lam[:, 0] ≈ 0
+        A = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]  # (m, C, C)
+        lam, Q = torch.linalg.eigh(A)  # ascending; lam[:, 0] ≈ 0
         M = (lam[:, 1:].clamp_min(0) * w[:, None]).sqrt()[:, :, None] * Q[:, :, 1:].transpose(1, 2)
         return idx, M.to(self.dtype)
 
-    def gauss_newton_factors(self, indices: object | None = None, weights: object | None = None, *,
-                             unweighted: bool = False) -> torch.Tensor:
+    def gauss_newton_factors(
+        self, indices: object | None = None, weights: object | None = None, *, unweighted: bool = False
+    ) -> torch.Tensor:
         """The dense factor U_S (m(C−1), p), rows point-major, with U_SᵀU_S + wd·I = G_S (see the module doc).
 
         Per-point Jacobians J_i (C, p) by ``vmap(jacrev)`` in chunks of (chunk, C, p) <= ~256 MB. Memory of the
@@ -399,20 +445,23 @@ class Objective:
         jac = vmap(jacrev(single_logits), in_dims=(None, 0))
         out = []
         for start, c in zip(range(0, len(idx), chunk), self.chunks(idx, chunk)):
-            J = jac(self.theta, self.batch(c)[0])                                        # (c, C, p)
-            out.append(torch.bmm(M[start:start + len(c)], J).reshape(-1, p))       # (c·(C−1), p)
+            J = jac(self.theta, self.batch(c)[0])  # (c, C, p)
+            out.append(torch.bmm(M[start : start + len(c)], J).reshape(-1, p))  # (c·(C−1), p)
         return torch.cat(out)
 
-    def gauss_newton_operator(self, indices: object | None = None,
-                              weights: object | None = None) -> "GaussNewtonFactors":
+    def gauss_newton_operator(
+        self, indices: object | None = None, weights: object | None = None
+    ) -> "GaussNewtonFactors":
         """U_S as a matrix-free linear map (see :class:`GaussNewtonFactors`)."""
         return GaussNewtonFactors(self, indices, weights)
 
-    def largest_eigenvalue(self, indices: object | None = None, weights: object | None = None,
-                           mode: str = "hessian", **options: float) -> float:
+    def largest_eigenvalue(
+        self, indices: object | None = None, weights: object | None = None, mode: str = "hessian", **options: float
+    ) -> float:
         """λ_max of H_S (including wd), by power iteration (see :func:`largest_eigenvalue`)."""
-        return largest_eigenvalue(self.operator(indices, weights, mode), self.n_params, self.device, self.dtype,
-                                  **options)
+        return largest_eigenvalue(
+            self.operator(indices, weights, mode), self.n_params, self.device, self.dtype, **options
+        )
 
 
 class GaussNewtonFactors:
@@ -433,13 +482,17 @@ class GaussNewtonFactors:
         self._maps: list[tuple[torch.Tensor, Callable, Callable]] | None = None
 
     @classmethod
-    def from_roots(cls, objective: Objective, indices: np.ndarray, roots: torch.Tensor,
-                   weights: object | None = None) -> "GaussNewtonFactors":
+    def from_roots(
+        cls, objective: Objective, indices: np.ndarray, roots: torch.Tensor, weights: object | None = None
+    ) -> "GaussNewtonFactors":
         """The map with given roots M_S (m, C−1, C) (computed elsewhere, e.g. shared by several samples, or loaded
         from a file) instead of recomputing them."""
         self = cls.__new__(cls)
-        self.objective, self.indices, self.M = objective, np.asarray(indices), roots.to(objective.device,
-                                                                                         objective.dtype)
+        self.objective, self.indices, self.M = (
+            objective,
+            np.asarray(indices),
+            roots.to(objective.device, objective.dtype),
+        )
         self.rank_per_point = self.M.shape[1]
         self.shape = (len(self.indices) * self.rank_per_point, objective.n_params)
         self.weights, self._maps = weights, None
@@ -453,6 +506,7 @@ class GaussNewtonFactors:
             obj = self.objective
             self._maps = []
             for chunk in obj.chunks(self.indices):
+
                 def logits(th: torch.Tensor, x=obj.batch(chunk)[0]) -> torch.Tensor:
                     return obj.logits(th, x)
 
@@ -464,8 +518,8 @@ class GaussNewtonFactors:
         """U_S Vᵀ transposed: (k, p) -> (k, r)."""
         obj, out, start = self.objective, [], 0
         for chunk, logits, _ in self._chunk_maps():
-            M = self.M[start:start + len(chunk)]
-            jv = vmap(lambda v, logits=logits: jvp(logits, (obj.theta,), (v,))[1])(V)   # (k, c, C)
+            M = self.M[start : start + len(chunk)]
+            jv = vmap(lambda v, logits=logits: jvp(logits, (obj.theta,), (v,))[1])(V)  # (k, c, C)
             out.append(torch.einsum("irc,kic->kir", M, jv).reshape(len(V), -1))
             start += len(chunk)
         return torch.cat(out, dim=1)
@@ -477,8 +531,8 @@ class GaussNewtonFactors:
         out = torch.zeros(k, self.shape[1], device=Y.device, dtype=Y.dtype)
         start = 0
         for chunk, _, pullback in self._chunk_maps():
-            M = self.M[start:start + len(chunk)]
-            cot = torch.einsum("irc,kir->kic", M, Y[:, start:start + len(chunk)])      # (k, c, C)
+            M = self.M[start : start + len(chunk)]
+            cot = torch.einsum("irc,kir->kic", M, Y[:, start : start + len(chunk)])  # (k, c, C)
             out += vmap(lambda c, pb=pullback: pb(c)[0])(cot)
             start += len(chunk)
         return out
@@ -488,9 +542,15 @@ class GaussNewtonFactors:
         return self.objective.gauss_newton_factors(self.indices, self.weights)
 
 
-def largest_eigenvalue(op: Operator, dim: int, device: torch.device | str = "cpu",
-                       dtype: torch.dtype = torch.float32, max_iter: int = 100, tol: float = 1e-3,
-                       seed: int = 0) -> float:
+def largest_eigenvalue(
+    op: Operator,
+    dim: int,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    seed: int = 0,
+) -> float:
     """Eigenvalue of largest magnitude of a symmetric operator (p,) -> (p,), by power iteration from a seeded
     random start; stops when the Rayleigh quotient changes by less than ``tol`` (relative)."""
     gen = torch.Generator().manual_seed(seed)

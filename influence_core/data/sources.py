@@ -18,7 +18,8 @@ Adapters (:func:`as_source` picks one):
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -40,8 +41,10 @@ def _as_tensor(a: Any) -> torch.Tensor:
         return a.detach()
     arr = np.asarray(a)
     if arr.dtype == object:
-        raise TypeError("inputs must be numeric arrays or tensors; got an object array (ragged or mixed data). "
-                        "Wrap your data in a torch Dataset with a collate_fn instead")
+        raise TypeError(
+            "inputs must be numeric arrays or tensors; got an object array (ragged or mixed data). "
+            "Wrap your data in a torch Dataset with a collate_fn instead"
+        )
     return torch.as_tensor(arr)
 
 
@@ -55,18 +58,22 @@ class ArraySource:
         if X.is_floating_point() and dtype is not None:
             X = X.to(dtype)
         elif X.is_complex():
-            raise ValueError("inputs are complex numbers; the engine needs real inputs (take .real or .abs() "
-                             "explicitly)")
+            raise ValueError(
+                "inputs are complex numbers; the engine needs real inputs (take .real or .abs() explicitly)"
+            )
         elif X.dtype == torch.bool:
             X = X.to(dtype or torch.float32)
         if X.ndim < 1 or y.ndim != 1 or len(X) != len(y):
-            raise ValueError(f"X must be (n, ...) and y (n,) with the same n; got {tuple(X.shape)} and "
-                             f"{tuple(y.shape)}")
+            raise ValueError(
+                f"X must be (n, ...) and y (n,) with the same n; got {tuple(X.shape)} and {tuple(y.shape)}"
+            )
         if y.is_complex() or y.dtype == torch.bool:
             raise ValueError(f"labels must be integer class ids; got {y.dtype} labels")
         if y.is_floating_point() and not torch.equal(y, y.round()):
-            raise ValueError("labels must be integer class ids; got non-integer floats (e.g. "
-                             f"{float(y[(y != y.round()).nonzero()[0, 0]])})")
+            raise ValueError(
+                "labels must be integer class ids; got non-integer floats (e.g. "
+                f"{float(y[(y != y.round()).nonzero()[0, 0]])})"
+            )
         self.X, self.y = X, y.long()
 
     def __len__(self) -> int:
@@ -85,13 +92,14 @@ class DatasetSource:
     """A map-style ``torch.utils.data.Dataset`` of ``(input, label)`` items; ``collate_fn`` stacks a batch."""
 
     def __init__(self, dataset: Any, collate_fn: Callable[[list], Any] | None = None):
-        from torch.utils.data import IterableDataset
-        from torch.utils.data import default_collate
+        from torch.utils.data import IterableDataset, default_collate
 
         if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__getitem__"):
-            raise TypeError(f"{type(dataset).__name__} is not a map-style dataset (no __getitem__ by index); "
-                            "influence needs random access to training points: use a map-style Dataset, or load "
-                            "the data into arrays")
+            raise TypeError(
+                f"{type(dataset).__name__} is not a map-style dataset (no __getitem__ by index); "
+                "influence needs random access to training points: use a map-style Dataset, or load "
+                "the data into arrays"
+            )
         try:
             self.n = len(dataset)
         except TypeError:
@@ -109,14 +117,18 @@ class DatasetSource:
             keys = [k for k in ("input", "inputs", "x") if k in batch]
             label_keys = [k for k in ("label", "labels", "y", "target") if k in batch]
             if not keys or not label_keys:
-                raise ValueError(f"a collated batch is a dict with keys {sorted(batch)}; a data source needs "
-                                 "(inputs, labels): return (input, label) items or a collate_fn that does")
+                raise ValueError(
+                    f"a collated batch is a dict with keys {sorted(batch)}; a data source needs "
+                    "(inputs, labels): return (input, label) items or a collate_fn that does"
+                )
             batch = (batch[keys[0]], batch[label_keys[0]])
         if not isinstance(batch, (tuple, list)) or len(batch) != 2:
             size = f" of {len(batch)}" if isinstance(batch, (tuple, list)) else ""
-            raise ValueError(f"dataset items must be (input, label) pairs; a collated batch is a "
-                             f"{type(batch).__name__}{size}. Wrap the dataset so that __getitem__ returns "
-                             "(input, label)")
+            raise ValueError(
+                f"dataset items must be (input, label) pairs; a collated batch is a "
+                f"{type(batch).__name__}{size}. Wrap the dataset so that __getitem__ returns "
+                "(input, label)"
+            )
         x, y = batch
         return _as_tensor(x), _as_tensor(y).long().reshape(-1)
 
@@ -127,8 +139,11 @@ class DatasetSource:
             if targets is not None and len(targets) == self.n:
                 self._labels = _as_tensor(targets).long().reshape(-1)
             else:
-                self._labels = torch.cat([self.fetch(np.arange(s, min(s + 1024, self.n)))[1]
-                                          for s in range(0, self.n, 1024)]) if self.n else torch.zeros(0).long()
+                self._labels = (
+                    torch.cat([self.fetch(np.arange(s, min(s + 1024, self.n)))[1] for s in range(0, self.n, 1024)])
+                    if self.n
+                    else torch.zeros(0).long()
+                )
         return self._labels
 
     def __getstate__(self) -> dict[str, Any]:
@@ -161,5 +176,6 @@ def source_labels(source: Any) -> torch.Tensor:
     if hasattr(source, "labels"):
         return source.labels().reshape(-1).long().cpu()
     n = len(source)
-    return torch.cat([source.fetch(np.arange(s, min(s + 1024, n)))[1].reshape(-1).long().cpu()
-                      for s in range(0, n, 1024)])
+    return torch.cat(
+        [source.fetch(np.arange(s, min(s + 1024, n)))[1].reshape(-1).long().cpu() for s in range(0, n, 1024)]
+    )

@@ -90,21 +90,48 @@ class GroundTruthSpec:
     description: str = ""
 
 
-GROUND_TRUTHS: dict[str, GroundTruthSpec] = {spec.name: spec for spec in (
-    GroundTruthSpec("digits_logreg", "digits", "logreg", {"dtype": "float64"},
-                    description="digits, logistic regression trained in float64 by L-BFGS to its optimum "
-                                "(the recipe of `lds score --arch logreg`)"),
-    GroundTruthSpec("digits_mlp", "digits", "mlp",
-                    description="digits, MLP (64 hidden units; the recipe of the digits MLP LDS study)"),
-    GroundTruthSpec("mnist5k_mlp", "mnist5k", "mlp",
-                    description="MNIST-5k, MLP (64 hidden units; the recipe of the mnist5k MLP LDS study)"),
-    # The app's CNN recipe (ui.config.ModelConfig(arch="cnn").train_kwargs(); a test keeps the two equal).
-    GroundTruthSpec("mnist5k_cnn", "mnist5k", "cnn",
-                    {"epochs": 30, "lr": 3e-3, "weight_decay": 1e-3, "batch_size": 128, "lr_schedule": "cosine",
-                     "polish_steps": 60, "max_polish_steps": 60},
-                    description="MNIST-5k, CNN with the app's recipe (30 cosine-decayed Adam epochs at batch 128, "
-                                "60 L-BFGS iterations)"),
-)}
+GROUND_TRUTHS: dict[str, GroundTruthSpec] = {
+    spec.name: spec
+    for spec in (
+        GroundTruthSpec(
+            "digits_logreg",
+            "digits",
+            "logreg",
+            {"dtype": "float64"},
+            description="digits, logistic regression trained in float64 by L-BFGS to its optimum "
+            "(the recipe of `lds score --arch logreg`)",
+        ),
+        GroundTruthSpec(
+            "digits_mlp",
+            "digits",
+            "mlp",
+            description="digits, MLP (64 hidden units; the recipe of the digits MLP LDS study)",
+        ),
+        GroundTruthSpec(
+            "mnist5k_mlp",
+            "mnist5k",
+            "mlp",
+            description="MNIST-5k, MLP (64 hidden units; the recipe of the mnist5k MLP LDS study)",
+        ),
+        # The app's CNN recipe (ui.config.ModelConfig(arch="cnn").train_kwargs(); a test keeps the two equal).
+        GroundTruthSpec(
+            "mnist5k_cnn",
+            "mnist5k",
+            "cnn",
+            {
+                "epochs": 30,
+                "lr": 3e-3,
+                "weight_decay": 1e-3,
+                "batch_size": 128,
+                "lr_schedule": "cosine",
+                "polish_steps": 60,
+                "max_polish_steps": 60,
+            },
+            description="MNIST-5k, CNN with the app's recipe (30 cosine-decayed Adam epochs at batch 128, "
+            "60 L-BFGS iterations)",
+        ),
+    )
+}
 
 
 def ground_truth_dir() -> Path:
@@ -120,8 +147,9 @@ def ground_truth_path(name_or_path: str | os.PathLike) -> Path:
         return ground_truth_dir() / f"{text}.npz"
     if text.endswith(".npz") or os.sep in text or "/" in text:
         return Path(text)
-    raise ValueError(f"ground truth {text!r} is neither a registered name ({sorted(GROUND_TRUTHS)}) nor a path to a "
-                     ".npz file")
+    raise ValueError(
+        f"ground truth {text!r} is neither a registered name ({sorted(GROUND_TRUTHS)}) nor a path to a .npz file"
+    )
 
 
 def test_indices_for(n_test: int, n_points: int, seed: int) -> np.ndarray:
@@ -177,14 +205,23 @@ def lds_against(scores: Any, ground_truth: GroundTruth | str | os.PathLike, outp
     S = np.asarray(scores)
     T, n = len(gt.test_indices), gt.n_train
     if S.ndim != 2 or S.shape != (T, n):
-        raise ValueError(f"scores must be a (n_test, n_train) = ({T}, {n}) matrix for ground truth {gt.name!r} "
-                         f"(one row per test point, in the order of its test_indices; one column per training point), "
-                         f"got shape {S.shape}")
+        raise ValueError(
+            f"scores must be a (n_test, n_train) = ({T}, {n}) matrix for ground truth {gt.name!r} "
+            f"(one row per test point, in the order of its test_indices; one column per training point), "
+            f"got shape {S.shape}"
+        )
     Y = gt.outputs(output)
     scored = linear_datamodeling_score(S, gt.masks, Y)
     ceil = noise_ceiling(Y)
-    return LDSResult(scored["lds"], scored["per_test"], ceil["ceiling"], ceil["seed_agreement"], output,
-                     gt.k_done, int(gt.logits.shape[0]))
+    return LDSResult(
+        scored["lds"],
+        scored["per_test"],
+        ceil["ceiling"],
+        ceil["seed_agreement"],
+        output,
+        gt.k_done,
+        int(gt.logits.shape[0]),
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -196,8 +233,14 @@ def _code_version() -> str:
     from influence_core import __version__
 
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=Path(__file__).resolve().parent,
-                                capture_output=True, text=True, timeout=10, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"{__version__}" + (f"+git.{commit}" if commit else "")
@@ -211,8 +254,14 @@ def _spec(name_or_spec: str | GroundTruthSpec) -> GroundTruthSpec:
     return GROUND_TRUTHS[name_or_spec]
 
 
-def build_ground_truth(name_or_spec: str | GroundTruthSpec, *, cache_dir: Any = None, executor: Any = None,
-                       max_retrains: int | None = None, progress: Any = None) -> GroundTruth:
+def build_ground_truth(
+    name_or_spec: str | GroundTruthSpec,
+    *,
+    cache_dir: Any = None,
+    executor: Any = None,
+    max_retrains: int | None = None,
+    progress: Any = None,
+) -> GroundTruth:
     """Train the spec's model, retrain its LDS plan (cached and resumable in ``cache_dir``, see
     :func:`retrain_outputs`; at most ``max_retrains`` new retrains, 0 = read the cache only) and collect the finished
     prefix of subsets k = 0 … K_done − 1 (every seed done) as a :class:`GroundTruth`. Raises if fewer than 2
@@ -224,38 +273,67 @@ def build_ground_truth(name_or_spec: str | GroundTruthSpec, *, cache_dir: Any = 
     dataset = load_dataset(spec.dataset, seed=spec.seed, **spec.dataset_options)
     model = train_model(dataset, spec.arch, seed=spec.seed, **spec.train_settings)
     idx = test_indices_for(dataset.n_test, spec.n_test_points, spec.test_seed)
-    retrained = retrain_outputs(model, dataset, spec.plan, cache_dir=cache_dir, executor=executor,
-                                max_retrains=max_retrains, progress=progress)
-    done = np.isfinite(retrained.logits).all(axis=(2, 3)).all(axis=0)          # (K,) every seed finished
+    retrained = retrain_outputs(
+        model, dataset, spec.plan, cache_dir=cache_dir, executor=executor, max_retrains=max_retrains, progress=progress
+    )
+    done = np.isfinite(retrained.logits).all(axis=(2, 3)).all(axis=0)  # (K,) every seed finished
     k_done = int(np.argmin(done)) if not done.all() else len(done)
     if k_done < 2:
-        raise ValueError(f"only {k_done} of {spec.plan.n_subsets} subsets of {spec.name!r} are retrained (every seed); "
-                         "the LDS needs at least 2: run more retrains (--max-retrains) first")
+        raise ValueError(
+            f"only {k_done} of {spec.plan.n_subsets} subsets of {spec.name!r} are retrained (every seed); "
+            "the LDS needs at least 2: run more retrains (--max-retrains) first"
+        )
     logits = retrained.logits[:, :k_done][:, :, idx].astype(np.float32)
     y = np.asarray(dataset.y_test)[idx].astype(np.int64)
     info = retrained.info
-    ceilings = {out: {k: v for k, v in noise_ceiling(output_values(logits, y, out)).items()
-                      if k != "per_test_ceiling"} for out in OUTPUTS}
+    ceilings = {
+        out: {k: v for k, v in noise_ceiling(output_values(logits, y, out)).items() if k != "per_test_ceiling"}
+        for out in OUTPUTS
+    }
     recipe = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": spec.name, "description": spec.description,
-        "dataset": {"name": spec.dataset, "seed": spec.seed, "options": dict(spec.dataset_options),
-                    "data_sha256": info["key_record"]["data_sha256"], "n_train": dataset.n_train,
-                    "n_test": dataset.n_test, "n_classes": dataset.n_classes},
-        "model": {"arch": spec.arch, "seed": spec.seed, "train_settings": dict(spec.train_settings),
-                  "retrain_recipe": info["recipe"]},
-        "test_points": {"n": spec.n_test_points, "seed": spec.test_seed,
-                        "rule": "np.sort(np.random.default_rng(seed).choice(n_test, n, replace=False))"},
-        "plan": asdict(spec.plan), "subset_size": info["subset_size"], "retrain_seeds": info["retrain_seeds"],
-        "cache_key": info["cache_key"], "cache_version": CACHE_VERSION, "torch": info["key_record"]["torch"],
-        "code_version": _code_version(), "k_done": k_done, "partial": k_done < spec.plan.n_subsets,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": spec.name,
+        "description": spec.description,
+        "dataset": {
+            "name": spec.dataset,
+            "seed": spec.seed,
+            "options": dict(spec.dataset_options),
+            "data_sha256": info["key_record"]["data_sha256"],
+            "n_train": dataset.n_train,
+            "n_test": dataset.n_test,
+            "n_classes": dataset.n_classes,
+        },
+        "model": {
+            "arch": spec.arch,
+            "seed": spec.seed,
+            "train_settings": dict(spec.train_settings),
+            "retrain_recipe": info["recipe"],
+        },
+        "test_points": {
+            "n": spec.n_test_points,
+            "seed": spec.test_seed,
+            "rule": "np.sort(np.random.default_rng(seed).choice(n_test, n, replace=False))",
+        },
+        "plan": asdict(spec.plan),
+        "subset_size": info["subset_size"],
+        "retrain_seeds": info["retrain_seeds"],
+        "cache_key": info["cache_key"],
+        "cache_version": CACHE_VERSION,
+        "torch": info["key_record"]["torch"],
+        "code_version": _code_version(),
+        "k_done": k_done,
+        "partial": k_done < spec.plan.n_subsets,
         "noise_ceiling": ceilings,
         "retrain_seconds_mean": float(np.nanmean(_seconds(retrained, k_done))),
         "max_grad_norm": info["max_grad_norm"],
         "full_model_test_accuracy": float(model.training_report.get("test_accuracy", float("nan")))
-        if hasattr(model, "training_report") else None,
+        if hasattr(model, "training_report")
+        else None,
     }
-    return GroundTruth(retrained.masks[:k_done].copy(), logits, retrained.full_logits[idx].astype(np.float32),
-                       idx, y, jsonable(recipe))
+    return GroundTruth(
+        retrained.masks[:k_done].copy(), logits, retrained.full_logits[idx].astype(np.float32), idx, y, jsonable(recipe)
+    )
 
 
 def _seconds(retrained: Any, k_done: int) -> np.ndarray:
@@ -287,9 +365,15 @@ def save_ground_truth(gt: GroundTruth, path: str | os.PathLike, *, sidecar: bool
     _validate(gt.masks, gt.logits, gt.full_logits, gt.test_indices, gt.y_test, gt.recipe, str(path))
     text = json.dumps(jsonable(gt.recipe), sort_keys=True)
     buf = io.BytesIO()
-    np.savez_compressed(buf, masks_packed=np.packbits(gt.masks, axis=1), logits=gt.logits.astype(np.float32),
-                        full_logits=gt.full_logits.astype(np.float32), test_indices=gt.test_indices.astype(np.int64),
-                        y_test=gt.y_test.astype(np.int64), recipe=np.array(text))
+    np.savez_compressed(
+        buf,
+        masks_packed=np.packbits(gt.masks, axis=1),
+        logits=gt.logits.astype(np.float32),
+        full_logits=gt.full_logits.astype(np.float32),
+        test_indices=gt.test_indices.astype(np.int64),
+        y_test=gt.y_test.astype(np.int64),
+        recipe=np.array(text),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         tmp.write_bytes(buf.getvalue())
@@ -305,23 +389,27 @@ def load_ground_truth(name_or_path: str | os.PathLike) -> GroundTruth:
     loaded by a registered name whose recipe is not that name's."""
     path = ground_truth_path(name_or_path)
     if not path.is_file():
-        raise ValueError(f"ground truth {str(name_or_path)!r}: no file {path} (build it with "
-                         f"`python -m influence_core lds ground-truth NAME`)")
+        raise ValueError(
+            f"ground truth {str(name_or_path)!r}: no file {path} (build it with "
+            f"`python -m influence_core lds ground-truth NAME`)"
+        )
     try:
         with np.load(path, allow_pickle=False) as f:
             found = sorted(f.files)
             arrays = {k: f[k] for k in _ARRAYS if k in found}
     except ValueError as exc:  # numpy: "Object arrays cannot be loaded when allow_pickle=False", or a pickle file
         if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
-            raise ValueError(f"ground truth {path} holds pickled objects; ground-truth files are pickle-free and "
-                             "this one is refused") from None
+            raise ValueError(
+                f"ground truth {path} holds pickled objects; ground-truth files are pickle-free and this one is refused"
+            ) from None
         raise ValueError(f"ground truth {path} is not a readable .npz file ({exc})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"ground truth {path} is not a readable .npz file ({exc})") from None
     missing = [k for k in _ARRAYS if k not in arrays]
     if missing:
-        raise ValueError(f"ground truth {path} lacks the arrays {missing} (found {found}); it is not a ground-truth "
-                         "file")
+        raise ValueError(
+            f"ground truth {path} lacks the arrays {missing} (found {found}); it is not a ground-truth file"
+        )
     text = arrays["recipe"]
     if text.dtype.kind != "U" or text.ndim != 0:
         raise ValueError(f"ground truth {path}: 'recipe' must be a JSON string, got {text.dtype} {text.shape}")
@@ -332,17 +420,21 @@ def load_ground_truth(name_or_path: str | os.PathLike) -> GroundTruth:
     if not isinstance(recipe, dict) or recipe.get("format") != FORMAT:
         raise ValueError(f"ground truth {path}: its recipe does not declare format {FORMAT!r}; not a ground-truth file")
     if not isinstance(recipe.get("format_version"), int) or recipe["format_version"] > FORMAT_VERSION:
-        raise ValueError(f"ground truth {path} has format version {recipe.get('format_version')!r}; this code reads "
-                         f"versions <= {FORMAT_VERSION} (update influence_core)")
+        raise ValueError(
+            f"ground truth {path} has format version {recipe.get('format_version')!r}; this code reads "
+            f"versions <= {FORMAT_VERSION} (update influence_core)"
+        )
     try:
         n = int(recipe["dataset"]["n_train"])
         packed = arrays["masks_packed"]
         if packed.dtype != np.uint8 or packed.ndim != 2 or packed.shape[1] != (n + 7) // 8:
-            raise ValueError(f"'masks_packed' must be uint8 (K_done, {(n + 7) // 8}), got {packed.dtype} "
-                             f"{packed.shape}")
+            raise ValueError(
+                f"'masks_packed' must be uint8 (K_done, {(n + 7) // 8}), got {packed.dtype} {packed.shape}"
+            )
         masks = np.unpackbits(packed, axis=1, count=n).astype(bool)
-        gt = GroundTruth(masks, arrays["logits"], arrays["full_logits"], arrays["test_indices"], arrays["y_test"],
-                         recipe)
+        gt = GroundTruth(
+            masks, arrays["logits"], arrays["full_logits"], arrays["test_indices"], arrays["y_test"], recipe
+        )
         _validate(gt.masks, gt.logits, gt.full_logits, gt.test_indices, gt.y_test, recipe, str(path))
     except (KeyError, TypeError) as exc:
         raise ValueError(f"ground truth {path}: its recipe lacks or mistypes the field {exc}") from None
@@ -352,9 +444,17 @@ def load_ground_truth(name_or_path: str | os.PathLike) -> GroundTruth:
     return gt
 
 
-def _validate(masks: np.ndarray, logits: np.ndarray, full: np.ndarray, idx: np.ndarray, y: np.ndarray,
-              recipe: dict[str, Any], where: str) -> None:
+def _validate(
+    masks: np.ndarray,
+    logits: np.ndarray,
+    full: np.ndarray,
+    idx: np.ndarray,
+    y: np.ndarray,
+    recipe: dict[str, Any],
+    where: str,
+) -> None:
     """Shapes, dtypes and values against the recipe; masks and test indices recomputed from their seeds."""
+
     def bad(msg: str) -> ValueError:
         return ValueError(f"ground truth {where}: {msg}")
 
@@ -364,17 +464,24 @@ def _validate(masks: np.ndarray, logits: np.ndarray, full: np.ndarray, idx: np.n
     T, tseed = int(recipe["test_points"]["n"]), int(recipe["test_points"]["seed"])
     k_done = masks.shape[0]
     if masks.dtype != bool or masks.ndim != 2 or masks.shape[1] != n or not 2 <= k_done <= K:
-        raise bad(f"masks must be boolean (K_done, n) with n = {n} and 2 <= K_done <= K = {K}, got {masks.dtype} "
-                  f"{masks.shape}")
+        raise bad(
+            f"masks must be boolean (K_done, n) with n = {n} and 2 <= K_done <= K = {K}, got {masks.dtype} "
+            f"{masks.shape}"
+        )
     if int(recipe.get("k_done", -1)) != k_done or bool(recipe.get("partial")) != (k_done < K):
-        raise bad(f"the recipe says k_done = {recipe.get('k_done')}, partial = {recipe.get('partial')}, the file "
-                  f"holds {k_done} of {K} subsets")
+        raise bad(
+            f"the recipe says k_done = {recipe.get('k_done')}, partial = {recipe.get('partial')}, the file "
+            f"holds {k_done} of {K} subsets"
+        )
     if not np.array_equal(masks, draw_subsets(n, K, alpha, sseed)[:k_done]):
-        raise bad(f"the subset masks are not the ones drawn by the recipe (n = {n}, K = {K}, alpha = {alpha}, subsets "
-                  f"seed {sseed})")
+        raise bad(
+            f"the subset masks are not the ones drawn by the recipe (n = {n}, K = {K}, alpha = {alpha}, subsets "
+            f"seed {sseed})"
+        )
     if logits.dtype != np.float32 or logits.shape != (R, k_done, T, C):
-        raise bad(f"logits must be float32 (R, K_done, T, C) = ({R}, {k_done}, {T}, {C}), got {logits.dtype} "
-                  f"{logits.shape}")
+        raise bad(
+            f"logits must be float32 (R, K_done, T, C) = ({R}, {k_done}, {T}, {C}), got {logits.dtype} {logits.shape}"
+        )
     if full.dtype != np.float32 or full.shape != (T, C):
         raise bad(f"full_logits must be float32 (T, C) = ({T}, {C}), got {full.dtype} {full.shape}")
     if not (np.isfinite(logits).all() and np.isfinite(full).all()):
@@ -387,18 +494,31 @@ def _validate(masks: np.ndarray, logits: np.ndarray, full: np.ndarray, idx: np.n
 
 def _check_spec(recipe: dict[str, Any], spec: GroundTruthSpec, where: str) -> None:
     """A file loaded by a registered name must carry that name's recipe (not a foreign one)."""
-    expected = {"name": spec.name, "dataset": spec.dataset, "seed": spec.seed, "arch": spec.arch,
-                "train_settings": jsonable(dict(spec.train_settings)), "plan": jsonable(asdict(spec.plan)),
-                "test_points": [spec.n_test_points, spec.test_seed]}
-    found = {"name": recipe.get("name"), "dataset": recipe["dataset"].get("name"),
-             "seed": recipe["dataset"].get("seed"), "arch": recipe["model"].get("arch"),
-             "train_settings": recipe["model"].get("train_settings"), "plan": recipe.get("plan"),
-             "test_points": [recipe["test_points"].get("n"), recipe["test_points"].get("seed")]}
+    expected = {
+        "name": spec.name,
+        "dataset": spec.dataset,
+        "seed": spec.seed,
+        "arch": spec.arch,
+        "train_settings": jsonable(dict(spec.train_settings)),
+        "plan": jsonable(asdict(spec.plan)),
+        "test_points": [spec.n_test_points, spec.test_seed],
+    }
+    found = {
+        "name": recipe.get("name"),
+        "dataset": recipe["dataset"].get("name"),
+        "seed": recipe["dataset"].get("seed"),
+        "arch": recipe["model"].get("arch"),
+        "train_settings": recipe["model"].get("train_settings"),
+        "plan": recipe.get("plan"),
+        "test_points": [recipe["test_points"].get("n"), recipe["test_points"].get("seed")],
+    }
     diff = sorted(k for k in expected if expected[k] != found[k])
     if diff:
-        raise ValueError(f"ground truth {where} was made with a different recipe than the registered {spec.name!r} "
-                         f"(differs in {diff}: {[found[k] for k in diff]} instead of {[expected[k] for k in diff]}); "
-                         "load it by its path, or rebuild it")
+        raise ValueError(
+            f"ground truth {where} was made with a different recipe than the registered {spec.name!r} "
+            f"(differs in {diff}: {[found[k] for k in diff]} instead of {[expected[k] for k in diff]}); "
+            "load it by its path, or rebuild it"
+        )
 
 
 def compare_ground_truths(committed: GroundTruth, rebuilt: GroundTruth, output: str = "loss") -> dict[str, Any]:
@@ -418,6 +538,14 @@ def compare_ground_truths(committed: GroundTruth, rebuilt: GroundTruth, output: 
     seeds = noise_ceiling(output_values(a, committed.y_test, output))["seed_agreement"] if k >= 2 else float("nan")
     threshold = (seeds - 0.05) if np.isfinite(seeds) else 0.9
     same = not diff and k >= 2 and (max_abs == 0.0 or agreement >= threshold)
-    return {"ok": bool(same), "recipe_differs_in": diff, "subsets_compared": k, "committed_k_done": committed.k_done,
-            "rebuilt_k_done": rebuilt.k_done, "max_abs_logit_diff": max_abs, "output_agreement": agreement,
-            "seed_agreement": seeds, "threshold": threshold}
+    return {
+        "ok": bool(same),
+        "recipe_differs_in": diff,
+        "subsets_compared": k,
+        "committed_k_done": committed.k_done,
+        "rebuilt_k_done": rebuilt.k_done,
+        "max_abs_logit_diff": max_abs,
+        "output_agreement": agreement,
+        "seed_agreement": seeds,
+        "threshold": threshold,
+    }

@@ -13,7 +13,8 @@ Outputs f_t: ``"loss"`` (cross-entropy of the true label, the default) or ``"mar
 signed so that both outputs grow when the prediction gets worse (the same direction as the loss scores).
 
 **Retraining** (:func:`retrain_outputs`): each subset is retrained *from scratch* with the model's own recipe
-(:func:`~influence_core.models.training.train_model`: same architecture, epochs, batch size, learning rate, L-BFGS polish,
+(:func:`~influence_core.models.training.train_model`: same architecture, epochs, batch size, learning rate, L-BFGS
+polish,
 dtype) and retrain seeds ``seed + r`` (r = 0 … R−1, ``seed`` = the model's training seed), with weight decay
 wd·n/|S_k| so the retrained model minimises (1/n) Σ_{j∈S_k} ℓ_j + (wd/2)‖θ‖², the objective whose linearisation the
 influence scores are (the class-removal retraining uses the same convention). The logits of *every* test point are
@@ -51,17 +52,28 @@ from torch import nn
 
 from influence_core.data.datasets import Dataset
 from influence_core.evaluation.metrics import rowwise_spearman
-from influence_core.models.zoo import predict_logits
 from influence_core.influence.executors import Executor, get_executor
 from influence_core.io_safety import atomic_path, atomic_write, check_output_dir
-from influence_core.models.training import train_model
 from influence_core.keys import content_key
+from influence_core.models.training import train_model
+from influence_core.models.zoo import predict_logits
 from influence_core.progress import Progress
 from influence_core.runtime import torch_threads
 
-__all__ = ["CACHE_VERSION", "OUTPUTS", "RetrainPlan", "RetrainedOutputs", "LDSResult", "draw_subsets",
-           "output_values", "linear_datamodeling_score", "noise_ceiling", "retrain_outputs", "lds",
-           "default_cache_dir"]
+__all__ = [
+    "CACHE_VERSION",
+    "OUTPUTS",
+    "RetrainPlan",
+    "RetrainedOutputs",
+    "LDSResult",
+    "draw_subsets",
+    "output_values",
+    "linear_datamodeling_score",
+    "noise_ceiling",
+    "retrain_outputs",
+    "lds",
+    "default_cache_dir",
+]
 
 CACHE_VERSION = 1
 """Bump when the retraining recipe changes (invalidates every cached retrain)."""
@@ -91,18 +103,26 @@ MAX_SEEDS = 1_000
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low or (
-            high is not None and value > high):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < low
+        or (high is not None and value > high)
+    ):
         bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be an integer {bound}, got {value!r}")
     return int(value)
 
 
 def _check_alpha(alpha: Any) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float, np.floating, np.integer)) or \
-            not 0 < float(alpha) < 1:
-        raise ValueError(f"alpha (the fraction of training points kept in each subset) must be in (0, 1), "
-                         f"got {alpha!r}; e.g. 0.5")
+    if (
+        isinstance(alpha, bool)
+        or not isinstance(alpha, (int, float, np.floating, np.integer))
+        or not 0 < float(alpha) < 1
+    ):
+        raise ValueError(
+            f"alpha (the fraction of training points kept in each subset) must be in (0, 1), got {alpha!r}; e.g. 0.5"
+        )
     return float(alpha)
 
 
@@ -110,8 +130,10 @@ def subset_size(n: int, alpha: float) -> int:
     """⌊α·n⌉, checked to leave at least one point in and one out."""
     size = int(round(_check_alpha(alpha) * n))
     if not 1 <= size <= n - 1:
-        raise ValueError(f"alpha = {alpha} keeps {size} of {n} training points; each subset must keep at least one "
-                         "point and leave at least one out")
+        raise ValueError(
+            f"alpha = {alpha} keeps {size} of {n} training points; each subset must keep at least one "
+            "point and leave at least one out"
+        )
     return size
 
 
@@ -143,10 +165,14 @@ def _real_array(name: str, value: Any) -> np.ndarray:
 def _index_array(name: str, value: Any, size: int | None = None) -> np.ndarray:
     """Integer indices (1-D); fractional, boolean or non-numeric indices are refused, never truncated."""
     arr = np.asarray(value)
-    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or (
-            np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))):
-        raise ValueError(f"{name} must be integer indices, got {arr.dtype} values such as "
-                         f"{np.ravel(arr)[:3].tolist()}; pass whole numbers (booleans and fractions are refused)")
+    if arr.dtype == bool or not (
+        np.issubdtype(arr.dtype, np.integer)
+        or (np.issubdtype(arr.dtype, np.floating) and np.all(np.isfinite(arr)) and np.all(arr == np.round(arr)))
+    ):
+        raise ValueError(
+            f"{name} must be integer indices, got {arr.dtype} values such as "
+            f"{np.ravel(arr)[:3].tolist()}; pass whole numbers (booleans and fractions are refused)"
+        )
     arr = arr.astype(np.int64).reshape(-1)
     if size is not None and len(arr) and (arr.min() < 0 or arr.max() >= size):
         raise ValueError(f"{name} must be in [0, {size}), got values from {arr.min()} to {arr.max()}")
@@ -184,11 +210,15 @@ def noise_ceiling(outputs: np.ndarray) -> dict[str, Any]:
         nan = float("nan")
         return {"seed_agreement": nan, "ceiling": nan, "per_test_ceiling": np.full(T, np.nan), "n_seeds": R}
     pairs = [rowwise_spearman(Y[a].T, Y[b].T) for a, b in itertools.combinations(range(R), 2)]
-    rho = np.nanmean(np.stack(pairs), axis=0)                                      # (T,)
+    rho = np.nanmean(np.stack(pairs), axis=0)  # (T,)
     rho_c = np.clip(rho, 0.0, 1.0)
     per_test = np.sqrt(R * rho_c / (1.0 + (R - 1) * rho_c))
-    return {"seed_agreement": float(np.nanmean(rho)), "ceiling": float(np.nanmean(per_test)),
-            "per_test_ceiling": per_test, "n_seeds": R}
+    return {
+        "seed_agreement": float(np.nanmean(rho)),
+        "ceiling": float(np.nanmean(per_test)),
+        "per_test_ceiling": per_test,
+        "n_seeds": R,
+    }
 
 
 def linear_datamodeling_score(scores: Any, masks: Any, outputs: Any) -> dict[str, Any]:
@@ -208,20 +238,25 @@ def linear_datamodeling_score(scores: Any, masks: Any, outputs: Any) -> dict[str
     if Y.ndim == 3:
         Y = Y.mean(axis=0)
     if S.ndim != 2 or S.shape[1] != n:
-        raise ValueError(f"scores must be a (n_test, n_train) = (T, {n}) matrix (one column per training point), "
-                         f"got shape {S.shape}")
+        raise ValueError(
+            f"scores must be a (n_test, n_train) = (T, {n}) matrix (one column per training point), got shape {S.shape}"
+        )
     if Y.ndim != 2 or Y.shape != (K, S.shape[0]):
-        raise ValueError(f"outputs must be (K, T) = ({K}, {S.shape[0]}) (or (R, K, T)) to match {K} subsets and "
-                         f"{S.shape[0]} score rows, got {np.shape(outputs)}")
+        raise ValueError(
+            f"outputs must be (K, T) = ({K}, {S.shape[0]}) (or (R, K, T)) to match {K} subsets and "
+            f"{S.shape[0]} score rows, got {np.shape(outputs)}"
+        )
     if S.dtype == bool or not np.issubdtype(S.dtype, np.number) or not np.all(np.isfinite(S)):
         bad = int(np.size(S) - np.isfinite(S.astype(np.float64)).sum()) if np.issubdtype(S.dtype, np.number) else -1
-        raise ValueError(f"scores must be finite numbers; found {bad if bad >= 0 else 'non-numeric'} NaN/inf entries "
-                         "(fix or drop those test points before scoring)")
+        raise ValueError(
+            f"scores must be finite numbers; found {bad if bad >= 0 else 'non-numeric'} NaN/inf entries "
+            "(fix or drop those test points before scoring)"
+        )
     if not np.all(np.isfinite(Y)):
         raise ValueError("retrained outputs hold NaN/inf (a retrain diverged); check the training settings")
     _check_correlation_defined(S.astype(np.float64), M, Y)
     S = S.astype(np.float64)
-    predicted = (~M).astype(np.float64) @ S.T                                      # (K, T)
+    predicted = (~M).astype(np.float64) @ S.T  # (K, T)
     per_test = rowwise_spearman(predicted.T, Y.T)
     return {"lds": float(np.mean(per_test)), "per_test": per_test, "predicted": predicted, "actual": Y}
 
@@ -237,24 +272,32 @@ def _check_correlation_defined(S: np.ndarray, M: np.ndarray, Y: np.ndarray) -> N
     outputs that are the same for every subset."""
     removed = ~M
     if not removed.any():
-        raise ValueError("every mask keeps all training points (all True), so no subset removes anything and the "
-                         "LDS is undefined; draw subsets that leave points out (draw_subsets, alpha < 1)")
+        raise ValueError(
+            "every mask keeps all training points (all True), so no subset removes anything and the "
+            "LDS is undefined; draw subsets that leave points out (draw_subsets, alpha < 1)"
+        )
     if (M == M[0]).all():
-        raise ValueError("all masks are identical, so the subsets do not vary and the LDS would only correlate "
-                         "rounding noise; draw K different subsets (draw_subsets)")
+        raise ValueError(
+            "all masks are identical, so the subsets do not vary and the LDS would only correlate "
+            "rounding noise; draw K different subsets (draw_subsets)"
+        )
     # predicted ĝ_t(S_k) = Σ_{j removed in k} S[t, j]: constant over k up to rounding means no correlation exists
-    predicted = removed.astype(np.float64) @ S.T                                   # (K, T)
+    predicted = removed.astype(np.float64) @ S.T  # (K, T)
     scale = np.abs(S).sum(axis=1) * 1e-10 + np.finfo(np.float64).tiny
     flat = np.flatnonzero(np.ptp(predicted, axis=0) <= scale)
     if len(flat):
-        raise ValueError(f"the scores of test row(s) {_rows(flat)} predict the same output for every subset "
-                         "(constant or zero scores, or masks removing the same points), so their LDS is undefined; "
-                         "check those score rows or drop those test points")
+        raise ValueError(
+            f"the scores of test row(s) {_rows(flat)} predict the same output for every subset "
+            "(constant or zero scores, or masks removing the same points), so their LDS is undefined; "
+            "check those score rows or drop those test points"
+        )
     same = np.flatnonzero(np.ptp(Y, axis=0) <= 1e-12 * (np.abs(Y).max(axis=0) + 1e-300))
     if len(same):
-        raise ValueError(f"the retrained outputs of test row(s) {_rows(same)} are the same for every subset, so "
-                         "their LDS is undefined; check the retraining (did it change the model?) or drop those test "
-                         "points")
+        raise ValueError(
+            f"the retrained outputs of test row(s) {_rows(same)} are the same for every subset, so "
+            "their LDS is undefined; check the retraining (did it change the model?) or drop those test "
+            "points"
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -310,11 +353,16 @@ def _array_digest(*arrays: np.ndarray) -> str:
 def _training_recipe(model: nn.Module) -> dict[str, Any]:
     cfg = getattr(model, "training_config", None)
     if not isinstance(cfg, dict) or "arch" not in cfg:
-        raise ValueError("LDS retraining needs a model made by influence_core.train_model (it reads "
-                         "model.training_config to retrain with the same recipe)")
+        raise ValueError(
+            "LDS retraining needs a model made by influence_core.train_model (it reads "
+            "model.training_config to retrain with the same recipe)"
+        )
     recipe = {k: cfg[k] for k in _TRAIN_KEYS if k in cfg}
-    recipe.update(arch=cfg["arch"], seed=int(cfg.get("seed", 0)),
-                  weight_decay=float(cfg.get("weight_decay", getattr(model, "weight_decay", 0.0))))
+    recipe.update(
+        arch=cfg["arch"],
+        seed=int(cfg.get("seed", 0)),
+        weight_decay=float(cfg.get("weight_decay", getattr(model, "weight_decay", 0.0))),
+    )
     if cfg["arch"] == "mlp" and "hidden" in cfg:
         recipe["hidden"] = [int(h) for h in cfg["hidden"]]
     from influence_core.models.training import TrainingConfig
@@ -326,15 +374,21 @@ def _training_recipe(model: nn.Module) -> dict[str, Any]:
 
 def cache_key(dataset: Dataset, recipe: dict[str, Any], alpha: float, subsets_seed: int) -> tuple[str, dict]:
     """(hex key, the JSON record it hashes)."""
-    record = {"cache_version": CACHE_VERSION, "dataset": dataset.name,
-              "data_sha256": _array_digest(dataset.X_train, dataset.y_train, dataset.X_test, dataset.y_test),
-              "recipe": recipe, "alpha": float(alpha), "subsets_seed": int(subsets_seed),
-              "torch": torch.__version__}
+    record = {
+        "cache_version": CACHE_VERSION,
+        "dataset": dataset.name,
+        "data_sha256": _array_digest(dataset.X_train, dataset.y_train, dataset.X_test, dataset.y_test),
+        "recipe": recipe,
+        "alpha": float(alpha),
+        "subsets_seed": int(subsets_seed),
+        "torch": torch.__version__,
+    }
     return content_key(record, digits=CACHE_KEY_DIGITS), record
 
 
-def _retrain_task(dataset: Dataset, recipe: dict[str, Any], kept: np.ndarray, seed: int,
-                  threads: int = 1) -> dict[str, Any]:
+def _retrain_task(
+    dataset: Dataset, recipe: dict[str, Any], kept: np.ndarray, seed: int, threads: int = 1
+) -> dict[str, Any]:
     """Retrain from scratch on the kept indices (weight decay wd·n/|S|) and return the test logits (n_test, C).
     ``threads``: torch intra-op threads for this retrain (<= 0: unchanged); see :func:`retrain_outputs`."""
     with torch_threads(threads):
@@ -351,8 +405,11 @@ def _retrain(dataset: Dataset, recipe: dict[str, Any], kept: np.ndarray, seed: i
     settings["weight_decay"] = recipe["weight_decay"] * n / len(kept)
     model = train_model(reduced, recipe["arch"], seed=seed, **settings)
     logits = predict_logits(model, dataset.X_test).astype(np.float64)
-    return {"logits": logits, "grad_norm": float(model.training_report.get("grad_norm", np.nan)),
-            "seconds": time.perf_counter() - start}
+    return {
+        "logits": logits,
+        "grad_norm": float(model.training_report.get("grad_norm", np.nan)),
+        "seconds": time.perf_counter() - start,
+    }
 
 
 def _save_atomic(path: Path, **arrays: Any) -> None:
@@ -381,9 +438,17 @@ def _nanmax(a: np.ndarray) -> float:
     return float(np.nanmax(a)) if np.isfinite(a).any() else float("nan")
 
 
-def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = RetrainPlan(), *,
-                    cache_dir: str | os.PathLike | None = None, executor: Any = None, threads: int = 1,
-                    progress: Progress | None = None, max_retrains: int | None = None) -> RetrainedOutputs:
+def retrain_outputs(
+    model: nn.Module,
+    dataset: Dataset,
+    plan: RetrainPlan = RetrainPlan(),
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    executor: Any = None,
+    threads: int = 1,
+    progress: Progress | None = None,
+    max_retrains: int | None = None,
+) -> RetrainedOutputs:
     """Retrain ``model``'s recipe on the K subsets of ``plan`` with R seeds each and collect the test logits.
 
     ``cache_dir``: where finished retrains are kept (None = :func:`default_cache_dir`; ``False`` = no cache).
@@ -400,8 +465,9 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
     if not isinstance(plan, RetrainPlan):
         raise TypeError(f"plan must be a RetrainPlan, got {type(plan).__name__}")
     if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 0 <= threads <= 1024:
-        raise ValueError(f"threads must be an integer in [0, 1024] (torch threads per retrain; 0 = unchanged), "
-                         f"got {threads!r}")
+        raise ValueError(
+            f"threads must be an integer in [0, 1024] (torch threads per retrain; 0 = unchanged), got {threads!r}"
+        )
     if cache_dir is not None and cache_dir is not False:
         check_output_dir(cache_dir, "cache_dir")  # before any retraining
     recipe = _training_recipe(model)
@@ -458,8 +524,14 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
                 res = fut.result()
                 ex.release(fut)
                 if directory is not None:
-                    _save_atomic(directory / f"k{k:04d}_r{r:02d}.npz", logits=res["logits"], kept=kept[k],
-                                 grad_norm=res["grad_norm"], seconds=res["seconds"], seed=seeds[r])
+                    _save_atomic(
+                        directory / f"k{k:04d}_r{r:02d}.npz",
+                        logits=res["logits"],
+                        kept=kept[k],
+                        grad_norm=res["grad_norm"],
+                        seconds=res["seconds"],
+                        seed=seeds[r],
+                    )
                 logits[r, k], grad_norms[r, k], seconds[r, k] = res["logits"], res["grad_norm"], res["seconds"]
                 done += 1
                 if progress:
@@ -467,10 +539,20 @@ def retrain_outputs(model: nn.Module, dataset: Dataset, plan: RetrainPlan = Retr
         finally:
             if own:
                 ex.close()
-    info = {"cache_key": key, "cache_dir": None if directory is None else str(directory), "key_record": record,
-            "cached": cached, "retrained": len(todo), "missing": missing, "wall_seconds": time.perf_counter() - start,
-            "retrain_seconds_mean": _nanmean(seconds), "max_grad_norm": _nanmax(grad_norms),
-            "retrain_seeds": seeds, "subset_size": int(masks[0].sum()), "recipe": recipe}
+    info = {
+        "cache_key": key,
+        "cache_dir": None if directory is None else str(directory),
+        "key_record": record,
+        "cached": cached,
+        "retrained": len(todo),
+        "missing": missing,
+        "wall_seconds": time.perf_counter() - start,
+        "retrain_seconds_mean": _nanmean(seconds),
+        "max_grad_norm": _nanmax(grad_norms),
+        "retrain_seeds": seeds,
+        "subset_size": int(masks[0].sum()),
+        "recipe": recipe,
+    }
     return RetrainedOutputs(plan, masks, logits, full_logits, np.asarray(dataset.y_test), info)
 
 
@@ -492,9 +574,15 @@ class LDSResult:
     n_seeds: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {"lds": self.lds, "ceiling": self.ceiling, "seed_agreement": self.seed_agreement,
-                "output": self.output, "n_subsets": self.n_subsets, "n_seeds": self.n_seeds,
-                "per_test": self.per_test.tolist()}
+        return {
+            "lds": self.lds,
+            "ceiling": self.ceiling,
+            "seed_agreement": self.seed_agreement,
+            "output": self.output,
+            "n_subsets": self.n_subsets,
+            "n_seeds": self.n_seeds,
+            "per_test": self.per_test.tolist(),
+        }
 
 
 def lds(scores: Any, retrained: RetrainedOutputs, test_indices: Any, output: str = "loss") -> LDSResult:
@@ -507,5 +595,12 @@ def lds(scores: Any, retrained: RetrainedOutputs, test_indices: Any, output: str
     Y = retrained.outputs(idx, output)
     scored = linear_datamodeling_score(S, retrained.masks, Y)
     ceil = noise_ceiling(Y)
-    return LDSResult(scored["lds"], scored["per_test"], ceil["ceiling"], ceil["seed_agreement"], output,
-                     retrained.plan.n_subsets, retrained.plan.n_seeds)
+    return LDSResult(
+        scored["lds"],
+        scored["per_test"],
+        ceil["ceiling"],
+        ceil["seed_agreement"],
+        output,
+        retrained.plan.n_subsets,
+        retrained.plan.n_seeds,
+    )

@@ -19,8 +19,8 @@ from torch.nn import functional as F
 from influence_core.config import InfluenceConfig
 from influence_core.data.datasets import Dataset
 from influence_core.influence.calculator import influence_scores
-from influence_core.models.zoo import model_device_dtype, predict_logits
 from influence_core.models.training import fit_full_batch
+from influence_core.models.zoo import model_device_dtype, predict_logits
 from influence_core.progress import Progress
 
 __all__ = ["leave_one_out_check"]
@@ -33,9 +33,16 @@ def _test_losses(model: nn.Module, X: np.ndarray, y: np.ndarray) -> np.ndarray:
         return F.cross_entropy(logits, torch.as_tensor(y, device=device), reduction="none").double().cpu().numpy()
 
 
-def leave_one_out_check(model: nn.Module, dataset: Dataset, test_indices: Any, n_retrain: int = 6,
-                        tol: float = 1e-10, max_iter: int = 100, progress: Progress | None = None,
-                        **influence_options: Any) -> dict[str, Any]:
+def leave_one_out_check(
+    model: nn.Module,
+    dataset: Dataset,
+    test_indices: Any,
+    n_retrain: int = 6,
+    tol: float = 1e-10,
+    max_iter: int = 100,
+    progress: Progress | None = None,
+    **influence_options: Any,
+) -> dict[str, Any]:
     """Retrain without each of the ``n_retrain`` most influential training points of every test point (by |score|)
     and return predicted and actual loss changes (n_test, n_chosen), the chosen indices, and the Pearson
     correlation per test point. ``influence_options`` go to :func:`influence_scores` (default: the ``"exact"``
@@ -56,14 +63,21 @@ def leave_one_out_check(model: nn.Module, dataset: Dataset, test_indices: Any, n
         retrained = copy.deepcopy(model)
         weight = np.ones(dataset.n_train)
         weight[j] = 0.0
-        report = fit_full_batch(retrained, dataset.X_train, dataset.y_train, wd, sample_weight=weight,
-                                max_iter=max_iter, tol=tol)
+        report = fit_full_batch(
+            retrained, dataset.X_train, dataset.y_train, wd, sample_weight=weight, max_iter=max_iter, tol=tol
+        )
         grad_norms[col] = report["grad_norm"]
         actual[:, col] = _test_losses(retrained, X_test, y_test) - base
         if progress:
             progress((col + 1) / len(chosen), f"retrained without training point {j}")
     predicted = scores[:, chosen]
     pearson = np.array([np.corrcoef(p, a)[0, 1] for p, a in zip(predicted, actual)])
-    return {"test_indices": test_idx, "retrained_indices": chosen, "predicted": predicted, "actual": actual,
-            "pearson": pearson, "sign_agreement": float(np.mean(np.sign(predicted) == np.sign(actual))),
-            "max_retrain_grad_norm": float(grad_norms.max())}
+    return {
+        "test_indices": test_idx,
+        "retrained_indices": chosen,
+        "predicted": predicted,
+        "actual": actual,
+        "pearson": pearson,
+        "sign_agreement": float(np.mean(np.sign(predicted) == np.sign(actual))),
+        "max_retrain_grad_norm": float(grad_norms.max()),
+    }

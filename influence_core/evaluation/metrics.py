@@ -57,11 +57,15 @@ def forget_retain_f1(y_true: np.ndarray, y_pred: np.ndarray, removed_class: int)
         raise ValueError(f"y_true and y_pred must have the same shape; got {y_true.shape} and {y_pred.shape}.")
     removed = y_true == removed_class
     if not removed.any():
-        raise ValueError(f"no test point has the removed class {removed_class}, so forgetting cannot be measured; "
-                         "use a test set that contains that class.")
+        raise ValueError(
+            f"no test point has the removed class {removed_class}, so forgetting cannot be measured; "
+            "use a test set that contains that class."
+        )
     if removed.all():
-        raise ValueError(f"every test point has the removed class {removed_class}, so retention cannot be measured; "
-                         "use a test set that also contains other classes.")
+        raise ValueError(
+            f"every test point has the removed class {removed_class}, so retention cannot be measured; "
+            "use a test set that also contains other classes."
+        )
     correct = y_true == y_pred
     forget = 1.0 - float(correct[removed].mean())
     retain = float(correct[~removed].mean())
@@ -91,8 +95,9 @@ def consistency(pred_before: np.ndarray, pred_after: np.ndarray, mask: np.ndarra
         mask = np.ones(a.shape, dtype=bool)
     mask = np.asarray(mask)
     if mask.dtype != bool or mask.shape != a.shape:
-        raise ValueError(f"mask must be a boolean array of shape {a.shape}; got dtype {mask.dtype}, shape "
-                         f"{mask.shape}.")
+        raise ValueError(
+            f"mask must be a boolean array of shape {a.shape}; got dtype {mask.dtype}, shape {mask.shape}."
+        )
     if not mask.any():
         raise ValueError("mask selects no points; consistency needs at least one point.")
     return float(np.mean(a[mask] == b[mask]))
@@ -139,8 +144,9 @@ def _pair_2d(A: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     A = np.asarray(A, dtype=np.float64)
     B = np.asarray(B, dtype=np.float64)
     if A.ndim != 2 or A.shape != B.shape:
-        raise ValueError(f"expected two 2-D score matrices (n_test, n_train) of the same shape; got {A.shape} and "
-                         f"{B.shape}.")
+        raise ValueError(
+            f"expected two 2-D score matrices (n_test, n_train) of the same shape; got {A.shape} and {B.shape}."
+        )
     return A, B
 
 
@@ -230,8 +236,10 @@ def relative_error(estimate: np.ndarray, reference: np.ndarray) -> float | np.nd
     est = np.asarray(estimate, dtype=np.float64)
     ref = np.asarray(reference, dtype=np.float64)
     if est.shape != ref.shape or est.ndim not in (1, 2):
-        raise ValueError(f"estimate and reference must be 1-D vectors or 2-D row batches of the same shape; got "
-                         f"{est.shape} and {ref.shape}.")
+        raise ValueError(
+            f"estimate and reference must be 1-D vectors or 2-D row batches of the same shape; got "
+            f"{est.shape} and {ref.shape}."
+        )
     num = np.linalg.norm(est - ref, axis=-1)
     den = np.linalg.norm(ref, axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,8 +78,13 @@ def detection_curve(priority: Any, flipped: Any, n: int | None = None) -> dict[s
     order = np.argsort(-p, kind="stable")
     found = np.concatenate([[0.0], np.cumsum(is_flipped[order]) / is_flipped.sum()])
     inspected = np.arange(n + 1) / n
-    return {"inspected": inspected, "found": found, "random": inspected.copy(), "auc": float(found[1:].mean()),
-            "order": order}
+    return {
+        "inspected": inspected,
+        "found": found,
+        "random": inspected.copy(),
+        "auc": float(found[1:].mean()),
+        "order": order,
+    }
 
 
 def found_at(curve: dict[str, Any], share: float) -> float:
@@ -106,15 +112,28 @@ class MislabelResult:
         """Per ranking: the fraction found after inspecting each share of the training set, and the AUC."""
         rows = []
         for name, curve in self.curves.items():
-            rows.append({"ranking": name, **{f"found after {s:.0%}": found_at(curve, s) for s in shares},
-                         "AUC": float(curve["auc"])})
+            rows.append(
+                {
+                    "ranking": name,
+                    **{f"found after {s:.0%}": found_at(curve, s) for s in shares},
+                    "AUC": float(curve["auc"]),
+                }
+            )
         return rows
 
 
-def mislabel_detection(dataset: Dataset, arch: str = "logreg", fraction: float = 0.1, seed: int = 0, *,
-                       damping: float = 0.01, curvature: str = "gauss_newton", solver: str = "exact",
-                       train_settings: dict[str, Any] | None = None, progress: Progress | None = None
-                       ) -> MislabelResult:
+def mislabel_detection(
+    dataset: Dataset,
+    arch: str = "logreg",
+    fraction: float = 0.1,
+    seed: int = 0,
+    *,
+    damping: float = 0.01,
+    curvature: str = "gauss_newton",
+    solver: str = "exact",
+    train_settings: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> MislabelResult:
     """Flip ``fraction`` of the training labels (``seed``), train ``arch`` on them (``train_model``, seed ``seed``,
     ``train_settings``), and rank the training points by self-influence (full-data Hessian, ``curvature`` +
     ``damping``, ``solver``) and by training loss. ``progress(fraction, message)`` is called between the phases."""
@@ -123,8 +142,13 @@ def mislabel_detection(dataset: Dataset, arch: str = "logreg", fraction: float =
     corrupted = dataclasses.replace(dataset, y_train=noisy)
     if progress:
         progress(0.05, f"training {arch} on labels with {len(flipped)} flipped ({fraction:.0%})")
-    model = train_model(corrupted, arch, seed=int(seed), **(train_settings or {}), progress=progress and (
-        lambda f, m: progress(0.05 + 0.45 * f, f"training {arch}: {m}")))
+    model = train_model(
+        corrupted,
+        arch,
+        seed=int(seed),
+        **(train_settings or {}),
+        progress=progress and (lambda f, m: progress(0.05 + 0.45 * f, f"training {arch}: {m}")),
+    )
     t_train = time.perf_counter()
     if progress:
         progress(0.5, "self-influence of every training point (full-data Hessian)")
@@ -139,11 +163,25 @@ def mislabel_detection(dataset: Dataset, arch: str = "logreg", fraction: float =
     if progress:
         progress(1.0, "done")
     return MislabelResult(
-        fraction=float(fraction), seed=int(seed), flipped=flipped, noisy_labels=noisy, self_influence=self_inf,
-        train_loss=loss, curves=curves, test_accuracy=float(np.mean(test_pred == dataset.y_test)),
-        config={"dataset": dataset.name, "arch": arch, "fraction": float(fraction), "seed": int(seed),
-                "damping": float(damping), "curvature": curvature, "solver": solver,
-                "train_settings": dict(train_settings or {}), "n_flipped": int(len(flipped)),
-                "score": "(1/n) g_j^T (H + damping I)^-1 g_j, H on all training points (noisy labels)"},
-        seconds={"training": t_train - start, "self_influence": t_self - t_train,
-                 "total": time.perf_counter() - start})
+        fraction=float(fraction),
+        seed=int(seed),
+        flipped=flipped,
+        noisy_labels=noisy,
+        self_influence=self_inf,
+        train_loss=loss,
+        curves=curves,
+        test_accuracy=float(np.mean(test_pred == dataset.y_test)),
+        config={
+            "dataset": dataset.name,
+            "arch": arch,
+            "fraction": float(fraction),
+            "seed": int(seed),
+            "damping": float(damping),
+            "curvature": curvature,
+            "solver": solver,
+            "train_settings": dict(train_settings or {}),
+            "n_flipped": int(len(flipped)),
+            "score": "(1/n) g_j^T (H + damping I)^-1 g_j, H on all training points (noisy labels)",
+        },
+        seconds={"training": t_train - start, "self_influence": t_self - t_train, "total": time.perf_counter() - start},
+    )

@@ -7,7 +7,8 @@ convention of :mod:`influence_core.influence.calculator`) are computed with
 - one fit per sample, where the exact Gauss-Newton solve with r = m(C−1) < p is the Woodbury inverse of
   :class:`~influence_core.solvers.low_rank.LowRankInverse` and its r×r Gram comes from per-point pieces computed
   once for the union of the samples (:func:`influence_core.curvature.gram.sample_grams`: for ``nn.Linear`` models
-  r²·Σd_out flops instead of r²·p); other solvers are fitted one by one by :func:`~influence_core.solvers.registry.fit_inverse`;
+  r²·Σd_out flops instead of r²·p); other solvers are fitted one by one by
+  :func:`~influence_core.solvers.registry.fit_inverse`;
 - the test gradients ∇ℓ_t computed once (not once per sample);
 - one scoring pass over the training set for all k·n_test iHVPs (``InfluenceCalculator.scores_from_ihvp``).
 
@@ -17,7 +18,8 @@ scoring (to rounding; ``tests/influence/test_across_samples.py``).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,13 +39,16 @@ def _arrays(sample: Any) -> tuple[np.ndarray, np.ndarray | None]:
 
     idx, w = hessian_arrays(sample)
     if idx is None:
-        raise ValueError("every sample must name its points (the full-data Hessian is not a sample: fit it with "
-                         "InfluenceCalculator.fit)")
+        raise ValueError(
+            "every sample must name its points (the full-data Hessian is not a sample: fit it with "
+            "InfluenceCalculator.fit)"
+        )
     return idx, w
 
 
-def _shared_applies(objective: Objective, samples: list, solver: str, damping: float, curvature: str,
-                    options: dict) -> bool:
+def _shared_applies(
+    objective: Objective, samples: list, solver: str, damping: float, curvature: str, options: dict
+) -> bool:
     if solver not in SHARED_SOLVERS or curvature != "gauss_newton" or objective.weight_decay + damping <= 0:
         return False
     if set(options) - {"on_indefinite"}:
@@ -52,9 +57,16 @@ def _shared_applies(objective: Objective, samples: list, solver: str, damping: f
     return all(len(idx) * R < objective.n_params for idx, _ in samples)
 
 
-def fit_across_samples(objective: Objective, samples: Sequence[Any], *, solver: str = "exact",
-                       damping: float = 0.0, curvature: str = "gauss_newton", gram: str = "auto",
-                       **options: Any) -> list[FittedInverse]:
+def fit_across_samples(
+    objective: Objective,
+    samples: Sequence[Any],
+    *,
+    solver: str = "exact",
+    damping: float = 0.0,
+    curvature: str = "gauss_newton",
+    gram: str = "auto",
+    **options: Any,
+) -> list[FittedInverse]:
     """One fitted inverse (H_S + δI)⁻¹ per sample (a ``HessianSample``, an index array, or (indices, weights)).
 
     With ``solver`` "exact"/"low_rank", Gauss-Newton curvature, wd + δ > 0 and r = m(C−1) < p for every sample,
@@ -65,8 +77,10 @@ def fit_across_samples(objective: Objective, samples: Sequence[Any], *, solver: 
     if not pairs:
         return []
     if not _shared_applies(objective, pairs, solver, float(damping), curvature, options):
-        return [fit_inverse(objective, idx, w, solver=solver, damping=float(damping), curvature=curvature,
-                            **options) for idx, w in pairs]
+        return [
+            fit_inverse(objective, idx, w, solver=solver, damping=float(damping), curvature=curvature, **options)
+            for idx, w in pairs
+        ]
     recorded = {"on_indefinite": options.get("on_indefinite", "warn")} if solver == "exact" else {}
     if options.get("on_indefinite", "warn") not in ("warn", "raise", "ignore"):
         raise ValueError(f"on_indefinite must be 'warn', 'raise' or 'ignore', got {options['on_indefinite']!r}")
@@ -75,24 +89,35 @@ def fit_across_samples(objective: Objective, samples: Sequence[Any], *, solver: 
     fits = []
     for g in sample_grams(objective, pairs, method=gram):
         operator = GaussNewtonFactors.from_roots(objective, g.indices, g.roots, g.weights)
-        inverse = LowRankInverse(operator, objective.weight_decay + float(damping), gram=g.gram,
-                                 damping=float(damping))
-        fits.append(ExactFit(inverse, objective, solver, g.indices, g.weights, float(damping), curvature,
-                             recorded, info={"inverse": "low_rank", "rank": inverse.rank, "gram": g.method}))
+        inverse = LowRankInverse(operator, objective.weight_decay + float(damping), gram=g.gram, damping=float(damping))
+        fits.append(
+            ExactFit(
+                inverse,
+                objective,
+                solver,
+                g.indices,
+                g.weights,
+                float(damping),
+                curvature,
+                recorded,
+                info={"inverse": "low_rank", "rank": inverse.rank, "gram": g.method},
+            )
+        )
     return fits
 
 
-def scores_across_samples(calc: Any, inverses: Sequence[FittedInverse], X_test: Any, y_test: Any
-                          ) -> tuple[np.ndarray, list]:
+def scores_across_samples(
+    calc: Any, inverses: Sequence[FittedInverse], X_test: Any, y_test: Any
+) -> tuple[np.ndarray, list]:
     """Scores (k, n_test, n_train) of the test points under each fitted inverse, and the k solve results.
 
     ``calc``: an :class:`~influence_core.influence.calculator.InfluenceCalculator` of the same model and training
     data (fitted or not: only its objective and scoring are used). The test gradients are computed once and all
     k·n_test iHVPs are scored in one pass over the training set."""
-    G = calc.gradients(X_test, y_test)                                                   # (n_test, p), once
+    G = calc.gradients(X_test, y_test)  # (n_test, p), once
     solves = [inv.solve(G) for inv in inverses]
     if not solves:
         return np.zeros((0, len(G), calc.n)), []
-    S = torch.cat([s.x for s in solves])                                                 # (k·n_test, p)
+    S = torch.cat([s.x for s in solves])  # (k·n_test, p)
     scores = calc.scores_from_ihvp(S)
     return np.asarray(scores).reshape(len(solves), len(G), -1), solves

@@ -24,7 +24,8 @@ the Hessian). It needs wd + δ > 0 and r·p + r² numbers (<= ``LOW_RANK_MAX_BYT
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,7 +59,8 @@ class InfluenceCalculator:
     ``X_train``/``y_train``: arrays or tensors, or a data source, map-style ``torch.utils.data.Dataset`` or
     ``DataLoader`` as ``X_train`` with ``y_train=None`` (:mod:`influence_core.data.sources`; read chunk by chunk).
     ``weight_decay`` defaults to ``model.weight_decay`` (set by :func:`influence_core.train_model`); a model that
-    records none gets 0 with a :class:`~influence_core.models.task.WeightDecayWarning`: it must be the wd of the objective
+    records none gets 0 with a :class:`~influence_core.models.task.WeightDecayWarning`: it must be the wd of the
+    objective
     the model was trained on. ``task`` (or the shortcuts ``output_fn``, ``loss_fn``, ``measurement``): how logits,
     the training loss and the query measurement are obtained (:class:`~influence_core.models.task.Task`; default softmax
     cross-entropy, test loss). ``params``: the parameters influence is computed over (None = all with
@@ -68,11 +70,20 @@ class InfluenceCalculator:
     sizes are arguments of :meth:`scores` (``test_chunk_size``, ``train_chunk_size``).
     """
 
-    def __init__(self, model: nn.Module, X_train: Any, y_train: Any = None, *, weight_decay: float | None = None,
-                 chunk_size: int = 256, task: Task | None = None,
-                 params: Any = None, output_fn: Callable[[Any], torch.Tensor] | None = None,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 measurement: Any = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        X_train: Any,
+        y_train: Any = None,
+        *,
+        weight_decay: float | None = None,
+        chunk_size: int = 256,
+        task: Task | None = None,
+        params: Any = None,
+        output_fn: Callable[[Any], torch.Tensor] | None = None,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        measurement: Any = None,
+    ):
         task = make_task(task, output_fn, loss_fn, measurement)
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -91,9 +102,17 @@ class InfluenceCalculator:
     def n(self) -> int:
         return self.objective.n
 
-    def fit(self, hessian_indices: Any | None = None, hessian_weights: Any | None = None, *,
-            config: InfluenceConfig | None = None, solver: str | None = None, damping: float | None = None,
-            curvature: str | None = None, **solver_options: Any) -> "InfluenceCalculator":
+    def fit(
+        self,
+        hessian_indices: Any | None = None,
+        hessian_weights: Any | None = None,
+        *,
+        config: InfluenceConfig | None = None,
+        solver: str | None = None,
+        damping: float | None = None,
+        curvature: str | None = None,
+        **solver_options: Any,
+    ) -> "InfluenceCalculator":
         """Fix the Hessian sample and the solver. For ``exact``, H_S is formed and factorised here once (low-rank
         Woodbury for Gauss-Newton when m(C−1) < p, see the module doc; ``fit_info["inverse"]`` says which).
         For ``lissa`` without a ``scale``, λ_max is found by power iteration at the first solve and kept.
@@ -107,7 +126,8 @@ class InfluenceCalculator:
         if damping is not None:
             damping = check_real("damping", damping, 0)
         config = (config if config is not None else InfluenceConfig()).with_overrides(
-            solver=solver, damping=damping, curvature=curvature, **solver_options)
+            solver=solver, damping=damping, curvature=curvature, **solver_options
+        )
         if hessian_indices is None and not config.full:
             hessian_indices = self.draw_sample(config)
         idx, w = hessian_arrays(hessian_indices, hessian_weights)
@@ -127,19 +147,30 @@ class InfluenceCalculator:
         from influence_core.sampling.subsets import sample_hessian_subset
 
         output = self.objective.task.output
-        return sample_hessian_subset(self.objective.model, self.objective.source, config.sampler, config.m,
-                                     seed=config.seed, output_fn=None if output is default_output else output,
-                                     **config.sampler_options)
+        return sample_hessian_subset(
+            self.objective.model,
+            self.objective.source,
+            config.sampler,
+            config.m,
+            seed=config.seed,
+            output_fn=None if output is default_output else output,
+            **config.sampler_options,
+        )
 
     def use_fitted(self, inverse: FittedInverse) -> "InfluenceCalculator":
         """Use an inverse fitted elsewhere on this calculator's model and data instead of fitting: one from
         :func:`~influence_core.influence.across_samples.fit_across_samples`, or one loaded from disk by
         :func:`~influence_core.solvers.fitted_io.inverse_from_arrays`. Its objective must be this calculator's."""
         if inverse.objective is not self.objective:
-            raise ValueError("the fitted inverse belongs to another objective (model/data); load or fit it on "
-                             "calc.objective")
-        self.config = InfluenceConfig(solver=inverse.solver, damping=float(inverse.damping),
-                                      curvature=inverse.curvature, solver_options=dict(inverse.options))
+            raise ValueError(
+                "the fitted inverse belongs to another objective (model/data); load or fit it on calc.objective"
+            )
+        self.config = InfluenceConfig(
+            solver=inverse.solver,
+            damping=float(inverse.damping),
+            curvature=inverse.curvature,
+            solver_options=dict(inverse.options),
+        )
         self.hessian_indices, self.hessian_weights = inverse.indices, inverse.weights
         self.inverse, self.fit_seconds = inverse, 0.0
         return self
@@ -149,10 +180,14 @@ class InfluenceCalculator:
         the damping, the curvature and the solver's options (the problem a resumable score file belongs to)."""
         config = self._require_fit()
         idx, w = self.hessian_indices, self.hessian_weights
-        return {"hessian_indices": None if idx is None else [int(i) for i in idx],
-                "hessian_weights": None if w is None else [float(v) for v in w],
-                "solver": config.solver, "damping": config.damping, "curvature": config.curvature,
-                "solver_options": dict(config.solver_options)}
+        return {
+            "hessian_indices": None if idx is None else [int(i) for i in idx],
+            "hessian_weights": None if w is None else [float(v) for v in w],
+            "solver": config.solver,
+            "damping": config.damping,
+            "curvature": config.curvature,
+            "solver_options": dict(config.solver_options),
+        }
 
     @property
     def fit_info(self) -> dict[str, Any]:
@@ -181,18 +216,29 @@ class InfluenceCalculator:
         test points), in chunks."""
         return self.objective.query_gradients(X, y)
 
-    def scores(self, X_test: Any, y_test: Any = None, train_indices: Any | None = None,
-               progress: Progress | None = None, *, test_chunk_size: int | None = None,
-               train_chunk_size: int | None = None, executor: Any = None, out: Any = None,
-               resume: bool = True) -> np.ndarray:
+    def scores(
+        self,
+        X_test: Any,
+        y_test: Any = None,
+        train_indices: Any | None = None,
+        progress: Progress | None = None,
+        *,
+        test_chunk_size: int | None = None,
+        train_chunk_size: int | None = None,
+        executor: Any = None,
+        out: Any = None,
+        resume: bool = True,
+    ) -> np.ndarray:
         """score[t, j] = (1/n) ∇ℓ(z_t)ᵀ (H_S + δI)⁻¹ ∇ℓ(z_j): (n_test, n_train) or (n_test, len(train_indices)).
 
-        Computed block by block (:func:`influence_core.influence.scoring.score_grid`): iHVPs per chunk of ``test_chunk_size``
+        Computed block by block (:func:`influence_core.influence.scoring.score_grid`): iHVPs per chunk of
+        ``test_chunk_size``
         test points (default 128), then one forward-mode pass per chunk of ``train_chunk_size`` training points
         (None = automatic: as many as keep k tangents × the model's activations within ``SCORE_MEMORY_BYTES``,
         k = test points per block, so small models are scored in one block; at least ``chunk_size``, at most
         ``MAX_SCORE_CHUNK``), so memory is set by the chunk sizes. ``executor``: None
-        (sequential), an :class:`~influence_core.influence.executors.Executor`, a ``distributed.Client`` or a Dask scheduler address. ``out``: a
+        (sequential), an :class:`~influence_core.influence.executors.Executor`, a ``distributed.Client`` or a Dask
+        scheduler address. ``out``: a
         ``.npy`` path to write the matrix to (returned as a read-only memmap), resumable after an interruption.
         Afterwards ``last_solve`` summarises the per-chunk iHVP solves (its ``x`` is empty; call :meth:`ihvp` for
         the vectors) and ``last_scoring`` describes the run.
@@ -204,9 +250,17 @@ class InfluenceCalculator:
             source = as_source(X_test)
             X_test, y_test = source.fetch(np.arange(len(source)))
         scores, self.last_scoring, solve = score_grid(
-            self, X_test, y_test, train_indices=train_indices, test_chunk_size=test_chunk_size,
-            train_chunk_size=self._train_chunk(train_chunk_size, _rows(X_test), test_chunk_size), executor=executor,
-            out=out, resume=resume, progress=progress)
+            self,
+            X_test,
+            y_test,
+            train_indices=train_indices,
+            test_chunk_size=test_chunk_size,
+            train_chunk_size=self._train_chunk(train_chunk_size, _rows(X_test), test_chunk_size),
+            executor=executor,
+            out=out,
+            resume=resume,
+            progress=progress,
+        )
         if solve is not None:
             self.last_solve = solve
         return scores
@@ -230,18 +284,33 @@ class InfluenceCalculator:
         per_point = (4 * k_block * self._activations_per_point + obj.batch(np.arange(1))[0].numel()) * itemsize
         return int(min(MAX_SCORE_CHUNK, max(obj.chunk_size, SCORE_MEMORY_BYTES // per_point)))
 
-    def scores_from_ihvp(self, S: torch.Tensor, train_indices: Any | None = None,
-                         progress: Progress | None = None, *, test_chunk_size: int | None = None,
-                         train_chunk_size: int | None = None, executor: Any = None, out: Any = None,
-                         resume: bool = True) -> np.ndarray:
+    def scores_from_ihvp(
+        self,
+        S: torch.Tensor,
+        train_indices: Any | None = None,
+        progress: Progress | None = None,
+        *,
+        test_chunk_size: int | None = None,
+        train_chunk_size: int | None = None,
+        executor: Any = None,
+        out: Any = None,
+        resume: bool = True,
+    ) -> np.ndarray:
         """(1/n) ∇ℓ_jᵀ s_t for precomputed iHVPs S (k, p): (k, n_selected) numpy array (blocked like
         :meth:`scores`)."""
         from influence_core.influence.scoring import score_grid
 
         scores, self.last_scoring, _ = score_grid(
-            self, ihvps=S, train_indices=train_indices, test_chunk_size=test_chunk_size,
-            train_chunk_size=self._train_chunk(train_chunk_size, _rows(S), test_chunk_size), executor=executor,
-            out=out, resume=resume, progress=progress)
+            self,
+            ihvps=S,
+            train_indices=train_indices,
+            test_chunk_size=test_chunk_size,
+            train_chunk_size=self._train_chunk(train_chunk_size, _rows(S), test_chunk_size),
+            executor=executor,
+            out=out,
+            resume=resume,
+            progress=progress,
+        )
         return scores
 
     def self_influence(self, train_indices: Any | None = None) -> np.ndarray:
@@ -294,20 +363,27 @@ def top_influences(scores: np.ndarray, k: int = 10) -> dict[str, np.ndarray]:
         raise ValueError(f"k must be a positive integer (points per list), got {k!r}")
     bad = ~np.isfinite(scores)
     if bad.any():  # NaN would sort as the most harmful point
-        raise ValueError(f"{int(bad.sum())} of the {scores.size} scores are NaN or infinite (e.g. training point "
-                         f"{int(np.flatnonzero(bad)[0])}); the solve or the model produced them: check the solver's "
-                         "convergence, raise the damping, or retrain")
+        raise ValueError(
+            f"{int(bad.sum())} of the {scores.size} scores are NaN or infinite (e.g. training point "
+            f"{int(np.flatnonzero(bad)[0])}); the solve or the model produced them: check the solver's "
+            "convergence, raise the damping, or retrain"
+        )
     k = int(min(k, scores.size))
     order = np.argsort(-scores, kind="stable")
     helpful, harmful = order[:k], order[::-1][:k]
-    return {"helpful": helpful, "helpful_scores": scores[helpful],
-            "harmful": harmful, "harmful_scores": scores[harmful]}
+    return {
+        "helpful": helpful,
+        "helpful_scores": scores[helpful],
+        "harmful": harmful,
+        "harmful_scores": scores[harmful],
+    }
 
 
 def make_task(task: Task | None = None, output_fn: Any = None, loss_fn: Any = None, measurement: Any = None) -> Task:
     """A :class:`Task` from ``task`` or from the shortcuts (not both)."""
-    shortcuts = {k: v for k, v in (("output", output_fn), ("loss", loss_fn), ("measurement", measurement))
-                 if v is not None}
+    shortcuts = {
+        k: v for k, v in (("output", output_fn), ("loss", loss_fn), ("measurement", measurement)) if v is not None
+    }
     if task is not None and shortcuts:
         raise ValueError(f"pass either task= or {sorted(shortcuts)} (the Task's fields), not both")
     return task if task is not None else Task(**shortcuts)
@@ -328,8 +404,9 @@ def hessian_arrays(hessian_indices: Any, hessian_weights: Any = None) -> tuple[n
     idx = np.asarray(hessian_indices)
     w = None if hessian_weights is None else np.asarray(hessian_weights)
     if w is not None and (np.iscomplexobj(w) or w.dtype == bool or not np.issubdtype(w.dtype, np.number)):
-        raise ValueError(f"hessian_weights must be real numbers (one importance weight per Hessian index), got "
-                         f"dtype {w.dtype}")
+        raise ValueError(
+            f"hessian_weights must be real numbers (one importance weight per Hessian index), got dtype {w.dtype}"
+        )
     w = None if w is None else w.astype(np.float64)
     return idx, w
 
@@ -342,14 +419,31 @@ def _split_data(dataset: Any) -> tuple[Any, Any, Any, Any]:
     raise TypeError("dataset must be an influence_core Dataset or a tuple (X_train, y_train, X_test, y_test)")
 
 
-def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_indices: Any | None = None,
-                     solver: str | None = None, damping: float | None = None, *,
-                     config: InfluenceConfig | None = None, hessian_weights: Any | None = None,
-                     curvature: str | None = None, weight_decay: float | None = None, chunk_size: int = 256,
-                     train_indices: Any | None = None, test_chunk_size: int | None = None, executor: Any = None,
-                     out: Any = None, progress: Progress | None = None, task: Task | None = None,
-                     params: Any = None, output_fn: Any = None, loss_fn: Any = None, measurement: Any = None,
-                     **solver_options: Any) -> np.ndarray:
+def influence_scores(
+    model: nn.Module,
+    dataset: Any,
+    test_indices: Any,
+    hessian_indices: Any | None = None,
+    solver: str | None = None,
+    damping: float | None = None,
+    *,
+    config: InfluenceConfig | None = None,
+    hessian_weights: Any | None = None,
+    curvature: str | None = None,
+    weight_decay: float | None = None,
+    chunk_size: int = 256,
+    train_indices: Any | None = None,
+    test_chunk_size: int | None = None,
+    executor: Any = None,
+    out: Any = None,
+    progress: Progress | None = None,
+    task: Task | None = None,
+    params: Any = None,
+    output_fn: Any = None,
+    loss_fn: Any = None,
+    measurement: Any = None,
+    **solver_options: Any,
+) -> np.ndarray:
     """Influence of every training point (or ``train_indices``) on the test points ``test_indices``.
 
     ``dataset``: a :class:`Dataset` or a tuple (X_train, y_train, X_test, y_test) of arrays/tensors for your own
@@ -364,19 +458,37 @@ def influence_scores(model: nn.Module, dataset: Any, test_indices: Any, hessian_
     """
     X_train, y_train, X_test, y_test = _split_data(dataset)
     test_source = None if y_test is not None else as_source(X_test)
-    test_idx = as_index_array(test_indices if np.ndim(test_indices) else [test_indices],
-                              len(y_test) if test_source is None else len(test_source), "test_indices")
-    calc = InfluenceCalculator(model, X_train, y_train, weight_decay=weight_decay, chunk_size=chunk_size,
-                               task=task, params=params, output_fn=output_fn, loss_fn=loss_fn,
-                               measurement=measurement)
-    calc.fit(hessian_indices, hessian_weights, config=config, solver=solver, damping=damping, curvature=curvature,
-             **solver_options)
+    test_idx = as_index_array(
+        test_indices if np.ndim(test_indices) else [test_indices],
+        len(y_test) if test_source is None else len(test_source),
+        "test_indices",
+    )
+    calc = InfluenceCalculator(
+        model,
+        X_train,
+        y_train,
+        weight_decay=weight_decay,
+        chunk_size=chunk_size,
+        task=task,
+        params=params,
+        output_fn=output_fn,
+        loss_fn=loss_fn,
+        measurement=measurement,
+    )
+    calc.fit(
+        hessian_indices,
+        hessian_weights,
+        config=config,
+        solver=solver,
+        damping=damping,
+        curvature=curvature,
+        **solver_options,
+    )
     if test_source is not None:
         X_test, y_test = test_source.fetch(test_idx)
     else:
-        X_test = X_test[torch.as_tensor(test_idx)] if isinstance(X_test, torch.Tensor) else \
-            np.asarray(X_test)[test_idx]
-        y_test = y_test[torch.as_tensor(test_idx)] if isinstance(y_test, torch.Tensor) else \
-            np.asarray(y_test)[test_idx]
-    return calc.scores(X_test, y_test, train_indices, progress, test_chunk_size=test_chunk_size,
-                       executor=executor, out=out)
+        X_test = X_test[torch.as_tensor(test_idx)] if isinstance(X_test, torch.Tensor) else np.asarray(X_test)[test_idx]
+        y_test = y_test[torch.as_tensor(test_idx)] if isinstance(y_test, torch.Tensor) else np.asarray(y_test)[test_idx]
+    return calc.scores(
+        X_test, y_test, train_indices, progress, test_chunk_size=test_chunk_size, executor=executor, out=out
+    )

@@ -23,7 +23,8 @@ import; a model class defined in a notebook or ``__main__`` travels by value thr
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 __all__ = [
     "Executor",
@@ -138,8 +139,9 @@ def _import_distributed() -> Any:
     try:
         import distributed
     except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ImportError("Dask execution needs the 'dask' extra: pip install '.[dask]' "
-                          "(or pip install 'dask[distributed]')") from exc
+        raise ImportError(
+            "Dask execution needs the 'dask' extra: pip install '.[dask]' (or pip install 'dask[distributed]')"
+        ) from exc
     return distributed
 
 
@@ -196,13 +198,15 @@ def _connect(address: str, timeout: float) -> Any:
         raise SchedulerUnreachableError(
             f"could not reach a Dask scheduler at {address} within {waited:.1f} s ({error}). Start one with "
             f"'dask scheduler' (and workers with 'dask worker {address} --nthreads 1'), check the host and port, "
-            "or run without --scheduler for the sequential executor") from error
+            "or run without --scheduler for the sequential executor"
+        ) from error
     reply = outcome.get("reply")
     if error is not None or not isinstance(reply, dict) or reply.get("type") != "Scheduler":
         what = f"{type(error).__name__}: {error}" if error is not None else f"reply {str(reply)[:80]!r}"
         raise SchedulerUnreachableError(
             f"{address} answered but is not a Dask scheduler ({what}); check the host and port (the scheduler "
-            "listens on 8786 by default; 8787 is its dashboard)") from error
+            "listens on 8786 by default; 8787 is its dashboard)"
+        ) from error
     return distributed.Client(address, timeout=f"{timeout}s", set_as_default=False)
 
 
@@ -216,8 +220,14 @@ class DaskExecutor(Executor):
 
     name = "dask"
 
-    def __init__(self, client: Any = None, *, address: str | None = None, n_workers: int | None = None,
-                 timeout: float = DEFAULT_CONNECT_TIMEOUT):
+    def __init__(
+        self,
+        client: Any = None,
+        *,
+        address: str | None = None,
+        n_workers: int | None = None,
+        timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    ):
         distributed = _import_distributed()
         if sum(x is not None for x in (client, address, n_workers)) != 1:
             raise ValueError("DaskExecutor needs exactly one of client=, address= or n_workers=")
@@ -235,8 +245,9 @@ class DaskExecutor(Executor):
             self._owns_client = True
         else:
             n = _check_workers(n_workers)
-            self._cluster = distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                     dashboard_address=None)
+            self._cluster = distributed.LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+            )
             self.client = distributed.Client(self._cluster, set_as_default=False)
             self._owns_client = True
         try:  # a local cluster waits for all its workers: the problem is then scattered to every one of them
@@ -245,7 +256,8 @@ class DaskExecutor(Executor):
             self.close()
             raise SchedulerUnreachableError(
                 f"the Dask scheduler at {self.client.scheduler.address} has no workers; start some with "
-                f"'dask worker {self.client.scheduler.address} --nthreads 1'") from exc
+                f"'dask worker {self.client.scheduler.address} --nthreads 1'"
+            ) from exc
 
     @property
     def n_workers(self) -> int:  # type: ignore[override]
@@ -299,24 +311,38 @@ class DaskExecutor(Executor):
         from distributed.comm.core import CommClosedError
         from distributed.scheduler import KilledWorker
 
-        lost = (concurrent.futures.CancelledError, asyncio.CancelledError, KilledWorker, CommClosedError, OSError,
-                TimeoutError)
-        return isinstance(exc, lost) or type(exc).__name__ in ("FutureCancelledError", "CancelledError",
-                                                               "ClosedClientError")
+        lost = (
+            concurrent.futures.CancelledError,
+            asyncio.CancelledError,
+            KilledWorker,
+            CommClosedError,
+            OSError,
+            TimeoutError,
+        )
+        return isinstance(exc, lost) or type(exc).__name__ in (
+            "FutureCancelledError",
+            "CancelledError",
+            "ClosedClientError",
+        )
 
     def recover(self, exc: BaseException, give_up: bool, finished: int, total: int) -> None:
         what = f"{type(exc).__name__}: {str(exc)[:200]}"
         if give_up:
-            raise ClusterLostError(f"the Dask cluster kept losing work ({what}) after {finished}/{total} blocks; "
-                                   "check the workers' logs and memory") from exc
+            raise ClusterLostError(
+                f"the Dask cluster kept losing work ({what}) after {finished}/{total} blocks; "
+                "check the workers' logs and memory"
+            ) from exc
         if self.client.status not in ("running", "connecting"):
-            raise ClusterLostError(f"the Dask scheduler at {self.address} is gone ({what}) after {finished}/{total} "
-                                   "blocks") from exc
+            raise ClusterLostError(
+                f"the Dask scheduler at {self.address} is gone ({what}) after {finished}/{total} blocks"
+            ) from exc
         try:
             self.client.wait_for_workers(1, timeout=self.RECOVERY_WAIT)
         except Exception as err:  # noqa: BLE001 - timeout, or the scheduler went away meanwhile
-            raise ClusterLostError(f"no Dask worker left at {self.address} ({what}) after {finished}/{total} "
-                                   f"blocks, none came back within {self.RECOVERY_WAIT:.0f} s") from err
+            raise ClusterLostError(
+                f"no Dask worker left at {self.address} ({what}) after {finished}/{total} "
+                f"blocks, none came back within {self.RECOVERY_WAIT:.0f} s"
+            ) from err
 
     def close(self) -> None:
         if self._owns_client:
@@ -333,13 +359,17 @@ def _check_workers(workers: Any) -> int:
     except (TypeError, ValueError):
         raise ValueError(f"workers must be a positive integer, got {workers!r}") from None
     if n != workers or n < 1:
-        raise ValueError(f"workers must be a positive integer (number of local Dask worker processes), "
-                         f"got {workers!r}")
+        raise ValueError(f"workers must be a positive integer (number of local Dask worker processes), got {workers!r}")
     return n
 
 
-def get_executor(executor: Any = None, *, workers: int | None = None, scheduler: str | None = None,
-                 timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Executor:
+def get_executor(
+    executor: Any = None,
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> Executor:
     """The executor for the user's options.
 
     ``executor``: None, an :class:`Executor`, a ``distributed.Client``, or a scheduler address string.
@@ -348,8 +378,9 @@ def get_executor(executor: Any = None, *, workers: int | None = None, scheduler:
     :class:`SchedulerUnreachableError` after ``timeout`` seconds if nothing answers.
     With none of them: the :class:`SequentialExecutor`.
     """
-    given = [name for name, v in (("executor", executor), ("workers", workers), ("scheduler", scheduler))
-             if v is not None]
+    given = [
+        name for name, v in (("executor", executor), ("workers", workers), ("scheduler", scheduler)) if v is not None
+    ]
     if len(given) > 1:
         raise ValueError(f"pass only one of executor, workers and scheduler (got {', '.join(given)})")
     if isinstance(executor, Executor):
@@ -362,8 +393,10 @@ def get_executor(executor: Any = None, *, workers: int | None = None, scheduler:
     if executor is not None:
         if type(executor).__name__ == "Client" and type(executor).__module__.startswith("distributed"):
             return DaskExecutor(executor, timeout=timeout)
-        raise TypeError(f"executor must be an influence_core.influence.executors.Executor, a distributed.Client or a "
-                        f"scheduler address, got {type(executor).__name__}")
+        raise TypeError(
+            f"executor must be an influence_core.influence.executors.Executor, a distributed.Client or a "
+            f"scheduler address, got {type(executor).__name__}"
+        )
     if scheduler is not None:
         return DaskExecutor(address=scheduler, timeout=timeout)
     if workers is not None:

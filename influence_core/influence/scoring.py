@@ -11,8 +11,10 @@ gradients). Peak memory is therefore set by the two chunk sizes and the model, n
 holds (train_chunk × test_chunk) tangent activations, an iHVP holds test_chunk × n_params numbers, and only the score
 matrix itself grows with n_train × n_test, which is why it can go to disk.
 
-Blocks are independent tasks: the :class:`~influence_core.influence.executors.SequentialExecutor` (default) runs them in this
-process; a :class:`~influence_core.influence.executors.DaskExecutor` scatters the problem (model, data, fitted solver) to its
+Blocks are independent tasks: the :class:`~influence_core.influence.executors.SequentialExecutor` (default) runs them
+in this
+process; a :class:`~influence_core.influence.executors.DaskExecutor` scatters the problem (model, data, fitted solver)
+to its
 workers once and then sends one small task per iHVP and per block. Every block is computed by the same function on
 the same inputs whatever the executor, and none of the sums in a block spans two blocks, so the chunk sizes and the
 executor do not change the arithmetic: in our tests the results agree bit for bit (see docs/SCALE.md).
@@ -21,7 +23,8 @@ On disk (``out="scores.npy"``): the matrix is a float64 ``.npy`` file (read it w
 written block by block with positioned writes (so it never occupies this process's memory), and a manifest
 ``scores.npy.manifest`` (JSON lines: a header identifying the problem, then one line per finished block, then
 ``{"complete": true}``) records progress: blocks are claimed after an fsync of the data, every few seconds and when
-the call ends for any reason (an exception, Ctrl-C), so a hard kill loses at most the last few seconds of blocks. After an interruption the same call with ``resume=True`` skips the
+the call ends for any reason (an exception, Ctrl-C), so a hard kill loses at most the last few seconds of blocks. After
+an interruption the same call with ``resume=True`` skips the
 finished blocks; a manifest for a different problem is refused rather than mixed in. Each finished block's line
 carries the CRC-32 of its bytes, checked on resume (and by :func:`verify_score_file`), so a file overwritten or
 damaged after it was written is refused instead of returned.
@@ -35,24 +38,32 @@ import threading
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from influence_core.solvers.factor_io import fingerprint as _fingerprint  # SHA-256 of arrays and JSON-able values
 from influence_core.influence.executors import ClusterLostError, Executor, get_executor
 from influence_core.io_safety import check_output_file, load_error
-from influence_core.solvers.base import SolveResult
 from influence_core.progress import Progress
+from influence_core.solvers.base import SolveResult
+from influence_core.solvers.factor_io import fingerprint as _fingerprint  # SHA-256 of arrays and JSON-able values
 
 if TYPE_CHECKING:  # pragma: no cover
     from influence_core.influence.calculator import InfluenceCalculator
 
-__all__ = ["score_grid", "ScoringProblem", "ScoringReport", "DEFAULT_TEST_CHUNK_SIZE", "manifest_path",
-           "check_chunk_size", "verify_score_file"]
+__all__ = [
+    "score_grid",
+    "ScoringProblem",
+    "ScoringReport",
+    "DEFAULT_TEST_CHUNK_SIZE",
+    "manifest_path",
+    "check_chunk_size",
+    "verify_score_file",
+]
 
 DEFAULT_TEST_CHUNK_SIZE = 128
 """Test points per iHVP batch and per block row when the caller does not choose."""
@@ -85,8 +96,14 @@ class ScoringProblem:
     gradients at once (threads could share the model safely: every forward pass runs on a per-thread replica).
     """
 
-    def __init__(self, calc: "InfluenceCalculator", X_test: torch.Tensor | None, y_test: torch.Tensor | None,
-                 ihvps: torch.Tensor | None, train_idx: np.ndarray):
+    def __init__(
+        self,
+        calc: "InfluenceCalculator",
+        X_test: torch.Tensor | None,
+        y_test: torch.Tensor | None,
+        ihvps: torch.Tensor | None,
+        train_idx: np.ndarray,
+    ):
         self.objective, self.inverse = calc.objective, calc.inverse
         self.X_test, self.y_test, self.ihvps = X_test, y_test, ihvps
         self.train_idx = train_idx
@@ -111,8 +128,7 @@ def _ihvp_task(problem: ScoringProblem, t0: int, t1: int) -> SolveResult:
         return problem.inverse.solve(G)
 
 
-def _score_task(problem: ScoringProblem, solved: SolveResult, j0: int,
-                j1: int) -> tuple[np.ndarray, dict[str, Any]]:
+def _score_task(problem: ScoringProblem, solved: SolveResult, j0: int, j1: int) -> tuple[np.ndarray, dict[str, Any]]:
     """score block (test chunk, train points train_idx[j0:j1]) as float64 (k, c), and the summary of its solve."""
     with problem.lock:
         obj = problem.objective
@@ -122,9 +138,16 @@ def _score_task(problem: ScoringProblem, solved: SolveResult, j0: int,
 
 
 def _solve_summary(solved: SolveResult) -> dict[str, Any]:
-    return {"method": solved.method, "iterations": solved.iterations, "converged": solved.converged,
-            "damping": solved.damping, "scale": solved.scale, "seconds": solved.seconds,
-            "trace": list(solved.trace), "info": dict(solved.info)}
+    return {
+        "method": solved.method,
+        "iterations": solved.iterations,
+        "converged": solved.converged,
+        "damping": solved.damping,
+        "scale": solved.scale,
+        "seconds": solved.seconds,
+        "trace": list(solved.trace),
+        "info": dict(solved.info),
+    }
 
 
 def _merge_solves(summaries: list[dict[str, Any]], n_params: int, dtype: torch.dtype) -> SolveResult | None:
@@ -132,10 +155,17 @@ def _merge_solves(summaries: list[dict[str, Any]], n_params: int, dtype: torch.d
     if not summaries:
         return None
     worst = max(summaries, key=lambda s: (s["iterations"], s["trace"][-1] if s["trace"] else 0.0))
-    return SolveResult(torch.empty(0, n_params, dtype=dtype), worst["method"],
-                       max(s["iterations"] for s in summaries), all(s["converged"] for s in summaries),
-                       worst["damping"], worst["trace"], worst["scale"], sum(s["seconds"] for s in summaries),
-                       {**worst["info"], "test_chunks": len(summaries)})
+    return SolveResult(
+        torch.empty(0, n_params, dtype=dtype),
+        worst["method"],
+        max(s["iterations"] for s in summaries),
+        all(s["converged"] for s in summaries),
+        worst["damping"],
+        worst["trace"],
+        worst["scale"],
+        sum(s["seconds"] for s in summaries),
+        {**worst["info"], "test_chunks": len(summaries)},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- the output
@@ -154,9 +184,17 @@ class ScoringReport:
     out: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"shape": list(self.shape), "test_chunk_size": self.test_chunk_size,
-                "train_chunk_size": self.train_chunk_size, "blocks": self.blocks, "computed": self.computed,
-                "skipped": self.skipped, "seconds": self.seconds, "executor": self.executor, "out": self.out}
+        return {
+            "shape": list(self.shape),
+            "test_chunk_size": self.test_chunk_size,
+            "train_chunk_size": self.train_chunk_size,
+            "blocks": self.blocks,
+            "computed": self.computed,
+            "skipped": self.skipped,
+            "seconds": self.seconds,
+            "executor": self.executor,
+            "out": self.out,
+        }
 
 
 class _MemorySink:
@@ -199,10 +237,12 @@ class _DiskSink:
             self._load(header)
         else:
             if resume and path.exists():
-                raise ValueError(f"{path} exists but is not a score file written by this package (it has no "
-                                 f"manifest {self.manifest.name}), so it is not resumed nor overwritten; choose "
-                                 "another output path (CLI: another --out) or delete it (Python: resume=False "
-                                 "replaces it)")
+                raise ValueError(
+                    f"{path} exists but is not a score file written by this package (it has no "
+                    f"manifest {self.manifest.name}), so it is not resumed nor overwritten; choose "
+                    "another output path (CLI: another --out) or delete it (Python: resume=False "
+                    "replaces it)"
+                )
             self.manifest.unlink(missing_ok=True)
             self.partial.unlink(missing_ok=True)
             self.data = self.partial
@@ -228,8 +268,9 @@ class _DiskSink:
 
     def _read_block(self, rows: slice, cols: slice) -> bytes:
         n_cols, width = self.shape[1], (cols.stop - cols.start) * 8
-        return b"".join(os.pread(self.fd, width, self.offset + (r * n_cols + cols.start) * 8)
-                        for r in range(rows.start, rows.stop))
+        return b"".join(
+            os.pread(self.fd, width, self.offset + (r * n_cols + cols.start) * 8) for r in range(rows.start, rows.stop)
+        )
 
     def verify(self, test_chunk: int, train_chunk: int) -> None:
         """Check every finished block against the CRC-32 recorded in the manifest when it was written; a block
@@ -243,22 +284,28 @@ class _DiskSink:
         if bad:
             os.close(self.fd)
             self.log.close()
-            raise ValueError(f"{self.path} was modified or damaged after it was written: {len(bad)} of "
-                             f"{len(self.done)} finished blocks fail their checksum (first: test chunk {bad[0][0]}, "
-                             f"train chunk {bad[0][1]}); delete it and {self.manifest.name} and recompute (CLI: "
-                             "rerun without --resume, which starts afresh)")
+            raise ValueError(
+                f"{self.path} was modified or damaged after it was written: {len(bad)} of "
+                f"{len(self.done)} finished blocks fail their checksum (first: test chunk {bad[0][0]}, "
+                f"train chunk {bad[0][1]}); delete it and {self.manifest.name} and recompute (CLI: "
+                "rerun without --resume, which starts afresh)"
+            )
 
     def _data_offset(self) -> int:
-        advice = (f"delete it and {self.manifest.name} and recompute (CLI: rerun without --resume, which starts "
-                  "afresh; Python: resume=False)")
+        advice = (
+            f"delete it and {self.manifest.name} and recompute (CLI: rerun without --resume, which starts "
+            "afresh; Python: resume=False)"
+        )
         try:
             arr = np.load(self.data, mmap_mode="r")
         except (ValueError, OSError, EOFError) as exc:
-            raise ValueError(f"{self.path} is not a complete score file (cut short or damaged: {load_error(exc)}); "
-                             f"{advice}") from None
+            raise ValueError(
+                f"{self.path} is not a complete score file (cut short or damaged: {load_error(exc)}); {advice}"
+            ) from None
         if arr.shape != self.shape or arr.dtype != np.float64 or not arr.flags.c_contiguous:
-            raise ValueError(f"{self.path} holds a {arr.dtype} array of shape {arr.shape}, expected float64 "
-                             f"{self.shape}; {advice}")
+            raise ValueError(
+                f"{self.path} holds a {arr.dtype} array of shape {arr.shape}, expected float64 {self.shape}; {advice}"
+            )
         offset = int(arr.offset)
         del arr
         return offset
@@ -268,14 +315,17 @@ class _DiskSink:
         try:
             found = json.loads(lines[0])["header"]
         except (IndexError, ValueError, KeyError, TypeError):
-            raise ValueError(f"{self.manifest} is not a scoring manifest; delete it (and {self.path}) to start "
-                             "afresh") from None
+            raise ValueError(
+                f"{self.manifest} is not a scoring manifest; delete it (and {self.path}) to start afresh"
+            ) from None
         if found != header:
             diff = sorted(k for k in set(found) | set(header) if found.get(k) != header.get(k))
-            raise ValueError(f"{self.path} was started for a different problem (differs in {diff}); to keep it, "
-                             "choose another output path (CLI: another --out); to replace it, delete it and "
-                             f"{self.manifest.name} (or rerun without --resume, which starts afresh; Python: "
-                             "resume=False)")
+            raise ValueError(
+                f"{self.path} was started for a different problem (differs in {diff}); to keep it, "
+                "choose another output path (CLI: another --out); to replace it, delete it and "
+                f"{self.manifest.name} (or rerun without --resume, which starts afresh; Python: "
+                "resume=False)"
+            )
         for line in lines[1:]:
             try:
                 entry = json.loads(line)
@@ -306,8 +356,7 @@ class _DiskSink:
     def _sync(self) -> None:
         if self._unclaimed:
             os.fsync(self.fd)  # the data are on disk before the manifest says so
-            self.log.write("".join(json.dumps({"block": list(k), "crc32": crc}) + "\n"
-                                   for k, crc in self._unclaimed))
+            self.log.write("".join(json.dumps({"block": list(k), "crc32": crc}) + "\n" for k, crc in self._unclaimed))
             self.log.flush()
             os.fsync(self.log.fileno())
             self.claimed += len(self._unclaimed)
@@ -369,8 +418,9 @@ def _test_tensor(name: str, a: Any) -> torch.Tensor:
         try:
             arr = np.asarray(a)
         except (ValueError, TypeError) as exc:
-            raise ValueError(f"{name} could not be read as an array (rows of different lengths?): "
-                             f"{str(exc)[:120]}") from None
+            raise ValueError(
+                f"{name} could not be read as an array (rows of different lengths?): {str(exc)[:120]}"
+            ) from None
         if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
             raise ValueError(f"{name} must be numeric, got dtype {arr.dtype}")
         t = torch.as_tensor(arr)
@@ -389,17 +439,22 @@ def _check_test_data(calc: "InfluenceCalculator", X_test: Any, y_test: Any) -> t
         # (integer inputs of a model trained on integers, e.g. token ids, stay as they are)
         exact = 2 * round(1 / torch.finfo(obj.dtype).eps)  # 2**24 for float32, 2**53 for float64
         if X.numel() and int(X.long().abs().max()) > exact:
-            raise ValueError(f"X_test holds integers above {exact}, which {obj.dtype} cannot represent exactly; "
-                             "rescale them or pass floats")
+            raise ValueError(
+                f"X_test holds integers above {exact}, which {obj.dtype} cannot represent exactly; "
+                "rescale them or pass floats"
+            )
         X = X.to(obj.dtype)
     if X.ndim == len(obj.input_shape) and y.ndim == 0:
         X, y = X.unsqueeze(0), y.unsqueeze(0)
     if X.ndim != len(obj.input_shape) + 1 or tuple(X.shape[1:]) != obj.input_shape:
-        raise ValueError(f"X_test must have shape (k, {', '.join(map(str, obj.input_shape))}) like the training "
-                         f"inputs, got {tuple(X.shape)}")
+        raise ValueError(
+            f"X_test must have shape (k, {', '.join(map(str, obj.input_shape))}) like the training "
+            f"inputs, got {tuple(X.shape)}"
+        )
     if y.ndim != 1 or len(y) != len(X) or len(X) == 0:
-        raise ValueError(f"X_test and y_test must be non-empty with the same length, got {tuple(X.shape)} and "
-                         f"{tuple(y.shape)}")
+        raise ValueError(
+            f"X_test and y_test must be non-empty with the same length, got {tuple(X.shape)} and {tuple(y.shape)}"
+        )
     if X.is_floating_point() and not torch.isfinite(X).all():
         raise ValueError("X_test contains NaN or infinite values")
     if y.is_floating_point():
@@ -408,17 +463,27 @@ def _check_test_data(calc: "InfluenceCalculator", X_test: Any, y_test: Any) -> t
     n_classes = obj.n_classes
     y = y.long()
     if int(y.min()) < 0 or int(y.max()) >= n_classes:
-        raise ValueError(f"y_test labels must lie in [0, {n_classes}); got values from {int(y.min())} to "
-                         f"{int(y.max())}")
+        raise ValueError(
+            f"y_test labels must lie in [0, {n_classes}); got values from {int(y.min())} to {int(y.max())}"
+        )
     return X, y
 
 
 # ---------------------------------------------------------------------------------------------------- the grid
-def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = None, *, ihvps: Any = None,
-               train_indices: Any | None = None, test_chunk_size: int | None = None,
-               train_chunk_size: int | None = None, executor: Any = None, out: str | os.PathLike | None = None,
-               resume: bool = True, progress: Progress | None = None
-               ) -> tuple[np.ndarray, ScoringReport, SolveResult | None]:
+def score_grid(
+    calc: "InfluenceCalculator",
+    X_test: Any = None,
+    y_test: Any = None,
+    *,
+    ihvps: Any = None,
+    train_indices: Any | None = None,
+    test_chunk_size: int | None = None,
+    train_chunk_size: int | None = None,
+    executor: Any = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = True,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, ScoringReport, SolveResult | None]:
     """Influence scores (n_test, n_selected) of a fitted calculator, block by block, with the
     :class:`ScoringReport` of the run and the merged summary of its iHVP solves (None when ``ihvps`` are given or no
     block was computed here).
@@ -426,15 +491,16 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
     Give either test points (``X_test``, ``y_test``) or precomputed iHVPs ``ihvps`` (k, p). ``train_indices``
     selects training columns (None = all). ``test_chunk_size`` (default 128) and ``train_chunk_size`` (default the
     calculator's ``chunk_size``) set the block and so the memory. ``executor``: None (sequential), an
-    :class:`~influence_core.influence.executors.Executor`, a ``distributed.Client`` or a scheduler address. ``out``: a ``.npy``
+    :class:`~influence_core.influence.executors.Executor`, a ``distributed.Client`` or a scheduler address. ``out``: a
+    ``.npy``
     path to write the matrix to (returned as a read-only memmap); ``resume`` continues an interrupted run of the same
     problem found there (False: start afresh). ``progress(fraction, message)`` is called after every block.
     """
     obj = calc.objective
-    test_chunk = check_chunk_size(DEFAULT_TEST_CHUNK_SIZE if test_chunk_size is None else test_chunk_size,
-                                  "test_chunk_size")
-    train_chunk = check_chunk_size(obj.chunk_size if train_chunk_size is None else train_chunk_size,
-                                   "train_chunk_size")
+    test_chunk = check_chunk_size(
+        DEFAULT_TEST_CHUNK_SIZE if test_chunk_size is None else test_chunk_size, "test_chunk_size"
+    )
+    train_chunk = check_chunk_size(obj.chunk_size if train_chunk_size is None else train_chunk_size, "train_chunk_size")
     train_idx = obj.subset(train_indices)
     if ihvps is not None:
         if X_test is not None or y_test is not None:
@@ -457,11 +523,25 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
     total = len(test_starts) * len(train_starts)
 
     if out is not None:
-        header = {"format": 2, "shape": list(shape), "test_chunk_size": test_chunk, "train_chunk_size": train_chunk,
-                  "problem": _fingerprint(obj.theta, getattr(obj.source, "X", type(obj.source).__name__), obj.y,
-                                          obj.names, obj.task.describe(),
-                                          None if calc.config is None else calc.fit_record(), obj.weight_decay,
-                                          train_idx, X, y, S)}
+        header = {
+            "format": 2,
+            "shape": list(shape),
+            "test_chunk_size": test_chunk,
+            "train_chunk_size": train_chunk,
+            "problem": _fingerprint(
+                obj.theta,
+                getattr(obj.source, "X", type(obj.source).__name__),
+                obj.y,
+                obj.names,
+                obj.task.describe(),
+                None if calc.config is None else calc.fit_record(),
+                obj.weight_decay,
+                train_idx,
+                X,
+                y,
+                S,
+            ),
+        }
         sink: _MemorySink | _DiskSink = _DiskSink(Path(out), shape, header, resume)
     else:
         sink = _MemorySink(shape)
@@ -475,8 +555,9 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
             pending: deque = deque()
             ex = None
         else:
-            pending = deque((a, b) for a in range(len(test_starts)) for b in range(len(train_starts))
-                            if (a, b) not in sink.done)
+            pending = deque(
+                (a, b) for a in range(len(test_starts)) for b in range(len(train_starts)) if (a, b) not in sink.done
+            )
             ex = get_executor(executor)
         finished = total - len(pending)
         if progress and finished:
@@ -484,19 +565,44 @@ def score_grid(calc: "InfluenceCalculator", X_test: Any = None, y_test: Any = No
         computed = len(pending)
         if pending:
             try:
-                _run_grid(ex, ScoringProblem(calc, X, y, S, train_idx), pending, test_starts, train_starts, k,
-                          len(train_idx), test_chunk, train_chunk, sink, summaries, progress, total, finished)
+                _run_grid(
+                    ex,
+                    ScoringProblem(calc, X, y, S, train_idx),
+                    pending,
+                    test_starts,
+                    train_starts,
+                    k,
+                    len(train_idx),
+                    test_chunk,
+                    train_chunk,
+                    sink,
+                    summaries,
+                    progress,
+                    total,
+                    finished,
+                )
             except ClusterLostError as exc:
-                hint = (f"the finished blocks are kept in {out}: rerun with resume=True (CLI: the same command "
-                        "with --resume) once the cluster is back" if out is not None else
-                        "nothing was kept: pass out=FILE.npy (CLI: --out FILE.npy) so that a rerun with --resume "
-                        "skips the finished blocks")
+                hint = (
+                    f"the finished blocks are kept in {out}: rerun with resume=True (CLI: the same command "
+                    "with --resume) once the cluster is back"
+                    if out is not None
+                    else "nothing was kept: pass out=FILE.npy (CLI: --out FILE.npy) so that a rerun with --resume "
+                    "skips the finished blocks"
+                )
                 raise ClusterLostError(f"{exc}; {hint}") from exc
         if isinstance(sink, _DiskSink) and not sink.complete:
             sink.finish()
-        report = ScoringReport(shape, test_chunk, train_chunk, total, computed, total - computed,
-                               time.perf_counter() - start, ex.describe() if ex is not None else {"executor": None},
-                               None if out is None else str(out))
+        report = ScoringReport(
+            shape,
+            test_chunk,
+            train_chunk,
+            total,
+            computed,
+            total - computed,
+            time.perf_counter() - start,
+            ex.describe() if ex is not None else {"executor": None},
+            None if out is None else str(out),
+        )
         solve = _merge_solves(summaries, obj.n_params, obj.dtype) if ihvps is None and summaries else None
         return sink.result(), report, solve
     finally:
@@ -509,9 +615,22 @@ MAX_RECOVERIES = 5
 """How many times a run re-sends its problem and resubmits lost blocks after workers die before giving up."""
 
 
-def _run_grid(ex: Executor, problem: ScoringProblem, pending: deque, test_starts: list[int],
-              train_starts: list[int], k: int, n_cols: int, test_chunk: int, train_chunk: int, sink: Any,
-              summaries: list[dict[str, Any]], progress: Progress | None, total: int, finished: int) -> None:
+def _run_grid(
+    ex: Executor,
+    problem: ScoringProblem,
+    pending: deque,
+    test_starts: list[int],
+    train_starts: list[int],
+    k: int,
+    n_cols: int,
+    test_chunk: int,
+    train_chunk: int,
+    sink: Any,
+    summaries: list[dict[str, Any]],
+    progress: Progress | None,
+    total: int,
+    finished: int,
+) -> None:
     """Submit iHVP and block tasks with a bounded number in flight; write blocks as they arrive.
 
     Lost work (a worker died, taking in-flight tasks or the last copy of the scattered problem with it) is
@@ -528,8 +647,9 @@ def _run_grid(ex: Executor, problem: ScoringProblem, pending: deque, test_starts
         except Exception as exc:
             if not ex.is_lost(exc):
                 raise
-            raise ClusterLostError(f"the Dask scheduler is gone ({type(exc).__name__}: {str(exc)[:200]}) after "
-                                   f"{done[0]}/{total} blocks") from exc
+            raise ClusterLostError(
+                f"the Dask scheduler is gone ({type(exc).__name__}: {str(exc)[:200]}) after {done[0]}/{total} blocks"
+            ) from exc
 
     handle = cluster(ex.scatter, problem)
     remaining: dict[int, int] = {}
@@ -577,6 +697,8 @@ def _run_grid(ex: Executor, problem: ScoringProblem, pending: deque, test_starts
         if remaining[a] == 0:
             ex.release(solves.pop(a))
         if progress:
-            progress(done[0] / total, f"block {done[0]}/{total}: test {t0}-{t0 + block.shape[0]} x "
-                                      f"train {j0}-{j0 + block.shape[1]}")
+            progress(
+                done[0] / total,
+                f"block {done[0]}/{total}: test {t0}-{t0 + block.shape[0]} x train {j0}-{j0 + block.shape[1]}",
+            )
     summaries[:] = [solved[a] for a in sorted(solved)]

@@ -10,7 +10,8 @@ indistinguishable from the freshly trained model (same outputs, bit for bit).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,8 +29,11 @@ def model_to_arrays(model: nn.Module) -> tuple[dict[str, np.ndarray], dict[str, 
     if not hasattr(model, "training_config"):
         raise ValueError("only models trained by influence_core.train_model can be stored (no training_config)")
     arrays = {PARAM_PREFIX + name: t.detach().cpu().numpy().copy() for name, t in model.state_dict().items()}
-    record = {"training_config": model.training_config, "training_report": dict(model.training_report),
-              "weight_decay": float(model.weight_decay)}
+    record = {
+        "training_config": model.training_config,
+        "training_report": dict(model.training_report),
+        "weight_decay": float(model.weight_decay),
+    }
     return arrays, record
 
 
@@ -43,8 +47,11 @@ def model_from_arrays(arrays: Mapping[str, np.ndarray], record: Mapping[str, Any
     model = build_model(cfg["arch"], int(data["n_features"]), int(data["n_classes"]), image_shape, **options)
     dtype = torch.float64 if cfg.get("dtype") == "float64" else torch.float32
     model = model.to(dtype=dtype)
-    state = {name[len(PARAM_PREFIX):]: torch.as_tensor(np.asarray(a)) for name, a in arrays.items()
-             if name.startswith(PARAM_PREFIX)}
+    state = {
+        name[len(PARAM_PREFIX) :]: torch.as_tensor(np.asarray(a))
+        for name, a in arrays.items()
+        if name.startswith(PARAM_PREFIX)
+    }
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

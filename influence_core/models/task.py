@@ -17,7 +17,8 @@ forward pass of the engine): the engine never evaluates the caller's module obje
 :func:`replica`, a copy of the module tree in eval mode (Dropout off, BatchNorm on its running statistics) that
 shares the caller's parameter and buffer tensors (no data is copied), one per thread where it is cached; so the
 caller's parameters, ``requires_grad``, ``training`` flags and hooks are never touched, even for an instant, and any
-number of threads may compute on one model (``torch.func.functional_call`` swaps tensors into the replica only). :func:`select_parameters`
+number of threads may compute on one model (``torch.func.functional_call`` swaps tensors into the replica only).
+:func:`select_parameters`
 names the parameters influence is computed over (all trainable ones by default; a list of names or modules, or
 ``"last_layer"``).
 """
@@ -31,16 +32,28 @@ import math
 import threading
 import warnings
 import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["Task", "default_output", "cross_entropy_loss", "margin_measurement", "eval_mode", "replica",
-           "thread_replica", "select_parameters",
-           "check_parameters", "resolve_weight_decay", "MEASUREMENTS", "WeightDecayWarning"]
+__all__ = [
+    "Task",
+    "default_output",
+    "cross_entropy_loss",
+    "margin_measurement",
+    "eval_mode",
+    "replica",
+    "thread_replica",
+    "select_parameters",
+    "check_parameters",
+    "resolve_weight_decay",
+    "MEASUREMENTS",
+    "WeightDecayWarning",
+]
 
 MEASUREMENTS = ("loss", "margin")
 
@@ -56,14 +69,18 @@ def default_output(out: Any) -> torch.Tensor:
     if isinstance(out, Mapping):
         if "logits" in out:
             return out["logits"]
-        raise TypeError(f"the model returns a dict with keys {sorted(map(str, out))} and no 'logits' entry; pass "
-                        "output_fn=lambda out: out[KEY] to say which entry holds the logits (batch, classes)")
+        raise TypeError(
+            f"the model returns a dict with keys {sorted(map(str, out))} and no 'logits' entry; pass "
+            "output_fn=lambda out: out[KEY] to say which entry holds the logits (batch, classes)"
+        )
     if isinstance(getattr(out, "logits", None), torch.Tensor):
         return out.logits
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise TypeError(f"the model returns a {type(out).__name__}, not logits; pass output_fn= (a function from the "
-                    "model's output to the logits tensor (batch, classes))")
+    raise TypeError(
+        f"the model returns a {type(out).__name__}, not logits; pass output_fn= (a function from the "
+        "model's output to the logits tensor (batch, classes))"
+    )
 
 
 def cross_entropy_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -91,8 +108,10 @@ class Task:
         if not callable(self.output) or not callable(self.loss):
             raise TypeError("Task.output and Task.loss must be functions")
         if not (callable(self.measurement) or self.measurement in MEASUREMENTS):
-            raise ValueError(f"measurement must be one of {list(MEASUREMENTS)} or a function (logits, y) -> (c,); "
-                             f"got {self.measurement!r}")
+            raise ValueError(
+                f"measurement must be one of {list(MEASUREMENTS)} or a function (logits, y) -> (c,); "
+                f"got {self.measurement!r}"
+            )
 
     @property
     def softmax_loss(self) -> bool:
@@ -109,14 +128,19 @@ class Task:
 
     def require_gauss_newton(self) -> None:
         if not self.softmax_loss:
-            raise ValueError("curvature='gauss_newton' (and the exact low-rank solve) needs logits and the softmax "
-                             "cross-entropy loss; this task has a custom loss: use curvature='hessian', or keep the "
-                             "default loss and give output_fn= to extract the logits")
+            raise ValueError(
+                "curvature='gauss_newton' (and the exact low-rank solve) needs logits and the softmax "
+                "cross-entropy loss; this task has a custom loss: use curvature='hessian', or keep the "
+                "default loss and give output_fn= to extract the logits"
+            )
 
     def describe(self) -> dict[str, str]:
         name = lambda f: getattr(f, "__name__", type(f).__name__)  # noqa: E731
-        return {"output": name(self.output), "loss": name(self.loss),
-                "measurement": self.measurement if isinstance(self.measurement, str) else name(self.measurement)}
+        return {
+            "output": name(self.output),
+            "loss": name(self.loss),
+            "measurement": self.measurement if isinstance(self.measurement, str) else name(self.measurement),
+        }
 
 
 def replica(model: nn.Module) -> nn.Module:
@@ -134,9 +158,11 @@ def replica(model: nn.Module) -> nn.Module:
     try:
         private = copy.deepcopy(model, memo=shared)
     except Exception as exc:  # noqa: BLE001 - any failure to copy is reported the same way
-        raise TypeError(f"the model could not be copied for a thread-safe evaluation ({type(exc).__name__}: "
-                        f"{exc}); influence needs a model that copy.deepcopy accepts: move locks, open files or "
-                        "other uncopyable objects out of the module's attributes") from exc
+        raise TypeError(
+            f"the model could not be copied for a thread-safe evaluation ({type(exc).__name__}: "
+            f"{exc}); influence needs a model that copy.deepcopy accepts: move locks, open files or "
+            "other uncopyable objects out of the module's attributes"
+        ) from exc
     return private.eval()
 
 
@@ -157,8 +183,7 @@ def thread_replica(model: nn.Module) -> nn.Module:
             local = _REPLICAS[model] = threading.local()
     tensors = [t for t in itertools.chain(model.parameters(), model.buffers())]
     cached = getattr(local, "replica", None)
-    if cached is None or len(local.tensors) != len(tensors) or any(a is not b for a, b in zip(local.tensors,
-                                                                                                tensors)):
+    if cached is None or len(local.tensors) != len(tensors) or any(a is not b for a, b in zip(local.tensors, tensors)):
         local.replica = replica(model)
         local.tensors = tensors
     return local.replica
@@ -197,8 +222,10 @@ def select_parameters(model: nn.Module, params: Any = None) -> list[str]:
     if params is None:
         chosen = {k for k, v in named.items() if v.requires_grad}
         if not chosen:
-            raise ValueError("the model has no trainable parameters (all have requires_grad=False); pass params= "
-                             "to name the parameters influence should be computed over")
+            raise ValueError(
+                "the model has no trainable parameters (all have requires_grad=False); pass params= "
+                "to name the parameters influence should be computed over"
+            )
     elif isinstance(params, str) and params in ("last_layer", "last-layer"):
         chosen = set(_last_layer(model))
     else:
@@ -218,8 +245,10 @@ def select_parameters(model: nn.Module, params: Any = None) -> list[str]:
             else:
                 raise TypeError(f"params entries must be parameter names or modules, got {type(item).__name__}")
             if not hits:
-                raise ValueError(f"params entry {item if isinstance(item, str) else type(item).__name__!r} matches "
-                                 f"no parameter; the model's parameters are {list(named)[:20]}")
+                raise ValueError(
+                    f"params entry {item if isinstance(item, str) else type(item).__name__!r} matches "
+                    f"no parameter; the model's parameters are {list(named)[:20]}"
+                )
             chosen.update(hits)
     return [k for k in named if k in chosen]
 
@@ -233,11 +262,15 @@ def check_parameters(model: nn.Module, names: list[str]) -> tuple[torch.device, 
     dtypes = sorted({str(t.dtype) for t in tensors})
     devices = sorted({str(t.device) for t in tensors})
     if len(dtypes) > 1:
-        raise ValueError(f"the model's parameters have mixed dtypes {dtypes}; influence needs one dtype: convert "
-                         "the model with model.float() or model.double() (e.g. after mixed-precision training)")
+        raise ValueError(
+            f"the model's parameters have mixed dtypes {dtypes}; influence needs one dtype: convert "
+            "the model with model.float() or model.double() (e.g. after mixed-precision training)"
+        )
     if len(devices) > 1:
-        raise ValueError(f"the model's parameters live on several devices {devices}; move the model to one device "
-                         "with model.to(device)")
+        raise ValueError(
+            f"the model's parameters live on several devices {devices}; move the model to one device "
+            "with model.to(device)"
+        )
     if not tensors[0].is_floating_point():
         raise ValueError(f"the parameters have dtype {dtypes[0]}; influence needs floating-point parameters")
     return tensors[0].device, tensors[0].dtype
@@ -249,11 +282,14 @@ def resolve_weight_decay(model: nn.Module, weight_decay: float | None) -> float:
     if weight_decay is None:
         recorded = getattr(model, "weight_decay", None)
         if recorded is None:
-            warnings.warn("the model records no weight_decay and none was given, so influence assumes the model was "
-                          "trained without weight decay (wd = 0); pass weight_decay= (the L2 coefficient of your "
-                          "training objective (wd/2)·||θ||², which is torch.optim.SGD's or Adam's weight_decay) "
-                          "to silence this",
-                          WeightDecayWarning, stacklevel=3)
+            warnings.warn(
+                "the model records no weight_decay and none was given, so influence assumes the model was "
+                "trained without weight decay (wd = 0); pass weight_decay= (the L2 coefficient of your "
+                "training objective (wd/2)·||θ||², which is torch.optim.SGD's or Adam's weight_decay) "
+                "to silence this",
+                WeightDecayWarning,
+                stacklevel=3,
+            )
             return 0.0
         weight_decay = recorded
     try:

@@ -97,8 +97,14 @@ MAX_WIDTH = 65_536
 """Bounds of the training budget and sizes (far above any recipe here; they stop a typo from running for days)."""
 
 
-def objective(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: float,
-              sample_weight: torch.Tensor | None = None, n_total: int | None = None) -> torch.Tensor:
+def objective(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    weight_decay: float,
+    sample_weight: torch.Tensor | None = None,
+    n_total: int | None = None,
+) -> torch.Tensor:
     """(1/n_total) Σ w_i CE_i + (wd/2)||θ||²; ``n_total`` defaults to len(X) (set it to the full n for batches of
     a weighted sum)."""
     losses = F.cross_entropy(model(X), y, reduction="none")
@@ -122,8 +128,9 @@ def _chunk_rows(X: torch.Tensor) -> int:
     return len(X) if X.numel() <= FULL_BATCH_MAX_VALUES else max(1, CHUNK_VALUES // per_row)
 
 
-def full_objective_backward(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: float,
-                            sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+def full_objective_backward(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: float, sample_weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """The full objective (1/n)Σ w_i CE_i + (wd/2)||θ||² (detached scalar), with its gradient ACCUMULATED into the
     parameters' ``.grad`` (zero them first), in chunks of rows for large inputs (see ``FULL_BATCH_MAX_VALUES``)."""
     n, rows = len(X), _chunk_rows(X)
@@ -133,9 +140,9 @@ def full_objective_backward(model: nn.Module, X: torch.Tensor, y: torch.Tensor, 
         return loss.detach()
     total = torch.zeros((), dtype=X.dtype, device=X.device)
     for i in range(0, n, rows):
-        losses = F.cross_entropy(model(X[i:i + rows]), y[i:i + rows], reduction="none")
+        losses = F.cross_entropy(model(X[i : i + rows]), y[i : i + rows], reduction="none")
         if sample_weight is not None:
-            losses = losses * sample_weight[i:i + rows]
+            losses = losses * sample_weight[i : i + rows]
         part = losses.sum() / n
         part.backward()
         total += part.detach()
@@ -145,9 +152,18 @@ def full_objective_backward(model: nn.Module, X: torch.Tensor, y: torch.Tensor, 
     return total + (reg.detach() if torch.is_tensor(reg) else reg)
 
 
-def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sample_weight: Any | None = None,
-                   max_iter: int = 500, tol: float = 1e-9, progress: Progress | None = None,
-                   lbfgs_tolerance_grad: float | None = None) -> dict[str, float]:
+def fit_full_batch(
+    model: nn.Module,
+    X: Any,
+    y: Any,
+    weight_decay: float,
+    *,
+    sample_weight: Any | None = None,
+    max_iter: int = 500,
+    tol: float = 1e-9,
+    progress: Progress | None = None,
+    lbfgs_tolerance_grad: float | None = None,
+) -> dict[str, float]:
     """Minimise the full objective with L-BFGS (strong Wolfe line search), in place.
 
     ``sample_weight`` (n,) multiplies each loss term; the mean still divides by n (so weight 0 removes a point
@@ -156,15 +172,22 @@ def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sam
     is below ``lbfgs_tolerance_grad`` (default ``tol``).
     """
     device, dtype = model_device_dtype(model)
+
     def on_device(a: Any, dtype: torch.dtype) -> torch.Tensor:  # tensors on any device: no numpy round trip
         return (a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))).to(device=device, dtype=dtype)
 
     X, y = on_device(X, dtype), on_device(y, torch.long)
     w = None if sample_weight is None else on_device(sample_weight, dtype)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.LBFGS(params, lr=1.0, max_iter=20, history_size=50,
-                            tolerance_grad=tol if lbfgs_tolerance_grad is None else lbfgs_tolerance_grad,
-                            tolerance_change=1e-15, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        params,
+        lr=1.0,
+        max_iter=20,
+        history_size=50,
+        tolerance_grad=tol if lbfgs_tolerance_grad is None else lbfgs_tolerance_grad,
+        tolerance_change=1e-15,
+        line_search_fn="strong_wolfe",
+    )
 
     outer = max(1, int(np.ceil(max_iter / 20)))
     evaluations = [0, 0]  # [outer step, evaluations in it]
@@ -173,8 +196,10 @@ def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sam
         # a progress point per evaluation of the full objective (not only per 20-iteration step): a cancel
         # (influence_core.progress.cancellable) then stops an MNIST-5k CNN polish within one pass over the data
         if progress and evaluations[1]:
-            progress((evaluations[0] + min(evaluations[1] / 25, 1.0)) / outer,
-                     f"L-BFGS: step {evaluations[0] + 1}/{outer}, evaluation {evaluations[1] + 1}")
+            progress(
+                (evaluations[0] + min(evaluations[1] / 25, 1.0)) / outer,
+                f"L-BFGS: step {evaluations[0] + 1}/{outer}, evaluation {evaluations[1] + 1}",
+            )
         evaluations[1] += 1
         opt.zero_grad()
         return full_objective_backward(model, X, y, weight_decay, w)
@@ -182,7 +207,7 @@ def fit_full_batch(model: nn.Module, X: Any, y: Any, weight_decay: float, *, sam
     for k in range(outer):
         evaluations[:] = [k, 0]
         opt.step(closure)
-        gnorm = torch.sqrt(sum((p.grad ** 2).sum() for p in params)).item()
+        gnorm = torch.sqrt(sum((p.grad**2).sum() for p in params)).item()
         if progress:
             progress((k + 1) / outer, f"L-BFGS: grad norm {gnorm:.2e}")
         if gnorm < tol:
@@ -198,8 +223,10 @@ class TrainingDivergedError(RuntimeError):
 
 
 def _diverged(what: str, cfg: TrainingConfig) -> TrainingDivergedError:
-    return TrainingDivergedError(f"training diverged: {what} (learning rate lr={cfg.lr:g}, weight_decay="
-                        f"{cfg.weight_decay:g}); lower the learning rate (e.g. lr={cfg.lr / 10:g}) and retry")
+    return TrainingDivergedError(
+        f"training diverged: {what} (learning rate lr={cfg.lr:g}, weight_decay="
+        f"{cfg.weight_decay:g}); lower the learning rate (e.g. lr={cfg.lr / 10:g}) and retry"
+    )
 
 
 def _full_objective_record(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weight_decay: float) -> dict:
@@ -224,15 +251,21 @@ def _check_device(device: Any) -> torch.device:
     if dev.type == "meta":
         raise ValueError("device 'meta' holds no data; train on 'cpu' (or an available accelerator)")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but this torch has no CUDA device available; use "
-                         "device='cpu'")
+        raise ValueError(f"device {device!r} asked for, but this torch has no CUDA device available; use device='cpu'")
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise ValueError(f"device {device!r}: there are only {torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
-def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress: Progress | None = None,
-                device: str | torch.device = "cpu", **settings: Any) -> nn.Module:
+def train_model(
+    dataset: Dataset,
+    arch: str = "mlp",
+    seed: int = 0,
+    *,
+    progress: Progress | None = None,
+    device: str | torch.device = "cpu",
+    **settings: Any,
+) -> nn.Module:
     """Train a classifier on ``dataset`` deterministically (same seed, same weights on the same machine).
 
     ``settings`` are the fields of :class:`TrainingConfig` (epochs, batch_size, lr, weight_decay, hidden,
@@ -240,16 +273,21 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
     (a dict) and ``model.training_report`` (accuracies, final objective, seconds) attached.
     """
     if not isinstance(dataset, Dataset):
-        raise TypeError(f"dataset must be an influence_core Dataset, got {type(dataset).__name__}; make one from "
-                        "arrays with dataset_from_arrays(X_train, y_train, X_test, y_test)")
+        raise TypeError(
+            f"dataset must be an influence_core Dataset, got {type(dataset).__name__}; make one from "
+            "arrays with dataset_from_arrays(X_train, y_train, X_test, y_test)"
+        )
     known = set(TrainingConfig.__dataclass_fields__) - {"arch", "seed", "extra"}
     unknown = set(settings) - known
     if unknown:
         raise ValueError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(known)}")
     if "hidden" in settings:
         hidden = settings["hidden"]
-        settings["hidden"] = tuple(np.atleast_1d(hidden).tolist()) if isinstance(hidden, (list, tuple, np.ndarray,
-                                                                                          int, np.integer)) else hidden
+        settings["hidden"] = (
+            tuple(np.atleast_1d(hidden).tolist())
+            if isinstance(hidden, (list, tuple, np.ndarray, int, np.integer))
+            else hidden
+        )
     device = _check_device(device)
     if arch == "resnet18":
         settings.setdefault("polish_steps", 0)  # see TrainingConfig: no full-batch L-BFGS unless asked for
@@ -257,8 +295,9 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
     dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
-    options: dict[str, Any] = {"hidden": cfg.hidden} if arch == "mlp" else {"width": cfg.width} \
-        if arch == "resnet18" else {}
+    options: dict[str, Any] = (
+        {"hidden": cfg.hidden} if arch == "mlp" else {"width": cfg.width} if arch == "resnet18" else {}
+    )
     model = build_model(arch, dataset.n_features, dataset.n_classes, dataset.image_shape, **options)
     model = model.to(device=device, dtype=dtype)
     X = torch.as_tensor(dataset.X_train, device=device, dtype=dtype)
@@ -273,13 +312,18 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
         steps_total = adam_epochs * math.ceil(n / cfg.batch_size)
-        schedule = None if cfg.lr_schedule == "constant" else torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, steps_total) / steps_total)))
+        schedule = (
+            None
+            if cfg.lr_schedule == "constant"
+            else torch.optim.lr_scheduler.LambdaLR(
+                opt, lambda t: 0.5 * (1.0 + math.cos(math.pi * min(t, steps_total) / steps_total))
+            )
+        )
         gen = torch.Generator().manual_seed(cfg.seed)
         for epoch in range(adam_epochs):
             order = torch.randperm(n, generator=gen).to(device)
             for i in range(0, n, cfg.batch_size):
-                idx = order[i:i + cfg.batch_size]
+                idx = order[i : i + cfg.batch_size]
                 opt.zero_grad()
                 loss = objective(model, X[idx], y[idx], cfg.weight_decay)
                 if not torch.isfinite(loss):
@@ -294,19 +338,38 @@ def train_model(dataset: Dataset, arch: str = "mlp", seed: int = 0, *, progress:
     final = {"objective": float("nan"), "grad_norm": float("nan")}
     model.eval()  # polish and record the objective the engine sees (BatchNorm on running statistics, no Dropout)
     if steps:
-        final = fit_full_batch(model, X, y, cfg.weight_decay, max_iter=steps, progress=progress and (
-            lambda f, m: progress((adam_epochs + 0.5 * f) / total, f"polish (full-batch L-BFGS): {m}")))
+        final = fit_full_batch(
+            model,
+            X,
+            y,
+            cfg.weight_decay,
+            max_iter=steps,
+            progress=progress
+            and (lambda f, m: progress((adam_epochs + 0.5 * f) / total, f"polish (full-batch L-BFGS): {m}")),
+        )
     if (steps and not math.isfinite(final["objective"])) or not all(
-            torch.isfinite(p).all() for p in model.parameters()):
+        torch.isfinite(p).all() for p in model.parameters()
+    ):
         raise _diverged(f"training ended with objective {final['objective']} and non-finite weights", cfg)
     extra = max(0, cfg.max_polish_steps - steps) if steps else 0
     if extra and not final["grad_norm"] <= cfg.grad_tol:  # not yet stationary: polish on towards grad_tol,
         # in float64 (float32 L-BFGS stalls once the objective's changes fall below its precision), then back
         model.double()
-        fit_full_batch(model, X.double(), y, cfg.weight_decay, max_iter=extra, tol=cfg.grad_tol,
-                       lbfgs_tolerance_grad=1e-12, progress=progress and (
-                           lambda f, m: progress((adam_epochs + 0.5 + 0.5 * f) / total,
-                                                 f"polish to grad norm <= {cfg.grad_tol:g} (float64): {m}")))
+        fit_full_batch(
+            model,
+            X.double(),
+            y,
+            cfg.weight_decay,
+            max_iter=extra,
+            tol=cfg.grad_tol,
+            lbfgs_tolerance_grad=1e-12,
+            progress=progress
+            and (
+                lambda f, m: progress(
+                    (adam_epochs + 0.5 + 0.5 * f) / total, f"polish to grad norm <= {cfg.grad_tol:g} (float64): {m}"
+                )
+            ),
+        )
         model.to(dtype)
         final = _full_objective_record(model, X, y, cfg.weight_decay)
     final["polish"] = "l-bfgs" if steps else "skipped (polish_steps=0): grad_norm not computed"

@@ -4,7 +4,8 @@ layer (n, k) that the ``feature`` sampler clusters; ``forward(x) = head(features
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,8 +15,17 @@ from torch.nn import functional as F
 from influence_core.data.sources import as_source
 from influence_core.models.task import check_parameters, default_output, eval_mode
 
-__all__ = ["Classifier", "LogisticRegression", "MLP", "SmallCNN", "BasicBlock", "ResNet18", "ARCHITECTURES",
-           "build_model", "logits_and_features"]
+__all__ = [
+    "Classifier",
+    "LogisticRegression",
+    "MLP",
+    "SmallCNN",
+    "BasicBlock",
+    "ResNet18",
+    "ARCHITECTURES",
+    "build_model",
+    "logits_and_features",
+]
 
 
 class Classifier(nn.Module):
@@ -66,8 +76,9 @@ class MLP(Classifier):
 class SmallCNN(Classifier):
     """Two 3x3 conv layers (tanh, 2x2 average pooling) and a small dense layer, for flattened images (n, h*w)."""
 
-    def __init__(self, image_shape: tuple[int, int], n_classes: int, channels: tuple[int, int] = (8, 16),
-                 hidden: int = 32):
+    def __init__(
+        self, image_shape: tuple[int, int], n_classes: int, channels: tuple[int, int] = (8, 16), hidden: int = 32
+    ):
         super().__init__()
         h, w = image_shape
         if h < 4 or w < 4:
@@ -75,8 +86,12 @@ class SmallCNN(Classifier):
         self.image_shape = (int(h), int(w))
         c1, c2 = channels
         self.conv = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2),
-            nn.Conv2d(c1, c2, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2),
+            nn.Conv2d(1, c1, 3, padding=1),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
         )
         flat = c2 * (h // 4) * (w // 4)
         self.dense = nn.Sequential(nn.Flatten(), nn.Linear(flat, hidden), nn.Tanh())
@@ -99,8 +114,9 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(channels)
         self.downsample: nn.Module | None = None
         if stride != 1 or in_channels != channels:
-            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
-                                            nn.BatchNorm2d(channels))
+            self.downsample = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False), nn.BatchNorm2d(channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -156,8 +172,9 @@ class ResNet18(Classifier):
 ARCHITECTURES = ("logreg", "mlp", "cnn", "resnet18")
 
 
-def build_model(arch: str, n_features: int, n_classes: int, image_shape: tuple[int, int] | None = None,
-                **options: Any) -> Classifier:
+def build_model(
+    arch: str, n_features: int, n_classes: int, image_shape: tuple[int, int] | None = None, **options: Any
+) -> Classifier:
     """Create an untrained classifier: ``arch`` is ``"logreg"``, ``"mlp"`` (options ``hidden``, ``activation``) or
     ``"cnn"`` (needs ``image_shape``; options ``channels``, ``hidden``) or ``"resnet18"`` (:class:`ResNet18`; needs
     ``image_shape``; option ``width``, 64 by default)."""
@@ -189,18 +206,20 @@ def _input_batches(X: Any, batch_size: int, device: torch.device, dtype: torch.d
     floating inputs in ``dtype``, integer inputs (token ids) untouched."""
     if isinstance(X, (np.ndarray, torch.Tensor, list, tuple)):
         X = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X))
-        chunks = (X[i:i + batch_size] for i in range(0, len(X), batch_size))
+        chunks = (X[i : i + batch_size] for i in range(0, len(X), batch_size))
     else:
         source = as_source(X)
-        chunks = (source.fetch(np.arange(i, min(i + batch_size, len(source))))[0]
-                  for i in range(0, len(source), batch_size))
+        chunks = (
+            source.fetch(np.arange(i, min(i + batch_size, len(source))))[0] for i in range(0, len(source), batch_size)
+        )
     for x in chunks:
         yield x.to(device, dtype) if x.is_floating_point() else x.to(device)
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, X: Any, batch_size: int = 1024, *,
-                   output_fn: Callable[[Any], torch.Tensor] | None = None) -> np.ndarray:
+def predict_logits(
+    model: nn.Module, X: Any, batch_size: int = 1024, *, output_fn: Callable[[Any], torch.Tensor] | None = None
+) -> np.ndarray:
     """Logits (n, C) as a float64 numpy array, computed in batches in eval mode (the model's mode is restored).
     ``X``: arrays, tensors (any device) or a data source; ``output_fn`` extracts the logits from the model's output
     (default :func:`~influence_core.models.task.default_output`)."""
@@ -219,8 +238,9 @@ def penultimate_features(model: nn.Module, X: Any, batch_size: int = 1024) -> np
         raise ValueError("the model has no features(x) method (penultimate layer); add one or use a logit sampler")
     device, dtype = model_device_dtype(model)
     with eval_mode(model) as private:
-        out = [private.features(x).double().cpu().reshape(len(x), -1)
-               for x in _input_batches(X, batch_size, device, dtype)]
+        out = [
+            private.features(x).double().cpu().reshape(len(x), -1) for x in _input_batches(X, batch_size, device, dtype)
+        ]
     return torch.cat(out).numpy()
 
 

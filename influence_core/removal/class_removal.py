@@ -16,10 +16,12 @@ The sampled mean H_S (drawn from the REMAINING classes) estimates mean_{j∉c} �
 (the objective times n/n_r, whose weight decay is wd·n/n_r, as in the retraining below), so δ is on the scale of the
 mean curvature. With S the whole pool, the true Hessian and δ = 0, Δ is exactly the Newton step on L_r.
 H_S (or the Gauss-Newton G_S, ``curvature="gauss_newton"``) is the weighted mean curvature of the sample
-(:class:`~influence_core.curvature.objective.Objective`, built with weight decay wd·n/n_r); δ is the damping. The step is evaluated along an α path with
+(:class:`~influence_core.curvature.objective.Objective`, built with weight decay wd·n/n_r); δ is the damping. The step
+is evaluated along an α path with
 
     forget = 1 − accuracy on the removed class's test points, retain = accuracy on the other test points,
-    F1 = 2·forget·retain / (forget + retain), 0 when both are 0 (:func:`~influence_core.evaluation.metrics.forget_retain_f1`),
+    F1 = 2·forget·retain / (forget + retain), 0 when both are 0
+    (:func:`~influence_core.evaluation.metrics.forget_retain_f1`),
     self_loss = mean test cross-entropy on the removed class; consistency = agreement with the original model's
     predictions on the other classes' test points,
 
@@ -70,19 +72,19 @@ from torch import nn
 from torch.nn import functional as F
 
 from influence_core.config import FULL_SAMPLE, InfluenceConfig
-from influence_core.io_safety import jsonable
-from influence_core.keys import content_key
 from influence_core.curvature.objective import Objective
-from influence_core.models.task import resolve_weight_decay
 from influence_core.data.datasets import Dataset
 from influence_core.evaluation.memory import status_kib as _status_kb
 from influence_core.evaluation.metrics import consistency, forget_retain_f1, per_class_accuracy
-from influence_core.sampling.samplers import HessianSample, SamplerInputs
-from influence_core.solvers.registry import available_solvers, fit_inverse
-from influence_core.solvers.base import SolveResult, SolverNotConvergedWarning
-from influence_core.sampling.subsets import sample_hessian_subset, sampler_inputs
+from influence_core.io_safety import jsonable
+from influence_core.keys import content_key
+from influence_core.models.task import resolve_weight_decay
 from influence_core.models.training import train_model
 from influence_core.progress import Progress
+from influence_core.sampling.samplers import HessianSample, SamplerInputs
+from influence_core.sampling.subsets import sample_hessian_subset, sampler_inputs
+from influence_core.solvers.base import SolveResult, SolverNotConvergedWarning
+from influence_core.solvers.registry import available_solvers, fit_inverse
 
 __all__ = [
     "RemovalResult",
@@ -105,7 +107,7 @@ DEFAULT_DAMPING = _DEFAULT.damping
 DEFAULT_SOLVER = _DEFAULT.solver
 """Solver of the removal: the configuration's default, CG (docs/removal/README.md, "Solver of the removal",
 compares it with LiSSA and the exact solve)."""
-ALPHA_LIMITS = (2.0 ** -12, 2.0 ** 16)
+ALPHA_LIMITS = (2.0**-12, 2.0**16)
 """How far the default α grid is extended when the selected α sits at its edge."""
 DEFAULT_CURVATURE = _DEFAULT.curvature
 """Gauss-Newton (the configuration's default): PSD on any sample, where the Hessian of a small sample of a
@@ -210,18 +212,38 @@ class RemovalResult:
         sample = self.hessian_sample.to_dict()
         if not include_indices:
             sample.pop("indices"), sample.pop("weights")
-        return jsonable({
-            "removed_class": self.removed_class, "sampler": self.sampler, "m": self.m, "seed": self.seed,
-            "solver": self.solver, "curvature": self.curvature, "damping": self.damping,
-            "alphas": self.alphas, "path": self.path, "at_one": self.at_one, "best": self.best,
-            "original": self.original, "sampler_seconds": self.sampler_seconds,
-            "solver_seconds": self.solver_seconds, "iterations": self.iterations, "converged": self.converged,
-            "solve": solve, "delta_norm": self.delta_norm, "peak_memory": self.peak_memory,
-            "reference": self.reference, "hessian_sample": sample, "config": self.config,
-            "warnings": self.warnings, "per_class_accuracy": self.per_class_accuracy,
-            "selected": self.selected, "at_one_report": self.at_one_report, "alpha_edge": self.alpha_edge,
-            "split": self.split,
-        })
+        return jsonable(
+            {
+                "removed_class": self.removed_class,
+                "sampler": self.sampler,
+                "m": self.m,
+                "seed": self.seed,
+                "solver": self.solver,
+                "curvature": self.curvature,
+                "damping": self.damping,
+                "alphas": self.alphas,
+                "path": self.path,
+                "at_one": self.at_one,
+                "best": self.best,
+                "original": self.original,
+                "sampler_seconds": self.sampler_seconds,
+                "solver_seconds": self.solver_seconds,
+                "iterations": self.iterations,
+                "converged": self.converged,
+                "solve": solve,
+                "delta_norm": self.delta_norm,
+                "peak_memory": self.peak_memory,
+                "reference": self.reference,
+                "hessian_sample": sample,
+                "config": self.config,
+                "warnings": self.warnings,
+                "per_class_accuracy": self.per_class_accuracy,
+                "selected": self.selected,
+                "at_one_report": self.at_one_report,
+                "alpha_edge": self.alpha_edge,
+                "split": self.split,
+            }
+        )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -249,31 +271,47 @@ _REFERENCE_CACHE_SIZE = 32
 
 def _reference_key(model: nn.Module, dataset: Dataset, c: int) -> str:
     """Content key of (parameters, training configuration, training data, class, weight decay)."""
-    return content_key(*model.state_dict().values(), getattr(model, "training_config", None),
-                       np.asarray(dataset.X_train), np.asarray(dataset.y_train), int(c),
-                       float(getattr(model, "weight_decay", 0.0)))
+    return content_key(
+        *model.state_dict().values(),
+        getattr(model, "training_config", None),
+        np.asarray(dataset.X_train),
+        np.asarray(dataset.y_train),
+        int(c),
+        float(getattr(model, "weight_decay", 0.0)),
+    )
 
 
 def _check_class(dataset: Dataset, removed_class: Any) -> int:
     if isinstance(removed_class, bool) or not isinstance(removed_class, numbers.Integral):
-        raise ValueError(f"removed_class must be an integer class id in [0, {dataset.n_classes}); got "
-                         f"{removed_class!r}. Classes: {_class_list(dataset)}.")
+        raise ValueError(
+            f"removed_class must be an integer class id in [0, {dataset.n_classes}); got "
+            f"{removed_class!r}. Classes: {_class_list(dataset)}."
+        )
     c = int(removed_class)
     if not 0 <= c < dataset.n_classes:
-        raise ValueError(f"class {c} does not exist: this dataset has classes 0..{dataset.n_classes - 1} "
-                         f"({_class_list(dataset)}). Pick one of them.")
+        raise ValueError(
+            f"class {c} does not exist: this dataset has classes 0..{dataset.n_classes - 1} "
+            f"({_class_list(dataset)}). Pick one of them."
+        )
     if not np.any(dataset.y_train == c):
-        raise ValueError(f"class {c} has no training points, so there is nothing to remove; pick a class that "
-                         "occurs in the training set.")
+        raise ValueError(
+            f"class {c} has no training points, so there is nothing to remove; pick a class that "
+            "occurs in the training set."
+        )
     if not np.any(dataset.y_train != c):
-        raise ValueError(f"class {c} is the only class in the training set: after removing it nothing is left to "
-                         "retain (and to estimate the Hessian on). Use a dataset with at least two classes.")
+        raise ValueError(
+            f"class {c} is the only class in the training set: after removing it nothing is left to "
+            "retain (and to estimate the Hessian on). Use a dataset with at least two classes."
+        )
     if not np.any(dataset.y_test == c):
-        raise ValueError(f"the test set has no point of class {c}, so forgetting cannot be measured; use a test "
-                         "split that contains it.")
+        raise ValueError(
+            f"the test set has no point of class {c}, so forgetting cannot be measured; use a test "
+            "split that contains it."
+        )
     if not np.any(dataset.y_test != c):
-        raise ValueError(f"every test point has class {c}, so retention cannot be measured; use a test split with "
-                         "other classes too.")
+        raise ValueError(
+            f"every test point has class {c}, so retention cannot be measured; use a test split with other classes too."
+        )
     return c
 
 
@@ -288,8 +326,10 @@ def _check_alphas(alphas: Any) -> np.ndarray:
         return default_alphas()
     a = np.asarray(alphas, dtype=np.float64).reshape(-1)
     if a.size == 0:
-        raise ValueError("the alpha path is empty; pass at least one step size (e.g. alphas=[1.0]) or None for the "
-                         "default geometric grid 1/8..128")
+        raise ValueError(
+            "the alpha path is empty; pass at least one step size (e.g. alphas=[1.0]) or None for the "
+            "default geometric grid 1/8..128"
+        )
     if not np.all(np.isfinite(a)):
         raise ValueError("alphas must be finite numbers")
     return a
@@ -301,12 +341,20 @@ def removal_solvers() -> list[str]:
     return available_solvers()
 
 
-def _removal_config(config: InfluenceConfig | None, sampler: str | None, m: int | None, seed: int | None,
-                    solver: str | None, damping: float | None, curvature: str | None,
-                    solver_options: dict[str, Any]) -> InfluenceConfig:
+def _removal_config(
+    config: InfluenceConfig | None,
+    sampler: str | None,
+    m: int | None,
+    seed: int | None,
+    solver: str | None,
+    damping: float | None,
+    curvature: str | None,
+    solver_options: dict[str, Any],
+) -> InfluenceConfig:
     """``config`` (None = the defaults) with the keyword shortcuts of :meth:`ClassRemoval.run` applied."""
     config = (config if config is not None else InfluenceConfig()).with_overrides(
-        solver=solver, damping=damping, curvature=curvature, **solver_options)
+        solver=solver, damping=damping, curvature=curvature, **solver_options
+    )
     sample = {k: v for k, v in (("sampler", sampler), ("m", m), ("seed", seed)) if v is not None}
     return config.replace(**sample) if sample else config
 
@@ -314,48 +362,71 @@ def _removal_config(config: InfluenceConfig | None, sampler: str | None, m: int 
 def _chunk_alias(chunk_size: int | None, options: dict[str, Any]) -> int | None:
     """``chunk_size``, or the value of its deprecated name ``hessian_batch`` (removed from ``options``)."""
     if "hessian_batch" in options:
-        warnings.warn("hessian_batch is deprecated; pass chunk_size (points per vectorised chunk of the Hessian "
-                      "sample)", DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            "hessian_batch is deprecated; pass chunk_size (points per vectorised chunk of the Hessian sample)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
         old = options.pop("hessian_batch")
         if chunk_size is None:
             return old
     return chunk_size
 
 
-def _solve(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weights: np.ndarray | None, rhs: torch.Tensor, *,
-           weight_decay: float, solver: str, damping: float, curvature: str, chunk_size: int,
-           solver_options: dict[str, Any], params: Any = None) -> SolveResult:
+def _solve(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    weights: np.ndarray | None,
+    rhs: torch.Tensor,
+    *,
+    weight_decay: float,
+    solver: str,
+    damping: float,
+    curvature: str,
+    chunk_size: int,
+    solver_options: dict[str, Any],
+    params: Any = None,
+) -> SolveResult:
     """(H_S + δI)⁻¹ rhs with H_S the curvature of the rows (X, y) (weights optional): (1, p) solution, by the
     solver registry (so ``exact`` takes the low-rank Woodbury path for Gauss-Newton when m(C−1) < p)."""
     obj = Objective(model, X, y, weight_decay, chunk_size, params=params)
-    return fit_inverse(obj, None, weights, solver=solver, damping=damping, curvature=curvature,
-                       **solver_options).solve(rhs)
+    return fit_inverse(obj, None, weights, solver=solver, damping=damping, curvature=curvature, **solver_options).solve(
+        rhs
+    )
 
 
-def retrain_without_class(model: nn.Module, dataset: Dataset, removed_class: int,
-                          progress: Progress | None = None) -> nn.Module:
+def retrain_without_class(
+    model: nn.Module, dataset: Dataset, removed_class: int, progress: Progress | None = None
+) -> nn.Module:
     """Retrain from scratch without class c: same architecture, settings and seed as ``model`` (which must come from
-    :func:`~influence_core.models.training.train_model`), on the n_r remaining points with weight decay wd·n/n_r, so that
+    :func:`~influence_core.models.training.train_model`), on the n_r remaining points with weight decay wd·n/n_r, so
+    that
     it minimises (1/n) Σ_{y_j≠c} ℓ_j + (wd/2)||θ||², the objective the influence update approximates. The model keeps
     all C outputs."""
     c = _check_class(dataset, removed_class)
     cfg = getattr(model, "training_config", None)
     if not isinstance(cfg, dict) or "arch" not in cfg:
-        raise ValueError("retraining needs a model made by influence_core.train_model (it reads "
-                         "model.training_config); for your own model, retrain it yourself and pass "
-                         "reference_model=... instead")
+        raise ValueError(
+            "retraining needs a model made by influence_core.train_model (it reads "
+            "model.training_config); for your own model, retrain it yourself and pass "
+            "reference_model=... instead"
+        )
     keep = dataset.y_train != c
     n, n_r = dataset.n_train, int(keep.sum())
-    reduced = dataclasses.replace(dataset, X_train=dataset.X_train[keep], y_train=dataset.y_train[keep],
-                                  info={**dataset.info, "removed_class": c})
-    settings = {k: cfg[k] for k in ("epochs", "batch_size", "lr", "polish_steps", "dtype", "grad_tol",
-                                    "max_polish_steps", "width") if k in cfg}
+    reduced = dataclasses.replace(
+        dataset, X_train=dataset.X_train[keep], y_train=dataset.y_train[keep], info={**dataset.info, "removed_class": c}
+    )
+    settings = {
+        k: cfg[k]
+        for k in ("epochs", "batch_size", "lr", "polish_steps", "dtype", "grad_tol", "max_polish_steps", "width")
+        if k in cfg
+    }
     if cfg["arch"] == "mlp" and "hidden" in cfg:
         settings["hidden"] = tuple(cfg["hidden"])
     settings["weight_decay"] = float(cfg.get("weight_decay", getattr(model, "weight_decay", 0.0))) * n / n_r
     device = next(model.parameters()).device
-    ref = train_model(reduced, cfg["arch"], seed=int(cfg.get("seed", 0)), progress=progress, device=device,
-                      **settings)
+    ref = train_model(reduced, cfg["arch"], seed=int(cfg.get("seed", 0)), progress=progress, device=device, **settings)
     ref.weight_decay = float(cfg.get("weight_decay", 0.0))  # in the (1/n) convention of the original objective
     return ref
 
@@ -378,17 +449,27 @@ class ClassRemoval:
         split_seed: seed of the stratified test split into α-selection and reporting halves.
     """
 
-    def __init__(self, model: nn.Module, dataset: Dataset, *, weight_decay: float | None = None,
-                 chunk_size: int = 256, params: Any = None, split_seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        *,
+        weight_decay: float | None = None,
+        chunk_size: int = 256,
+        params: Any = None,
+        split_seed: int = 0,
+    ):
         if not isinstance(dataset, Dataset):
             raise TypeError(f"dataset must be an influence_core Dataset, got {type(dataset).__name__}")
         self.model = model
         self.dataset = dataset
         self.weight_decay = resolve_weight_decay(model, weight_decay)
-        self.train_objective = Objective(model, dataset.X_train, dataset.y_train, self.weight_decay, chunk_size,
-                                         params=params)
-        self.test_objective = Objective(model, dataset.X_test, dataset.y_test, self.weight_decay, chunk_size,
-                                        params=params)
+        self.train_objective = Objective(
+            model, dataset.X_train, dataset.y_train, self.weight_decay, chunk_size, params=params
+        )
+        self.test_objective = Objective(
+            model, dataset.X_test, dataset.y_test, self.weight_decay, chunk_size, params=params
+        )
         self.params = self.train_objective.names  # the parameters θ (and the update Δ) are made of
         self.theta = self.train_objective.theta.clone()
         self.y_test = np.asarray(dataset.y_test)
@@ -432,9 +513,11 @@ class ClassRemoval:
                 ref = retrain_without_class(self.model, self.dataset, c, progress)
                 while len(_REFERENCE_CACHE) >= _REFERENCE_CACHE_SIZE:
                     _REFERENCE_CACHE.pop(next(iter(_REFERENCE_CACHE)))
-                _REFERENCE_CACHE[key] = {"state": {k: v.detach().clone() for k, v in ref.state_dict().items()},
-                                         "report": getattr(ref, "training_report", None),
-                                         "config": getattr(ref, "training_config", None)}
+                _REFERENCE_CACHE[key] = {
+                    "state": {k: v.detach().clone() for k, v in ref.state_dict().items()},
+                    "report": getattr(ref, "training_report", None),
+                    "config": getattr(ref, "training_config", None),
+                }
             self._references[c] = ref
         return self._references[c]
 
@@ -444,8 +527,10 @@ class ClassRemoval:
         named = dict(model.named_parameters())
         theta = torch.cat([named[k].detach().reshape(-1) for k in self.params if k in named])
         if theta.shape != self.theta.shape:
-            raise ValueError(f"the model has {theta.numel()} parameters where {self.theta.numel()} are updated; it "
-                             "must have the same architecture")
+            raise ValueError(
+                f"the model has {theta.numel()} parameters where {self.theta.numel()} are updated; it "
+                "must have the same architecture"
+            )
         return theta.to(self.theta.device, self.theta.dtype)
 
     def set_reference_model(self, removed_class: int, model: nn.Module) -> None:
@@ -475,8 +560,9 @@ class ClassRemoval:
         """Test accuracy of each class (C,) for predictions (n_test,)."""
         return per_class_accuracy(self.y_test, pred, self.dataset.n_classes).tolist()
 
-    def _metrics(self, pred: np.ndarray, losses: np.ndarray, c: int,
-                 subset: np.ndarray | None = None) -> dict[str, float]:
+    def _metrics(
+        self, pred: np.ndarray, losses: np.ndarray, c: int, subset: np.ndarray | None = None
+    ) -> dict[str, float]:
         """Metrics on the test points ``subset`` (indices; None = all)."""
         y, pred0 = self.y_test, self.pred0
         if subset is not None:
@@ -518,11 +604,25 @@ class ClassRemoval:
                 return alphas, preds, losses, i, sel_f1, edge
 
     # ---------------------------------------------------------------- one removal
-    def run(self, removed_class: int, sampler: str | None = None, m: int | None = None, seed: int | None = None, *,
-            config: InfluenceConfig | None = None, solver: str | None = None, damping: float | None = None,
-            curvature: str | None = None, alphas: Any = None, chunk_size: int | None = None,
-            retrain_reference: bool = False, measure_memory: bool = False, progress: Progress | None = None,
-            extend_grid: bool | None = None, **solver_options: Any) -> RemovalResult:
+    def run(
+        self,
+        removed_class: int,
+        sampler: str | None = None,
+        m: int | None = None,
+        seed: int | None = None,
+        *,
+        config: InfluenceConfig | None = None,
+        solver: str | None = None,
+        damping: float | None = None,
+        curvature: str | None = None,
+        alphas: Any = None,
+        chunk_size: int | None = None,
+        retrain_reference: bool = False,
+        measure_memory: bool = False,
+        progress: Progress | None = None,
+        extend_grid: bool | None = None,
+        **solver_options: Any,
+    ) -> RemovalResult:
         """Remove ``removed_class`` with the Hessian on m points of the remaining classes drawn by ``sampler``.
 
         ``config``: the :class:`~influence_core.config.InfluenceConfig` (None = the defaults: Gauss-Newton,
@@ -545,8 +645,10 @@ class ClassRemoval:
         pool = self.pool(c)
         full = config.full
         if m is not None and m > pool.size:
-            raise ValueError(f"m = {m!r} is invalid: removing class {c} leaves a pool of {pool.size} training points "
-                             f"for the Hessian sample, so choose 1 <= m <= {pool.size} (or m=None for all of them)")
+            raise ValueError(
+                f"m = {m!r} is invalid: removing class {c} leaves a pool of {pool.size} training points "
+                f"for the Hessian sample, so choose 1 <= m <= {pool.size} (or m=None for all of them)"
+            )
         if chunk_size is not None and (isinstance(chunk_size, bool) or int(chunk_size) < 1):
             raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size}")
         if sampler == FULL_SAMPLE and m is not None and m != pool.size:
@@ -558,8 +660,16 @@ class ClassRemoval:
         if full:
             sample = HessianSample(indices=pool, weights=None, sampler=FULL_SAMPLE, m=int(pool.size), seed=int(seed))
         else:
-            sample = sample_hessian_subset(self.model, self.dataset, sampler, int(m), seed=seed, pool=pool,
-                                           inputs=self.inputs, **config.sampler_options)
+            sample = sample_hessian_subset(
+                self.model,
+                self.dataset,
+                sampler,
+                int(m),
+                seed=seed,
+                pool=pool,
+                inputs=self.inputs,
+                **config.sampler_options,
+            )
         sampler_seconds = time.perf_counter() - start
 
         g = self.gradient_sum(c)
@@ -573,9 +683,20 @@ class ClassRemoval:
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as record:
             warnings.simplefilter("always", SolverNotConvergedWarning)
-            result = _solve(self.model, X_s, y_s, sample.weights, g.unsqueeze(0), weight_decay=solve_wd,
-                            solver=solver, damping=damping, curvature=curvature, chunk_size=batch,
-                            solver_options=solver_options, params=self.params)
+            result = _solve(
+                self.model,
+                X_s,
+                y_s,
+                sample.weights,
+                g.unsqueeze(0),
+                weight_decay=solve_wd,
+                solver=solver,
+                damping=damping,
+                curvature=curvature,
+                chunk_size=batch,
+                solver_options=solver_options,
+                params=self.params,
+            )
         solver_seconds = time.perf_counter() - start
         for w in record:
             if issubclass(w.category, SolverNotConvergedWarning):
@@ -593,62 +714,119 @@ class ClassRemoval:
         ties = np.flatnonzero(path["f1"] == path["f1"].max())
         ib = int(ties[np.argmin(np.abs(alphas[ties]))])  # test-set oracle: the smallest α on ties
         best = {**rows[ib], "alpha": float(alphas[ib])}
-        selected = {**self._metrics(preds[i_sel], losses[i_sel], c, self.report_idx),
-                    "alpha": float(alphas[i_sel]), "selection_f1": float(sel_f1[i_sel])}
+        selected = {
+            **self._metrics(preds[i_sel], losses[i_sel], c, self.report_idx),
+            "alpha": float(alphas[i_sel]),
+            "selection_f1": float(sel_f1[i_sel]),
+        }
         pred1, loss1 = self._predict(self.theta + delta)
         at_one = self._metrics(pred1, loss1, c)
         at_one_report = self._metrics(pred1, loss1, c, self.report_idx)
         original = self._metrics(*self._predict(self.theta), c)
-        per_class = {"original": self.per_class_accuracy(self.pred0), "alpha_1": self.per_class_accuracy(pred1),
-                     "best_alpha": self.per_class_accuracy(preds[ib]),
-                     "selected_alpha": self.per_class_accuracy(preds[i_sel])}
+        per_class = {
+            "original": self.per_class_accuracy(self.pred0),
+            "alpha_1": self.per_class_accuracy(pred1),
+            "best_alpha": self.per_class_accuracy(preds[ib]),
+            "selected_alpha": self.per_class_accuracy(preds[i_sel]),
+        }
 
         reference = None
         if retrain_reference:
             if progress:
                 progress(0.7, f"class {c}: retraining without the class (reference)")
             retrain_progress = progress and (lambda f, m: progress(0.7 + 0.2 * f, f"class {c}: retraining: {m}"))
-            reference = self._reference_record(c, delta, float(alphas[ib]), preds[ib], pred1,
-                                               float(alphas[i_sel]), preds[i_sel], retrain_progress)
+            reference = self._reference_record(
+                c, delta, float(alphas[ib]), preds[ib], pred1, float(alphas[i_sel]), preds[i_sel], retrain_progress
+            )
         peak = None
         if measure_memory:
             if progress:
                 progress(0.9, f"class {c}: measuring the solve's peak memory in a fresh process")
-            peak = measure_solve_memory(self.model, X_s, y_s, sample.weights, g.unsqueeze(0),
-                                        weight_decay=solve_wd, solver=solver, damping=damping,
-                                        curvature=curvature, chunk_size=batch, solver_options=solver_options,
-                                        params=self.params)
+            peak = measure_solve_memory(
+                self.model,
+                X_s,
+                y_s,
+                sample.weights,
+                g.unsqueeze(0),
+                weight_decay=solve_wd,
+                solver=solver,
+                damping=damping,
+                curvature=curvature,
+                chunk_size=batch,
+                solver_options=solver_options,
+                params=self.params,
+            )
         summary = result.summary()
         summary["trace"] = list(result.trace)
         config = {
             "dataset": self.dataset.describe(),
             "training": getattr(self.model, "training_config", None),
-            "weight_decay": self.weight_decay, "solve_weight_decay": solve_wd, "n_train": n,
+            "weight_decay": self.weight_decay,
+            "solve_weight_decay": solve_wd,
+            "n_train": n,
             "n_remaining_train": n_r,
             "objective": "L_r = (1/n) sum_{y_j != c} l_j + (wd/2)|theta|^2; "
-                         "Delta = (1/n_r)(H_S + (wd n/n_r + damping) I)^-1 g_c",
-            "n_removed_train": int(np.sum(self.dataset.y_train == c)), "pool_size": int(pool.size),
-            "n_params": self.train_objective.n_params, "hessian_batch": batch,
-            "solver_options": dict(solver_options), "sampler_options": dict(sample.options),
-            "device": str(self.train_objective.device), "dtype": str(self.train_objective.dtype),
+            "Delta = (1/n_r)(H_S + (wd n/n_r + damping) I)^-1 g_c",
+            "n_removed_train": int(np.sum(self.dataset.y_train == c)),
+            "pool_size": int(pool.size),
+            "n_params": self.train_objective.n_params,
+            "hessian_batch": batch,
+            "solver_options": dict(solver_options),
+            "sampler_options": dict(sample.options),
+            "device": str(self.train_objective.device),
+            "dtype": str(self.train_objective.dtype),
             "torch_threads": torch.get_num_threads(),
         }
         if progress:
             progress(1.0, f"class {c}: done (F1 {at_one['f1']:.3f} at α=1, {best['f1']:.3f} at α={best['alpha']:g})")
         return RemovalResult(
-            removed_class=c, sampler=sample.sampler, m=len(sample), seed=int(seed), solver=solver,
-            curvature=curvature, damping=damping, alphas=alphas, path=path, at_one=at_one, best=best,
-            original=original, sampler_seconds=sampler_seconds, solver_seconds=solver_seconds,
-            iterations=int(result.iterations), converged=bool(result.converged), solve=summary,
-            delta_norm=float(delta.norm()), hessian_sample=sample, config=config, peak_memory=peak,
-            reference=reference, warnings=caught, delta=delta.detach(), per_class_accuracy=per_class,
-            selected=selected, at_one_report=at_one_report, alpha_edge=edge,
-            split={"seed": self.split_seed, "n_selection": int(self.selection_idx.size),
-                   "n_report": int(self.report_idx.size), "stratified_by": "class"})
+            removed_class=c,
+            sampler=sample.sampler,
+            m=len(sample),
+            seed=int(seed),
+            solver=solver,
+            curvature=curvature,
+            damping=damping,
+            alphas=alphas,
+            path=path,
+            at_one=at_one,
+            best=best,
+            original=original,
+            sampler_seconds=sampler_seconds,
+            solver_seconds=solver_seconds,
+            iterations=int(result.iterations),
+            converged=bool(result.converged),
+            solve=summary,
+            delta_norm=float(delta.norm()),
+            hessian_sample=sample,
+            config=config,
+            peak_memory=peak,
+            reference=reference,
+            warnings=caught,
+            delta=delta.detach(),
+            per_class_accuracy=per_class,
+            selected=selected,
+            at_one_report=at_one_report,
+            alpha_edge=edge,
+            split={
+                "seed": self.split_seed,
+                "n_selection": int(self.selection_idx.size),
+                "n_report": int(self.report_idx.size),
+                "stratified_by": "class",
+            },
+        )
 
-    def _reference_record(self, c: int, delta: torch.Tensor, best_alpha: float, pred_best: np.ndarray,
-                          pred_one: np.ndarray, sel_alpha: float, pred_sel: np.ndarray,
-                          progress: Progress | None = None) -> dict[str, Any]:
+    def _reference_record(
+        self,
+        c: int,
+        delta: torch.Tensor,
+        best_alpha: float,
+        pred_best: np.ndarray,
+        pred_one: np.ndarray,
+        sel_alpha: float,
+        pred_sel: np.ndarray,
+        progress: Progress | None = None,
+    ) -> dict[str, Any]:
         ref = self.reference_model(c, progress)
         theta_ref = self.parameters_of(ref)
         pred_ref, loss_ref = self._predict(theta_ref)
@@ -658,33 +836,56 @@ class ClassRemoval:
         return {
             "metrics": self._metrics(pred_ref, loss_ref, c),
             "per_class_accuracy": self.per_class_accuracy(pred_ref),
-            "param_distance": {"original": d0, "alpha_1": dist(self.theta + delta),
-                               "best_alpha": dist(self.theta + best_alpha * delta),
-                               "selected_alpha": dist(self.theta + sel_alpha * delta)},
-            "relative_distance": {k: dist(self.theta + a * delta) / d0 if d0 > 0 else float("nan")
-                                  for k, a in (("alpha_1", 1.0), ("selected_alpha", sel_alpha),
-                                               ("best_alpha", best_alpha))},
-            "prediction_agreement": {"original": float(np.mean(self.pred0 == pred_ref)),
-                                     "alpha_1": float(np.mean(pred_one == pred_ref)),
-                                     "best_alpha": float(np.mean(pred_best == pred_ref)),
-                                     "selected_alpha": float(np.mean(pred_sel == pred_ref))},
-            "report_agreement": {"original": float(np.mean(self.pred0[rep] == pred_ref[rep])),
-                                 "alpha_1": float(np.mean(pred_one[rep] == pred_ref[rep])),
-                                 "selected_alpha": float(np.mean(pred_sel[rep] == pred_ref[rep]))},
+            "param_distance": {
+                "original": d0,
+                "alpha_1": dist(self.theta + delta),
+                "best_alpha": dist(self.theta + best_alpha * delta),
+                "selected_alpha": dist(self.theta + sel_alpha * delta),
+            },
+            "relative_distance": {
+                k: dist(self.theta + a * delta) / d0 if d0 > 0 else float("nan")
+                for k, a in (("alpha_1", 1.0), ("selected_alpha", sel_alpha), ("best_alpha", best_alpha))
+            },
+            "prediction_agreement": {
+                "original": float(np.mean(self.pred0 == pred_ref)),
+                "alpha_1": float(np.mean(pred_one == pred_ref)),
+                "best_alpha": float(np.mean(pred_best == pred_ref)),
+                "selected_alpha": float(np.mean(pred_sel == pred_ref)),
+            },
+            "report_agreement": {
+                "original": float(np.mean(self.pred0[rep] == pred_ref[rep])),
+                "alpha_1": float(np.mean(pred_one[rep] == pred_ref[rep])),
+                "selected_alpha": float(np.mean(pred_sel[rep] == pred_ref[rep])),
+            },
             "training_report": getattr(ref, "training_report", None),
             "definition": "retrained from scratch without the class (same arch, settings, seed; weight decay "
-                          "wd*n/n_r); distances are L2 over all parameters, relative = divided by the original "
-                          "model's distance; prediction_agreement over all test points, report_agreement over "
-                          "the reporting half",
+            "wd*n/n_r); distances are L2 over all parameters, relative = divided by the original "
+            "model's distance; prediction_agreement over all test points, report_agreement over "
+            "the reporting half",
         }
 
 
-def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sampler: str | None = None,
-                  m: int | None = None, seed: int | None = None, *, config: InfluenceConfig | None = None,
-                  solver: str | None = None, damping: float | None = None, curvature: str | None = None,
-                  alphas: Any = None, retrain_reference: bool = False, reference_model: nn.Module | None = None,
-                  measure_memory: bool = False, chunk_size: int | None = None, progress: Progress | None = None,
-                  params: Any = None, **solver_options: Any) -> RemovalResult:
+def class_removal(
+    model: nn.Module,
+    dataset: Dataset,
+    removed_class: int,
+    sampler: str | None = None,
+    m: int | None = None,
+    seed: int | None = None,
+    *,
+    config: InfluenceConfig | None = None,
+    solver: str | None = None,
+    damping: float | None = None,
+    curvature: str | None = None,
+    alphas: Any = None,
+    retrain_reference: bool = False,
+    reference_model: nn.Module | None = None,
+    measure_memory: bool = False,
+    chunk_size: int | None = None,
+    progress: Progress | None = None,
+    params: Any = None,
+    **solver_options: Any,
+) -> RemovalResult:
     """Remove class ``removed_class`` from a trained ``model`` by the influence update θ + α·Δ (module doc).
 
     Args:
@@ -713,10 +914,22 @@ def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sample
     task = ClassRemoval(model, dataset, params=params)  # params: the parameters updated (None = all trainable)
     if reference_model is not None:
         task.set_reference_model(removed_class, reference_model)
-    return task.run(removed_class, sampler, m, seed, config=config, solver=solver, damping=damping,
-                    curvature=curvature, alphas=alphas, chunk_size=chunk_size,
-                    retrain_reference=retrain_reference or reference_model is not None,
-                    measure_memory=measure_memory, progress=progress, **solver_options)
+    return task.run(
+        removed_class,
+        sampler,
+        m,
+        seed,
+        config=config,
+        solver=solver,
+        damping=damping,
+        curvature=curvature,
+        alphas=alphas,
+        chunk_size=chunk_size,
+        retrain_reference=retrain_reference or reference_model is not None,
+        measure_memory=measure_memory,
+        progress=progress,
+        **solver_options,
+    )
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -726,11 +939,23 @@ def class_removal(model: nn.Module, dataset: Dataset, removed_class: int, sample
 _WORKER = "import sys; from influence_core.removal.class_removal import _memory_worker; _memory_worker(sys.argv[1])"
 
 
-def measure_solve_memory(model: nn.Module, X: torch.Tensor, y: torch.Tensor, weights: np.ndarray | None,
-                         rhs: torch.Tensor, *, weight_decay: float, solver: str = "lissa",
-                         damping: float = DEFAULT_DAMPING, curvature: str = DEFAULT_CURVATURE,
-                         chunk_size: int | None = None, solver_options: dict[str, Any] | None = None,
-                         threads: int | None = None, timeout: float = 600.0, params: Any = None) -> dict[str, Any]:
+def measure_solve_memory(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    weights: np.ndarray | None,
+    rhs: torch.Tensor,
+    *,
+    weight_decay: float,
+    solver: str = "lissa",
+    damping: float = DEFAULT_DAMPING,
+    curvature: str = DEFAULT_CURVATURE,
+    chunk_size: int | None = None,
+    solver_options: dict[str, Any] | None = None,
+    threads: int | None = None,
+    timeout: float = 600.0,
+    params: Any = None,
+) -> dict[str, Any]:
     """Peak memory of solving (H_S + δI) x = rhs on the rows (X, y), measured in a fresh Python process.
 
     Returns ``{"peak_kb": memory the solve added at its peak (KiB), "baseline_rss_kb": resident memory before
@@ -738,10 +963,17 @@ def measure_solve_memory(model: nn.Module, X: torch.Tensor, y: torch.Tensor, wei
     "iterations": ...}``. The model must be picklable (its class importable by module path).
     """
     payload = {
-        "model": model, "X": X.detach(), "y": y.detach(),
-        "weights": None if weights is None else np.asarray(weights, dtype=np.float64), "rhs": rhs.detach(),
-        "weight_decay": float(weight_decay), "solver": solver, "damping": float(damping), "curvature": curvature,
-        "chunk_size": int(chunk_size or len(y)), "solver_options": dict(solver_options or {}),
+        "model": model,
+        "X": X.detach(),
+        "y": y.detach(),
+        "weights": None if weights is None else np.asarray(weights, dtype=np.float64),
+        "rhs": rhs.detach(),
+        "weight_decay": float(weight_decay),
+        "solver": solver,
+        "damping": float(damping),
+        "curvature": curvature,
+        "chunk_size": int(chunk_size or len(y)),
+        "solver_options": dict(solver_options or {}),
         "threads": int(threads or torch.get_num_threads()),
         "params": None if params is None else list(params),
     }
@@ -753,10 +985,12 @@ def measure_solve_memory(model: nn.Module, X: torch.Tensor, y: torch.Tensor, wei
         try:
             torch.save(payload, path)
         except Exception as exc:  # e.g. a model class defined inside a function
-            raise ValueError(f"measure_memory needs a picklable model (class importable by module path): {exc}") \
-                from exc
-        proc = subprocess.run([sys.executable, "-c", _WORKER, path], capture_output=True, text=True, env=env,
-                              timeout=timeout)
+            raise ValueError(
+                f"measure_memory needs a picklable model (class importable by module path): {exc}"
+            ) from exc
+        proc = subprocess.run(
+            [sys.executable, "-c", _WORKER, path], capture_output=True, text=True, env=env, timeout=timeout
+        )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         raise RuntimeError(f"the memory worker failed (exit {proc.returncode}): {proc.stderr.strip()[-2000:]}")
@@ -770,11 +1004,18 @@ def _memory_worker(path: str) -> None:
     model = payload["model"]
     X, y, rhs, weights = payload["X"], payload["y"], payload["rhs"], payload["weights"]
     options = dict(payload["solver_options"])
-    kwargs = dict(weight_decay=payload["weight_decay"], solver=payload["solver"], damping=payload["damping"],
-                  curvature=payload["curvature"], chunk_size=payload["chunk_size"], params=payload.get("params"))
+    kwargs = dict(
+        weight_decay=payload["weight_decay"],
+        solver=payload["solver"],
+        damping=payload["damping"],
+        curvature=payload["curvature"],
+        chunk_size=payload["chunk_size"],
+        params=payload.get("params"),
+    )
     # warm-up: one product on one point loads kernels and torch.func machinery (a fixed cost, not the solve's)
     Objective(model, X[:1], y[:1], payload["weight_decay"], 1, params=payload.get("params")).operator(
-        None, None, payload["curvature"])(rhs)
+        None, None, payload["curvature"]
+    )(rhs)
     cuda = rhs.device.type == "cuda"
     if cuda:
         torch.cuda.synchronize()
@@ -807,6 +1048,17 @@ def _memory_worker(path: str) -> None:
         if hwm is None:
             hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         peak_kb, base_kb = float(max(hwm - base, 0)), float(base)
-    print(json.dumps({"peak_kb": peak_kb, "baseline_rss_kb": base_kb, "peak_rss_kb": base_kb + peak_kb,
-                      "method": method, "seconds": seconds, "iterations": int(result.iterations),
-                      "m": int(len(y)), "pid": os.getpid()}))
+    print(
+        json.dumps(
+            {
+                "peak_kb": peak_kb,
+                "baseline_rss_kb": base_kb,
+                "peak_rss_kb": base_kb + peak_kb,
+                "method": method,
+                "seconds": seconds,
+                "iterations": int(result.iterations),
+                "m": int(len(y)),
+                "pid": os.getpid(),
+            }
+        )
+    )

@@ -17,8 +17,15 @@ __all__ = ["project_2d", "warm_up_umap", "PROJECTION_METHODS"]
 PROJECTION_METHODS = ("pca", "umap")
 
 
-def project_2d(X: np.ndarray, method: str = "pca", seed: int = 0, n_neighbors: int = 15,
-               min_dist: float = 0.1, n_epochs: int | None = None, init: str | None = None) -> np.ndarray:
+def project_2d(
+    X: np.ndarray,
+    method: str = "pca",
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    n_epochs: int | None = None,
+    init: str | None = None,
+) -> np.ndarray:
     """Embed the rows of X in the plane.
 
     Args:
@@ -46,8 +53,10 @@ def project_2d(X: np.ndarray, method: str = "pca", seed: int = 0, n_neighbors: i
         raise ValueError(f"a 2-D map needs at least 3 points with at least 1 dimension; got shape {X.shape}.")
     X = X.astype(np.float64, copy=False)
     if not np.all(np.isfinite(X)):
-        raise ValueError(f"X contains NaN or inf in {int(np.sum(~np.all(np.isfinite(X), axis=1)))} row(s); remove "
-                         "or fix those rows first.")
+        raise ValueError(
+            f"X contains NaN or inf in {int(np.sum(~np.all(np.isfinite(X), axis=1)))} row(s); remove "
+            "or fix those rows first."
+        )
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer; got {seed!r}.")
 
@@ -65,18 +74,27 @@ def project_2d(X: np.ndarray, method: str = "pca", seed: int = 0, n_neighbors: i
     try:
         import umap
     except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("method='umap' needs the umap-learn package: pip install 'influence-explorer[app]' "
-                          "(or pip install umap-learn), or use method='pca'.") from exc
+        raise ImportError(
+            "method='umap' needs the umap-learn package: pip install 'influence-explorer[app]' "
+            "(or pip install umap-learn), or use method='pca'."
+        ) from exc
     # Spectral initialisation needs more points than the embedding has dimensions plus a margin.
     if init not in (None, "spectral", "pca", "random"):
         raise ValueError(f"init must be 'spectral', 'pca' or 'random'; got {init!r}.")
-    if n_epochs is not None and (isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer))
-                                 or n_epochs < 1):
+    if n_epochs is not None and (
+        isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1
+    ):
         raise ValueError(f"n_epochs must be a positive integer or None; got {n_epochs!r}.")
     init = "random" if n <= 10 else (init or "spectral")
-    reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, n - 1)), min_dist=float(min_dist),
-                        random_state=int(seed), n_jobs=1, init=init,
-                        n_epochs=None if n_epochs is None else int(n_epochs))
+    reducer = umap.UMAP(
+        n_components=2,
+        n_neighbors=int(min(n_neighbors, n - 1)),
+        min_dist=float(min_dist),
+        random_state=int(seed),
+        n_jobs=1,
+        init=init,
+        n_epochs=None if n_epochs is None else int(n_epochs),
+    )
     with warnings.catch_warnings():
         # umap warns that a seed disables parallelism (we ask for that) and about tiny graphs.
         warnings.simplefilter("ignore", UserWarning)

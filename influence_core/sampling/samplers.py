@@ -31,8 +31,9 @@ from __future__ import annotations
 import inspect
 import numbers
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy.special import log_softmax as _log_softmax
@@ -96,35 +97,43 @@ class SamplerInputs:
         if labels.ndim != 1:
             raise ValueError(f"labels must be a 1-D array of shape (n,); got shape {labels.shape}.")
         if labels.size and not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be integers (class ids); got dtype {labels.dtype}. Convert with "
-                             "labels.astype(np.int64).")
+            raise ValueError(
+                f"labels must be integers (class ids); got dtype {labels.dtype}. Convert with labels.astype(np.int64)."
+            )
         if logits.ndim != 2:
             raise ValueError(f"logits must be a 2-D array of shape (n, C); got shape {logits.shape}.")
         if not np.issubdtype(logits.dtype, np.number) or np.issubdtype(logits.dtype, np.complexfloating):
             raise ValueError(f"logits must be real numbers; got dtype {logits.dtype}.")
         n, n_classes = logits.shape
         if labels.shape[0] != n:
-            raise ValueError(f"labels has {labels.shape[0]} rows but logits has {n}; both must describe the same "
-                             "training points (row i = training index i).")
+            raise ValueError(
+                f"labels has {labels.shape[0]} rows but logits has {n}; both must describe the same "
+                "training points (row i = training index i)."
+            )
         if n == 0:
             raise ValueError("SamplerInputs needs at least one training point; got n = 0.")
         if n_classes < 2:
             raise ValueError(f"logits must have at least 2 classes (columns); got C = {n_classes}.")
         if not np.all(np.isfinite(logits)):
             bad = int(np.sum(~np.all(np.isfinite(logits), axis=1)))
-            raise ValueError(f"logits contain NaN or inf in {bad} row(s); the model diverged or the inputs are "
-                             "corrupt. Retrain (e.g. a smaller learning rate) or clean the data.")
+            raise ValueError(
+                f"logits contain NaN or inf in {bad} row(s); the model diverged or the inputs are "
+                "corrupt. Retrain (e.g. a smaller learning rate) or clean the data."
+            )
         labels = labels.astype(np.int64, copy=False)
         if labels.min() < 0 or labels.max() >= n_classes:
-            raise ValueError(f"labels must lie in [0, {n_classes}) to match the {n_classes} logit columns; got "
-                             f"values in [{labels.min()}, {labels.max()}].")
+            raise ValueError(
+                f"labels must lie in [0, {n_classes}) to match the {n_classes} logit columns; got "
+                f"values in [{labels.min()}, {labels.max()}]."
+            )
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "logits", logits.astype(np.float64, copy=False))
         if self.features is not None:
             features = np.asarray(self.features)
             if features.ndim != 2 or features.shape[0] != n:
-                raise ValueError(f"features must have shape (n, d) = ({n}, d) to match the logits; got shape "
-                                 f"{features.shape}.")
+                raise ValueError(
+                    f"features must have shape (n, d) = ({n}, d) to match the logits; got shape {features.shape}."
+                )
             if not np.issubdtype(features.dtype, np.number) or np.issubdtype(features.dtype, np.complexfloating):
                 raise ValueError(f"features must be real numbers; got dtype {features.dtype}.")
             if not np.all(np.isfinite(features)):
@@ -188,9 +197,13 @@ class HessianSample:
         if self.weights is not None:
             import warnings
 
-            warnings.warn(f"np.asarray() of a weighted HessianSample ({self.sampler!r}) keeps only its indices and "
-                          "drops the importance weights; pass the HessianSample itself as hessian_indices (or "
-                          "sample.indices with hessian_weights=sample.weights)", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"np.asarray() of a weighted HessianSample ({self.sampler!r}) keeps only its indices and "
+                "drops the importance weights; pass the HessianSample itself as hessian_indices (or "
+                "sample.indices with hessian_weights=sample.weights)",
+                UserWarning,
+                stacklevel=2,
+            )
         if dtype is None or np.dtype(dtype) == self.indices.dtype:
             return self.indices.copy() if copy else self.indices
         if copy is False:
@@ -215,10 +228,14 @@ class HessianSample:
     @classmethod
     def from_dict(cls, record: dict) -> "HessianSample":
         """Inverse of :meth:`to_dict`."""
-        return cls(indices=np.asarray(record["indices"], dtype=np.int64),
-                   weights=None if record.get("weights") is None else np.asarray(record["weights"]),
-                   sampler=str(record["sampler"]), m=int(record["m"]), seed=int(record["seed"]),
-                   options=dict(record.get("options", {})))
+        return cls(
+            indices=np.asarray(record["indices"], dtype=np.int64),
+            weights=None if record.get("weights") is None else np.asarray(record["weights"]),
+            sampler=str(record["sampler"]),
+            m=int(record["m"]),
+            seed=int(record["seed"]),
+            options=dict(record.get("options", {})),
+        )
 
 
 def _to_builtin(value: Any) -> Any:
@@ -244,8 +261,9 @@ SAMPLER_DESCRIPTIONS: dict[str, str] = {}
 _FIXED_PARAMS = ("inputs", "pool", "m", "rng")
 
 
-def register_sampler(name: str, *, needs: tuple[str, ...] = ("logits",),
-                     description: str | None = None) -> Callable[[SamplerFn], SamplerFn]:
+def register_sampler(
+    name: str, *, needs: tuple[str, ...] = ("logits",), description: str | None = None
+) -> Callable[[SamplerFn], SamplerFn]:
     """Decorator registering ``fn(inputs, pool, m, rng, **options) -> (indices, weights | None)`` under ``name``.
     ``needs``: what it reads besides labels (``"logits"``, ``"features"``), so callers compute only that.
     ``description``: one plain sentence saying what the sampler picks (for menus and legends); None takes the
@@ -258,13 +276,17 @@ def register_sampler(name: str, *, needs: tuple[str, ...] = ("logits",),
 
     def decorator(fn: SamplerFn) -> SamplerFn:
         if name in SAMPLERS:
-            raise ValueError(f"a sampler named {name!r} is already registered; choose another name or delete "
-                             f"SAMPLERS[{name!r}] first.")
+            raise ValueError(
+                f"a sampler named {name!r} is already registered; choose another name or delete "
+                f"SAMPLERS[{name!r}] first."
+            )
         params = list(inspect.signature(fn).parameters.values())
         positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if len(positional) < 4:
-            raise ValueError(f"sampler {name!r} must accept (inputs, pool, m, rng, **options); its signature is "
-                             f"{inspect.signature(fn)}.")
+            raise ValueError(
+                f"sampler {name!r} must accept (inputs, pool, m, rng, **options); its signature is "
+                f"{inspect.signature(fn)}."
+            )
         unknown = set(needs) - {"logits", "features"}
         if unknown:
             raise ValueError(f"sampler {name!r}: needs= may list 'logits' and 'features', got {sorted(unknown)}.")
@@ -324,18 +346,23 @@ def _validate_pool(pool: np.ndarray | None, n: int) -> np.ndarray:
     if pool.ndim != 1:
         raise ValueError(f"pool must be a 1-D array of training indices; got shape {pool.shape}.")
     if pool.size == 0:
-        raise ValueError("the pool is empty: there are no training points to sample the Hessian from. Pass a "
-                         "non-empty pool (e.g. the training indices outside the removed class).")
+        raise ValueError(
+            "the pool is empty: there are no training points to sample the Hessian from. Pass a "
+            "non-empty pool (e.g. the training indices outside the removed class)."
+        )
     if not np.issubdtype(pool.dtype, np.integer):
         raise ValueError(f"pool must hold integer training indices (or be a boolean mask); got dtype {pool.dtype}.")
     pool = pool.astype(np.int64, copy=False)
     if pool.min() < 0 or pool.max() >= n:
-        raise ValueError(f"pool indices must lie in [0, {n}) (the training set size); got values in "
-                         f"[{pool.min()}, {pool.max()}].")
+        raise ValueError(
+            f"pool indices must lie in [0, {n}) (the training set size); got values in [{pool.min()}, {pool.max()}]."
+        )
     unique = np.unique(pool)
     if unique.size != pool.size:
-        raise ValueError(f"pool contains {pool.size - unique.size} duplicated index/indices; each training point "
-                         "may appear once. Use np.unique(pool).")
+        raise ValueError(
+            f"pool contains {pool.size - unique.size} duplicated index/indices; each training point "
+            "may appear once. Use np.unique(pool)."
+        )
     return unique
 
 
@@ -347,8 +374,9 @@ def _bind_options(name: str, fn: SamplerFn, options: dict) -> dict:
     known = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     unknown = sorted(set(options) - set(known))
     if unknown and not accepts_any:
-        raise ValueError(f"sampler {name!r} does not take option(s) {unknown}; its options are "
-                         f"{sorted(known) or 'none'}.")
+        raise ValueError(
+            f"sampler {name!r} does not take option(s) {unknown}; its options are {sorted(known) or 'none'}."
+        )
     used = {k: p.default for k, p in known.items() if p.default is not inspect.Parameter.empty}
     missing = [k for k, p in known.items() if p.default is inspect.Parameter.empty and k not in options]
     if missing:
@@ -357,8 +385,9 @@ def _bind_options(name: str, fn: SamplerFn, options: dict) -> dict:
     return used
 
 
-def draw_sample(name: str, inputs: SamplerInputs, m: int, seed: int = 0, pool: np.ndarray | None = None,
-                **options: Any) -> HessianSample:
+def draw_sample(
+    name: str, inputs: SamplerInputs, m: int, seed: int = 0, pool: np.ndarray | None = None, **options: Any
+) -> HessianSample:
     """Draw ``m`` training indices from ``pool`` with the sampler registered as ``name``.
 
     Args:
@@ -384,8 +413,10 @@ def draw_sample(name: str, inputs: SamplerInputs, m: int, seed: int = 0, pool: n
     m, seed = int(m), int(seed)
     pool = _validate_pool(pool, inputs.n)
     if m < 1 or m > pool.size:
-        raise ValueError(f"m = {m} is outside the valid range: the pool holds {pool.size} training points, so choose "
-                         f"1 <= m <= {pool.size} (a larger pool, or a smaller m).")
+        raise ValueError(
+            f"m = {m} is outside the valid range: the pool holds {pool.size} training points, so choose "
+            f"1 <= m <= {pool.size} (a larger pool, or a smaller m)."
+        )
     fn = SAMPLERS[name]
     used = _bind_options(name, fn, options)
     if m == pool.size:
@@ -398,8 +429,10 @@ def draw_sample(name: str, inputs: SamplerInputs, m: int, seed: int = 0, pool: n
     indices, weights = out
     indices = np.asarray(indices)
     if indices.ndim != 1 or indices.size != m or not np.issubdtype(indices.dtype, np.integer):
-        raise ValueError(f"sampler {name!r} returned indices of shape {indices.shape} and dtype {indices.dtype}; "
-                         f"expected {m} integer indices.")
+        raise ValueError(
+            f"sampler {name!r} returned indices of shape {indices.shape} and dtype {indices.dtype}; "
+            f"expected {m} integer indices."
+        )
     order = np.argsort(indices, kind="stable")
     indices = indices[order].astype(np.int64)
     if np.any(np.diff(indices) == 0):
@@ -545,8 +578,7 @@ def _kmeans_labels(X: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.
 
     state = int(rng.integers(2**31 - 1))
     if X.shape[0] > MINIBATCH_KMEANS_ABOVE:
-        km = MiniBatchKMeans(n_clusters=k, n_init=1, random_state=state, batch_size=max(2048, 4 * k),
-                             max_iter=50)
+        km = MiniBatchKMeans(n_clusters=k, n_init=1, random_state=state, batch_size=max(2048, 4 * k), max_iter=50)
     else:
         km = KMeans(n_clusters=k, n_init=1, random_state=state, max_iter=100)
     # One thread: sklearn's OpenMP k-means is many times slower when threads contend for busy cores (and at
@@ -557,8 +589,9 @@ def _kmeans_labels(X: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.
     return labels, km.cluster_centers_
 
 
-def _kmeans_pick(X: np.ndarray, members: np.ndarray, k: int, rng: np.random.Generator,
-                 pick: str) -> tuple[np.ndarray, np.ndarray]:
+def _kmeans_pick(
+    X: np.ndarray, members: np.ndarray, k: int, rng: np.random.Generator, pick: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Cluster rows of X (one per member) into k clusters; return one member per non-empty cluster and its weight.
 
     ``pick="nearest"`` takes the member nearest its cluster centroid, ``"random"`` a uniform member of the cluster.
@@ -599,8 +632,16 @@ def _check_weighting(weighting: str) -> None:
         raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}; got {weighting!r}.")
 
 
-def _cluster_sample(X: np.ndarray, inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator,
-                    pick: str, stratify_by_class: bool, weighting: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _cluster_sample(
+    X: np.ndarray,
+    inputs: SamplerInputs,
+    pool: np.ndarray,
+    m: int,
+    rng: np.random.Generator,
+    pick: str,
+    stratify_by_class: bool,
+    weighting: str,
+) -> tuple[np.ndarray, np.ndarray | None]:
     """k-means with k = m on rows X (aligned with pool), optionally per true class with proportional k.
 
     Returns the representatives and, for ``weighting="cluster_size"``, their cluster sizes normalised to mean 1
@@ -611,8 +652,9 @@ def _cluster_sample(X: np.ndarray, inputs: SamplerInputs, pool: np.ndarray, m: i
     else:
         classes, inverse = np.unique(inputs.labels[pool], return_inverse=True)
         counts = proportional_allocation(np.bincount(inverse, minlength=classes.size), m, rng)
-        parts = [_kmeans_pick(X[inverse == s], pool[inverse == s], int(k), rng, pick)
-                 for s, k in enumerate(counts) if k > 0]
+        parts = [
+            _kmeans_pick(X[inverse == s], pool[inverse == s], int(k), rng, pick) for s, k in enumerate(counts) if k > 0
+        ]
         chosen = np.concatenate([c for c, _ in parts])
         weights = np.concatenate([w for _, w in parts])
     if weighting == "unweighted":
@@ -625,18 +667,32 @@ def _cluster_sample(X: np.ndarray, inputs: SamplerInputs, pool: np.ndarray, m: i
 # --------------------------------------------------------------------------------------------------------------------
 
 
-@register_sampler("random", needs=(),
-                  description="Every training point equally likely (uniform, without replacement): the baseline.")
+@register_sampler(
+    "random", needs=(), description="Every training point equally likely (uniform, without replacement): the baseline."
+)
 def random_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator):
     """Uniform without replacement: every m-subset of the pool is equally likely (the paper's baseline)."""
     return rng.choice(pool, size=m, replace=False), None
 
 
-@register_sampler("feature", needs=("features",),
-                  description=("Groups the points by the model's penultimate-layer features into m clusters "
-                               "(k-means) and takes one point per cluster, weighted by the cluster's size."))
-def feature_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
-                    pick: str = "random", stratify_by_class: bool = False, weighting: str = "cluster_size"):
+@register_sampler(
+    "feature",
+    needs=("features",),
+    description=(
+        "Groups the points by the model's penultimate-layer features into m clusters "
+        "(k-means) and takes one point per cluster, weighted by the cluster's size."
+    ),
+)
+def feature_sampler(
+    inputs: SamplerInputs,
+    pool: np.ndarray,
+    m: int,
+    rng: np.random.Generator,
+    *,
+    pick: str = "random",
+    stratify_by_class: bool = False,
+    weighting: str = "cluster_size",
+):
     """Feature-based: k-means (k = m) on L2-normalised penultimate features of the pool, one point per cluster,
     weighted by its cluster's size.
 
@@ -653,19 +709,31 @@ def feature_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.ran
     _check_pick(pick)
     _check_weighting(weighting)
     if inputs.features is None:
-        raise ValueError("the 'feature' sampler needs penultimate-layer features, but SamplerInputs.features is None. "
-                         "Pass features=model.features(X_train), or choose the 'logit' sampler, which needs only "
-                         "logits.")
+        raise ValueError(
+            "the 'feature' sampler needs penultimate-layer features, but SamplerInputs.features is None. "
+            "Pass features=model.features(X_train), or choose the 'logit' sampler, which needs only "
+            "logits."
+        )
     F = inputs.features[pool]
     X = F / np.maximum(np.linalg.norm(F, axis=1, keepdims=True), 1e-12)
     return _cluster_sample(X, inputs, pool, m, rng, pick, bool(stratify_by_class), weighting)
 
 
-@register_sampler("logit",
-                  description=("Splits the points by predicted class and confidence and draws from every group in "
-                               "proportion to its size."))
-def logit_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
-                  score: str = "confidence", n_bins: int = 4):
+@register_sampler(
+    "logit",
+    description=(
+        "Splits the points by predicted class and confidence and draws from every group in proportion to its size."
+    ),
+)
+def logit_sampler(
+    inputs: SamplerInputs,
+    pool: np.ndarray,
+    m: int,
+    rng: np.random.Generator,
+    *,
+    score: str = "confidence",
+    n_bins: int = 4,
+):
     """Logit-based: stratified by predicted class x quantile bin of confidence, proportional allocation.
 
     Rule (this project's reconstruction of Koh et al. 2024, arXiv 2510.26776; the paper's exact rule is not
@@ -679,19 +747,32 @@ def logit_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.rando
     return _stratified_uniform(strata, pool, m, rng), None
 
 
-@register_sampler("class_stratified",
-                  description="Draws from every true class in proportion to its size (uniform within a class).")
+@register_sampler(
+    "class_stratified", description="Draws from every true class in proportion to its size (uniform within a class)."
+)
 def class_stratified_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator):
     """Stratified by true label: :func:`proportional_allocation` over classes, uniform within each class."""
     return _stratified_uniform(inputs.labels[pool], pool, m, rng), None
 
 
-@register_sampler("logit_kmeans",
-                  description=("Clusters the model's logits into m groups (k-means) and takes one point per group, "
-                               "weighted by the group's size."))
-def logit_kmeans_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
-                         space: str = "centred", pick: str = "random", stratify_by_class: bool = False,
-                         weighting: str = "cluster_size"):
+@register_sampler(
+    "logit_kmeans",
+    description=(
+        "Clusters the model's logits into m groups (k-means) and takes one point per group, "
+        "weighted by the group's size."
+    ),
+)
+def logit_kmeans_sampler(
+    inputs: SamplerInputs,
+    pool: np.ndarray,
+    m: int,
+    rng: np.random.Generator,
+    *,
+    space: str = "centred",
+    pick: str = "random",
+    stratify_by_class: bool = False,
+    weighting: str = "cluster_size",
+):
     """k-means (k = m) on logit vectors, one point per cluster weighted by its cluster's size (as ``feature``, but
     needs only logits; ``weighting="unweighted"`` is the earlier equal-weight rule).
 
@@ -736,11 +817,16 @@ def inclusion_probabilities(q: np.ndarray, m: int) -> np.ndarray:
     return -np.expm1(-t * q)
 
 
-@register_sampler("importance",
-                  description=("Favours points the model is unsure about (high curvature 1 − Σp²) and reweights them "
-                               "so the Hessian estimate still averages over the whole pool."))
-def importance_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
-                      floor: float = 0.1):
+@register_sampler(
+    "importance",
+    description=(
+        "Favours points the model is unsure about (high curvature 1 − Σp²) and reweights them "
+        "so the Hessian estimate still averages over the whole pool."
+    ),
+)
+def importance_sampler(
+    inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *, floor: float = 0.1
+):
     """Importance sampling by the Gauss-Newton curvature proxy ``c_i = 1 - sum_k p_ik^2``, with weights.
 
     Rule (measured beside this project's reconstruction of Koh et al. 2024, arXiv 2510.26776): draw probabilities
@@ -771,8 +857,15 @@ def default_int_distance_clusters(m: int) -> int:
     return int(min(m, max(2, round(np.sqrt(m)))))
 
 
-def int_distance_strata(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
-                        n_clusters: int | None = None, n_bins: int = 3) -> np.ndarray:
+def int_distance_strata(
+    inputs: SamplerInputs,
+    pool: np.ndarray,
+    m: int,
+    rng: np.random.Generator,
+    *,
+    n_clusters: int | None = None,
+    n_bins: int = 3,
+) -> np.ndarray:
     """Stratum id (p,) of each pool point for ``int_distance``: k-means cluster × distance-to-centroid bin.
 
     x_i = f_i / ||f_i|| (penultimate features); K = ``n_clusters`` (None: :func:`default_int_distance_clusters`),
@@ -781,11 +874,14 @@ def int_distance_strata(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np
     that there are at most m strata. Ids are ``cluster · B + bin``.
     """
     if inputs.features is None:
-        raise ValueError("the 'int_distance' sampler needs penultimate-layer features, but SamplerInputs.features "
-                         "is None. Pass features=model.features(X_train), or choose the 'logit' sampler, which "
-                         "needs only logits.")
-    if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral)
-                                   or n_clusters < 1):
+        raise ValueError(
+            "the 'int_distance' sampler needs penultimate-layer features, but SamplerInputs.features "
+            "is None. Pass features=model.features(X_train), or choose the 'logit' sampler, which "
+            "needs only logits."
+        )
+    if n_clusters is not None and (
+        isinstance(n_clusters, bool) or not isinstance(n_clusters, numbers.Integral) or n_clusters < 1
+    ):
         raise ValueError(f"n_clusters must be an integer >= 1 or None (default sqrt(m)); got {n_clusters!r}.")
     if isinstance(n_bins, bool) or not isinstance(n_bins, numbers.Integral) or n_bins < 1:
         raise ValueError(f"n_bins must be an integer >= 1; got {n_bins!r}.")
@@ -810,11 +906,23 @@ def int_distance_strata(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np
     return labels.astype(np.int64) * bins_used + bins
 
 
-@register_sampler("int_distance", needs=("features",),
-                  description=("Clusters the penultimate features into about √m groups and draws several points in "
-                               "each, from the centre to the edge, weighted by stratum size."))
-def int_distance_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
-                         n_clusters: int | None = None, n_bins: int = 3):
+@register_sampler(
+    "int_distance",
+    needs=("features",),
+    description=(
+        "Clusters the penultimate features into about √m groups and draws several points in "
+        "each, from the centre to the edge, weighted by stratum size."
+    ),
+)
+def int_distance_sampler(
+    inputs: SamplerInputs,
+    pool: np.ndarray,
+    m: int,
+    rng: np.random.Generator,
+    *,
+    n_clusters: int | None = None,
+    n_bins: int = 3,
+):
     """Clusters in feature space, several points drawn inside each, stratified by distance to the centroid.
 
     This project's reconstruction of the ``int_distance`` sampler drawn in Figure 1 of Koh et al. 2024 (arXiv
@@ -841,8 +949,13 @@ def int_distance_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: n
     return np.concatenate(chosen), w / w.mean()
 
 
-def ridge_leverages(inputs: SamplerInputs, pool: np.ndarray, ridge: float = 0.01, sketch_dim: int = 256,
-                    rng: np.random.Generator | None = None) -> np.ndarray:
+def ridge_leverages(
+    inputs: SamplerInputs,
+    pool: np.ndarray,
+    ridge: float = 0.01,
+    sketch_dim: int = 256,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """(N,) ridge leverages of the pool's points under the damped Gauss-Newton matrix of the last layer.
 
     A point's logits are z_i = W a_i with a_i = [f_i, 1] (penultimate features and the bias input), so its
@@ -855,12 +968,15 @@ def ridge_leverages(inputs: SamplerInputs, pool: np.ndarray, ridge: float = 0.01
     from ``rng`` (a random projection of the per-point Jacobians), so the cost stays N·(C·sketch_dim)².
     """
     if inputs.features is None:
-        raise ValueError("the 'ridge_leverage' sampler needs penultimate-layer features, but SamplerInputs.features is "
-                         "None. Pass features=model.features(X_train), or choose the 'importance' sampler, which "
-                         "needs only logits.")
+        raise ValueError(
+            "the 'ridge_leverage' sampler needs penultimate-layer features, but SamplerInputs.features is "
+            "None. Pass features=model.features(X_train), or choose the 'importance' sampler, which "
+            "needs only logits."
+        )
     if isinstance(ridge, bool) or not isinstance(ridge, numbers.Real) or not np.isfinite(ridge) or ridge <= 0:
-        raise ValueError(f"ridge must be a finite number > 0 (the weight decay + damping of the solve, e.g. 0.011); "
-                         f"got {ridge!r}.")
+        raise ValueError(
+            f"ridge must be a finite number > 0 (the weight decay + damping of the solve, e.g. 0.011); got {ridge!r}."
+        )
     if isinstance(sketch_dim, bool) or not isinstance(sketch_dim, numbers.Integral) or sketch_dim < 1:
         raise ValueError(f"sketch_dim must be an integer >= 1; got {sketch_dim!r}.")
     pool = np.asarray(pool, dtype=np.int64)
@@ -870,31 +986,39 @@ def ridge_leverages(inputs: SamplerInputs, pool: np.ndarray, ridge: float = 0.01
 
     # one BLAS thread: these (C·e)² problems are small, and a spinning thread pool on a busy machine costs 3x
     with threadpool_limits(limits=1):
-        a = np.concatenate([inputs.features[pool], np.ones((N, 1))], axis=1)                  # (N, e)
+        a = np.concatenate([inputs.features[pool], np.ones((N, 1))], axis=1)  # (N, e)
         if a.shape[1] > sketch_dim:
             gen = rng if rng is not None else np.random.default_rng(0)
             a = a @ (gen.standard_normal((a.shape[1], int(sketch_dim))) / np.sqrt(sketch_dim))
-        P = softmax(inputs.logits[pool])                                                       # (N, C)
+        P = softmax(inputs.logits[pool])  # (N, C)
         C, e = P.shape[1], a.shape[1]
-        B = (P[:, :, None] * a[:, None, :]).reshape(N, C * e)                                   # rows p_i ⊗ a_i
+        B = (P[:, :, None] * a[:, None, :]).reshape(N, C * e)  # rows p_i ⊗ a_i
         G = -(B.T @ B)
-        for c in range(C):                                                                     # + blockdiag Σ p_ic a aᵀ
-            G[c * e:(c + 1) * e, c * e:(c + 1) * e] += (a * P[:, c:c + 1]).T @ a
+        for c in range(C):  # + blockdiag Σ p_ic a aᵀ
+            G[c * e : (c + 1) * e, c * e : (c + 1) * e] += (a * P[:, c : c + 1]).T @ a
         G /= N
         G[np.diag_indices_from(G)] += float(ridge)
         L = np.linalg.cholesky(0.5 * (G + G.T))
-        cross = np.sum(solve_triangular(L, B.T, lower=True) ** 2, axis=0)                      # b_iᵀ (G+λ)⁻¹ b_i
+        cross = np.sum(solve_triangular(L, B.T, lower=True) ** 2, axis=0)  # b_iᵀ (G+λ)⁻¹ b_i
         K_inv = cho_solve((L, True), np.eye(C * e))
         diag = np.zeros(N)
         for c in range(C):
-            block = K_inv[c * e:(c + 1) * e, c * e:(c + 1) * e]
+            block = K_inv[c * e : (c + 1) * e, c * e : (c + 1) * e]
             diag += P[:, c] * np.einsum("ie,ef,if->i", a, block, a)
     return np.clip(diag - cross, 0.0, None) / N
 
 
 @register_sampler("ridge_leverage", needs=("logits", "features"))
-def ridge_leverage_sampler(inputs: SamplerInputs, pool: np.ndarray, m: int, rng: np.random.Generator, *,
-                           ridge: float = 0.011, floor: float = 0.1, sketch_dim: int = 256):
+def ridge_leverage_sampler(
+    inputs: SamplerInputs,
+    pool: np.ndarray,
+    m: int,
+    rng: np.random.Generator,
+    *,
+    ridge: float = 0.011,
+    floor: float = 0.1,
+    sketch_dim: int = 256,
+):
     """Importance sampling by ridge leverage under the damped last-layer Gauss-Newton matrix, with weights.
 
     Rule (beyond the paper; the principled form of ``importance``): τ_i from :func:`ridge_leverages` with

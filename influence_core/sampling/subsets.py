@@ -5,16 +5,17 @@ labels) for the training set, and draw a Hessian sample. The sampling rules them
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from influence_core.data.datasets import Dataset
+from influence_core.data.sources import as_source, source_labels
 from influence_core.models.zoo import logits_and_features, penultimate_features, predict_logits
 from influence_core.sampling.samplers import HessianSample, SamplerInputs, draw_sample, sampler_needs
-from influence_core.data.sources import as_source, source_labels
 
 __all__ = ["sampler_inputs", "sample_hessian_subset"]
 
@@ -29,13 +30,19 @@ def _training_data(dataset: Any) -> Any:
     try:
         return as_source(dataset)
     except (TypeError, ValueError):
-        raise TypeError("dataset must be an influence_core Dataset, a tuple (X_train, y_train, X_test, y_test), or a "
-                        f"data source / torch Dataset / DataLoader of the training set; got {type(dataset).__name__}"
-                        ) from None
+        raise TypeError(
+            "dataset must be an influence_core Dataset, a tuple (X_train, y_train, X_test, y_test), or a "
+            f"data source / torch Dataset / DataLoader of the training set; got {type(dataset).__name__}"
+        ) from None
 
 
-def sampler_inputs(model: nn.Module, dataset: Any, with_features: bool = True, *,
-                   output_fn: Callable[[Any], torch.Tensor] | None = None) -> SamplerInputs:
+def sampler_inputs(
+    model: nn.Module,
+    dataset: Any,
+    with_features: bool = True,
+    *,
+    output_fn: Callable[[Any], torch.Tensor] | None = None,
+) -> SamplerInputs:
     """Labels (n,), logits (n, C) and, when the model has ``features``, penultimate features (n, k) of the
     training set, as float64 numpy arrays (model evaluated in eval mode; chunk by chunk for a data source).
     ``dataset``: see :func:`sample_hessian_subset`."""
@@ -49,10 +56,18 @@ def sampler_inputs(model: nn.Module, dataset: Any, with_features: bool = True, *
     return SamplerInputs(labels=source_labels(source).numpy(), logits=logits, features=features)
 
 
-def sample_hessian_subset(model: nn.Module, dataset: Any, sampler: str, m: int, seed: int = 0,
-                          pool: Any | None = None, *, inputs: SamplerInputs | None = None,
-                          output_fn: Callable[[Any], torch.Tensor] | None = None,
-                          **options: Any) -> HessianSample:
+def sample_hessian_subset(
+    model: nn.Module,
+    dataset: Any,
+    sampler: str,
+    m: int,
+    seed: int = 0,
+    pool: Any | None = None,
+    *,
+    inputs: SamplerInputs | None = None,
+    output_fn: Callable[[Any], torch.Tensor] | None = None,
+    **options: Any,
+) -> HessianSample:
     """Choose m training indices (and weights, for importance samplers) to estimate the Hessian on.
 
     ``dataset``: a :class:`Dataset`, a tuple (X_train, y_train, X_test, y_test) like :func:`influence_scores`
@@ -64,6 +79,5 @@ def sample_hessian_subset(model: nn.Module, dataset: Any, sampler: str, m: int, 
     which ``np.asarray(sample)`` would drop.
     """
     if inputs is None:
-        inputs = sampler_inputs(model, dataset, with_features="features" in sampler_needs(sampler),
-                                output_fn=output_fn)
+        inputs = sampler_inputs(model, dataset, with_features="features" in sampler_needs(sampler), output_fn=output_fn)
     return draw_sample(sampler, inputs, m, seed=seed, pool=None if pool is None else np.asarray(pool), **options)

@@ -30,9 +30,16 @@ import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 
 from influence_core.curvature.objective import CURVATURE_MODES, Objective
-from influence_core.solvers.factor_io import (FactorFileError, check_fitted_for, config_key, fingerprint, read_factor_file,
-                                              save_path, write_factor_file)
-from influence_core.solvers.base import SolveResult, SolverError
+from influence_core.solvers.base import SolverError, SolveResult
+from influence_core.solvers.factor_io import (
+    FactorFileError,
+    check_fitted_for,
+    config_key,
+    fingerprint,
+    read_factor_file,
+    save_path,
+    write_factor_file,
+)
 
 __all__ = ["ArnoldiInverse", "fit_arnoldi", "arnoldi_config"]
 
@@ -66,26 +73,51 @@ def _check_damping(damping: Any) -> float:
     return float(damping)
 
 
-def arnoldi_config(objective: Objective, sample: Any = None, weights: Any = None, *, rank: int = 50,
-                   curvature: str = "gauss_newton", seed: int = 0, tol: float | None = None) -> dict[str, Any]:
+def arnoldi_config(
+    objective: Objective,
+    sample: Any = None,
+    weights: Any = None,
+    *,
+    rank: int = 50,
+    curvature: str = "gauss_newton",
+    seed: int = 0,
+    tol: float | None = None,
+) -> dict[str, Any]:
     """What the eigenpairs depend on (their file key hashes it): rank, curvature, sample, data, θ, wd, seed, tol."""
     rank = _check_rank(rank, objective.n_params)
     if curvature not in CURVATURE_MODES:
         raise ValueError(f"unknown curvature {curvature!r}; choose one of {list(CURVATURE_MODES)}")
     idx, w = _sample_arrays(objective, sample, weights)
     chunk = torch.as_tensor(idx, device=objective.device)
-    return {"method": "arnoldi", "rank": rank, "curvature": curvature, "seed": int(seed),
-            "tol": None if tol is None else float(tol), "m": int(len(idx)),
-            "sample": fingerprint(idx, w if w is not None else "uniform"),
-            "data": fingerprint(*objective.batch(chunk)), "model": fingerprint(objective.theta),
-            "weight_decay": objective.weight_decay,
-            "layout": [[n, list(s)] for n, s in zip(objective.names, objective.shapes)]}
+    return {
+        "method": "arnoldi",
+        "rank": rank,
+        "curvature": curvature,
+        "seed": int(seed),
+        "tol": None if tol is None else float(tol),
+        "m": int(len(idx)),
+        "sample": fingerprint(idx, w if w is not None else "uniform"),
+        "data": fingerprint(*objective.batch(chunk)),
+        "model": fingerprint(objective.theta),
+        "weight_decay": objective.weight_decay,
+        "layout": [[n, list(s)] for n, s in zip(objective.names, objective.shapes)],
+    }
 
 
-def fit_arnoldi(objective: Objective, sample: Any = None, weights: Any = None, *, rank: int = 50,
-                curvature: str = "gauss_newton", damping: float = 0.0, complement: bool = False, seed: int = 0,
-                tol: float | None = None, max_iter: int | None = None,
-                cache_dir: str | os.PathLike | None = None) -> "ArnoldiInverse":
+def fit_arnoldi(
+    objective: Objective,
+    sample: Any = None,
+    weights: Any = None,
+    *,
+    rank: int = 50,
+    curvature: str = "gauss_newton",
+    damping: float = 0.0,
+    complement: bool = False,
+    seed: int = 0,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> "ArnoldiInverse":
     """Top-``rank`` eigenpairs of H_S (``curvature`` "gauss_newton" (default) or "hessian") on the sample.
 
     ``sample``: a HessianSample (weights used unless ``weights`` is given), an index array or None (all points).
@@ -123,13 +155,22 @@ def fit_arnoldi(objective: Objective, sample: Any = None, weights: Any = None, *
         try:
             lam, V = eigsh(lin, k=k, which="LM", v0=v0, tol=atol, maxiter=max_iter)
         except ArpackNoConvergence as err:
-            raise SolverError(f"Lanczos (ARPACK) found only {len(err.eigenvalues)} of {k} eigenpairs; raise max_iter "
-                              "or tol, or lower the rank") from err
+            raise SolverError(
+                f"Lanczos (ARPACK) found only {len(err.eigenvalues)} of {k} eigenpairs; raise max_iter "
+                "or tol, or lower the rank"
+            ) from err
         order = np.argsort(-np.abs(lam), kind="stable")
         lam, V = lam[order], V[:, order]
         iterations = calls[0]
-    inverse = ArnoldiInverse(config, torch.as_tensor(lam), torch.as_tensor(np.ascontiguousarray(V)), damping,
-                             complement=complement, fit_seconds=time.perf_counter() - start, hvps=iterations)
+    inverse = ArnoldiInverse(
+        config,
+        torch.as_tensor(lam),
+        torch.as_tensor(np.ascontiguousarray(V)),
+        damping,
+        complement=complement,
+        fit_seconds=time.perf_counter() - start,
+        hvps=iterations,
+    )
     if cache_dir is not None:
         inverse.save(path)
     return inverse
@@ -141,8 +182,17 @@ class ArnoldiInverse:
     ``eigenvalues`` (k,) (of H_S, wd included, by decreasing magnitude), ``eigenvectors`` (p, k) float64,
     ``damping``, ``complement``, ``config`` / ``key``, ``fit_seconds``, ``hvps`` (operator products used)."""
 
-    def __init__(self, config: dict[str, Any], eigenvalues: torch.Tensor, eigenvectors: torch.Tensor,
-                 damping: float = 0.0, *, complement: bool = False, fit_seconds: float = 0.0, hvps: int = 0):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        eigenvalues: torch.Tensor,
+        eigenvectors: torch.Tensor,
+        damping: float = 0.0,
+        *,
+        complement: bool = False,
+        fit_seconds: float = 0.0,
+        hvps: int = 0,
+    ):
         self.config = config
         self.eigenvalues = eigenvalues.double()
         self.eigenvectors = eigenvectors.double()
@@ -153,12 +203,15 @@ class ArnoldiInverse:
         self.weight_decay = float(config["weight_decay"])
         shifted = self.eigenvalues + self.damping
         if float(shifted.min()) <= 0:
-            raise SolverError(f"a kept eigenvalue plus damping is <= 0 (smallest λ = {float(self.eigenvalues.min()):.3g},"
-                              f" damping {self.damping:g}): the curvature is not positive definite on its top-"
-                              f"{len(shifted)} span; increase damping above |λ_min| or use curvature='gauss_newton'")
+            raise SolverError(
+                f"a kept eigenvalue plus damping is <= 0 (smallest λ = {float(self.eigenvalues.min()):.3g},"
+                f" damping {self.damping:g}): the curvature is not positive definite on its top-"
+                f"{len(shifted)} span; increase damping above |λ_min| or use curvature='gauss_newton'"
+            )
         if self.complement and self.weight_decay + self.damping <= 0:
-            raise SolverError("complement=True divides the rest of the space by weight decay + damping, which is 0; "
-                              "pass damping > 0")
+            raise SolverError(
+                "complement=True divides the rest of the space by weight decay + damping, which is 0; pass damping > 0"
+            )
 
     @property
     def rank(self) -> int:
@@ -170,9 +223,15 @@ class ArnoldiInverse:
 
     def with_damping(self, damping: float, complement: bool | None = None) -> "ArnoldiInverse":
         """The same eigenpairs with another damping (and optionally another complement rule)."""
-        return ArnoldiInverse(self.config, self.eigenvalues, self.eigenvectors, damping,
-                              complement=self.complement if complement is None else complement,
-                              fit_seconds=self.fit_seconds, hvps=self.hvps)
+        return ArnoldiInverse(
+            self.config,
+            self.eigenvalues,
+            self.eigenvectors,
+            damping,
+            complement=self.complement if complement is None else complement,
+            fit_seconds=self.fit_seconds,
+            hvps=self.hvps,
+        )
 
     def solve(self, B: torch.Tensor) -> SolveResult:
         """X (k, p) = V diag(1/(λ+δ)) Vᵀ b [+ (I − VVᵀ) b / (wd+δ)] for each row b of B (k, p) or (p,)."""
@@ -186,47 +245,84 @@ class ArnoldiInverse:
         start = time.perf_counter()
         V = self.eigenvectors.to(B.device)
         Bd = B.double()
-        P = Bd @ V                                                                # (k, rank)
+        P = Bd @ V  # (k, rank)
         X = (P / (self.eigenvalues.to(B.device) + self.damping)) @ V.T
         if self.complement:
             X = X + (Bd - P @ V.T) / (self.weight_decay + self.damping)
-        return SolveResult(X.to(B.dtype), "arnoldi", 0, True, self.damping, seconds=time.perf_counter() - start,
-                           info={"factor_seconds": self.fit_seconds, "inverse": "arnoldi", "rank": self.rank,
-                                 "complement": self.complement, "curvature": self.config["curvature"],
-                                 "hvps": self.hvps, "key": self.key})
+        return SolveResult(
+            X.to(B.dtype),
+            "arnoldi",
+            0,
+            True,
+            self.damping,
+            seconds=time.perf_counter() - start,
+            info={
+                "factor_seconds": self.fit_seconds,
+                "inverse": "arnoldi",
+                "rank": self.rank,
+                "complement": self.complement,
+                "curvature": self.config["curvature"],
+                "hvps": self.hvps,
+                "key": self.key,
+            },
+        )
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the eigenpairs to ``path`` (.npz; a directory: ``<dir>/arnoldi-<key>.npz``)."""
         path = save_path(path, f"arnoldi-{self.key}")
-        header = {"config": self.config, "key": self.key, "damping": self.damping, "complement": self.complement,
-                  "fit_seconds": self.fit_seconds, "hvps": self.hvps}
-        return write_factor_file(path, FORMAT, header, {"eigenvalues": self.eigenvalues.cpu().numpy(),
-                                                        "eigenvectors": self.eigenvectors.cpu().numpy()})
+        header = {
+            "config": self.config,
+            "key": self.key,
+            "damping": self.damping,
+            "complement": self.complement,
+            "fit_seconds": self.fit_seconds,
+            "hvps": self.hvps,
+        }
+        return write_factor_file(
+            path,
+            FORMAT,
+            header,
+            {"eigenvalues": self.eigenvalues.cpu().numpy(), "eigenvectors": self.eigenvectors.cpu().numpy()},
+        )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, objective: Objective | None = None, *, damping: float | None = None,
-             complement: bool | None = None) -> "ArnoldiInverse":
+    def load(
+        cls,
+        path: str | os.PathLike,
+        objective: Objective | None = None,
+        *,
+        damping: float | None = None,
+        complement: bool | None = None,
+    ) -> "ArnoldiInverse":
         """Eigenpairs saved by :meth:`save`; with ``objective`` the file must match its model (layout, θ, wd)."""
         header, arrays = read_factor_file(path, FORMAT, required=("eigenvalues", "eigenvectors"))
         try:
             config = header["config"]
             lam, V = arrays["eigenvalues"], arrays["eigenvectors"]
             if lam.ndim != 1 or V.ndim != 2 or V.shape[1] != lam.shape[0] or lam.shape[0] != config["rank"]:
-                raise FactorFileError(f"{str(path)!r}: eigenpair shapes {lam.shape}, {V.shape} do not match rank "
-                                      f"{config['rank']}; the file is corrupt, fit again")
+                raise FactorFileError(
+                    f"{str(path)!r}: eigenpair shapes {lam.shape}, {V.shape} do not match rank "
+                    f"{config['rank']}; the file is corrupt, fit again"
+                )
             if config_key(config) != header["key"]:
-                raise FactorFileError(f"{str(path)!r}: the configuration does not match its key; the file was edited "
-                                      "or is corrupt")
+                raise FactorFileError(
+                    f"{str(path)!r}: the configuration does not match its key; the file was edited or is corrupt"
+                )
         except (KeyError, TypeError) as err:
             raise FactorFileError(f"{str(path)!r} has an incomplete header ({err!r}); fit again") from err
         if objective is not None:
             if V.shape[0] != objective.n_params:
                 raise FactorFileError(f"{str(path)!r} was fitted for a model with another parameter layout")
             check_fitted_for(path, config, objective, "the eigenpairs")
-        inv = cls(config, torch.as_tensor(lam), torch.as_tensor(V),
-                  header["damping"] if damping is None else damping,
-                  complement=header["complement"] if complement is None else complement,
-                  fit_seconds=float(header.get("fit_seconds", 0.0)), hvps=int(header.get("hvps", 0)))
+        inv = cls(
+            config,
+            torch.as_tensor(lam),
+            torch.as_tensor(V),
+            header["damping"] if damping is None else damping,
+            complement=header["complement"] if complement is None else complement,
+            fit_seconds=float(header.get("fit_seconds", 0.0)),
+            hvps=int(header.get("hvps", 0)),
+        )
         if objective is not None:
             inv.eigenvectors = inv.eigenvectors.to(objective.device)
             inv.eigenvalues = inv.eigenvalues.to(objective.device)
@@ -238,10 +334,20 @@ class ArnoldiInverse:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def fit_arnoldi_solver(objective: Objective, indices: np.ndarray | None, weights: np.ndarray | None, damping: float,
-                       curvature: str, *, rank: int = 50, complement: bool = False, seed: int = 0,
-                       tol: float | None = None, max_iter: int | None = None,
-                       factor_file: str | os.PathLike | None = None) -> Any:
+def fit_arnoldi_solver(
+    objective: Objective,
+    indices: np.ndarray | None,
+    weights: np.ndarray | None,
+    damping: float,
+    curvature: str,
+    *,
+    rank: int = 50,
+    complement: bool = False,
+    seed: int = 0,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    factor_file: str | os.PathLike | None = None,
+) -> Any:
     """Top-``rank`` eigenpairs of the curvature (Hessian or Gauss-Newton) on the sample by Lanczos; the projected
     inverse (``complement=True`` adds (I − VVᵀ)/(wd + δ)). ``factor_file``: a .npz path or a directory: reuse the
     saved eigenpairs of this configuration, else compute and save them there."""
@@ -250,28 +356,58 @@ def fit_arnoldi_solver(objective: Objective, indices: np.ndarray | None, weights
 
     if not isinstance(complement, bool):
         raise ValueError(f"complement must be True or False, got {complement!r}")
-    if max_iter is not None and (isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer))
-                                 or max_iter < 1):
+    if max_iter is not None and (
+        isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1
+    ):
         raise ValueError(f"max_iter must be an integer >= 1 or None (ARPACK's default), got {max_iter!r}")
     config = arnoldi_config(objective, indices, weights, rank=rank, curvature=curvature, seed=seed, tol=tol)
     inverse, where = load_or_fit(
-        factor_file, f"arnoldi-{config_key(config)}", config,
+        factor_file,
+        f"arnoldi-{config_key(config)}",
+        config,
         lambda path: ArnoldiInverse.load(path, objective, damping=damping, complement=complement),
-        lambda: fit_arnoldi(objective, indices, weights, rank=rank, curvature=curvature, damping=damping,
-                            complement=complement, seed=seed, tol=tol, max_iter=max_iter))
-    options = {"rank": rank, "complement": complement, "seed": seed, "tol": tol, "max_iter": max_iter,
-               "factor_file": None if factor_file is None else str(factor_file)}
-    info = {"inverse": "arnoldi", "rank": inverse.rank, "complement": complement, "key": inverse.key,
-            "factor_seconds": inverse.fit_seconds, "hvps": inverse.hvps,
-            "eigenvalue_range": [float(inverse.eigenvalues.min()), float(inverse.eigenvalues.max())], **where}
+        lambda: fit_arnoldi(
+            objective,
+            indices,
+            weights,
+            rank=rank,
+            curvature=curvature,
+            damping=damping,
+            complement=complement,
+            seed=seed,
+            tol=tol,
+            max_iter=max_iter,
+        ),
+    )
+    options = {
+        "rank": rank,
+        "complement": complement,
+        "seed": seed,
+        "tol": tol,
+        "max_iter": max_iter,
+        "factor_file": None if factor_file is None else str(factor_file),
+    }
+    info = {
+        "inverse": "arnoldi",
+        "rank": inverse.rank,
+        "complement": complement,
+        "key": inverse.key,
+        "factor_seconds": inverse.fit_seconds,
+        "hvps": inverse.hvps,
+        "eigenvalue_range": [float(inverse.eigenvalues.min()), float(inverse.eigenvalues.max())],
+        **where,
+    }
     return FactorFit(inverse, objective, "arnoldi", indices, weights, damping, curvature, options, info=info)
 
 
 def _register() -> None:
     from influence_core.solvers.registry import register_solver
 
-    register_solver("arnoldi", fit_arnoldi_solver,
-                    description="Arnoldi/Lanczos: top-k eigenpairs of the curvature, projected inverse")
+    register_solver(
+        "arnoldi",
+        fit_arnoldi_solver,
+        description="Arnoldi/Lanczos: top-k eigenpairs of the curvature, projected inverse",
+    )
 
 
 _register()

@@ -11,17 +11,30 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from influence_core.checks import check_int, check_real
 
-__all__ = ["Operator", "SolveResult", "SolverError", "SolverDivergedError", "SolverNotConvergedWarning",
-           "IndefiniteHessianWarning", "check_damping", "as_batch", "check_budget", "short_trace",
-           "report_nonconvergence", "Stagnation", "STAGNATION_WINDOW"]
+__all__ = [
+    "Operator",
+    "SolveResult",
+    "SolverError",
+    "SolverDivergedError",
+    "SolverNotConvergedWarning",
+    "IndefiniteHessianWarning",
+    "check_damping",
+    "as_batch",
+    "check_budget",
+    "short_trace",
+    "report_nonconvergence",
+    "Stagnation",
+    "STAGNATION_WINDOW",
+]
 
 Operator = Callable[[torch.Tensor], torch.Tensor]
 """V (k, p) ↦ H V (k, p)."""
@@ -66,9 +79,17 @@ class SolveResult:
 
     def summary(self) -> dict[str, Any]:
         """JSON-serialisable record (without the vectors)."""
-        return {"method": self.method, "iterations": self.iterations, "converged": self.converged,
-                "stop": self.stop, "damping": self.damping, "scale": self.scale, "seconds": self.seconds,
-                "final_residual": self.trace[-1] if self.trace else None, **self.info}
+        return {
+            "method": self.method,
+            "iterations": self.iterations,
+            "converged": self.converged,
+            "stop": self.stop,
+            "damping": self.damping,
+            "scale": self.scale,
+            "seconds": self.seconds,
+            "final_residual": self.trace[-1] if self.trace else None,
+            **self.info,
+        }
 
 
 def check_damping(damping: float) -> float:
@@ -97,8 +118,12 @@ STAGNATION_WINDOW = 200
 def check_budget(tol: Any, max_iter: Any, stagnation_window: Any = STAGNATION_WINDOW) -> None:
     """Stopping rule of the iterative solvers: a finite tol > 0, at least one iteration, and a stagnation window
     (iterations without a new minimum of the residual before stopping; None = never stop for stagnation)."""
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.floating, np.integer)) \
-            or not math.isfinite(tol) or tol <= 0:
+    if (
+        isinstance(tol, bool)
+        or not isinstance(tol, (int, float, np.floating, np.integer))
+        or not math.isfinite(tol)
+        or tol <= 0
+    ):
         raise ValueError(f"tol must be a finite number > 0 (the relative residual to reach), got {tol!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
         raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
@@ -130,13 +155,17 @@ def report_nonconvergence(result: SolveResult, tol: float, mode: str, advice: st
     if result.converged:
         return
     if result.stop == "stagnation":
-        message = (f"{result.method} stopped on stagnation after {result.iterations} iterations at relative residual "
-                   f"{min(result.trace):.3g}: {result.info.get('stagnation', 'no progress')}, so tol={tol:g} is out "
-                   f"of reach at this precision; raise tol (or the damping, for a better-conditioned system). Trace: "
-                   f"{short_trace(result.trace)}")
+        message = (
+            f"{result.method} stopped on stagnation after {result.iterations} iterations at relative residual "
+            f"{min(result.trace):.3g}: {result.info.get('stagnation', 'no progress')}, so tol={tol:g} is out "
+            f"of reach at this precision; raise tol (or the damping, for a better-conditioned system). Trace: "
+            f"{short_trace(result.trace)}"
+        )
     else:
-        message = (f"{result.method} did not reach tol={tol:g} in {result.iterations} iterations (max_iter; "
-                   f"final relative residual {result.trace[-1]:.3g}); {advice}. Trace: {short_trace(result.trace)}")
+        message = (
+            f"{result.method} did not reach tol={tol:g} in {result.iterations} iterations (max_iter; "
+            f"final relative residual {result.trace[-1]:.3g}); {advice}. Trace: {short_trace(result.trace)}"
+        )
     if mode == "raise":
         raise SolverError(message)
     if mode != "warn":

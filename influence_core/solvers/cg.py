@@ -10,19 +10,38 @@ import time
 
 import torch
 
-from influence_core.solvers.base import (STAGNATION_WINDOW, Operator, SolveResult, SolverDivergedError, SolverError,
-                                         Stagnation, as_batch, check_budget, check_damping, report_nonconvergence)
+from influence_core.solvers.base import (
+    STAGNATION_WINDOW,
+    Operator,
+    SolverDivergedError,
+    SolverError,
+    SolveResult,
+    Stagnation,
+    as_batch,
+    check_budget,
+    check_damping,
+    report_nonconvergence,
+)
 from influence_core.solvers.registry import register_iterative_solver
 
 __all__ = ["solve_cg"]
 
 
-def solve_cg(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, tol: float = 1e-6, max_iter: int = 1000,
-             on_nonconvergence: str = "warn", stagnation_window: int | None = STAGNATION_WINDOW) -> SolveResult:
+def solve_cg(
+    hvp: Operator,
+    B: torch.Tensor,
+    damping: float = 0.0,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    on_nonconvergence: str = "warn",
+    stagnation_window: int | None = STAGNATION_WINDOW,
+) -> SolveResult:
     """Conjugate gradient on (H + δI) X = B, all k columns at once (one batched HVP per iteration).
 
     Stops when every column's relative residual is <= ``tol``; a zero column of B is converged at X = 0 from the
-    start (0 iterations when B = 0). H + δI must be positive definite on the span explored: non-positive curvature raises :class:`SolverError` (increase damping, or use Gauss-Newton curvature).
+    start (0 iterations when B = 0). H + δI must be positive definite on the span explored: non-positive curvature
+    raises :class:`SolverError` (increase damping, or use Gauss-Newton curvature).
     ``on_nonconvergence``: "warn" (default) or "raise" when ``max_iter`` is reached first, or when the residual made
     no new minimum in ``stagnation_window`` iterations (None: never stop for that); ``result.stop`` says which.
     """
@@ -82,13 +101,24 @@ def solve_cg(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, tol: float
         P = R + beta[:, None] * P
         rs = rs_new
     converged = trace[-1] <= tol
-    result = SolveResult(X, "cg", it, converged, damping, trace, seconds=time.perf_counter() - start,
-                         info={"tol": tol, "max_iter": max_iter, "stagnation_window": stagnation_window,
-                               **({"stagnation": why} if why else {})},
-                         stop="tolerance" if converged else stop)
+    result = SolveResult(
+        X,
+        "cg",
+        it,
+        converged,
+        damping,
+        trace,
+        seconds=time.perf_counter() - start,
+        info={
+            "tol": tol,
+            "max_iter": max_iter,
+            "stagnation_window": stagnation_window,
+            **({"stagnation": why} if why else {}),
+        },
+        stop="tolerance" if converged else stop,
+    )
     report_nonconvergence(result, tol, on_nonconvergence, "increase max_iter or damping")
     return result
 
 
-register_iterative_solver("cg", solve_cg, description="conjugate gradient, batched (needs H_S + δI positive "
-                                                      "definite)")
+register_iterative_solver("cg", solve_cg, description="conjugate gradient, batched (needs H_S + δI positive definite)")

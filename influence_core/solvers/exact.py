@@ -16,8 +16,7 @@ import numpy as np
 import torch
 
 from influence_core.curvature.objective import Objective
-from influence_core.solvers.base import (IndefiniteHessianWarning, SolveResult, SolverError, as_batch,
-                                         check_damping)
+from influence_core.solvers.base import IndefiniteHessianWarning, SolverError, SolveResult, as_batch, check_damping
 from influence_core.solvers.registry import ExactFit, FittedInverse, register_solver
 
 __all__ = ["ExactInverse", "solve_exact", "fit_exact", "check_positive_definite", "EIGEN_REPORT_MAX_P"]
@@ -46,7 +45,7 @@ class ExactInverse:
         if int(status) != 0 or not torch.isfinite(lu).all():
             raise SolverError("H + damping·I is singular; increase damping (e.g. 1e-3) or weight decay")
         eye = torch.eye(H.shape[0], device=H.device, dtype=H.dtype)
-        self.inverse = torch.linalg.lu_solve(lu, pivots, eye)                      # (p, p) = A⁻¹ (LU dropped)
+        self.inverse = torch.linalg.lu_solve(lu, pivots, eye)  # (p, p) = A⁻¹ (LU dropped)
         del eye, lu
         self.damping = damping
         self.factor_seconds = time.perf_counter() - start
@@ -62,8 +61,15 @@ class ExactInverse:
         B = as_batch(B)
         start = time.perf_counter()
         X = B @ self.inverse.T
-        return SolveResult(X, "exact", 0, True, self.damping, seconds=time.perf_counter() - start,
-                           info={"factor_seconds": self.factor_seconds, "inverse": "lu"})
+        return SolveResult(
+            X,
+            "exact",
+            0,
+            True,
+            self.damping,
+            seconds=time.perf_counter() - start,
+            info={"factor_seconds": self.factor_seconds, "inverse": "lu"},
+        )
 
 
 def solve_exact(H: torch.Tensor, B: torch.Tensor, damping: float = 0.0) -> SolveResult:
@@ -72,16 +78,26 @@ def solve_exact(H: torch.Tensor, B: torch.Tensor, damping: float = 0.0) -> Solve
 
 
 @register_solver("exact")
-def fit_exact(objective: Objective, indices: np.ndarray | None, weights: np.ndarray | None, damping: float,
-              curvature: str, *, on_indefinite: str = "warn", matrix: str = "hvp") -> FittedInverse:
+def fit_exact(
+    objective: Objective,
+    indices: np.ndarray | None,
+    weights: np.ndarray | None,
+    damping: float,
+    curvature: str,
+    *,
+    on_indefinite: str = "warn",
+    matrix: str = "hvp",
+) -> FittedInverse:
     """Direct inverse: low-rank Woodbury for Gauss-Newton when m(C−1) < p, else LU of the dense matrix
     (``matrix="structured"``: a Gauss-Newton matrix of ``nn.Linear`` layers from the layer pieces, inverted by
     Cholesky; see :func:`influence_core.curvature.gram.gauss_newton_matrix`)."""
     obj = objective
     p = obj.n_params
     if matrix not in ("hvp", "structured"):
-        raise ValueError(f"matrix must be 'hvp' (H_S from p HVPs) or 'structured' (the Gauss-Newton matrix of "
-                         f"nn.Linear layers from their pieces), got {matrix!r}")
+        raise ValueError(
+            f"matrix must be 'hvp' (H_S from p HVPs) or 'structured' (the Gauss-Newton matrix of "
+            f"nn.Linear layers from their pieces), got {matrix!r}"
+        )
     args = (obj, "exact", indices, weights, damping, curvature, {"on_indefinite": on_indefinite, "matrix": matrix})
     if curvature == "gauss_newton":
         m = obj.n if indices is None else len(indices)
@@ -97,20 +113,23 @@ def fit_exact(objective: Objective, indices: np.ndarray | None, weights: np.ndar
                 raise ValueError(
                     f"the exact Gauss-Newton solve on {m} points would need {need / 1e9:.1f} GB for its "
                     f"{r} x {p} factor (limit {LOW_RANK_MAX_BYTES / 1e9:.1f} GB); use solver='cg' "
-                    f"(matrix-free) or a Hessian sample of at most about {m_max} points")
+                    f"(matrix-free) or a Hessian sample of at most about {m_max} points"
+                )
             if obj.weight_decay + damping <= 0:
-                raise ValueError(f"the Gauss-Newton matrix on {m} points has rank <= {r} < p = {p}, so it is "
-                                 "singular without a shift: pass damping > 0 (e.g. 0.01)")
+                raise ValueError(
+                    f"the Gauss-Newton matrix on {m} points has rank <= {r} < p = {p}, so it is "
+                    "singular without a shift: pass damping > 0 (e.g. 0.01)"
+                )
             return low_rank_fit(obj, indices, weights, damping, args)
     H = None
     if matrix == "structured" and curvature == "gauss_newton":
         from influence_core.curvature.gram import gauss_newton_matrix
 
         start = time.perf_counter()
-        H = gauss_newton_matrix(obj, indices, weights)                  # None when θ is not nn.Linear layers
+        H = gauss_newton_matrix(obj, indices, weights)  # None when θ is not nn.Linear layers
         if H is not None:
             L, status = torch.linalg.cholesky_ex(H + damping * torch.eye(p, device=H.device, dtype=H.dtype))
-            if int(status) == 0 and torch.isfinite(L).all():           # PSD + δI > 0: Cholesky, not LU
+            if int(status) == 0 and torch.isfinite(L).all():  # PSD + δI > 0: Cholesky, not LU
                 inverse = ExactInverse.from_state(torch.cholesky_inverse(L), damping, time.perf_counter() - start)
                 return ExactFit(inverse, *args, info={"inverse": "cholesky", "matrix": "structured"})
     if H is None:
@@ -127,19 +146,22 @@ def check_positive_definite(H: torch.Tensor, damping: float, curvature: str, on_
     del A
     if int(info) == 0:
         return
-    what = "Gauss-Newton matrix is singular" if curvature == "gauss_newton" else \
-        "Hessian of this model is indefinite on the sample"
+    what = (
+        "Gauss-Newton matrix is singular"
+        if curvature == "gauss_newton"
+        else "Hessian of this model is indefinite on the sample"
+    )
     lam = ""
     if H.shape[0] <= EIGEN_REPORT_MAX_P:
         lam_min = float(torch.linalg.eigvalsh(H)[0])
         lam = f" (λ_min(H_S) = {lam_min:.3g}, so damping > {max(-lam_min, 0):.3g} makes it positive definite)"
-    message = (f"the exact solve inverts H_S + damping·I with damping={damping:g}, which is not positive definite"
-               f"{lam}: the {what}, "
-               "so the influence of directions with negative curvature has the wrong sign. Use "
-               "curvature='gauss_newton' (positive semi-definite) with damping > 0, or increase damping; pass "
-               "on_indefinite='ignore' to invert it anyway")
+    message = (
+        f"the exact solve inverts H_S + damping·I with damping={damping:g}, which is not positive definite"
+        f"{lam}: the {what}, "
+        "so the influence of directions with negative curvature has the wrong sign. Use "
+        "curvature='gauss_newton' (positive semi-definite) with damping > 0, or increase damping; pass "
+        "on_indefinite='ignore' to invert it anyway"
+    )
     if on_indefinite == "raise":
         raise SolverError(message)
     warnings.warn(message, IndefiniteHessianWarning, stacklevel=4)
-
-

@@ -14,16 +14,25 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from influence_core.io_safety import atomic_path
 from influence_core.keys import content_key, digest
 
-__all__ = ["FactorFileError", "config_key", "fingerprint", "write_factor_file", "read_factor_file",
-           "factor_file_path", "save_path", "load_or_fit"]
+__all__ = [
+    "FactorFileError",
+    "config_key",
+    "fingerprint",
+    "write_factor_file",
+    "read_factor_file",
+    "factor_file_path",
+    "save_path",
+    "load_or_fit",
+]
 
 
 class FactorFileError(ValueError):
@@ -42,8 +51,9 @@ def config_key(config: dict[str, Any]) -> str:
     return content_key(config, digits=FACTOR_KEY_DIGITS)
 
 
-def write_factor_file(path: str | os.PathLike, format_tag: str, header: dict[str, Any],
-                      arrays: dict[str, np.ndarray]) -> Path:
+def write_factor_file(
+    path: str | os.PathLike, format_tag: str, header: dict[str, Any], arrays: dict[str, np.ndarray]
+) -> Path:
     """Write ``arrays`` and the JSON ``header`` (with ``format`` = ``format_tag``) to ``path`` atomically (a temporary
     file renamed into place, so an interrupted save never leaves a half-written file under the final name)."""
     path = Path(path)
@@ -60,8 +70,9 @@ def write_factor_file(path: str | os.PathLike, format_tag: str, header: dict[str
     return path
 
 
-def read_factor_file(path: str | os.PathLike, format_tag: str,
-                     required: tuple[str, ...] = ()) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def read_factor_file(
+    path: str | os.PathLike, format_tag: str, required: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(header, arrays) of a factor file written by :func:`write_factor_file` with the same ``format_tag``.
 
     Raises :class:`FactorFileError` if the file is missing, not a readable ``.npz`` archive, has no or another
@@ -72,28 +83,36 @@ def read_factor_file(path: str | os.PathLike, format_tag: str,
     if not path.is_file():
         raise FactorFileError(f"factor_file {str(path)!r} is not a regular file (a directory, FIFO or device)")
     if not zipfile.is_zipfile(path):  # else numpy would read the bytes as a pickle and advise allow_pickle=True
-        raise FactorFileError(f"factor_file {str(path)!r} is not a readable factor file (not an .npz archive: "
-                              "corrupt or truncated, or another kind of file); delete it and fit the factors again, "
-                              "or give another factor_file")
+        raise FactorFileError(
+            f"factor_file {str(path)!r} is not a readable factor file (not an .npz archive: "
+            "corrupt or truncated, or another kind of file); delete it and fit the factors again, "
+            "or give another factor_file"
+        )
     try:
         with np.load(path, allow_pickle=False) as archive:
             arrays = {k: archive[k] for k in archive.files}
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, KeyError) as err:
-        why = "it holds Python objects, which are never loaded" if "pickle" in str(err).lower() else \
-            f"corrupt or truncated .npz: {type(err).__name__}"
-        raise FactorFileError(f"factor_file {str(path)!r} is not a readable factor file ({why}); delete it and fit "
-                              "the factors again") from None
+        why = (
+            "it holds Python objects, which are never loaded"
+            if "pickle" in str(err).lower()
+            else f"corrupt or truncated .npz: {type(err).__name__}"
+        )
+        raise FactorFileError(
+            f"factor_file {str(path)!r} is not a readable factor file ({why}); delete it and fit the factors again"
+        ) from None
     if "__header__" not in arrays:
-        raise FactorFileError(f"{str(path)!r} is an .npz archive but not a factor file (no header); "
-                              "it was not written by influence_core")
+        raise FactorFileError(
+            f"{str(path)!r} is an .npz archive but not a factor file (no header); it was not written by influence_core"
+        )
     try:
         header = json.loads(str(arrays.pop("__header__")))
     except (json.JSONDecodeError, TypeError) as err:
         raise FactorFileError(f"{str(path)!r} has a corrupt header ({err}); fit the factors again") from err
     if not isinstance(header, dict) or header.get("format") != format_tag:
         found = header.get("format") if isinstance(header, dict) else None
-        raise FactorFileError(f"{str(path)!r} holds {found!r} data, not {format_tag!r}; load it with the class "
-                              "that wrote it")
+        raise FactorFileError(
+            f"{str(path)!r} holds {found!r} data, not {format_tag!r}; load it with the class that wrote it"
+        )
     missing = [k for k in required if k not in arrays]
     if missing:
         raise FactorFileError(f"{str(path)!r} lacks the arrays {missing}; the file is incomplete, fit again")
@@ -112,11 +131,15 @@ def check_fitted_for(path: Any, config: dict[str, Any], objective: Any, what: st
     if layout != config["layout"]:
         raise FactorFileError(f"{str(path)!r} was fitted for a model with another parameter layout")
     if fingerprint(objective.theta) != config["model"]:
-        raise FactorFileError(f"{str(path)!r} was fitted for other parameter values (another training run "
-                              f"or checkpoint); fit {what} for this model")
+        raise FactorFileError(
+            f"{str(path)!r} was fitted for other parameter values (another training run "
+            f"or checkpoint); fit {what} for this model"
+        )
     if float(objective.weight_decay) != float(config["weight_decay"]):
-        raise FactorFileError(f"{str(path)!r} was fitted with weight decay {config['weight_decay']}, this "
-                              f"objective has {objective.weight_decay}")
+        raise FactorFileError(
+            f"{str(path)!r} was fitted with weight decay {config['weight_decay']}, this "
+            f"objective has {objective.weight_decay}"
+        )
 
 
 def factor_file_path(factor_file: str | os.PathLike | None, stem: str) -> Path | None:
@@ -138,8 +161,9 @@ def save_path(path: str | os.PathLike, stem: str) -> Path:
         return path
     if not path.is_dir():
         if not path.parent.is_dir():
-            raise FactorFileError(f"factor_file {str(path)!r}: the folder {str(path.parent)!r} does not exist; "
-                                  "create it first")
+            raise FactorFileError(
+                f"factor_file {str(path)!r}: the folder {str(path.parent)!r} does not exist; create it first"
+            )
         from influence_core.io_safety import check_output_dir
 
         check_output_dir(path, "factor_file")
@@ -147,8 +171,13 @@ def save_path(path: str | os.PathLike, stem: str) -> Path:
     return path / f"{stem}.npz"
 
 
-def load_or_fit(factor_file: str | os.PathLike | None, stem: str, config: dict[str, Any],
-                load: Callable[[Path], Any], fit: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+def load_or_fit(
+    factor_file: str | os.PathLike | None,
+    stem: str,
+    config: dict[str, Any],
+    load: Callable[[Path], Any],
+    fit: Callable[[], Any],
+) -> tuple[Any, dict[str, Any]]:
     """Reuse the factors saved at ``factor_file`` (see :func:`factor_file_path`) when the file exists, else fit
     them and save them there (the path is checked before fitting). A file holding another configuration's
     factors (another sample, Fisher type, rank, ...) is refused with :class:`FactorFileError`, never overwritten.
@@ -160,16 +189,20 @@ def load_or_fit(factor_file: str | os.PathLike | None, stem: str, config: dict[s
         inverse = load(path)
         if inverse.key != config_key(config):
             differs = sorted(k for k in set(config) | set(inverse.config) if config.get(k) != inverse.config.get(k))
-            raise FactorFileError(f"{str(path)!r} holds factors of another configuration (differs in {differs}); "
-                                  "pass another factor_file, a directory (one file per configuration), or delete "
-                                  "the file to fit again")
+            raise FactorFileError(
+                f"{str(path)!r} holds factors of another configuration (differs in {differs}); "
+                "pass another factor_file, a directory (one file per configuration), or delete "
+                "the file to fit again"
+            )
         return inverse, {"factor_file": str(path), "loaded": True}
     directory = path is not None and path.suffix == ".npz" and Path(os.fspath(factor_file)).suffix != ".npz"
     if path is not None:
         if directory:  # a directory named by the user is made (its parent must exist); nothing else is
             if not path.parent.parent.is_dir():
-                raise FactorFileError(f"factor_file {str(path.parent)!r}: the folder {str(path.parent.parent)!r} "
-                                      "does not exist; create it first")
+                raise FactorFileError(
+                    f"factor_file {str(path.parent)!r}: the folder {str(path.parent.parent)!r} "
+                    "does not exist; create it first"
+                )
             check_output_dir(path.parent, "factor_file")
         else:
             check_output_file(path, "factor_file")

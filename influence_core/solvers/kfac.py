@@ -20,7 +20,8 @@ Fisher, equal in expectation to the Gauss-Newton matrix for softmax cross-entrop
 backward passes per chunk; deterministic). With one sample point and "gauss_newton", K-FAC of a linear layer equals
 its exact Gauss-Newton block (no Kronecker approximation is made for a rank-one A).
 
-Scale (the project's convention, :mod:`influence_core.curvature.objective`): the curvature approximated is the Gauss-Newton
+Scale (the project's convention, :mod:`influence_core.curvature.objective`): the curvature approximated is the
+Gauss-Newton
 G_S = Σ w_i J_iᵀ(diag p_i − p_i p_iᵀ)J_i / Σ w_i + wd·I of the training loss (1/n)Σ CE + (wd/2)||θ||², so the
 inverse applied to a layer block is Q (diag(Λ) + wd + δ_l)⁻¹ Qᵀ with Q = Q_G ⊗ Q_A. Damping δ: a number, or
 "heuristic": per layer δ_l = 0.1 × mean(Λ_l) (Kronfluence's rule); the values used are recorded in ``damping_used``.
@@ -52,12 +53,29 @@ from torch.nn import functional as F
 
 from influence_core.curvature.objective import EXACT_MAX_PARAMS, Objective
 from influence_core.models.task import replica
-from influence_core.solvers.factor_io import (FactorFileError, check_fitted_for, config_key, fingerprint, read_factor_file,
-                                              save_path, write_factor_file)
-from influence_core.solvers.base import SolveResult, SolverError
+from influence_core.solvers.base import SolverError, SolveResult
+from influence_core.solvers.factor_io import (
+    FactorFileError,
+    check_fitted_for,
+    config_key,
+    fingerprint,
+    read_factor_file,
+    save_path,
+    write_factor_file,
+)
 
-__all__ = ["KFACInverse", "KFACError", "LayerBlock", "fit_kfac", "kfac_config", "layer_blocks",
-           "KFAC_METHODS", "FISHER_TYPES", "OTHER_PARAMETERS", "HEURISTIC_DAMPING_SCALE"]
+__all__ = [
+    "KFACInverse",
+    "KFACError",
+    "LayerBlock",
+    "fit_kfac",
+    "kfac_config",
+    "layer_blocks",
+    "KFAC_METHODS",
+    "FISHER_TYPES",
+    "OTHER_PARAMETERS",
+    "HEURISTIC_DAMPING_SCALE",
+]
 
 KFAC_METHODS = ("kfac", "ekfac")
 FISHER_TYPES = ("true", "empirical", "gauss_newton")
@@ -84,13 +102,25 @@ class LayerBlock:
     bias: tuple[int, int] | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"module": self.module, "kind": self.kind, "d_out": self.d_out, "d_in": self.d_in,
-                "weight": list(self.weight), "bias": None if self.bias is None else list(self.bias)}
+        return {
+            "module": self.module,
+            "kind": self.kind,
+            "d_out": self.d_out,
+            "d_in": self.d_in,
+            "weight": list(self.weight),
+            "bias": None if self.bias is None else list(self.bias),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LayerBlock":
-        return cls(d["module"], d["kind"], int(d["d_out"]), int(d["d_in"]), tuple(d["weight"]),
-                   None if d["bias"] is None else tuple(d["bias"]))
+        return cls(
+            d["module"],
+            d["kind"],
+            int(d["d_out"]),
+            int(d["d_in"]),
+            tuple(d["weight"]),
+            None if d["bias"] is None else tuple(d["bias"]),
+        )
 
 
 def _unsupported_reason(module: nn.Module) -> str | None:
@@ -113,8 +143,7 @@ def _conv_padding(module: nn.Conv2d) -> tuple[int, int]:
     return tuple(module.padding)
 
 
-def layer_blocks(objective: Objective) -> tuple[list[LayerBlock], list[tuple[str, int, int]],
-                                                 dict[str, nn.Module]]:
+def layer_blocks(objective: Objective) -> tuple[list[LayerBlock], list[tuple[str, int, int]], dict[str, nn.Module]]:
     """(blocks of the supported layers, other trainable parameters as (name, start, stop), modules by name)."""
     offsets: dict[str, tuple[int, int]] = {}
     start = 0
@@ -131,8 +160,10 @@ def layer_blocks(objective: Objective) -> tuple[list[LayerBlock], list[tuple[str
         w_name, b_name = prefix + "weight", prefix + "bias"
         if w_name not in offsets:
             if module.weight.requires_grad:
-                raise KFACError(f"layer {mod_name!r} shares its weight with another module (tied weights); "
-                                "K-FAC needs each weight to belong to one layer")
+                raise KFACError(
+                    f"layer {mod_name!r} shares its weight with another module (tied weights); "
+                    "K-FAC needs each weight to belong to one layer"
+                )
             continue  # frozen weight: its bias (if trainable) is an "other" parameter
         has_bias = module.bias is not None and b_name in offsets
         if module.bias is not None and module.bias.requires_grad and b_name not in offsets:
@@ -140,8 +171,7 @@ def layer_blocks(objective: Objective) -> tuple[list[LayerBlock], list[tuple[str
         d_out = module.weight.shape[0]
         d_in = int(np.prod(module.weight.shape[1:])) + int(has_bias)
         kind = "linear" if isinstance(module, nn.Linear) else "conv2d"
-        blocks.append(LayerBlock(mod_name, kind, d_out, d_in, offsets[w_name],
-                                 offsets[b_name] if has_bias else None))
+        blocks.append(LayerBlock(mod_name, kind, d_out, d_in, offsets[w_name], offsets[b_name] if has_bias else None))
         modules[mod_name] = module
         covered.add(w_name)
         if has_bias:
@@ -172,8 +202,17 @@ def _sample_arrays(objective: Objective, sample: Any, weights: Any) -> tuple[np.
     return idx, w
 
 
-def kfac_config(objective: Objective, sample: Any = None, weights: Any = None, *, method: str = "ekfac",
-                fisher: str = "true", label_samples: int = 1, seed: int = 0, other: str = "error") -> dict[str, Any]:
+def kfac_config(
+    objective: Objective,
+    sample: Any = None,
+    weights: Any = None,
+    *,
+    method: str = "ekfac",
+    fisher: str = "true",
+    label_samples: int = 1,
+    seed: int = 0,
+    other: str = "error",
+) -> dict[str, Any]:
     """The configuration the factors depend on (what their file key hashes): method, Fisher type and its label
     draws, the sample (indices, weights) and its data, the model's parameters θ, wd, ``other`` and the layout."""
     if method not in KFAC_METHODS:
@@ -186,13 +225,19 @@ def kfac_config(objective: Objective, sample: Any = None, weights: Any = None, *
         raise KFACError(f"label_samples must be a positive integer, got {label_samples!r}")
     idx, w = _sample_arrays(objective, sample, weights)
     chunk = torch.as_tensor(idx, device=objective.device)
-    return {"method": method, "fisher": fisher,
-            "label_samples": int(label_samples) if fisher == "true" else None,
-            "seed": int(seed) if fisher == "true" else None,
-            "m": int(len(idx)), "sample": fingerprint(idx, w if w is not None else "uniform"),
-            "data": fingerprint(*objective.batch(chunk)),
-            "model": fingerprint(objective.theta), "weight_decay": objective.weight_decay, "other": other,
-            "layout": [[n, list(s)] for n, s in zip(objective.names, objective.shapes)]}
+    return {
+        "method": method,
+        "fisher": fisher,
+        "label_samples": int(label_samples) if fisher == "true" else None,
+        "seed": int(seed) if fisher == "true" else None,
+        "m": int(len(idx)),
+        "sample": fingerprint(idx, w if w is not None else "uniform"),
+        "data": fingerprint(*objective.batch(chunk)),
+        "model": fingerprint(objective.theta),
+        "weight_decay": objective.weight_decay,
+        "other": other,
+        "layout": [[n, list(s)] for n, s in zip(objective.names, objective.shapes)],
+    }
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -219,8 +264,9 @@ def _output_grads(block: LayerBlock, g: torch.Tensor) -> torch.Tensor:
     return g.reshape(g.shape[0], g.shape[1], -1).transpose(1, 2).double()
 
 
-def _cotangents(logits: torch.Tensor, y: torch.Tensor, fisher: str, label_samples: int,
-                gen: torch.Generator) -> list[tuple[torch.Tensor, float]]:
+def _cotangents(
+    logits: torch.Tensor, y: torch.Tensor, fisher: str, label_samples: int, gen: torch.Generator
+) -> list[tuple[torch.Tensor, float]]:
     """Label cotangents ∂ℓ/∂z (c, C) on the logits and their coefficients c_r (see the module doc)."""
     z = logits.detach()
     p = torch.softmax(z.double(), dim=-1)
@@ -229,16 +275,25 @@ def _cotangents(logits: torch.Tensor, y: torch.Tensor, fisher: str, label_sample
         return [((p - F.one_hot(y, C).double()).to(z.dtype), 1.0)]
     if fisher == "true":
         draws = torch.multinomial(p.cpu(), label_samples, replacement=True, generator=gen).to(z.device)
-        return [((p - F.one_hot(draws[:, s], C).double()).to(z.dtype), 1.0 / label_samples)
-                for s in range(label_samples)]
-    lam, Q = torch.linalg.eigh(torch.diag_embed(p) - p[:, :, None] * p[:, None, :])   # ascending, lam[:, 0] ≈ 0
-    M = lam[:, 1:].clamp_min(0).sqrt()[:, :, None] * Q[:, :, 1:].transpose(1, 2)       # (c, C−1, C)
+        return [
+            ((p - F.one_hot(draws[:, s], C).double()).to(z.dtype), 1.0 / label_samples) for s in range(label_samples)
+        ]
+    lam, Q = torch.linalg.eigh(torch.diag_embed(p) - p[:, :, None] * p[:, None, :])  # ascending, lam[:, 0] ≈ 0
+    M = lam[:, 1:].clamp_min(0).sqrt()[:, :, None] * Q[:, :, 1:].transpose(1, 2)  # (c, C−1, C)
     return [(M[:, r].to(z.dtype), 1.0) for r in range(C - 1)]
 
 
-def _chunk_statistics(model: nn.Module, blocks: list[LayerBlock], modules: dict[str, nn.Module], x: torch.Tensor,
-                      y: torch.Tensor, fisher: str, label_samples: int, gen: torch.Generator,
-                      output: Any = None) -> tuple[list[torch.Tensor], list[list[tuple[torch.Tensor, float]]]]:
+def _chunk_statistics(
+    model: nn.Module,
+    blocks: list[LayerBlock],
+    modules: dict[str, nn.Module],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    fisher: str,
+    label_samples: int,
+    gen: torch.Generator,
+    output: Any = None,
+) -> tuple[list[torch.Tensor], list[list[tuple[torch.Tensor, float]]]]:
     """For one chunk: activations a per block and, per block, the (g (c, T, d_out), c_r) of every cotangent."""
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
@@ -246,10 +301,13 @@ def _chunk_statistics(model: nn.Module, blocks: list[LayerBlock], modules: dict[
     def make_hook(name: str):
         def hook(_module: nn.Module, args: tuple, out: torch.Tensor) -> None:
             if name in inputs:
-                raise KFACError(f"layer {name!r} is applied more than once per forward pass; K-FAC needs each "
-                                "layer used once (use other='identity' after freezing it, or restructure the model)")
+                raise KFACError(
+                    f"layer {name!r} is applied more than once per forward pass; K-FAC needs each "
+                    "layer used once (use other='identity' after freezing it, or restructure the model)"
+                )
             inputs[name] = args[0].detach()
             outputs[name] = out
+
         return hook
 
     handles = [modules[b.module].register_forward_hook(make_hook(b.module)) for b in blocks]
@@ -268,8 +326,7 @@ def _chunk_statistics(model: nn.Module, blocks: list[LayerBlock], modules: dict[
     grads: list[list[tuple[torch.Tensor, float]]] = [[] for _ in blocks]
     cots = _cotangents(logits, y, fisher, label_samples, gen)
     for r, (cot, coef) in enumerate(cots):
-        gs = torch.autograd.grad(logits, outs, grad_outputs=cot, retain_graph=r < len(cots) - 1,
-                                 allow_unused=True)
+        gs = torch.autograd.grad(logits, outs, grad_outputs=cot, retain_graph=r < len(cots) - 1, allow_unused=True)
         for l, (b, g) in enumerate(zip(blocks, gs)):
             if g is None:
                 raise KFACError(f"layer {b.module!r} does not influence the logits; freeze it (requires_grad=False)")
@@ -282,10 +339,20 @@ def _chunk_statistics(model: nn.Module, blocks: list[LayerBlock], modules: dict[
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def fit_kfac(objective: Objective, sample: Any = None, weights: Any = None, *, method: str = "ekfac",
-             fisher: str = "true", damping: float | str = 0.0, label_samples: int = 1, seed: int = 0,
-             other: str = "error", chunk_size: int | None = None,
-             cache_dir: str | os.PathLike | None = None) -> "KFACInverse":
+def fit_kfac(
+    objective: Objective,
+    sample: Any = None,
+    weights: Any = None,
+    *,
+    method: str = "ekfac",
+    fisher: str = "true",
+    damping: float | str = 0.0,
+    label_samples: int = 1,
+    seed: int = 0,
+    other: str = "error",
+    chunk_size: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> "KFACInverse":
     """Fit K-FAC (``method="kfac"``) or EK-FAC (``"ekfac"``) factors of ``objective``'s model on the sample.
 
     ``sample``: a :class:`~influence_core.sampling.samplers.HessianSample` (its weights are used unless ``weights`` is
@@ -295,17 +362,22 @@ def fit_kfac(objective: Objective, sample: Any = None, weights: Any = None, *, m
     ``cache_dir/<method>-<key>.npz`` when that file exists for this configuration, else fit and save them there.
     Two passes over the sample for EK-FAC (factors, then the eigenvalue correction), one for K-FAC.
     """
-    config = kfac_config(objective, sample, weights, method=method, fisher=fisher, label_samples=label_samples,
-                         seed=seed, other=other)
+    config = kfac_config(
+        objective, sample, weights, method=method, fisher=fisher, label_samples=label_samples, seed=seed, other=other
+    )
     _check_damping_spec(damping)
     blocks, others, modules = layer_blocks(objective)
     if not blocks:
-        raise KFACError("the model has no trainable nn.Linear or nn.Conv2d layer; K-FAC has nothing to factor "
-                        "(use solver='cg' or 'arnoldi')")
+        raise KFACError(
+            "the model has no trainable nn.Linear or nn.Conv2d layer; K-FAC has nothing to factor "
+            "(use solver='cg' or 'arnoldi')"
+        )
     if others and other == "error":
-        raise KFACError(f"K-FAC supports nn.Linear and nn.Conv2d (groups=1) layers only; these trainable parameters "
-                        f"are elsewhere: {_describe_others(objective, others)}. Pass other='identity' (their block is "
-                        "(wd + damping)·I) or other='ignore' (they do not contribute to scores), or freeze them")
+        raise KFACError(
+            f"K-FAC supports nn.Linear and nn.Conv2d (groups=1) layers only; these trainable parameters "
+            f"are elsewhere: {_describe_others(objective, others)}. Pass other='identity' (their block is "
+            "(wd + damping)·I) or other='ignore' (they do not contribute to scores), or freeze them"
+        )
     if cache_dir is not None:
         path = Path(cache_dir) / f"{method}-{config_key(config)}.npz"
         if path.is_file():
@@ -325,8 +397,10 @@ def fit_kfac(objective: Objective, sample: Any = None, weights: Any = None, *, m
         gen = torch.Generator().manual_seed(int(seed))  # the same label draws in both passes
         for s, chunk in zip(range(0, len(idx), size), objective.chunks(idx, size)):
             x, yb = objective.batch(chunk)
-            yield w_all[s:s + len(chunk)], _chunk_statistics(model, blocks, modules, x, yb, fisher, label_samples,
-                                                             gen, objective.task.output)
+            yield (
+                w_all[s : s + len(chunk)],
+                _chunk_statistics(model, blocks, modules, x, yb, fisher, label_samples, gen, objective.task.output),
+            )
 
     for w, (acts, grads) in passes():
         for l, a in enumerate(acts):
@@ -349,17 +423,17 @@ def fit_kfac(objective: Objective, sample: Any = None, weights: Any = None, *, m
         for w, (acts, grads) in passes():
             for l, a in enumerate(acts):
                 qa, _, qg, _ = eig[l]
-                at = a @ qa                                                       # (c, T, d_in)
+                at = a @ qa  # (c, T, d_in)
                 if a.shape[1] == 1:
                     s2 = sum(coef * (g[:, 0] @ qg) ** 2 for g, coef in grads[l])  # (c, d_out)
                     lams[l] += (s2 * w[:, None]).T @ (at[:, 0] ** 2)
                     continue
                 step = max(1, int(_SUBCHUNK_BYTES // (8 * a.shape[2] * blocks[l].d_out)))
                 for g, coef in grads[l]:
-                    gt = g @ qg                                                   # (c, T, d_out)
+                    gt = g @ qg  # (c, T, d_out)
                     for i in range(0, len(a), step):
-                        Dt = torch.einsum("ito,ita->ioa", gt[i:i + step], at[i:i + step])
-                        lams[l] += coef * torch.einsum("i,ioa->oa", w[i:i + step], Dt ** 2)
+                        Dt = torch.einsum("ito,ita->ioa", gt[i : i + step], at[i : i + step])
+                        lams[l] += coef * torch.einsum("i,ioa->oa", w[i : i + step], Dt**2)
     factors = [{"qa": qa, "la": la, "qg": qg, "lg": lg, "lam": lam} for (qa, la, qg, lg), lam in zip(eig, lams)]
     inverse = KFACInverse(config, blocks, others, factors, damping, fit_seconds=time.perf_counter() - start)
     inverse.covariances = [{"A": Al, "G": Gl} for Al, Gl in zip(A, G)]
@@ -392,8 +466,16 @@ class KFACInverse:
     After :func:`fit_kfac` (not after :meth:`load`) ``covariances`` holds the raw A and G per block.
     """
 
-    def __init__(self, config: dict[str, Any], blocks: list[LayerBlock], others: list[tuple[str, int, int]],
-                 factors: list[dict[str, torch.Tensor]], damping: float | str = 0.0, *, fit_seconds: float = 0.0):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        blocks: list[LayerBlock],
+        others: list[tuple[str, int, int]],
+        factors: list[dict[str, torch.Tensor]],
+        damping: float | str = 0.0,
+        *,
+        fit_seconds: float = 0.0,
+    ):
         _check_damping_spec(damping)
         self.config = config
         self.blocks = blocks
@@ -403,8 +485,9 @@ class KFACInverse:
         self.covariances: list[dict[str, torch.Tensor]] | None = None
         self.weight_decay = float(config["weight_decay"])
         self.other = config["other"]
-        self.n_params = sum(len(range(*b.weight)) + (len(range(*b.bias)) if b.bias else 0) for b in blocks) + \
-            sum(b - a for _, a, b in self.others)
+        self.n_params = sum(len(range(*b.weight)) + (len(range(*b.bias)) if b.bias else 0) for b in blocks) + sum(
+            b - a for _, a, b in self.others
+        )
         self.damping = damping
         if damping == "heuristic":
             layer = [HEURISTIC_DAMPING_SCALE * float(f["lam"].mean()) for f in factors]
@@ -415,12 +498,16 @@ class KFACInverse:
         self._layer_damping = layer
         for b, f, dl in zip(blocks, factors, layer):
             if float((f["lam"] + self.weight_decay + dl).min()) <= 0:
-                raise SolverError(f"the {config['method']} curvature of layer {b.module!r} has zero eigenvalues and "
-                                  f"weight decay + damping = {self.weight_decay + dl:g}: pass damping > 0 "
-                                  "(e.g. 0.01 or 'heuristic')")
+                raise SolverError(
+                    f"the {config['method']} curvature of layer {b.module!r} has zero eigenvalues and "
+                    f"weight decay + damping = {self.weight_decay + dl:g}: pass damping > 0 "
+                    "(e.g. 0.01 or 'heuristic')"
+                )
         if self.others and self.other == "identity" and self.weight_decay + other_damping <= 0:
-            raise SolverError("other='identity' needs weight decay + damping > 0 for the parameters outside the "
-                              "K-FAC layers; pass damping > 0")
+            raise SolverError(
+                "other='identity' needs weight decay + damping > 0 for the parameters outside the "
+                "K-FAC layers; pass damping > 0"
+            )
 
     @property
     def method(self) -> str:
@@ -440,23 +527,24 @@ class KFACInverse:
     # ------------------------------------------------------------------ algebra
     def _layer_matrix(self, B: torch.Tensor, b: LayerBlock) -> torch.Tensor:
         """The columns of layer b in B (k, p) as D (k, d_out, d_in) = [W | b]."""
-        W = B[:, b.weight[0]:b.weight[1]].reshape(len(B), b.d_out, -1)
+        W = B[:, b.weight[0] : b.weight[1]].reshape(len(B), b.d_out, -1)
         if b.bias is None:
             return W
-        return torch.cat([W, B[:, b.bias[0]:b.bias[1]].unsqueeze(-1)], dim=2)
+        return torch.cat([W, B[:, b.bias[0] : b.bias[1]].unsqueeze(-1)], dim=2)
 
     def _write_layer(self, X: torch.Tensor, b: LayerBlock, D: torch.Tensor) -> None:
         nw = b.d_in - (b.bias is not None)
-        X[:, b.weight[0]:b.weight[1]] = D[:, :, :nw].reshape(len(X), -1)
+        X[:, b.weight[0] : b.weight[1]] = D[:, :, :nw].reshape(len(X), -1)
         if b.bias is not None:
-            X[:, b.bias[0]:b.bias[1]] = D[:, :, nw]
+            X[:, b.bias[0] : b.bias[1]] = D[:, :, nw]
 
     def _apply(self, B: torch.Tensor, inverse: bool, damping: bool = True) -> torch.Tensor:
         if B.ndim == 1:
             B = B.unsqueeze(0)
         if B.ndim != 2 or B.shape[1] != self.n_params:
-            raise ValueError(f"right-hand sides must be (k, {self.n_params}) (or ({self.n_params},)), "
-                             f"got shape {tuple(B.shape)}")
+            raise ValueError(
+                f"right-hand sides must be (k, {self.n_params}) (or ({self.n_params},)), got shape {tuple(B.shape)}"
+            )
         if not torch.isfinite(B).all():
             raise ValueError("right-hand side contains NaN or inf (check the model's outputs and the data)")
         Bd = B.double()
@@ -464,7 +552,7 @@ class KFACInverse:
         for b, f, dl in zip(self.blocks, self.factors, self._layer_damping):
             qa, qg = f["qa"].to(Bd.device), f["qg"].to(Bd.device)
             shift = self.weight_decay + (dl if damping else 0.0)
-            Dt = qg.T @ self._layer_matrix(Bd, b) @ qa                         # (k, d_out, d_in) in the eigenbasis
+            Dt = qg.T @ self._layer_matrix(Bd, b) @ qa  # (k, d_out, d_in) in the eigenbasis
             lam = f["lam"].to(Bd.device) + shift
             Dt = Dt / lam if inverse else Dt * lam
             self._write_layer(X, b, qg @ Dt @ qa.T)
@@ -479,10 +567,22 @@ class KFACInverse:
         start = time.perf_counter()
         X = self._apply(B, inverse=True)
         damping = float(np.mean(self._layer_damping)) if self.damping == "heuristic" else float(self.damping)
-        return SolveResult(X, self.method, 0, True, damping, seconds=time.perf_counter() - start,
-                           info={"factor_seconds": self.fit_seconds, "inverse": self.method,
-                                 "fisher": self.config["fisher"], "damping_rule": self.damping,
-                                 "layer_damping": dict(self.damping_used["layers"]), "key": self.key})
+        return SolveResult(
+            X,
+            self.method,
+            0,
+            True,
+            damping,
+            seconds=time.perf_counter() - start,
+            info={
+                "factor_seconds": self.fit_seconds,
+                "inverse": self.method,
+                "fisher": self.config["fisher"],
+                "damping_rule": self.damping,
+                "layer_damping": dict(self.damping_used["layers"]),
+                "key": self.key,
+            },
+        )
 
     def matmul(self, B: torch.Tensor, damping: bool = False) -> torch.Tensor:
         """(Ĝ_S + wd·I [+ δI]) B for B (k, p): the approximated curvature itself (``other="ignore"`` blocks are 0)."""
@@ -499,16 +599,22 @@ class KFACInverse:
     def save(self, path: str | os.PathLike) -> Path:
         """Write the factors to ``path`` (.npz; a directory: ``<dir>/<method>-<key>.npz``) and return the path."""
         path = save_path(path, f"{self.method}-{self.key}")
-        arrays = {f"{i}.{name}": t.detach().cpu().numpy() for i, f in enumerate(self.factors)
-                  for name, t in f.items()}
-        header = {"config": self.config, "key": self.key, "blocks": [b.to_dict() for b in self.blocks],
-                  "others": [list(o) for o in self.others], "damping": self.damping,
-                  "damping_used": self.damping_used, "fit_seconds": self.fit_seconds}
+        arrays = {f"{i}.{name}": t.detach().cpu().numpy() for i, f in enumerate(self.factors) for name, t in f.items()}
+        header = {
+            "config": self.config,
+            "key": self.key,
+            "blocks": [b.to_dict() for b in self.blocks],
+            "others": [list(o) for o in self.others],
+            "damping": self.damping,
+            "damping_used": self.damping_used,
+            "fit_seconds": self.fit_seconds,
+        }
         return write_factor_file(path, FORMAT, header, arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, objective: Objective | None = None, *,
-             damping: float | str | None = None) -> "KFACInverse":
+    def load(
+        cls, path: str | os.PathLike, objective: Objective | None = None, *, damping: float | str | None = None
+    ) -> "KFACInverse":
         """Factors saved by :meth:`save`. With ``objective``, the file must have been fitted for its model
         (same parameter layout, parameters θ and weight decay), else :class:`FactorFileError`. ``damping``: use
         this damping instead of the saved one."""
@@ -520,24 +626,39 @@ class KFACInverse:
             factors = []
             for i, b in enumerate(blocks):
                 f = {name: torch.as_tensor(arrays[f"{i}.{name}"]) for name in ("qa", "la", "qg", "lg", "lam")}
-                shapes = {"qa": (b.d_in, b.d_in), "la": (b.d_in,), "qg": (b.d_out, b.d_out), "lg": (b.d_out,),
-                          "lam": (b.d_out, b.d_in)}
+                shapes = {
+                    "qa": (b.d_in, b.d_in),
+                    "la": (b.d_in,),
+                    "qg": (b.d_out, b.d_out),
+                    "lg": (b.d_out,),
+                    "lam": (b.d_out, b.d_in),
+                }
                 if any(tuple(f[k].shape) != s for k, s in shapes.items()):
-                    raise FactorFileError(f"{str(path)!r}: factor shapes of layer {b.module!r} do not match its "
-                                          "recorded layout; the file is corrupt, fit again")
+                    raise FactorFileError(
+                        f"{str(path)!r}: factor shapes of layer {b.module!r} do not match its "
+                        "recorded layout; the file is corrupt, fit again"
+                    )
                 factors.append(f)
             if config_key(config) != header["key"]:
-                raise FactorFileError(f"{str(path)!r}: the configuration does not match its key; the file was edited "
-                                      "or is corrupt")
+                raise FactorFileError(
+                    f"{str(path)!r}: the configuration does not match its key; the file was edited or is corrupt"
+                )
         except (KeyError, TypeError, ValueError) as err:
             if isinstance(err, FactorFileError):
                 raise
-            raise FactorFileError(f"{str(path)!r} has an incomplete or corrupt header/arrays ({err!r}); "
-                                  "fit the factors again") from err
+            raise FactorFileError(
+                f"{str(path)!r} has an incomplete or corrupt header/arrays ({err!r}); fit the factors again"
+            ) from err
         if objective is not None:
             check_fitted_for(path, config, objective, "the factors")
-        inv = cls(config, blocks, others, factors, header["damping"] if damping is None else damping,
-                  fit_seconds=float(header.get("fit_seconds", 0.0)))
+        inv = cls(
+            config,
+            blocks,
+            others,
+            factors,
+            header["damping"] if damping is None else damping,
+            fit_seconds=float(header.get("fit_seconds", 0.0)),
+        )
         if objective is not None:
             for f in inv.factors:
                 for k in f:
@@ -553,9 +674,20 @@ DAMPING_RULES = ("fixed", "heuristic")
 
 
 def _registry_fit(method: str):
-    def fit(objective: Objective, indices: np.ndarray | None, weights: np.ndarray | None, damping: float,
-            curvature: str, *, fisher: str = "true", damping_rule: str = "fixed", label_samples: int = 1,
-            seed: int = 0, other: str = "error", factor_file: str | os.PathLike | None = None) -> Any:
+    def fit(
+        objective: Objective,
+        indices: np.ndarray | None,
+        weights: np.ndarray | None,
+        damping: float,
+        curvature: str,
+        *,
+        fisher: str = "true",
+        damping_rule: str = "fixed",
+        label_samples: int = 1,
+        seed: int = 0,
+        other: str = "error",
+        factor_file: str | os.PathLike | None = None,
+    ) -> Any:
         """Fit (EK-)K-FAC factors on the sample; options: ``fisher`` ("true" labels drawn from the model with
         ``seed``, "empirical" true labels, "gauss_newton" the exact expectation), ``damping_rule`` ("fixed": the
         damping δ; "heuristic": per layer 0.1 × mean eigenvalue instead), ``label_samples``, ``other`` (parameters
@@ -565,26 +697,61 @@ def _registry_fit(method: str):
         from influence_core.solvers.registry import FactorFit
 
         if curvature != "gauss_newton":
-            raise KFACError(f"solver {method!r} approximates the Gauss-Newton (Fisher) matrix, which it factors "
-                            f"layer by layer; curvature={curvature!r} is not available. Pass "
-                            "curvature='gauss_newton', or use solver 'arnoldi', 'cg' or 'exact' for the Hessian")
+            raise KFACError(
+                f"solver {method!r} approximates the Gauss-Newton (Fisher) matrix, which it factors "
+                f"layer by layer; curvature={curvature!r} is not available. Pass "
+                "curvature='gauss_newton', or use solver 'arnoldi', 'cg' or 'exact' for the Hessian"
+            )
         if damping_rule not in DAMPING_RULES:
             raise KFACError(f"damping_rule must be one of {list(DAMPING_RULES)}, got {damping_rule!r}")
         spec: float | str = "heuristic" if damping_rule == "heuristic" else float(damping)
-        config = kfac_config(objective, indices, weights, method=method, fisher=fisher, label_samples=label_samples,
-                             seed=seed, other=other)
+        config = kfac_config(
+            objective,
+            indices,
+            weights,
+            method=method,
+            fisher=fisher,
+            label_samples=label_samples,
+            seed=seed,
+            other=other,
+        )
         inverse, where = load_or_fit(
-            factor_file, f"{method}-{config_key(config)}", config,
+            factor_file,
+            f"{method}-{config_key(config)}",
+            config,
             lambda path: KFACInverse.load(path, objective, damping=spec),
-            lambda: fit_kfac(objective, indices, weights, method=method, fisher=fisher, damping=spec,
-                             label_samples=label_samples, seed=seed, other=other))
+            lambda: fit_kfac(
+                objective,
+                indices,
+                weights,
+                method=method,
+                fisher=fisher,
+                damping=spec,
+                label_samples=label_samples,
+                seed=seed,
+                other=other,
+            ),
+        )
         used = float(np.mean(inverse._layer_damping)) if spec == "heuristic" else float(damping)
-        options = {"fisher": fisher, "damping_rule": damping_rule, "label_samples": label_samples, "seed": seed,
-                   "other": other, "factor_file": None if factor_file is None else str(factor_file)}
-        info = {"inverse": method, "fisher": fisher, "damping_rule": damping_rule,
-                "layer_damping": dict(inverse.damping_used["layers"]), "key": inverse.key,
-                "factor_seconds": inverse.fit_seconds, "layers": len(inverse.blocks),
-                "other_parameters": [name for name, _, _ in inverse.others], **where}
+        options = {
+            "fisher": fisher,
+            "damping_rule": damping_rule,
+            "label_samples": label_samples,
+            "seed": seed,
+            "other": other,
+            "factor_file": None if factor_file is None else str(factor_file),
+        }
+        info = {
+            "inverse": method,
+            "fisher": fisher,
+            "damping_rule": damping_rule,
+            "layer_damping": dict(inverse.damping_used["layers"]),
+            "key": inverse.key,
+            "factor_seconds": inverse.fit_seconds,
+            "layers": len(inverse.blocks),
+            "other_parameters": [name for name, _, _ in inverse.others],
+            **where,
+        }
         return FactorFit(inverse, objective, method, indices, weights, used, curvature, options, info=info)
 
     return fit
@@ -593,11 +760,17 @@ def _registry_fit(method: str):
 def _register() -> None:
     from influence_core.solvers.registry import register_solver
 
-    register_solver("kfac", _registry_fit("kfac"),
-                    description="K-FAC: Kronecker-factored Gauss-Newton/Fisher per Linear/Conv2d layer (cached "
-                                "eigendecompositions)")
-    register_solver("ekfac", _registry_fit("ekfac"),
-                    description="EK-FAC: K-FAC eigenbasis with the eigenvalues refitted on the sample")
+    register_solver(
+        "kfac",
+        _registry_fit("kfac"),
+        description="K-FAC: Kronecker-factored Gauss-Newton/Fisher per Linear/Conv2d layer (cached "
+        "eigendecompositions)",
+    )
+    register_solver(
+        "ekfac",
+        _registry_fit("ekfac"),
+        description="EK-FAC: K-FAC eigenbasis with the eigenvalues refitted on the sample",
+    )
 
 
 _register()

@@ -14,18 +14,38 @@ import time
 import torch
 
 from influence_core.curvature.objective import largest_eigenvalue
-from influence_core.solvers.base import (STAGNATION_WINDOW, Operator, SolveResult, SolverDivergedError, SolverError,
-                                         Stagnation, as_batch, check_budget, check_damping, report_nonconvergence,
-                                         short_trace)
+from influence_core.solvers.base import (
+    STAGNATION_WINDOW,
+    Operator,
+    SolverDivergedError,
+    SolverError,
+    SolveResult,
+    Stagnation,
+    as_batch,
+    check_budget,
+    check_damping,
+    report_nonconvergence,
+    short_trace,
+)
 from influence_core.solvers.registry import register_iterative_solver
 
 __all__ = ["solve_lissa"]
 
 
-def solve_lissa(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, scale: float | None = None,
-                tol: float = 1e-4, max_iter: int = 10_000, divergence_factor: float = 1e4,
-                on_nonconvergence: str = "warn", power_iter: int = 100, seed: int = 0,
-                stagnation_window: int | None = STAGNATION_WINDOW) -> SolveResult:
+def solve_lissa(
+    hvp: Operator,
+    B: torch.Tensor,
+    damping: float = 0.0,
+    *,
+    scale: float | None = None,
+    tol: float = 1e-4,
+    max_iter: int = 10_000,
+    divergence_factor: float = 1e4,
+    on_nonconvergence: str = "warn",
+    power_iter: int = 100,
+    seed: int = 0,
+    stagnation_window: int | None = STAGNATION_WINDOW,
+) -> SolveResult:
     """LiSSA / Neumann series for (H + δI) X = B, batched over the k columns.
 
     ``scale`` s must exceed λ_max(H) + δ; None (default) sets s = 1.1·(λ_max + δ) by power iteration on ``hvp``.
@@ -40,11 +60,12 @@ def solve_lissa(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, scale: 
     start = time.perf_counter()
     lam_max = None
     if scale is None:
-        lam_max = largest_eigenvalue(lambda V: hvp(V), B.shape[1], B.device, B.dtype, max_iter=power_iter,
-                                     seed=seed)
+        lam_max = largest_eigenvalue(lambda V: hvp(V), B.shape[1], B.device, B.dtype, max_iter=power_iter, seed=seed)
         if not math.isfinite(lam_max) or lam_max + damping <= 0:
-            raise SolverError(f"power iteration gave λ_max={lam_max}: the Hessian is not positive on this sample; "
-                              "increase damping or use curvature='gauss_newton'")
+            raise SolverError(
+                f"power iteration gave λ_max={lam_max}: the Hessian is not positive on this sample; "
+                "increase damping or use curvature='gauss_newton'"
+            )
         scale = 1.1 * (lam_max + damping)
     if not math.isfinite(scale) or scale <= 0:
         raise ValueError(f"scale must be a positive number, got {scale}")
@@ -74,14 +95,31 @@ def solve_lissa(hvp: Operator, B: torch.Tensor, damping: float = 0.0, *, scale: 
             stop = "stagnation"
             break
         X = X + residual
-    result = SolveResult(X / scale, "lissa", it, trace[-1] <= tol, damping, trace, scale,
-                         time.perf_counter() - start, info={"tol": tol, "max_iter": max_iter, "lambda_max": lam_max,
-                                                            "stagnation_window": stagnation_window,
-                                                            **({"stagnation": "the residual made no new minimum in "
-                                                                f"the last {stagnation_window} iterations"}
-                                                               if stop == "stagnation" else {})}, stop=stop)
-    report_nonconvergence(result, tol, on_nonconvergence,
-                           "increase max_iter, or increase damping (faster convergence, more bias)")
+    result = SolveResult(
+        X / scale,
+        "lissa",
+        it,
+        trace[-1] <= tol,
+        damping,
+        trace,
+        scale,
+        time.perf_counter() - start,
+        info={
+            "tol": tol,
+            "max_iter": max_iter,
+            "lambda_max": lam_max,
+            "stagnation_window": stagnation_window,
+            **(
+                {"stagnation": f"the residual made no new minimum in the last {stagnation_window} iterations"}
+                if stop == "stagnation"
+                else {}
+            ),
+        },
+        stop=stop,
+    )
+    report_nonconvergence(
+        result, tol, on_nonconvergence, "increase max_iter, or increase damping (faster convergence, more bias)"
+    )
     return result
 
 

@@ -28,18 +28,34 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from influence_core.curvature.objective import GaussNewtonFactors, Objective
-from influence_core.solvers.base import (Operator, SolveResult, SolverDivergedError, SolverError, as_batch,
-                                         check_budget, check_damping, report_nonconvergence)
+from influence_core.solvers.base import (
+    Operator,
+    SolverDivergedError,
+    SolverError,
+    SolveResult,
+    as_batch,
+    check_budget,
+    check_damping,
+    report_nonconvergence,
+)
 from influence_core.solvers.registry import FittedInverse, register_solver
 
-__all__ = ["SamplePreconditioner", "solve_pcg", "fit_pcg", "PreconditionedFit", "COMPLEMENTS", "EIGENVALUES",
-           "KEEP_RULES"]
+__all__ = [
+    "SamplePreconditioner",
+    "solve_pcg",
+    "fit_pcg",
+    "PreconditionedFit",
+    "COMPLEMENTS",
+    "EIGENVALUES",
+    "KEEP_RULES",
+]
 
 COMPLEMENTS = ("smallest", "shift")
 EIGENVALUES = ("sample", "full")
@@ -53,9 +69,19 @@ class SamplePreconditioner:
     (θ_j of P on the kept directions, descending), ``complement`` (ρ), ``setup_products`` (full-data
     Hessian-vector products spent at fit: 0, or the rank for ``eigenvalues="full"``), ``seconds``."""
 
-    def __init__(self, objective: Objective, indices: np.ndarray | None, weights: np.ndarray | None,
-                 damping: float, *, rank: int | None = None, keep: str = "above_damping", complement: str = "smallest",
-                 eigenvalues: str = "sample", full_operator: Operator | None = None):
+    def __init__(
+        self,
+        objective: Objective,
+        indices: np.ndarray | None,
+        weights: np.ndarray | None,
+        damping: float,
+        *,
+        rank: int | None = None,
+        keep: str = "above_damping",
+        complement: str = "smallest",
+        eigenvalues: str = "sample",
+        full_operator: Operator | None = None,
+    ):
         from influence_core.curvature.gram import sample_grams
 
         start = time.perf_counter()
@@ -64,28 +90,30 @@ class SamplePreconditioner:
         gram = sample_grams(objective, [(idx, weights)])[0]
         self.factors = GaussNewtonFactors.from_roots(objective, gram.indices, gram.roots, weights)
         K = gram.gram.double()
-        sigma, V = torch.linalg.eigh(0.5 * (K + K.T))                        # ascending
-        sigma, V = sigma.flip(0), V.flip(1)                                  # descending
+        sigma, V = torch.linalg.eigh(0.5 * (K + K.T))  # ascending
+        sigma, V = sigma.flip(0), V.flip(1)  # descending
         floor = max(damping if keep == "above_damping" else 0.0, float(sigma[0]) * 1e-10 if len(sigma) else 0.0)
         keep = int((sigma > floor).sum())
         if rank is not None:
             keep = min(keep, int(rank))
         if keep == 0:
-            raise SolverError(f"the Hessian sample's Gauss-Newton matrix has no eigenvalue above weight_decay + "
-                              f"damping = {c:g}; a larger sample (or smaller damping) gives the preconditioner "
-                              "something to work with")
+            raise SolverError(
+                f"the Hessian sample's Gauss-Newton matrix has no eigenvalue above weight_decay + "
+                f"damping = {c:g}; a larger sample (or smaller damping) gives the preconditioner "
+                "something to work with"
+            )
         sigma, V = sigma[:keep], V[:, :keep]
-        self.coeff = (V / sigma.sqrt()).to(objective.dtype)                   # (r, k): E = U_Sᵀ coeff
+        self.coeff = (V / sigma.sqrt()).to(objective.dtype)  # (r, k): E = U_Sᵀ coeff
         self.ritz: torch.Tensor | None = None
         self.setup_products = 0
         if eigenvalues == "full":
             if full_operator is None:
                 raise ValueError("eigenvalues='full' needs the full-data operator")
-            E = self.factors.rmatmul(self.coeff.T)                           # (k, p) orthonormal rows
-            T = (full_operator(E) + damping * E) @ E.T                       # (k, k) = Eᵀ (G + δI) E
+            E = self.factors.rmatmul(self.coeff.T)  # (k, p) orthonormal rows
+            T = (full_operator(E) + damping * E) @ E.T  # (k, k) = Eᵀ (G + δI) E
             theta, Y = torch.linalg.eigh(0.5 * (T + T.T).double())
             theta, Y = theta.flip(0), Y.flip(1)
-            self.ritz = (Y.T.to(E.dtype) @ E)                                # (k, p) Ritz vectors
+            self.ritz = Y.T.to(E.dtype) @ E  # (k, p) Ritz vectors
             self.setup_products = keep
             values = theta
         else:
@@ -100,18 +128,30 @@ class SamplePreconditioner:
         """P⁻¹ rᵀ for each row of R (k, p)."""
         if self.ritz is not None:
             return R / self.complement + ((R @ self.ritz.T) * self.scale) @ self.ritz
-        Y = self.factors.matmul(R) @ self.coeff                              # (k, keep) = (Eᵀ rᵀ)ᵀ
+        Y = self.factors.matmul(R) @ self.coeff  # (k, keep) = (Eᵀ rᵀ)ᵀ
         return R / self.complement + self.factors.rmatmul((Y * self.scale) @ self.coeff.T)
 
     def summary(self) -> dict[str, Any]:
-        return {"preconditioner_rank": self.rank, "preconditioner_complement": self.complement,
-                "preconditioner_top": float(self.eigenvalues[0]), "preconditioner_seconds": self.seconds,
-                "setup_products": self.setup_products}
+        return {
+            "preconditioner_rank": self.rank,
+            "preconditioner_complement": self.complement,
+            "preconditioner_top": float(self.eigenvalues[0]),
+            "preconditioner_seconds": self.seconds,
+            "setup_products": self.setup_products,
+        }
 
 
-def solve_pcg(hvp: Operator, B: torch.Tensor, damping: float, precondition: Callable[[torch.Tensor], torch.Tensor],
-              *, tol: float = 1e-6, max_iter: int = 1000, on_nonconvergence: str = "warn",
-              method: str = "pcg") -> SolveResult:
+def solve_pcg(
+    hvp: Operator,
+    B: torch.Tensor,
+    damping: float,
+    precondition: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    on_nonconvergence: str = "warn",
+    method: str = "pcg",
+) -> SolveResult:
     """Preconditioned CG on (H + δI) X = B, all k columns at once; ``precondition(R) = P⁻¹ R`` (P SPD).
 
     The trace is the true relative residual max_k ||b_k − (H+δI)x_k|| / ||b_k|| (the same measure as ``cg``), and
@@ -138,16 +178,17 @@ def solve_pcg(hvp: Operator, B: torch.Tensor, damping: float, precondition: Call
         AP = hvp(P) + damping * P
         curv = (P * AP).sum(1)
         if bool(((curv <= 0) & active).any()):
-            raise SolverError("preconditioned CG met non-positive curvature: G + damping·I is not positive definite "
-                              f"(damping={damping}); increase damping")
+            raise SolverError(
+                "preconditioned CG met non-positive curvature: G + damping·I is not positive definite "
+                f"(damping={damping}); increase damping"
+            )
         alpha = torch.where(active, rz / curv.clamp_min(tiny), torch.zeros_like(rz))
         X += alpha[:, None] * P
         R -= alpha[:, None] * AP
         rel = R.norm(dim=1) / bnorm
         trace.append(float(rel.max()))
         if not math.isfinite(trace[-1]):
-            raise SolverDivergedError(f"preconditioned CG produced NaN/inf at iteration {it}; increase damping",
-                                      trace)
+            raise SolverDivergedError(f"preconditioned CG produced NaN/inf at iteration {it}; increase damping", trace)
         active = rel > tol
         if not bool(active.any()):
             stop = "tol"
@@ -158,8 +199,16 @@ def solve_pcg(hvp: Operator, B: torch.Tensor, damping: float, precondition: Call
         P = Z + beta[:, None] * P
         rz = rz_new
     converged = trace[-1] <= tol
-    result = SolveResult(X, method, it, converged, damping, trace, seconds=time.perf_counter() - start,
-                         info={"tol": tol, "max_iter": max_iter, "stop": stop})
+    result = SolveResult(
+        X,
+        method,
+        it,
+        converged,
+        damping,
+        trace,
+        seconds=time.perf_counter() - start,
+        info={"tol": tol, "max_iter": max_iter, "stop": stop},
+    )
     report_nonconvergence(result, tol, on_nonconvergence, "increase max_iter, or use a larger Hessian sample")
     return result
 
@@ -173,9 +222,16 @@ class PreconditionedFit(FittedInverse):
         self._operator: Operator | None = None
         o = self.options
         self.preconditioner = SamplePreconditioner(
-            self.objective, self.indices, self.weights, self.damping, rank=o["rank"], keep=o["keep"],
+            self.objective,
+            self.indices,
+            self.weights,
+            self.damping,
+            rank=o["rank"],
+            keep=o["keep"],
             complement=o["complement"],
-            eigenvalues=o["eigenvalues"], full_operator=self.operator if o["eigenvalues"] == "full" else None)
+            eigenvalues=o["eigenvalues"],
+            full_operator=self.operator if o["eigenvalues"] == "full" else None,
+        )
         self.info.update(self.preconditioner.summary())
 
     def __getstate__(self) -> dict[str, Any]:
@@ -191,19 +247,40 @@ class PreconditionedFit(FittedInverse):
     def solve(self, B: torch.Tensor) -> SolveResult:
         B = B.to(self.objective.device, self.objective.dtype)
         o = self.options
-        result = solve_pcg(self.operator, B, self.damping, self.preconditioner.apply, tol=o["tol"],
-                           max_iter=o["max_iter"], on_nonconvergence=o["on_nonconvergence"])
+        result = solve_pcg(
+            self.operator,
+            B,
+            self.damping,
+            self.preconditioner.apply,
+            tol=o["tol"],
+            max_iter=o["max_iter"],
+            on_nonconvergence=o["on_nonconvergence"],
+        )
         result.info.update(self.preconditioner.summary())
         result.info["sample_size"] = self.objective.n if self.indices is None else len(self.indices)
         return result
 
 
-@register_solver("pcg", description="CG on the full-data Gauss-Newton system, preconditioned by the Hessian "
-                                    "sample (answer = full-data influence; the sample sets the iterations)")
-def fit_pcg(objective: Objective, indices: np.ndarray | None, weights: np.ndarray | None, damping: float,
-            curvature: str, *, tol: float = 1e-6, max_iter: int = 1000, rank: int | None = None,
-            keep: str = "above_damping", complement: str = "smallest", eigenvalues: str = "sample",
-            on_nonconvergence: str = "warn") -> FittedInverse:
+@register_solver(
+    "pcg",
+    description="CG on the full-data Gauss-Newton system, preconditioned by the Hessian "
+    "sample (answer = full-data influence; the sample sets the iterations)",
+)
+def fit_pcg(
+    objective: Objective,
+    indices: np.ndarray | None,
+    weights: np.ndarray | None,
+    damping: float,
+    curvature: str,
+    *,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    rank: int | None = None,
+    keep: str = "above_damping",
+    complement: str = "smallest",
+    eigenvalues: str = "sample",
+    on_nonconvergence: str = "warn",
+) -> FittedInverse:
     """Full-data Gauss-Newton solve by CG, preconditioned by the sample's damped low-rank Gauss-Newton matrix.
 
     Options: ``tol`` (relative residual to reach), ``max_iter``, ``rank`` (at most this many of the sample's
@@ -212,12 +289,16 @@ def fit_pcg(objective: Objective, indices: np.ndarray | None, weights: np.ndarra
     smallest kept eigenvalue, as in Nyström PCG; "shift": at wd + δ), ``eigenvalues`` ("sample"; "full":
     Rayleigh-Ritz with ``rank`` full-data products at fit), ``on_nonconvergence`` ("warn" or "raise")."""
     if curvature != "gauss_newton":
-        raise ValueError("solver 'pcg' preconditions the full-data Gauss-Newton solve with the sample's Gauss-Newton "
-                         f"factor; pass curvature='gauss_newton' (got {curvature!r}), or use solver='cg' for the "
-                         "Hessian")
+        raise ValueError(
+            "solver 'pcg' preconditions the full-data Gauss-Newton solve with the sample's Gauss-Newton "
+            f"factor; pass curvature='gauss_newton' (got {curvature!r}), or use solver='cg' for the "
+            "Hessian"
+        )
     if objective.weight_decay + damping <= 0:
-        raise ValueError("solver 'pcg' needs weight_decay + damping > 0 (e.g. damping=0.01): the sample's Gauss-Newton "
-                         "matrix is singular without a shift")
+        raise ValueError(
+            "solver 'pcg' needs weight_decay + damping > 0 (e.g. damping=0.01): the sample's Gauss-Newton "
+            "matrix is singular without a shift"
+        )
     if complement not in COMPLEMENTS:
         raise ValueError(f"complement must be one of {list(COMPLEMENTS)}, got {complement!r}")
     if keep not in KEEP_RULES:
@@ -227,7 +308,13 @@ def fit_pcg(objective: Objective, indices: np.ndarray | None, weights: np.ndarra
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1):
         raise ValueError(f"rank must be an integer >= 1 or None (all eigenpairs above wd + damping), got {rank!r}")
     check_budget(tol, max_iter)
-    options = {"tol": tol, "max_iter": max_iter, "rank": rank, "keep": keep, "complement": complement,
-               "eigenvalues": eigenvalues,
-               "on_nonconvergence": on_nonconvergence}
+    options = {
+        "tol": tol,
+        "max_iter": max_iter,
+        "rank": rank,
+        "keep": keep,
+        "complement": complement,
+        "eigenvalues": eigenvalues,
+        "on_nonconvergence": on_nonconvergence,
+    }
     return PreconditionedFit(objective, "pcg", indices, weights, damping, curvature, options)

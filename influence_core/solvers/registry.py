@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,9 +48,20 @@ from influence_core.config import preset_values
 from influence_core.curvature.objective import CURVATURE_MODES, Objective
 from influence_core.solvers.base import IndefiniteHessianWarning, SolveResult
 
-__all__ = ["FittedInverse", "ExactFit", "FactorFit", "IterativeFit", "SolverSpec", "register_solver",
-           "register_iterative_solver", "available_solvers", "fit_inverse", "IndefiniteHessianWarning",
-           "SOLVER_REGISTRY", "check_solver_settings"]
+__all__ = [
+    "FittedInverse",
+    "ExactFit",
+    "FactorFit",
+    "IterativeFit",
+    "SolverSpec",
+    "register_solver",
+    "register_iterative_solver",
+    "available_solvers",
+    "fit_inverse",
+    "IndefiniteHessianWarning",
+    "SOLVER_REGISTRY",
+    "check_solver_settings",
+]
 
 
 class FittedInverse:
@@ -58,8 +70,17 @@ class FittedInverse:
     Attributes: solver, damping, curvature, indices (None = all n), weights (None = uniform), options, info
     (what the fit chose, e.g. ``{"inverse": "low_rank", "rank": r}``), objective."""
 
-    def __init__(self, objective: Objective, solver: str, indices: np.ndarray | None, weights: np.ndarray | None,
-                 damping: float, curvature: str, options: dict[str, Any], info: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        objective: Objective,
+        solver: str,
+        indices: np.ndarray | None,
+        weights: np.ndarray | None,
+        damping: float,
+        curvature: str,
+        options: dict[str, Any],
+        info: dict[str, Any] | None = None,
+    ):
         self.objective, self.solver = objective, solver
         self.indices, self.weights = indices, weights
         self.damping, self.curvature = float(damping), curvature
@@ -140,8 +161,11 @@ SOLVER_REGISTRY: dict[str, SolverSpec] = {}
 
 def _keyword_options(fn: Callable[..., Any], skip: int) -> dict[str, Any]:
     params = list(inspect.signature(fn).parameters.values())[skip:]
-    return {p.name: p.default for p in params
-            if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not inspect.Parameter.empty}
+    return {
+        p.name: p.default
+        for p in params
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is not inspect.Parameter.empty
+    }
 
 
 def register_solver(name: str, fit: FitFn | None = None, *, description: str = "") -> Any:
@@ -152,10 +176,13 @@ def register_solver(name: str, fit: FitFn | None = None, *, description: str = "
 
     def decorator(fn: FitFn) -> FitFn:
         if name in SOLVER_REGISTRY:
-            raise ValueError(f"a solver named {name!r} is already registered; choose another name or delete "
-                             f"SOLVER_REGISTRY[{name!r}] first")
-        SOLVER_REGISTRY[name] = SolverSpec(name, fn, _keyword_options(fn, 5),
-                                           description or (inspect.getdoc(fn) or "").split("\n")[0])
+            raise ValueError(
+                f"a solver named {name!r} is already registered; choose another name or delete "
+                f"SOLVER_REGISTRY[{name!r}] first"
+            )
+        SOLVER_REGISTRY[name] = SolverSpec(
+            name, fn, _keyword_options(fn, 5), description or (inspect.getdoc(fn) or "").split("\n")[0]
+        )
         return fn
 
     return decorator if fit is None else decorator(fit)
@@ -164,8 +191,9 @@ def register_solver(name: str, fit: FitFn | None = None, *, description: str = "
 def register_iterative_solver(name: str, solve: Callable[..., SolveResult], *, description: str = "") -> None:
     """Register a matrix-free ``solve(hvp, B, damping, **options) -> SolveResult`` (options from its signature)."""
 
-    def fit(objective: Objective, indices: Any, weights: Any, damping: float, curvature: str,
-            **options: Any) -> FittedInverse:
+    def fit(
+        objective: Objective, indices: Any, weights: Any, damping: float, curvature: str, **options: Any
+    ) -> FittedInverse:
         return IterativeFit(solve, objective, name, indices, weights, damping, curvature, options)
 
     register_solver(name, fit, description=description or (inspect.getdoc(solve) or "").split("\n")[0])
@@ -184,8 +212,12 @@ def solver_problems(solver: Any, curvature: Any, damping: Any, options: dict[str
         problems.append(f"unknown solver {solver!r}; choose one of {available_solvers()}")
     if curvature not in CURVATURE_MODES:
         problems.append(f"unknown curvature {curvature!r}; choose one of {list(CURVATURE_MODES)}")
-    if isinstance(damping, bool) or not isinstance(damping, (int, float, np.number)) or not math.isfinite(damping) \
-            or damping < 0:
+    if (
+        isinstance(damping, bool)
+        or not isinstance(damping, (int, float, np.number))
+        or not math.isfinite(damping)
+        or damping < 0
+    ):
         problems.append(f"damping must be a finite number >= 0, got {damping!r}")
     if solver in SOLVER_REGISTRY:
         problems += _option_problems(SOLVER_REGISTRY[solver], dict(options or {}))
@@ -203,8 +235,10 @@ def check_solver_settings(solver: Any, curvature: Any, damping: Any, options: di
 def _option_problems(spec: SolverSpec, options: dict[str, Any]) -> list[str]:
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
-        return [f"solver {spec.name!r} takes no options {unknown}; its options are "
-                f"{sorted(spec.options) or 'none'} (checked at fit)"]
+        return [
+            f"solver {spec.name!r} takes no options {unknown}; its options are "
+            f"{sorted(spec.options) or 'none'} (checked at fit)"
+        ]
     problems = []
     for key, value in options.items():
         if value is spec.options.get(key):  # the solver's own default (e.g. None = automatic) is always valid
@@ -217,20 +251,32 @@ def _option_problems(spec: SolverSpec, options: dict[str, Any]) -> list[str]:
             problems.append(f"{key} must be a positive finite number, got {value!r}")
         if key == "scale" and value is not None and not _positive_number(value):
             problems.append(f"scale must be a positive finite number or None (automatic), got {value!r}")
-        if key in ("max_iter", "power_iter") and (isinstance(value, bool) or not isinstance(value, (int, np.integer))
-                                                  or value < 1):
+        if key in ("max_iter", "power_iter") and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        ):
             problems.append(f"{key} must be an integer >= 1, got {value!r}")
     return problems
 
 
 def _positive_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.number)) and not isinstance(value, bool) and math.isfinite(value) \
+    return (
+        isinstance(value, (int, float, np.number))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
         and value > 0
+    )
 
 
-def fit_inverse(objective: Objective, indices: Any = None, weights: Any = None, *, solver: str = _DEFAULT["solver"],
-                damping: float = _DEFAULT["damping"], curvature: str = _DEFAULT["curvature"],
-                **options: Any) -> FittedInverse:
+def fit_inverse(
+    objective: Objective,
+    indices: Any = None,
+    weights: Any = None,
+    *,
+    solver: str = _DEFAULT["solver"],
+    damping: float = _DEFAULT["damping"],
+    curvature: str = _DEFAULT["curvature"],
+    **options: Any,
+) -> FittedInverse:
     """Fit the registered ``solver`` on the Hessian sample (``indices`` (m,) into the objective's training set,
     None = all; ``weights`` (m,) or None) with damping δ and curvature mode; options are validated here. The defaults
     are :class:`~influence_core.config.InfluenceConfig`'s."""

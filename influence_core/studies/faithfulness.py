@@ -32,7 +32,8 @@ and J_i = ∂z_i/∂θ (C, p) from ``torch.func.jacrev`` (the engine's ``Objecti
 ``gram_budget_mb`` it is formed once and each subset only gathers its r×r block (``solve_seconds`` and ``peak_mb`` then
 measure the per-subset Cholesky and solve, and the one-off cost is reported as ``precompute_seconds``). Other
 choices (``exact``, ``cg``, ``lissa``, or ``curvature="hessian"``) go through the engine's
-:class:`~influence_core.influence.calculator.InfluenceCalculator`; a solver failure (e.g. CG meeting negative curvature on an
+:class:`~influence_core.influence.calculator.InfluenceCalculator`; a solver failure (e.g. CG meeting negative curvature
+on an
 indefinite small-sample Hessian) is recorded as the row's ``status`` with NaN metrics, not hidden.
 """
 
@@ -55,27 +56,44 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
+from influence_core.cli.solver_options import add_solver_option_argument
 from influence_core.config import preset_values
 from influence_core.curvature.objective import CURVATURE_MODES, EXACT_MAX_PARAMS, Objective
 from influence_core.data.datasets import Dataset, available_datasets, load_dataset
-from influence_core.influence.calculator import InfluenceCalculator
-from influence_core.io_safety import check_output_dir, check_output_name
-from influence_core.studies.output import pyplot, save_matplotlib, save_plotly, write_csv, write_json, write_text
 from influence_core.evaluation.memory import PeakMemory
-from influence_core.evaluation.metrics import mean_std, relative_error, rowwise_pearson, rowwise_spearman, rowwise_topk_overlap
-from influence_core.models.zoo import ARCHITECTURES
+from influence_core.evaluation.metrics import (
+    mean_std,
+    relative_error,
+    rowwise_pearson,
+    rowwise_spearman,
+    rowwise_topk_overlap,
+)
+from influence_core.influence.calculator import InfluenceCalculator
 from influence_core.influence.executors import get_executor
+from influence_core.io_safety import check_output_dir, check_output_name
+from influence_core.models.training import train_model
+from influence_core.models.zoo import ARCHITECTURES
+from influence_core.progress import Progress
 from influence_core.sampling.samplers import available_samplers, draw_sample, sampler_needs
+from influence_core.sampling.subsets import sampler_inputs
 from influence_core.solvers.base import SolverError, SolverNotConvergedWarning
 from influence_core.solvers.low_rank import LowRankInverse
 from influence_core.solvers.registry import SOLVER_REGISTRY, available_solvers
-from influence_core.cli.solver_options import add_solver_option_argument
-from influence_core.sampling.subsets import sampler_inputs
-from influence_core.models.training import train_model
-from influence_core.progress import Progress
+from influence_core.studies.output import pyplot, save_matplotlib, save_plotly, write_csv, write_json, write_text
 
-__all__ = ["StudyConfig", "StudyResult", "GaussNewtonSubsetSolver", "PeakMemory", "run_study", "write_outputs",
-           "summarise", "add_arguments", "run", "METRICS", "subset_solvers"]
+__all__ = [
+    "StudyConfig",
+    "StudyResult",
+    "GaussNewtonSubsetSolver",
+    "PeakMemory",
+    "run_study",
+    "write_outputs",
+    "summarise",
+    "add_arguments",
+    "run",
+    "METRICS",
+    "subset_solvers",
+]
 
 METRICS = ("rel_error", "spearman", "topk_helpful", "topk_harmful")
 """Quality columns of every run row (vs the full-data reference)."""
@@ -148,8 +166,10 @@ class StudyConfig:
         samplers = tuple(self.samplers) or tuple(available_samplers())
         unknown = [s for s in samplers if s not in available_samplers()]
         if unknown:
-            raise ValueError(f"unknown sampler(s) {unknown}; choose from {available_samplers()} "
-                             "(or register your own with influence_core.register_sampler)")
+            raise ValueError(
+                f"unknown sampler(s) {unknown}; choose from {available_samplers()} "
+                "(or register your own with influence_core.register_sampler)"
+            )
         if len(set(samplers)) != len(samplers):
             raise ValueError(f"samplers are listed twice: {list(samplers)}; list each once")
         object.__setattr__(self, "samplers", samplers)
@@ -157,9 +177,15 @@ class StudyConfig:
         if not ms or any(isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1 for m in ms):
             raise ValueError(f"subset sizes m must be integers >= 1, got {list(ms)}; e.g. --m 32 64 128")
         object.__setattr__(self, "ms", tuple(sorted({int(m) for m in ms})))
-        for name, value, low in (("n_seeds", self.n_seeds, 1), ("n_test_points", self.n_test_points, 1),
-                                 ("k", self.k, 1), ("max_iter", self.max_iter, 1), ("chunk_size", self.chunk_size, 1),
-                                 ("seed", self.seed, 0), ("test_seed", self.test_seed, 0)):
+        for name, value, low in (
+            ("n_seeds", self.n_seeds, 1),
+            ("n_test_points", self.n_test_points, 1),
+            ("k", self.k, 1),
+            ("max_iter", self.max_iter, 1),
+            ("chunk_size", self.chunk_size, 1),
+            ("seed", self.seed, 0),
+            ("test_seed", self.test_seed, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if self.arch not in ARCHITECTURES:
@@ -169,21 +195,28 @@ class StudyConfig:
         if self.solver not in subset_solvers():
             raise ValueError(f"unknown solver {self.solver!r}; choose one of {subset_solvers()}")
         if self.solver == "woodbury" and self.curvature != "gauss_newton":
-            raise ValueError("solver 'woodbury' needs curvature='gauss_newton' (the Hessian has no such low-rank "
-                             "factor); use solver 'auto', 'exact' or 'cg' with curvature='hessian'")
+            raise ValueError(
+                "solver 'woodbury' needs curvature='gauss_newton' (the Hessian has no such low-rank "
+                "factor); use solver 'auto', 'exact' or 'cg' with curvature='hessian'"
+            )
         if self.reference_solver not in reference_solvers():
-            raise ValueError(f"unknown reference solver {self.reference_solver!r}; choose one of "
-                             f"{reference_solvers()}")
+            raise ValueError(f"unknown reference solver {self.reference_solver!r}; choose one of {reference_solvers()}")
         if self.solver_options and self.solver in ("auto", "woodbury"):
-            raise ValueError(f"solver_options {sorted(self.solver_options)} need a registered subset solver (e.g. "
-                             f"solver='ekfac'), not {self.solver!r}")
+            raise ValueError(
+                f"solver_options {sorted(self.solver_options)} need a registered subset solver (e.g. "
+                f"solver='ekfac'), not {self.solver!r}"
+            )
         if self.solver_options:
             known = SOLVER_REGISTRY[self.solver].options
             unknown = sorted(set(self.solver_options) - set(known))
             if unknown:
                 raise ValueError(f"solver {self.solver!r} takes no options {unknown}; its options are {sorted(known)}")
-        for name, value in (("damping", self.damping), ("tol", self.tol), ("reference_tol", self.reference_tol),
-                            ("gram_budget_mb", self.gram_budget_mb)):
+        for name, value in (
+            ("damping", self.damping),
+            ("tol", self.tol),
+            ("reference_tol", self.reference_tol),
+            ("gram_budget_mb", self.gram_budget_mb),
+        ):
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if self.tol == 0 or self.reference_tol == 0:
@@ -213,8 +246,14 @@ class StudyResult:
     scores: dict[tuple[str, int, int], np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"config": self.config, "context": self.context, "summary": self.summary, "runs": self.rows,
-                "test_indices": self.test_indices.tolist(), "samples": self.samples}
+        return {
+            "config": self.config,
+            "context": self.context,
+            "summary": self.summary,
+            "runs": self.rows,
+            "test_indices": self.test_indices.tolist(),
+            "samples": self.samples,
+        }
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -233,13 +272,20 @@ class GaussNewtonSubsetSolver:
     ``objective`` supplies θ, the model and the training data; c = wd + δ must be > 0. The per-point factors U_i
     ((C−1), p) are the engine's (:meth:`Objective.gauss_newton_factors`) and the solve is the engine's
     :class:`~influence_core.solvers.base.LowRankInverse`; this class adds the all-points cache. If the factors of all n
-    points and their Gram matrix fit in ``gram_budget_mb``, both are computed once (``precompute_seconds``) and a subset only gathers rows. ``planned_sizes`` (the m of every solve
+    points and their Gram matrix fit in ``gram_budget_mb``, both are computed once (``precompute_seconds``) and a
+    subset only gathers rows. ``planned_sizes`` (the m of every solve
     to come, repeats included) lets it form the Gram matrix only when that is cheaper than forming each subset's:
     Σ (m(C−1))² over the solves with m(C−1) <= p must exceed (n(C−1))².
     """
 
-    def __init__(self, objective: Objective, B: torch.Tensor, damping: float, gram_budget_mb: float = 1500.0,
-                 planned_sizes: list[int] | None = None):
+    def __init__(
+        self,
+        objective: Objective,
+        B: torch.Tensor,
+        damping: float,
+        gram_budget_mb: float = 1500.0,
+        planned_sizes: list[int] | None = None,
+    ):
         self.obj = objective
         self.c = objective.weight_decay + float(damping)
         if self.c <= 0:
@@ -261,10 +307,10 @@ class GaussNewtonSubsetSolver:
         self.U_all = self.K_all = self.P_all = None
         start = time.perf_counter()
         if self.factors_stored:
-            self.U_all = self.factors(np.arange(objective.n))            # (nR, p)
+            self.U_all = self.factors(np.arange(objective.n))  # (nR, p)
         if self.precomputed:
-            self.K_all = self.U_all @ self.U_all.T                        # (nR, nR)
-            self.P_all = self.U_all @ self.B.T                            # (nR, T)
+            self.K_all = self.U_all @ self.U_all.T  # (nR, nR)
+            self.P_all = self.U_all @ self.B.T  # (nR, T)
         self.precompute_seconds = time.perf_counter() - start
 
     def factors(self, indices: np.ndarray) -> torch.Tensor:
@@ -278,7 +324,7 @@ class GaussNewtonSubsetSolver:
         w = np.full(len(idx), 1.0 / len(idx)) if weights is None else np.asarray(weights, float) / np.sum(weights)
         d = torch.as_tensor(np.repeat(np.sqrt(w), self.rank), device=self.obj.device, dtype=self.obj.dtype)
         rows = torch.as_tensor((idx[:, None] * self.rank + np.arange(self.rank)).ravel(), device=self.obj.device)
-        U = (self.U_all[rows] if self.factors_stored else self.factors(idx)) * d[:, None]   # (r, p), weighted
+        U = (self.U_all[rows] if self.factors_stored else self.factors(idx)) * d[:, None]  # (r, p), weighted
         gram = projected = None
         if self.precomputed and U.shape[0] < self.p:
             gram = self.K_all[rows][:, rows] * (d[:, None] * d[None, :])
@@ -304,23 +350,35 @@ def _resolve_subset_solver(config: StudyConfig, p: int) -> str:
     return "exact" if p <= EXACT_MAX_PARAMS else "cg"
 
 
-def _reference(calc: InfluenceCalculator, G: torch.Tensor, config: StudyConfig, curvature: str,
-               solver: str) -> tuple[torch.Tensor, dict[str, Any]]:
+def _reference(
+    calc: InfluenceCalculator, G: torch.Tensor, config: StudyConfig, curvature: str, solver: str
+) -> tuple[torch.Tensor, dict[str, Any]]:
     """(H_full + δI)⁻¹ G (T, p) with the engine, and its record."""
     start = time.perf_counter()
     if solver == "exact":
         calc.fit(None, solver="exact", damping=config.damping, curvature=curvature)
     elif solver == "cg":
-        calc.fit(None, solver="cg", damping=config.damping, curvature=curvature, tol=config.reference_tol,
-                 max_iter=config.max_iter)
+        calc.fit(
+            None,
+            solver="cg",
+            damping=config.damping,
+            curvature=curvature,
+            tol=config.reference_tol,
+            max_iter=config.max_iter,
+        )
     else:
         options = _solver_options(config, solver, config.reference_tol)
         calc.fit(None, solver=solver, damping=config.damping, curvature=curvature, **options)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SolverNotConvergedWarning)  # recorded below instead
         solved = calc.ihvp(G)
-    info = {"solver": solver, "curvature": curvature, "damping": config.damping, **solved.summary(),
-            "total_seconds": time.perf_counter() - start}  # "seconds" (from the summary) is the solve alone
+    info = {
+        "solver": solver,
+        "curvature": curvature,
+        "damping": config.damping,
+        **solved.summary(),
+        "total_seconds": time.perf_counter() - start,
+    }  # "seconds" (from the summary) is the solve alone
     if solver == "cg":
         info["tol"] = config.reference_tol
     return solved.x, info
@@ -341,17 +399,22 @@ def _solver_options(config: StudyConfig, solver: str, tol: float) -> dict[str, A
 def _check_sizes(config: StudyConfig, dataset: Dataset) -> None:
     too_big = [m for m in config.ms if m > dataset.n_train]
     if too_big:
-        raise ValueError(f"subset size(s) m = {too_big} exceed the {dataset.n_train} training points of "
-                         f"{dataset.name!r}; choose m <= {dataset.n_train}")
+        raise ValueError(
+            f"subset size(s) m = {too_big} exceed the {dataset.n_train} training points of "
+            f"{dataset.name!r}; choose m <= {dataset.n_train}"
+        )
     if config.n_test_points > dataset.n_test:
-        raise ValueError(f"n_test_points = {config.n_test_points} exceeds the {dataset.n_test} test points of "
-                         f"{dataset.name!r}; choose at most {dataset.n_test}")
+        raise ValueError(
+            f"n_test_points = {config.n_test_points} exceeds the {dataset.n_test} test points of "
+            f"{dataset.name!r}; choose at most {dataset.n_test}"
+        )
     if config.k > dataset.n_train:
         raise ValueError(f"k = {config.k} exceeds the {dataset.n_train} training points; choose a smaller k")
 
 
-def _quality(est_x: torch.Tensor, est_scores: np.ndarray, ref_x: torch.Tensor, ref_scores: np.ndarray,
-             k: int) -> dict[str, float]:
+def _quality(
+    est_x: torch.Tensor, est_scores: np.ndarray, ref_x: torch.Tensor, ref_scores: np.ndarray, k: int
+) -> dict[str, float]:
     return {
         "rel_error": float(np.mean(relative_error(est_x.double().cpu().numpy(), ref_x.double().cpu().numpy()))),
         "spearman": float(np.nanmean(rowwise_spearman(est_scores, ref_scores))),
@@ -360,14 +423,21 @@ def _quality(est_x: torch.Tensor, est_scores: np.ndarray, ref_x: torch.Tensor, r
     }
 
 
-def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.Module | None = None,
-              progress: Progress | None = None, executor: Any = None,
-              train_chunk_size: int | None = None) -> StudyResult:
+def run_study(
+    config: StudyConfig,
+    *,
+    dataset: Dataset | None = None,
+    model: nn.Module | None = None,
+    progress: Progress | None = None,
+    executor: Any = None,
+    train_chunk_size: int | None = None,
+) -> StudyResult:
     """Run the study described by ``config``. Pass ``dataset`` and/or ``model`` to reuse them (the model must have
     been trained on ``dataset`` with ``model.weight_decay`` set, as :func:`train_model` does).
 
     Scores R = (1/n) X G_trainᵀ: by default the (n, p) training gradients are kept in memory and each score matrix
-    is one product. With an ``executor`` (see :func:`influence_core.influence.executors.get_executor`: sequential, or Dask
+    is one product. With an ``executor`` (see :func:`influence_core.influence.executors.get_executor`: sequential, or
+    Dask
     workers) the training gradients are never stored: every score matrix is computed block by block
     (``train_chunk_size`` training points per block) by :meth:`InfluenceCalculator.scores_from_ihvp`, on the
     executor, so memory is bounded by the chunk and the blocks can run on a cluster."""
@@ -380,13 +450,14 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
         model = train_model(dataset, config.arch, seed=config.seed, **config.train_settings)
     train_seconds = time.perf_counter() - t0
 
-    test_idx = np.sort(np.random.default_rng(config.test_seed).choice(dataset.n_test, config.n_test_points,
-                                                                       replace=False))
+    test_idx = np.sort(
+        np.random.default_rng(config.test_seed).choice(dataset.n_test, config.n_test_points, replace=False)
+    )
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train, chunk_size=config.chunk_size)
     obj = calc.objective
     n, p = obj.n, obj.n_params
     start = time.perf_counter()
-    G = calc.gradients(dataset.X_test[test_idx], dataset.y_test[test_idx])              # (T, p)
+    G = calc.gradients(dataset.X_test[test_idx], dataset.y_test[test_idx])  # (T, p)
     G_train = None if executor is not None else torch.cat([g for _, g in obj.train_grads()])  # (n, p)
     grad_seconds = time.perf_counter() - start
 
@@ -400,24 +471,47 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
     if ref_solver == "auto":
         ref_solver = "exact" if p <= EXACT_MAX_PARAMS else "cg"
     if ref_solver == "exact" and p > EXACT_MAX_PARAMS:
-        raise ValueError(f"the exact reference needs p <= {EXACT_MAX_PARAMS}, the model has {p} parameters; "
-                         "use reference_solver='cg'")
+        raise ValueError(
+            f"the exact reference needs p <= {EXACT_MAX_PARAMS}, the model has {p} parameters; "
+            "use reference_solver='cg'"
+        )
     _note(progress, 0.02, f"reference: {ref_solver} solve of the full-data {config.curvature} (p={p}, n={n})")
     ref_x, ref_info = _reference(calc, G, config, config.curvature, ref_solver)
     ref_scores = score(ref_x)
     context: dict[str, Any] = {
-        "dataset": dataset.describe(), "n_train": n, "n_params": p, "test_indices_seed": config.test_seed,
-        "model": {"arch": config.arch, "training_config": getattr(model, "training_config", None),
-                  "training_report": getattr(model, "training_report", None),
-                  "weight_decay": obj.weight_decay, "dtype": str(obj.dtype), "device": str(obj.device)},
-        "reference": ref_info, "train_seconds": train_seconds, "gradient_seconds": grad_seconds,
-        "scoring": ("in-memory training gradients" if executor is None else
-                    {"blocked": True, "train_chunk_size": train_chunk_size, "executor": executor.describe()}),
-        "peak_memory_method": ("VmHWM - VmRSS after malloc_trim + /proc/self/clear_refs reset (Linux)"
-                               if PeakMemory.supported() else "unavailable on this platform (NaN)"),
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "numpy": np.__version__, "threads": torch.get_num_threads(),
-                        "platform": platform.platform(), "cpu_count": os.cpu_count()},
+        "dataset": dataset.describe(),
+        "n_train": n,
+        "n_params": p,
+        "test_indices_seed": config.test_seed,
+        "model": {
+            "arch": config.arch,
+            "training_config": getattr(model, "training_config", None),
+            "training_report": getattr(model, "training_report", None),
+            "weight_decay": obj.weight_decay,
+            "dtype": str(obj.dtype),
+            "device": str(obj.device),
+        },
+        "reference": ref_info,
+        "train_seconds": train_seconds,
+        "gradient_seconds": grad_seconds,
+        "scoring": (
+            "in-memory training gradients"
+            if executor is None
+            else {"blocked": True, "train_chunk_size": train_chunk_size, "executor": executor.describe()}
+        ),
+        "peak_memory_method": (
+            "VmHWM - VmRSS after malloc_trim + /proc/self/clear_refs reset (Linux)"
+            if PeakMemory.supported()
+            else "unavailable on this platform (NaN)"
+        ),
+        "environment": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "threads": torch.get_num_threads(),
+            "platform": platform.platform(),
+            "cpu_count": os.cpu_count(),
+        },
     }
     hess_x = hess_scores = None
     if config.hessian_reference:
@@ -426,8 +520,10 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
         _note(progress, 0.05, "second reference: exact full-data Hessian")
         hess_x, hess_info = _reference(calc, G, config, "hessian", "exact")
         hess_scores = score(hess_x)
-        context["hessian_reference"] = {**hess_info, "agreement_with_reference": _quality(
-            ref_x, ref_scores, hess_x, hess_scores, config.k)}
+        context["hessian_reference"] = {
+            **hess_info,
+            "agreement_with_reference": _quality(ref_x, ref_scores, hess_x, hess_scores, config.k),
+        }
 
     solver = _resolve_subset_solver(config, p)
     woodbury = None
@@ -435,8 +531,12 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
         _note(progress, 0.06, "precomputing Gauss-Newton factors")
         planned = [m for m in config.ms for _ in range(len(config.samplers) * config.n_seeds)]
         woodbury = GaussNewtonSubsetSolver(obj, G, config.damping, config.gram_budget_mb, planned)
-        context["woodbury"] = {"precomputed_gram": woodbury.precomputed, "stored_factors": woodbury.factors_stored,
-                               "precompute_seconds": woodbury.precompute_seconds, "rank_per_point": woodbury.rank}
+        context["woodbury"] = {
+            "precomputed_gram": woodbury.precomputed,
+            "stored_factors": woodbury.factors_stored,
+            "precompute_seconds": woodbury.precompute_seconds,
+            "rank_per_point": woodbury.rank,
+        }
     context["subset_solver"] = solver
 
     needs_features = any("features" in sampler_needs(s) for s in config.samplers)
@@ -448,9 +548,18 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
     total = len(config.samplers) * len(config.ms) * config.n_seeds
     done = 0
     for sampler, m, seed in itertools.product(config.samplers, config.ms, range(config.n_seeds)):
-        row: dict[str, Any] = {"dataset": dataset.name, "arch": config.arch, "curvature": config.curvature,
-                               "damping": config.damping, "solver": solver, "sampler": sampler, "m": m,
-                               "seed": seed, "n_test_points": len(test_idx), "k": config.k}
+        row: dict[str, Any] = {
+            "dataset": dataset.name,
+            "arch": config.arch,
+            "curvature": config.curvature,
+            "damping": config.damping,
+            "solver": solver,
+            "sampler": sampler,
+            "m": m,
+            "seed": seed,
+            "n_test_points": len(test_idx),
+            "k": config.k,
+        }
         status, iterations, converged = "ok", 0, True
         with PeakMemory() as mem:
             t = time.perf_counter()
@@ -485,9 +594,17 @@ def run_study(config: StudyConfig, *, dataset: Dataset | None = None, model: nn.
             row.update({key: float("nan") for key in METRICS})
             if hess_x is not None:
                 row.update({f"{key}_vs_hessian": float("nan") for key in METRICS})
-        row.update({"sampler_seconds": sampler_seconds, "solve_seconds": solve_seconds, "peak_mb": mem.mb,
-                    "iterations": iterations, "converged": converged,
-                    "weighted": sample.weights is not None, "status": status})
+        row.update(
+            {
+                "sampler_seconds": sampler_seconds,
+                "solve_seconds": solve_seconds,
+                "peak_mb": mem.mb,
+                "iterations": iterations,
+                "converged": converged,
+                "weighted": sample.weights is not None,
+                "status": status,
+            }
+        )
         rows.append(row)
         samples.append(sample.to_dict())
         done += 1
@@ -509,8 +626,9 @@ def _pairwise_agreement(mats: list[np.ndarray], k: int) -> tuple[float, float]:
     return float(np.mean(rho)), float(np.mean(overlap))
 
 
-def summarise(rows: list[dict[str, Any]], scores: dict[tuple[str, int, int], np.ndarray],
-              k: int) -> list[dict[str, Any]]:
+def summarise(
+    rows: list[dict[str, Any]], scores: dict[tuple[str, int, int], np.ndarray], k: int
+) -> list[dict[str, Any]]:
     """One record per (sampler, m): mean and std across seeds of every metric (over the seeds with finite metrics,
     i.e. converged or not-converged solves) and cost, the numbers of failed and not-converged seeds,
     and the seed-to-seed agreement (``seed_spearman``, ``seed_topk``; NaN with fewer than 2 successful seeds)."""
@@ -520,9 +638,13 @@ def summarise(rows: list[dict[str, Any]], scores: dict[tuple[str, int, int], np.
         groups.setdefault((row["sampler"], row["m"]), []).append(row)
     for (sampler, m), group in groups.items():
         ok = [r for r in group if all(math.isfinite(r[key]) for key in METRICS)]  # incl. "not converged"
-        record: dict[str, Any] = {"sampler": sampler, "m": m, "seeds": len(group),
-                                  "failed": sum(r["status"].startswith("failed") for r in group),
-                                  "not_converged": sum(r["status"].startswith("not converged") for r in group)}
+        record: dict[str, Any] = {
+            "sampler": sampler,
+            "m": m,
+            "seeds": len(group),
+            "failed": sum(r["status"].startswith("failed") for r in group),
+            "not_converged": sum(r["status"].startswith("not converged") for r in group),
+        }
         keys = [key for key in group[0] if key in METRICS or key.endswith("_vs_hessian") or key in COST]
         for key in keys:
             values = [r[key] for r in (ok if key not in COST else group)]
@@ -538,9 +660,14 @@ def summarise(rows: list[dict[str, Any]], scores: dict[tuple[str, int, int], np.
 # Outputs: CSV, JSON, Markdown, PNG, HTML
 # --------------------------------------------------------------------------------------------------------------------
 
-_LABELS = {"spearman": "Spearman vs full-data scores", "rel_error": "iHVP relative error",
-           "topk_helpful": "top-k helpful overlap", "topk_harmful": "top-k harmful overlap",
-           "seed_spearman": "seed-to-seed Spearman", "solve_seconds": "solve seconds"}
+_LABELS = {
+    "spearman": "Spearman vs full-data scores",
+    "rel_error": "iHVP relative error",
+    "topk_helpful": "top-k helpful overlap",
+    "topk_harmful": "top-k harmful overlap",
+    "seed_spearman": "seed-to-seed Spearman",
+    "solve_seconds": "solve seconds",
+}
 _PANELS = ("spearman", "rel_error", "topk_helpful", "topk_harmful", "seed_spearman", "solve_seconds")
 
 
@@ -559,11 +686,20 @@ def gap_table(summary: list[dict[str, Any]], metric: str = "spearman") -> list[d
         if not at_m or base is None:
             continue
         best = max(at_m, key=lambda r: sign * r[f"{metric}_mean"])
-        out.append({"m": m, "best": best["sampler"], "best_mean": best[f"{metric}_mean"],
-                    "best_std": best[f"{metric}_std"], "random_mean": base[f"{metric}_mean"],
-                    "random_std": base[f"{metric}_std"], "gap": best[f"{metric}_mean"] - base[f"{metric}_mean"],
-                    "std_ratio": (best[f"{metric}_std"] / base[f"{metric}_std"]
-                                  if base[f"{metric}_std"] > 0 else float("nan"))})
+        out.append(
+            {
+                "m": m,
+                "best": best["sampler"],
+                "best_mean": best[f"{metric}_mean"],
+                "best_std": best[f"{metric}_std"],
+                "random_mean": base[f"{metric}_mean"],
+                "random_std": base[f"{metric}_std"],
+                "gap": best[f"{metric}_mean"] - base[f"{metric}_mean"],
+                "std_ratio": (
+                    best[f"{metric}_std"] / base[f"{metric}_std"] if base[f"{metric}_std"] > 0 else float("nan")
+                ),
+            }
+        )
     return out
 
 
@@ -571,33 +707,53 @@ def markdown(result: StudyResult) -> str:
     """The Markdown report: configuration line, mean ± std table per (sampler, m), and the gap to random."""
     cfg, ctx = result.config, result.context
     ref = ctx["reference"]
-    lines = [f"### {cfg['dataset']} / {cfg['arch']} (p = {ctx['n_params']}, n = {ctx['n_train']}, "
-             f"{cfg['n_test_points']} test points, {cfg['n_seeds']} seeds, k = {cfg['k']})", "",
-             f"Curvature {cfg['curvature']}, damping {cfg['damping']}, subset solver {ctx['subset_solver']}; "
-             f"reference: {ref['solver']} solve on all {ctx['n_train']} points"
-             + (f" (CG {ref['iterations']} iterations, final residual {ref.get('final_residual'):.2g}, "
-                f"converged={ref['converged']})" if ref["solver"] == "cg" else "") + ". "
-             "Mean ± std across seeds; seed agreement = mean pairwise Spearman between seeds.", "",
-             "| sampler | m | Spearman | iHVP rel. error | top-k helpful | top-k harmful | seed agreement | "
-             "sampler s | solve s | peak MB | failed |",
-             "|---|---:|---|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"### {cfg['dataset']} / {cfg['arch']} (p = {ctx['n_params']}, n = {ctx['n_train']}, "
+        f"{cfg['n_test_points']} test points, {cfg['n_seeds']} seeds, k = {cfg['k']})",
+        "",
+        f"Curvature {cfg['curvature']}, damping {cfg['damping']}, subset solver {ctx['subset_solver']}; "
+        f"reference: {ref['solver']} solve on all {ctx['n_train']} points"
+        + (
+            f" (CG {ref['iterations']} iterations, final residual {ref.get('final_residual'):.2g}, "
+            f"converged={ref['converged']})"
+            if ref["solver"] == "cg"
+            else ""
+        )
+        + ". "
+        "Mean ± std across seeds; seed agreement = mean pairwise Spearman between seeds.",
+        "",
+        "| sampler | m | Spearman | iHVP rel. error | top-k helpful | top-k harmful | seed agreement | "
+        "sampler s | solve s | peak MB | failed |",
+        "|---|---:|---|---|---|---|---:|---:|---:|---:|---:|",
+    ]
     for r in sorted(result.summary, key=lambda r: (r["m"], r["sampler"])):
-        lines.append(f"| {r['sampler']} | {r['m']} | {_pm(r, 'spearman')} | {_pm(r, 'rel_error')} | "
-                     f"{_pm(r, 'topk_helpful', 2)} | {_pm(r, 'topk_harmful', 2)} | {r['seed_spearman']:.3f} | "
-                     f"{r['sampler_seconds_mean']:.3f} | {r['solve_seconds_mean']:.3f} | {r['peak_mb_mean']:.0f} | "
-                     f"{r['failed']}/{r['seeds']}{f' ({n} n.c.)' if (n := r['not_converged']) else ''} |")
+        lines.append(
+            f"| {r['sampler']} | {r['m']} | {_pm(r, 'spearman')} | {_pm(r, 'rel_error')} | "
+            f"{_pm(r, 'topk_helpful', 2)} | {_pm(r, 'topk_harmful', 2)} | {r['seed_spearman']:.3f} | "
+            f"{r['sampler_seconds_mean']:.3f} | {r['solve_seconds_mean']:.3f} | {r['peak_mb_mean']:.0f} | "
+            f"{r['failed']}/{r['seeds']}{f' ({n} n.c.)' if (n := r['not_converged']) else ''} |"
+        )
     gaps = gap_table(result.summary)
     if gaps:
-        lines += ["", "Best sampler vs random (Spearman; std ratio < 1 = more consistent than random):", "",
-                  "| m | best | best mean ± std | random mean ± std | gap | std ratio |",
-                  "|---:|---|---|---|---:|---:|"]
+        lines += [
+            "",
+            "Best sampler vs random (Spearman; std ratio < 1 = more consistent than random):",
+            "",
+            "| m | best | best mean ± std | random mean ± std | gap | std ratio |",
+            "|---:|---|---|---|---:|---:|",
+        ]
         for g in gaps:
-            lines.append(f"| {g['m']} | {g['best']} | {g['best_mean']:.3f} ± {g['best_std']:.3f} | "
-                         f"{g['random_mean']:.3f} ± {g['random_std']:.3f} | {g['gap']:+.3f} | {g['std_ratio']:.2f} |")
+            lines.append(
+                f"| {g['m']} | {g['best']} | {g['best_mean']:.3f} ± {g['best_std']:.3f} | "
+                f"{g['random_mean']:.3f} ± {g['random_std']:.3f} | {g['gap']:+.3f} | {g['std_ratio']:.2f} |"
+            )
     if "hessian_reference" in ctx:
         agree = ctx["hessian_reference"]["agreement_with_reference"]
-        lines += ["", f"Full-data {cfg['curvature']} vs exact full-data Hessian: Spearman {agree['spearman']:.3f}, "
-                      f"iHVP relative error {agree['rel_error']:.3f}, top-k helpful {agree['topk_helpful']:.2f}."]
+        lines += [
+            "",
+            f"Full-data {cfg['curvature']} vs exact full-data Hessian: Spearman {agree['spearman']:.3f}, "
+            f"iHVP relative error {agree['rel_error']:.3f}, top-k helpful {agree['topk_helpful']:.2f}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -636,8 +792,10 @@ def plot_png(result: StudyResult, path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0, 0].legend()
     cfg = result.config
-    fig.suptitle(f"Sampler faithfulness: {cfg['dataset']} / {cfg['arch']}, {cfg['curvature']}, damping "
-                 f"{cfg['damping']}, {cfg['n_seeds']} seeds (bands: ± 1 std)")
+    fig.suptitle(
+        f"Sampler faithfulness: {cfg['dataset']} / {cfg['arch']}, {cfg['curvature']}, damping "
+        f"{cfg['damping']}, {cfg['n_seeds']} seeds (bands: ± 1 std)"
+    )
     fig.tight_layout()
     save_matplotlib(fig, path)
 
@@ -655,20 +813,45 @@ def plot_html(result: StudyResult, path: Path, plotlyjs: str = "inline") -> None
         for i, sampler in enumerate(samplers):
             m, mean, std = _series(result.summary, sampler, key)
             color = qualitative.Plotly[i % len(qualitative.Plotly)]
-            fig.add_trace(go.Scatter(x=np.concatenate([m, m[::-1]]), y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                                     fill="toself", fillcolor=color, opacity=0.15, line={"width": 0},
-                                     hoverinfo="skip", showlegend=False, legendgroup=sampler), row=row, col=col)
-            fig.add_trace(go.Scatter(x=m, y=mean, mode="lines+markers", name=sampler, legendgroup=sampler,
-                                     line={"color": color}, showlegend=idx == 0,
-                                     customdata=std, hovertemplate=f"{sampler} m=%{{x}}: %{{y:.4g}} ± "
-                                                                   "%{customdata:.2g}<extra></extra>"),
-                          row=row, col=col)
+            fig.add_trace(
+                go.Scatter(
+                    x=np.concatenate([m, m[::-1]]),
+                    y=np.concatenate([mean + std, (mean - std)[::-1]]),
+                    fill="toself",
+                    fillcolor=color,
+                    opacity=0.15,
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=sampler,
+                ),
+                row=row,
+                col=col,
+            )
+            fig.add_trace(
+                go.Scatter(
+                    x=m,
+                    y=mean,
+                    mode="lines+markers",
+                    name=sampler,
+                    legendgroup=sampler,
+                    line={"color": color},
+                    showlegend=idx == 0,
+                    customdata=std,
+                    hovertemplate=f"{sampler} m=%{{x}}: %{{y:.4g}} ± %{{customdata:.2g}}<extra></extra>",
+                ),
+                row=row,
+                col=col,
+            )
         fig.update_xaxes(type="log", title_text="m", row=row, col=col)
         if key in ("rel_error", "solve_seconds") and _any_positive(result, samplers, key):
             fig.update_yaxes(type="log", row=row, col=col)
     cfg = result.config
-    fig.update_layout(title=f"Sampler faithfulness: {cfg['dataset']} / {cfg['arch']}, {cfg['curvature']}, "
-                            f"damping {cfg['damping']}, {cfg['n_seeds']} seeds (bands: ± 1 std)", height=750)
+    fig.update_layout(
+        title=f"Sampler faithfulness: {cfg['dataset']} / {cfg['arch']}, {cfg['curvature']}, "
+        f"damping {cfg['damping']}, {cfg['n_seeds']} seeds (bands: ± 1 std)",
+        height=750,
+    )
     save_plotly(fig, path, plotlyjs)
 
 
@@ -682,8 +865,9 @@ def check_study_outputs(out_dir: Any, name: str, what: tuple[str, str] = ("--out
     check_output_dir(out_dir, what[0], [f.format(name=name) for f in OUTPUT_FILES])
 
 
-def write_outputs(result: StudyResult, out_dir: str | os.PathLike, name: str | None = None,
-                  plotlyjs: str = "inline") -> dict[str, Path]:
+def write_outputs(
+    result: StudyResult, out_dir: str | os.PathLike, name: str | None = None, plotlyjs: str = "inline"
+) -> dict[str, Path]:
     """Write ``{name}_runs.csv``, ``{name}_summary.csv``, ``{name}.json``, ``{name}.md``, ``{name}.png`` and
     ``{name}.html`` into ``out_dir`` (created when missing); ``name`` (a file name, never a path) defaults to
     ``{dataset}_{arch}``. Returns the paths."""
@@ -694,9 +878,14 @@ def write_outputs(result: StudyResult, out_dir: str | os.PathLike, name: str | N
     check_study_outputs(out_dir, name, ("out_dir", "name"))
     out = Path(os.path.expanduser(os.fspath(out_dir)))
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"runs_csv": out / f"{name}_runs.csv", "summary_csv": out / f"{name}_summary.csv",
-             "json": out / f"{name}.json", "markdown": out / f"{name}.md", "png": out / f"{name}.png",
-             "html": out / f"{name}.html"}
+    paths = {
+        "runs_csv": out / f"{name}_runs.csv",
+        "summary_csv": out / f"{name}_summary.csv",
+        "json": out / f"{name}.json",
+        "markdown": out / f"{name}.md",
+        "png": out / f"{name}.png",
+        "html": out / f"{name}.html",
+    }
     write_csv(paths["runs_csv"], result.rows)
     write_csv(paths["summary_csv"], result.summary)
     write_json(paths["json"], result.to_json())
@@ -718,45 +907,88 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--path", help="path of a .npz file when --dataset npz")
     parser.add_argument("--arch", default="mlp", choices=ARCHITECTURES)
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split and of training")
-    parser.add_argument("--samplers", nargs="+", default=None,
-                        help=f"Hessian samplers to compare (default: all registered, {available_samplers()})")
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=None,
+        help=f"Hessian samplers to compare (default: all registered, {available_samplers()})",
+    )
     parser.add_argument("--m", type=int, nargs="+", default=list(DEFAULT_MS), help="Hessian sample sizes")
     parser.add_argument("--seeds", type=int, default=d["n_seeds"].default, help="sampler seeds 0..N-1 per (sampler, m)")
-    parser.add_argument("--test-points", type=int, default=d["n_test_points"].default,
-                        help="number of test points scored (drawn once with --test-seed)")
+    parser.add_argument(
+        "--test-points",
+        type=int,
+        default=d["n_test_points"].default,
+        help="number of test points scored (drawn once with --test-seed)",
+    )
     parser.add_argument("--test-seed", type=int, default=0)
     parser.add_argument("--k", type=int, default=d["k"].default, help="size of the top-k helpful/harmful sets")
-    parser.add_argument("--damping", type=float, default=d["damping"].default,
-                        help="δ added to the Hessian, for the subsets and the reference alike")
-    parser.add_argument("--curvature", default=d["curvature"].default, choices=CURVATURE_MODES,
-                        help="gauss_newton (PSD; default) or hessian (indefinite on small samples of an MLP)")
-    parser.add_argument("--solver", default="auto", choices=subset_solvers(),
-                        help="subset solver: auto = exact Woodbury for gauss_newton, else exact (p<=20000) or cg")
-    parser.add_argument("--reference-solver", default="auto", choices=reference_solvers(),
-                        help="auto = exact for p <= 20000, else CG; or any registered solver (e.g. ekfac)")
+    parser.add_argument(
+        "--damping",
+        type=float,
+        default=d["damping"].default,
+        help="δ added to the Hessian, for the subsets and the reference alike",
+    )
+    parser.add_argument(
+        "--curvature",
+        default=d["curvature"].default,
+        choices=CURVATURE_MODES,
+        help="gauss_newton (PSD; default) or hessian (indefinite on small samples of an MLP)",
+    )
+    parser.add_argument(
+        "--solver",
+        default="auto",
+        choices=subset_solvers(),
+        help="subset solver: auto = exact Woodbury for gauss_newton, else exact (p<=20000) or cg",
+    )
+    parser.add_argument(
+        "--reference-solver",
+        default="auto",
+        choices=reference_solvers(),
+        help="auto = exact for p <= 20000, else CG; or any registered solver (e.g. ekfac)",
+    )
     add_solver_option_argument(parser)
     parser.add_argument("--tol", type=float, default=d["tol"].default, help="relative residual of subset CG/LiSSA")
-    parser.add_argument("--reference-tol", type=float, default=d["reference_tol"].default,
-                        help="relative residual of the reference CG")
+    parser.add_argument(
+        "--reference-tol", type=float, default=d["reference_tol"].default, help="relative residual of the reference CG"
+    )
     parser.add_argument("--max-iter", type=int, default=d["max_iter"].default, help="iteration cap of CG/LiSSA")
-    parser.add_argument("--hessian-reference", action="store_true",
-                        help="also score against the exact full-data Hessian (p <= 20000)")
+    parser.add_argument(
+        "--hessian-reference", action="store_true", help="also score against the exact full-data Hessian (p <= 20000)"
+    )
     parser.add_argument("--epochs", type=int, default=None, help="override the training epochs")
     parser.add_argument("--hidden", type=int, nargs="+", default=None, help="override the MLP hidden widths")
     parser.add_argument("--chunk-size", type=int, default=d["chunk_size"].default)
-    parser.add_argument("--gram-budget-mb", type=float, default=d["gram_budget_mb"].default,
-                        help="memory allowed for the precomputed Gauss-Newton Gram matrix (0 = per subset)")
+    parser.add_argument(
+        "--gram-budget-mb",
+        type=float,
+        default=d["gram_budget_mb"].default,
+        help="memory allowed for the precomputed Gauss-Newton Gram matrix (0 = per subset)",
+    )
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--workers", type=int, default=None,
-                       help="score in blocks on a local Dask cluster of N single-threaded workers (needs .[dask])")
-    where.add_argument("--scheduler", default=None,
-                       help="score in blocks on a running Dask scheduler, e.g. tcp://host:8786")
-    parser.add_argument("--train-chunk-size", type=int, default=None,
-                        help="training points per scoring block with --workers/--scheduler (bounds memory)")
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="score in blocks on a local Dask cluster of N single-threaded workers (needs .[dask])",
+    )
+    where.add_argument(
+        "--scheduler", default=None, help="score in blocks on a running Dask scheduler, e.g. tcp://host:8786"
+    )
+    parser.add_argument(
+        "--train-chunk-size",
+        type=int,
+        default=None,
+        help="training points per scoring block with --workers/--scheduler (bounds memory)",
+    )
     parser.add_argument("--out", default="docs/faithfulness", help="output directory")
     parser.add_argument("--name", default=None, help="file name stem (default: DATASET_ARCH)")
-    parser.add_argument("--plotlyjs", default="inline", choices=("inline", "cdn"),
-                        help="embed plotly.js in the HTML (works offline) or load it from the CDN (small file)")
+    parser.add_argument(
+        "--plotlyjs",
+        default="inline",
+        choices=("inline", "cdn"),
+        help="embed plotly.js in the HTML (works offline) or load it from the CDN (small file)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
 
 
@@ -781,13 +1013,29 @@ def run(args: argparse.Namespace) -> int:
     name = f"{args.dataset}_{args.arch}" if args.name is None else args.name
     check_study_outputs(args.out, name)  # every output file, before the study, not after it
     config = StudyConfig(
-        dataset=args.dataset, arch=args.arch, seed=args.seed, samplers=tuple(args.samplers or ()), ms=tuple(args.m),
-        n_seeds=args.seeds, n_test_points=args.test_points, test_seed=args.test_seed, k=args.k,
-        damping=args.damping, curvature=args.curvature, solver=args.solver, reference_solver=args.reference_solver,
+        dataset=args.dataset,
+        arch=args.arch,
+        seed=args.seed,
+        samplers=tuple(args.samplers or ()),
+        ms=tuple(args.m),
+        n_seeds=args.seeds,
+        n_test_points=args.test_points,
+        test_seed=args.test_seed,
+        k=args.k,
+        damping=args.damping,
+        curvature=args.curvature,
+        solver=args.solver,
+        reference_solver=args.reference_solver,
         solver_options=_cli_solver_options(args),
-        tol=args.tol, max_iter=args.max_iter, reference_tol=args.reference_tol,
-        hessian_reference=args.hessian_reference, chunk_size=args.chunk_size, gram_budget_mb=args.gram_budget_mb,
-        dataset_options={"path": args.path} if args.dataset == "npz" else {}, train_settings=train_settings)
+        tol=args.tol,
+        max_iter=args.max_iter,
+        reference_tol=args.reference_tol,
+        hessian_reference=args.hessian_reference,
+        chunk_size=args.chunk_size,
+        gram_budget_mb=args.gram_budget_mb,
+        dataset_options={"path": args.path} if args.dataset == "npz" else {},
+        train_settings=train_settings,
+    )
 
     def progress(fraction: float, message: str) -> None:
         print(f"[{fraction:5.1%}] {message}", file=sys.stderr, flush=True)
@@ -798,8 +1046,12 @@ def run(args: argparse.Namespace) -> int:
         result = run_study(config, progress=None if args.quiet else progress)
     else:
         with get_executor(workers=args.workers, scheduler=args.scheduler) as executor:
-            result = run_study(config, progress=None if args.quiet else progress, executor=executor,
-                               train_chunk_size=args.train_chunk_size)
+            result = run_study(
+                config,
+                progress=None if args.quiet else progress,
+                executor=executor,
+                train_chunk_size=args.train_chunk_size,
+            )
     paths = write_outputs(result, args.out, args.name, args.plotlyjs)
     print(markdown(result))
     print(f"total {result.context['total_seconds']:.1f} s; wrote " + ", ".join(str(p) for p in paths.values()))

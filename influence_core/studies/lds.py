@@ -1,5 +1,6 @@
 """The sampler study scored by retraining: for every (sampler, m, sampler seed) of the faithfulness study
-(:func:`influence_core.studies.faithfulness.run_study`, which also gives the proxy metrics against the full-data influence),
+(:func:`influence_core.studies.faithfulness.run_study`, which also gives the proxy metrics against the full-data
+influence),
 the LDS of its score matrix (:mod:`influence_core.evaluation.lds`) against K subsets × R seeds of retraining, beside
 
 - ``full-data influence``: the study's reference, (1/n) g_tᵀ (G_full + δI)⁻¹ g_j with the study's curvature and
@@ -28,15 +29,23 @@ from torch import nn
 from influence_core.config import preset_values
 from influence_core.curvature.objective import EXACT_MAX_PARAMS
 from influence_core.data.datasets import Dataset, load_dataset
+from influence_core.evaluation.lds import RetrainedOutputs, RetrainPlan, lds, retrain_outputs
+from influence_core.evaluation.metrics import mean_std
+from influence_core.influence.calculator import InfluenceCalculator
+from influence_core.io_safety import check_output_dir, check_output_name
+from influence_core.models.training import train_model
 from influence_core.studies.faithfulness import StudyConfig, run_study
 from influence_core.studies.output import write_csv, write_json, write_text
-from influence_core.io_safety import check_output_dir, check_output_name
-from influence_core.influence.calculator import InfluenceCalculator
-from influence_core.evaluation.lds import RetrainPlan, RetrainedOutputs, lds, retrain_outputs
-from influence_core.evaluation.metrics import mean_std
-from influence_core.models.training import train_model
 
-__all__ = ["LDSStudyResult", "run_lds_study", "baseline_scores", "full_data_scores", "verdict", "markdown", "write_outputs"]
+__all__ = [
+    "LDSStudyResult",
+    "run_lds_study",
+    "baseline_scores",
+    "full_data_scores",
+    "verdict",
+    "markdown",
+    "write_outputs",
+]
 
 TOLERANCE = 0.01
 """'Reaches the full-data LDS' means a mean LDS >= full-data LDS − TOLERANCE."""
@@ -54,18 +63,32 @@ class LDSStudyResult:
     retrained: RetrainedOutputs | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        return {"config": self.config, "context": self.context, "baselines": self.baselines,
-                "summary": self.summary, "verdict": self.verdict, "runs": self.rows,
-                "test_indices": self.test_indices.tolist()}
+        return {
+            "config": self.config,
+            "context": self.context,
+            "baselines": self.baselines,
+            "summary": self.summary,
+            "verdict": self.verdict,
+            "runs": self.rows,
+            "test_indices": self.test_indices.tolist(),
+        }
 
     @classmethod
     def from_json(cls, record: dict[str, Any]) -> "LDSStudyResult":
         """The result written by :meth:`to_json` (without the retrained outputs), e.g. to re-render its report."""
-        return cls(record["config"], record["baselines"], record["runs"], record["summary"], record["verdict"],
-                   record["context"], np.asarray(record["test_indices"]))
+        return cls(
+            record["config"],
+            record["baselines"],
+            record["runs"],
+            record["summary"],
+            record["verdict"],
+            record["context"],
+            np.asarray(record["test_indices"]),
+        )
 
 
 _STUDY = preset_values("study")  # the settings of the committed LDS studies
+
 
 def gradient_dot_scores(model: nn.Module, dataset: Dataset, test_indices: np.ndarray) -> np.ndarray:
     """(1/n) g_tᵀ g_j (T, n_train): identity curvature."""
@@ -74,9 +97,16 @@ def gradient_dot_scores(model: nn.Module, dataset: Dataset, test_indices: np.nda
     return calc.scores_from_ihvp(G)
 
 
-def full_data_scores(model: nn.Module, dataset: Dataset, test_indices: np.ndarray, solver: str = "auto", *,
-                     damping: float = _STUDY["damping"], curvature: str = _STUDY["curvature"],
-                     options: dict[str, Any] | None = None) -> tuple[str, np.ndarray]:
+def full_data_scores(
+    model: nn.Module,
+    dataset: Dataset,
+    test_indices: np.ndarray,
+    solver: str = "auto",
+    *,
+    damping: float = _STUDY["damping"],
+    curvature: str = _STUDY["curvature"],
+    options: dict[str, Any] | None = None,
+) -> tuple[str, np.ndarray]:
     """(solver used, (1/n) g_tᵀ (H_full + δI)⁻¹ g_j (T, n_train)) with any registered solver fitted on all training
     points; "auto" = exact LU for p <= 20,000, else CG to 1e-6 (the study's reference)."""
     calc = InfluenceCalculator(model, dataset.X_train, dataset.y_train)
@@ -90,16 +120,23 @@ def full_data_scores(model: nn.Module, dataset: Dataset, test_indices: np.ndarra
     return solver, calc.scores(dataset.X_test[test_indices], dataset.y_test[test_indices])
 
 
-def baseline_scores(model: nn.Module, dataset: Dataset, test_indices: np.ndarray, reference: np.ndarray
-                    ) -> dict[str, np.ndarray]:
+def baseline_scores(
+    model: nn.Module, dataset: Dataset, test_indices: np.ndarray, reference: np.ndarray
+) -> dict[str, np.ndarray]:
     return {"full-data influence": reference, "gradient dot": gradient_dot_scores(model, dataset, test_indices)}
 
 
-def _lds_record(name: str, scores: np.ndarray, retrained: RetrainedOutputs, idx: np.ndarray,
-                output: str) -> dict[str, Any]:
+def _lds_record(
+    name: str, scores: np.ndarray, retrained: RetrainedOutputs, idx: np.ndarray, output: str
+) -> dict[str, Any]:
     r = lds(scores, retrained, idx, output)
-    return {"method": name, "lds": r.lds, "lds_per_test_std": float(np.nanstd(r.per_test)), "ceiling": r.ceiling,
-            "seed_agreement": r.seed_agreement}
+    return {
+        "method": name,
+        "lds": r.lds,
+        "lds_per_test_std": float(np.nanstd(r.per_test)),
+        "ceiling": r.ceiling,
+        "seed_agreement": r.seed_agreement,
+    }
 
 
 def verdict(summary: list[dict[str, Any]], full_lds: float, tolerance: float = TOLERANCE) -> dict[str, Any]:
@@ -115,19 +152,29 @@ def verdict(summary: list[dict[str, Any]], full_lds: float, tolerance: float = T
     out: dict[str, Any] = {"full_lds": full_lds, "tolerance": tolerance, "target": target, "m_reached": reach}
     if not reached:
         who = "only random reaches" if reach.get("random") is not None else "no sampler (random included) reaches"
-        out.update(best=None, goal_met=False, reason=f"{who} the full-data LDS within the tolerance at any m of the "
-                                                     "grid")
+        out.update(
+            best=None, goal_met=False, reason=f"{who} the full-data LDS within the tolerance at any m of the grid"
+        )
         return out
     best = min(reached, key=lambda s: (reach[s], -by[(s, reach[s])]["lds_mean"]))
     m_best, m_rand = reach[best], reach.get("random")
     rec, rand = by[(best, m_best)], by.get(("random", m_best))
     std_ratio = (rec["lds_std"] / rand["lds_std"]) if rand and rand["lds_std"] > 0 else float("nan")
     m_ok = m_rand is None or m_best <= m_rand / 2
-    out.update(best=best, m_best=m_best, m_random=m_rand, best_lds=rec["lds_mean"], best_std=rec["lds_std"],
-               random_lds_at_m=None if rand is None else rand["lds_mean"],
-               random_std_at_m=None if rand is None else rand["lds_std"], std_ratio=std_ratio,
-               m_condition=m_ok, std_condition=bool(std_ratio <= 0.2), goal_met=bool(m_ok and std_ratio <= 0.2),
-               m_random_note=None if m_rand is not None else "random does not reach it within the grid")
+    out.update(
+        best=best,
+        m_best=m_best,
+        m_random=m_rand,
+        best_lds=rec["lds_mean"],
+        best_std=rec["lds_std"],
+        random_lds_at_m=None if rand is None else rand["lds_mean"],
+        random_std_at_m=None if rand is None else rand["lds_std"],
+        std_ratio=std_ratio,
+        m_condition=m_ok,
+        std_condition=bool(std_ratio <= 0.2),
+        goal_met=bool(m_ok and std_ratio <= 0.2),
+        m_random_note=None if m_rand is not None else "random does not reach it within the grid",
+    )
     return out
 
 
@@ -146,10 +193,18 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def run_lds_study(config: StudyConfig, plan: RetrainPlan = RetrainPlan(), *, output: str = "loss",
-                  dataset: Dataset | None = None, model: nn.Module | None = None, cache_dir: Any = None,
-                  executor: Any = None, progress: Any = None,
-                  also_full: tuple[str, ...] = ()) -> LDSStudyResult:
+def run_lds_study(
+    config: StudyConfig,
+    plan: RetrainPlan = RetrainPlan(),
+    *,
+    output: str = "loss",
+    dataset: Dataset | None = None,
+    model: nn.Module | None = None,
+    cache_dir: Any = None,
+    executor: Any = None,
+    progress: Any = None,
+    also_full: tuple[str, ...] = (),
+) -> LDSStudyResult:
     """Run the faithfulness study ``config``, retrain ``plan`` (cached in ``cache_dir``, on ``executor``) and score
     every score matrix by LDS. Returns baselines, per-run rows, the per-(sampler, m) summary and the verdict.
 
@@ -168,12 +223,15 @@ def run_lds_study(config: StudyConfig, plan: RetrainPlan = RetrainPlan(), *, out
     t1 = time.perf_counter()
     retrained = retrain_outputs(model, dataset, plan, cache_dir=cache_dir, executor=executor, progress=progress)
     retrain_seconds = time.perf_counter() - t1
-    baselines = [_lds_record(name, S, retrained, idx, output)
-                 for name, S in baseline_scores(model, dataset, idx, study.reference_scores).items()]
+    baselines = [
+        _lds_record(name, S, retrained, idx, output)
+        for name, S in baseline_scores(model, dataset, idx, study.reference_scores).items()
+    ]
     for solver in also_full:
         options = config.solver_options if solver == config.solver else {}
-        used, S = full_data_scores(model, dataset, idx, solver, damping=config.damping, curvature=config.curvature,
-                                   options=options)
+        used, S = full_data_scores(
+            model, dataset, idx, solver, damping=config.damping, curvature=config.curvature, options=options
+        )
         baselines.append(_lds_record(f"full-data influence ({used})", S, retrained, idx, output))
     rows = []
     for row in study.rows:
@@ -183,9 +241,13 @@ def run_lds_study(config: StudyConfig, plan: RetrainPlan = RetrainPlan(), *, out
         rows.append(rec)
     summary = summarise(rows)
     full = baselines[0]["lds"]
-    context = {"faithfulness_context": study.context, "retrain": retrained.info,
-               "study_seconds": study_seconds, "retrain_phase_seconds": retrain_seconds,
-               "total_seconds": time.perf_counter() - t0}
+    context = {
+        "faithfulness_context": study.context,
+        "retrain": retrained.info,
+        "study_seconds": study_seconds,
+        "retrain_phase_seconds": retrain_seconds,
+        "total_seconds": time.perf_counter() - t0,
+    }
     cfg = {"study": config.to_dict(), "plan": asdict(plan), "output": output}
     return LDSStudyResult(cfg, baselines, rows, summary, verdict(summary, full), context, idx, retrained)
 
@@ -202,8 +264,10 @@ def _f(x: Any, d: int = 3) -> str:
 def baselines_markdown(baselines: list[dict[str, Any]]) -> list[str]:
     lines = ["| method | LDS | std over test points | noise ceiling | seed-vs-seed |", "|---|---:|---:|---:|---:|"]
     for b in baselines:
-        lines.append(f"| {b['method']} | {_f(b['lds'])} | {_f(b['lds_per_test_std'])} | {_f(b['ceiling'])} | "
-                     f"{_f(b['seed_agreement'])} |")
+        lines.append(
+            f"| {b['method']} | {_f(b['lds'])} | {_f(b['lds_per_test_std'])} | {_f(b['ceiling'])} | "
+            f"{_f(b['seed_agreement'])} |"
+        )
     return lines
 
 
@@ -212,33 +276,52 @@ def markdown(result: LDSStudyResult) -> str:
     s, p = cfg["study"], cfg["plan"]
     fctx = ctx["faithfulness_context"]
     ref = fctx["reference"]
-    lines = [f"### LDS: {s['dataset']} / {s['arch']} (p = {fctx['n_params']}, n = {fctx['n_train']}, "
-             f"{s['n_test_points']} test points, K = {p['n_subsets']} subsets of α = {p['alpha']}, R = "
-             f"{p['n_seeds']} retrain seeds, output {cfg['output']})", "",
-             f"Curvature {s['curvature']}, damping {s['damping']}; subsets: {fctx['subset_solver']}"
-             + (f" {s['solver_options']}" if s.get("solver_options") else "")
-             + f"; full-data influence: {ref['solver']} solve"
-             + (f" (CG {ref.get('iterations')} iterations, converged={ref.get('converged')})"
-                if ref["solver"] == "cg" else "") + f". Retrains: {ctx['retrain']['retrained']} run, "
-             f"{ctx['retrain']['cached']} cached, mean {ctx['retrain']['retrain_seconds_mean']:.1f} s each, largest "
-             f"final gradient norm {ctx['retrain']['max_grad_norm']:.1e}. Total {ctx['total_seconds']:.0f} s.", ""]
+    lines = [
+        f"### LDS: {s['dataset']} / {s['arch']} (p = {fctx['n_params']}, n = {fctx['n_train']}, "
+        f"{s['n_test_points']} test points, K = {p['n_subsets']} subsets of α = {p['alpha']}, R = "
+        f"{p['n_seeds']} retrain seeds, output {cfg['output']})",
+        "",
+        f"Curvature {s['curvature']}, damping {s['damping']}; subsets: {fctx['subset_solver']}"
+        + (f" {s['solver_options']}" if s.get("solver_options") else "")
+        + f"; full-data influence: {ref['solver']} solve"
+        + (
+            f" (CG {ref.get('iterations')} iterations, converged={ref.get('converged')})"
+            if ref["solver"] == "cg"
+            else ""
+        )
+        + f". Retrains: {ctx['retrain']['retrained']} run, "
+        f"{ctx['retrain']['cached']} cached, mean {ctx['retrain']['retrain_seconds_mean']:.1f} s each, largest "
+        f"final gradient norm {ctx['retrain']['max_grad_norm']:.1e}. Total {ctx['total_seconds']:.0f} s.",
+        "",
+    ]
     lines += baselines_markdown(result.baselines)
-    lines += ["", "Samplers: LDS and the proxy Spearman with the full-data scores, mean ± std over sampler seeds.", "",
-              "| sampler | m | LDS | Spearman vs full-data | failed |", "|---|---:|---|---|---:|"]
+    lines += [
+        "",
+        "Samplers: LDS and the proxy Spearman with the full-data scores, mean ± std over sampler seeds.",
+        "",
+        "| sampler | m | LDS | Spearman vs full-data | failed |",
+        "|---|---:|---|---|---:|",
+    ]
     for r in sorted(result.summary, key=lambda r: (r["m"], r["sampler"])):
-        lines.append(f"| {r['sampler']} | {r['m']} | {_f(r['lds_mean'])} ± {_f(r['lds_std'])} | "
-                     f"{_f(r['spearman_mean'])} ± {_f(r['spearman_std'])} | {r['failed']}/{r['seeds']} |")
+        lines.append(
+            f"| {r['sampler']} | {r['m']} | {_f(r['lds_mean'])} ± {_f(r['lds_std'])} | "
+            f"{_f(r['spearman_mean'])} ± {_f(r['spearman_std'])} | {r['failed']}/{r['seeds']} |"
+        )
     v = result.verdict
-    lines += ["", f"Goal (full-data LDS {v['full_lds']:.3f} − {v['tolerance']} = {v['target']:.3f}): m reached per "
-                  "sampler: " + ", ".join(f"{k} {m if m is not None else 'never'}" for k, m in v["m_reached"].items())
-              + "."]
+    lines += [
+        "",
+        f"Goal (full-data LDS {v['full_lds']:.3f} − {v['tolerance']} = {v['target']:.3f}): m reached per "
+        "sampler: " + ", ".join(f"{k} {m if m is not None else 'never'}" for k, m in v["m_reached"].items()) + ".",
+    ]
     if v.get("best") is None:
         lines.append(f"Verdict: goal not met — {v['reason']}.")
     else:
-        lines.append(f"Best: {v['best']} at m = {v['m_best']} (LDS {v['best_lds']:.3f} ± {v['best_std']:.3f}); random "
-                     f"needs m = {v['m_random'] if v['m_random'] is not None else 'beyond the grid'}; std ratio "
-                     f"{_f(v['std_ratio'], 2)} (goal ≤ 0.2). Goal met: {v['goal_met']} (m condition "
-                     f"{v['m_condition']}, std condition {v['std_condition']}).")
+        lines.append(
+            f"Best: {v['best']} at m = {v['m_best']} (LDS {v['best_lds']:.3f} ± {v['best_std']:.3f}); random "
+            f"needs m = {v['m_random'] if v['m_random'] is not None else 'beyond the grid'}; std ratio "
+            f"{_f(v['std_ratio'], 2)} (goal ≤ 0.2). Goal met: {v['goal_met']} (m condition "
+            f"{v['m_condition']}, std condition {v['std_condition']})."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -260,9 +343,13 @@ def write_outputs(result: LDSStudyResult, out_dir: Any, name: str | None = None)
     check_study_outputs(out_dir, name, ("out_dir", "name"))
     out = Path(os.path.expanduser(os.fspath(out_dir)))
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"runs_csv": out / f"{name}_runs.csv", "summary_csv": out / f"{name}_summary.csv",
-             "baselines_csv": out / f"{name}_baselines.csv", "json": out / f"{name}.json",
-             "markdown": out / f"{name}.md"}
+    paths = {
+        "runs_csv": out / f"{name}_runs.csv",
+        "summary_csv": out / f"{name}_summary.csv",
+        "baselines_csv": out / f"{name}_baselines.csv",
+        "json": out / f"{name}.json",
+        "markdown": out / f"{name}.md",
+    }
     write_csv(paths["runs_csv"], result.rows)
     write_csv(paths["summary_csv"], result.summary)
     write_csv(paths["baselines_csv"], result.baselines)

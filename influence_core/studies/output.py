@@ -7,8 +7,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from influence_core.io_safety import atomic_path, atomic_write, jsonable
 
@@ -53,8 +54,9 @@ def pyplot() -> Any:
     except ModuleNotFoundError:
         from influence_core.bench.common import MissingExtraError
 
-        raise MissingExtraError("the studies draw their PNG plots with matplotlib, which is not installed: "
-                                "pip install -e '.[plots]'") from None
+        raise MissingExtraError(
+            "the studies draw their PNG plots with matplotlib, which is not installed: pip install -e '.[plots]'"
+        ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -72,7 +74,8 @@ def save_matplotlib(fig: Any, path: str | Path, dpi: int = 110) -> Path:
 
 
 def save_plotly(fig: Any, path: str | Path, plotlyjs: str | bool = "inline") -> Path:
-    """Save a plotly figure as a standalone HTML file; ``plotlyjs``: "inline" (True) embeds plotly.js, "cdn" links it."""
+    """Save a plotly figure as a standalone HTML file; ``plotlyjs``: "inline" (True) embeds plotly.js, "cdn" links
+    it."""
     include = True if plotlyjs in ("inline", True) else "cdn"
     with atomic_path(path) as tmp:
         fig.write_html(str(tmp), include_plotlyjs=include)

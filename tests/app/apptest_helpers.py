@@ -20,5 +20,8 @@ def tile_captions(at) -> list[str]:
     import html
     import re
 
-    return [html.unescape(c) for h in at.get("html")
-            for c in re.findall(r'<figure class="ie-tile".*?<figcaption[^>]*>(.*?)</figcaption>', h.proto.body)]
+    return [
+        html.unescape(c)
+        for h in at.get("html")
+        for c in re.findall(r'<figure class="ie-tile".*?<figcaption[^>]*>(.*?)</figcaption>', h.proto.body)
+    ]

@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 from browser_gate import free_port  # tests/app is on sys.path (conftest)
+
 from ui.colours import BAD, CLASS_PALETTE, GOOD
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +37,30 @@ def app_url(browser_type_launch_args, tmp_path_factory):
     port = free_port()
     log = open(tmp_path / "streamlit.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ui.serve", "--server.headless", "true", "--server.port", str(port),
-         "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "ui.serve",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         # the server as make app starts it: its jobs on a local Dask cluster (the app tests' in-process setting is
         # for AppTest only)
-        env={**{k: v for k, v in os.environ.items() if k != "INFLUENCE_EXPLORER_WORKERS"}, "PYTHONPATH": str(ROOT),
-             "INFLUENCE_EXPLORER_WARM_UP": "0"})
+        env={
+            **{k: v for k, v in os.environ.items() if k != "INFLUENCE_EXPLORER_WORKERS"},
+            "PYTHONPATH": str(ROOT),
+            "INFLUENCE_EXPLORER_WARM_UP": "0",
+        },
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -73,12 +90,13 @@ def app_url(browser_type_launch_args, tmp_path_factory):
 
 def rgb(hex_colour: str) -> str:
     h = hex_colour.lstrip("#")
-    return "rgb({}, {}, {})".format(*(int(h[i:i + 2], 16) for i in (0, 2, 4)))
+    return "rgb({}, {}, {})".format(*(int(h[i : i + 2], 16) for i in (0, 2, 4)))
 
 
 def legend_colours(page, scope: str) -> dict[str, str]:
     """{legend entry text: its symbol's colour (fill, or stroke for open symbols)} of the plotly chart in scope."""
-    return page.evaluate("""(scope) => {
+    return page.evaluate(
+        """(scope) => {
         const out = {};
         document.querySelectorAll(scope + ' .legend .traces').forEach(t => {
             const name = t.querySelector('.legendtext').textContent;
@@ -87,7 +105,9 @@ def legend_colours(page, scope: str) -> dict[str, str]:
             out[name] = (s.fill && s.fill !== 'none' && !s.fill.startsWith('rgba(0, 0, 0, 0')) ? s.fill : s.stroke;
         });
         return out;
-    }""", scope)
+    }""",
+        scope,
+    )
 
 
 def shot(page, name: str, docs: bool = True) -> None:
@@ -217,16 +237,18 @@ def run_removal_and_wait(page) -> None:
     wait_idle(page)
     page.get_by_role("button", name="Download the runs as CSV").wait_for()
     page.get_by_text("Reference F1").wait_for()
-    assert page.locator('[data-testid="stException"]').count() == 0, page.locator('[data-testid="stException"]') \
-        .first.inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]'
+    ).first.inner_text()
     assert page.get_by_text("Class removal failed").count() == 0
     page.get_by_role("button", name="Download the runs as CSV").wait_for()
 
 
 def test_removal_twice_two_sessions_charts_and_upload_limit(browser, app_url, tmp_path):
     """Items 1, 5 and 10 of issue 14 in a real browser, on the server (and caches) of the first test."""
-    from ui.config import ModelConfig, RunConfig, run_to_query
     from urllib.parse import urlencode
+
+    from ui.config import ModelConfig, RunConfig, run_to_query
 
     step = Steps()
     query = urlencode(run_to_query(RunConfig(model=ModelConfig(hidden=12, epochs=8))))  # the first test's model
@@ -309,9 +331,14 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     page.locator('[data-testid="stSidebarNav"]').get_by_text("Lesson", exact=True).click()
     page.get_by_text("to start", exact=False).wait_for()
     wait_idle(page)
-    expect = {"score": "Top 5 helpful", "seeds": "top-10 shared by two seeds",
-              "map": "Every training point equally likely", "removal": "The model retrained from scratch without it",
-              "lds": "No committed LDS study", "mislabel": "When does self-influence win?"}  # hidden 12: no study
+    expect = {
+        "score": "Top 5 helpful",
+        "seeds": "top-10 shared by two seeds",
+        "map": "Every training point equally likely",
+        "removal": "The model retrained from scratch without it",
+        "lds": "No committed LDS study",
+        "mislabel": "When does self-influence win?",
+    }  # hidden 12: no study
     for i, s in enumerate(STEPS, start=1):
         page.get_by_role("button", name=BUTTON_LABELS[s.key], exact=True).click()
         page.get_by_role("heading", name=s.title).wait_for()
@@ -319,8 +346,9 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
         wait_idle(page)
         page.get_by_text(expect[s.key], exact=False).first.wait_for()
         assert page.locator('[data-testid="stException"]').count() == 0
-        assert page.locator('[data-testid="stAlertContentError"]').count() == 0, \
-            page.locator('[data-testid="stAlertContentError"]').first.inner_text()
+        assert page.locator('[data-testid="stAlertContentError"]').count() == 0, page.locator(
+            '[data-testid="stAlertContentError"]'
+        ).first.inner_text()
         shot(page, f"lesson_{i}_{s.key}")
         step(f"lesson step {i}: {s.key}")
 
@@ -344,12 +372,15 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     for attempt in range(3):
         page.locator(".st-key-exp_map .js-plotly-plot").scroll_into_view_if_needed()
         wait_idle(page)
-        xy = page.evaluate("""(row) => {
+        xy = page.evaluate(
+            """(row) => {
             const gd = document.querySelector('.st-key-exp_map .js-plotly-plot');
             const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
             const tr = gd._fullData[0];
             return [box.left + xa._offset + xa.l2p(tr.x[row]), box.top + ya._offset + ya.l2p(tr.y[row])];
-        }""", row)
+        }""",
+            row,
+        )
         page.mouse.click(xy[0], xy[1])
         try:
             page.get_by_text(f"Nearest training points to training point #{row} ", exact=False).wait_for(timeout=20_000)
@@ -388,7 +419,7 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     page.get_by_text("Class mix of the slices").first.wait_for()
     wait_idle(page)
     page.get_by_text("slice influence is the predicted increase", exact=False).wait_for()
-    page.get_by_role("button", name="Download this table as CSV").nth(1).wait_for()   # neighbours, slices
+    page.get_by_role("button", name="Download this table as CSV").nth(1).wait_for()  # neighbours, slices
     page.get_by_text("slice influence is the predicted increase", exact=False).scroll_into_view_if_needed()
     shot(page, "explorer_slices")
     step("explorer: box selection kept as a slice and compared")
@@ -419,8 +450,10 @@ def test_two_sessions_compute_influence_on_different_data_at_once(browser, app_u
 
     from ui.config import DataConfig, ModelConfig, RunConfig, run_to_query
 
-    runs = [RunConfig(model=ModelConfig(hidden=10, epochs=4)),
-            RunConfig(data=DataConfig(name="mnist1d", num_samples=400), model=ModelConfig(hidden=10, epochs=4))]
+    runs = [
+        RunConfig(model=ModelConfig(hidden=10, epochs=4)),
+        RunConfig(data=DataConfig(name="mnist1d", num_samples=400), model=ModelConfig(hidden=10, epochs=4)),
+    ]
     labels = ["mlp on digits", "mlp on mnist1d (n=400)"]
     pages = []
     for run in runs:
@@ -532,9 +565,14 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
         page.wait_for_timeout(800)
         shot(page, f"projector_{width}_lesson_{i}_{s.key}_whole", docs=False)
         page.set_viewport_size({"width": width, "height": height})
-    for name, ready in (("Samplers", "How representative is each sample?"), ("Influence", "Top 8 helpful"),
-                        ("Class removal", "Removing class"), ("Faithfulness", "For my budget, which sampler?"),
-                        ("Explorer", "Nearest training points"), ("Glossary", "noise ceiling")):
+    for name, ready in (
+        ("Samplers", "How representative is each sample?"),
+        ("Influence", "Top 8 helpful"),
+        ("Class removal", "Removing class"),
+        ("Faithfulness", "For my budget, which sampler?"),
+        ("Explorer", "Nearest training points"),
+        ("Glossary", "noise ceiling"),
+    ):
         nav.get_by_text(name, exact=True).click()
         page.get_by_text(ready, exact=False).first.wait_for()
         wait_idle(page)

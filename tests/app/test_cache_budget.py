@@ -73,9 +73,10 @@ def test_a_lease_of_a_dead_process_is_ignored_and_removed(tmp_path):
     folder = tmp_path / cache_budget.LEASE_DIR
     folder.mkdir()
     stale = folder / "dead.json"
-    dead_pid = 2 ** 22 + 12345  # above the kernel's pid limit: no such process
-    stale.write_text(json.dumps({"pid": dead_pid, "host": socket.gethostname(),
-                                 "files": [path.relative_to(tmp_path).as_posix()]}))
+    dead_pid = 2**22 + 12345  # above the kernel's pid limit: no such process
+    stale.write_text(
+        json.dumps({"pid": dead_pid, "host": socket.gethostname(), "files": [path.relative_to(tmp_path).as_posix()]})
+    )
     assert cache_budget.enforce(tmp_path, budget=1) == [path]
     assert not stale.exists()
 
@@ -95,8 +96,7 @@ def test_the_budget_setting(monkeypatch):
             cache_budget.budget_bytes()
 
 
-def test_the_app_keeps_its_cache_within_the_budget_and_the_home_page_shows_the_use(app_page, tmp_path,
-                                                                                   monkeypatch):
+def test_the_app_keeps_its_cache_within_the_budget_and_the_home_page_shows_the_use(app_page, tmp_path, monkeypatch):
     from ui import artifacts, cache_budget
     from ui.config import ModelConfig, RunConfig
 
@@ -104,8 +104,12 @@ def test_the_app_keeps_its_cache_within_the_budget_and_the_home_page_shows_the_u
     first, second = (RunConfig(model=ModelConfig(hidden=h, epochs=2, polish_steps=5)) for h in (5, 6))
     dataset = artifacts.builtin_dataset(first.data)
     artifacts.load_or_train(first, dataset)
-    model_bytes = artifacts.disk_store().path(artifacts.MODEL_KIND, first.cache_key(),
-                                              artifacts._version(artifacts.MODEL_KIND)).stat().st_size
+    model_bytes = (
+        artifacts.disk_store()
+        .path(artifacts.MODEL_KIND, first.cache_key(), artifacts._version(artifacts.MODEL_KIND))
+        .stat()
+        .st_size
+    )
     data_path = next(tmp_path.glob(f"{artifacts.DATA_KIND}/*.npz"))
     time.sleep(0.05)
     cache_budget.note_use(data_path)  # the data is in use again after the first model: more recent
@@ -123,7 +127,8 @@ def test_the_app_keeps_its_cache_within_the_budget_and_the_home_page_shows_the_u
     at = ok(app_page("app.py", run=second).run())
     after = cache_budget.usage(tmp_path).bytes / 1e6  # the page may write more (a map) after drawing the title
     titles = [e.label for e in at.expander if e.label.startswith("Disk cache")]
-    assert len(titles) == 1 and titles[0].endswith(" MB of 500 MB (trained models, maps and fitted inverses kept "
-                                                   "across restarts)"), titles
+    assert len(titles) == 1 and titles[0].endswith(
+        " MB of 500 MB (trained models, maps and fitted inverses kept across restarts)"
+    ), titles
     shown = float(re.match(r"Disk cache: ([\d.,]+) MB of", titles[0]).group(1).replace(",", ""))
     assert before - 0.05 <= shown <= after + 0.05 and shown > 0, (before, shown, after)

@@ -12,21 +12,29 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 def test_range_problem_names_the_range_and_the_value():
     assert range_problem(50, 1, 1437, "m") is None
-    assert range_problem(99999, 1, 1437, "m") == ("m must be 1 to 1437 (whole numbers); you typed 99999. Nothing is "
-                                                 "computed until it is in range.")
+    assert range_problem(99999, 1, 1437, "m") == (
+        "m must be 1 to 1437 (whole numbers); you typed 99999. Nothing is computed until it is in range."
+    )
     assert "at least 0" in range_problem(-1.0, 0.0, None, "Damping δ", integer=False)
     assert range_problem(0.5, 0.0, None, "Damping δ", integer=False) is None
     assert "whole number" in range_problem(2.5, 0, 10, "Seed")
 
 
-@pytest.mark.parametrize("key,value,shown", [("inf_m", 99999, "1 to 1437"), ("inf_m", 0, "1 to 1437"),
-                                             ("inf_seed", -3, "0 to 1e+06"), ("inf_damping", -1.0, "at least 0")])
+@pytest.mark.parametrize(
+    "key,value,shown",
+    [
+        ("inf_m", 99999, "1 to 1437"),
+        ("inf_m", 0, "1 to 1437"),
+        ("inf_seed", -3, "0 to 1e+06"),
+        ("inf_damping", -1.0, "at least 0"),
+    ],
+)
 def test_influence_page_says_the_range_and_computes_nothing(app_page, key, value, shown):
     at = app_page("pages/2_Influence.py")
     ok(at.run())
     at.number_input(key=key).set_value(value)
     ok(at.run())
-    assert at.number_input(key=key).value == value                # the typed value stays in its box
+    assert at.number_input(key=key).value == value  # the typed value stays in its box
     assert any(shown in e.value and "you typed" in e.value for e in at.error)
     assert any("Nothing was computed" in i.value for i in at.info)
     assert not any("Top 8 helpful" in m.value for m in at.markdown)

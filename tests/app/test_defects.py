@@ -15,8 +15,6 @@ from apptest_helpers import errors, ok
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-
-
 def specs(at):
     return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
 
@@ -88,8 +86,14 @@ def test_evict_one_drops_the_cheapest_model_not_the_oldest():
 
     from ui.state import evict_one
 
-    models = OrderedDict([("cnn mnist5k", fake_model(367.0)), ("mlp digits", fake_model(2.0)),
-                          ("logreg digits", fake_model(0.5)), ("new", fake_model(0.1))])
+    models = OrderedDict(
+        [
+            ("cnn mnist5k", fake_model(367.0)),
+            ("mlp digits", fake_model(2.0)),
+            ("logreg digits", fake_model(0.5)),
+            ("new", fake_model(0.1)),
+        ]
+    )
     assert evict_one(models, keep="new") == "logreg digits"  # not the 367 s CNN (oldest), not the new one
     assert evict_one(models, keep="new") == "mlp digits"
     assert list(models) == ["cnn mnist5k", "new"]
@@ -111,7 +115,7 @@ def test_state_colours_are_not_class_colours():
     state = {colours.GOOD, colours.BAD, colours.NOT_IN_SAMPLE, colours.CHOSEN, colours.POPULATION}
     assert not state & set(colours.CLASS_PALETTE)
     for c in colours.CLASS_PALETTE:  # no grey in the class palette (grey means "not in the sample")
-        r, g, b = (int(c[i:i + 2], 16) for i in (1, 3, 5))
+        r, g, b = (int(c[i : i + 2], 16) for i in (1, 3, 5))
         assert max(r, g, b) - min(r, g, b) > 40, c
 
 
@@ -119,8 +123,12 @@ def test_influence_map_markers_use_state_colours_and_symbols(app_page):
     from ui import colours
 
     at = ok(app_page("pages/2_Influence.py").run())
-    fig = next(f for f in specs(at) if "Map" in str(f["layout"].get("title", "")) or
-               any(t.get("name", "").startswith("test correct") for t in f["data"]))
+    fig = next(
+        f
+        for f in specs(at)
+        if "Map" in str(f["layout"].get("title", ""))
+        or any(t.get("name", "").startswith("test correct") for t in f["data"])
+    )
     traces = {t["name"]: t for t in fig["data"]}
     class_traces = [t for name, t in traces.items() if name.startswith("train ")]
     assert class_traces and all(t["marker"]["color"] in colours.CLASS_PALETTE for t in class_traces)
@@ -205,8 +213,9 @@ def test_feature_bars_is_one_figure_with_a_panel_per_row_on_a_shared_z_axis():
     assert len(fig.data) == 2 and [t.xaxis for t in fig.data] == ["x", "x2"]
     assert np.allclose(fig.data[1].y, rows[1]) and list(fig.data[0].x) == ["a", "b", "c"]
     assert fig.layout.yaxis.range == (-4.0, 4.0) and fig.layout.yaxis.title.text == "z"
-    assert fig.data[0].marker.color[1] != fig.data[0].marker.color[0]   # negative bars in the other colour
-    assert len(feature_bars(rows[0]).data) == 1                          # one row, one panel
+    assert fig.data[0].marker.color[1] != fig.data[0].marker.color[0]  # negative bars in the other colour
+    assert len(feature_bars(rows[0]).data) == 1  # one row, one panel
+
 
 @pytest.fixture(scope="module")
 def wine_run():
@@ -224,8 +233,10 @@ def wine_run():
     import hashlib
 
     digest = hashlib.sha256(payload).hexdigest()
-    run = RunConfig(data=DataConfig(name="npz", npz_digest=digest, npz_filename="wine.npz"),
-                    model=ModelConfig(hidden=8, epochs=20, polish_steps=20))
+    run = RunConfig(
+        data=DataConfig(name="npz", npz_digest=digest, npz_filename="wine.npz"),
+        model=ModelConfig(hidden=8, epochs=20, polish_steps=20),
+    )
     return run, {digest: payload}
 
 
@@ -254,8 +265,9 @@ def test_tabular_thumbnails_are_standardised_with_labelled_axes_and_full_caption
     # the captions, in a grid under each figure: whole scores, unescaped only where they are plain text
     cells = [html.unescape(c) for h in at.get("html") for c in re.findall(r">([^<>]*)</div>", h.proto.body)]
     score_captions = [c for c in cells if re.search(r"[+\u2011]\d\.\de", c)]
-    assert len(score_captions) >= 2 * 8 and all(re.search(r"[+-]\d\.\de[+-]\d\d$", c.replace("\u2011", "-"))
-                                                 for c in score_captions)
+    assert len(score_captions) >= 2 * 8 and all(
+        re.search(r"[+-]\d\.\de[+-]\d\d$", c.replace("\u2011", "-")) for c in score_captions
+    )
 
 
 # ------------------------------------------------------------------------------------------ 11: m and the pool
@@ -355,8 +367,9 @@ def test_upload_over_the_limit_names_the_limit(app_page):
 
 
 def test_config_toml_bounds_uploads_and_turns_off_deploy_stats_and_watcher():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     from influence_core.data.datasets import MAX_NPZ_BYTES
 
@@ -367,9 +380,9 @@ def test_config_toml_bounds_uploads_and_turns_off_deploy_stats_and_watcher():
 
 
 def test_session_keeps_at_most_the_current_and_the_latest_upload(app_page):
-    from sklearn.datasets import load_digits
-
     import io
+
+    from sklearn.datasets import load_digits
 
     d = load_digits()
     payloads = []

@@ -36,8 +36,7 @@ print(json.dumps({"progress_calls": len(calls), "loaded": bool(model.training_re
 
 def _child(cache: Path) -> dict:
     env = {**os.environ, "INFLUENCE_EXPLORER_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
-    out = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run([sys.executable, "-c", CHILD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -72,7 +71,7 @@ def test_a_stored_dataset_is_the_loaded_one_bit_for_bit_and_a_corrupt_one_is_rel
             assert a.dtype == b.dtype and np.array_equal(a, b), name
         assert got.describe() == expected.describe() and got.class_names == expected.class_names
         assert got.image_shape == expected.image_shape
-    entry, = [e for e in artifacts.disk_store().entries() if e.kind == artifacts.DATA_KIND]
+    (entry,) = [e for e in artifacts.disk_store().entries() if e.kind == artifacts.DATA_KIND]
     entry.path.write_bytes(b"not an npz")
     problems = []
     third = artifacts.builtin_dataset(cfg, on_problem=problems.append)
@@ -132,8 +131,9 @@ def test_mnist1d_does_not_offer_the_cnn(app_page):
 
     assert "cnn" not in arch_choices("mnist1d") and "cnn" in arch_choices("digits")
     assert "cnn" in arch_choices("npz")  # an upload may hold images; the engine checks image_shape
-    run = RunConfig(data=DataConfig(name="mnist1d", num_samples=400), model=ModelConfig(hidden=8, epochs=1,
-                                                                                        polish_steps=2))
+    run = RunConfig(
+        data=DataConfig(name="mnist1d", num_samples=400), model=ModelConfig(hidden=8, epochs=1, polish_steps=2)
+    )
     at = app_page("app.py", run=run)
     at.run()
     assert not any("CNN" in o for o in at.selectbox(key="form_arch").options)
@@ -147,7 +147,8 @@ def test_mnist1d_does_not_offer_the_cnn(app_page):
 
 def _gated_umap(monkeypatch):
     """Replace UMAP by a stand-in that waits for the returned gate (the maths of project_2d is tested in
-    tests/sampling/test_projection.py; these tests test the pages' flow); returns (gate, the options of each UMAP call)."""
+    tests/sampling/test_projection.py; these tests test the pages' flow); returns (gate, the options of each UMAP
+    call)."""
     import threading
 
     from influence_core.sampling.projection import project_2d

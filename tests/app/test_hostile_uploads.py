@@ -27,15 +27,14 @@ def _huge_label() -> bytes:
 
 
 CASES = {
-    "bomb": (lambda: zeros_bomb((6000, 6000), "|u1"), "expands to more than"),   # 36 MB of bytes in a 40 KB file
+    "bomb": (lambda: zeros_bomb((6000, 6000), "|u1"), "expands to more than"),  # 36 MB of bytes in a 40 KB file
     "huge_label": (_huge_label, "contiguous"),
     "lying_header": (lambda: lying_header((100000, 1000)), "damaged"),
     "complex": (lambda: npz_bytes(X_train=X + 1j, y_train=Y), "complex"),
     "float_labels": (lambda: npz_bytes(X_train=X, y_train=Y + 0.7), "integer class labels"),
     "zero_features": (lambda: npz_bytes(X_train=np.zeros((60, 0)), y_train=Y), "no features"),
     "overflow": (lambda: npz_bytes(X_train=X * 1e306, y_train=Y), "too large"),
-    "negative_image_shape": (lambda: npz_bytes(X_train=X, y_train=Y, image_shape=np.array([-2, -2])),
-                             "image_shape"),
+    "negative_image_shape": (lambda: npz_bytes(X_train=X, y_train=Y, image_shape=np.array([-2, -2])), "image_shape"),
 }
 
 

@@ -10,7 +10,6 @@ import pickle
 
 import numpy as np
 import pytest
-
 from apptest_helpers import ok
 
 import influence_core as ic
@@ -28,15 +27,19 @@ def _round_trip(arrays: dict, meta: dict) -> tuple[dict, dict]:
         return {k: z[k] for k in z.files}, json.loads(json.dumps(meta))
 
 
-@pytest.mark.parametrize("solver, sample", [("exact", None), ("exact", "importance"), ("kfac", "random"),
-                                            ("arnoldi", "random")])
+@pytest.mark.parametrize(
+    "solver, sample", [("exact", None), ("exact", "importance"), ("kfac", "random"), ("arnoldi", "random")]
+)
 def test_a_fitted_state_round_trip_solves_bitwise_alike(digits, tiny_digits_mlp, solver, sample):
     model = tiny_digits_mlp
     s = None if sample is None else ic.sample_hessian_subset(model, digits, sample, 60, seed=0)
     calc = ic.InfluenceCalculator(model, digits.X_train, digits.y_train).fit(
-        s, solver=solver, damping=0.01, curvature="gauss_newton")
+        s, solver=solver, damping=0.01, curvature="gauss_newton"
+    )
     arrays, meta = _round_trip(*inverse_to_arrays(calc.inverse))
-    assert meta["state"] == {"exact": "low_rank" if s is not None else "lu"}.get(solver, solver.replace("ekfac", "kfac"))
+    assert meta["state"] == {"exact": "low_rank" if s is not None else "lu"}.get(
+        solver, solver.replace("ekfac", "kfac")
+    )
     other = ic.InfluenceCalculator(model, digits.X_train, digits.y_train)
     other.use_fitted(inverse_from_arrays(other.objective, arrays, meta))
     X, y = digits.X_test[:2], digits.y_test[:2]
@@ -46,12 +49,14 @@ def test_a_fitted_state_round_trip_solves_bitwise_alike(digits, tiny_digits_mlp,
 def test_iterative_solvers_store_nothing_and_foreign_or_broken_state_is_refused(digits, tiny_digits_mlp):
     model = tiny_digits_mlp
     cg = ic.InfluenceCalculator(model, digits.X_train, digits.y_train).fit(
-        np.arange(50), solver="cg", damping=0.01, curvature="gauss_newton")
+        np.arange(50), solver="cg", damping=0.01, curvature="gauss_newton"
+    )
     assert not is_storable(cg.inverse)
     with pytest.raises(ValueError, match="no fitted state"):
         inverse_to_arrays(cg.inverse)
     calc = ic.InfluenceCalculator(model, digits.X_train, digits.y_train).fit(
-        np.arange(50), solver="exact", damping=0.01, curvature="gauss_newton")
+        np.arange(50), solver="exact", damping=0.01, curvature="gauss_newton"
+    )
     arrays, meta = _round_trip(*inverse_to_arrays(calc.inverse))
     retrained = ic.train_model(digits, "mlp", seed=1, epochs=1, hidden=(16,), polish_steps=2)
     foreign = ic.InfluenceCalculator(retrained, digits.X_train, digits.y_train)
@@ -90,7 +95,7 @@ def test_a_second_load_gives_the_same_scores_without_refitting(trained_fast_run,
     run = trained_fast_run
     _fresh(state)
     ref_spec = state.reference_spec(run)
-    specs = ((("random", M_LOW_RANK, 0, "exact"), ("importance", M_LOW_RANK, 1, "exact"), ref_spec))
+    specs = (("random", M_LOW_RANK, 0, "exact"), ("importance", M_LOW_RANK, 1, "exact"), ref_spec)
     first = state.influence_rows(run, specs, 0.01, 5)
     spread = state.seed_spread(run, ("random", "importance"), M_LOW_RANK, (0, 1, 2), "exact", 0.01, 5, 8)
     kinds = {e.meta["meta"]["state"] for e in artifacts.disk_store().entries() if e.kind == artifacts.INVERSE_KIND}

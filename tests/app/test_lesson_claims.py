@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------------------------------------ pure
 def stats(top_r, rho_r, full_r, top_i, rho_i, full_i):
-    return [SeedStats("random", top_r, rho_r, full_r, full_r - 0.05, full_r + 0.05),
-            SeedStats("importance", top_i, rho_i, full_i, full_i - 0.05, full_i + 0.05)]
+    return [
+        SeedStats("random", top_r, rho_r, full_r, full_r - 0.05, full_r + 0.05),
+        SeedStats("importance", top_i, rho_i, full_i, full_i - 0.05, full_i + 0.05),
+    ]
 
 
 def test_seed_claims_name_the_steadier_sampler_from_the_numbers():
@@ -38,10 +40,13 @@ def test_seed_claims_name_the_steadier_sampler_from_the_numbers():
 
 
 def removal_record(sampler, f1_sel, alpha=30.0, forget1=0.02, retain1=0.99):
-    return {"sampler": sampler, "m": 100,
-            "at_one": {"f1": 2 * forget1 * retain1 / (forget1 + retain1), "forget": forget1, "retain": retain1},
-            "selected": {"f1": f1_sel, "alpha": alpha},
-            "reference": {"relative_distance": {"alpha_1": 0.97, "selected_alpha": 0.6}}}
+    return {
+        "sampler": sampler,
+        "m": 100,
+        "at_one": {"f1": 2 * forget1 * retain1 / (forget1 + retain1), "forget": forget1, "retain": retain1},
+        "selected": {"f1": f1_sel, "alpha": alpha},
+        "reference": {"relative_distance": {"alpha_1": 0.97, "selected_alpha": 0.6}},
+    }
 
 
 def test_removal_claims_explain_alpha_one_and_the_sampler_spread():
@@ -51,8 +56,11 @@ def test_removal_claims_explain_alpha_one_and_the_sampler_spread():
     assert "The sampler barely matters here" in text and "at most 0.002" in text
     text = " ".join(removal_claims([removal_record("random", 0.80), removal_record("feature", 0.95)], "3"))
     assert "**feature** gives the highest honest F1 (0.950), 0.150 above the lowest (random)" in text
-    tied = " ".join(removal_claims([removal_record("random", 0.95), removal_record("feature", 0.95),
-                                    removal_record("importance", 0.90)], "3"))
+    tied = " ".join(
+        removal_claims(
+            [removal_record("random", 0.95), removal_record("feature", 0.95), removal_record("importance", 0.90)], "3"
+        )
+    )
     assert "**random** and **feature** give the highest honest F1" in tied
     done = " ".join(removal_claims([removal_record("random", 0.90, forget1=0.9)], "3"))
     assert "It does not forget the class" not in done
@@ -60,23 +68,29 @@ def test_removal_claims_explain_alpha_one_and_the_sampler_spread():
 
 def test_mislabel_claims_compare_self_influence_with_the_loss():
     found = {"self-influence": 0.9, "training loss": 0.89}
-    assert "no better than the training loss" in mislabel_claims({"self-influence": 0.944, "training loss": 0.942},
-                                                                 found)[0]
-    assert "better than the training loss" in mislabel_claims({"self-influence": 0.96, "training loss": 0.90},
-                                                              found)[0]
+    assert (
+        "no better than the training loss"
+        in mislabel_claims({"self-influence": 0.944, "training loss": 0.942}, found)[0]
+    )
+    assert "better than the training loss" in mislabel_claims({"self-influence": 0.96, "training loss": 0.90}, found)[0]
     assert "The training loss finds" in mislabel_claims({"self-influence": 0.80, "training loss": 0.90}, found)[0]
 
 
 def test_lds_and_map_claims_follow_the_numbers():
-    rows = [{"sampler": "random", "m": 128, "lds_mean": 0.60, "lds_std": 0.01},
-            {"sampler": "importance", "m": 128, "lds_mean": 0.65, "lds_std": 0.01}]
+    rows = [
+        {"sampler": "random", "m": 128, "lds_mean": 0.60, "lds_std": 0.01},
+        {"sampler": "importance", "m": 128, "lds_mean": 0.65, "lds_std": 0.01},
+    ]
     text = " ".join(lds_claims(rows, {"full-data influence": 0.75, "gradient dot": 0.45}, 0.99, 128))
     assert "**importance** (LDS 0.650" in text and "67% of the way" in text and "larger than the spread" in text
     rows[1]["lds_std"] = 0.1
-    assert "treat them as tied" in " ".join(lds_claims(rows, {"full-data influence": 0.75, "gradient dot": 0.45},
-                                                       0.99, 128))
-    gaps = [{"sampler": "random", "class_tv": 0.1, "confidence_tv": 0.2, "mean confidence": 0.95},
-            {"sampler": "importance", "class_tv": 0.3, "confidence_tv": 0.1, "mean confidence": 0.80}]
+    assert "treat them as tied" in " ".join(
+        lds_claims(rows, {"full-data influence": 0.75, "gradient dot": 0.45}, 0.99, 128)
+    )
+    gaps = [
+        {"sampler": "random", "class_tv": 0.1, "confidence_tv": 0.2, "mean confidence": 0.95},
+        {"sampler": "importance", "class_tv": 0.3, "confidence_tv": 0.1, "mean confidence": 0.80},
+    ]
     text = " ".join(map_claims(gaps, 0.94))
     assert "class mix: **random**" in text and "confidence mix: **importance**" in text
     assert "**importance** leans towards points the model is unsure about" in text
@@ -120,7 +134,7 @@ def test_step_2_numbers_and_claims_match_an_independent_computation(app_page, tr
     def scores(sample):
         calc = InfluenceCalculator(model, data.X_train, data.y_train)
         calc.fit(sample, solver="exact", damping=0.01, curvature="gauss_newton")
-        return calc.scores(data.X_test[t:t + 1], data.y_test[t:t + 1])[0]
+        return calc.scores(data.X_test[t : t + 1], data.y_test[t : t + 1])[0]
 
     full = scores(None)
     measured = {}
@@ -128,16 +142,18 @@ def test_step_2_numbers_and_claims_match_an_independent_computation(app_page, tr
         runs = [scores(sample_hessian_subset(model, data, name, 50, seed=s)) for s in range(5)]
         pairs = [(a, b) for a in range(5) for b in range(a + 1, 5)]
         top = [set(np.argsort(-r, kind="stable")[:10]) for r in runs]
-        measured[name] = (np.mean([len(top[a] & top[b]) / 10 for a, b in pairs]),
-                          np.mean([spearmanr(runs[a], runs[b]).statistic for a, b in pairs]),
-                          np.mean([spearmanr(r, full).statistic for r in runs]))
+        measured[name] = (
+            np.mean([len(top[a] & top[b]) / 10 for a, b in pairs]),
+            np.mean([spearmanr(runs[a], runs[b]).statistic for a, b in pairs]),
+            np.mean([spearmanr(r, full).statistic for r in runs]),
+        )
     metrics = {m.label: m.value for m in at.metric}
     for name, (top, rho, full_rho) in measured.items():
         assert metrics[f"{name}: top-10 shared by two seeds"] == f"{top:.0%}"
         assert metrics[f"{name}: Spearman between two seeds"] == f"{rho:.2f}"
         assert metrics[f"{name}: Spearman with full data"] == f"{full_rho:.2f}"
     text = said(at)
-    (top_r, rho_r, full_r), (top_i, rho_i, full_i) = measured["random"], measured["importance"]
+    (top_r, rho_r, _), (top_i, rho_i, _) = measured["random"], measured["importance"]
     if abs(top_r - top_i) >= 0.05:
         assert f"**{'random' if top_r > top_i else 'importance'}** is steadier at the top" in text
     else:
@@ -154,8 +170,9 @@ def test_step_4_claims_match_a_class_removal_run_by_the_engine(app_page, trained
 
     at = lesson_step(app_page, "removal")
     task = ClassRemoval(get_model(trained_fast_run), get_dataset(trained_fast_run.data))
-    rec = task.run(3, "random", 100, 0, solver="cg", damping=0.01, retrain_reference=True, tol=1e-6,
-                   max_iter=500).to_dict()
+    rec = task.run(
+        3, "random", 100, 0, solver="cg", damping=0.01, retrain_reference=True, tol=1e-6, max_iter=500
+    ).to_dict()
     text = said(at)
     assert f"forgets {rec['at_one']['forget']:.0%} of the class's test points" in text
     assert f"(F1 {rec['at_one']['f1']:.3f})" in text
@@ -170,13 +187,23 @@ def test_step_6_claims_match_a_mislabel_run_by_the_engine(app_page, trained_fast
     from ui.state import get_dataset
 
     at = lesson_step(app_page, "mislabel")
-    result = mislabel_detection(get_dataset(trained_fast_run.data), "logreg", 0.1, 0,
-                                train_settings={"weight_decay": float(trained_fast_run.model.weight_decay)})
+    result = mislabel_detection(
+        get_dataset(trained_fast_run.data),
+        "logreg",
+        0.1,
+        0,
+        train_settings={"weight_decay": float(trained_fast_run.model.weight_decay)},
+    )
     auc = {r["ranking"]: r["AUC"] for r in result.summary()}
     text = said(at)
     si, loss = auc["self-influence"], auc["training loss"]
-    expect = ("no better than the training loss" if abs(si - loss) < 0.01 else
-              "Self-influence finds the flipped labels better" if si > loss else "The training loss finds")
+    expect = (
+        "no better than the training loss"
+        if abs(si - loss) < 0.01
+        else "Self-influence finds the flipped labels better"
+        if si > loss
+        else "The training loss finds"
+    )
     assert expect in text and f"{si:.2f}" in text and f"{loss:.2f}" in text
 
 
@@ -208,16 +235,22 @@ def test_step_5_says_when_no_study_describes_the_model(app_page):
 def test_seed_study_claims_say_at_which_m_and_by_which_measure():
     from ui.lesson import seed_study_claims
 
-    rows = [{"sampler": "random", "m": m, "top10_shared": t, "seed_spearman": r, "full_spearman": f}
-            for m, t, r, f in ((20, 0.78, 0.69, 0.60), (200, 0.69, 0.70, 0.76))]
-    rows += [{"sampler": "importance", "m": m, "top10_shared": t, "seed_spearman": r, "full_spearman": f}
-             for m, t, r, f in ((20, 0.69, 0.64, 0.64), (200, 0.77, 0.79, 0.87))]
+    rows = [
+        {"sampler": "random", "m": m, "top10_shared": t, "seed_spearman": r, "full_spearman": f}
+        for m, t, r, f in ((20, 0.78, 0.69, 0.60), (200, 0.69, 0.70, 0.76))
+    ]
+    rows += [
+        {"sampler": "importance", "m": m, "top10_shared": t, "seed_spearman": r, "full_spearman": f}
+        for m, t, r, f in ((20, 0.69, 0.64, 0.64), (200, 0.77, 0.79, 0.87))
+    ]
     text = " ".join(seed_study_claims(rows))
     assert "share 69%–78% of their top-10 at m = 20–200" in text and "ρ = 0.69–0.70" in text
     assert "disagree at every m measured" in text
     assert "closer to the full-data answer than random (Spearman ahead by 0.05 or more) at m = 200." in text
-    assert "importance's seeds agree with each other over the whole ranking clearly more than random's (by 0.05 or " \
-           "more) only at m = 200" in text
+    assert (
+        "importance's seeds agree with each other over the whole ranking clearly more than random's (by 0.05 or "
+        "more) only at m = 200" in text
+    )
     rows[1]["seed_spearman"] = 0.95
     assert "settles (ρ ≥ 0.9) from m = 200" in " ".join(seed_study_claims(rows))
 
@@ -236,8 +269,10 @@ def test_the_committed_seed_study_is_of_the_lessons_model():
 def test_mislabel_study_claims_split_models_that_fit_the_wrong_labels():
     from ui.lesson import load_mislabel_study, mislabel_study_claims
 
-    rows = [{"model": "logreg", "mean_loss_flipped": 3.0, "auc_self_influence": 0.944, "auc_training_loss": 0.942},
-            {"model": "mlp", "mean_loss_flipped": 0.3, "auc_self_influence": 0.95, "auc_training_loss": 0.93}]
+    rows = [
+        {"model": "logreg", "mean_loss_flipped": 3.0, "auc_self_influence": 0.944, "auc_training_loss": 0.942},
+        {"model": "mlp", "mean_loss_flipped": 0.3, "auc_self_influence": 0.95, "auc_training_loss": 0.93},
+    ]
     text = " ".join(mislabel_study_claims(rows))
     assert "does not fit the flipped labels (logistic regression" in text and "at most 0.002 AUC" in text
     assert "fits the flipped labels (the MLP" in text and "leads the loss by 0.020–0.020 AUC" in text

@@ -28,8 +28,9 @@ def test_umap_maps_go_to_the_worker_when_it_is_on_and_pca_stays_here(monkeypatch
 
     monkeypatch.setenv("INFLUENCE_EXPLORER_CACHE_DIR", str(tmp_path))
     sent = []
-    monkeypatch.setattr(map_worker, "run_in_worker", lambda fn, *a, **k: sent.append((fn, a[1:], k)) or
-                        project_2d(a[0], "pca"))
+    monkeypatch.setattr(
+        map_worker, "run_in_worker", lambda fn, *a, **k: sent.append((fn, a[1:], k)) or project_2d(a[0], "pca")
+    )
     X = np.random.default_rng(1).normal(size=(40, 5))
     monkeypatch.setenv("INFLUENCE_EXPLORER_MAP_PROCESS", "1")
     artifacts.load_or_project(RunConfig(), X, "features", "umap")

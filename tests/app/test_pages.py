@@ -12,8 +12,6 @@ from apptest_helpers import errors, ok, tile_captions
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-
-
 def charts(at):
     return at.get("plotly_chart")
 
@@ -175,9 +173,14 @@ def test_influence_page_thumbnails_comparison_and_test_point(app_page):
 
 def test_influence_page_box_selection_gives_linked_table_and_csv(app_page):
     at = app_page("pages/2_Influence.py")
-    at.session_state["inf_map"] = {"selection": {
-        "points": [{"customdata": [0, 3]}, {"customdata": [0, 10]}, {"customdata": [1, 2]}],
-        "box": [{"x": [0, 1], "y": [0, 1]}], "lasso": [], "point_indices": []}}
+    at.session_state["inf_map"] = {
+        "selection": {
+            "points": [{"customdata": [0, 3]}, {"customdata": [0, 10]}, {"customdata": [1, 2]}],
+            "box": [{"x": [0, 1], "y": [0, 1]}],
+            "lasso": [],
+            "point_indices": [],
+        }
+    }
     ok(at.run())
     tables = [d.value for d in at.dataframe if "train index" in d.value.columns]
     assert len(tables) == 1

@@ -34,8 +34,9 @@ def test_every_sampler_has_a_sentence_and_a_new_one_brings_its_own():
 def test_tables_show_readable_names_and_no_none():
     from ui.export import readable
 
-    df = pd.DataFrame({"sampler": ["a", "b"], "spearman_vs_full": [0.5, 0.6], "peak_mb": [np.nan, 3.0],
-                       "margin": [0.1, None]})
+    df = pd.DataFrame(
+        {"sampler": ["a", "b"], "spearman_vs_full": [0.5, 0.6], "peak_mb": [np.nan, 3.0], "margin": [0.1, None]}
+    )
     out = readable(df)
     assert list(out.columns) == ["sampler", "Spearman with full data", "peak memory (MB)", "lead over the next (LDS)"]
     assert out.iloc[0, 2] == "n/a" and out.iloc[1, 3] == "n/a" and "None" not in out.astype(str).to_string()
@@ -44,8 +45,19 @@ def test_tables_show_readable_names_and_no_none():
 def test_glossary_covers_the_terms_of_the_issue(app_page):
     from ui.glossary import GLOSSARY, PAGE_TERMS
 
-    for term in ("influence score", "Hessian sample", "Gauss-Newton", "damping", "F1 (class removal)", "honest F1",
-                 "LDS", "noise ceiling", "gradient dot", "TV distance", "self-influence"):
+    for term in (
+        "influence score",
+        "Hessian sample",
+        "Gauss-Newton",
+        "damping",
+        "F1 (class removal)",
+        "honest F1",
+        "LDS",
+        "noise ceiling",
+        "gradient dot",
+        "TV distance",
+        "self-influence",
+    ):
         assert term in GLOSSARY
     assert all(t in GLOSSARY for terms in PAGE_TERMS.values() for t in terms)
     at = app_page("pages/7_Glossary.py")
@@ -56,9 +68,16 @@ def test_glossary_covers_the_terms_of_the_issue(app_page):
 def test_model_names_tell_kept_models_apart():
     from ui.config import ModelConfig, RunConfig, run_label
 
-    a, b, c = RunConfig(), RunConfig(model=ModelConfig(hidden=64, epochs=40)), RunConfig(model=ModelConfig(arch="logreg"))
-    assert [run_label(r, [a, b, c]) for r in (a, b, c)] == ["mlp on digits (hidden 32, 30 epochs)",
-                                                            "mlp on digits (hidden 64, 40 epochs)", "logreg on digits"]
+    a, b, c = (
+        RunConfig(),
+        RunConfig(model=ModelConfig(hidden=64, epochs=40)),
+        RunConfig(model=ModelConfig(arch="logreg")),
+    )
+    assert [run_label(r, [a, b, c]) for r in (a, b, c)] == [
+        "mlp on digits (hidden 32, 30 epochs)",
+        "mlp on digits (hidden 64, 40 epochs)",
+        "logreg on digits",
+    ]
 
 
 def test_home_shows_only_the_controls_that_apply(app_page):
@@ -82,5 +101,6 @@ def test_influence_caption_says_when_it_was_loaded_from_the_cache():
     assert "loaded from the cache" in computed_caption(row, 0.01, 1437, 3)
     assert "0 iterations" not in computed_caption(row, 0.01, 1437, 3)
     cg = {"method": "cg", "iterations": 41, "solve_seconds": 0.3, "seconds": 0.5}
-    assert "computed just now" in computed_caption(cg, 0.5, 1437, 3) and "41 iterations" in computed_caption(cg, 0.5,
-                                                                                                            1437, 3)
+    assert "computed just now" in computed_caption(cg, 0.5, 1437, 3) and "41 iterations" in computed_caption(
+        cg, 0.5, 1437, 3
+    )

@@ -16,8 +16,15 @@ def test_empty_inputs_give_empty_selection():
 
 
 def test_box_selection_splits_train_and_test_rows_sorted_unique():
-    ev = event([{"customdata": [TRAIN, 7], "point_index": 0}, {"customdata": [TRAIN, 3], "point_index": 5},
-                {"customdata": [TEST, 2]}, {"customdata": [TRAIN, 7]}], box=[{"x": [0, 1], "y": [0, 1]}])
+    ev = event(
+        [
+            {"customdata": [TRAIN, 7], "point_index": 0},
+            {"customdata": [TRAIN, 3], "point_index": 5},
+            {"customdata": [TEST, 2]},
+            {"customdata": [TRAIN, 7]},
+        ],
+        box=[{"x": [0, 1], "y": [0, 1]}],
+    )
     sel = parse_selection(ev)
     assert sel.train_rows == (3, 7) and sel.test_rows == (2,) and sel.region
     assert sel.clicked_test_row() is None  # a region is never a click
@@ -37,23 +44,43 @@ def test_single_click_on_a_test_point_is_a_pick():
 
 
 def test_string_kinds_floats_and_numpy_values_are_accepted():
-    ev = event([{"customdata": ["train", 4.0]}, {"customdata": np.array([1, 5])}, {"customdata": ("TEST", "6")},
-                {"customdata": [np.int64(0), np.int32(9)]}], box=[{}])
+    ev = event(
+        [
+            {"customdata": ["train", 4.0]},
+            {"customdata": np.array([1, 5])},
+            {"customdata": ("TEST", "6")},
+            {"customdata": [np.int64(0), np.int32(9)]},
+        ],
+        box=[{}],
+    )
     sel = parse_selection(ev)
     assert sel.train_rows == (4, 9) and sel.test_rows == (5, 6)
 
 
 def test_malformed_points_are_ignored():
-    ev = event([{"customdata": None}, {"customdata": "0,1"}, {"customdata": [0]}, {"customdata": [2, 1]},
-                {"customdata": [0, -1]}, {"customdata": [0, 1.5]}, {"customdata": [True, 1]}, {},
-                {"customdata": [0, "x"]}, {"customdata": [1, 3]}], box=[{}])
+    ev = event(
+        [
+            {"customdata": None},
+            {"customdata": "0,1"},
+            {"customdata": [0]},
+            {"customdata": [2, 1]},
+            {"customdata": [0, -1]},
+            {"customdata": [0, 1.5]},
+            {"customdata": [True, 1]},
+            {},
+            {"customdata": [0, "x"]},
+            {"customdata": [1, 3]},
+        ],
+        box=[{}],
+    )
     sel = parse_selection(ev)
     assert sel.train_rows == () and sel.test_rows == (3,)
 
 
 def test_rows_outside_the_dataset_are_dropped():
-    ev = event([{"customdata": [0, 5]}, {"customdata": [0, 500]}, {"customdata": [1, 9]}, {"customdata": [1, 10]}],
-               box=[{}])
+    ev = event(
+        [{"customdata": [0, 5]}, {"customdata": [0, 500]}, {"customdata": [1, 9]}, {"customdata": [1, 10]}], box=[{}]
+    )
     sel = parse_selection(ev, n_train=100, n_test=10)
     assert sel.train_rows == (5,) and sel.test_rows == (9,)
 
@@ -69,10 +96,27 @@ def test_attribute_style_events_work():
 
 def test_browser_shape_of_customdata_is_understood():
     # what Streamlit 1.67 + plotly.js actually deliver for a numeric (typed-array) customdata in a scattergl trace
-    ev = event([{"curve_number": 0, "point_number": 0, "point_index": 0, "x": 0.1, "y": -0.1,
-                 "customdata": {"0": 0, "1": 17}},
-                {"curve_number": 2, "point_number": 5, "point_index": 5, "x": 0.6, "y": 0.1,
-                 "customdata": {"0": 1, "1": 4}}], box=[{"x": [0, 1], "y": [0, 1]}])
+    ev = event(
+        [
+            {
+                "curve_number": 0,
+                "point_number": 0,
+                "point_index": 0,
+                "x": 0.1,
+                "y": -0.1,
+                "customdata": {"0": 0, "1": 17},
+            },
+            {
+                "curve_number": 2,
+                "point_number": 5,
+                "point_index": 5,
+                "x": 0.6,
+                "y": 0.1,
+                "customdata": {"0": 1, "1": 4},
+            },
+        ],
+        box=[{"x": [0, 1], "y": [0, 1]}],
+    )
     sel = parse_selection(ev)
     assert sel.train_rows == (17,) and sel.test_rows == (4,)
 
@@ -80,7 +124,6 @@ def test_browser_shape_of_customdata_is_understood():
 # ------------------------------------------------------------------------------ browser gate (skip vs fail in CI)
 def test_browser_gate_skips_without_chromium_and_fails_when_required(monkeypatch, tmp_path):
     import pytest
-
     from browser_gate import chromium_or_skip
 
     missing = str(tmp_path / "no-chromium")
@@ -109,8 +152,10 @@ def test_maps_are_svg_below_the_webgl_threshold_and_webgl_above():
         xy, xt = rng.normal(size=(n_train, 2)), rng.normal(size=(n_test, 2))
         labels, conf = rng.integers(0, 3, n_train), rng.random(n_train)
         tl, tc = rng.integers(0, 3, n_test), rng.random(n_test)
-        return (sample_map(xy, np.arange(5), "label", labels, labels, conf, "abc", "t"),
-                influence_map(xy, xt, "label", labels, labels, conf, tl, tl, tc, "abc", 0, [1, 2], [3]))
+        return (
+            sample_map(xy, np.arange(5), "label", labels, labels, conf, "abc", "t"),
+            influence_map(xy, xt, "label", labels, labels, conf, tl, tl, tc, "abc", 0, [1, 2], [3]),
+        )
 
     for fig in maps(500):
         assert types(fig) == {"scatter"}
@@ -129,6 +174,6 @@ def test_a_click_on_a_test_cross_over_a_training_dot_picks_the_cross():
     under = MapSelection(train_rows=(2,))
     assert prefer_drawn_on_top(under, xy_train, xy_test) == MapSelection(test_rows=(0,))
     alone = MapSelection(train_rows=(1,))
-    assert prefer_drawn_on_top(alone, xy_train, xy_test) == alone          # no cross over it: stays a dot
+    assert prefer_drawn_on_top(alone, xy_train, xy_test) == alone  # no cross over it: stays a dot
     box = MapSelection(train_rows=(2,), region=True)
-    assert prefer_drawn_on_top(box, xy_train, xy_test) == box              # regions select what they enclose
+    assert prefer_drawn_on_top(box, xy_train, xy_test) == box  # regions select what they enclose

@@ -64,12 +64,14 @@ def test_faithfulness_page_shows_the_committed_study_bands_lines_and_budget(app_
     names = {t.get("name") for t in fig["data"]}
     from influence_core.sampling.samplers import RENAMED_SAMPLERS
 
-    samplers = {RENAMED_SAMPLERS.get(r["sampler"], r["sampler"])
-                for r in json.loads((ROOT / "docs/lds/digits_mlp.json").read_text())["summary"]}
-    assert samplers <= names                                     # one line per sampler ...
-    assert sum(t.get("fill") == "toself" for t in fig["data"]) == len(samplers)   # ... and its seed band
+    samplers = {
+        RENAMED_SAMPLERS.get(r["sampler"], r["sampler"])
+        for r in json.loads((ROOT / "docs/lds/digits_mlp.json").read_text())["summary"]
+    }
+    assert samplers <= names  # one line per sampler ...
+    assert sum(t.get("fill") == "toself" for t in fig["data"]) == len(samplers)  # ... and its seed band
     notes = " ".join(a.get("text", "") for a in fig["layout"].get("annotations", []))
-    assert "noise ceiling 0.992" in notes and "full-data influence 0.755" in notes   # docs/lds/digits_mlp.json
+    assert "noise ceiling 0.992" in notes and "full-data influence 0.755" in notes  # docs/lds/digits_mlp.json
     at.radio(key="faith_budget").set_value("m")
     at.session_state["faith_limit_kind"] = "m"
     at.number_input(key="faith_limit").set_value(128.0)
@@ -85,7 +87,7 @@ def test_faithfulness_page_shows_the_committed_study_bands_lines_and_budget(app_
     ok(at.run())
     table = frames(at)[0]
     assert table["solve time (s)"].max() <= at.number_input(key="faith_limit").value
-    assert len(downloads(at)) >= 3                               # every table has a CSV button
+    assert len(downloads(at)) >= 3  # every table has a CSV button
 
 
 def test_faithfulness_live_lds_runs_on_the_current_model_with_progress(app_page, monkeypatch, tmp_path):
@@ -101,7 +103,7 @@ def test_faithfulness_live_lds_runs_on_the_current_model_with_progress(app_page,
     ok(at.run())
     assert not errors(at), errors(at)
     assert "20 retrains run and 0 read from the cache" in " ".join(c.value for c in at.caption)
-    assert len(list(tmp_path.rglob("k*_r*.npz"))) == 20          # the retrains are on disk (resumable cache)
+    assert len(list(tmp_path.rglob("k*_r*.npz"))) == 20  # the retrains are on disk (resumable cache)
     live = at.session_state["faith_live"]["record"]
     assert {r["sampler"] for r in live["summary"]} == {"random", "importance"}
     assert all(-1 <= r["lds_mean"] <= 1 for r in live["summary"])
@@ -111,16 +113,18 @@ def test_faithfulness_live_lds_runs_on_the_current_model_with_progress(app_page,
 def test_faithfulness_budget_helpers():
     from ui.faithfulness import best_within_budget, budget_verdict, load_study
 
-    rows = [{"sampler": "a", "m": 32, "lds_mean": 0.5, "lds_std": 0.01, "solve_seconds": 0.1, "peak_mb": 10},
-            {"sampler": "a", "m": 64, "lds_mean": 0.6, "lds_std": 0.01, "solve_seconds": 0.3, "peak_mb": 20},
-            {"sampler": "b", "m": 32, "lds_mean": 0.55, "lds_std": 0.02, "solve_seconds": 0.2, "peak_mb": 5},
-            {"sampler": "b", "m": 64, "lds_mean": 0.59, "lds_std": 0.02, "solve_seconds": 0.9, "peak_mb": 8}]
+    rows = [
+        {"sampler": "a", "m": 32, "lds_mean": 0.5, "lds_std": 0.01, "solve_seconds": 0.1, "peak_mb": 10},
+        {"sampler": "a", "m": 64, "lds_mean": 0.6, "lds_std": 0.01, "solve_seconds": 0.3, "peak_mb": 20},
+        {"sampler": "b", "m": 32, "lds_mean": 0.55, "lds_std": 0.02, "solve_seconds": 0.2, "peak_mb": 5},
+        {"sampler": "b", "m": 64, "lds_mean": 0.59, "lds_std": 0.02, "solve_seconds": 0.9, "peak_mb": 8},
+    ]
     assert [(r["sampler"], r["m"]) for r in best_within_budget(rows, "m", 64)] == [("a", 64), ("b", 64)]
     assert [(r["sampler"], r["m"]) for r in best_within_budget(rows, "solve_seconds", 0.25)] == [("b", 32), ("a", 32)]
     assert [(r["sampler"], r["m"]) for r in best_within_budget(rows, "peak_mb", 9)] == [("b", 64)]
     assert best_within_budget(rows, "m", 16) == []
-    assert "treat them as tied" in budget_verdict(best_within_budget(rows, "m", 64), "m", 64)   # 0.01 <= std
-    assert "tied" not in budget_verdict(best_within_budget(rows, "m", 32), "m", 32)            # 0.05 > 0.02
+    assert "treat them as tied" in budget_verdict(best_within_budget(rows, "m", 64), "m", 64)  # 0.01 <= std
+    assert "tied" not in budget_verdict(best_within_budget(rows, "m", 32), "m", 32)  # 0.05 > 0.02
     with pytest.raises(ValueError, match="unknown budget"):
         best_within_budget(rows, "money", 1)
     study = load_study("digits_mlp")
@@ -162,8 +166,9 @@ def test_class_removal_shows_the_honest_f1_and_agreement_with_retraining(app_pag
     for r in records:
         assert honest[r["sampler"]].startswith(f"{r['selected']['f1']:.3f}")
     agree = next(f for f in frames(at) if "agreement (honest)" in f.columns)
-    np.testing.assert_allclose(agree["agreement (honest)"],
-                               [r["reference"]["report_agreement"]["selected_alpha"] for r in records])
+    np.testing.assert_allclose(
+        agree["agreement (honest)"], [r["reference"]["report_agreement"]["selected_alpha"] for r in records]
+    )
 
 
 # ------------------------------------------------------------------------------------------------ lesson
@@ -210,9 +215,9 @@ def test_lesson_step_1_shows_the_helpful_and_harmful_neighbours(lesson, trained_
     data = get_dataset(trained_fast_run.data)
     calc = InfluenceCalculator(get_model(trained_fast_run), data.X_train, data.y_train)
     calc.fit(solver="exact", damping=0.01, curvature="gauss_newton")
-    top = top_influences(calc.scores(data.X_test[t:t + 1], data.y_test[t:t + 1])[0], 5)
+    top = top_influences(calc.scores(data.X_test[t : t + 1], data.y_test[t : t + 1])[0], 5)
     captions = tile_captions(at)
-    assert captions[0].startswith("true ")                      # the test point, then 5 helpful, 5 harmful
+    assert captions[0].startswith("true ")  # the test point, then 5 helpful, 5 harmful
     shown = [int(c.split("(")[0].replace("#", "").strip()) for c in captions[1:]]
     assert shown == [*top["helpful"].tolist(), *top["harmful"].tolist()]
     assert at.session_state["inf_mode"] == "by index" and at.session_state["inf_index"] == t
@@ -225,7 +230,7 @@ def test_lesson_step_2_shows_five_seeds_of_a_random_sample(lesson, trained_fast_
     assert list(table["sampler"]) == ["random"] * 5 + ["importance"] * 5
     assert list(table["seed"]) == [0, 1, 2, 3, 4] * 2
     random_rows = table[table.sampler == "random"]
-    assert random_rows["Spearman vs full data"].nunique() == 5       # five seeds, five different answers
+    assert random_rows["Spearman vs full data"].nunique() == 5  # five seeds, five different answers
     assert (table["Spearman vs full data"] < 1).all()
     # seed 3 recomputed with the public API: the random sample of 50, exact Gauss-Newton solve, damping 0.01
     from scipy.stats import spearmanr
@@ -239,7 +244,7 @@ def test_lesson_step_2_shows_five_seeds_of_a_random_sample(lesson, trained_fast_
     for name, sample in (("full", None), ("seed 3", sample_hessian_subset(model, data, "random", 50, seed=3))):
         calc = InfluenceCalculator(model, data.X_train, data.y_train)
         calc.fit(sample, solver="exact", damping=0.01, curvature="gauss_newton")
-        scores[name] = calc.scores(data.X_test[t:t + 1], data.y_test[t:t + 1])[0]
+        scores[name] = calc.scores(data.X_test[t : t + 1], data.y_test[t : t + 1])[0]
     expect = spearmanr(scores["seed 3"], scores["full"]).statistic
     assert random_rows["Spearman vs full data"].iloc[3] == pytest.approx(expect, abs=1e-6)
     assert at.session_state["inf_m"] == 50 and at.session_state["inf_spread"] is True
@@ -263,17 +268,16 @@ def test_lesson_step_4_compares_class_removal_with_retraining(lesson, trained_fa
     table = frames(at)[0]
     assert list(table["sampler"]) == ["random", "feature", "importance"]
     for _, row in table.iterrows():
-        rec = removal_run(trained_fast_run, 3, row["sampler"], 100, 0, "cg", 0.01, True, False)   # cached
+        rec = removal_run(trained_fast_run, 3, row["sampler"], 100, 0, "cg", 0.01, True, False)  # cached
         assert row["honest F1"] == pytest.approx(rec["selected"]["f1"])
-        assert row["agreement (chosen α)"] == pytest.approx(
-            rec["reference"]["report_agreement"]["selected_alpha"])
+        assert row["agreement (chosen α)"] == pytest.approx(rec["reference"]["report_agreement"]["selected_alpha"])
     assert at.session_state["rm_class"] == 3 and at.session_state["rm_reference"] is True
 
 
 def test_lesson_step_6_finds_flipped_labels_by_self_influence(lesson):
     at = lesson("mislabel")
     summary = frames(at)[0].set_index("ranking")
-    assert summary.loc["self-influence", "found after 10%"] > 0.3   # random inspection: 0.10
+    assert summary.loc["self-influence", "found after 10%"] > 0.3  # random inspection: 0.10
     assert "Mislabel detection" in specs(at)[0]["layout"]["title"]["text"]
     assert len(tile_captions(at)) == 10
     assert at.session_state["exp_colour"] == "self-influence"
@@ -327,10 +331,9 @@ def test_explorer_colours_by_self_influence_and_compares_slices(app_page, traine
     calc = InfluenceCalculator(get_model(trained_fast_run), data.X_train, data.y_train)
     calc.fit(solver="exact", damping=0.01, curvature="gauss_newton")
     rows = [3, 300, 900]
-    np.testing.assert_allclose(array(train_trace["marker"]["color"])[rows], calc.self_influence(rows),
-                               rtol=1e-5)
+    np.testing.assert_allclose(array(train_trace["marker"]["color"])[rows], calc.self_influence(rows), rtol=1e-5)
     table = frames(at)[-1]
-    assert len(table) == 2 * 4                                   # 2 slices x (full data + 3 samplers)
+    assert len(table) == 2 * 4  # 2 slices x (full data + 3 samplers)
     full = table[table.sampler == "full data"].set_index("slice")
     assert full.loc["ones", "in sample"] == 40 and full.loc["ones", "weight share"] == pytest.approx(40 / data.n_train)
     rnd = table[(table.sampler == "random") & (table.slice == "ones")].iloc[0]
@@ -342,10 +345,11 @@ def test_explorer_colours_by_self_influence_and_compares_slices(app_page, traine
     from ui.state import get_view
 
     p = softmax(get_view(trained_fast_run).inputs.logits.astype(np.float64), axis=1)
-    c = 1 - (p * p).sum(1)                                       # Gauss-Newton curvature proxy, independently
+    c = 1 - (p * p).sum(1)  # Gauss-Newton curvature proxy, independently
     assert full.loc["ones", "curvature share (population)"] == pytest.approx(c[ones].sum() / c.sum(), rel=1e-4)
-    assert rnd["curvature share (sample)"] == pytest.approx(c[np.intersect1d(sample, ones)].sum() / c[sample].sum(),
-                                                            rel=1e-4)
+    assert rnd["curvature share (sample)"] == pytest.approx(
+        c[np.intersect1d(sample, ones)].sum() / c[sample].sum(), rel=1e-4
+    )
     mix = next(s for s in specs(at) if s["layout"]["title"]["text"] == "Class mix of the slices")
     ones_bar = next(t for t in mix["data"] if t["name"] == "ones")
     assert array(ones_bar["y"])[1] == pytest.approx(1.0)
@@ -361,4 +365,4 @@ def test_explorer_slice_names_are_checked():
     full = {f"s{i}": [] for i in range(MAX_SLICES)}
     with pytest.raises(ValueError, match="at most"):
         clean_slice_name("new", full)
-    assert clean_slice_name("s0", full) == "s0"                  # replacing one is fine
+    assert clean_slice_name("s0", full) == "s0"  # replacing one is fine

@@ -13,8 +13,14 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def test_values_round_trip_and_bad_text_is_ignored():
-    for value, kind in ((7, int), (0.01, float), (True, bool), (False, bool), ("importance", str),
-                        (["random", "feature"], list)):
+    for value, kind in (
+        (7, int),
+        (0.01, float),
+        (True, bool),
+        (False, bool),
+        ("importance", str),
+        (["random", "feature"], list),
+    ):
         assert decode(encode(value), kind) == value
     assert decode("seven", int) is None and decode("nan", float) is None and decode("maybe", bool) is None
 
@@ -22,7 +28,7 @@ def test_values_round_trip_and_bad_text_is_ignored():
 def test_restore_prefers_the_session_then_its_copy_then_the_url():
     query = {"inf_a": "importance", "inf_m": "400", "inf_b": "no_such_sampler", "inf_seed": "x"}
     out = restored("influence", {"inf_m": 50}, {"inf_seed": 3}, query)
-    assert out == {"inf_a": "importance", "inf_seed": 3}      # inf_m kept, bad sampler and bad seed ignored
+    assert out == {"inf_a": "importance", "inf_seed": 3}  # inf_m kept, bad sampler and bad seed ignored
     assert set(PAGE_SETTINGS["influence"]) >= {"inf_a", "inf_b", "inf_m", "inf_seed", "inf_index"}
 
 
@@ -31,7 +37,7 @@ def test_an_upload_names_itself_in_the_url():
     query = run_to_query(run)
     assert query["data"] == "upload" and query["file"] == "mine.npz" and query["sha"] == "ab" * 6
     assert "mine.npz" in upload_in_query(query)
-    assert run_from_query(query).data.name == "digits"          # the bytes are not in the URL: default data
+    assert run_from_query(query).data.name == "digits"  # the bytes are not in the URL: default data
 
 
 def test_influence_settings_survive_a_visit_to_samplers(app_page):
@@ -51,18 +57,24 @@ def test_influence_settings_survive_a_visit_to_samplers(app_page):
 
 
 def test_a_shared_link_opens_the_same_view(app_page, trained_fast_run):
+    from pathlib import Path
+
     from streamlit.testing.v1 import AppTest
 
     from ui.config import run_to_query
 
-    from pathlib import Path
-
     at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "pages/2_Influence.py"), default_timeout=300)
-    for key, value in {**run_to_query(trained_fast_run), "inf_a": "feature", "inf_m": "70", "inf_seed": "2",
-                       "inf_mode": "by index", "inf_index": "9"}.items():
+    for key, value in {
+        **run_to_query(trained_fast_run),
+        "inf_a": "feature",
+        "inf_m": "70",
+        "inf_seed": "2",
+        "inf_mode": "by index",
+        "inf_index": "9",
+    }.items():
         at.query_params[key] = value
     ok(at.run())
-    assert at.session_state["run_config"] == trained_fast_run   # the model named by the URL
+    assert at.session_state["run_config"] == trained_fast_run  # the model named by the URL
     assert at.selectbox(key="inf_a").value == "feature" and at.number_input(key="inf_m").value == 70
     assert at.number_input(key="inf_index").value == 9
     assert any("Test point #9" in m.value for m in at.markdown)

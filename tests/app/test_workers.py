@@ -15,8 +15,11 @@ from apptest_helpers import errors, ok
 
 from influence_core.progress import Cancelled
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::UserWarning"),
-              pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +150,11 @@ def test_four_sessions_at_once_get_the_sequential_numbers_and_no_error(cluster, 
         shown = _comparison(at)
         specs = (("logit", m, 0, "exact"), ("random", m, 0, "exact"), (None, 1437, 0, "exact"))
         a, b, full = (row["scores"] for row in compute.influence_rows(None, run, specs, 0.01, index))
-        expected = {"A: logit vs B: random": metrics.spearman(a, b), "A: logit vs full data": metrics.spearman(a, full),
-                    "B: random vs full data": metrics.spearman(b, full)}
+        expected = {
+            "A: logit vs B: random": metrics.spearman(a, b),
+            "A: logit vs full data": metrics.spearman(a, full),
+            "B: random vs full data": metrics.spearman(b, full),
+        }
         assert shown.keys() == expected.keys()
         for pair, value in expected.items():
             assert abs(shown[pair] - value) < 1e-4, (index, m, pair, shown[pair], value)

@@ -38,8 +38,9 @@ def test_tables_are_well_formed(tmp_path):
     assert len(text) == 4 and text[0].split() == ["A", "B", "C"]
     md = common.markdown_table(rows, cols).splitlines()
     assert len(md) == 4 and all(line.count("|") == 4 for line in md)
-    paths = common.write_report(tmp_path / "r", title="T", command="cmd", meta={},
-                                sections=[{"heading": "H", "rows": rows, "columns": cols}])
+    paths = common.write_report(
+        tmp_path / "r", title="T", command="cmd", meta={}, sections=[{"heading": "H", "rows": rows, "columns": cols}]
+    )
     assert sorted(p.suffix for p in paths) == [".json", ".md"]
     assert json.loads((tmp_path / "r.json").read_text())["sections"][0]["rows"][0]["a"] == "x"
 
@@ -49,11 +50,11 @@ def test_min_budget_finds_the_smallest_sufficient_iteration_count():
 
     def err(k):
         calls.append(k)
-        return 0.5 ** k
+        return 0.5**k
 
     k, e = min_budget(err, 1e-3, 1000)
     assert k == 10 and e <= 1e-3 and 0.5 ** (k - 1) > 1e-3
-    assert min_budget(err, 1e-9, 16) == (16, 0.5 ** 16)  # the cap misses the target: say so, don't loop
+    assert min_budget(err, 1e-9, 16) == (16, 0.5**16)  # the cap misses the target: say so, don't loop
 
 
 def _rows(path):
@@ -103,8 +104,9 @@ def test_bench_query_names_a_bad_hessian_option(capsys, monkeypatch):
     assert err == "error: --hessian takes 'full' or a sample size (a positive integer), got ['foo', '0']"
 
 
-@pytest.mark.parametrize("out, message", [("link.md", "symbolic link"), ("d.md", "is a directory"),
-                                          ("afile/r", "is a file, not a folder")])
+@pytest.mark.parametrize(
+    "out, message", [("link.md", "symbolic link"), ("d.md", "is a directory"), ("afile/r", "is a file, not a folder")]
+)
 def test_bench_report_paths_are_checked_before_measuring(tmp_path, capsys, monkeypatch, out, message):
     """The report used to be written after the benchmark, through a symlink, into folders made on the way."""
     import influence_core.bench.query as query

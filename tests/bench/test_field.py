@@ -37,7 +37,7 @@ def _dattri_formulas(model, X, y, Xq, yq, lam):
     def flat_loss(theta, x, t):
         shaped, i = {}, 0
         for k in names:
-            shaped[k] = theta[i:i + params[k].numel()].view_as(params[k])
+            shaped[k] = theta[i : i + params[k].numel()].view_as(params[k])
             i += params[k].numel()
         return F.cross_entropy(functional_call(model, shaped, (x,)), t)
 
@@ -56,16 +56,18 @@ def test_dattri_conventions_become_ours(digits, digits_logreg64):
     n = len(X)
     raw_if, raw_dot = _dattri_formulas(model, X, y, Xq, yq, lam=model.weight_decay + DELTA)
     calc = InfluenceCalculator(model, digits.X_train, digits.y_train)
-    ours = calc.fit(None, solver="exact", curvature="hessian", damping=DELTA).scores(digits.X_test[:12],
-                                                                                     digits.y_test[:12])
+    ours = calc.fit(None, solver="exact", curvature="hessian", damping=DELTA).scores(
+        digits.X_test[:12], digits.y_test[:12]
+    )
     for kind in ("explicit", "cg", "ekfac"):
         converted = to_project_convention(raw_if, kind, n)
         assert converted.shape == (12, n)
         np.testing.assert_allclose(converted, ours, rtol=1e-6, atol=1e-9 * np.abs(ours).max())
-    dot = calc.scores_from_ihvp(calc.gradients(digits.X_test[:12], digits.y_test[:12]))   # (1/n) g_tᵀ g_j
+    dot = calc.scores_from_ihvp(calc.gradients(digits.X_test[:12], digits.y_test[:12]))  # (1/n) g_tᵀ g_j
     for kind in ("tracin", "grad_dot", "trak"):
-        np.testing.assert_allclose(to_project_convention(raw_dot, kind, n), n * dot, rtol=1e-6,
-                                   atol=1e-9 * n * np.abs(dot).max())
+        np.testing.assert_allclose(
+            to_project_convention(raw_dot, kind, n), n * dot, rtol=1e-6, atol=1e-9 * n * np.abs(dot).max()
+        )
     # a wrong conversion (no transpose, a flipped sign, the 1/n left out) is caught
     assert agreement(ours, -to_project_convention(raw_if, "explicit", n))["pearson_exact"] < -0.99
     with pytest.raises(ValueError, match=r"\(n_train, n_test\)"):
@@ -83,12 +85,27 @@ def test_conversion_refuses_bad_input():
 
 def test_problem_round_trip(tmp_path, digits, digits_mlp):
     other = {k: v + 1 for k, v in digits_mlp.state_dict().items()}
-    settings = {"arch": "mlp", "dtype": "float32", "threads": 1, "seed": 0, "image_shape": None,
-                "methods": [{"name": "TRAK, 2", "kind": "trak", "checkpoints": ["final", "seed1"]},
-                            {"name": "IF explicit", "kind": "explicit", "damping": 0.011}]}
-    write_problem(tmp_path, weights=digits_mlp.state_dict(), X_train=digits.X_train, y_train=digits.y_train,
-                  X_query=digits.X_test[:5], y_query=digits.y_test[:5], settings=settings,
-                  checkpoints={"seed1": other})
+    settings = {
+        "arch": "mlp",
+        "dtype": "float32",
+        "threads": 1,
+        "seed": 0,
+        "image_shape": None,
+        "methods": [
+            {"name": "TRAK, 2", "kind": "trak", "checkpoints": ["final", "seed1"]},
+            {"name": "IF explicit", "kind": "explicit", "damping": 0.011},
+        ],
+    }
+    write_problem(
+        tmp_path,
+        weights=digits_mlp.state_dict(),
+        X_train=digits.X_train,
+        y_train=digits.y_train,
+        X_query=digits.X_test[:5],
+        y_query=digits.y_test[:5],
+        settings=settings,
+        checkpoints={"seed1": other},
+    )
     loaded, side, (X, y, Xq, yq) = load_problem(tmp_path)
     assert loaded["methods"] == settings["methods"]
     with torch.no_grad():
@@ -105,17 +122,33 @@ def test_problem_round_trip(tmp_path, digits, digits_mlp):
     with pytest.raises(ValueError):
         read_result(tmp_path)
     with pytest.raises(ValueError, match=r"checkpoints \['seed2'\] that are not given"):
-        write_problem(tmp_path, weights=digits_mlp.state_dict(), X_train=X, y_train=y, X_query=Xq, y_query=yq,
-                      settings={**settings, "methods": [{"name": "t", "kind": "trak", "checkpoints": ["seed2"]}]})
+        write_problem(
+            tmp_path,
+            weights=digits_mlp.state_dict(),
+            X_train=X,
+            y_train=y,
+            X_query=Xq,
+            y_query=yq,
+            settings={**settings, "methods": [{"name": "t", "kind": "trak", "checkpoints": ["seed2"]}]},
+        )
     with pytest.raises(ValueError, match="unknown dattri method kinds"):
-        write_problem(tmp_path, weights={}, X_train=X, y_train=y, X_query=Xq, y_query=yq,
-                      settings={**settings, "methods": [{"name": "t", "kind": "shapley"}]})
+        write_problem(
+            tmp_path,
+            weights={},
+            X_train=X,
+            y_train=y,
+            X_query=Xq,
+            y_query=yq,
+            settings={**settings, "methods": [{"name": "t", "kind": "shapley"}]},
+        )
 
 
 def test_table_rows():
-    records = [{"method": "a", "side": "main", "lds": 0.5, "seconds": 2.0},
-               {"method": "b", "side": "dattri", "lds": 0.7, "seconds": 3.0, "train_seconds": 10.0},
-               {"method": "c", "side": "dattri", "lds": None, "seconds": None}]
+    records = [
+        {"method": "a", "side": "main", "lds": 0.5, "seconds": 2.0},
+        {"method": "b", "side": "dattri", "lds": 0.7, "seconds": 3.0, "train_seconds": 10.0},
+        {"method": "c", "side": "dattri", "lds": None, "seconds": None},
+    ]
     rows = table_rows(records, {"main": 0.5, "dattri": 0.25})
     assert [r["method"] for r in rows] == ["b", "a", "c"]
     assert rows[0]["cost_ratio"] == pytest.approx(12.0) and rows[0]["train_ratio"] == pytest.approx(32.0)
@@ -132,34 +165,46 @@ def test_agreement():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path(DATTRI_PYTHON).exists(),
-                    reason=f"no dattri side environment at {DATTRI_PYTHON} (set DATTRI_PYTHON; install commands in "
-                           "docs/FIELD_COMPARISON.md)")
+@pytest.mark.skipif(
+    not Path(DATTRI_PYTHON).exists(),
+    reason=f"no dattri side environment at {DATTRI_PYTHON} (set DATTRI_PYTHON; install commands in "
+    "docs/FIELD_COMPARISON.md)",
+)
 def test_dattri_side_on_logistic_regression(tmp_path, digits, digits_logreg64):
     """dattri's explicit influence function, converted, is our exact Hessian influence (same damping); its Grad-Dot
     is n × our gradient dot; TRAK agrees in sign."""
     model = digits_logreg64
     n = digits.n_train
     lam = model.weight_decay + DELTA
-    methods = [{"name": "explicit", "kind": "explicit", "damping": lam},
-               {"name": "dot", "kind": "grad_dot", "weights": [1.0], "checkpoints": ["final"], "batch_size": 512},
-               {"name": "trak", "kind": "trak", "proj_dim": 256, "batch_size": 512, "checkpoints": ["final"]}]
-    write_problem(tmp_path, weights=model.state_dict(), X_train=digits.X_train, y_train=digits.y_train,
-                  X_query=digits.X_test[:10], y_query=digits.y_test[:10],
-                  settings={"arch": "mlp", "dtype": "float64", "threads": 1, "seed": 0, "image_shape": None,
-                            "methods": methods})
+    methods = [
+        {"name": "explicit", "kind": "explicit", "damping": lam},
+        {"name": "dot", "kind": "grad_dot", "weights": [1.0], "checkpoints": ["final"], "batch_size": 512},
+        {"name": "trak", "kind": "trak", "proj_dim": 256, "batch_size": 512, "checkpoints": ["final"]},
+    ]
+    write_problem(
+        tmp_path,
+        weights=model.state_dict(),
+        X_train=digits.X_train,
+        y_train=digits.y_train,
+        X_query=digits.X_test[:10],
+        y_query=digits.y_test[:10],
+        settings={"arch": "mlp", "dtype": "float64", "threads": 1, "seed": 0, "image_shape": None, "methods": methods},
+    )
     side = Path(bench.__file__).parent / "dattri_side.py"
     subprocess.run([DATTRI_PYTHON, str(side), str(tmp_path)], check=True, env={**os.environ, "TQDM_DISABLE": "1"})
     raw, report = read_result(tmp_path)
     assert all(r["error"] is None for r in report["rows"].values()), report["rows"]
     calc = InfluenceCalculator(model, digits.X_train, digits.y_train)
-    ours = calc.fit(None, solver="exact", curvature="hessian", damping=DELTA).scores(digits.X_test[:10],
-                                                                                     digits.y_test[:10])
-    np.testing.assert_allclose(to_project_convention(raw["explicit"], "explicit", n), ours, rtol=1e-5,
-                               atol=1e-7 * np.abs(ours).max())
+    ours = calc.fit(None, solver="exact", curvature="hessian", damping=DELTA).scores(
+        digits.X_test[:10], digits.y_test[:10]
+    )
+    np.testing.assert_allclose(
+        to_project_convention(raw["explicit"], "explicit", n), ours, rtol=1e-5, atol=1e-7 * np.abs(ours).max()
+    )
     dot = calc.scores_from_ihvp(calc.gradients(digits.X_test[:10], digits.y_test[:10]))
-    np.testing.assert_allclose(to_project_convention(raw["dot"], "grad_dot", n), n * dot, rtol=1e-5,
-                               atol=1e-7 * n * np.abs(dot).max())
+    np.testing.assert_allclose(
+        to_project_convention(raw["dot"], "grad_dot", n), n * dot, rtol=1e-5, atol=1e-7 * n * np.abs(dot).max()
+    )
     assert agreement(ours, to_project_convention(raw["trak"], "trak", n))["pearson_exact"] > 0.3
     assert report["forward_backward_seconds"] > 0
 
@@ -171,8 +216,13 @@ def test_read_ground_truth(tmp_path):
     masks = draw_subsets(13, 4, 0.5, seed=0)
     logits = np.random.default_rng(0).normal(size=(2, 4, 3, 5)).astype(np.float32)
     recipe = json.dumps({"dataset": {"n_train": 13}})
-    arrays = {"masks_packed": np.packbits(masks, axis=1), "logits": logits, "test_indices": np.array([0, 4, 7]),
-              "y_test": np.array([1, 0, 3]), "recipe": np.array(recipe)}
+    arrays = {
+        "masks_packed": np.packbits(masks, axis=1),
+        "logits": logits,
+        "test_indices": np.array([0, 4, 7]),
+        "y_test": np.array([1, 0, 3]),
+        "recipe": np.array(recipe),
+    }
     np.savez(tmp_path / "gt.npz", **arrays)
     gt = read_ground_truth(tmp_path / "gt.npz")
     np.testing.assert_array_equal(gt["masks"], masks)

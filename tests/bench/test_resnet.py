@@ -27,8 +27,13 @@ def tiny_mnist():
     full = load_dataset("mnist5k")
     train = np.sort(np.concatenate([np.flatnonzero(full.y_train == k)[:4] for k in range(10)]))
     test = np.sort(np.concatenate([np.flatnonzero(full.y_test == k)[:2] for k in range(10)]))
-    return dataclasses.replace(full, X_train=full.X_train[train], y_train=full.y_train[train],
-                               X_test=full.X_test[test], y_test=full.y_test[test])
+    return dataclasses.replace(
+        full,
+        X_train=full.X_train[train],
+        y_train=full.y_train[train],
+        X_test=full.X_test[test],
+        y_test=full.y_test[test],
+    )
 
 
 def test_resnet18_has_the_standard_architecture_and_parameter_count():
@@ -58,7 +63,8 @@ def test_input_adaptation_keeps_28x28_in_the_first_stage():
     sizes = {}
     for name in ("layer1", "layer2", "layer3", "layer4"):
         getattr(model, name).register_forward_hook(
-            lambda _m, _i, out, name=name: sizes.__setitem__(name, tuple(out.shape[1:])))
+            lambda _m, _i, out, name=name: sizes.__setitem__(name, tuple(out.shape[1:]))
+        )
     x = torch.randn(3, 784)
     with torch.no_grad():
         flat, image = model(x), model(x.reshape(3, 1, 28, 28))
@@ -114,16 +120,47 @@ def test_resnet_influence_equals_the_exact_solve_on_the_last_stage(tiny_mnist):
 def test_study_command_smoke_through_the_cli(tmp_path):
     out = tmp_path / "resnet"
     cache = tmp_path / "model.npz"
-    argv = ["bench", "resnet", "--out", str(out), "--device", "cpu", "--n-train", "40", "--n-test", "20",
-            "--width", "4", "--samplers", "random", "logit", "--m", "4", "--eval-test", "20", "--query-m", "8",
-            "--alphas", "1", "16", "--model-cache", str(cache), "--threads", "1"]
+    argv = [
+        "bench",
+        "resnet",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--n-train",
+        "40",
+        "--n-test",
+        "20",
+        "--width",
+        "4",
+        "--samplers",
+        "random",
+        "logit",
+        "--m",
+        "4",
+        "--eval-test",
+        "20",
+        "--query-m",
+        "8",
+        "--alphas",
+        "1",
+        "16",
+        "--model-cache",
+        str(cache),
+        "--threads",
+        "1",
+    ]
     assert main(argv) == 0
-    record = json.loads((out / "resnet18.json").read_text(),
-                        parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    record = json.loads(
+        (out / "resnet18.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}")
+    )
     markdown = (out / "resnet18.md").read_text()
     runs = record["removal"]["runs"]
     assert [(r["sampler"], r["m"], r["solver"]) for r in runs] == [
-        ("random", 4, "cg"), ("random", 4, "lissa"), ("logit", 4, "lissa")]
+        ("random", 4, "cg"),
+        ("random", 4, "lissa"),
+        ("logit", 4, "lissa"),
+    ]
     assert not record["removal"]["failures"]
     assert all(r["seconds"] > 0 and 1 <= r["iterations"] <= 10 and len(r["indices"]) == 4 for r in runs)
     assert all(r["sample_classes"][0] == 0 for r in runs)  # Hessian samples come from the remaining classes
@@ -138,10 +175,21 @@ def test_study_command_smoke_through_the_cli(tmp_path):
     assert not (out / "resnet18.partial.json").exists()  # the checkpoint file is replaced by the final outputs
     # the cached model is reused by a second run with the same training settings; checkpoints after each step
     saved = []
-    again = study.run_study(study.ResNetStudyConfig(device="cpu", n_train=40, n_test=20, width=4,
-                                                    samplers=("random",), m=(4,), eval_test=20, query_m=8,
-                                                    alphas=(1.0,), model_cache=str(cache)),
-                           checkpoint=lambda record: saved.append(sorted(record)))
+    again = study.run_study(
+        study.ResNetStudyConfig(
+            device="cpu",
+            n_train=40,
+            n_test=20,
+            width=4,
+            samplers=("random",),
+            m=(4,),
+            eval_test=20,
+            query_m=8,
+            alphas=(1.0,),
+            model_cache=str(cache),
+        ),
+        checkpoint=lambda record: saved.append(sorted(record)),
+    )
     assert again["training"]["source"].startswith("loaded from")
     assert "training" in saved[0] and "query" not in saved[0] and "removal" in saved[-1] and len(saved) == 4
     assert again["training"]["report"]["test_accuracy"] == record["training"]["report"]["test_accuracy"]
@@ -169,9 +217,19 @@ def test_study_config_rejects_bad_sizes():
 
 @CUDA
 def test_study_runs_on_cuda(tmp_path):
-    record = study.run_study(study.ResNetStudyConfig(device="cuda", n_train=40, n_test=20, width=4,
-                                                     samplers=("random",), m=(4,), eval_test=20, query_m=8,
-                                                     alphas=(1.0,)))
+    record = study.run_study(
+        study.ResNetStudyConfig(
+            device="cuda",
+            n_train=40,
+            n_test=20,
+            width=4,
+            samplers=("random",),
+            m=(4,),
+            eval_test=20,
+            query_m=8,
+            alphas=(1.0,),
+        )
+    )
     assert record["device"].startswith("cuda")
     assert record["removal"]["runs"] and all("cuda_peak_mb" in r for r in record["removal"]["runs"])
     assert record["query"]["scores_shape"] == [2, 40]

@@ -8,14 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from influence_core.cli import main as cli
 from influence_core.cli import influence as influence_cmd
+from influence_core.cli import main as cli
 from influence_core.cli import validate as validate_cmd
 
 
 @pytest.fixture
 def no_training(monkeypatch):
     """Fail loudly if a command gets as far as training: argument errors must be reported before."""
+
     def trained(*args, **kwargs):
         raise AssertionError("training started before the bad argument was reported")
 
@@ -35,18 +36,21 @@ def one_line_error(err: str) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--out", "/proc/scores.npy"], "pseudo-filesystem"),
-    (["--out", "{tmp}/adir.npy"], "is a directory"),
-    (["--out", "{tmp}/missing/scores.npy"], "does not exist; create it first"),
-    (["--out", "{tmp}/afile/scores.npy"], "is a file, not a folder"),
-    (["--damping", "inf"], "--damping must be a finite number"),
-    (["--damping", "nan"], "--damping must be a finite number"),
-    (["--top", "0"], "--top must be >= 1"),
-    (["--top", "-2"], "--top must be >= 1"),
-    (["--dataset", "npz"], "--dataset npz needs --path"),
-    (["--resume"], "--resume needs --out"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--out", "/proc/scores.npy"], "pseudo-filesystem"),
+        (["--out", "{tmp}/adir.npy"], "is a directory"),
+        (["--out", "{tmp}/missing/scores.npy"], "does not exist; create it first"),
+        (["--out", "{tmp}/afile/scores.npy"], "is a file, not a folder"),
+        (["--damping", "inf"], "--damping must be a finite number"),
+        (["--damping", "nan"], "--damping must be a finite number"),
+        (["--top", "0"], "--top must be >= 1"),
+        (["--top", "-2"], "--top must be >= 1"),
+        (["--dataset", "npz"], "--dataset npz needs --path"),
+        (["--resume"], "--resume needs --out"),
+    ],
+)
 def test_influence_arguments_are_refused_before_training(capsys, tmp_path, no_training, extra, message):
     (tmp_path / "afile").write_text("x")
     (tmp_path / "adir.npy").mkdir()
@@ -54,23 +58,31 @@ def test_influence_arguments_are_refused_before_training(capsys, tmp_path, no_tr
     assert code == 2 and message in one_line_error(err)
 
 
-@pytest.mark.parametrize("json_path, message", [
-    ("/proc/loo.json", "pseudo-filesystem"), ("{tmp}", "is a directory"), ("{tmp}/no/loo.json", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "json_path, message",
+    [
+        ("/proc/loo.json", "pseudo-filesystem"),
+        ("{tmp}", "is a directory"),
+        ("{tmp}/no/loo.json", "does not exist"),
+    ],
+)
 def test_validate_json_path_is_checked_before_the_retrainings(capsys, tmp_path, no_training, json_path, message):
     code, err = run(capsys, ["validate", "--json", json_path.format(tmp=tmp_path)])
     assert code == 2 and message in one_line_error(err)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["removal", "--out", "/proc/removal"], "pseudo-filesystem"),
-    (["removal", "--out", "{tmp}/afile"], "is a file, not a directory"),
-    (["removal", "--out", "{tmp}/run", "--threads", "0"], "--threads must be >= 1"),
-    (["removal", "--report", "/proc/RESULTS.md", "--runs", "{tmp}"], "pseudo-filesystem"),
-    (["faithfulness", "--out", "{tmp}/afile"], "is a file, not a directory"),
-    (["faithfulness", "--out", "/sys/faith"], "pseudo-filesystem"),
-    (["faithfulness", "--dataset", "npz"], "--dataset npz needs --path"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["removal", "--out", "/proc/removal"], "pseudo-filesystem"),
+        (["removal", "--out", "{tmp}/afile"], "is a file, not a directory"),
+        (["removal", "--out", "{tmp}/run", "--threads", "0"], "--threads must be >= 1"),
+        (["removal", "--report", "/proc/RESULTS.md", "--runs", "{tmp}"], "pseudo-filesystem"),
+        (["faithfulness", "--out", "{tmp}/afile"], "is a file, not a directory"),
+        (["faithfulness", "--out", "/sys/faith"], "pseudo-filesystem"),
+        (["faithfulness", "--dataset", "npz"], "--dataset npz needs --path"),
+    ],
+)
 def test_study_outputs_are_checked_before_the_study(capsys, tmp_path, monkeypatch, argv, message):
     import influence_core.studies.faithfulness as faithfulness
     import influence_core.studies.removal as removal_study
@@ -117,8 +129,21 @@ def test_hostile_npz_is_one_line(capsys, tmp_path):
 
 
 # --------------------------------------------------------------------------------------- resume: damaged files
-SMALL = ["influence", "--dataset", "digits", "--arch", "logreg", "--test-index", "0", "1", "--chunk-size", "500",
-         "--test-chunk-size", "1", "--quiet"]
+SMALL = [
+    "influence",
+    "--dataset",
+    "digits",
+    "--arch",
+    "logreg",
+    "--test-index",
+    "0",
+    "1",
+    "--chunk-size",
+    "500",
+    "--test-chunk-size",
+    "1",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,26 @@ from influence_core.cli.main import main
 
 def test_influence_command_prints_top_points_and_saves_scores(tmp_path, capsys):
     out = tmp_path / "scores.npy"
-    code = main(["influence", "--dataset", "digits", "--arch", "logreg", "--test-index", "0", "1",
-                 "--sampler", "logit", "--m", "64", "--top", "3", "--out", str(out)])
+    code = main(
+        [
+            "influence",
+            "--dataset",
+            "digits",
+            "--arch",
+            "logreg",
+            "--test-index",
+            "0",
+            "1",
+            "--sampler",
+            "logit",
+            "--m",
+            "64",
+            "--top",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "test point 0" in printed and "helpful:" in printed and "harmful:" in printed
@@ -52,8 +70,12 @@ def no_work(monkeypatch):
     def work(*args, **kwargs):
         raise AssertionError("work started before the bad argument was reported")
 
-    for module, names in ((influence_cmd, ("train_model", "load_dataset")), (lds_cmd, ("train_model", "load_dataset",
-                           "run_lds_study")), (faithfulness, ("run_study",)), (removal, ("run_study",))):
+    for module, names in (
+        (influence_cmd, ("train_model", "load_dataset")),
+        (lds_cmd, ("train_model", "load_dataset", "run_lds_study")),
+        (faithfulness, ("run_study",)),
+        (removal, ("run_study",)),
+    ):
         for name in names:
             monkeypatch.setattr(module, name, work)
 
@@ -67,29 +89,32 @@ def _one_line(capsys) -> str:
 LDS = ["--arch", "logreg", "--subsets", "2", "--retrain-seeds", "1", "--test-points", "2", "--quiet"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["influence", "--out", "{W}/d"], "--out must be a .npy file path"),              # wrote d.npy and exit 0
-    (["influence", "--out", "{W}/link.npy"], "is a symbolic link"),                  # wrote through the link
-    (["influence", "--out", "{W}/other.npy", "--resume"], "not a score file of this package"),  # overwrote it
-    (["influence", "--out", "{W}/text.npy", "--resume"], "not a score file of this package"),
-    (["lds", "score", *LDS, "--json", "/dev/full"], "--json /dev/full lies in /dev"),  # failed after retraining
-    (["lds", "score", *LDS, "--json", "{W}/link.json"], "--json {W}/link.json is a symbolic link"),
-    (["lds", "score", *LDS, "--save-test-indices", "{W}/no/idx.npy"], "--save-test-indices"),
-    (["lds", "score", *LDS, "--save-test-indices", "{W}/idx.txt"], "--save-test-indices must end in .npy"),
-    (["lds", "score", *LDS, "--cache", "{W}/afile"], "--cache {W}/afile is a file, not a directory"),
-    (["lds", "score", *LDS, "--scores", "{W}/missing.npy"], "--scores {W}/missing.npy: no such file"),
-    (["lds", "score", *LDS, "--scores", "{W}/text.npy"], "--scores {W}/text.npy is not a readable .npy"),
-    (["lds", "score", *LDS, "--scores", "{W}/objects.npy"], "holds Python objects, which are never loaded"),
-    (["lds", "score", *LDS, "--scores", "{W}/d"], "--scores {W}/d is a directory"),
-    (["lds", "score", *LDS, "--threads", "-1"], r"--threads must be in [0, 1024]"),    # exit 0 before
-    (["lds", "score", "--subsets", "1000000000"], "--subsets (K) must be an integer in [2, 100000]"),
-    (["lds", "study", *LDS, "--out", "{W}/afile"], "--out {W}/afile is a file, not a directory"),
-    (["lds", "study", *LDS, "--out", "{W}/l", "--name", "../x"], "--name '../x' is a file name, not a path"),
-    (["lds", "study", *LDS, "--out", "{W}", "--name", "link"], "is a symbolic link"),
-    (["faithfulness", "--out", "{W}/f", "--name", "../../escaped"], "--name '../../escaped' is a file name"),
-    (["faithfulness", "--out", "{W}/f", "--name", ""], "--name needs a non-empty file name"),
-    (["removal", "--report", "{W}/new/r.md", "--runs", "{W}"], "the folder {W}/new does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["influence", "--out", "{W}/d"], "--out must be a .npy file path"),  # wrote d.npy and exit 0
+        (["influence", "--out", "{W}/link.npy"], "is a symbolic link"),  # wrote through the link
+        (["influence", "--out", "{W}/other.npy", "--resume"], "not a score file of this package"),  # overwrote it
+        (["influence", "--out", "{W}/text.npy", "--resume"], "not a score file of this package"),
+        (["lds", "score", *LDS, "--json", "/dev/full"], "--json /dev/full lies in /dev"),  # failed after retraining
+        (["lds", "score", *LDS, "--json", "{W}/link.json"], "--json {W}/link.json is a symbolic link"),
+        (["lds", "score", *LDS, "--save-test-indices", "{W}/no/idx.npy"], "--save-test-indices"),
+        (["lds", "score", *LDS, "--save-test-indices", "{W}/idx.txt"], "--save-test-indices must end in .npy"),
+        (["lds", "score", *LDS, "--cache", "{W}/afile"], "--cache {W}/afile is a file, not a directory"),
+        (["lds", "score", *LDS, "--scores", "{W}/missing.npy"], "--scores {W}/missing.npy: no such file"),
+        (["lds", "score", *LDS, "--scores", "{W}/text.npy"], "--scores {W}/text.npy is not a readable .npy"),
+        (["lds", "score", *LDS, "--scores", "{W}/objects.npy"], "holds Python objects, which are never loaded"),
+        (["lds", "score", *LDS, "--scores", "{W}/d"], "--scores {W}/d is a directory"),
+        (["lds", "score", *LDS, "--threads", "-1"], r"--threads must be in [0, 1024]"),  # exit 0 before
+        (["lds", "score", "--subsets", "1000000000"], "--subsets (K) must be an integer in [2, 100000]"),
+        (["lds", "study", *LDS, "--out", "{W}/afile"], "--out {W}/afile is a file, not a directory"),
+        (["lds", "study", *LDS, "--out", "{W}/l", "--name", "../x"], "--name '../x' is a file name, not a path"),
+        (["lds", "study", *LDS, "--out", "{W}", "--name", "link"], "is a symbolic link"),
+        (["faithfulness", "--out", "{W}/f", "--name", "../../escaped"], "--name '../../escaped' is a file name"),
+        (["faithfulness", "--out", "{W}/f", "--name", ""], "--name needs a non-empty file name"),
+        (["removal", "--report", "{W}/new/r.md", "--runs", "{W}"], "the folder {W}/new does not exist"),
+    ],
+)
 def test_every_output_is_checked_before_any_work(capsys, tmp_path, no_work, argv, message):
     W = tmp_path
     (W / "d").mkdir()
@@ -128,7 +153,23 @@ def test_lds_json_is_written_atomically(tmp_path, capsys, monkeypatch):
     y = np.arange(60) % 2
     np.savez(data, X_train=X[:40], y_train=y[:40], X_test=X[40:], y_test=y[40:])
     target = tmp_path / "r.json"
-    assert main(["lds", "score", "--dataset", "npz", "--path", str(data), *LDS, "--cache", str(tmp_path / "c"),
-                 "--json", str(target)]) == 0
+    assert (
+        main(
+            [
+                "lds",
+                "score",
+                "--dataset",
+                "npz",
+                "--path",
+                str(data),
+                *LDS,
+                "--cache",
+                str(tmp_path / "c"),
+                "--json",
+                str(target),
+            ]
+        )
+        == 0
+    )
     assert written == [str(target)] and "records" in json.loads(target.read_text())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "d.npz", "r.json"]  # no temporary left

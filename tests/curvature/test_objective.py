@@ -37,7 +37,7 @@ def analytic(model, X, y, idx, weights=None):
         p /= p.sum()
         J = np.zeros((C, p_dim))
         for c in range(C):
-            J[c, c * D:(c + 1) * D] = X[i]
+            J[c, c * D : (c + 1) * D] = X[i]
             J[c, C * D + c] = 1.0
         H += wi * J.T @ (np.diag(p) - np.outer(p, p)) @ J
         grads.append(J.T @ (p - np.eye(C)[y[i]]))
@@ -75,7 +75,8 @@ def test_full_data_hessian_and_largest_eigenvalue(tiny):
     assert obj.largest_eigenvalue(tol=1e-8, max_iter=2000) == pytest.approx(lam, rel=1e-4)
     op = lambda V: V @ torch.as_tensor(H_true)  # noqa: E731
     assert largest_eigenvalue(op, H_true.shape[0], dtype=torch.float64, tol=1e-8, max_iter=2000) == pytest.approx(
-        lam, rel=1e-4)
+        lam, rel=1e-4
+    )
 
 
 def test_forward_mode_grad_dot_equals_per_sample_gradients(tiny):
@@ -83,8 +84,9 @@ def test_forward_mode_grad_dot_equals_per_sample_gradients(tiny):
     obj = Objective(model, X, y, WD)
     V = torch.as_tensor(np.random.default_rng(3).normal(size=(2, obj.n_params)))
     G = obj.per_sample_grads(torch.as_tensor(X), torch.as_tensor(y))
-    np.testing.assert_allclose(obj.grad_dot(V, torch.as_tensor(X), torch.as_tensor(y)).numpy(),
-                               (G @ V.T).numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        obj.grad_dot(V, torch.as_tensor(X), torch.as_tensor(y)).numpy(), (G @ V.T).numpy(), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_objective_rejects_bad_input(tiny):

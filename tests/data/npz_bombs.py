@@ -19,8 +19,9 @@ def zeros_bomb(shape: tuple[int, ...], dtype: str = "<f4", extra: dict | None = 
     Written by streaming zeros through zlib, so building it never holds the array in memory."""
     buf = io.BytesIO()
     header = io.BytesIO()
-    np.lib.format.write_array_header_1_0(header, {"descr": np.dtype(dtype).str, "fortran_order": False,
-                                                  "shape": tuple(shape)})
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": tuple(shape)}
+    )
     nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         with z.open("X_train.npy", "w", force_zip64=True) as member:
@@ -28,7 +29,7 @@ def zeros_bomb(shape: tuple[int, ...], dtype: str = "<f4", extra: dict | None = 
             chunk = bytes(1 << 22)
             left = nbytes
             while left:
-                member.write(chunk[:min(left, len(chunk))])
+                member.write(chunk[: min(left, len(chunk))])
                 left -= min(left, len(chunk))
         for key, value in (extra or {"y_train": np.zeros(shape[0], dtype=np.int64)}).items():
             arr = io.BytesIO()
@@ -48,5 +49,3 @@ def lying_header(declared: tuple[int, ...]) -> bytes:
         np.save(arr, np.zeros(declared[0], dtype=np.int64))
         z.writestr("y_train.npy", arr.getvalue())
     return buf.getvalue()
-
-

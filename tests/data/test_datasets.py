@@ -45,18 +45,23 @@ def test_npz_round_trip_from_path_and_bytes(tmp_path):
     np.testing.assert_array_equal(load_npz(path.read_bytes()).X_test, ds.X_test)
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"X_train": np.zeros((4, 2))}, "misses"),
-    ({"X_train": np.zeros((4, 2)), "y_train": np.zeros(3)}, "must match"),
-    ({"X_train": np.full((4, 2), np.nan), "y_train": [0, 1, 0, 1]}, "NaN"),
-    ({"X_train": np.zeros((4, 2)), "y_train": [0, -1, 0, 1]}, "negative labels"),
-    ({"X_train": np.zeros((4, 2)), "y_train": [0.5, 1, 0, 1]}, "integer"),
-    ({"X_train": np.zeros((6, 2)), "y_train": [0, 2, 0, 2, 0, 2]}, r"class\(es\) \[1\] have no training"),
-    ({"X_train": np.zeros((4, 2)), "y_train": [1, 1, 1, 1]}, "no training examples|at least 2 classes"),
-    ({"X_train": np.zeros((4, 2)), "y_train": [0, 1, 0, 1], "X_test": np.zeros((2, 3)),
-      "y_test": [0, 1]}, "features"),
-    ({"X_train": np.zeros((4, 2)), "y_train": [0, 1, 0, 1], "X_test": np.zeros((2, 2))}, "both X_test"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"X_train": np.zeros((4, 2))}, "misses"),
+        ({"X_train": np.zeros((4, 2)), "y_train": np.zeros(3)}, "must match"),
+        ({"X_train": np.full((4, 2), np.nan), "y_train": [0, 1, 0, 1]}, "NaN"),
+        ({"X_train": np.zeros((4, 2)), "y_train": [0, -1, 0, 1]}, "negative labels"),
+        ({"X_train": np.zeros((4, 2)), "y_train": [0.5, 1, 0, 1]}, "integer"),
+        ({"X_train": np.zeros((6, 2)), "y_train": [0, 2, 0, 2, 0, 2]}, r"class\(es\) \[1\] have no training"),
+        ({"X_train": np.zeros((4, 2)), "y_train": [1, 1, 1, 1]}, "no training examples|at least 2 classes"),
+        (
+            {"X_train": np.zeros((4, 2)), "y_train": [0, 1, 0, 1], "X_test": np.zeros((2, 3)), "y_test": [0, 1]},
+            "features",
+        ),
+        ({"X_train": np.zeros((4, 2)), "y_train": [0, 1, 0, 1], "X_test": np.zeros((2, 2))}, "both X_test"),
+    ],
+)
 def test_malformed_npz_is_refused_with_a_clear_message(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"
     np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
@@ -107,20 +112,28 @@ X8 = np.random.default_rng(0).normal(size=(40, 4))
 Y8 = np.arange(40) % 2
 
 
-@pytest.mark.parametrize("make, message", [
-    (lambda: dataset_from_arrays(X8, Y8, test_fraction="0.2"), r"test_fraction must be a finite number in \(0, 1\)"),
-    (lambda: dataset_from_arrays(X8, Y8, seed=-1), r"seed must be an integer in \[0, 4294967295\]"),
-    (lambda: dataset_from_arrays(X8, Y8, seed=2**40), r"seed must be an integer in \[0, 4294967295\]"),
-    (lambda: dataset_from_arrays(X8, Y8, seed=1.5), "seed must be an integer"),
-    (lambda: load_dataset("digits", seed=-1), "seed must be an integer"),
-    (lambda: dataset_from_arrays([[1.0, 2.0], [3.0]] * 20, Y8), "X_train could not be converted to an array"),
-    (lambda: dataset_from_arrays(X8, np.where(Y8 == 1, np.uint64(2**63 + 5), np.uint64(0)), X8, Y8),
-     "too large to be class numbers"),                                  # was "negative labels" (wrapped to int64)
-    (lambda: load_dataset("mnist1d", num_samples=10**9), r"num_samples must be an integer in \[20, 100000\]"),
-    (lambda: load_dataset("mnist1d", num_samples=2500.5), "num_samples must be an integer"),
-    (lambda: load_dataset("mnist1d", train_split=1.5), r"train_split must be a finite number in \(0, 1\)"),
-    (lambda: load_dataset("mnist1d", num_samples=20, train_split=0.3), "leaves 6 of 20 examples for training"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda: dataset_from_arrays(X8, Y8, test_fraction="0.2"),
+            r"test_fraction must be a finite number in \(0, 1\)",
+        ),
+        (lambda: dataset_from_arrays(X8, Y8, seed=-1), r"seed must be an integer in \[0, 4294967295\]"),
+        (lambda: dataset_from_arrays(X8, Y8, seed=2**40), r"seed must be an integer in \[0, 4294967295\]"),
+        (lambda: dataset_from_arrays(X8, Y8, seed=1.5), "seed must be an integer"),
+        (lambda: load_dataset("digits", seed=-1), "seed must be an integer"),
+        (lambda: dataset_from_arrays([[1.0, 2.0], [3.0]] * 20, Y8), "X_train could not be converted to an array"),
+        (
+            lambda: dataset_from_arrays(X8, np.where(Y8 == 1, np.uint64(2**63 + 5), np.uint64(0)), X8, Y8),
+            "too large to be class numbers",
+        ),  # was "negative labels" (wrapped to int64)
+        (lambda: load_dataset("mnist1d", num_samples=10**9), r"num_samples must be an integer in \[20, 100000\]"),
+        (lambda: load_dataset("mnist1d", num_samples=2500.5), "num_samples must be an integer"),
+        (lambda: load_dataset("mnist1d", train_split=1.5), r"train_split must be a finite number in \(0, 1\)"),
+        (lambda: load_dataset("mnist1d", num_samples=20, train_split=0.3), "leaves 6 of 20 examples for training"),
+    ],
+)
 def test_options_are_checked_for_type_and_range_where_they_enter(make, message):
     with pytest.raises(DatasetError, match=message):
         make()
@@ -132,10 +145,14 @@ def test_load_npz_names_what_it_was_given(tmp_path):
     os.mkfifo(tmp_path / "pipe.npz")
     (tmp_path / "zero.npz").symlink_to("/dev/zero")
     (tmp_path / "dangling.npz").symlink_to(tmp_path / "nothing.npz")
-    for source, message in [(io.StringIO("hello"), "binary source"), (5, "takes a path, bytes or a binary file"),
-                            (tmp_path, "is a directory"), (tmp_path / "pipe.npz", "not a regular file"),
-                            (tmp_path / "zero.npz", "not a regular file"),
-                            (tmp_path / "dangling.npz", "broken symbolic link"),
-                            (tmp_path / "missing.npz", "no such file")]:
+    for source, message in [
+        (io.StringIO("hello"), "binary source"),
+        (5, "takes a path, bytes or a binary file"),
+        (tmp_path, "is a directory"),
+        (tmp_path / "pipe.npz", "not a regular file"),
+        (tmp_path / "zero.npz", "not a regular file"),
+        (tmp_path / "dangling.npz", "broken symbolic link"),
+        (tmp_path / "missing.npz", "no such file"),
+    ]:
         with pytest.raises(DatasetError, match=message):
             load_npz(source)

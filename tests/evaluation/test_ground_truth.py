@@ -37,8 +37,15 @@ def tiny(tmp_path_factory):
     d = load_digits()
     data = root / "digits300.npz"
     np.savez(data, X_train=d.data[:240], y_train=d.target[:240], X_test=d.data[240:300], y_test=d.target[240:300])
-    spec = GroundTruthSpec("tiny", "npz", "logreg", {"dtype": "float64", "weight_decay": 1e-2},
-                           dataset_options={"path": str(data)}, n_test_points=12, plan=TINY_PLAN)
+    spec = GroundTruthSpec(
+        "tiny",
+        "npz",
+        "logreg",
+        {"dtype": "float64", "weight_decay": 1e-2},
+        dataset_options={"path": str(data)},
+        n_test_points=12,
+        plan=TINY_PLAN,
+    )
     cache = root / "cache"
     gt = build_ground_truth(spec, cache_dir=cache)
     path = save_ground_truth(gt, root / "tiny.npz")
@@ -149,8 +156,10 @@ def test_cli_scores_a_matrix_and_refuses_a_wrong_shape(tiny, tmp_path, capsys):
     S = rng.normal(size=(12, 240))
     np.save(tmp_path / "s.npy", S)
     out = tmp_path / "r.json"
-    assert main(["lds", "score", "--ground-truth", str(path), "--scores", str(tmp_path / "s.npy"), "--json",
-                 str(out)]) == 0
+    assert (
+        main(["lds", "score", "--ground-truth", str(path), "--scores", str(tmp_path / "s.npy"), "--json", str(out)])
+        == 0
+    )
     record = json.loads(out.read_text())
     assert record["result"]["lds"] == pytest.approx(lds_against(S, gt).lds, abs=1e-12)
     assert "LDS" in capsys.readouterr().out
@@ -158,8 +167,9 @@ def test_cli_scores_a_matrix_and_refuses_a_wrong_shape(tiny, tmp_path, capsys):
     assert main(["lds", "score", "--ground-truth", str(path), "--scores", str(tmp_path / "bad.npy")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "(n_test, n_train) = (12, 240)" in err[0] and "(12, 239)" in err[0]
-    assert main(["lds", "score", "--ground-truth", str(tmp_path / "nope.npz"), "--scores",
-                 str(tmp_path / "s.npy")]) == 2
+    assert (
+        main(["lds", "score", "--ground-truth", str(tmp_path / "nope.npz"), "--scores", str(tmp_path / "s.npy")]) == 2
+    )
     assert "no file" in capsys.readouterr().err
 
 
@@ -183,8 +193,11 @@ COMMITTED = sorted(p.stem for p in ground_truth_dir().glob("*.npz"))
 def test_committed_files_load_and_match_their_study(name):
     gt = load_ground_truth(name)
     assert isinstance(gt, GroundTruth) and gt.name == name and gt.k_done >= 2
-    doc = {"digits_mlp": "docs/lds/digits_mlp.json", "mnist5k_mlp": "docs/lds/mnist5k_mlp.json",
-           "digits_logreg": "docs/lds/digits_logreg_score.json"}.get(name)
+    doc = {
+        "digits_mlp": "docs/lds/digits_mlp.json",
+        "mnist5k_mlp": "docs/lds/mnist5k_mlp.json",
+        "digits_logreg": "docs/lds/digits_logreg_score.json",
+    }.get(name)
     if doc:  # the same retrains as the committed study: same cache key and test points
         record = json.loads((Path(__file__).resolve().parents[2] / doc).read_text())
         retrain = record.get("context", {}).get("retrain") or record["retrain"]

@@ -9,17 +9,17 @@ import pytest
 from scipy.stats import spearmanr
 
 from influence_core.evaluation.metrics import (
-                                               consistency,
-                                               forget_retain_f1,
-                                               mean_std,
-                                               pearson,
-                                               relative_error,
-                                               rowwise_pearson,
-                                               rowwise_spearman,
-                                               rowwise_topk_overlap,
-                                               spearman,
-                                               topk_overlap,
-                                               )
+    consistency,
+    forget_retain_f1,
+    mean_std,
+    pearson,
+    relative_error,
+    rowwise_pearson,
+    rowwise_spearman,
+    rowwise_topk_overlap,
+    spearman,
+    topk_overlap,
+)
 
 # ---------------------------------------------------------------------------------------------------------------
 # forget / retain / F1
@@ -51,8 +51,11 @@ def test_f1_zero_cases():
     # the untouched original model: retains everything, forgets nothing -> f1 = 0
     assert forget_retain_f1(y_true, y_true, removed_class=0)["f1"] == 0.0
     # forgets everything, including every other class -> f1 = 0
-    assert forget_retain_f1(y_true, np.array([1, 1, 0, 0]), removed_class=0) == {"forget": 1.0, "retain": 0.0,
-                                                                                   "f1": 0.0}
+    assert forget_retain_f1(y_true, np.array([1, 1, 0, 0]), removed_class=0) == {
+        "forget": 1.0,
+        "retain": 0.0,
+        "f1": 0.0,
+    }
 
 
 def test_f1_errors():

@@ -12,14 +12,12 @@ from influence_core import InfluenceCalculator, train_model
 from influence_core.evaluation.mislabel import detection_curve, flip_labels, found_at, mislabel_detection
 
 
-
-
 def test_flip_labels_flips_the_share_to_other_classes_deterministically():
     y = np.repeat(np.arange(10), 50)
     noisy, flipped = flip_labels(y, 10, 0.1, seed=3)
     assert len(flipped) == 50 and len(np.unique(flipped)) == 50
-    assert np.all(noisy[flipped] != y[flipped])                       # every flipped label changed
-    assert np.array_equal(np.flatnonzero(noisy != y), flipped)        # and nothing else did
+    assert np.all(noisy[flipped] != y[flipped])  # every flipped label changed
+    assert np.array_equal(np.flatnonzero(noisy != y), flipped)  # and nothing else did
     assert noisy.min() >= 0 and noisy.max() < 10
     again, same = flip_labels(y, 10, 0.1, seed=3)
     assert np.array_equal(again, noisy) and np.array_equal(same, flipped)
@@ -41,10 +39,10 @@ def test_flip_labels_refuses_labels_out_of_range():
 
 def test_detection_curve_perfect_reversed_and_random_rankings():
     n, flipped = 100, np.arange(10)
-    perfect = detection_curve(-np.arange(n, dtype=float), flipped)     # flipped points ranked first
+    perfect = detection_curve(-np.arange(n, dtype=float), flipped)  # flipped points ranked first
     assert found_at(perfect, 0.1) == 1.0 and perfect["found"][5] == 0.5
     assert perfect["auc"] == pytest.approx(1 - 0.1 / 2 + 0.1 / (2 * 10), abs=1e-12)
-    reversed_ = detection_curve(np.arange(n, dtype=float), flipped)    # flipped points ranked last
+    reversed_ = detection_curve(np.arange(n, dtype=float), flipped)  # flipped points ranked last
     assert found_at(reversed_, 0.9) == 0.0 and reversed_["found"][-1] == 1.0
     np.testing.assert_allclose(perfect["random"], np.arange(n + 1) / n)
     rng = np.random.default_rng(0)
@@ -70,7 +68,7 @@ def _flat(model):
         out, i = {}, 0
         for k, s in zip(names, shapes):
             size = int(np.prod(s))
-            out[k] = t[i:i + size].reshape(s)
+            out[k] = t[i : i + size].reshape(s)
             i += size
         return out
 
@@ -88,14 +86,15 @@ def _direct_self_influence(model, X, y, wd, damping, rows, curvature):
         return functional_call(model, unflatten(t), (x,))
 
     if curvature == "hessian":
+
         def objective(t):
             return torch.nn.functional.cross_entropy(logits(t, X), y) + 0.5 * wd * (t * t).sum()
 
         H = torch.autograd.functional.hessian(objective, theta, vectorize=True)
     else:
-        J = jacrev(lambda t: logits(t, X))(theta)                      # (n, C, p)
-        p = torch.softmax(logits(theta, X), dim=1).detach()            # (n, C)
-        M = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]        # (n, C, C)
+        J = jacrev(lambda t: logits(t, X))(theta)  # (n, C, p)
+        p = torch.softmax(logits(theta, X), dim=1).detach()  # (n, C)
+        M = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]  # (n, C, C)
         H = torch.einsum("ncp,ncd,ndq->pq", J, M, J) / n + wd * torch.eye(len(theta), dtype=theta.dtype)
     A = H + damping * torch.eye(len(theta), dtype=theta.dtype)
     out = []
@@ -107,12 +106,13 @@ def _direct_self_influence(model, X, y, wd, damping, rows, curvature):
 
 def _grad_j(logits, theta, X, y, j):
     t = theta.clone().requires_grad_(True)
-    loss = torch.nn.functional.cross_entropy(logits(t, X[j:j + 1]), y[j:j + 1])
+    loss = torch.nn.functional.cross_entropy(logits(t, X[j : j + 1]), y[j : j + 1])
     return torch.autograd.grad(loss, t)[0]
 
 
-@pytest.mark.parametrize("arch,curvature,kwargs", [("logreg", "hessian", {}),
-                                                   ("mlp", "gauss_newton", {"hidden": (4,), "epochs": 5})])
+@pytest.mark.parametrize(
+    "arch,curvature,kwargs", [("logreg", "hessian", {}), ("mlp", "gauss_newton", {"hidden": (4,), "epochs": 5})]
+)
 def test_self_influence_matches_a_direct_computation(digits, arch, curvature, kwargs):
     import dataclasses
 

@@ -28,8 +28,11 @@ def mlp64(digits, tiny_digits_mlp):
 
 def _samples(model, digits, m=60):
     """Unweighted (random, logit) and weighted (importance) samples, two seeds each."""
-    return [ic.sample_hessian_subset(model, digits, name, m, seed=s)
-            for name in ("random", "logit", "importance") for s in (0, 1)]
+    return [
+        ic.sample_hessian_subset(model, digits, name, m, seed=s)
+        for name in ("random", "logit", "importance")
+        for s in (0, 1)
+    ]
 
 
 @pytest.mark.parametrize("method", ["linear", "generic"])
@@ -39,7 +42,7 @@ def test_sample_grams_equal_the_gram_of_the_dense_gauss_newton_factor(digits, ml
     assert samples[-1].weights is not None and np.ptp(samples[-1].weights) > 0  # a weighted sample is covered
     grams = sample_grams(obj, [(s.indices, s.weights) for s in samples], method=method)
     for g, s in zip(grams, samples):
-        U = obj.gauss_newton_factors(s.indices, s.weights)                      # U_S (m(C-1), p), one sample alone
+        U = obj.gauss_newton_factors(s.indices, s.weights)  # U_S (m(C-1), p), one sample alone
         assert g.method == method and g.gram.shape == (U.shape[0], U.shape[0])
         assert _rel(g.gram, U @ U.T) < 1e-12
 
@@ -54,10 +57,13 @@ def test_scores_across_samples_equal_one_calculator_per_sample(digits, tiny_digi
     assert all(inv.info["inverse"] == "low_rank" and inv.info["gram"] == "linear" for inv in inverses)
     fast, solves = scores_across_samples(calc, inverses, X, y)
     assert fast.shape == (len(samples), 3, digits.n_train) and len(solves) == len(samples)
-    tol = 1e-10 if dtype == "float64" else 2e-5   # float32: measured 1.3e-6 (rounding of the two Gram formulas)
+    tol = 1e-10 if dtype == "float64" else 2e-5  # float32: measured 1.3e-6 (rounding of the two Gram formulas)
     for k, sample in enumerate(samples):
-        ref = ic.InfluenceCalculator(model, digits.X_train, digits.y_train).fit(
-            sample, solver="exact", damping=DAMPING, curvature="gauss_newton").scores(X, y)
+        ref = (
+            ic.InfluenceCalculator(model, digits.X_train, digits.y_train)
+            .fit(sample, solver="exact", damping=DAMPING, curvature="gauss_newton")
+            .scores(X, y)
+        )
         assert _rel(fast[k], ref) < tol, (k, _rel(fast[k], ref))
     assert _rel(fast[0], fast[1]) > 1e-2  # the samples' answers differ: a mix-up of samples would be caught
 
@@ -83,9 +89,11 @@ def test_a_model_outside_linear_layers_takes_the_generic_gram_with_the_same_scor
     assert [inv.info["gram"] for inv in inverses] == ["generic", "generic"]
     fast, _ = scores_across_samples(calc, inverses, digits.X_test[:2], digits.y_test[:2])
     for k, sample in enumerate(samples):
-        ref = ic.InfluenceCalculator(model, digits.X_train, digits.y_train, weight_decay=1e-3).fit(
-            sample, solver="exact", damping=DAMPING, curvature="gauss_newton").scores(digits.X_test[:2],
-                                                                                     digits.y_test[:2])
+        ref = (
+            ic.InfluenceCalculator(model, digits.X_train, digits.y_train, weight_decay=1e-3)
+            .fit(sample, solver="exact", damping=DAMPING, curvature="gauss_newton")
+            .scores(digits.X_test[:2], digits.y_test[:2])
+        )
         assert _rel(fast[k], ref) < 1e-10
 
 
@@ -95,9 +103,11 @@ def test_other_solvers_are_fitted_one_by_one_with_the_same_scores(digits, tiny_d
     inverses = fit_across_samples(calc.objective, samples, solver="cg", damping=DAMPING, tol=1e-6, max_iter=500)
     assert [inv.solver for inv in inverses] == ["cg", "cg"]
     fast, _ = scores_across_samples(calc, inverses, digits.X_test[:1], digits.y_test[:1])
-    ref = ic.InfluenceCalculator(tiny_digits_mlp, digits.X_train, digits.y_train).fit(
-        samples[1], solver="cg", damping=DAMPING, curvature="gauss_newton", tol=1e-6, max_iter=500
-    ).scores(digits.X_test[:1], digits.y_test[:1])
+    ref = (
+        ic.InfluenceCalculator(tiny_digits_mlp, digits.X_train, digits.y_train)
+        .fit(samples[1], solver="cg", damping=DAMPING, curvature="gauss_newton", tol=1e-6, max_iter=500)
+        .scores(digits.X_test[:1], digits.y_test[:1])
+    )
     assert _rel(fast[1], ref) < 1e-6
     with pytest.raises(ValueError, match="name its points"):
         fit_across_samples(calc.objective, [None], solver="exact", damping=DAMPING)
@@ -116,19 +126,23 @@ def test_the_structured_gauss_newton_matrix_equals_the_one_from_hvps(digits, mlp
 def test_exact_with_the_structured_matrix_gives_the_scores_of_the_hvp_matrix(digits, mlp64):
     X, y = digits.X_test[:2], digits.y_test[:2]
     fast = ic.InfluenceCalculator(mlp64, digits.X_train, digits.y_train).fit(
-        None, solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="structured")
+        None, solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="structured"
+    )
     assert fast.fit_info == {"inverse": "cholesky", "matrix": "structured"}
     ref = ic.InfluenceCalculator(mlp64, digits.X_train, digits.y_train).fit(
-        None, solver="exact", damping=DAMPING, curvature="gauss_newton")
+        None, solver="exact", damping=DAMPING, curvature="gauss_newton"
+    )
     assert ref.fit_info["inverse"] == "lu"
     assert _rel(fast.scores(X, y), ref.scores(X, y)) < 1e-10
     scaled = _Scaled(copy.deepcopy(mlp64))  # not only nn.Linear: falls back to the HVP matrix and LU
     other = ic.InfluenceCalculator(scaled, digits.X_train, digits.y_train, weight_decay=1e-3).fit(
-        np.arange(300), solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="structured")
+        np.arange(300), solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="structured"
+    )
     assert other.fit_info["inverse"] == "lu"
     with pytest.raises(ValueError, match="matrix must be"):
         ic.InfluenceCalculator(mlp64, digits.X_train, digits.y_train).fit(
-            None, solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="dense")
+            None, solver="exact", damping=DAMPING, curvature="gauss_newton", matrix="dense"
+        )
 
 
 class _Tied(nn.Module):
@@ -153,6 +167,6 @@ def test_a_weight_used_outside_its_module_takes_the_generic_gram(digits):
     calc = ic.InfluenceCalculator(model, digits.X_train, digits.y_train, weight_decay=1e-3)
     obj = calc.objective
     assert linear_layer_pieces(obj, np.arange(20)) is None and gauss_newton_matrix(obj, np.arange(20)) is None
-    g, = sample_grams(obj, [(np.arange(20), None)])
+    (g,) = sample_grams(obj, [(np.arange(20), None)])
     U = obj.gauss_newton_factors(np.arange(20))
     assert g.method == "generic" and _rel(g.gram, U @ U.T) < 1e-12

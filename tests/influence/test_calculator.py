@@ -7,11 +7,15 @@ import torch
 from torch import nn
 
 from influence_core import (
-                            InfluenceCalculator, NotFittedError, influence_scores, sample_hessian_subset, top_influences,
-                            )
+    InfluenceCalculator,
+    NotFittedError,
+    influence_scores,
+    sample_hessian_subset,
+    top_influences,
+)
 from influence_core.config import InfluenceConfig
-from influence_core.models.training import fit_full_batch
 from influence_core.evaluation.leave_one_out import leave_one_out_check
+from influence_core.models.training import fit_full_batch
 
 EXACT = InfluenceConfig.preset("exact")
 
@@ -34,8 +38,14 @@ def test_solvers_and_full_pool_sample_agree_with_exact(digits, digits_logreg64):
     exact = influence_scores(model, digits, [3, 4], config=EXACT)  # true Hessian, δ = 0, solved exactly
     whole_pool = influence_scores(model, digits, [3, 4], hessian_indices=np.arange(digits.n_train), config=EXACT)
     np.testing.assert_allclose(whole_pool, exact, rtol=1e-9, atol=1e-14)
-    uniform = influence_scores(model, digits, [3, 4], hessian_indices=np.arange(digits.n_train),
-                               hessian_weights=np.full(digits.n_train, 2.5), config=EXACT)
+    uniform = influence_scores(
+        model,
+        digits,
+        [3, 4],
+        hessian_indices=np.arange(digits.n_train),
+        hessian_weights=np.full(digits.n_train, 2.5),
+        config=EXACT,
+    )
     np.testing.assert_allclose(uniform, exact, rtol=1e-9, atol=1e-14)
     cg = influence_scores(model, digits, [3, 4], config=EXACT, solver="cg", tol=1e-8)
     np.testing.assert_allclose(cg, exact, rtol=1e-4, atol=1e-6 * np.abs(exact).max())
@@ -44,11 +54,23 @@ def test_solvers_and_full_pool_sample_agree_with_exact(digits, digits_logreg64):
 
 
 def test_scores_do_not_depend_on_chunk_size(digits, digits_logreg64, digits_mlp):
-    for model, solver, chunks, rtol in ((digits_logreg64, "exact", (7, 100, 5000), 1e-10),
-                                        (digits_mlp, "cg", (97, 5000), 1e-4)):
-        results = [influence_scores(model, digits, [0, 5, 9], solver=solver, damping=0.01, chunk_size=c,
-                                    curvature="gauss_newton", **({"tol": 1e-7} if solver == "cg" else {}))
-                   for c in chunks]
+    for model, solver, chunks, rtol in (
+        (digits_logreg64, "exact", (7, 100, 5000), 1e-10),
+        (digits_mlp, "cg", (97, 5000), 1e-4),
+    ):
+        results = [
+            influence_scores(
+                model,
+                digits,
+                [0, 5, 9],
+                solver=solver,
+                damping=0.01,
+                chunk_size=c,
+                curvature="gauss_newton",
+                **({"tol": 1e-7} if solver == "cg" else {}),
+            )
+            for c in chunks
+        ]
         for other in results[1:]:
             np.testing.assert_allclose(other, results[0], rtol=rtol, atol=rtol * np.abs(results[0]).max())
 
@@ -57,12 +79,22 @@ def test_sampled_hessian_is_deterministic_and_carries_weights(digits, digits_mlp
     a = sample_hessian_subset(digits_mlp, digits, "importance", 64, seed=3)
     b = sample_hessian_subset(digits_mlp, digits, "importance", 64, seed=3)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    s1 = influence_scores(digits_mlp, digits, [1], hessian_indices=a, solver="cg", damping=0.01,
-                          curvature="gauss_newton")
-    s2 = influence_scores(digits_mlp, digits, [1], hessian_indices=np.asarray(a), hessian_weights=a.weights,
-                          solver="cg", damping=0.01, curvature="gauss_newton")
-    s3 = influence_scores(digits_mlp, digits, [1], hessian_indices=np.asarray(a), solver="cg", damping=0.01,
-                          curvature="gauss_newton")
+    s1 = influence_scores(
+        digits_mlp, digits, [1], hessian_indices=a, solver="cg", damping=0.01, curvature="gauss_newton"
+    )
+    s2 = influence_scores(
+        digits_mlp,
+        digits,
+        [1],
+        hessian_indices=np.asarray(a),
+        hessian_weights=a.weights,
+        solver="cg",
+        damping=0.01,
+        curvature="gauss_newton",
+    )
+    s3 = influence_scores(
+        digits_mlp, digits, [1], hessian_indices=np.asarray(a), solver="cg", damping=0.01, curvature="gauss_newton"
+    )
     np.testing.assert_array_equal(s1, s2)
     assert not np.allclose(s1, s3)  # the importance weights are used
 
@@ -132,8 +164,9 @@ def test_gauss_newton_exact_uses_low_rank_and_equals_dense(digits):
     model = train_model(digits, "mlp", seed=0, epochs=3, hidden=(8,), dtype="float64")
     idx = np.arange(0, 400, 10)  # m = 40, r = 360 < p = 610
     w = np.random.default_rng(0).uniform(0.5, 2.0, len(idx))
-    got = influence_scores(model, digits, [0, 5], idx, solver="exact", damping=0.01, hessian_weights=w,
-                           curvature="gauss_newton")
+    got = influence_scores(
+        model, digits, [0, 5], idx, solver="exact", damping=0.01, hessian_weights=w, curvature="gauss_newton"
+    )
     calc = InfluenceCalculator(model, digits.X_train, digits.y_train)
     calc.fit(idx, w, solver="exact", damping=0.01, curvature="gauss_newton")
     assert calc.fit_info == {"inverse": "low_rank", "rank": 360}
@@ -169,29 +202,44 @@ def test_automatic_score_chunk_and_cached_lissa_scale(digits, digits_mlp):
 
 
 # ------------------------------------------------------------------------------------------ hostile options
-@pytest.mark.parametrize("make, message", [
-    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train, chunk_size=2.5),
-     r"chunk_size must be an integer >= 1, got 2.5"),                       # was truncated to 2
-    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train, chunk_size="big"), "chunk_size must be an integer"),
-    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit(damping="small"), "damping must be a finite"),
-    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit(damping=None), "damping must be a finite"),
-    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit([0, 1, 2], ["a", "b", "c"], damping=0.1),
-     "hessian_weights must be real numbers"),
-    (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit([0, 1, 2], [1, 1j, 1], damping=0.1),
-     "hessian_weights must be real numbers"),
-    (lambda m, ds: top_influences(["a", "b"]), "top_influences takes real numbers"),
-    (lambda m, ds: top_influences(np.array([1 + 1j, 2])), "top_influences takes real numbers"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train, chunk_size=2.5),
+            r"chunk_size must be an integer >= 1, got 2.5",
+        ),  # was truncated to 2
+        (
+            lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train, chunk_size="big"),
+            "chunk_size must be an integer",
+        ),
+        (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit(damping="small"), "damping must be a finite"),
+        (lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit(damping=None), "damping must be a finite"),
+        (
+            lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit([0, 1, 2], ["a", "b", "c"], damping=0.1),
+            "hessian_weights must be real numbers",
+        ),
+        (
+            lambda m, ds: InfluenceCalculator(m, ds.X_train, ds.y_train).fit([0, 1, 2], [1, 1j, 1], damping=0.1),
+            "hessian_weights must be real numbers",
+        ),
+        (lambda m, ds: top_influences(["a", "b"]), "top_influences takes real numbers"),
+        (lambda m, ds: top_influences(np.array([1 + 1j, 2])), "top_influences takes real numbers"),
+    ],
+)
 def test_calculator_options_are_type_checked_at_the_entry(digits, digits_logreg64, make, message):
     with pytest.raises(ValueError, match=message):
         make(digits_logreg64, digits)
 
 
-@pytest.mark.parametrize("model, message", [
-    (lambda: nn.Linear(64, 10, device="meta"), "on the 'meta' device and holds no values"),
-    (lambda: nn.Linear(64, 10).half(), "float16; influence needs float32 or float64"),       # was "increase damping"
-    (lambda: nn.Linear(64, 10).bfloat16(), "bfloat16; influence needs float32 or float64"),
-])
+@pytest.mark.parametrize(
+    "model, message",
+    [
+        (lambda: nn.Linear(64, 10, device="meta"), "on the 'meta' device and holds no values"),
+        (lambda: nn.Linear(64, 10).half(), "float16; influence needs float32 or float64"),  # was "increase damping"
+        (lambda: nn.Linear(64, 10).bfloat16(), "bfloat16; influence needs float32 or float64"),
+    ],
+)
 def test_models_without_usable_values_are_refused(digits, model, message):
     with pytest.raises(ValueError, match=message):
         InfluenceCalculator(model(), digits.X_train, digits.y_train, weight_decay=0.0).fit(damping=0.1)
@@ -202,5 +250,6 @@ def test_user_functions_returning_the_wrong_thing_are_named(digits, digits_logre
     with pytest.raises(TypeError, match="output_fn must return the logits as a tensor"):
         InfluenceCalculator(digits_logreg64, X, digits.y_train, output_fn=lambda out: out.detach().numpy())
     with pytest.raises(ValueError, match=r"loss_fn must return one loss per sample.*got \(\)"):
-        InfluenceCalculator(digits_logreg64, X, digits.y_train,
-                            loss_fn=lambda z, t: nn.functional.cross_entropy(z, t))   # was an IndexError later
+        InfluenceCalculator(
+            digits_logreg64, X, digits.y_train, loss_fn=lambda z, t: nn.functional.cross_entropy(z, t)
+        )  # was an IndexError later

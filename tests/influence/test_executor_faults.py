@@ -37,15 +37,21 @@ def test_corrupted_block_is_detected_on_resume_and_by_verify(problem, tmp_path):
     out = tmp_path / "scores.npy"
     good = np.asarray(calc.scores(X, y, out=out, test_chunk_size=2, train_chunk_size=500)).copy()
     assert verify_score_file(out) == {"blocks": 6, "complete": True}
-    np.testing.assert_array_equal(np.asarray(calc.scores(X, y, out=out, test_chunk_size=2,
-                                                         train_chunk_size=500)), good)  # intact: resumed as is
+    np.testing.assert_array_equal(
+        np.asarray(calc.scores(X, y, out=out, test_chunk_size=2, train_chunk_size=500)), good
+    )  # intact: resumed as is
     with open(out, "r+b") as fh:  # overwrite 8 bytes inside block (1, 2) after the run
         fh.seek(-8, os.SEEK_END)
         fh.write(np.float64(0.125).tobytes())
-    for check in (lambda: verify_score_file(out),
-                  lambda: calc.scores(X, y, out=out, test_chunk_size=2, train_chunk_size=500)):
-        with pytest.raises(ValueError, match=r"1 of 6 finished blocks fail their checksum.*test chunk 1, train "
-                                             r"chunk 2.*delete it"):
+    for check in (
+        lambda: verify_score_file(out),
+        lambda: calc.scores(X, y, out=out, test_chunk_size=2, train_chunk_size=500),
+    ):
+        with pytest.raises(
+            ValueError,
+            match=r"1 of 6 finished blocks fail their checksum.*test chunk 1, train "
+            r"chunk 2.*delete it",
+        ):
             check()
     got = calc.scores(X, y, out=out, test_chunk_size=2, train_chunk_size=500, resume=False)  # recompute
     np.testing.assert_array_equal(np.asarray(got), good)
@@ -55,8 +61,9 @@ def test_corrupted_block_is_detected_on_resume_and_by_verify(problem, tmp_path):
 def client():
     """One local cluster for the module (2 single-threaded worker processes on 127.0.0.1 only); the last test
     shuts it down."""
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                       dashboard_address=None)
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    )
     client = distributed.Client(cluster, set_as_default=False)
     client.wait_for_workers(2, timeout=120)
     yield client
@@ -81,15 +88,16 @@ def test_worker_killed_mid_run_finishes_bitwise_equal(problem, client, one_threa
     ex = _OneCopyExecutor(client)
     killed = []
 
-    def kill_holder_after_three_blocks(fraction, message, calls=[]):
+    def kill_holder_after_three_blocks(fraction, message, calls=[]):  # noqa: B006 - the call counter
         calls.append(message)
         if len(calls) == 3:
             pid = client.run(os.getpid, workers=[ex.holder])[ex.holder]
             os.kill(pid, signal.SIGKILL)
             killed.append(pid)
 
-    got = calc.scores(X, y, executor=ex, out=tmp_path / "scores.npy", progress=kill_holder_after_three_blocks,
-                      **options)
+    got = calc.scores(
+        X, y, executor=ex, out=tmp_path / "scores.npy", progress=kill_holder_after_three_blocks, **options
+    )
     assert killed, "the worker was never killed: the test did not test anything"
     np.testing.assert_array_equal(np.asarray(got), seq)
     assert calc.last_scoring.computed == 16
@@ -102,14 +110,13 @@ def test_scheduler_gone_names_resume(problem, client, one_thread, tmp_path):
     options = dict(test_chunk_size=4, train_chunk_size=200)
     out = tmp_path / "scores.npy"
 
-    def stop_scheduler_after_three_blocks(fraction, message, calls=[]):
+    def stop_scheduler_after_three_blocks(fraction, message, calls=[]):  # noqa: B006 - the call counter
         calls.append(message)
         if len(calls) == 3:
             client.shutdown()  # the scheduler and its workers go away
 
     with pytest.raises(ClusterLostError, match="--resume") as info:
-        calc.scores(X, y, executor=DaskExecutor(client), out=out, progress=stop_scheduler_after_three_blocks,
-                    **options)
+        calc.scores(X, y, executor=DaskExecutor(client), out=out, progress=stop_scheduler_after_three_blocks, **options)
     assert "3/16 blocks" in str(info.value)
     lines = [json.loads(line) for line in manifest_path(out).read_text().splitlines()]
     assert sum("block" in entry for entry in lines) == 3  # the finished blocks were claimed and will be skipped

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from influence_core.influence.calculator import InfluenceCalculator
-from influence_core.influence.executors import (DaskExecutor, SchedulerUnreachableError, SequentialExecutor,
-                                                get_executor)
+from influence_core.influence.executors import DaskExecutor, SchedulerUnreachableError, SequentialExecutor, get_executor
 
 distributed = pytest.importorskip("distributed")
 
@@ -59,8 +58,7 @@ def test_dask_local_cluster_matches_sequential_bitwise(problem, client, one_thre
     assert calc.last_solve.summary()["test_chunks"] == seq_solve["test_chunks"] == 3
     cg = InfluenceCalculator(calc.objective.model, ds.X_train, ds.y_train, chunk_size=128)
     cg.fit(np.arange(300), solver="cg", damping=0.01, curvature="gauss_newton")
-    np.testing.assert_array_equal(cg.scores(X, y, executor=DaskExecutor(client), **options),
-                                  cg.scores(X, y, **options))
+    np.testing.assert_array_equal(cg.scores(X, y, executor=DaskExecutor(client), **options), cg.scores(X, y, **options))
     assert cg.last_solve.converged
 
 
@@ -79,7 +77,7 @@ def test_dask_on_disk_resume_matches(problem, client, tmp_path, one_thread):
     seq = calc.scores(X, y, **options)
     path = tmp_path / "scores.npy"
 
-    def stop_after_three(fraction, message, calls=[]):
+    def stop_after_three(fraction, message, calls=[]):  # noqa: B006 - the call counter
         calls.append(message)
         if len(calls) == 3:
             raise KeyboardInterrupt
@@ -120,14 +118,17 @@ def test_something_else_listening_is_not_a_scheduler():
         server.close()
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"workers": 0}, "workers must be a positive integer"),
-    ({"workers": -2}, "workers must be a positive integer"),
-    ({"workers": 1.5}, "workers must be a positive integer"),
-    ({"scheduler": "localhost"}, "has no port"),
-    ({"scheduler": ""}, "non-empty string"),
-    ({"workers": 2, "scheduler": "tcp://h:1"}, "only one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"workers": 0}, "workers must be a positive integer"),
+        ({"workers": -2}, "workers must be a positive integer"),
+        ({"workers": 1.5}, "workers must be a positive integer"),
+        ({"scheduler": "localhost"}, "has no port"),
+        ({"scheduler": ""}, "non-empty string"),
+        ({"workers": 2, "scheduler": "tcp://h:1"}, "only one of"),
+    ],
+)
 def test_bad_executor_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         get_executor(**kwargs)

@@ -88,8 +88,17 @@ def test_train_indices_and_precomputed_ihvps(problem):
 
 def test_influence_scores_function_accepts_chunks(problem):
     ds, model, calc = problem
-    a = influence_scores(model, ds, [0, 3], np.arange(300), solver="exact", damping=0.01,
-                         curvature="gauss_newton", chunk_size=128, test_chunk_size=1)
+    a = influence_scores(
+        model,
+        ds,
+        [0, 3],
+        np.arange(300),
+        solver="exact",
+        damping=0.01,
+        curvature="gauss_newton",
+        chunk_size=128,
+        test_chunk_size=1,
+    )
     b = calc.scores(ds.X_test[[0, 3]], ds.y_test[[0, 3]], test_chunk_size=1)
     np.testing.assert_array_equal(a, b)
 
@@ -193,8 +202,11 @@ def test_scale_benchmark_summary_fits_exponents():
 
     from influence_core.bench.scale import summarise
 
-    rows = [{"mode": "seq", "n_train": n, "n_test": k, "seconds": 1e-6 * n * k, "peak_mib": 400 + n / 1000}
-            for n in (4000, 16000, 64000) for k in (16, 64)]
+    rows = [
+        {"mode": "seq", "n_train": n, "n_test": k, "seconds": 1e-6 * n * k, "peak_mib": 400 + n / 1000}
+        for n in (4000, 16000, 64000)
+        for k in (16, 64)
+    ]
     rows += [{"mode": "dask", "n_train": 64000, "n_test": 64, "seconds": 1.1 * 1e-6 * 64000 * 64, "peak_mib": 1}]
     args = argparse.Namespace(sizes=[5000, 20000, 80000], n_test=[16, 64], workers=2)
     summary = {r["quantity"]: r for r in summarise(rows, [{"n_train": 4000, "ratio": 2.0}], args)}
@@ -274,11 +286,14 @@ def test_a_full_disk_leaves_no_half_file(problem, tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no header-only .npy, no manifest, no partial
 
 
-@pytest.mark.parametrize("executor, error, message", [
-    ("bogus", ValueError, "executor='bogus'.*has no port"),
-    (object(), TypeError, "executor must be"),
-    (3, TypeError, "executor must be"),
-])
+@pytest.mark.parametrize(
+    "executor, error, message",
+    [
+        ("bogus", ValueError, "executor='bogus'.*has no port"),
+        (object(), TypeError, "executor must be"),
+        (3, TypeError, "executor must be"),
+    ],
+)
 def test_a_bad_executor_is_one_clear_error(problem, tmp_path, executor, error, message):
     """Was UnboundLocalError: cannot access local variable 'ex' (from the cleanup of a run that never started)."""
     ds, _, calc = problem
@@ -298,12 +313,15 @@ def test_integer_test_inputs_are_scored_as_floats(problem):
         calc.scores(np.full_like(X, 2**25, dtype=np.int64), ds.y_test[:3])
 
 
-@pytest.mark.parametrize("X, y, message", [
-    (lambda X: X.astype(str), None, "X_test must be numeric"),
-    (lambda X: [[1.0, 2.0], [3.0]], [0, 1], "X_test could not be read as an array"),
-    (lambda X: X + 1j, None, "X_test is complex"),
-    (None, lambda y: y.astype(str), "y_test must be numeric"),
-])
+@pytest.mark.parametrize(
+    "X, y, message",
+    [
+        (lambda X: X.astype(str), None, "X_test must be numeric"),
+        (lambda X: [[1.0, 2.0], [3.0]], [0, 1], "X_test could not be read as an array"),
+        (lambda X: X + 1j, None, "X_test is complex"),
+        (None, lambda y: y.astype(str), "y_test must be numeric"),
+    ],
+)
 def test_test_data_of_the_wrong_kind_is_refused_in_one_line(problem, X, y, message):
     ds, _, calc = problem
     X0, y0 = ds.X_test[:2], ds.y_test[:2]

@@ -15,15 +15,24 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from influence_core import (InfluenceCalculator, as_source, available_solvers, class_removal, fit_inverse,
-                            influence_scores, register_solver, sample_hessian_subset, train_model)
+from influence_core import (
+    InfluenceCalculator,
+    as_source,
+    available_solvers,
+    class_removal,
+    fit_inverse,
+    influence_scores,
+    register_solver,
+    sample_hessian_subset,
+    train_model,
+)
+from influence_core.config import InfluenceConfig
 from influence_core.curvature.objective import Objective
-from influence_core.solvers.registry import SOLVER_REGISTRY, ExactFit, IndefiniteHessianWarning
-from influence_core.solvers.base import SolverError
-from influence_core.solvers.exact import ExactInverse
 from influence_core.models.task import WeightDecayWarning
 from influence_core.models.training import fit_full_batch
-from influence_core.config import InfluenceConfig
+from influence_core.solvers.base import SolverError
+from influence_core.solvers.exact import ExactInverse
+from influence_core.solvers.registry import SOLVER_REGISTRY, ExactFit, IndefiniteHessianWarning
 
 EXACT = InfluenceConfig.preset("exact")
 
@@ -39,8 +48,12 @@ def rel(a, b):
 @pytest.fixture(scope="module")
 def data(digits):
     """300 digits training points and 4 test points (float64)."""
-    return (digits.X_train[:N_TRAIN].astype(np.float64), digits.y_train[:N_TRAIN],
-            digits.X_test[:4].astype(np.float64), digits.y_test[:4])
+    return (
+        digits.X_train[:N_TRAIN].astype(np.float64),
+        digits.y_train[:N_TRAIN],
+        digits.X_test[:4].astype(np.float64),
+        digits.y_test[:4],
+    )
 
 
 def trained(model: nn.Module, data, steps: int = 60) -> nn.Module:
@@ -144,8 +157,7 @@ def _last_layer_closed_form(model: DropoutNet, data, measurement: str = "loss") 
         return e / e.sum()
 
     n = len(X)
-    H = sum(jac(f).T @ (np.diag(p) - np.outer(p, p)) @ jac(f)
-            for f in F_tr for p in [softmax(W @ f + b)]) / n
+    H = sum(jac(f).T @ (np.diag(p) - np.outer(p, p)) @ jac(f) for f in F_tr for p in [softmax(W @ f + b)]) / n
     H += (WD + 0.01) * np.eye(H.shape[0])
     G_tr = np.stack([jac(f).T @ (softmax(W @ f + b) - np.eye(C)[c]) for f, c in zip(F_tr, y)])
     rows = []
@@ -224,11 +236,19 @@ def test_embedding_model_on_integer_token_ids(digits):
         nn.functional.cross_entropy(model(ids[:100]), y[:100]).backward()
         opt.step()
     split = (ids[:100], y[:100], ids[100:], y[100:])
-    got = influence_scores(model, split, [0, 1, 2], solver="exact", damping=0.01, weight_decay=0.0,
-                           curvature="gauss_newton")
+    got = influence_scores(
+        model, split, [0, 1, 2], solver="exact", damping=0.01, weight_decay=0.0, curvature="gauss_newton"
+    )
     onehot = nn.functional.one_hot(ids, 17).double()
-    want = influence_scores(OneHotNet(model).double(), (onehot[:100], y[:100], onehot[100:], y[100:]),
-                            [0, 1, 2], solver="exact", damping=0.01, weight_decay=0.0, curvature="gauss_newton")
+    want = influence_scores(
+        OneHotNet(model).double(),
+        (onehot[:100], y[:100], onehot[100:], y[100:]),
+        [0, 1, 2],
+        solver="exact",
+        damping=0.01,
+        weight_decay=0.0,
+        curvature="gauss_newton",
+    )
     np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12 * np.abs(want).max())
 
 
@@ -250,8 +270,9 @@ def test_dict_and_tuple_outputs_through_the_output_function(data):
     base = trained(DropoutNet(), data).eval()
     want = scores(base, data)
     np.testing.assert_allclose(scores(DictNet(base, "logits"), data), want, rtol=1e-12)  # default: "logits"
-    np.testing.assert_allclose(scores(DictNet(base, "scores"), data, output_fn=lambda out: out["scores"]), want,
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        scores(DictNet(base, "scores"), data, output_fn=lambda out: out["scores"]), want, rtol=1e-12
+    )
     np.testing.assert_allclose(scores(TupleNet(base, ""), data), want, rtol=1e-12)  # default: first element
     with pytest.raises(TypeError, match="output_fn=lambda out: out\\[KEY\\]"):
         scores(DictNet(base, "scores"), data)
@@ -279,19 +300,29 @@ def test_dataloader_and_dataset_sources_give_the_array_scores(data):
     ds = TensorDataset(torch.as_tensor(X), torch.as_tensor(y))
     loader = DataLoader(ds, batch_size=17, shuffle=True)
     for train in (loader, ds, as_source(X, y)):
-        got = scores(model, (train, None, Xt, yt), solver="cg", curvature="gauss_newton",
-                     hessian_indices=np.arange(0, 300, 3))
+        got = scores(
+            model, (train, None, Xt, yt), solver="cg", curvature="gauss_newton", hessian_indices=np.arange(0, 300, 3)
+        )
         np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-14)
     test_loader = DataLoader(TensorDataset(torch.as_tensor(Xt), torch.as_tensor(yt)), batch_size=2)
-    np.testing.assert_allclose(scores(model, (loader, None, test_loader, None), solver="cg",
-                                      curvature="gauss_newton", hessian_indices=np.arange(0, 300, 3)),
-                               want, rtol=1e-9, atol=1e-14)
-    a = sample_hessian_subset(model, data, "logit", 20, seed=1)          # the (X, y, Xt, yt) tuple
+    np.testing.assert_allclose(
+        scores(
+            model,
+            (loader, None, test_loader, None),
+            solver="cg",
+            curvature="gauss_newton",
+            hessian_indices=np.arange(0, 300, 3),
+        ),
+        want,
+        rtol=1e-9,
+        atol=1e-14,
+    )
+    a = sample_hessian_subset(model, data, "logit", 20, seed=1)  # the (X, y, Xt, yt) tuple
     b = sample_hessian_subset(model, loader, "logit", 20, seed=1)
     np.testing.assert_array_equal(a.indices, b.indices)
     calc = InfluenceCalculator(model, loader, weight_decay=WD)
     with pytest.raises(AttributeError, match="objective.batch"):
-        calc.objective.X
+        _ = calc.objective.X
 
 
 def test_iterable_dataset_is_refused():
@@ -368,8 +399,11 @@ def test_registered_solver_is_dispatched_everywhere(data, digits, digits_logreg6
     try:
         assert "cholesky_test" in available_solvers()
         model = trained(DropoutNet(), data).eval()
-        np.testing.assert_allclose(scores(model, data, solver="cholesky_test", curvature="gauss_newton"),
-                                   scores(model, data, curvature="gauss_newton"), rtol=1e-8)
+        np.testing.assert_allclose(
+            scores(model, data, solver="cholesky_test", curvature="gauss_newton"),
+            scores(model, data, curvature="gauss_newton"),
+            rtol=1e-8,
+        )
         with pytest.raises(ValueError, match="jitter"):
             scores(model, data, solver="cholesky_test", jiter=1.0)
         a = class_removal(digits_logreg64, digits, 3, "random", 64, solver="cholesky_test", alphas=[1.0])
@@ -417,8 +451,7 @@ def test_weighted_sample_keeps_its_weights(digits, digits_logreg64):
     sample = sample_hessian_subset(digits_logreg64, digits, "importance", 100, seed=0)
     assert sample.weights is not None
     got = influence_scores(digits_logreg64, digits, [0], sample, damping=0.01)
-    want = influence_scores(digits_logreg64, digits, [0], sample.indices, damping=0.01,
-                            hessian_weights=sample.weights)
+    want = influence_scores(digits_logreg64, digits, [0], sample.indices, damping=0.01, hessian_weights=sample.weights)
     np.testing.assert_array_equal(got, want)
     with pytest.warns(UserWarning, match="drops the importance weights"):
         bare = np.asarray(sample)
@@ -430,8 +463,25 @@ def test_cli_params_last_layer(capsys):
 
     from influence_core.cli.main import main
 
-    assert main(["influence", "--dataset", "digits", "--arch", "logreg", "--test-index", "0", "--params",
-                 "last_layer", "--solver", "exact", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "influence",
+                "--dataset",
+                "digits",
+                "--arch",
+                "logreg",
+                "--test-index",
+                "0",
+                "--params",
+                "last_layer",
+                "--solver",
+                "exact",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["params"] == ["head.weight", "head.bias"]
     assert main(["influence", "--dataset", "digits", "--arch", "logreg", "--params", "body"]) == 2
@@ -444,7 +494,7 @@ def test_readme_own_classifier_example_runs():
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = text[text.index("### Your own classifier"):]
+    section = text[text.index("### Your own classifier") :]
     block = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
     namespace: dict = {}
     exec(compile(block, "README.md", "exec"), namespace)

@@ -76,8 +76,7 @@ def test_cosine_schedule_decays_the_adam_learning_rate_to_zero(small, monkeypatc
         return real_step(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
-    model = train_model(small, "mlp", seed=0, epochs=2, batch_size=60, lr=0.01, polish_steps=0,
-                        lr_schedule="cosine")
+    model = train_model(small, "mlp", seed=0, epochs=2, batch_size=60, lr=0.01, polish_steps=0, lr_schedule="cosine")
     T = 2 * int(np.ceil(small.n_train / 60))
     assert len(seen) == T
     expected = [0.01 * 0.5 * (1 + np.cos(np.pi * t / T)) for t in range(T)]
@@ -91,24 +90,27 @@ def test_cosine_schedule_decays_the_adam_learning_rate_to_zero(small, monkeypatc
 
 
 # ------------------------------------------------------------------------------------------ hostile settings
-@pytest.mark.parametrize("settings, message", [
-    ({"grad_tol": float("nan")}, "grad_tol must be a finite number > 0"),   # was accepted, then "not reached"
-    ({"grad_tol": -1.0}, "grad_tol must be a finite number > 0"),
-    ({"max_polish_steps": -5}, r"max_polish_steps must be an integer in \[0, 1000000\]"),
-    ({"max_polish_steps": 10**15}, r"max_polish_steps must be an integer in \[0, 1000000\]"),
-    ({"epochs": 2.5}, "epochs must be an integer"),                        # was a TypeError from range()
-    ({"epochs": "3"}, "epochs must be an integer"),
-    ({"epochs": 10**9}, r"epochs must be an integer in \[0, 100000\]"),
-    ({"batch_size": 0.5}, "batch_size must be an integer"),
-    ({"polish_steps": 2.5}, "polish_steps must be an integer"),
-    ({"hidden": (2.5,)}, "hidden .* must be an integer"),                  # was truncated to 2
-    ({"hidden": (10**9,)}, r"hidden .* must be an integer in \[1, 65536\]"),
-    ({"lr": "fast"}, "lr .* must be a finite number > 0"),
-    ({"weight_decay": None}, "weight_decay must be a finite number >= 0"),
-    ({"device": "cuda:7"}, "device"),
-    ({"device": "meta"}, "device 'meta' holds no data"),
-    ({"device": "nonsense"}, "device must be a torch device"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"grad_tol": float("nan")}, "grad_tol must be a finite number > 0"),  # was accepted, then "not reached"
+        ({"grad_tol": -1.0}, "grad_tol must be a finite number > 0"),
+        ({"max_polish_steps": -5}, r"max_polish_steps must be an integer in \[0, 1000000\]"),
+        ({"max_polish_steps": 10**15}, r"max_polish_steps must be an integer in \[0, 1000000\]"),
+        ({"epochs": 2.5}, "epochs must be an integer"),  # was a TypeError from range()
+        ({"epochs": "3"}, "epochs must be an integer"),
+        ({"epochs": 10**9}, r"epochs must be an integer in \[0, 100000\]"),
+        ({"batch_size": 0.5}, "batch_size must be an integer"),
+        ({"polish_steps": 2.5}, "polish_steps must be an integer"),
+        ({"hidden": (2.5,)}, "hidden .* must be an integer"),  # was truncated to 2
+        ({"hidden": (10**9,)}, r"hidden .* must be an integer in \[1, 65536\]"),
+        ({"lr": "fast"}, "lr .* must be a finite number > 0"),
+        ({"weight_decay": None}, "weight_decay must be a finite number >= 0"),
+        ({"device": "cuda:7"}, "device"),
+        ({"device": "meta"}, "device 'meta' holds no data"),
+        ({"device": "nonsense"}, "device must be a torch device"),
+    ],
+)
 def test_bad_training_settings_are_refused_before_training(small, settings, message):
     with pytest.raises(ValueError, match=message):
         train_model(small, "mlp", seed=0, **settings)

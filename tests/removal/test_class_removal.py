@@ -1,4 +1,5 @@
-"""Class removal (influence_core.removal.class_removal): metrics through the result against hand-computed values, the Newton step
+"""Class removal (influence_core.removal.class_removal): metrics through the result against hand-computed values, the
+Newton step
 against retraining on a convex model, the MLP path with LiSSA, and bad input."""
 
 from __future__ import annotations
@@ -112,8 +113,17 @@ def test_result_path_is_the_metrics_of_theta_plus_alpha_delta(toy):
 
 
 def test_logreg_exact_update_moves_toward_retrained_model(digits, digits_logreg64):
-    res = class_removal(digits_logreg64, digits, 3, m=None, solver="exact", curvature="hessian", damping=0.0,
-                        alphas=[1.0], retrain_reference=True)
+    res = class_removal(
+        digits_logreg64,
+        digits,
+        3,
+        m=None,
+        solver="exact",
+        curvature="hessian",
+        damping=0.0,
+        alphas=[1.0],
+        retrain_reference=True,
+    )
     assert res.sampler == "full" and res.m == int(np.sum(digits.y_train != 3))
     dist = res.reference["param_distance"]
     assert dist["alpha_1"] < 0.5 * dist["original"]  # well inside: closer than the original parameters
@@ -170,8 +180,9 @@ def test_indefinite_hessian_fails_loudly(digits, digits_mlp):
 # ---------------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls, message", [(10, "does not exist"), (-1, "does not exist"), (1.5, "integer"),
-                                          (True, "integer")])
+@pytest.mark.parametrize(
+    "cls, message", [(10, "does not exist"), (-1, "does not exist"), (1.5, "integer"), (True, "integer")]
+)
 def test_class_that_does_not_exist(digits, digits_mlp, cls, message):
     with pytest.raises(ValueError, match=message):
         class_removal(digits_mlp, digits, cls, m=32)
@@ -223,7 +234,7 @@ def test_update_is_the_dense_newton_step_on_the_retrained_objective(digits, digi
     theta = torch.cat([W.reshape(-1), b])  # named_parameters order: head.weight, head.bias
 
     def full_objective(th, mask):
-        logits = X[mask] @ th[:C * D].reshape(C, D).T + th[C * D:]
+        logits = X[mask] @ th[: C * D].reshape(C, D).T + th[C * D :]
         return F.cross_entropy(logits, y[mask], reduction="sum") / n + 0.5 * wd * (th * th).sum()
 
     everyone = torch.ones_like(keep)
@@ -234,8 +245,7 @@ def test_update_is_the_dense_newton_step_on_the_retrained_objective(digits, digi
     # Newton step on L_r from the stationary point (∇L(θ̂) = 0 exactly; the residual 1e-8 is removed)
     newton = -torch.linalg.solve(H_r, grad_r - grad_full)
 
-    result = class_removal(model, digits, c, m=None, solver="exact", curvature="hessian", damping=0.0,
-                           alphas=[1.0])
+    result = class_removal(model, digits, c, m=None, solver="exact", curvature="hessian", damping=0.0, alphas=[1.0])
     rel = ((result.delta - newton).norm() / newton.norm()).item()
     assert rel < 1e-6, rel
 
@@ -294,15 +304,42 @@ def test_reference_is_cached_across_class_removal_calls(digits, digits_logreg64,
     real = removal.retrain_without_class
     monkeypatch.setattr(removal, "retrain_without_class", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(removal, "_REFERENCE_CACHE", {})
-    a = class_removal(digits_logreg64, digits, 5, m=None, solver="exact", curvature="hessian", damping=0.0,
-                      retrain_reference=True, alphas=[1.0])
-    b = class_removal(digits_logreg64, digits, 5, m=None, solver="exact", curvature="hessian", damping=0.0,
-                      retrain_reference=True, alphas=[1.0])
+    a = class_removal(
+        digits_logreg64,
+        digits,
+        5,
+        m=None,
+        solver="exact",
+        curvature="hessian",
+        damping=0.0,
+        retrain_reference=True,
+        alphas=[1.0],
+    )
+    b = class_removal(
+        digits_logreg64,
+        digits,
+        5,
+        m=None,
+        solver="exact",
+        curvature="hessian",
+        damping=0.0,
+        retrain_reference=True,
+        alphas=[1.0],
+    )
     assert len(calls) == 1
     assert a.reference["param_distance"] == b.reference["param_distance"]
     assert 0 < a.reference["relative_distance"]["alpha_1"] < 1  # the Newton step moves towards retraining
-    class_removal(digits_logreg64, digits, 6, m=None, solver="exact", curvature="hessian", damping=0.0,
-                  retrain_reference=True, alphas=[1.0])
+    class_removal(
+        digits_logreg64,
+        digits,
+        6,
+        m=None,
+        solver="exact",
+        curvature="hessian",
+        damping=0.0,
+        retrain_reference=True,
+        alphas=[1.0],
+    )
     assert len(calls) == 2  # another class is another reference
 
 

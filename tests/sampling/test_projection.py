@@ -33,9 +33,15 @@ def test_pca_one_dimensional_input():
     np.testing.assert_allclose(np.abs(Y[:, 0]), [2, 1, 0, 1, 2])
 
 
-@pytest.mark.parametrize("X,msg", [(np.ones(5), "2-D"), (np.ones((2, 3)), "at least 3 points"),
-                                   (np.array([[1.0, np.nan]] * 4), "NaN or inf"),
-                                   (np.array([["a", "b"]] * 4), "real numbers")])
+@pytest.mark.parametrize(
+    "X,msg",
+    [
+        (np.ones(5), "2-D"),
+        (np.ones((2, 3)), "at least 3 points"),
+        (np.array([[1.0, np.nan]] * 4), "NaN or inf"),
+        (np.array([["a", "b"]] * 4), "real numbers"),
+    ],
+)
 def test_bad_input(X, msg):
     with pytest.raises(ValueError, match=msg):
         project_2d(X)

@@ -8,27 +8,42 @@ import numpy as np
 import pytest
 
 from influence_core.sampling.samplers import (
-                                              SAMPLERS,
-                                              HessianSample,
-                                              SamplerInputs,
-                                              available_samplers,
-                                              confidence,
-                                              curvature_proxy,
-                                              draw_sample,
-                                              inclusion_probabilities,
-                                              int_distance_strata,
-                                              logit_strata,
-                                              margin,
-                                              proportional_allocation,
-                                              register_sampler,
-                                              ridge_leverages,
-                                              softmax,
-                                              )
+    SAMPLERS,
+    HessianSample,
+    SamplerInputs,
+    available_samplers,
+    confidence,
+    curvature_proxy,
+    draw_sample,
+    inclusion_probabilities,
+    int_distance_strata,
+    logit_strata,
+    margin,
+    proportional_allocation,
+    register_sampler,
+    ridge_leverages,
+    softmax,
+)
 
-BUILTINS = ["random", "feature", "logit", "class_stratified", "logit_kmeans", "importance", "int_distance",
-            "ridge_leverage"]
-SEEDED_RANDOM = [("random", {}), ("logit", {}), ("class_stratified", {}), ("importance", {}), ("ridge_leverage", {}),
-                 ("feature", {"pick": "random"}), ("int_distance", {})]
+BUILTINS = [
+    "random",
+    "feature",
+    "logit",
+    "class_stratified",
+    "logit_kmeans",
+    "importance",
+    "int_distance",
+    "ridge_leverage",
+]
+SEEDED_RANDOM = [
+    ("random", {}),
+    ("logit", {}),
+    ("class_stratified", {}),
+    ("importance", {}),
+    ("ridge_leverage", {}),
+    ("feature", {"pick": "random"}),
+    ("int_distance", {}),
+]
 
 
 def make_inputs(n: int = 600, n_classes: int = 4, d: int = 16, seed: int = 0) -> SamplerInputs:
@@ -179,9 +194,16 @@ def test_empty_pool(inputs):
         draw_sample("random", inputs, m=1, pool=np.zeros(inputs.n, dtype=bool))
 
 
-@pytest.mark.parametrize("bad,msg", [(np.array([0, 5, 5]), "duplicated"), (np.array([0, 600]), r"\[0, 600\)"),
-                                     (np.array([-1, 2]), r"\[0, 600\)"), (np.array([0.0, 1.0]), "integer"),
-                                     (np.array([[0, 1]]), "1-D")])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        (np.array([0, 5, 5]), "duplicated"),
+        (np.array([0, 600]), r"\[0, 600\)"),
+        (np.array([-1, 2]), r"\[0, 600\)"),
+        (np.array([0.0, 1.0]), "integer"),
+        (np.array([[0, 1]]), "1-D"),
+    ],
+)
 def test_bad_pool(inputs, bad, msg):
     with pytest.raises(ValueError, match=msg):
         draw_sample("random", inputs, m=1, pool=bad)
@@ -197,16 +219,21 @@ def test_unknown_option(inputs):
         draw_sample("logit", inputs, m=3, bins=3)
 
 
-@pytest.mark.parametrize("name,options,msg", [("logit", {"score": "entropy"}, "score must be"),
-                                               ("logit", {"n_bins": 0}, "n_bins"),
-                                               ("feature", {"pick": "far"}, "pick must be"),
-                                               ("logit_kmeans", {"space": "probs"}, "space must be"),
-                                               ("importance", {"floor": 0.0}, "floor"),
-                                               ("importance", {"floor": 1.5}, "floor"),
-                                               ("ridge_leverage", {"floor": 0.0}, "floor"),
-                                               ("ridge_leverage", {"ridge": 0.0}, "ridge must be"),
-                                               ("ridge_leverage", {"ridge": float("nan")}, "ridge must be"),
-                                               ("ridge_leverage", {"sketch_dim": 0}, "sketch_dim")])
+@pytest.mark.parametrize(
+    "name,options,msg",
+    [
+        ("logit", {"score": "entropy"}, "score must be"),
+        ("logit", {"n_bins": 0}, "n_bins"),
+        ("feature", {"pick": "far"}, "pick must be"),
+        ("logit_kmeans", {"space": "probs"}, "space must be"),
+        ("importance", {"floor": 0.0}, "floor"),
+        ("importance", {"floor": 1.5}, "floor"),
+        ("ridge_leverage", {"floor": 0.0}, "floor"),
+        ("ridge_leverage", {"ridge": 0.0}, "ridge must be"),
+        ("ridge_leverage", {"ridge": float("nan")}, "ridge must be"),
+        ("ridge_leverage", {"sketch_dim": 0}, "sketch_dim"),
+    ],
+)
 def test_bad_option_values(inputs, name, options, msg):
     with pytest.raises(ValueError, match=msg):
         draw_sample(name, inputs, m=10, **options)
@@ -219,16 +246,19 @@ def test_feature_sampler_needs_features(inputs):
     assert len(draw_sample("logit_kmeans", no_features, m=10)) == 10  # logits suffice there
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"labels": np.array([0, 1, 2]), "logits": np.zeros((3, 2))}, r"\[0, 2\)"),
-    ({"labels": np.array([0, 1]), "logits": np.zeros((3, 2))}, "2 rows but logits has 3"),
-    ({"labels": np.array([0, 1]), "logits": np.array([[0.0, np.nan], [1, 2]])}, "NaN or inf"),
-    ({"labels": np.array([0.0, 1.0]), "logits": np.zeros((2, 2))}, "integers"),
-    ({"labels": np.array([0, 0]), "logits": np.zeros((2, 1))}, "at least 2 classes"),
-    ({"labels": np.array([0, 1]), "logits": np.zeros(2)}, "2-D"),
-    ({"labels": np.array([0, 1]), "logits": np.zeros((2, 2)), "features": np.zeros((3, 4))}, r"shape \(n, d\)"),
-    ({"labels": np.array([0, 1]), "logits": np.zeros((2, 2)), "features": np.full((2, 4), np.inf)}, "NaN or inf"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"labels": np.array([0, 1, 2]), "logits": np.zeros((3, 2))}, r"\[0, 2\)"),
+        ({"labels": np.array([0, 1]), "logits": np.zeros((3, 2))}, "2 rows but logits has 3"),
+        ({"labels": np.array([0, 1]), "logits": np.array([[0.0, np.nan], [1, 2]])}, "NaN or inf"),
+        ({"labels": np.array([0.0, 1.0]), "logits": np.zeros((2, 2))}, "integers"),
+        ({"labels": np.array([0, 0]), "logits": np.zeros((2, 1))}, "at least 2 classes"),
+        ({"labels": np.array([0, 1]), "logits": np.zeros(2)}, "2-D"),
+        ({"labels": np.array([0, 1]), "logits": np.zeros((2, 2)), "features": np.zeros((3, 4))}, r"shape \(n, d\)"),
+        ({"labels": np.array([0, 1]), "logits": np.zeros((2, 2)), "features": np.full((2, 4), np.inf)}, "NaN or inf"),
+    ],
+)
 def test_sampler_inputs_validation(kwargs, msg):
     with pytest.raises(ValueError, match=msg):
         SamplerInputs(**kwargs)
@@ -277,13 +307,16 @@ def test_register_checks_signature(scratch_names):
         register_sampler("test_bad_signature")(lambda inputs, m: None)
 
 
-@pytest.mark.parametrize("result,msg", [
-    (lambda pool, m: (np.repeat(pool[:1], m), None), "duplicated"),
-    (lambda pool, m: (pool[: m - 1], None), f"expected {10} integer indices"),
-    (lambda pool, m: (np.arange(m) + 10_000, None), "outside the pool"),
-    (lambda pool, m: (pool[:m], -np.ones(m)), "invalid weights"),
-    (lambda pool, m: pool[:m], "must return"),
-])
+@pytest.mark.parametrize(
+    "result,msg",
+    [
+        (lambda pool, m: (np.repeat(pool[:1], m), None), "duplicated"),
+        (lambda pool, m: (pool[: m - 1], None), f"expected {10} integer indices"),
+        (lambda pool, m: (np.arange(m) + 10_000, None), "outside the pool"),
+        (lambda pool, m: (pool[:m], -np.ones(m)), "invalid weights"),
+        (lambda pool, m: pool[:m], "must return"),
+    ],
+)
 def test_misbehaving_sampler_is_caught(inputs, pool, scratch_names, result, msg):
     scratch_names.append("test_broken")
     register_sampler("test_broken")(lambda inputs, pool, m, rng: result(pool, m))
@@ -324,8 +357,16 @@ def test_proportional_allocation_properties():
         assert np.all(counts <= sizes)
 
 
-@pytest.mark.parametrize("sizes,m,msg", [([3, 4], 8, r"\[0, 7\]"), ([3, -1], 1, ">= 0"), ([], 0, "non-empty"),
-                                         ([1.5, 2], 1, "whole numbers"), ([3, 4], 2.0, "integer")])
+@pytest.mark.parametrize(
+    "sizes,m,msg",
+    [
+        ([3, 4], 8, r"\[0, 7\]"),
+        ([3, -1], 1, ">= 0"),
+        ([], 0, "non-empty"),
+        ([1.5, 2], 1, "whole numbers"),
+        ([3, 4], 2.0, "integer"),
+    ],
+)
 def test_proportional_allocation_errors(sizes, m, msg):
     with pytest.raises(ValueError, match=msg):
         proportional_allocation(np.asarray(sizes), m)
@@ -546,8 +587,11 @@ def test_int_distance_strata_and_edge_cases():
     assert len(s) == 24 and np.all(np.isin(np.arange(4), blob[s.indices]))
     counts = np.bincount(blob[s.indices], minlength=4)
     assert counts[0] > counts[1] > counts[2] >= 1
-    np.testing.assert_allclose(np.bincount(blob[s.indices], weights=s.weights, minlength=4) / s.weights.sum(),
-                               np.array(sizes) / sum(sizes), atol=1e-12)  # weights recover the blob shares
+    np.testing.assert_allclose(
+        np.bincount(blob[s.indices], weights=s.weights, minlength=4) / s.weights.sum(),
+        np.array(sizes) / sum(sizes),
+        atol=1e-12,
+    )  # weights recover the blob shares
     # m < K: K is capped at m, one point per cluster weighted by cluster size
     tiny = draw_sample("int_distance", inp, m=3, seed=1, n_clusters=10)
     assert len(tiny) == 3 and tiny.weights is not None
@@ -566,8 +610,11 @@ def test_int_distance_strata_and_edge_cases():
 
 
 def test_a_renamed_sampler_gets_its_new_name_in_the_error(inputs):
-    with pytest.raises(ValueError, match=r"unknown sampler 'curvature' \(the sampler 'curvature' is now called "
-                                         r"'importance'\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown sampler 'curvature' \(the sampler 'curvature' is now called "
+        r"'importance'\)",
+    ):
         draw_sample("curvature", inputs, m=10)
 
 
@@ -587,7 +634,7 @@ def _dense_leverages(model, digits, n: int, ridge: float):
     U = obj.gauss_newton_factors(None, unweighted=True).double()
     G = U.T @ U / n + ridge * torch.eye(U.shape[1], dtype=U.dtype)
     R = torch.linalg.solve_triangular(torch.linalg.cholesky(G), U.T, upper=False)
-    return (R ** 2).sum(0).reshape(n, -1).sum(1).numpy() / n, U.reshape(n, -1, U.shape[1]).numpy()
+    return (R**2).sum(0).reshape(n, -1).sum(1).numpy() / n, U.reshape(n, -1, U.shape[1]).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -609,8 +656,7 @@ def test_ridge_leverages_are_exact_for_a_linear_model(logreg_leverages):
     # a sketch of the features (65 -> 24 dims) keeps the ranking
     from scipy.stats import spearmanr
 
-    sketched = ridge_leverages(inputs, np.arange(inputs.n), ridge=ridge, sketch_dim=24,
-                               rng=np.random.default_rng(0))
+    sketched = ridge_leverages(inputs, np.arange(inputs.n), ridge=ridge, sketch_dim=24, rng=np.random.default_rng(0))
     assert spearmanr(sketched, tau)[0] > 0.9
 
 
@@ -645,7 +691,7 @@ def test_ridge_leverage_sample_estimates_the_full_gauss_newton(logreg_leverages)
     for seed in range(seeds):
         s = draw_sample("ridge_leverage", inputs, m=30, seed=seed, pool=pool, ridge=ridge)
         w = s.weights / s.weights.sum()
-        Us = U[s.indices].reshape(-1, U.shape[2])                                   # (m(C−1), p)
+        Us = U[s.indices].reshape(-1, U.shape[2])  # (m(C−1), p)
         Uw = (np.sqrt(w)[:, None, None] * U[s.indices]).reshape(-1, U.shape[2])
         weighted += Uw.T @ Uw / seeds
         plain += Us.T @ Us / (len(w) * seeds)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from influence_core import InfluenceCalculator
-from influence_core.solvers.arnoldi import ArnoldiInverse, fit_arnoldi
 from influence_core.curvature.objective import Objective
+from influence_core.solvers.arnoldi import ArnoldiInverse, fit_arnoldi
 from influence_core.solvers.factor_io import FactorFileError
 from influence_core.solvers.kfac import KFACInverse
 

@@ -26,8 +26,11 @@ def spd():
 def test_solvers_recover_known_solution(spd):
     A, B, X_true = spd
     op = lambda V: V @ A  # noqa: E731
-    for result in (solve_exact(A, B, 0.1), solve_cg(op, B, 0.1, tol=1e-10),
-                   solve_lissa(op, B, 0.1, tol=1e-10, max_iter=20_000)):
+    for result in (
+        solve_exact(A, B, 0.1),
+        solve_cg(op, B, 0.1, tol=1e-10),
+        solve_lissa(op, B, 0.1, tol=1e-10, max_iter=20_000),
+    ):
         assert result.converged
         np.testing.assert_allclose(result.x.numpy(), X_true.numpy(), rtol=1e-7, atol=1e-8)
     cg = solve_cg(op, B, 0.1, tol=1e-10)
@@ -200,10 +203,15 @@ def test_stop_reason_tolerance_and_max_iter(spd):
         assert solve_cg(op, B, 0.0, tol=1e-12, max_iter=3).stop == "max_iter"
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"stagnation_window": 0}, "stagnation_window"), ({"stagnation_window": 2.5}, "stagnation_window"),
-    ({"damping": "small"}, "damping must be a finite number"), ({"damping": True}, "damping must be a finite number"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"stagnation_window": 0}, "stagnation_window"),
+        ({"stagnation_window": 2.5}, "stagnation_window"),
+        ({"damping": "small"}, "damping must be a finite number"),
+        ({"damping": True}, "damping must be a finite number"),
+    ],
+)
 def test_solver_options_are_type_checked(spd, options, message):
     A, B, _ = spd
     kwargs = {"damping": 0.1, **options}

@@ -7,10 +7,10 @@ from torch import nn
 
 from influence_core import InfluenceCalculator, train_model
 from influence_core.curvature.objective import Objective
-from influence_core.solvers.factor_io import FactorFileError
-from influence_core.solvers.kfac import KFACError, KFACInverse, fit_kfac
 from influence_core.models.zoo import SmallCNN
 from influence_core.sampling.samplers import HessianSample
+from influence_core.solvers.factor_io import FactorFileError
+from influence_core.solvers.kfac import KFACError, KFACInverse, fit_kfac
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def _eigenbasis(inv: KFACInverse, l: int, p: int) -> torch.Tensor:
 def test_kfac_one_sample_linear_layer_equals_exact_gauss_newton(logreg_obj):
     obj = logreg_obj
     inv = fit_kfac(obj, [5], method="kfac", fisher="gauss_newton", damping=0.01)
-    G = obj.hessian([5], mode="gauss_newton")                      # includes wd·I, like inv.dense()
+    G = obj.hessian([5], mode="gauss_newton")  # includes wd·I, like inv.dense()
     torch.testing.assert_close(inv.dense(), G, rtol=0, atol=1e-12)
     B = obj.per_sample_grads(obj.X[:3], obj.y[:3])
     exact = torch.linalg.solve(G + 0.01 * torch.eye(obj.n_params, dtype=G.dtype), B.T).T
@@ -122,7 +122,7 @@ def test_true_fisher_is_seeded_and_tends_to_gauss_newton(mlp_obj):
     exact = fit_kfac(mlp_obj, idx, method="kfac", fisher="gauss_newton")
     for m, e in zip(many.covariances, exact.covariances):
         assert (m["G"] - e["G"]).norm() < 0.1 * e["G"].norm()
-        torch.testing.assert_close(m["A"], e["A"])          # A does not depend on the labels
+        torch.testing.assert_close(m["A"], e["A"])  # A does not depend on the labels
     emp = fit_kfac(mlp_obj, idx, method="kfac", fisher="empirical")
     assert (emp.covariances[1]["G"] - exact.covariances[1]["G"]).norm() > 0.1 * exact.covariances[1]["G"].norm()
 
@@ -250,8 +250,9 @@ def test_unsupported_parameters_error_identity_or_ignore(digits):
     prelu = nn.Sequential(nn.Linear(64, 8), nn.PReLU(), nn.Linear(8, 10)).double()
     with pytest.raises(KFACError, match=r"1\.weight \(PReLU, 1 numbers\)"):
         fit_kfac(Objective(prelu, digits.X_train[:10], digits.y_train[:10]), None)
-    grouped = nn.Sequential(nn.Unflatten(1, (4, 4, 4)), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(),
-                            nn.Linear(16, 10)).double()
+    grouped = nn.Sequential(
+        nn.Unflatten(1, (4, 4, 4)), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.Linear(16, 10)
+    ).double()
     with pytest.raises(KFACError, match=r"1\.weight \(Conv2d, a grouped convolution \(groups=2\)"):
         fit_kfac(Objective(grouped, digits.X_train[:10], digits.y_train[:10]), None)
 

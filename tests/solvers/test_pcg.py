@@ -51,8 +51,9 @@ def test_registered_with_its_options():
     assert "preconditioned" in spec.description
 
 
-@pytest.mark.parametrize("options", [{}, {"complement": "shift"}, {"eigenvalues": "full", "rank": 20}],
-                         ids=["nystrom", "shift", "ritz"])
+@pytest.mark.parametrize(
+    "options", [{}, {"complement": "shift"}, {"eigenvalues": "full", "rank": 20}], ids=["nystrom", "shift", "ritz"]
+)
 def test_answer_is_the_full_data_solve_whatever_the_sample(small, options):
     """A weighted sample of 40 of the 300 points: the answer is the dense full-data solve, not the sample's."""
     obj, B, G, want, _ = small
@@ -86,16 +87,18 @@ def test_preconditioner_equals_its_dense_definition(small):
         rho = float(vals[-1]) if complement == "smallest" else c
         P_inv = E @ torch.diag(1 / vals) @ E.T + (torch.eye(obj.n_params, dtype=torch.float64) - E @ E.T) / rho
         assert pre.rank == 25 and pre.complement == pytest.approx(rho, rel=1e-9)
-        np.testing.assert_allclose(pre.apply(B).numpy(), (B @ P_inv).numpy(), rtol=1e-7,
-                                   atol=1e-9 * float(B.abs().max()) / c)
+        np.testing.assert_allclose(
+            pre.apply(B).numpy(), (B @ P_inv).numpy(), rtol=1e-7, atol=1e-9 * float(B.abs().max()) / c
+        )
 
 
 def test_whole_training_set_as_the_sample_converges_at_once(whole):
     """Sample = all points: with every eigenpair kept and the complement at wd + δ, P = G + δI, so PCG converges in
     one iteration; the default (eigenpairs above wd + δ) in a few; plain CG takes many more."""
     obj, B, want, plain = whole
-    exact_p = fit_inverse(obj, None, solver="pcg", damping=DAMPING, curvature="gauss_newton", tol=1e-8, keep="all",
-                          complement="shift").solve(B)
+    exact_p = fit_inverse(
+        obj, None, solver="pcg", damping=DAMPING, curvature="gauss_newton", tol=1e-8, keep="all", complement="shift"
+    ).solve(B)
     assert exact_p.iterations == 1 and rel(exact_p.x, want) < 1e-7
     default = fit_inverse(obj, None, solver="pcg", damping=DAMPING, curvature="gauss_newton", tol=1e-8).solve(B)
     assert default.converged and default.iterations <= 15 < 2 * 15 <= plain.iterations
@@ -120,14 +123,23 @@ def test_a_wrong_preconditioner_is_caught(whole):
 
 def test_nonconvergence_is_recorded(small):
     obj, B, *_ = small
-    fit = fit_inverse(obj, np.arange(20), solver="pcg", damping=DAMPING, curvature="gauss_newton", tol=1e-12,
-                      max_iter=3)
+    fit = fit_inverse(
+        obj, np.arange(20), solver="pcg", damping=DAMPING, curvature="gauss_newton", tol=1e-12, max_iter=3
+    )
     with pytest.warns(UserWarning, match="pcg did not reach"):
         result = fit.solve(B)
     assert not result.converged and result.iterations == 3 and result.info["stop"] == "max_iter"
     with pytest.raises(SolverError, match="did not reach"):
-        fit_inverse(obj, np.arange(20), solver="pcg", damping=DAMPING, curvature="gauss_newton", tol=1e-12,
-                    max_iter=3, on_nonconvergence="raise").solve(B)
+        fit_inverse(
+            obj,
+            np.arange(20),
+            solver="pcg",
+            damping=DAMPING,
+            curvature="gauss_newton",
+            tol=1e-12,
+            max_iter=3,
+            on_nonconvergence="raise",
+        ).solve(B)
 
 
 def test_pickles_and_solves_the_same(small):
@@ -140,16 +152,19 @@ def test_pickles_and_solves_the_same(small):
     assert rel(clone.solve(B).x, x) < 1e-9
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"curvature": "hessian"}, r"^solver 'pcg' preconditions .*curvature='gauss_newton'"),
-    ({"damping": 0.0, "weight_decay": 0.0}, "weight_decay \\+ damping > 0"),
-    ({"complement": "largest"}, "complement must be one of"),
-    ({"eigenvalues": "exact"}, "eigenvalues must be one of"),
-    ({"keep": "some"}, "keep must be one of"),
-    ({"rank": 0}, "rank must be an integer >= 1"),
-    ({"tol": -1.0}, "tol must be a positive"),
-    ({"max_iter": 0}, "max_iter must be an integer >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"curvature": "hessian"}, r"^solver 'pcg' preconditions .*curvature='gauss_newton'"),
+        ({"damping": 0.0, "weight_decay": 0.0}, "weight_decay \\+ damping > 0"),
+        ({"complement": "largest"}, "complement must be one of"),
+        ({"eigenvalues": "exact"}, "eigenvalues must be one of"),
+        ({"keep": "some"}, "keep must be one of"),
+        ({"rank": 0}, "rank must be an integer >= 1"),
+        ({"tol": -1.0}, "tol must be a positive"),
+        ({"max_iter": 0}, "max_iter must be an integer >= 1"),
+    ],
+)
 def test_bad_input_one_clear_line(small, digits, kwargs, msg):
     obj, *_ = small
     kwargs = dict(kwargs)

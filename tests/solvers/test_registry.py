@@ -53,26 +53,42 @@ def test_calculator_and_influence_scores_equal_a_direct_fit(method, digits, mlp6
     assert isinstance(calc.inverse, FactorFit) and calc.fit_info["inverse"] == method
     got = calc.scores(digits.X_test[:3], digits.y_test[:3])
     np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-14)
-    got2 = influence_scores(mlp64, digits, [0, 1, 2], hessian_indices=sample.indices, hessian_weights=sample.weights, solver=method,
-                            damping=0.01, curvature="gauss_newton", fisher="empirical")
+    got2 = influence_scores(
+        mlp64,
+        digits,
+        [0, 1, 2],
+        hessian_indices=sample.indices,
+        hessian_weights=sample.weights,
+        solver=method,
+        damping=0.01,
+        curvature="gauss_newton",
+        fisher="empirical",
+    )
     np.testing.assert_allclose(got2, expected, rtol=1e-9, atol=1e-14)
     # the sample weights reach the fit: unweighted factors give other scores
-    unweighted = _direct(calc, digits, fit_kfac(obj, sample.indices, method=method, fisher="empirical",
-                                                damping=0.01))
+    unweighted = _direct(calc, digits, fit_kfac(obj, sample.indices, method=method, fisher="empirical", damping=0.01))
     assert np.abs(unweighted - expected).max() > 1e-3 * np.abs(expected).max()
 
 
 def test_arnoldi_through_the_calculator_equals_a_direct_fit(digits, calc, sample):
     direct = fit_arnoldi(calc.objective, sample, rank=30, curvature="gauss_newton", damping=0.01, seed=1)
     calc.fit(sample, solver="arnoldi", curvature="gauss_newton", damping=0.01, rank=30, seed=1)
-    np.testing.assert_allclose(calc.scores(digits.X_test[:3], digits.y_test[:3]), _direct(calc, digits, direct),
-                               rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(
+        calc.scores(digits.X_test[:3], digits.y_test[:3]), _direct(calc, digits, direct), rtol=1e-7, atol=1e-12
+    )
     assert calc.fit_info["rank"] == 30
 
 
 def test_heuristic_damping_rule(calc):
-    inv = fit_inverse(calc.objective, None, solver="ekfac", curvature="gauss_newton", damping=0.5,
-                      damping_rule="heuristic", fisher="empirical")
+    inv = fit_inverse(
+        calc.objective,
+        None,
+        solver="ekfac",
+        curvature="gauss_newton",
+        damping=0.5,
+        damping_rule="heuristic",
+        fisher="empirical",
+    )
     layer = inv.info["layer_damping"]
     expected = {b.module: 0.1 * float(f["lam"].mean()) for b, f in zip(inv.inverse.blocks, inv.inverse.factors)}
     assert layer == pytest.approx(expected) and inv.damping == pytest.approx(np.mean(list(expected.values())))
@@ -82,31 +98,85 @@ def test_heuristic_damping_rule(calc):
 def test_factor_file_saved_reloaded_and_refused_for_another_configuration(tmp_path, digits, calc, sample):
     path = tmp_path / "f" / "ekfac.npz"
     path.parent.mkdir()  # the folder of a factor file must exist: none is created
-    first = fit_inverse(calc.objective, sample.indices, sample.weights, solver="ekfac", curvature="gauss_newton",
-                        damping=0.01, fisher="empirical", factor_file=str(path))
+    first = fit_inverse(
+        calc.objective,
+        sample.indices,
+        sample.weights,
+        solver="ekfac",
+        curvature="gauss_newton",
+        damping=0.01,
+        fisher="empirical",
+        factor_file=str(path),
+    )
     assert path.is_file() and first.info["loaded"] is False
-    again = fit_inverse(calc.objective, sample.indices, sample.weights, solver="ekfac", curvature="gauss_newton",
-                        damping=0.01, fisher="empirical", factor_file=str(path))
+    again = fit_inverse(
+        calc.objective,
+        sample.indices,
+        sample.weights,
+        solver="ekfac",
+        curvature="gauss_newton",
+        damping=0.01,
+        fisher="empirical",
+        factor_file=str(path),
+    )
     assert again.info["loaded"] is True
     np.testing.assert_array_equal(_direct(calc, digits, again), _direct(calc, digits, first))
     with pytest.raises(FactorFileError, match="another configuration.*fisher"):
-        fit_inverse(calc.objective, sample.indices, sample.weights, solver="ekfac", curvature="gauss_newton",
-                    damping=0.01, fisher="gauss_newton", factor_file=str(path))
+        fit_inverse(
+            calc.objective,
+            sample.indices,
+            sample.weights,
+            solver="ekfac",
+            curvature="gauss_newton",
+            damping=0.01,
+            fisher="gauss_newton",
+            factor_file=str(path),
+        )
     with pytest.raises(FactorFileError, match="another configuration.*method"):
-        fit_inverse(calc.objective, sample.indices, sample.weights, solver="kfac", curvature="gauss_newton",
-                    damping=0.01, fisher="empirical", factor_file=str(path))
+        fit_inverse(
+            calc.objective,
+            sample.indices,
+            sample.weights,
+            solver="kfac",
+            curvature="gauss_newton",
+            damping=0.01,
+            fisher="empirical",
+            factor_file=str(path),
+        )
     # a directory keeps one file per configuration; Arnoldi too
     d = tmp_path / "cache"
-    a = fit_inverse(calc.objective, sample.indices, solver="arnoldi", curvature="gauss_newton", damping=0.01,
-                    rank=10, factor_file=str(d))
-    b = fit_inverse(calc.objective, sample.indices, solver="arnoldi", curvature="gauss_newton", damping=0.01,
-                    rank=10, factor_file=str(d))
+    a = fit_inverse(
+        calc.objective,
+        sample.indices,
+        solver="arnoldi",
+        curvature="gauss_newton",
+        damping=0.01,
+        rank=10,
+        factor_file=str(d),
+    )
+    b = fit_inverse(
+        calc.objective,
+        sample.indices,
+        solver="arnoldi",
+        curvature="gauss_newton",
+        damping=0.01,
+        rank=10,
+        factor_file=str(d),
+    )
     assert b.info["loaded"] and a.info["factor_file"] == b.info["factor_file"]
     np.testing.assert_array_equal(_direct(calc, digits, a), _direct(calc, digits, b))
     path.write_bytes(b"not a zip")
     with pytest.raises(FactorFileError, match="corrupt or truncated"):
-        fit_inverse(calc.objective, sample.indices, sample.weights, solver="ekfac", curvature="gauss_newton",
-                    damping=0.01, fisher="empirical", factor_file=str(path))
+        fit_inverse(
+            calc.objective,
+            sample.indices,
+            sample.weights,
+            solver="ekfac",
+            curvature="gauss_newton",
+            damping=0.01,
+            fisher="empirical",
+            factor_file=str(path),
+        )
 
 
 def test_bad_input(calc):
@@ -133,22 +203,30 @@ def test_class_removal_runs_and_arnoldi_covering_the_range_equals_exact(digits, 
     task = ClassRemoval(digits_logreg64, digits)
     exact = task.run(3, "random", 32, seed=0, solver="exact", curvature="gauss_newton", damping=0.01)
     # rank 32·9 = the whole Gauss-Newton range of 32 points: with the complement, Arnoldi is exact
-    arn = task.run(3, "random", 32, seed=0, solver="arnoldi", curvature="gauss_newton", damping=0.01,
-                   rank=32 * 9, complement=True)
+    arn = task.run(
+        3, "random", 32, seed=0, solver="arnoldi", curvature="gauss_newton", damping=0.01, rank=32 * 9, complement=True
+    )
     torch.testing.assert_close(arn.delta, exact.delta, rtol=1e-6, atol=1e-9)
     ek = task.run(3, "random", 32, seed=0, solver="ekfac", curvature="gauss_newton", damping=0.01)
     assert ek.solver == "ekfac" and np.isfinite(ek.to_dict()["delta_norm"])
     cos = float(ek.delta @ exact.delta / (ek.delta.norm() * exact.delta.norm()))
-    assert 0.5 < cos < 1 - 1e-6      # an approximation of the same Newton step, not the exact one
+    assert 0.5 < cos < 1 - 1e-6  # an approximation of the same Newton step, not the exact one
 
 
 def test_faithfulness_study_with_ekfac_subsets_and_reference(digits, mlp64):
-    config = StudyConfig(samplers=("random",), ms=(64, digits.n_train), n_seeds=1, n_test_points=5,
-                         solver="ekfac", reference_solver="ekfac", solver_options={"fisher": "empirical"})
+    config = StudyConfig(
+        samplers=("random",),
+        ms=(64, digits.n_train),
+        n_seeds=1,
+        n_test_points=5,
+        solver="ekfac",
+        reference_solver="ekfac",
+        solver_options={"fisher": "empirical"},
+    )
     result = run_study(config, dataset=digits, model=mlp64)
     assert result.context["reference"]["solver"] == "ekfac"
     rows = {r["m"]: r for r in result.rows}
-    assert rows[digits.n_train]["spearman"] == pytest.approx(1.0)   # m = n: the reference itself
+    assert rows[digits.n_train]["spearman"] == pytest.approx(1.0)  # m = n: the reference itself
     assert rows[64]["spearman"] < 0.999
     with pytest.raises(ValueError, match="takes no options"):
         StudyConfig(solver="ekfac", solver_options={"rank": 3})
@@ -159,9 +237,23 @@ def test_faithfulness_study_with_ekfac_subsets_and_reference(digits, mlp64):
 def test_cli_influence_with_ekfac_equals_a_direct_fit(tmp_path, digits, capsys):
     out = tmp_path / "s.npy"
     factors = tmp_path / "factors"
-    args = ["influence", "--arch", "logreg", "--test-index", "0", "1", "--solver", "ekfac",
-            "--solver-option", "fisher=empirical", "--solver-option", f"factor_file={factors}", "--out", str(out),
-            "--quiet"]
+    args = [
+        "influence",
+        "--arch",
+        "logreg",
+        "--test-index",
+        "0",
+        "1",
+        "--solver",
+        "ekfac",
+        "--solver-option",
+        "fisher=empirical",
+        "--solver-option",
+        f"factor_file={factors}",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert main(args) == 0
     scores = np.load(out)
     model = train_model(digits, "logreg", seed=0)
@@ -195,9 +287,32 @@ def test_lds_score_and_study_with_ekfac(tmp_path, capsys):
     np.savez(data, X_train=X[:300], y_train=y[:300], X_test=X[300:], y_test=y[300:])
     out_json = tmp_path / "score.json"
     cache = tmp_path / "cache"
-    argv = ["lds", "score", "--dataset", "npz", "--path", str(data), "--arch", "logreg", "--subsets", "3",
-            "--retrain-seeds", "2", "--test-points", "4", "--cache", str(cache), "--json", str(out_json),
-            "--solvers", "auto", "ekfac", "--solver-option", "fisher=empirical", "--quiet"]
+    argv = [
+        "lds",
+        "score",
+        "--dataset",
+        "npz",
+        "--path",
+        str(data),
+        "--arch",
+        "logreg",
+        "--subsets",
+        "3",
+        "--retrain-seeds",
+        "2",
+        "--test-points",
+        "4",
+        "--cache",
+        str(cache),
+        "--json",
+        str(out_json),
+        "--solvers",
+        "auto",
+        "ekfac",
+        "--solver-option",
+        "fisher=empirical",
+        "--quiet",
+    ]
     assert main(argv[:-3] + ["--solver-option", "rank=3", "--quiet"]) == 2
     assert "no solver in --solvers" in capsys.readouterr().err
     assert main(argv) == 0
@@ -215,11 +330,22 @@ def test_lds_score_and_study_with_ekfac(tmp_path, capsys):
     assert retrained.info["retrained"] == 0
     assert got["full-data influence (ekfac)"] == pytest.approx(lds(S, retrained, idx, "loss").lds, abs=1e-9)
     assert got["full-data influence (ekfac)"] != pytest.approx(got["full-data influence (exact)"], abs=1e-6)
-    config = StudyConfig(dataset="npz", arch="logreg", samplers=("random",), ms=(40,), n_seeds=2, n_test_points=4,
-                         solver="ekfac", reference_solver="ekfac", solver_options={"fisher": "empirical"},
-                         dataset_options={"path": str(data)}, train_settings={"dtype": "float64"})
-    result = run_lds_study(config, RetrainPlan(n_subsets=3, n_seeds=2), dataset=ds, model=model, cache_dir=cache,
-                           also_full=("exact",))
+    config = StudyConfig(
+        dataset="npz",
+        arch="logreg",
+        samplers=("random",),
+        ms=(40,),
+        n_seeds=2,
+        n_test_points=4,
+        solver="ekfac",
+        reference_solver="ekfac",
+        solver_options={"fisher": "empirical"},
+        dataset_options={"path": str(data)},
+        train_settings={"dtype": "float64"},
+    )
+    result = run_lds_study(
+        config, RetrainPlan(n_subsets=3, n_seeds=2), dataset=ds, model=model, cache_dir=cache, also_full=("exact",)
+    )
     methods = [b["method"] for b in result.baselines]
     assert methods == ["full-data influence", "gradient dot", "full-data influence (exact)"]
     assert result.context["faithfulness_context"]["reference"]["solver"] == "ekfac"

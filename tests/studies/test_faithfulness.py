@@ -1,4 +1,5 @@
-"""Tests of influence_core.studies.faithfulness: the study's output, its agreement with the engine, determinism, the exact
+"""Tests of influence_core.studies.faithfulness: the study's output, its agreement with the engine, determinism, the
+exact
 Gauss-Newton (Woodbury) subset solve, the peak-memory measurement, and the CLI's errors.
 
 Everything runs on a small real problem (400 scikit-learn digits, an MLP with 6 hidden units, p = 460) so the module
@@ -17,15 +18,15 @@ from sklearn.datasets import load_digits
 
 from influence_core import InfluenceCalculator, dataset_from_arrays, influence_scores, train_model
 from influence_core.cli.main import main
-from influence_core.studies.faithfulness import (
-                                                 METRICS,
-                                                 GaussNewtonSubsetSolver,
-                                                 PeakMemory,
-                                                 StudyConfig,
-                                                 run_study,
-                                                 write_outputs,
-                                                 )
 from influence_core.sampling.samplers import available_samplers
+from influence_core.studies.faithfulness import (
+    METRICS,
+    GaussNewtonSubsetSolver,
+    PeakMemory,
+    StudyConfig,
+    run_study,
+    write_outputs,
+)
 
 DAMPING = 0.01
 
@@ -33,8 +34,9 @@ DAMPING = 0.01
 @pytest.fixture(scope="module")
 def small():
     d = load_digits()
-    ds = dataset_from_arrays(d.data[:400], d.target[:400], name="digits400", image_shape=(8, 8), test_fraction=0.25,
-                             seed=0)
+    ds = dataset_from_arrays(
+        d.data[:400], d.target[:400], name="digits400", image_shape=(8, 8), test_fraction=0.25, seed=0
+    )
     model = train_model(ds, "mlp", seed=0, hidden=(6,), epochs=10, polish_steps=30)
     return ds, model
 
@@ -54,7 +56,8 @@ def test_small_run_is_well_formed(small_run, tmp_path):
     samplers = available_samplers()
     assert len(small_run.rows) == len(samplers) * 2 * 2
     assert {(r["sampler"], r["m"], r["seed"]) for r in small_run.rows} == {
-        (s, m, seed) for s in samplers for m in (8, 24) for seed in (0, 1)}
+        (s, m, seed) for s in samplers for m in (8, 24) for seed in (0, 1)
+    }
     for row in small_run.rows:
         assert row["status"] == "ok", row
         assert all(_finite(v) for v in row.values()), row
@@ -93,8 +96,9 @@ def test_whole_pool_equals_full_data_influence(small):
     for row in result.rows:
         assert row["rel_error"] < 1e-4 and row["spearman"] > 0.9999
         assert row["topk_helpful"] == 1.0 and row["topk_harmful"] == 1.0
-    direct = influence_scores(model, ds, result.test_indices, None, solver="exact", damping=DAMPING,
-                              curvature="gauss_newton")
+    direct = influence_scores(
+        model, ds, result.test_indices, None, solver="exact", damping=DAMPING, curvature="gauss_newton"
+    )
     np.testing.assert_allclose(result.reference_scores, direct, rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(result.scores[("random", ds.n_train, 0)], direct, rtol=1e-3, atol=1e-6)
 
@@ -150,14 +154,17 @@ def test_peak_memory_sees_a_real_allocation():
     assert small_block.mb < 50
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"samplers": ("nope",)}, "unknown sampler"),
-    ({"ms": (0,)}, "m must be integers >= 1"),
-    ({"damping": -1.0}, "damping must be"),
-    ({"curvature": "fisher"}, "unknown curvature"),
-    ({"curvature": "hessian", "solver": "woodbury"}, "needs curvature='gauss_newton'"),
-    ({"n_seeds": 0}, "n_seeds must be"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"samplers": ("nope",)}, "unknown sampler"),
+        ({"ms": (0,)}, "m must be integers >= 1"),
+        ({"damping": -1.0}, "damping must be"),
+        ({"curvature": "fisher"}, "unknown curvature"),
+        ({"curvature": "hessian", "solver": "woodbury"}, "needs curvature='gauss_newton'"),
+        ({"n_seeds": 0}, "n_seeds must be"),
+    ],
+)
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StudyConfig(**kwargs)
@@ -169,12 +176,15 @@ def test_m_larger_than_training_set_is_rejected_before_training(small):
         run_study(StudyConfig(ms=(8, ds.n_train + 1)), dataset=ds)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--samplers", "random", "nope"], "unknown sampler(s) ['nope']"),
-    (["--m", "32", "100000"], "exceed the 1437 training points"),
-    (["--m", "0"], "m must be integers >= 1"),
-    (["--test-points", "5000"], "n_test_points = 5000 exceeds"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--samplers", "random", "nope"], "unknown sampler(s) ['nope']"),
+        (["--m", "32", "100000"], "exceed the 1437 training points"),
+        (["--m", "0"], "m must be integers >= 1"),
+        (["--test-points", "5000"], "n_test_points = 5000 exceeds"),
+    ],
+)
 def test_cli_bad_arguments_exit_2_with_a_clear_message(argv, message, capsys, tmp_path):
     assert main(["faithfulness", *argv, "--out", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err
@@ -186,9 +196,36 @@ def test_cli_small_run_writes_every_output(small, tmp_path, capsys):
     data = tmp_path / "small.npz"
     np.savez(data, X_train=ds.X_train, y_train=ds.y_train, X_test=ds.X_test, y_test=ds.y_test)
     out_dir = tmp_path / "out"
-    argv = ["faithfulness", "--dataset", "npz", "--path", str(data), "--hidden", "4", "--epochs", "2",
-            "--samplers", "random", "logit", "--m", "8", "16", "--seeds", "2", "--test-points", "3", "--k", "3",
-            "--out", str(out_dir), "--name", "cli", "--plotlyjs", "cdn", "--quiet"]
+    argv = [
+        "faithfulness",
+        "--dataset",
+        "npz",
+        "--path",
+        str(data),
+        "--hidden",
+        "4",
+        "--epochs",
+        "2",
+        "--samplers",
+        "random",
+        "logit",
+        "--m",
+        "8",
+        "16",
+        "--seeds",
+        "2",
+        "--test-points",
+        "3",
+        "--k",
+        "3",
+        "--out",
+        str(out_dir),
+        "--name",
+        "cli",
+        "--plotlyjs",
+        "cdn",
+        "--quiet",
+    ]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "| random | 8 |" in out and "| logit | 16 |" in out
@@ -207,8 +244,9 @@ def test_blocked_scoring_on_an_executor_matches_in_memory_scores(small):
     from influence_core.influence.executors import get_executor
 
     ds, model = small
-    config = StudyConfig(dataset="digits400", samplers=("random", "importance"), ms=(16,), n_seeds=2,
-                         n_test_points=4, k=5)
+    config = StudyConfig(
+        dataset="digits400", samplers=("random", "importance"), ms=(16,), n_seeds=2, n_test_points=4, k=5
+    )
     base = run_study(config, dataset=ds, model=model)
     for options in ({}, {"workers": 2}):
         with get_executor(**options) as executor:
@@ -242,10 +280,16 @@ def test_outputs_of_a_tiny_study_plot_and_stay_in_their_folder(tmp_path):
     from influence_core.studies.faithfulness import plot_html, plot_png
 
     keys = ("spearman", "rel_error", "topk_helpful", "topk_harmful", "solve_seconds")
-    record = {"sampler": "uniform", "m": 8, "seed_spearman": float("nan"),  # one seed: no seed agreement
-              **{f"{k}_{s}": 0.0 for k in keys for s in ("mean", "std")}}
-    result = SimpleNamespace(summary=[record], config={"dataset": "d", "arch": "a", "curvature": "gauss_newton",
-                                                       "damping": 0.01, "n_seeds": 1})
+    record = {
+        "sampler": "uniform",
+        "m": 8,
+        "seed_spearman": float("nan"),  # one seed: no seed agreement
+        **{f"{k}_{s}": 0.0 for k in keys for s in ("mean", "std")},
+    }
+    result = SimpleNamespace(
+        summary=[record],
+        config={"dataset": "d", "arch": "a", "curvature": "gauss_newton", "damping": 0.01, "n_seeds": 1},
+    )
     plot_png(result, tmp_path / "p.png")
     plot_html(result, tmp_path / "p.html", "cdn")
     assert (tmp_path / "p.png").stat().st_size > 1000 and (tmp_path / "p.html").stat().st_size > 1000

@@ -11,9 +11,9 @@ import math
 import pytest
 import torch
 
-from influence_core.studies import removal as study
 from influence_core.cli import removal as removal_cli
 from influence_core.cli.main import COMMANDS
+from influence_core.studies import removal as study
 
 
 def _args(*argv: str) -> argparse.Namespace:
@@ -42,8 +42,19 @@ def test_cli_wires_the_removal_command():
 
 
 def test_quick_run_writes_complete_well_formed_output(quick_run):
-    for name in ("results.csv", "memory.csv", "results.json", "samples.json", "summary.md", "f1_vs_m.png",
-                 "f1_vs_time.png", "memory_vs_m.png", "f1_vs_m.html", "f1_vs_time.html", "memory_vs_m.html"):
+    for name in (
+        "results.csv",
+        "memory.csv",
+        "results.json",
+        "samples.json",
+        "summary.md",
+        "f1_vs_m.png",
+        "f1_vs_time.png",
+        "memory_vs_m.png",
+        "f1_vs_m.html",
+        "f1_vs_time.html",
+        "memory_vs_m.html",
+    ):
         assert (quick_run / name).stat().st_size > 0, name
     for name in ("f1_vs_m.png", "f1_vs_time.png", "memory_vs_m.png"):
         assert (quick_run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -53,8 +64,9 @@ def test_quick_run_writes_complete_well_formed_output(quick_run):
     assert list(rows[0]) == study.ROW_FIELDS
     grid = [r for r in rows if r["sampler"] != "full"]
     assert len(grid) == 2 * 2 * 2 * 1  # samplers x m x seeds x classes
-    assert {(r["sampler"], r["m"], r["seed"]) for r in grid} == {(s, m, d) for s in ("random", "logit")
-                                                                  for m in ("32", "64") for d in ("0", "1")}
+    assert {(r["sampler"], r["m"], r["seed"]) for r in grid} == {
+        (s, m, d) for s in ("random", "logit") for m in ("32", "64") for d in ("0", "1")
+    }
     assert len([r for r in rows if r["sampler"] == "full"]) == 1
     for r in rows:
         assert r["error"] == "" and r["converged"] == "1"
@@ -68,7 +80,11 @@ def test_quick_run_writes_complete_well_formed_output(quick_run):
 
     memory = _csv(quick_run / "memory.csv")
     assert {(r["sampler"], r["m"]) for r in memory if r["sampler"] != "full"} == {
-        ("random", "32"), ("random", "64"), ("logit", "32"), ("logit", "64")}
+        ("random", "32"),
+        ("random", "64"),
+        ("logit", "32"),
+        ("logit", "64"),
+    }
     assert [r["m"] for r in memory if r["sampler"] == "full"] == [full[0]["m"]]  # the whole pool, measured once
     assert all(float(r["peak_kb"]) > 0 and float(r["peak_rss_kb"]) > float(r["peak_kb"]) for r in memory)
 
@@ -92,13 +108,24 @@ def test_same_seed_gives_the_same_numbers(quick_run, tmp_path):
     out = tmp_path / "again"
     argv = ("--quick", "--seeds", "1", "--memory-configs", "0", "--no-reference", "--no-full", "--out", str(out))
     assert removal_cli.run(_args(*argv)) == 0
-    first = {(r["sampler"], r["m"], r["seed"]): r for r in _csv(quick_run / "results.csv")
-             if r["sampler"] != "full" and r["seed"] == "1"}
+    first = {
+        (r["sampler"], r["m"], r["seed"]): r
+        for r in _csv(quick_run / "results.csv")
+        if r["sampler"] != "full" and r["seed"] == "1"
+    }
     second = {(r["sampler"], r["m"], r["seed"]): r for r in _csv(out / "results.csv")}
     assert first.keys() == second.keys() and len(first) == 4  # --seeds given explicitly overrides --quick's
     for key in first:
-        for field in ("f1_at_1", "f1_best", "best_alpha", "self_loss_at_1", "consistency_best", "iterations",
-                      "lambda_max", "delta_norm"):
+        for field in (
+            "f1_at_1",
+            "f1_best",
+            "best_alpha",
+            "self_loss_at_1",
+            "consistency_best",
+            "iterations",
+            "lambda_max",
+            "delta_norm",
+        ):
             assert first[key][field] == second[key][field], (key, field)
     samples = [s for s in json.loads((quick_run / "samples.json").read_text()) if s["seed"] == 1]
     assert samples == json.loads((out / "samples.json").read_text())
@@ -115,17 +142,22 @@ def test_report_is_generated_from_the_run(quick_run, tmp_path):
     assert f"{record['summary'][0]['f1_best']:.3f}" in text  # numbers come from the run's JSON
 
 
-
 def test_report_summarises_lds_studies_under_current_sampler_names(quick_run, tmp_path):
     """--lds: per m, random against the best other sampler, read from an LDS study's JSON; a sampler written under
     its old name ('curvature') appears under the current one ('importance')."""
-    lds = {"config": {"study": {"dataset": "toy", "arch": "mlp"}},
-           "baselines": [{"method": "full-data influence", "lds": 0.7, "ceiling": 0.95},
-                         {"method": "gradient dot", "lds": 0.4, "ceiling": 0.95}],
-           "summary": [{"sampler": "random", "m": 8, "lds_mean": 0.5, "lds_std": 0.02},
-                       {"sampler": "curvature", "m": 8, "lds_mean": 0.61, "lds_std": 0.01},
-                       {"sampler": "logit", "m": 8, "lds_mean": 0.55, "lds_std": 0.03}],
-           "verdict": {"best": None, "goal_met": False, "tolerance": 0.01, "reason": "none reaches it"}}
+    lds = {
+        "config": {"study": {"dataset": "toy", "arch": "mlp"}},
+        "baselines": [
+            {"method": "full-data influence", "lds": 0.7, "ceiling": 0.95},
+            {"method": "gradient dot", "lds": 0.4, "ceiling": 0.95},
+        ],
+        "summary": [
+            {"sampler": "random", "m": 8, "lds_mean": 0.5, "lds_std": 0.02},
+            {"sampler": "curvature", "m": 8, "lds_mean": 0.61, "lds_std": 0.01},
+            {"sampler": "logit", "m": 8, "lds_mean": 0.55, "lds_std": 0.03},
+        ],
+        "verdict": {"best": None, "goal_met": False, "tolerance": 0.01, "reason": "none reaches it"},
+    }
     f = tmp_path / "toy_mlp.json"
     f.write_text(json.dumps(lds))
     report = tmp_path / "RESULTS.md"
@@ -134,18 +166,32 @@ def test_report_summarises_lds_studies_under_current_sampler_names(quick_run, tm
     assert "| toy / mlp | 0.700 | 0.400 | 0.950 | 8 | 0.500 ± 0.020 | importance | 0.610 ± 0.010 | 0.50 |" in text
     assert "none reaches it" in text and "--lds " + str(f) in text
     with pytest.raises(ValueError, match="missing.json not found.*lds study --out"):
-        removal_cli.run(_args("--report", str(report), "--runs", str(quick_run), "--lds",
-                              str(tmp_path / "missing.json")))
+        removal_cli.run(
+            _args("--report", str(report), "--runs", str(quick_run), "--lds", str(tmp_path / "missing.json"))
+        )
+
 
 def _summary(f1: dict, seconds: dict, mem: dict) -> list[dict]:
-    return [{"sampler": s, "m": m, "f1_best": f1[s][i], "solver_seconds": seconds[s][i], "peak_kb": mem[s][i],
-             "peak_rss_kb": 1000 + mem[s][i]} for s in f1 for i, m in enumerate((32, 64, 128))]
+    return [
+        {
+            "sampler": s,
+            "m": m,
+            "f1_best": f1[s][i],
+            "solver_seconds": seconds[s][i],
+            "peak_kb": mem[s][i],
+            "peak_rss_kb": 1000 + mem[s][i],
+        }
+        for s in f1
+        for i, m in enumerate((32, 64, 128))
+    ]
 
 
 def test_savings_and_gain_hand_computed():
-    summary = _summary(f1={"random": [0.80, 0.85, 0.90], "logit": [0.86, 0.88, 0.89]},
-                       seconds={"random": [1.0, 2.0, 4.0], "logit": [1.5, 2.5, 5.0]},
-                       mem={"random": [100.0, 200.0, 400.0], "logit": [100.0, 220.0, 400.0]})
+    summary = _summary(
+        f1={"random": [0.80, 0.85, 0.90], "logit": [0.86, 0.88, 0.89]},
+        seconds={"random": [1.0, 2.0, 4.0], "logit": [1.5, 2.5, 5.0]},
+        mem={"random": [100.0, 200.0, 400.0], "logit": [100.0, 220.0, 400.0]},
+    )
     by_ref = {s["m_ref"]: s for s in study.savings(summary, "f1_best")}
     # random's F1 at m_ref=128 (0.90) is never reached by logit
     assert by_ref[128]["m_star"] is None and math.isnan(by_ref[128]["time_saving_pct"])
@@ -160,14 +206,17 @@ def test_savings_and_gain_hand_computed():
     assert gains == pytest.approx({32: 6.0, 64: 3.0, 128: -1.0})
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--samplers", "feature", "logit", "--out", "X"], "must include 'random'"),
-    (["--m", "5000", "--out", "X"], "exceeds"),
-    (["--samplers", "random", "nope", "--out", "X"], "unknown sampler"),
-    (["--classes", "12", "--out", "X"], "--classes"),
-    ([], "--out DIR is required"),
-    (["--report", "R.md"], "--report needs --runs"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--samplers", "feature", "logit", "--out", "X"], "must include 'random'"),
+        (["--m", "5000", "--out", "X"], "exceeds"),
+        (["--samplers", "random", "nope", "--out", "X"], "unknown sampler"),
+        (["--classes", "12", "--out", "X"], "--classes"),
+        ([], "--out DIR is required"),
+        (["--report", "R.md"], "--report needs --runs"),
+    ],
+)
 def test_bad_input(argv, message, tmp_path):
     argv = [str(tmp_path / a) if a in ("X", "R.md") else a for a in argv]
     with pytest.raises(ValueError, match=message):
