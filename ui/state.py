@@ -220,7 +220,7 @@ def cache_problems() -> list[str]:
     seen = list(_model_store()["problems"])
     try:
         for found in workers.run_everywhere(compute.problems):
-            seen.extend(p for p in found if p not in seen)
+            seen.extend(found)  # every event, repeats included: the same file can go bad twice
     except Exception:  # noqa: BLE001 - the workers are unreachable: show what this process saw
         pass
     return seen

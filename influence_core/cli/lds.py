@@ -223,6 +223,9 @@ def _check_common(args: argparse.Namespace) -> None:
     """Options both modes share, checked before any work: threads, the cache folder, the retrain plan."""
     if not 0 <= args.threads <= MAX_THREADS:
         raise ValueError(f"--threads must be in [0, {MAX_THREADS}] (0 = leave torch's setting), got {args.threads}")
+    if args.lds_mode == "ground-truth":  # its own options: the recipe comes from the registered name
+        check_outputs(dirs={"--cache": args.cache})
+        return
     if args.test_points < 1:
         raise ValueError(f"--test-points must be >= 1, got {args.test_points}")
     if args.workers is not None and args.workers < 1:

@@ -6,12 +6,9 @@ Add a solver: a module here that calls :func:`~influence_core.solvers.registry.r
 ``register_iterative_solver`` for a matrix-free iteration), imported below.
 """
 
-from influence_core.solvers import (  # noqa: F401  (registers the built-in solvers)  # noqa: F401,E402  (registers kfac, ekfac, arnoldi)
-    arnoldi,
-    cg,
-    exact,
-    kfac,
-    lissa,
-    low_rank,
-    pcg,  # noqa: F401,E402  (registers pcg: full-data CG preconditioned by the sample)
-)
+# isort: off
+# The import order is the registration order, which available_solvers() lists (and the app's menus show).
+from influence_core.solvers import exact, cg, lissa, low_rank  # noqa: F401 (registers the built-in solvers)
+from influence_core.solvers import kfac, arnoldi  # noqa: F401 (registers kfac, ekfac, arnoldi)
+from influence_core.solvers import pcg  # noqa: F401 (registers pcg: full-data CG preconditioned by the sample)
+# isort: on
