@@ -20,13 +20,13 @@ from ui.components import (
     words_panel,
 )
 from ui.config import INFLUENCE_PAGE_DEFAULTS as DEFAULTS
+from ui.config import SOLVER_OPTIONS
 from ui.errors import reported
 from ui.export import show_table
 from ui.figures import COLOUR_OPTIONS, computed_caption, influence_map, nowrap, score_text, strip_figure, trace_figure
 from ui.selection import parse_selection, prefer_drawn_on_top
 from ui.state import (
     INTERACTIVE_EXACT_MAX_PARAMS,
-    SOLVER_OPTIONS,
     get_projection,
     get_sample,
     influence_rows,

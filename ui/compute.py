@@ -32,7 +32,6 @@ from . import artifacts
 from .config import CURVATURE, SOLVER_OPTIONS, DataConfig, RunConfig
 
 INTERACTIVE_EXACT_MAX_PARAMS = 3000  # app latency: above this the full-data reference uses CG, not a (p, p) matrix
-REMOVAL_SOLVER_OPTIONS = SOLVER_OPTIONS  # one option set for the Influence and Class removal pages
 MAX_KEPT = 8
 Spec = tuple  # (sampler | None, m, seed, solver): one Hessian sample and solver; sampler None = full data
 
@@ -413,7 +412,7 @@ def removal(
             retrain_reference=reference,
             measure_memory=memory,
             progress=progress,
-            **REMOVAL_SOLVER_OPTIONS.get(solver, {}),
+            **SOLVER_OPTIONS.get(solver, {}),
         ).to_dict()
         if reference:
             ref = task.reference_model(int(removed_class))

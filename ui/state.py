@@ -32,7 +32,7 @@ import influence_core as ic
 from influence_core import Cancelled, confidence
 
 from . import artifacts, compute, jobs, workers
-from .config import CURVATURE, SOLVER_OPTIONS, DataConfig, RunConfig, run_from_query, run_to_query
+from .config import CURVATURE, DataConfig, RunConfig, run_from_query, run_to_query
 from .workers import Task
 
 # The app's models are small (thousands of parameters): torch's intra-op threads only add synchronisation, which on
@@ -633,9 +633,6 @@ def removal_solver_choices() -> list[str]:
     from influence_core import removal_solvers
 
     return removal_solvers()
-
-
-REMOVAL_SOLVER_OPTIONS = SOLVER_OPTIONS  # one option set for the Influence and Class removal pages
 
 
 def _removal_key(
