@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Screenshots always go to test-artifacts/; the README's copies in docs/screenshots/ are refreshed only on request
 # (UPDATE_SCREENSHOTS=1), so a test run never dirties the work tree.
 SHOTS = [ROOT / "test-artifacts"] + ([ROOT / "docs" / "screenshots"] if os.environ.get("UPDATE_SCREENSHOTS") else [])
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]  # one worker runs them all, on one server
 
 
 @pytest.fixture(scope="module")
@@ -319,6 +319,8 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     Explorer page, and find plotly's PNG export button on the Faithfulness page's charts."""
     from urllib.parse import urlencode
 
+    from playwright.sync_api import expect as pw_expect
+
     from ui.config import ModelConfig, RunConfig, run_to_query
     from ui.lesson import BUTTON_LABELS, STEPS
 
@@ -342,8 +344,9 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     for i, s in enumerate(STEPS, start=1):
         page.get_by_role("button", name=BUTTON_LABELS[s.key], exact=True).click()
         page.get_by_role("heading", name=s.title).wait_for()
-        page.get_by_text("Exercise.", exact=False).wait_for()
         wait_idle(page)
+        # The previous step's elements stay on screen (stale) until the new run has drawn; once it has, one exercise.
+        pw_expect(page.get_by_text("Exercise.", exact=False)).to_have_count(1)
         page.get_by_text(expect[s.key], exact=False).first.wait_for()
         assert page.locator('[data-testid="stException"]').count() == 0
         assert page.locator('[data-testid="stAlertContentError"]').count() == 0, page.locator(
@@ -529,10 +532,34 @@ def test_cancel_a_long_training_then_train_again(page, app_url):
 
 PROJECTOR_SIZES = ((1024, 768), (1366, 768))
 
+TRUNCATED_BUTTONS = """() => [...document.querySelectorAll('.stButton button')]
+    .filter(b => [...b.querySelectorAll('p, div, span')].some(e => e.scrollWidth > e.clientWidth + 1))
+    .map(b => b.innerText)"""
 
-@pytest.mark.parametrize("width,height", PROJECTOR_SIZES)
-def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
-    """Issue 23 item 6: every page and lesson step at a projector's size (screenshots ``projector_<w>_<page>``),
+TITLES_UNDER_TOOLBAR = """() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => {
+    const t = p.querySelector('.gtitle'), m = p.querySelector('.modebar');
+    if (!t || !m) return false;
+    const a = t.getBoundingClientRect(), b = m.getBoundingClientRect();
+    return b.width > 0 && a.right > b.left && a.left < b.right && a.bottom > b.top && a.top < b.bottom;
+}).length"""
+
+
+def at_projector_sizes(page, name: str, check) -> None:
+    """Screenshots ``projector_<w>_<name>`` at each projector size (what the class sees), ``check(width)`` at each,
+    and the whole page at the narrowest size (``_whole``, not copied to docs/): one page, resized, not reloaded."""
+    for width, height in PROJECTOR_SIZES:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(400)
+        page.mouse.move(0, height - 1)  # no tooltip in the picture
+        check(width)
+        shot(page, f"projector_{width}_{name}")
+    width = PROJECTOR_SIZES[0][0]
+    page.set_viewport_size({"width": width, "height": 2400})
+    shot(page, f"projector_{width}_{name}_whole", docs=False)
+
+
+def test_projector_sizes_lesson_and_pages(browser, app_url):
+    """Issue 23 item 6: every page and lesson step at both projector sizes (screenshots ``projector_<w>_<page>``),
     with no truncated lesson button and no chart title under plotly's toolbar."""
     from urllib.parse import urlencode
 
@@ -540,6 +567,7 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
     from ui.lesson import BUTTON_LABELS, STEPS
 
     query = urlencode(run_to_query(DEFAULT_RUN))  # the teacher's model: its committed studies are shown
+    width, height = PROJECTOR_SIZES[0]
     context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     page.set_default_timeout(300_000)
@@ -550,21 +578,19 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
     nav.get_by_text("Lesson", exact=True).click()  # the lesson trains the model of the URL if needed
     page.get_by_text("to start", exact=False).wait_for()
     wait_idle(page)
-    truncated = page.evaluate("""() => [...document.querySelectorAll('.stButton button')]
-        .filter(b => [...b.querySelectorAll('p, div, span')].some(e => e.scrollWidth > e.clientWidth + 1))
-        .map(b => b.innerText)""")
-    assert truncated == [], truncated
+
+    def no_truncated_button(w):
+        truncated = page.evaluate(TRUNCATED_BUTTONS)
+        assert truncated == [], f"{w} px: {truncated}"
+
+    no_truncated_button(width)
     for i, s in enumerate(STEPS, start=1):
+        page.set_viewport_size({"width": width, "height": height})
         page.get_by_role("button", name=BUTTON_LABELS[s.key], exact=True).click()
         page.get_by_role("heading", name=s.title).wait_for()
         page.get_by_text("Top 5 helpful" if s.key == "score" else "What the numbers say", exact=False).first.wait_for()
         wait_idle(page)
-        page.mouse.move(0, height - 1)  # no tooltip over the buttons in the picture
-        shot(page, f"projector_{width}_lesson_{i}_{s.key}")
-        page.set_viewport_size({"width": width, "height": 2400})
-        page.wait_for_timeout(800)
-        shot(page, f"projector_{width}_lesson_{i}_{s.key}_whole", docs=False)
-        page.set_viewport_size({"width": width, "height": height})
+        at_projector_sizes(page, f"lesson_{i}_{s.key}", no_truncated_button)
     for name, ready in (
         ("Samplers", "How representative is each sample?"),
         ("Influence", "Top 8 helpful"),
@@ -573,25 +599,19 @@ def test_projector_sizes_lesson_and_pages(browser, app_url, width, height):
         ("Explorer", "Nearest training points"),
         ("Glossary", "noise ceiling"),
     ):
+        page.set_viewport_size({"width": width, "height": height})
         nav.get_by_text(name, exact=True).click()
         page.get_by_text(ready, exact=False).first.wait_for()
         wait_idle(page)
-        page.wait_for_timeout(500)
-        overlap = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => {
-            const t = p.querySelector('.gtitle'), m = p.querySelector('.modebar');
-            if (!t || !m) return false;
-            const a = t.getBoundingClientRect(), b = m.getBoundingClientRect();
-            return b.width > 0 && a.right > b.left && a.left < b.right && a.bottom > b.top && a.top < b.bottom;
-        }).length""")
-        assert overlap == 0, f"{name}: {overlap} chart titles under the toolbar"
-        slug = name.lower().replace(" ", "_")
-        shot(page, f"projector_{width}_{slug}")  # what the class sees
-        page.set_viewport_size({"width": width, "height": 2400})  # the whole page at the same width
-        page.wait_for_timeout(800)
-        shot(page, f"projector_{width}_{slug}_whole", docs=False)
-        page.set_viewport_size({"width": width, "height": height})
+
+        def no_title_under_toolbar(w, name=name):
+            overlap = page.evaluate(TITLES_UNDER_TOOLBAR)
+            assert overlap == 0, f"{name} at {w} px: {overlap} chart titles under the toolbar"
+
+        at_projector_sizes(page, name.lower().replace(" ", "_"), no_title_under_toolbar)
+    page.set_viewport_size({"width": width, "height": height})
     nav.get_by_text("Home", exact=True).click()
     page.get_by_text("Test accuracy").wait_for()
     wait_idle(page)
-    shot(page, f"projector_{width}_home")
+    at_projector_sizes(page, "home", lambda w: None)
     context.close()
