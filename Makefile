@@ -39,7 +39,7 @@ app: $(VENV)/.app
 test: $(VENV)/.test
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15  # two processes, each test file on one of them
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-artifacts

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # Screenshots always go to test-artifacts/; the README's copies in docs/screenshots/ are refreshed only on request
 # (UPDATE_SCREENSHOTS=1), so a test run never dirties the work tree.
 SHOTS = [ROOT / "test-artifacts"] + ([ROOT / "docs" / "screenshots"] if os.environ.get("UPDATE_SCREENSHOTS") else [])
-pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]  # one worker runs them all, on one server
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,7 @@ def test_one_session_cancelling_does_not_stop_another_sessions_training():
     assert artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
 
 
+@pytest.mark.slow
 def test_the_last_waiting_session_cancelling_stops_the_work_and_stores_nothing():
     from ui import artifacts
     from ui.jobs import JobBoard, wait
@@ -81,6 +82,7 @@ def test_the_last_waiting_session_cancelling_stops_the_work_and_stores_nothing()
     assert artifacts.is_stored(artifacts.MODEL_KIND, run.cache_key())
 
 
+@pytest.mark.slow
 def test_page_shows_cancelled_stores_nothing_and_starts_again(app_page):
     from ui import artifacts
     from ui.state import _model_store, job_board

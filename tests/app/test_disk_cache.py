@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from apptest_helpers import ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +42,7 @@ def _child(cache: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_a_second_process_loads_and_does_not_retrain(tmp_path):
     first = _child(tmp_path)
     assert first["progress_calls"] > 0 and not first["loaded"] and first["files"] == 4  # data, model, view, map

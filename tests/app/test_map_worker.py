@@ -6,10 +6,12 @@ import os
 import signal
 
 import numpy as np
+import pytest
 
 from influence_core.sampling.projection import project_2d
 
 
+@pytest.mark.slow
 def test_the_worker_process_computes_what_the_calling_thread_would_and_survives_being_killed():
     from ui import map_worker
 

@@ -90,6 +90,7 @@ def test_faithfulness_page_shows_the_committed_study_bands_lines_and_budget(app_
     assert len(downloads(at)) >= 3  # every table has a CSV button
 
 
+@pytest.mark.slow
 def test_faithfulness_live_lds_runs_on_the_current_model_with_progress(app_page, monkeypatch, tmp_path):
     monkeypatch.setenv("INFLUENCE_LDS_CACHE", str(tmp_path))
     at = app_page("pages/4_Faithfulness.py", timeout=600)

@@ -170,6 +170,7 @@ def test_agreement():
     reason=f"no dattri side environment at {DATTRI_PYTHON} (set DATTRI_PYTHON; install commands in "
     "docs/FIELD_COMPARISON.md)",
 )
+@pytest.mark.slow
 def test_dattri_side_on_logistic_regression(tmp_path, digits, digits_logreg64):
     """dattri's explicit influence function, converted, is our exact Hessian influence (same damping); its Grad-Dot
     is n × our gradient dot; TRAK agrees in sign."""

@@ -117,6 +117,7 @@ def test_resnet_influence_equals_the_exact_solve_on_the_last_stage(tiny_mnist):
     np.testing.assert_allclose(cg, exact, rtol=1e-3, atol=1e-3 * np.abs(exact).max())
 
 
+@pytest.mark.slow
 def test_study_command_smoke_through_the_cli(tmp_path):
     out = tmp_path / "resnet"
     cache = tmp_path / "model.npz"

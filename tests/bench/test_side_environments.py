@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(bench.__file__).parent))
 from side_models import rebuild  # noqa: E402
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mlp", "cnn"])
 def test_side_models_give_our_logits(digits, arch):
     model = train_model(digits, arch, seed=0, epochs=2)

@@ -22,6 +22,7 @@ def test_digits_is_split_stratified_standardised_and_deterministic(digits):
     assert raw.min() >= -1e-6 and raw.max() <= 16 + 1e-6  # back to pixel values
 
 
+@pytest.mark.slow
 def test_mnist5k_and_mnist1d_ship_or_generate_locally():
     mnist = load_dataset("mnist5k")
     assert (mnist.n_train, mnist.n_test, mnist.n_features, mnist.image_shape) == (4000, 1000, 784, (28, 28))

@@ -80,6 +80,7 @@ class _OneCopyExecutor(DaskExecutor):
         return self.client.scatter(obj, workers=[self.holder], broadcast=False, hash=False)
 
 
+@pytest.mark.slow
 def test_worker_killed_mid_run_finishes_bitwise_equal(problem, client, one_thread, tmp_path):
     ds, calc = problem
     X, y = ds.X_test[:8], ds.y_test[:8]
@@ -103,6 +104,7 @@ def test_worker_killed_mid_run_finishes_bitwise_equal(problem, client, one_threa
     assert calc.last_scoring.computed == 16
 
 
+@pytest.mark.slow
 def test_scheduler_gone_names_resume(problem, client, one_thread, tmp_path):
     """Runs last in this module: it shuts the module's cluster down mid-run."""
     ds, calc = problem

@@ -44,6 +44,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_matches_sequential_bitwise(problem, client, one_thread):
     """Same blocks, same functions, same inputs, same thread count: the 2-worker run reproduces the sequential
     matrix bit for bit, with the exact solver and with CG (whose iterative iHVPs then also run on the workers)."""

@@ -348,6 +348,7 @@ def test_float64_and_float32_agree(data):
     assert rel(cg, s64) < 1e-8
 
 
+@pytest.mark.slow
 def test_torch_compile(data):
     model = trained(DropoutNet(), data).eval()
     want = scores(model, data)

@@ -52,6 +52,7 @@ def test_unknown_method():
         project_2d(np.ones((5, 2)), method="tsne")
 
 
+@pytest.mark.slow
 def test_umap_runs_and_is_deterministic_with_seed(blobs):
     X, labels = blobs
     warm_up_umap()

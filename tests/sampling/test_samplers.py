@@ -550,6 +550,7 @@ def _weighted_means(inputs, name, m, seeds, **options):
     return np.array(out) / c.mean()  # ratio to the pool mean
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["feature", "logit_kmeans"])
 def test_cluster_size_weights_make_the_kmeans_samplers_estimate_the_pool_mean(digits_inputs, name):
     """Digits MLP, m = 128, 30 seeds: the weighted sample mean of the curvature proxy 1 − Σp² is within 15% of

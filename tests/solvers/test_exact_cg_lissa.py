@@ -64,6 +64,7 @@ def test_lissa_with_too_small_scale_raises_documented_error(digits, digits_logre
     assert info.value.trace[-1] > info.value.trace[0]
 
 
+@pytest.mark.slow
 def test_indefinite_hessian_is_reported_not_returned(digits, digits_mlp):
     """The Hessian of a small subset of an MLP is indefinite: CG says so and suggests what to change."""
     obj = Objective(digits_mlp, digits.X_train, digits.y_train, digits_mlp.weight_decay)

@@ -237,6 +237,7 @@ def test_cli_small_run_writes_every_output(small, tmp_path, capsys):
     assert len(record["runs"]) == 2 * 2 * 2 and all(r["status"] == "ok" for r in record["runs"])
 
 
+@pytest.mark.slow
 def test_blocked_scoring_on_an_executor_matches_in_memory_scores(small):
     """With an executor the training gradients are never stored: scores come block by block (here 50 training
     points per block) on the sequential executor and on a 2-worker local Dask cluster, and every metric matches the

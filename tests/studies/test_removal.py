@@ -41,6 +41,7 @@ def test_cli_wires_the_removal_command():
     assert COMMANDS["removal"][0] == "influence_core.cli.removal"
 
 
+@pytest.mark.slow
 def test_quick_run_writes_complete_well_formed_output(quick_run):
     for name in (
         "results.csv",
@@ -104,6 +105,7 @@ def test_quick_run_writes_complete_well_formed_output(quick_run):
     assert "cos(Δ, Δ_full)" in md
 
 
+@pytest.mark.slow
 def test_same_seed_gives_the_same_numbers(quick_run, tmp_path):
     out = tmp_path / "again"
     argv = ("--quick", "--seeds", "1", "--memory-configs", "0", "--no-reference", "--no-full", "--out", str(out))
@@ -131,6 +133,7 @@ def test_same_seed_gives_the_same_numbers(quick_run, tmp_path):
     assert samples == json.loads((out / "samples.json").read_text())
 
 
+@pytest.mark.slow
 def test_report_is_generated_from_the_run(quick_run, tmp_path):
     report = tmp_path / "docs" / "RESULTS.md"
     report.parent.mkdir()  # the report's folder must exist: the command creates none
@@ -142,6 +145,7 @@ def test_report_is_generated_from_the_run(quick_run, tmp_path):
     assert f"{record['summary'][0]['f1_best']:.3f}" in text  # numbers come from the run's JSON
 
 
+@pytest.mark.slow
 def test_report_summarises_lds_studies_under_current_sampler_names(quick_run, tmp_path):
     """--lds: per m, random against the best other sampler, read from an LDS study's JSON; a sampler written under
     its old name ('curvature') appears under the current one ('importance')."""
@@ -223,6 +227,7 @@ def test_bad_input(argv, message, tmp_path):
         removal_cli.run(_args(*argv))
 
 
+@pytest.mark.slow
 def test_quick_run_reports_the_honest_protocol(quick_run):
     rows = [r for r in _csv(quick_run / "results.csv") if r["sampler"] != "full"]
     for r in rows:
@@ -253,6 +258,7 @@ def test_committed_runs_are_reproduced_by_their_command(run_dir):
     assert (inf.solver_options["tol"], inf.solver_options["max_iter"]) == (want["tol"], want["max_iter"])
 
 
+@pytest.mark.slow
 def test_report_checks_its_path_and_names_a_damaged_run_file(quick_run, tmp_path):
     with pytest.raises(ValueError, match="the folder .*new does not exist"):
         removal_cli.run(_args("--report", str(tmp_path / "new" / "R.md"), "--runs", str(quick_run)))
