@@ -105,7 +105,7 @@ def run_model(name: str, args: argparse.Namespace, command: str) -> dict[str, An
         "train_seconds": time.perf_counter() - t0,
         "torch_threads": torch.get_num_threads(),
     }
-    B = obj.query_gradients(dataset.X_test[: args.n_rhs], dataset.y_test[: args.n_rhs])
+    B = obj.query_grads(dataset.X_test[: args.n_rhs], dataset.y_test[: args.n_rhs])
     inputs = sampler_inputs(model, dataset)
     plain, X_ref = timed_solve(obj, B, "cg", None, None, args.damping, tol=args.tol, max_iter=args.max_iter)
     record["plain_cg"] = plain

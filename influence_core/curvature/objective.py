@@ -269,22 +269,23 @@ class Objective:
         x, y = self._prepare(x), y.to(self.device).long()
         return vmap(grad(self._single_loss), in_dims=(None, 0, 0))(self.theta, x, y)
 
-    def query_grads(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _query_grads_chunk(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """∇f(x_t, y_t) of the task's measurement (the test loss by default) for a batch (c, ...) -> (c, p)."""
         if self.task.measurement == "loss":
             return self.per_sample_grads(x, y)
         x, y = self._prepare(x), y.to(self.device).long()
         return vmap(grad(self._single_measurement), in_dims=(None, 0, 0))(self.theta, x, y)
 
-    def query_gradients(self, X: object, y: object) -> torch.Tensor:
-        """:meth:`query_grads` of arbitrary points (k, ...) (arrays or tensors), ``chunk_size`` at a time -> (k, p)."""
+    def query_grads(self, X: object, y: object) -> torch.Tensor:
+        """∇f(x_t, y_t) of the task's measurement (the test loss by default) for any number of points (k, ...)
+        (arrays or tensors), ``chunk_size`` at a time -> (k, p)."""
         X = torch.as_tensor(X if isinstance(X, torch.Tensor) else np.asarray(X))
         y = torch.as_tensor(y if isinstance(y, torch.Tensor) else np.asarray(y))
         if len(X) != len(y) or len(X) == 0:
             raise ValueError(f"X and y must be non-empty with the same length, got {len(X)} and {len(y)}")
         return torch.cat(
             [
-                self.query_grads(X[i : i + self.chunk_size], y[i : i + self.chunk_size])
+                self._query_grads_chunk(X[i : i + self.chunk_size], y[i : i + self.chunk_size])
                 for i in range(0, len(X), self.chunk_size)
             ]
         )

@@ -214,7 +214,7 @@ class InfluenceCalculator:
     def gradients(self, X: Any, y: Any) -> torch.Tensor:
         """Per-sample gradients (k, p) of the task's measurement (the loss by default) at arbitrary points (e.g.
         test points), in chunks."""
-        return self.objective.query_gradients(X, y)
+        return self.objective.query_grads(X, y)
 
     def scores(
         self,

@@ -124,7 +124,7 @@ def _ihvp_task(problem: ScoringProblem, t0: int, t1: int) -> SolveResult:
     with problem.lock:
         if problem.ihvps is not None:
             return SolveResult(problem.ihvps[t0:t1], "given", 0, True, problem.damping)
-        G = problem.objective.query_gradients(problem.X_test[t0:t1], problem.y_test[t0:t1])
+        G = problem.objective.query_grads(problem.X_test[t0:t1], problem.y_test[t0:t1])
         return problem.inverse.solve(G)
 
 

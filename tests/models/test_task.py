@@ -428,7 +428,7 @@ def test_fitted_inverse_pickles_without_its_operator(data):
     model = trained(DropoutNet(), data).eval()
     obj = Objective(model, data[0], data[1], WD)
     inv = fit_inverse(obj, np.arange(100), None, solver="cg", damping=0.1, curvature="gauss_newton", tol=1e-10)
-    B = obj.query_gradients(data[2], data[3])
+    B = obj.query_grads(data[2], data[3])
     first = inv.solve(B).x
     assert inv._operator is not None
     copy = pickle.loads(pickle.dumps(inv))
