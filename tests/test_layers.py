@@ -123,3 +123,10 @@ def test_the_app_uses_the_public_api():
             bad.append(f"{path.name}:{line} {name}")
     assert bad == []
     assert all(getattr(influence_core, name) is not None for name in influence_core.__all__)
+
+
+def test_studies_parse_no_command_line_and_import_no_cli():
+    """A study is a function of its config; its command (flags, parsing, printing) lives in ``cli/``."""
+    files = sorted((ROOT / "studies").glob("*.py"))
+    assert files
+    assert violations(files, ("argparse", "influence_core.cli")) == []

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from influence_core.cli.faithfulness import dataset_options, study_fields, train_settings
 from influence_core.cli.solver_options import add_solver_option_argument, parse_solver_options
 from influence_core.config import preset_values
 from influence_core.data.datasets import available_datasets, load_dataset
@@ -173,24 +174,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_solver_option_argument(study)
     study.add_argument("--out", default="docs/lds", help="output directory")
     study.add_argument("--name", default=None, help="file name stem (default DATASET_ARCH)")
-
-
-def _train_settings(args: argparse.Namespace) -> dict[str, Any]:
-    settings: dict[str, Any] = {}
-    if args.epochs is not None:
-        settings["epochs"] = args.epochs
-    if args.hidden is not None:
-        settings["hidden"] = tuple(args.hidden)
-    dtype = args.dtype or ("float64" if args.arch == "logreg" else None)
-    if dtype:
-        settings["dtype"] = dtype
-    return settings
-
-
-def _dataset_options(args: argparse.Namespace) -> dict[str, Any]:
-    if args.dataset == "npz" and not args.path:
-        raise ValueError("--dataset npz needs --path FILE.npz")
-    return {"path": args.path} if args.dataset == "npz" else {}
 
 
 def _plan(args: argparse.Namespace) -> RetrainPlan:
@@ -358,7 +341,7 @@ def _score(args: argparse.Namespace) -> int:
         raise ValueError(f"--m must be >= 1, got {args.m}")
     options = _options_per_solver(args.solver_option, [s for s in args.solvers if s != "auto"])
     user = _load_user_scores(args.scores) if args.scores else None  # before training: a bad file costs a second
-    dataset = load_dataset(args.dataset, seed=args.seed, **_dataset_options(args))
+    dataset = load_dataset(args.dataset, seed=args.seed, **dataset_options(args))
     if not 1 <= args.test_points <= dataset.n_test:
         raise ValueError(f"--test-points must be in [1, {dataset.n_test}]")
     if user is not None and (user.ndim != 2 or user.shape != (args.test_points, dataset.n_train)):
@@ -366,7 +349,7 @@ def _score(args: argparse.Namespace) -> int:
             f"--scores must be a (--test-points, n_train) = ({args.test_points}, {dataset.n_train}) "
             f"matrix, got shape {user.shape}"
         )
-    model = train_model(dataset, args.arch, seed=args.seed, **_train_settings(args))
+    model = train_model(dataset, args.arch, seed=args.seed, **train_settings(args))
     idx = np.sort(np.random.default_rng(args.test_seed).choice(dataset.n_test, args.test_points, replace=False))
     if args.save_test_indices:
         with atomic_path(args.save_test_indices) as tmp:
@@ -418,25 +401,10 @@ def _score(args: argparse.Namespace) -> int:
 
 
 def _study(args: argparse.Namespace) -> int:
+    fields = study_fields(args)
     name = f"{args.dataset}_{args.arch}" if args.name is None else args.name
     check_study_outputs(args.out, name)  # every output file, before the study, not after it
-    config = StudyConfig(
-        dataset=args.dataset,
-        arch=args.arch,
-        seed=args.seed,
-        samplers=tuple(args.samplers or ()),
-        ms=tuple(args.m),
-        n_seeds=args.sampler_seeds,
-        n_test_points=args.test_points,
-        test_seed=args.test_seed,
-        damping=args.damping,
-        curvature=args.curvature,
-        solver=args.solver,
-        reference_solver=args.reference_solver,
-        solver_options=parse_solver_options(args.solver_option, args.solver) if args.solver_option else {},
-        train_settings=_train_settings(args),
-        dataset_options=_dataset_options(args),
-    )
+    config = StudyConfig(**fields, n_seeds=args.sampler_seeds)
     with get_executor(workers=args.workers, scheduler=args.scheduler) as ex:
         result = run_lds_study(
             config,

@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "influence": ("influence_core.cli.influence", "influence of training points on chosen test points"),
     "validate": ("influence_core.cli.validate", "leave-one-out retraining check on logistic regression"),
     "faithfulness": (
-        "influence_core.studies.faithfulness",
+        "influence_core.cli.faithfulness",
         "sampler faithfulness study against the full-data influence",
     ),
     "removal": ("influence_core.cli.removal", "class-removal experiment: samplers x m x seeds x classes"),

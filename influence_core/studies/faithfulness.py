@@ -39,12 +39,10 @@ indefinite small-sample Hessian) is recorded as the row's ``status`` with NaN me
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import os
 import platform
-import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -56,10 +54,9 @@ import torch
 from scipy.stats import rankdata
 from torch import nn
 
-from influence_core.cli.solver_options import add_solver_option_argument
 from influence_core.config import preset_values
 from influence_core.curvature.objective import CURVATURE_MODES, EXACT_MAX_PARAMS, Objective
-from influence_core.data.datasets import Dataset, available_datasets, load_dataset
+from influence_core.data.datasets import Dataset, load_dataset
 from influence_core.evaluation.memory import PeakMemory
 from influence_core.evaluation.metrics import (
     mean_std,
@@ -69,7 +66,6 @@ from influence_core.evaluation.metrics import (
     rowwise_topk_overlap,
 )
 from influence_core.influence.calculator import InfluenceCalculator
-from influence_core.influence.executors import get_executor
 from influence_core.io_safety import check_output_dir, check_output_name
 from influence_core.models.training import train_model
 from influence_core.models.zoo import ARCHITECTURES
@@ -89,8 +85,6 @@ __all__ = [
     "run_study",
     "write_outputs",
     "summarise",
-    "add_arguments",
-    "run",
     "METRICS",
     "subset_solvers",
 ]
@@ -893,166 +887,3 @@ def write_outputs(
     plot_png(result, paths["png"])
     plot_html(result, paths["html"], plotlyjs)
     return paths
-
-
-# --------------------------------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m influence_core faithfulness``."""
-    d = StudyConfig.__dataclass_fields__
-    parser.add_argument("--dataset", default="digits", help=f"one of {available_datasets()} (npz needs --path)")
-    parser.add_argument("--path", help="path of a .npz file when --dataset npz")
-    parser.add_argument("--arch", default="mlp", choices=ARCHITECTURES)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split and of training")
-    parser.add_argument(
-        "--samplers",
-        nargs="+",
-        default=None,
-        help=f"Hessian samplers to compare (default: all registered, {available_samplers()})",
-    )
-    parser.add_argument("--m", type=int, nargs="+", default=list(DEFAULT_MS), help="Hessian sample sizes")
-    parser.add_argument("--seeds", type=int, default=d["n_seeds"].default, help="sampler seeds 0..N-1 per (sampler, m)")
-    parser.add_argument(
-        "--test-points",
-        type=int,
-        default=d["n_test_points"].default,
-        help="number of test points scored (drawn once with --test-seed)",
-    )
-    parser.add_argument("--test-seed", type=int, default=0)
-    parser.add_argument("--k", type=int, default=d["k"].default, help="size of the top-k helpful/harmful sets")
-    parser.add_argument(
-        "--damping",
-        type=float,
-        default=d["damping"].default,
-        help="δ added to the Hessian, for the subsets and the reference alike",
-    )
-    parser.add_argument(
-        "--curvature",
-        default=d["curvature"].default,
-        choices=CURVATURE_MODES,
-        help="gauss_newton (PSD; default) or hessian (indefinite on small samples of an MLP)",
-    )
-    parser.add_argument(
-        "--solver",
-        default="auto",
-        choices=subset_solvers(),
-        help="subset solver: auto = exact Woodbury for gauss_newton, else exact (p<=20000) or cg",
-    )
-    parser.add_argument(
-        "--reference-solver",
-        default="auto",
-        choices=reference_solvers(),
-        help="auto = exact for p <= 20000, else CG; or any registered solver (e.g. ekfac)",
-    )
-    add_solver_option_argument(parser)
-    parser.add_argument("--tol", type=float, default=d["tol"].default, help="relative residual of subset CG/LiSSA")
-    parser.add_argument(
-        "--reference-tol", type=float, default=d["reference_tol"].default, help="relative residual of the reference CG"
-    )
-    parser.add_argument("--max-iter", type=int, default=d["max_iter"].default, help="iteration cap of CG/LiSSA")
-    parser.add_argument(
-        "--hessian-reference", action="store_true", help="also score against the exact full-data Hessian (p <= 20000)"
-    )
-    parser.add_argument("--epochs", type=int, default=None, help="override the training epochs")
-    parser.add_argument("--hidden", type=int, nargs="+", default=None, help="override the MLP hidden widths")
-    parser.add_argument("--chunk-size", type=int, default=d["chunk_size"].default)
-    parser.add_argument(
-        "--gram-budget-mb",
-        type=float,
-        default=d["gram_budget_mb"].default,
-        help="memory allowed for the precomputed Gauss-Newton Gram matrix (0 = per subset)",
-    )
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="score in blocks on a local Dask cluster of N single-threaded workers (needs .[dask])",
-    )
-    where.add_argument(
-        "--scheduler", default=None, help="score in blocks on a running Dask scheduler, e.g. tcp://host:8786"
-    )
-    parser.add_argument(
-        "--train-chunk-size",
-        type=int,
-        default=None,
-        help="training points per scoring block with --workers/--scheduler (bounds memory)",
-    )
-    parser.add_argument("--out", default="docs/faithfulness", help="output directory")
-    parser.add_argument("--name", default=None, help="file name stem (default: DATASET_ARCH)")
-    parser.add_argument(
-        "--plotlyjs",
-        default="inline",
-        choices=("inline", "cdn"),
-        help="embed plotly.js in the HTML (works offline) or load it from the CDN (small file)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress messages on stderr")
-
-
-def _cli_solver_options(args: argparse.Namespace) -> dict[str, Any]:
-    from influence_core.cli.solver_options import parse_solver_options
-
-    items = getattr(args, "solver_option", None)
-    if items and args.solver in ("auto", "woodbury"):
-        raise ValueError(f"--solver-option needs a registered --solver (e.g. ekfac), not {args.solver!r}")
-    return parse_solver_options(items, args.solver) if items else {}
-
-
-def run(args: argparse.Namespace) -> int:
-    """Build the config from ``args``, run the study, write the outputs and print the Markdown table."""
-    train_settings: dict[str, Any] = {}
-    if args.epochs is not None:
-        train_settings["epochs"] = args.epochs
-    if args.hidden is not None:
-        train_settings["hidden"] = tuple(args.hidden)
-    if args.dataset == "npz" and not args.path:
-        raise ValueError("--dataset npz needs --path FILE.npz")
-    name = f"{args.dataset}_{args.arch}" if args.name is None else args.name
-    check_study_outputs(args.out, name)  # every output file, before the study, not after it
-    config = StudyConfig(
-        dataset=args.dataset,
-        arch=args.arch,
-        seed=args.seed,
-        samplers=tuple(args.samplers or ()),
-        ms=tuple(args.m),
-        n_seeds=args.seeds,
-        n_test_points=args.test_points,
-        test_seed=args.test_seed,
-        k=args.k,
-        damping=args.damping,
-        curvature=args.curvature,
-        solver=args.solver,
-        reference_solver=args.reference_solver,
-        solver_options=_cli_solver_options(args),
-        tol=args.tol,
-        max_iter=args.max_iter,
-        reference_tol=args.reference_tol,
-        hessian_reference=args.hessian_reference,
-        chunk_size=args.chunk_size,
-        gram_budget_mb=args.gram_budget_mb,
-        dataset_options={"path": args.path} if args.dataset == "npz" else {},
-        train_settings=train_settings,
-    )
-
-    def progress(fraction: float, message: str) -> None:
-        print(f"[{fraction:5.1%}] {message}", file=sys.stderr, flush=True)
-
-    if args.train_chunk_size is not None and args.train_chunk_size < 1:
-        raise ValueError(f"--train-chunk-size must be a positive integer, got {args.train_chunk_size}")
-    if args.workers is None and args.scheduler is None:
-        result = run_study(config, progress=None if args.quiet else progress)
-    else:
-        with get_executor(workers=args.workers, scheduler=args.scheduler) as executor:
-            result = run_study(
-                config,
-                progress=None if args.quiet else progress,
-                executor=executor,
-                train_chunk_size=args.train_chunk_size,
-            )
-    paths = write_outputs(result, args.out, args.name, args.plotlyjs)
-    print(markdown(result))
-    print(f"total {result.context['total_seconds']:.1f} s; wrote " + ", ".join(str(p) for p in paths.values()))
-    return 0
