@@ -16,6 +16,7 @@ from influence_core.models.zoo import ARCHITECTURES
 from influence_core.sampling.samplers import available_samplers
 from influence_core.studies.faithfulness import (
     DEFAULT_MS,
+    LEGACY_SOLVER_NAMES,
     StudyConfig,
     check_study_outputs,
     markdown,
@@ -64,8 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--solver",
         default="auto",
-        choices=subset_solvers(),
-        help="subset solver: auto = exact Woodbury for gauss_newton, else exact (p<=20000) or cg",
+        choices=[*subset_solvers(), *LEGACY_SOLVER_NAMES],
+        help="subset solver: auto = low_rank (exact Woodbury) for gauss_newton, else exact (p<=20000) or cg "
+        "(woodbury: the former name of low_rank)",
     )
     parser.add_argument(
         "--reference-solver",
@@ -122,7 +124,7 @@ def _cli_solver_options(args: argparse.Namespace) -> dict[str, Any]:
     from influence_core.cli.solver_options import parse_solver_options
 
     items = getattr(args, "solver_option", None)
-    if items and args.solver in ("auto", "woodbury"):
+    if items and args.solver == "auto":
         raise ValueError(f"--solver-option needs a registered --solver (e.g. ekfac), not {args.solver!r}")
     return parse_solver_options(items, args.solver) if items else {}
 

@@ -31,7 +31,7 @@ from influence_core.models.training import train_model
 from influence_core.models.zoo import ARCHITECTURES
 from influence_core.sampling.samplers import available_samplers, draw_sample
 from influence_core.sampling.subsets import sampler_inputs
-from influence_core.studies.faithfulness import StudyConfig, reference_solvers, subset_solvers
+from influence_core.studies.faithfulness import LEGACY_SOLVER_NAMES, StudyConfig, reference_solvers, subset_solvers
 from influence_core.studies.lds import (
     _lds_record,
     baselines_markdown,
@@ -155,8 +155,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     study.add_argument(
         "--solver",
         default="auto",
-        choices=subset_solvers(),
-        help="subset solver (auto = exact Woodbury for gauss_newton); e.g. ekfac",
+        choices=[*subset_solvers(), *LEGACY_SOLVER_NAMES],
+        help="subset solver (auto = low_rank, the exact Woodbury solve, for gauss_newton; woodbury is its former "
+        "name); e.g. ekfac",
     )
     study.add_argument(
         "--reference-solver",

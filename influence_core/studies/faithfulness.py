@@ -103,9 +103,13 @@ def reference_solvers() -> list[str]:
 
 
 def subset_solvers() -> list[str]:
-    """Subset solvers of the study: "auto", "woodbury" (the study's shared-Gram Gauss-Newton path) and every
-    registered solver."""
-    return ["auto", "woodbury", *available_solvers()]
+    """Subset solvers of the study: "auto" and every registered solver. ``low_rank`` (the exact Gauss-Newton solve by
+    Woodbury) runs on the study's shared Gram matrix: one precomputation serves every sample."""
+    return ["auto", *available_solvers()]
+
+
+LEGACY_SOLVER_NAMES = {"woodbury": "low_rank"}
+"""Older names of a subset solver, still read (committed studies record ``woodbury``)."""
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -124,7 +128,7 @@ class StudyConfig:
     samplers: registry names (empty = all registered). ms: Hessian sample sizes. n_seeds: sampler seeds 0..n_seeds−1.
     n_test_points/test_seed: how many test points are scored and the seed that picks them. k: top-k size.
     damping δ and curvature ("gauss_newton" | "hessian") are shared by the subsets and the reference.
-    solver: subset solver ("auto" = woodbury for Gauss-Newton, else exact for p <= 20,000, else cg).
+    solver: subset solver ("auto" = low_rank for Gauss-Newton, else exact for p <= 20,000, else cg).
     reference_solver: "auto" (exact for p <= 20,000, else cg), "exact", "cg" or any registered solver (e.g.
     "ekfac": the subsets' agreement is then measured against EK-FAC fitted on all data); tol/max_iter: iterative
     solvers (reference_tol for the reference CG). solver_options: options of a registered subset solver (e.g.
@@ -186,16 +190,18 @@ class StudyConfig:
             raise ValueError(f"unknown architecture {self.arch!r}; choose one of {list(ARCHITECTURES)}")
         if self.curvature not in CURVATURE_MODES:
             raise ValueError(f"unknown curvature {self.curvature!r}; choose one of {list(CURVATURE_MODES)}")
+        if self.solver in LEGACY_SOLVER_NAMES:
+            object.__setattr__(self, "solver", LEGACY_SOLVER_NAMES[self.solver])
         if self.solver not in subset_solvers():
             raise ValueError(f"unknown solver {self.solver!r}; choose one of {subset_solvers()}")
-        if self.solver == "woodbury" and self.curvature != "gauss_newton":
+        if self.solver == "low_rank" and self.curvature != "gauss_newton":
             raise ValueError(
-                "solver 'woodbury' needs curvature='gauss_newton' (the Hessian has no such low-rank "
+                "solver 'low_rank' needs curvature='gauss_newton' (the Hessian has no such low-rank "
                 "factor); use solver 'auto', 'exact' or 'cg' with curvature='hessian'"
             )
         if self.reference_solver not in reference_solvers():
             raise ValueError(f"unknown reference solver {self.reference_solver!r}; choose one of {reference_solvers()}")
-        if self.solver_options and self.solver in ("auto", "woodbury"):
+        if self.solver_options and self.solver == "auto":
             raise ValueError(
                 f"solver_options {sorted(self.solver_options)} need a registered subset solver (e.g. "
                 f"solver='ekfac'), not {self.solver!r}"
@@ -340,7 +346,7 @@ def _resolve_subset_solver(config: StudyConfig, p: int) -> str:
     if config.solver != "auto":
         return config.solver
     if config.curvature == "gauss_newton":
-        return "woodbury"
+        return "low_rank"
     return "exact" if p <= EXACT_MAX_PARAMS else "cg"
 
 
@@ -521,11 +527,11 @@ def run_study(
 
     solver = _resolve_subset_solver(config, p)
     woodbury = None
-    if solver == "woodbury":
+    if solver == "low_rank":
         _note(progress, 0.06, "precomputing Gauss-Newton factors")
         planned = [m for m in config.ms for _ in range(len(config.samplers) * config.n_seeds)]
         woodbury = GaussNewtonSubsetSolver(obj, G, config.damping, config.gram_budget_mb, planned)
-        context["woodbury"] = {
+        context["low_rank_gram"] = {
             "precomputed_gram": woodbury.precomputed,
             "stored_factors": woodbury.factors_stored,
             "precompute_seconds": woodbury.precompute_seconds,

@@ -84,7 +84,7 @@ def test_validate_json_path_is_checked_before_the_retrainings(capsys, tmp_path, 
     ],
 )
 def test_study_outputs_are_checked_before_the_study(capsys, tmp_path, monkeypatch, argv, message):
-    import influence_core.studies.faithfulness as faithfulness
+    import influence_core.cli.faithfulness as faithfulness
     import influence_core.studies.removal as removal_study
 
     def study(*args, **kwargs):

@@ -117,8 +117,9 @@ def test_same_seed_same_numbers_and_seeds_differ(small, small_run):
 
 
 @pytest.mark.parametrize("m, budget", [(15, 1e6), (15, 0.0), (80, 1e6)])
-def test_woodbury_matches_engine_exact_gauss_newton(small, m, budget):
-    """r = 9m rows: m = 15 uses the r×r Woodbury system (with and without the precomputed Gram), m = 80 the p×p one."""
+def test_shared_gram_low_rank_solve_matches_engine_exact_gauss_newton(small, m, budget):
+    """The study's low_rank path; r = 9m rows: m = 15 uses the r×r Woodbury system (with and without the precomputed
+    Gram), m = 80 the p×p one."""
     ds, model = small
     calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
     G = calc.gradients(ds.X_test[:4], ds.y_test[:4])
@@ -161,13 +162,18 @@ def test_peak_memory_sees_a_real_allocation():
         ({"ms": (0,)}, "m must be integers >= 1"),
         ({"damping": -1.0}, "damping must be"),
         ({"curvature": "fisher"}, "unknown curvature"),
-        ({"curvature": "hessian", "solver": "woodbury"}, "needs curvature='gauss_newton'"),
+        ({"curvature": "hessian", "solver": "low_rank"}, "needs curvature='gauss_newton'"),
+        ({"curvature": "hessian", "solver": "woodbury"}, "needs curvature='gauss_newton'"),  # its former name
         ({"n_seeds": 0}, "n_seeds must be"),
     ],
 )
 def test_config_rejects_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StudyConfig(**kwargs)
+
+
+def test_the_former_name_woodbury_reads_as_low_rank():
+    assert StudyConfig(solver="woodbury").solver == "low_rank"
 
 
 def test_m_larger_than_training_set_is_rejected_before_training(small):
