@@ -45,6 +45,7 @@ from influence_core.solvers.base import (
     check_damping,
     report_nonconvergence,
 )
+from influence_core.solvers.low_rank import LOW_RANK_MAX_BYTES
 from influence_core.solvers.registry import FittedInverse, register_solver
 
 __all__ = [
@@ -308,6 +309,16 @@ def fit_pcg(
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 1):
         raise ValueError(f"rank must be an integer >= 1 or None (all eigenpairs above wd + damping), got {rank!r}")
     check_budget(tol, max_iter)
+    m = objective.n if indices is None else len(indices)
+    rank_bound = m * (objective.n_classes - 1)  # rows of the sample's factor U_S
+    factor_bytes = rank_bound * (objective.n_params + rank_bound) * torch.finfo(objective.dtype).bits // 8
+    if factor_bytes > LOW_RANK_MAX_BYTES:
+        raise ValueError(
+            f"solver 'pcg' with a Hessian sample of {m} points would form a {rank_bound} x {objective.n_params} "
+            f"factor and its {rank_bound} x {rank_bound} Gram matrix ({factor_bytes / 1024**3:.1f} GiB, over the "
+            f"{LOW_RANK_MAX_BYTES / 1024**3:.0f} GiB limit); the sample only preconditions the full-data solve, "
+            "so pass a smaller one (e.g. m = 256), or use solver='cg' on all the data"
+        )
     options = {
         "tol": tol,
         "max_iter": max_iter,

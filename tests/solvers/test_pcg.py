@@ -187,3 +187,18 @@ def test_influence_scores_with_pcg_are_the_full_data_scores(small, digits):
     got = influence_scores(obj.model, data, [0, 1], hessian_indices=np.arange(0, 300, 7), solver="pcg", **common)
     assert got.shape == (2, 300)
     np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-7 * np.abs(full).max())
+
+
+def test_a_sample_too_large_to_factor_is_refused_before_any_work(small, monkeypatch):
+    """The sample only preconditions: one whose factor and Gram matrix pass the memory limit is refused in one line
+    (the whole of a large training set as the 'sample' once exhausted the machine's memory)."""
+    import influence_core.solvers.pcg as pcg
+
+    obj, *_ = small
+    r = 20 * (obj.n_classes - 1)
+    limit = r * (obj.n_params + r) * torch.finfo(obj.dtype).bits // 8  # bytes of a 20-point sample
+    monkeypatch.setattr(pcg, "LOW_RANK_MAX_BYTES", limit)
+    fit_inverse(obj, np.arange(20), solver="pcg", damping=DAMPING, curvature="gauss_newton")  # at the limit: fits
+    with pytest.raises(ValueError, match="pass a smaller one") as info:
+        fit_inverse(obj, np.arange(21), solver="pcg", damping=DAMPING, curvature="gauss_newton")
+    assert "\n" not in str(info.value) and "21 points" in str(info.value)
