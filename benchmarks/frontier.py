@@ -56,8 +56,9 @@ REPEAT_LIMIT_S = 30.0
 SAMPLE_SKIP = ("low_rank",)
 """Solvers not run on samples by default: ``low_rank`` is what ``exact`` does on a Gauss-Newton sample with
 m(C−1) < p (the Woodbury inverse)."""
-FULL_SKIP = ("low_rank",)
-"""Not run on all n points by default: rank n(C−1) exceeds p on these models (``exact`` takes the dense LU)."""
+FULL_SKIP = ("low_rank", "pcg")
+"""Not run on all n points by default: ``low_rank``'s rank n(C−1) exceeds p on these models (``exact`` takes the
+dense LU); ``pcg`` with every point as its preconditioning sample is plain CG with a dense preconditioner."""
 DEFAULT_OPTIONS: dict[str, dict[str, Any]] = {"cg": {"tol": 1e-6, "max_iter": 1000}, "lissa": {"max_iter": 2000}}
 """Solver options used (recorded in the result): the studies' CG reference; LiSSA capped at 2,000 iterations."""
 
