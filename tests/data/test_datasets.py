@@ -1,11 +1,23 @@
-"""Datasets: the real loaders, user files, and every kind of malformed input."""
+"""Datasets: the real loaders, user files, and every kind of malformed or hostile input (decompression bombs and huge
+labels are refused under a memory limit, before anything large is built)."""
 
 import io
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from influence_core import DatasetError, available_datasets, dataset_from_arrays, load_dataset, load_npz
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from npz_bombs import lying_header, npz_bytes, zeros_bomb  # noqa: E402  (tests/data is on sys.path)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_digits_is_split_stratified_standardised_and_deterministic(digits):
@@ -141,8 +153,6 @@ def test_options_are_checked_for_type_and_range_where_they_enter(make, message):
 
 
 def test_load_npz_names_what_it_was_given(tmp_path):
-    import os
-
     os.mkfifo(tmp_path / "pipe.npz")
     (tmp_path / "zero.npz").symlink_to("/dev/zero")
     (tmp_path / "dangling.npz").symlink_to(tmp_path / "nothing.npz")
@@ -157,3 +167,137 @@ def test_load_npz_names_what_it_was_given(tmp_path):
     ]:
         with pytest.raises(DatasetError, match=message):
             load_npz(source)
+
+
+# ------------------------------------------------------------------------- memory exhaustion: bombs, huge labels
+# Bad and hostile input is refused with a clear, short message, never turned into a silent wrong number or a crash;
+# one test per class of defect, each parametrized case one bad input.
+def _run_limited(code: str, headroom_mb: int = 400, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python whose address space is limited to what it uses after importing the package
+    plus ``headroom_mb``: an allocation beyond that raises MemoryError instead of taking the machine down."""
+    prelude = textwrap.dedent(f"""
+        import resource, sys
+        import influence_core
+        from influence_core.data.datasets import DatasetError, load_npz
+        size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        limit = size + {headroom_mb} * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    """)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+@pytest.fixture(scope="module")
+def bomb_file(tmp_path_factory):
+    """324 MB of float32 zeros (9000 x 9000, above the 256 MiB cap) in a 0.3 MB .npz."""
+    path = tmp_path_factory.mktemp("bombs") / "bomb.npz"
+    path.write_bytes(zeros_bomb((9000, 9000)))
+    return path
+
+
+def test_decompression_bomb_is_refused_from_its_header_under_a_memory_limit(bomb_file):
+    assert bomb_file.stat().st_size < 1_000_000
+    proc = _run_limited(f"""
+        import time
+        start = time.perf_counter()
+        try:
+            load_npz({str(bomb_file)!r})
+        except DatasetError as exc:
+            print("refused", round(time.perf_counter() - start, 3), exc)
+    """)
+    assert proc.returncode == 0 and proc.stdout.startswith("refused"), proc.stderr[-2000:]
+    assert "MiB" in proc.stdout and "(9000, 9000)" in proc.stdout
+    assert float(proc.stdout.split()[1]) < 2.0  # from the header: no decompression
+
+
+def test_huge_label_is_refused_before_any_table_sized_by_it(tmp_path):
+    path = tmp_path / "label.npz"
+    y = np.zeros(200, dtype=np.int64)
+    y[1::2] = 1
+    y[7] = 10**9
+    np.savez_compressed(path, X_train=np.random.default_rng(0).normal(size=(200, 8)), y_train=y)
+    proc = _run_limited(f"""
+        try:
+            load_npz({str(path)!r})
+        except DatasetError as exc:
+            print("refused", exc)
+    """)
+    assert proc.returncode == 0 and proc.stdout.startswith("refused"), proc.stderr[-2000:]
+    assert "1000000000" in proc.stdout and len(proc.stdout) < 400
+
+
+@pytest.mark.parametrize("label", [10**6, 5000])
+def test_label_errors_stay_short(label):
+    y = Y8.copy()
+    y[[3, 5]] = label  # twice, so the stratified split itself would accept it
+    start = time.perf_counter()
+    with pytest.raises(DatasetError) as info:
+        dataset_from_arrays(X8, y)
+    assert len(str(info.value)) < 400 and time.perf_counter() - start < 5
+
+
+def test_many_missing_classes_are_listed_briefly():
+    y = np.repeat([0, 39], 20)  # classes 1..38 missing (labels below n_train, so not refused by range)
+    with pytest.raises(DatasetError, match=r"class\(es\) \[1, 2, .*\.\.\.\] \(38 in all\)") as info:
+        dataset_from_arrays(X8, y)
+    assert len(str(info.value)) < 300
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: zeros_bomb((4000, 4000)), "expands to more than 16 MiB"),  # small cap
+        (lambda: lying_header((100000, 1000)), "damaged"),  # forged header
+        (lambda: npz_bytes(X_train=np.zeros((4, 2), complex), y_train=[0, 1, 0, 1]), "complex"),
+        (lambda: npz_bytes(X_train=np.zeros((4, 1, 1, 1, 2)), y_train=[0, 1, 0, 1]), "shape"),  # 5-D
+        (lambda: npz_bytes(X_train=np.array([["a", "b"]] * 4), y_train=[0, 1, 0, 1]), "dtype"),  # strings
+        (lambda: npz_bytes(X_train=np.zeros((4, 2)), y_train=np.zeros((4, 1))), "1-D"),  # 2-D labels
+        (lambda: npz_bytes(X_train=np.zeros((4, 2)), y_train=np.array([0, 1, 0, 1], "U1")), "dtype"),
+        (lambda: npz_bytes(X_train=X8, y_train=Y8, class_names=np.array(["c"] * 100)), "class_names"),
+    ],
+)
+def test_hostile_npz_members_are_refused_before_decompressing(make, message):
+    with pytest.raises(DatasetError, match=message):
+        load_npz(make(), max_decompressed=16 * 2**20)
+
+
+# ------------------------------------------------------------------------------------------ silent wrong results
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.zeros((40, 0)), "no features"),
+        (X8 + 1j * X8, "complex"),
+        (X8 * 1e306, "too large"),  # finite, but the standardisation overflows
+        (np.where(X8 > 0, 1e200, -1e200), "too large"),  # variance overflows in float64
+    ],
+)
+def test_inputs_that_would_train_a_wrong_model_are_refused(X, message):
+    with pytest.raises(DatasetError, match=message):
+        dataset_from_arrays(X, Y8, X, Y8)
+
+
+@pytest.mark.parametrize("shape", [(-2, -2), (0, 4), (2, 2, 1), (1.5, 2), (2, 3)])
+def test_bad_image_shape_is_refused(shape):
+    with pytest.raises(DatasetError, match="image_shape"):
+        dataset_from_arrays(X8, Y8, image_shape=shape)
+
+
+@pytest.mark.parametrize(
+    "y, message",
+    [
+        (Y8 + 0.7, "integer"),
+        (Y8 - 0.5, "integer"),
+        (np.full(40, 1e300), "integer|too large"),
+    ],
+)
+def test_float_labels_are_never_truncated(y, message):
+    with pytest.raises(DatasetError, match=message):
+        dataset_from_arrays(X8, y, X8, Y8)
+    with pytest.raises(DatasetError, match=message):  # test labels are checked the same way
+        dataset_from_arrays(X8, Y8, X8, y)

@@ -9,9 +9,11 @@ from torch import nn
 from influence_core import (
     InfluenceCalculator,
     NotFittedError,
+    dataset_from_arrays,
     influence_scores,
     sample_hessian_subset,
     top_influences,
+    train_model,
 )
 from influence_core.config import InfluenceConfig
 from influence_core.evaluation.leave_one_out import leave_one_out_check
@@ -128,6 +130,20 @@ def test_top_influences_orders_scores():
     np.testing.assert_allclose(top["harmful_scores"], [-2.0, -0.1])
     with pytest.raises(ValueError, match="one non-empty row"):
         top_influences(np.zeros((2, 3)))
+
+
+def test_top_influences_refuses_nan_scores_instead_of_ranking_them_harmful():
+    scores = np.array([0.3, -0.1, np.nan, 0.2, -0.4])
+    with pytest.raises(ValueError, match="NaN or infinite.*training point 2"):
+        top_influences(scores, 2)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        top_influences(np.array([0.1, -np.inf, 0.2]), 1)
+
+
+@pytest.mark.parametrize("k", [0, -3, 1.5, True])
+def test_top_influences_refuses_a_bad_k_instead_of_clamping(k):
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        top_influences(np.array([0.1, 0.2, -0.3]), k)
 
 
 def test_bad_input_is_reported(digits, digits_logreg64):
@@ -252,3 +268,26 @@ def test_user_functions_returning_the_wrong_thing_are_named(digits, digits_logre
         InfluenceCalculator(
             digits_logreg64, X, digits.y_train, loss_fn=lambda z, t: nn.functional.cross_entropy(z, t)
         )  # was an IndexError later
+
+
+# ------------------------------------------------------------------------------ your own data: labels and inputs
+X4 = np.random.default_rng(0).normal(size=(40, 4))
+Y4 = np.arange(40) % 2
+
+
+@pytest.fixture(scope="module")
+def tiny_logreg():
+    """Logistic regression on 40 random 4-feature points, two classes."""
+    ds = dataset_from_arrays(X4, Y4, X4[:6], Y4[:6], name="tiny")
+    return train_model(ds, "logreg", seed=0, polish_steps=5)
+
+
+@pytest.mark.parametrize("y, message", [(Y4 + 0.7, "integer"), (Y4 - 0.5, "integer"), (Y4 + 0j, "integer")])
+def test_calculator_refuses_non_integer_labels_for_your_own_data(tiny_logreg, y, message):
+    with pytest.raises(ValueError, match=message):
+        InfluenceCalculator(tiny_logreg, X4.astype(np.float32), y)
+
+
+def test_calculator_refuses_complex_inputs(tiny_logreg):
+    with pytest.raises(ValueError, match="complex"):
+        InfluenceCalculator(tiny_logreg, X4 + 1j, Y4)

@@ -1,10 +1,11 @@
-"""Training: deterministic per seed, recorded objective, progress reporting, optimum for logistic regression."""
+"""Training: deterministic per seed, recorded objective, progress reporting, optimum for logistic regression, bad
+settings refused, divergence named, thread count recorded."""
 
 import numpy as np
 import pytest
 import torch
 
-from influence_core import load_dataset, train_model
+from influence_core import dataset_from_arrays, load_dataset, train_model
 from influence_core.curvature.objective import Objective
 
 
@@ -125,3 +126,51 @@ def test_bad_seed_is_refused(small, seed):
 def test_train_model_needs_a_dataset(small):
     with pytest.raises(TypeError, match="dataset must be an influence_core Dataset.*dataset_from_arrays"):
         train_model((small.X_train, small.y_train, small.X_test, small.y_test), "logreg")
+
+
+# --------------------------------------------------------------------------- bad settings, divergence, threads
+X4 = np.random.default_rng(0).normal(size=(40, 4))
+Y4 = np.arange(40) % 2
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """40 random 4-feature points, two classes."""
+    return dataset_from_arrays(X4, Y4, X4[:6], Y4[:6], name="tiny")
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"weight_decay": float("nan")}, "weight_decay"),
+        ({"weight_decay": float("inf")}, "weight_decay"),
+        ({"weight_decay": -1e-3}, "weight_decay"),
+        ({"lr": 0.0}, "lr"),
+        ({"lr": -1.0}, "lr"),
+        ({"lr": float("nan")}, "lr"),
+        ({"lr": float("inf")}, "lr"),
+    ],
+)
+def test_training_refuses_bad_settings(tiny, settings, message):
+    with pytest.raises(ValueError, match=message):
+        train_model(tiny, "mlp", seed=0, epochs=1, **settings)
+
+
+def test_diverging_training_is_an_error_naming_the_learning_rate(tiny):
+    with pytest.raises(RuntimeError, match=r"diverged.*lr=1e\+30.*lower the learning rate"):
+        train_model(tiny, "mlp", seed=0, epochs=3, lr=1e30, polish_steps=0)
+
+
+def test_thread_count_is_recorded_and_results_repeat_at_equal_count(tiny):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = train_model(tiny, "mlp", seed=0, epochs=2, polish_steps=3)
+        b = train_model(tiny, "mlp", seed=0, epochs=2, polish_steps=3)
+        torch.set_num_threads(2)
+        c = train_model(tiny, "mlp", seed=0, epochs=2, polish_steps=3)
+    finally:
+        torch.set_num_threads(before)
+    assert a.training_report["torch_threads"] == 1 and c.training_report["torch_threads"] == 2
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)  # same seed, same thread count: bitwise the same weights
