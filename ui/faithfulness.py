@@ -222,6 +222,36 @@ def best_within_budget(rows: Sequence[dict[str, Any]], budget: str, limit: float
     return ranked
 
 
+def budget_table(ranked: Sequence[dict[str, Any]], has_cost: bool) -> list[dict[str, Any]]:
+    """The rows of :func:`best_within_budget` as the page's table: sampler, m, "LDS (mean ± std)" over seeds to three
+    decimals, the lead over the next sampler (NaN for the last) and, when the study has a cost axis, the measured
+    solve time and peak memory (few columns: the table fits a projector's 1024 px)."""
+    out = []
+    for r in ranked:
+        row = {
+            "sampler": r["sampler"],
+            "m": int(r["m"]),
+            "LDS (mean ± std)": f"{r['lds_mean']:.3f} ± {r['lds_std']:.3f}",
+            "lead over the next": r["margin"],
+        }
+        if has_cost:
+            row["solve_seconds"], row["peak_mb"] = r["solve_seconds"], r["peak_mb"]
+        out.append(row)
+    return out
+
+
+def budget_floor(rows: Sequence[dict[str, Any]], budget: str) -> float:
+    """The smallest budget worth typing: the cheapest configuration's ``budget`` (m, solve seconds or peak MB)
+    rounded down to two significant digits, so the number shown under the box is never above what the cheapest
+    configuration needs. 1 when no configuration has a finite cost."""
+    costs = [c for c in (_finite(r.get(budget)) for r in rows) if math.isfinite(c) and c > 0]
+    if not costs:
+        return 1.0
+    low = min(costs)
+    step = 10.0 ** (math.floor(math.log10(low)) - 1)
+    return round(math.floor(low / step + 1e-9) * step, 12)
+
+
 def budget_verdict(ranked: Sequence[dict[str, Any]], budget: str, limit: float) -> str:
     """One sentence answering "for my budget, which sampler?" (says when the lead is within the seed spread)."""
     unit = {"m": "", "solve_seconds": " s", "peak_mb": " MB"}[budget]
