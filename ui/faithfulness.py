@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 from influence_core import RENAMED_SAMPLERS
 
 from .colours import REFERENCE, sampler_colour
-from .figures import FRAME
+from .figures import FRAME, LEGEND_BELOW
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BUDGETS = {"m": "Hessian sample size m", "solve_seconds": "solve time (s)", "peak_mb": "peak memory (MB)"}
@@ -349,9 +349,7 @@ def lds_vs_m_figure(
         _band(fig, name, x, mean, std, hover)
     _reference_lines(fig, baselines, ceiling)
     fig.update_xaxes(type="log", title="m (Hessian sample size, log scale)", tickvals=sorted({r["m"] for r in rows}))
-    fig.update_layout(
-        title=title, height=460, **FRAME, yaxis_title="LDS", legend=dict(orientation="h", yanchor="top", y=-0.15, x=0)
-    )
+    fig.update_layout(title=title, height=460, **FRAME, yaxis_title="LDS", legend=LEGEND_BELOW)
     return fig
 
 
@@ -395,6 +393,6 @@ def lds_vs_cost_figure(
         height=420,
         **FRAME,
         yaxis_title="LDS",
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        legend=LEGEND_BELOW,
     )
     return fig

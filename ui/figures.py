@@ -30,6 +30,10 @@ from .selection import TEST, TRAIN
 COLOUR_OPTIONS = ("label", "predicted", "confidence", "correctness")
 FRAME = dict(margin=dict(l=10, r=30, t=40, b=10), modebar_orientation="v")
 """Layout of every chart: a vertical toolbar at the right edge, so it never covers the (left-aligned) title."""
+LEGEND_BELOW = dict(orientation="h", yref="container", yanchor="bottom", y=0, x=0)
+"""A horizontal legend at the bottom of the figure, below the x-axis title: plotly widens the bottom margin to hold
+it, however many rows it wraps to (a legend placed at a fraction of the plot height, e.g. ``y=-0.18``, covered the
+axis title when the plot was short or the legend wrapped)."""
 MAP_HEIGHT = 420
 WEBGL_MIN_POINTS = 10_000
 """Maps with fewer points are drawn in SVG: without a GPU (headless Chromium in the tests, many laptops) WebGL is
@@ -352,7 +356,7 @@ def distribution_figures(
             **FRAME,
             yaxis_title="share",
             xaxis_title=x_title,
-            legend=dict(orientation="h", yanchor="top", y=-0.3, x=0),
+            legend=LEGEND_BELOW,
         )
     return f1, f2
 
@@ -446,10 +450,10 @@ def alpha_path_figure(alphas: Sequence[float], series: dict[str, Sequence[float]
     fig.update_xaxes(type="log", title="α (log scale)", dtick=1)  # labels at powers of ten only
     fig.update_layout(
         title="F1 along the α path",
-        height=380,
+        height=440,  # as tall as the per-class chart beside it, whose legend below takes up to five rows
         **FRAME,
         yaxis_title="F1 (mean over seeds)",
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        legend=LEGEND_BELOW,
     )
     return fig
 
@@ -472,11 +476,11 @@ def per_class_figure(
     fig.update_layout(
         barmode="group",
         title="Accuracy per class",
-        height=380,
+        height=440,  # its legend below wraps to five rows in half a projector's width
         **FRAME,
         yaxis_title="test accuracy (mean over seeds)",
         yaxis_range=[0, 1.05],
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        legend=LEGEND_BELOW,
     )
     fig.update_xaxes(type="category", tickmode="array", tickvals=names, ticktext=names, title="class")
     return fig

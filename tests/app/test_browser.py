@@ -553,6 +553,16 @@ TABLES_OVERFLOWING = """() => {
 }"""
 
 
+LEGENDS_OVER_AXIS_TITLES = """() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => {
+    const legend = p.querySelector('.legend');
+    if (!legend || legend.getBoundingClientRect().width === 0) return false;
+    const a = legend.getBoundingClientRect();
+    return [...p.querySelectorAll('.xtitle, .ytitle')].some(t => {
+        const b = t.getBoundingClientRect();
+        return b.width > 0 && a.right > b.left && a.left < b.right && a.bottom > b.top && a.top < b.bottom;
+    });
+}).map(p => (p.querySelector('.gtitle') || {textContent: '(untitled chart)'}).textContent)"""
+
 HIDDEN_CHOICES = """() => [...document.querySelectorAll('[data-testid="stMultiSelectTagsContainer"]')]
     .filter(c => c.getBoundingClientRect().width > 0 && c.scrollWidth > c.clientWidth + 1)
     .map(c => c.closest('[data-testid="stMultiSelect"]').querySelector('label').innerText)"""
@@ -560,13 +570,16 @@ HIDDEN_CHOICES = """() => [...document.querySelectorAll('[data-testid="stMultiSe
 
 def fits_the_page(page, where: str, width: int) -> None:
     """Every button and page link shows its whole label, every st.dataframe / st.table shown fits the page's width
-    (no column scrolled out of view), and every multiselect shows all its chosen values (none scrolled away)."""
+    (no column scrolled out of view), every multiselect shows all its chosen values (none scrolled away), and no
+    chart's legend covers an axis title."""
     truncated = page.evaluate(TRUNCATED_BUTTONS)
     assert truncated == [], f"{where} at {width} px: labels cut: {truncated}"
     overflowing = page.evaluate(TABLES_OVERFLOWING)
     assert overflowing == [], f"{where} at {width} px: tables wider than the page: {overflowing}"
     hidden = page.evaluate(HIDDEN_CHOICES)
     assert hidden == [], f"{where} at {width} px: multiselects hiding chosen values: {hidden}"
+    covered = page.evaluate(LEGENDS_OVER_AXIS_TITLES)
+    assert covered == [], f"{where} at {width} px: legends over an axis title: {covered}"
 
 
 SIGNAL_PANEL_WIDTHS = """() => [...document.querySelectorAll('.js-plotly-plot')]
@@ -668,8 +681,10 @@ def test_projector_sizes_lesson_and_pages(browser, app_url):
     wait_idle(page)
 
     def readable_signals(w):
+        # the test point's chart and two rows of four for each list, drawn (plotly draws after the page's rerun)
+        page.wait_for_function(f"({SIGNAL_PANEL_WIDTHS})().length >= 5", timeout=60_000)
         panels = page.evaluate(SIGNAL_PANEL_WIDTHS)
-        assert len(panels) >= 1 + 2 * 2, f"{w} px: {len(panels)} signal thumbnail charts"  # test point, 2 rows of 4 x2
+        assert len(panels) >= 1 + 2 * 2, f"{w} px: {len(panels)} signal thumbnail charts"
         assert min(panels) >= 100, f"{w} px: signal panels of {panels} px"
         fits_the_page(page, "Influence (MNIST-1D)", w)
 
