@@ -37,7 +37,7 @@ def duplicate_warnings(monkeypatch):
     return seen
 
 
-def test_the_warning_is_caught_when_a_widget_has_both(app_page, duplicate_warnings, tmp_path):
+def test_the_warning_is_caught_when_a_widget_has_both(duplicate_warnings, tmp_path):
     """The check can fail: a page that sets a key and gives its widget a default is caught."""
     from streamlit.testing.v1 import AppTest
 
