@@ -324,7 +324,7 @@ with right:
     )
 
 st.markdown("Next: ")
-n1, n2, n3 = st.columns(3)
-n1.page_link("pages/1_Samplers.py", label="→ Samplers: which points feed the Hessian")
-n2.page_link("pages/2_Influence.py", label="→ Influence: helpful and harmful training points")
-n3.page_link("pages/3_Class_removal.py", label="→ Class removal: the paper's experiment")
+# One link a line: each label whole at a projector's 1024 px (three columns cut them to "…feed the").
+st.page_link("pages/1_Samplers.py", label="→ Samplers: which points feed the Hessian")
+st.page_link("pages/2_Influence.py", label="→ Influence: helpful and harmful training points")
+st.page_link("pages/3_Class_removal.py", label="→ Class removal: the paper's experiment")

@@ -12,6 +12,7 @@ from ui.components import (
     page_header,
     sample_size_input,
     stop_if_invalid,
+    widget_default,
     words_panel,
 )
 from ui.errors import reported
@@ -59,12 +60,13 @@ with c2:
 with c3:
     seed = checked_number("Seed", "smp_seed", 0, 1_000_000, 0)
 with c4:
+    widget_default("smp_samplers", ["random", "feature", "logit"])
     samplers = st.multiselect(
         "Samplers (up to 3, side by side; same m and seed)",
         ic.available_samplers(),
-        default=["random", "feature", "logit"],
         max_selections=3,
         key="smp_samplers",
+        wrap=True,  # every chosen sampler stays readable in a narrow column (1024 px)
     )
     st.caption(samplers_help(samplers))
 publish_settings("samplers")
@@ -112,9 +114,9 @@ for col, name in zip(cols, samplers):
                 "m": len(idx),
                 "seed": int(seed),
                 "classes covered": int(len(np.unique(labels[idx]))),
-                "class TV distance": gaps["class_tv"],
-                "confidence TV distance": gaps["confidence_tv"],
-                "importance weights (min – max)": "none (equal)"
+                "class TV": gaps["class_tv"],
+                "confidence TV": gaps["confidence_tv"],
+                "weights (min – max)": "equal"
                 if sample.weights is None
                 else f"{float(np.min(sample.weights)):.3g} – {float(np.max(sample.weights)):.3g}",
             }
@@ -129,10 +131,12 @@ if subsets:
 if summary:
     st.subheader("How representative is each sample?")
     st.caption(
-        "Total-variation distance (0 = identical, 1 = disjoint) between the sample's and the population's "
-        "class shares and confidence histogram (10 bins)."
+        f"m = {m}, seed {seed}. class TV and confidence TV: the total-variation distance (0 = identical, "
+        "1 = disjoint) between the sample's and the population's class shares and confidence histogram (10 "
+        "bins); weights: the importance weights of "
+        "the sample's points (equal for the other samplers)."
     )
-    show_table(pd.DataFrame(summary), f"samples_m{m}_seed{seed}", key="smp_summary")
+    show_table(pd.DataFrame(summary), f"samples_m{m}_seed{seed}", key="smp_summary", hidden=("m", "seed"))
 
 with st.expander("Across seeds: how much does each sample move?"):
     n_seeds = st.slider("Seeds", 2, 10, 5, key="smp_nseeds")

@@ -17,6 +17,7 @@ from ui.components import (
     scroll_to,
     show_inputs,
     stop_if_invalid,
+    widget_default,
     words_panel,
 )
 from ui.config import INFLUENCE_PAGE_DEFAULTS as DEFAULTS
@@ -111,10 +112,10 @@ with c4:
     small = (
         view.n_params <= INTERACTIVE_EXACT_MAX_PARAMS
     )  # exact: one factorisation per sample, then every test point is cheap
+    widget_default("inf_solver", ic.available_solvers()[0 if small else 1], ic.available_solvers())
     solver = st.selectbox(
         "Solver",
         ic.available_solvers(),
-        index=0 if small else 1,
         key="inf_solver",
         help="exact: LU of the sampled Hessian (small models); cg: conjugate gradient; "
         "lissa: Neumann series with automatic scale; low_rank: exact Gauss-Newton by "
@@ -122,10 +123,12 @@ with c4:
         "sample (true Fisher); arnoldi: top-50 eigenpairs of the sampled Gauss-Newton",
     )
     damping = checked_number("Damping δ", "inf_damping", 0.0, None, DEFAULTS["damping"], integer=False, format="%.4f")
-    k = int(st.slider("Top k", 3, 16, 8, key="inf_k"))
+    widget_default("inf_k", 8)
+    k = int(st.slider("Top k", 3, 16, key="inf_k"))
 # The full-data reference is one factorisation for small models (on by default); for large ones it is an iterative
 # solve per test point that takes far longer than the samples' (off by default, its cost said on the toggle).
 cheap_reference = reference_solver(run) == "exact"
+widget_default("inf_full", cheap_reference)
 compare_full = st.toggle(
     f"Compare with the full-data Hessian ({n_train} points, {reference_solver(run)} solver"
     + (
@@ -134,7 +137,6 @@ compare_full = st.toggle(
         else f"; slow for this {view.n_params:,}-parameter model: a CG solve per test point, with progress and Cancel"
     )
     + ")",
-    value=cheap_reference,
     key="inf_full",
 )
 publish_settings("influence")
@@ -274,7 +276,8 @@ with st.expander("Spread across seeds (the paper's central claim: an advanced sa
     if "full" not in rows:
         st.info("Turn on the full-data comparison above: the spread is measured against the full-data Hessian.")
     else:
-        n_seeds = st.slider("Seeds", 2, 8, 3, key="inf_nseeds")
+        widget_default("inf_nseeds", 3)
+        n_seeds = st.slider("Seeds", 2, 8, key="inf_nseeds")
         spread_samplers = tuple(dict.fromkeys([sampler_a, sampler_b]))
         needed, stored = spread_cost(run, spread_samplers, m, tuple(range(n_seeds)), solver, damping)
         st.caption(

@@ -8,13 +8,15 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import page_header, words_panel
+from ui.components import checked_number, page_header, widget_default, words_panel
 from ui.errors import reported
 from ui.export import chart, show_table
 from ui.faithfulness import (
     BUDGETS,
     available_studies,
     best_within_budget,
+    budget_floor,
+    budget_table,
     budget_verdict,
     lds_vs_cost_figure,
     lds_vs_m_figure,
@@ -59,7 +61,8 @@ st.caption(
     f"{study.title}. Source: `{study.info['path']}`"
     + (f"; cost: `{study.cost_source}` (same configuration)." if study.has_cost else ".")
 )
-samplers = st.multiselect("Samplers", study.samplers, default=study.samplers, key="faith_samplers")
+widget_default("faith_samplers", list(study.samplers), study.samplers)  # another study's samplers are dropped
+samplers = st.multiselect("Samplers", study.samplers, key="faith_samplers")
 rows = [r for r in study.rows if r["sampler"] in samplers]
 chart(
     lds_vs_m_figure(rows, study.baselines, study.ceiling, samplers, title=f"LDS against m: {name}"),
@@ -78,20 +81,33 @@ default = values[len(values) // 2] if values else 1.0
 if "faith_limit" not in st.session_state or st.session_state.get("faith_limit_kind") != budget:
     st.session_state["faith_limit"] = float(default)
     st.session_state["faith_limit_kind"] = budget
-limit = b2.number_input(
-    f"At most ({BUDGETS[budget]})",
-    min_value=0.0,
-    key="faith_limit",
-    format="%g",
-    help="the configurations of the study whose measured cost is within this budget compete; "
-    "each sampler is shown at its best m within it",
-)
+floor = budget_floor(study.rows, budget)  # below the cheapest configuration nothing competes
+with b2:
+    limit = checked_number(
+        f"At most ({BUDGETS[budget]})",
+        "faith_limit",
+        floor,
+        None,
+        float(default),
+        integer=False,
+        step={"m": 10.0, "solve_seconds": 0.01, "peak_mb": 1.0}[budget],
+        format="%g",
+        help=f"at least {floor:g} (the cheapest configuration of the study); the configurations whose measured "
+        "cost is within this budget compete; each sampler is shown at its best m within it",
+    )
 publish_settings("faithfulness")
-ranked = best_within_budget(rows, budget, float(limit))
-st.markdown(budget_verdict(ranked, budget, float(limit)))
-if ranked:
-    cols = ["sampler", "m", "lds_mean", "lds_std", "margin"] + (["solve_seconds", "peak_mb"] if study.has_cost else [])
-    show_table(pd.DataFrame(ranked)[cols], f"budget_{name}_{budget}", key="faith_budget_table")
+if limit is None:
+    st.info("No ranking: fix the budget marked in red above (its allowed range is under it).")
+else:
+    ranked = best_within_budget(rows, budget, float(limit))
+    st.markdown(budget_verdict(ranked, budget, float(limit)))
+    if ranked:
+        show_table(
+            pd.DataFrame(budget_table(ranked, study.has_cost)),
+            f"budget_{name}_{budget}",
+            key="faith_budget_table",
+            help={"lead over the next": "LDS minus the next sampler's (n/a for the last)"},
+        )
 if study.has_cost:
     c1, c2 = st.columns(2)
     with c1:
@@ -102,7 +118,7 @@ if study.has_cost:
                 study.baselines,
                 study.ceiling,
                 samplers,
-                limit if budget == "solve_seconds" else None,
+                limit if budget == "solve_seconds" else None,  # None: out of range, no line
             ),
             f"lds_vs_time_{name}",
             key="faith_cost_time",
@@ -139,9 +155,9 @@ st.markdown(
 )
 l1, l2, l3 = st.columns([2, 2, 1.4])
 live_samplers = l1.multiselect(
-    "Samplers", ic.available_samplers(), default=["random", "importance"], key="faith_live_samplers"
+    "Samplers", ic.available_samplers(), default=["random", "importance"], key="faith_live_samplers", wrap=True
 )
-live_ms = l2.multiselect("m", [16, 32, 64, 128, 256], default=[32, 128], key="faith_live_ms")
+live_ms = l2.multiselect("m", [16, 32, 64, 128, 256], default=[32, 128], key="faith_live_ms", wrap=True)
 K = int(l3.slider("K subsets", 10, 60, 20, step=5, key="faith_live_k"))
 T = int(l3.slider("Test points", 10, 50, 20, step=5, key="faith_live_t"))
 go_live = st.button(

@@ -15,6 +15,7 @@ from ui.components import (
     sample_size_input,
     show_inputs,
     stop_if_invalid,
+    widget_default,
     words_panel,
 )
 from ui.errors import reported
@@ -94,7 +95,8 @@ with c3:
     )
     limit = (n_train if kind == "train" else n_test) - 1
     index = checked_number(f"Index ({kind} point)", "exp_index", 0, limit, 0)
-    k = int(st.slider("Neighbours", 3, 16, 8, key="exp_k"))
+    widget_default("exp_k", 8)
+    k = int(st.slider("Neighbours", 3, 16, key="exp_k"))
 with c4:
     m = sample_size_input("m (for the samplers)", n_train, key="exp_m", what="training points")
     seed = checked_number("Seed", "exp_seed", 0, 1_000_000, 0)
@@ -225,7 +227,7 @@ if not slices:
     st.stop()
 
 d1, d2 = st.columns([3, 1])
-chosen = d1.multiselect("Slices to compare", list(slices), default=list(slices), key="exp_compare")
+chosen = d1.multiselect("Slices to compare", list(slices), default=list(slices), key="exp_compare", wrap=True)
 drop = d2.selectbox("Delete a slice", ["—"] + list(slices), key="exp_drop")
 if d2.button("Delete", key="exp_drop_go") and drop in slices:
     del slices[drop]
@@ -274,13 +276,27 @@ with reported("Could not compare the samplers on the slices") as outcome, st.spi
                 }
             )
 if not outcome.failed:
+    table = pd.DataFrame(records).rename(columns={"expected (uniform)": "expected"})
+    # Two tables of few columns each (every column readable at a projector's 1024 px); both in the CSVs.
     st.markdown(
-        f"Per slice and sampler (m = {m}, seed {seed}); influence on test point #{test_index}. "
-        "**weight share** is the share of the Hessian estimate the slice's points carry (the full-data "
-        "Hessian gives it the population share); **curvature share** weighs each point by its "
-        "curvature proxy 1 − Σp²; **slice influence** is the predicted increase of the test loss if the "
-        "whole slice were removed."
+        f"**Influence of each slice** on test point #{test_index} (m = {m}, seed {seed}): **slice influence** is "
+        "the predicted increase of the test loss if the whole slice were removed (the sum of its points' scores; "
+        "mean score: per point), under each sampler's Hessian."
     )
-    table = pd.DataFrame(records)
-    first = ["slice", "sampler", "slice influence (sum)", "weight share", "population share"]
-    show_table(table[first + [c for c in table.columns if c not in first]], "slices_by_sampler", key="exp_slices_table")
+    show_table(
+        table[["slice", "sampler", "points", "slice influence (sum)", "mean score"]],
+        "slices_influence_by_sampler",
+        key="exp_slices_influence",
+    )
+    st.markdown(
+        "**The slice in each Hessian sample**: **in sample** counts its points in the sample (**expected**: what a "
+        "uniform draw of m would hold); **weight share** is the share of the Hessian estimate the slice's points "
+        "carry (the full-data row: the population share); **curvature share** weighs each point by its "
+        "curvature proxy 1 − Σp² as well."
+    )
+    show_table(
+        table[[c for c in table.columns if c not in ("points", "slice influence (sum)", "mean score")]],
+        "slices_by_sampler",
+        key="exp_slices_table",
+        hidden=("population share", "curvature share (population)"),
+    )

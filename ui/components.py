@@ -12,7 +12,16 @@ import influence_core as ic
 from . import artifacts
 from .config import RunConfig
 from .errors import CANCEL_NOTICE_SHOWN, reported
-from .figures import caption_row_html, feature_bars, gallery_html, normalised_tile
+from .figures import (
+    TABULAR_PER_ROW,
+    caption_row_html,
+    feature_bars,
+    gallery_html,
+    normalised_tile,
+    signal_lines,
+    signal_range,
+    thumbnail_kind,
+)
 from .state import (
     CANCEL_NOTICE_KEY,
     background_projection_error,
@@ -27,9 +36,18 @@ from .state import (
     start_projection_in_background,
 )
 
+PROJECTOR_CSS = """<style>
+@media (max-width: 1400px) {
+  [data-testid="stMainBlockContainer"] { padding-left: 1.5rem; padding-right: 1.5rem; }
+}
+</style>"""
+"""On screens up to 1400 px wide (a projector's 1024 or 1366 px) the page keeps 1.5rem of side padding instead of
+Streamlit's 5rem: 110 px more for charts and tables beside the sidebar (a style-only ``st.html`` takes no space)."""
+
 
 def page_header(title: str) -> None:
     st.set_page_config(page_title=f"Influence Explorer: {title}", layout="wide")
+    st.html(PROJECTOR_CSS)
     st.title(title)
     notice = st.session_state.pop(CANCEL_NOTICE_KEY, None)  # the Cancel button was pressed in the last run
     st.session_state[CANCEL_NOTICE_SHOWN] = notice is not None
@@ -70,28 +88,57 @@ def load_current() -> tuple[RunConfig, ic.Dataset, object, object] | None:
 def show_inputs(
     dataset: ic.Dataset, X_rows: np.ndarray, captions: Sequence[str], per_row: int = 8, key: str = "inputs"
 ) -> None:
-    """Thumbnails of input rows with a caption under each. Images (raw scale, min-max per tile) go in one HTML
-    grid (:func:`ui.figures.gallery_html`: one element, however many tiles); tabular rows are bars of the
-    standardised features with labelled axes, one chart per row of ``per_row`` panels with the captions in a grid
-    under it. Captions wrap between words and never inside a number (see :func:`ui.figures.score_text`)."""
+    """Thumbnails of input rows with a caption under each, drawn as :func:`ui.figures.thumbnail_kind` says. Images
+    (raw scale, min-max per tile) go in one HTML grid (:func:`ui.figures.gallery_html`: one element, however many
+    tiles). Tabular rows go at most :data:`ui.figures.TABULAR_PER_ROW` a row (readable at a projector's 1024 px),
+    one chart per row of panels with the captions in a grid under it: an ordered signal (MNIST-1D) as line charts
+    of its raw values (:func:`ui.figures.signal_lines`), other tabular data as bars of the standardised features
+    (:func:`ui.figures.feature_bars`), both with labelled axes. Captions wrap between words and never inside a
+    number (see :func:`ui.figures.score_text`)."""
     X_rows = np.asarray(X_rows)
-    if dataset.image_shape is not None:
+    kind = thumbnail_kind(dataset)
+    if kind == "image":
         raw = dataset.inverse_transform(X_rows)
         st.html(gallery_html([normalised_tile(row, dataset.image_shape) for row in raw], captions, per_row))
         return
+    per_row = min(per_row, TABULAR_PER_ROW)
     feature_names = (dataset.info or {}).get("feature_names")
+    raw = dataset.inverse_transform(X_rows) if kind == "signal" else None
+    y_range = signal_range(raw) if kind == "signal" else None  # one scale for every row of the list
     for start in range(0, len(X_rows), per_row):
         chunk = X_rows[start : start + per_row]
         width = len(chunk) / per_row  # a short last row keeps the panels' width
         col = st.columns([width, 1 - width])[0] if width < 1 else st.container()
         with col:
             st.plotly_chart(
-                feature_bars(chunk, feature_names),
+                signal_lines(raw[start : start + per_row], y_range=y_range)
+                if kind == "signal"
+                else feature_bars(chunk, feature_names),
                 width="stretch",
                 config={"displayModeBar": False},
                 key=f"{key}-{start}",
             )
             st.html(caption_row_html(captions[start : start + per_row], len(chunk)))
+
+
+def widget_default(key: str, value, options: Sequence | None = None) -> None:
+    """Give the widget ``key`` its first value through the session state; draw the widget after this call with no
+    ``default=`` / ``value=`` / ``index=``. A widget given both logs Streamlit's warning "created with a default
+    value but also had its value set via the Session State API" whenever :func:`ui.url_state.keep_settings`
+    restores its setting (a page switch, a reload, a shared link). ``options``: the widget's choices; a kept value
+    outside them (a multiselect's: each value) is dropped, and a menu left with nothing falls back to ``value``."""
+    if key not in st.session_state:
+        st.session_state[key] = value
+        return
+    if options is None:
+        return
+    current = st.session_state[key]
+    if isinstance(current, (list, tuple)):
+        kept = [v for v in current if v in options]
+        if len(kept) != len(current):
+            st.session_state[key] = kept or value
+    elif current not in options:
+        st.session_state[key] = value
 
 
 def checked_number(

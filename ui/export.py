@@ -5,6 +5,7 @@ download button under each table."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import pandas as pd
 import streamlit as st
@@ -59,8 +60,9 @@ MISSING = "n/a"
 
 
 def readable(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with :data:`COLUMN_LABELS` names and "n/a" for missing values (no cell reads "None" or "nan");
-    a column ``(a, b)`` of a grouped aggregate becomes "a b"."""
+    """``df`` with :data:`COLUMN_LABELS` names and "n/a" for missing values (no cell reads "None" or "nan"; the
+    other numbers of such a column as :func:`number_format` says); a column ``(a, b)`` of a grouped aggregate
+    becomes "a b"."""
     out = df.copy()
     out.columns = [
         COLUMN_LABELS.get(c, c)
@@ -69,18 +71,45 @@ def readable(df: pd.DataFrame) -> pd.DataFrame:
         for c in out.columns
     ]
     for col in out.columns:
-        if out[col].isna().any():  # a column with gaps becomes text: "n/a" there, numbers to 4 significant digits
-            out[col] = [MISSING if pd.isna(v) else f"{v:.4g}" if isinstance(v, float) else v for v in out[col]]
+        if out[col].isna().any():  # a column with gaps becomes text: "n/a" there, numbers as number_format says
+            numbers = [v for v in out[col] if isinstance(v, float) and not pd.isna(v)]
+            fmt = number_format(numbers)
+            out[col] = [MISSING if pd.isna(v) else fmt % v if isinstance(v, float) else v for v in out[col]]
     return out
 
 
-def show_table(df: pd.DataFrame, name: str, key: str) -> None:
-    """``st.dataframe`` (no index, full width, :func:`readable` column names and cells) with a CSV download
-    button of the same rows under it."""
+def number_format(values) -> str:
+    """The on-screen printf format of a column of floats: three decimals, a fixed point with one decimal from 100
+    up (no column of "1437.000"), and two significant digits in scientific notation when every value is below
+    0.01 (self-influence or a score reads "3.1e-04", never "0.000")."""
+    import numpy as np
+
+    v = np.abs(np.asarray(values, dtype=np.float64))
+    v = v[np.isfinite(v)]
+    if v.size == 0 or v.max() == 0:
+        return "%.3f"
+    if v.max() < 0.01:
+        return "%.1e"
+    if v.max() >= 100:
+        return "%.1f"
+    return "%.3f"
+
+
+def show_table(df: pd.DataFrame, name: str, key: str, hidden: Sequence[str] = (), help: dict | None = None) -> None:
+    """``st.dataframe`` (no index, full width, :func:`readable` column names and cells, :func:`number_format`
+    numbers) with a CSV download button of the same rows under it. Columns in ``hidden`` (raw or readable names)
+    are left off the screen but kept in the CSV: the same for every row and said beside the table, or detail a
+    projector's 1024 px has no room for. ``help``: a tooltip per column (readable name -> text)."""
     df = readable(df)
-    # Three decimals on screen (narrower columns: a projector's 1024 px shows them all); the CSV keeps every digit.
-    floats = {
-        col: st.column_config.NumberColumn(format="%.3f") for col in df.columns if pd.api.types.is_float_dtype(df[col])
-    }
-    st.dataframe(df, hide_index=True, width="stretch", column_config=floats)
+    gone = {COLUMN_LABELS.get(c, c) for c in hidden}
+    config: dict = {col: None for col in df.columns if col in gone}
+    for col in df.columns:
+        if col in gone:
+            continue
+        tip = (help or {}).get(col)
+        if pd.api.types.is_float_dtype(df[col]):
+            config[col] = st.column_config.NumberColumn(format=number_format(df[col]), help=tip)
+        elif tip:
+            config[col] = st.column_config.Column(help=tip)
+    st.dataframe(df, hide_index=True, width="stretch", column_config=config)
     csv_button(df, name, key=f"{key}_csv")

@@ -32,7 +32,7 @@ import plotly.graph_objects as go
 from influence_core import RENAMED_SAMPLERS
 
 from .colours import REFERENCE, sampler_colour
-from .figures import FRAME
+from .figures import FRAME, LEGEND_BELOW
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 BUDGETS = {"m": "Hessian sample size m", "solve_seconds": "solve time (s)", "peak_mb": "peak memory (MB)"}
@@ -222,6 +222,36 @@ def best_within_budget(rows: Sequence[dict[str, Any]], budget: str, limit: float
     return ranked
 
 
+def budget_table(ranked: Sequence[dict[str, Any]], has_cost: bool) -> list[dict[str, Any]]:
+    """The rows of :func:`best_within_budget` as the page's table: sampler, m, "LDS (mean ± std)" over seeds to three
+    decimals, the lead over the next sampler (NaN for the last) and, when the study has a cost axis, the measured
+    solve time and peak memory (few columns: the table fits a projector's 1024 px)."""
+    out = []
+    for r in ranked:
+        row = {
+            "sampler": r["sampler"],
+            "m": int(r["m"]),
+            "LDS (mean ± std)": f"{r['lds_mean']:.3f} ± {r['lds_std']:.3f}",
+            "lead over the next": r["margin"],
+        }
+        if has_cost:
+            row["solve_seconds"], row["peak_mb"] = r["solve_seconds"], r["peak_mb"]
+        out.append(row)
+    return out
+
+
+def budget_floor(rows: Sequence[dict[str, Any]], budget: str) -> float:
+    """The smallest budget worth typing: the cheapest configuration's ``budget`` (m, solve seconds or peak MB)
+    rounded down to two significant digits, so the number shown under the box is never above what the cheapest
+    configuration needs. 1 when no configuration has a finite cost."""
+    costs = [c for c in (_finite(r.get(budget)) for r in rows) if math.isfinite(c) and c > 0]
+    if not costs:
+        return 1.0
+    low = min(costs)
+    step = 10.0 ** (math.floor(math.log10(low)) - 1)
+    return round(math.floor(low / step + 1e-9) * step, 12)
+
+
 def budget_verdict(ranked: Sequence[dict[str, Any]], budget: str, limit: float) -> str:
     """One sentence answering "for my budget, which sampler?" (says when the lead is within the seed spread)."""
     unit = {"m": "", "solve_seconds": " s", "peak_mb": " MB"}[budget]
@@ -319,9 +349,7 @@ def lds_vs_m_figure(
         _band(fig, name, x, mean, std, hover)
     _reference_lines(fig, baselines, ceiling)
     fig.update_xaxes(type="log", title="m (Hessian sample size, log scale)", tickvals=sorted({r["m"] for r in rows}))
-    fig.update_layout(
-        title=title, height=460, **FRAME, yaxis_title="LDS", legend=dict(orientation="h", yanchor="top", y=-0.15, x=0)
-    )
+    fig.update_layout(title=title, height=460, **FRAME, yaxis_title="LDS", legend=LEGEND_BELOW)
     return fig
 
 
@@ -365,6 +393,6 @@ def lds_vs_cost_figure(
         height=420,
         **FRAME,
         yaxis_title="LDS",
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        legend=LEGEND_BELOW,
     )
     return fig

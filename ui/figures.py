@@ -30,6 +30,10 @@ from .selection import TEST, TRAIN
 COLOUR_OPTIONS = ("label", "predicted", "confidence", "correctness")
 FRAME = dict(margin=dict(l=10, r=30, t=40, b=10), modebar_orientation="v")
 """Layout of every chart: a vertical toolbar at the right edge, so it never covers the (left-aligned) title."""
+LEGEND_BELOW = dict(orientation="h", yref="container", yanchor="bottom", y=0, x=0)
+"""A horizontal legend at the bottom of the figure, below the x-axis title: plotly widens the bottom margin to hold
+it, however many rows it wraps to (a legend placed at a fraction of the plot height, e.g. ``y=-0.18``, covered the
+axis title when the plot was short or the legend wrapped)."""
 MAP_HEIGHT = 420
 WEBGL_MIN_POINTS = 10_000
 """Maps with fewer points are drawn in SVG: without a GPU (headless Chromium in the tests, many laptops) WebGL is
@@ -352,7 +356,7 @@ def distribution_figures(
             **FRAME,
             yaxis_title="share",
             xaxis_title=x_title,
-            legend=dict(orientation="h", yanchor="top", y=-0.3, x=0),
+            legend=LEGEND_BELOW,
         )
     return f1, f2
 
@@ -446,10 +450,10 @@ def alpha_path_figure(alphas: Sequence[float], series: dict[str, Sequence[float]
     fig.update_xaxes(type="log", title="α (log scale)", dtick=1)  # labels at powers of ten only
     fig.update_layout(
         title="F1 along the α path",
-        height=380,
+        height=440,  # as tall as the per-class chart beside it, whose legend below takes up to five rows
         **FRAME,
         yaxis_title="F1 (mean over seeds)",
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        legend=LEGEND_BELOW,
     )
     return fig
 
@@ -472,11 +476,11 @@ def per_class_figure(
     fig.update_layout(
         barmode="group",
         title="Accuracy per class",
-        height=380,
+        height=440,  # its legend below wraps to five rows in half a projector's width
         **FRAME,
         yaxis_title="test accuracy (mean over seeds)",
         yaxis_range=[0, 1.05],
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        legend=LEGEND_BELOW,
     )
     fig.update_xaxes(type="category", tickmode="array", tickvals=names, ticktext=names, title="class")
     return fig
@@ -518,12 +522,88 @@ def feature_bars(rows: np.ndarray, feature_names: Sequence[str] | None = None, h
         )
     fig.update_layout(height=height, margin=dict(l=5, r=5, t=5, b=5), showlegend=False)
     fig.update_xaxes(
-        type="category", tickfont=dict(size=8), title=dict(text="feature", font=dict(size=9)), nticks=min(n_features, 8)
+        type="category",
+        tickfont=dict(size=10),
+        title=dict(text="feature", font=dict(size=11)),
+        nticks=min(n_features, 6),
     )
     lim = max(3.0, float(np.nanmax(np.abs(rows))) if rows.size else 3.0)
-    fig.update_yaxes(range=[-lim, lim], tickfont=dict(size=8), zeroline=True, zerolinecolor="#888888")
-    fig.update_yaxes(title=dict(text="z", font=dict(size=9)), row=1, col=1)
+    fig.update_yaxes(range=[-lim, lim], tickfont=dict(size=10), zeroline=True, zerolinecolor="#888888")
+    fig.update_yaxes(title=dict(text="z", font=dict(size=11)), row=1, col=1)
     return fig
+
+
+SIGNAL_DATASETS = ("mnist1d",)
+"""Datasets whose features are one ordered signal (MNIST-1D: 40 samples of a 1-D curve), drawn as line charts."""
+TABULAR_PER_ROW = 4
+"""At most this many tabular thumbnails side by side: each panel keeps ~130 px at a projector's 1024 px."""
+
+
+def thumbnail_kind(dataset) -> str:
+    """How :func:`ui.components.show_inputs` draws a dataset's inputs: ``"image"`` (grey tiles), ``"signal"``
+    (:func:`signal_lines`, for :data:`SIGNAL_DATASETS`) or ``"bars"`` (:func:`feature_bars`, other tabular data)."""
+    if dataset.image_shape is not None:
+        return "image"
+    return "signal" if dataset.name in SIGNAL_DATASETS else "bars"
+
+
+def signal_lines(rows: np.ndarray, height: int = 190, y_range: tuple[float, float] | None = None) -> go.Figure:
+    """Ordered 1-D signals, shape (r, d) (or one, shape (d,)), in their **raw** units (``dataset.inverse_transform``:
+    the curve itself, as MNIST-1D is drawn): one line chart per row, side by side in one figure, on a shared y
+    axis with a visible scale (``y_range``: the same scale for several figures, e.g. every row of one list; by
+    default the rows' own range). Both axes are labelled ("position" 0 … d − 1 with two or three ticks, so that
+    neighbouring panels' ticks never touch; "value") with ticks at 11 px, readable on a projector. Captions go
+    under the figure (:func:`caption_row_html`)."""
+    from plotly.subplots import make_subplots
+
+    rows = np.atleast_2d(np.asarray(rows, dtype=np.float64))
+    n_rows, n_points = rows.shape
+    fig = make_subplots(rows=1, cols=max(n_rows, 1), shared_yaxes=True, horizontal_spacing=0.03)
+    x = np.arange(n_points)
+    for j, values in enumerate(rows, start=1):
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=values,
+                mode="lines",
+                line=dict(color=GOOD, width=2),
+                hovertemplate="position %{x}: %{y:.2f}<extra></extra>",
+            ),
+            row=1,
+            col=j,
+        )
+    lo, hi = y_range if y_range is not None else signal_range(rows)
+    fig.update_layout(height=height, margin=dict(l=5, r=5, t=5, b=5), showlegend=False, plot_bgcolor="#f7f7f7")
+    last = n_points - 1
+    fig.update_xaxes(
+        range=[0, last],
+        nticks=3,
+        tickfont=dict(size=11),
+        title=dict(text="position", font=dict(size=11), standoff=2),
+        showgrid=False,
+    )
+    fig.update_yaxes(
+        range=[lo, hi],
+        nticks=4,
+        tickfont=dict(size=11),
+        zeroline=True,
+        zerolinecolor="#999999",
+        gridcolor="#dddddd",
+    )
+    fig.update_yaxes(title=dict(text="value", font=dict(size=11), standoff=2), row=1, col=1)
+    return fig
+
+
+def signal_range(rows: np.ndarray) -> tuple[float, float]:
+    """The y range of :func:`signal_lines` for ``rows`` (any shape): their finite min and max, padded by 8% of the
+    span (±1 around a constant signal; (-1, 1) when nothing is finite)."""
+    values = np.asarray(rows, dtype=np.float64)
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return -1.0, 1.0
+    lo, hi = float(finite.min()), float(finite.max())
+    pad = 0.08 * (hi - lo) if hi > lo else 1.0
+    return lo - pad, hi + pad
 
 
 _CAPTION_STYLE = "font-size:0.8rem;opacity:0.7;text-align:center"

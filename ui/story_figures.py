@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from .colours import BAD, CHOSEN, GOOD, POPULATION
-from .figures import FRAME, _custom, _layout, scatter_trace, test_points
+from .figures import FRAME, LEGEND_BELOW, _custom, _layout, scatter_trace, test_points
 from .selection import TRAIN
 
 # Diverging scale for influence on one test point: harmful = orange, ~0 = light grey, helpful = dark blue (the
@@ -59,7 +59,7 @@ def detection_figure(curves: dict[str, dict[str, Any]], share: float) -> go.Figu
         yaxis_title="fraction of flipped labels found",
         xaxis_range=[0, 1],
         yaxis_range=[0, 1.02],
-        legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
+        legend=LEGEND_BELOW,
     )
     return fig
 
@@ -196,6 +196,6 @@ def slice_mix_figure(mixes: dict[str, np.ndarray], population: np.ndarray, class
         height=320,
         yaxis_title="share",
         **FRAME,
-        legend=dict(orientation="h", yanchor="top", y=-0.25, x=0),
+        legend=LEGEND_BELOW,
     )
     return fig

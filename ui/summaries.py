@@ -22,6 +22,22 @@ def samplers_help(names) -> str:
     return "  \n".join(f"**{n}**: {sampler_help(n)}" for n in names)
 
 
+def mean_std_by_sampler(table, columns) -> list[dict]:
+    """One row per sampler of the per-run ``table`` (a DataFrame with a "sampler" column, in order of first
+    appearance): its number of runs and, per column of ``columns``, "mean ± std" over the runs to three decimals
+    ("n/a" when the column has no finite value)."""
+    from influence_core import mean_std
+
+    rows = []
+    for sampler, group in table.groupby("sampler", sort=False):
+        entry = {"sampler": sampler, "runs": len(group)}
+        for col in columns:
+            mu, sd = mean_std(group[col].to_numpy(dtype=np.float64))
+            entry[col] = "n/a" if np.isnan(mu) else f"{mu:.3f} ± {sd:.3f}"
+        rows.append(entry)
+    return rows
+
+
 def total_variation(p: np.ndarray, q: np.ndarray) -> float:
     """0.5 * sum |p - q| of two histograms normalised to sum 1."""
     p = np.asarray(p, dtype=np.float64)

@@ -128,6 +128,32 @@ def wait_idle(page) -> None:
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=90_000)
 
 
+def box_select(page, scope: str, until, start: float = 0.3, size: float = 0.4) -> None:
+    """Drag a box with the box-select tool of the plotly chart in ``scope`` (from ``start`` to ``start + size`` of
+    its plot area, both ways) until ``until`` (a locator) appears; the drag can land while plotly is still
+    redrawing after the last rerun, so it is tried up to three times."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    plot = page.locator(f"{scope} .js-plotly-plot")
+    for attempt in range(3):
+        wait_idle(page)
+        plot.scroll_into_view_if_needed()
+        plot.hover()
+        page.locator(f'{scope} .modebar-btn[data-val="select"]').click()
+        area = plot.locator(".nsewdrag").first.bounding_box()
+        x0, y0 = area["x"] + area["width"] * start, area["y"] + area["height"] * start
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + area["width"] * size, y0 + area["height"] * size, steps=12)
+        page.mouse.up()
+        try:
+            until.wait_for(timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+
+
 class Steps:
     """Wall time of each step, printed (pytest -s) and written to test-artifacts/browser_steps.txt (not asserted)."""
 
@@ -145,8 +171,6 @@ class Steps:
 
 
 def test_default_flow_box_selection_and_screenshots(page, app_url):
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
     step = Steps()
     page.set_default_timeout(90_000)
     page.set_viewport_size({"width": 1500, "height": 1800})
@@ -198,25 +222,8 @@ def test_default_flow_box_selection_and_screenshots(page, app_url):
     step("influence: test point #5")
 
     # Box selection on the map -> linked table with scores and a CSV download.
-    plot = page.locator(".st-key-inf_map .js-plotly-plot")
     summary = page.get_by_text("selected training points")
-    for attempt in range(3):  # the drag can land while plotly is still redrawing after the last rerun: retry
-        wait_idle(page)
-        plot.scroll_into_view_if_needed()
-        plot.hover()
-        page.locator('.st-key-inf_map .modebar-btn[data-val="select"]').click()
-        area = plot.locator(".nsewdrag").first.bounding_box()
-        x0, y0 = area["x"] + area["width"] * 0.25, area["y"] + area["height"] * 0.25
-        page.mouse.move(x0, y0)
-        page.mouse.down()
-        page.mouse.move(x0 + area["width"] * 0.5, y0 + area["height"] * 0.5, steps=12)
-        page.mouse.up()
-        try:
-            summary.wait_for(timeout=20_000)
-            break
-        except PlaywrightTimeout:
-            if attempt == 2:
-                raise
+    box_select(page, ".st-key-inf_map", summary, start=0.25, size=0.5)
     wait_idle(page)
     n_selected = int(summary.inner_text().split()[0])
     assert n_selected >= 5, f"the box should hold many training points, the table lists {n_selected}"
@@ -395,25 +402,8 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     step(f"explorer: clicked training point #{row}, its neighbours shown")
 
     # Explorer: a box selection kept as a named slice, compared across samplers.
-    plot = page.locator(".st-key-exp_map .js-plotly-plot")
     keep = page.get_by_role("button", name="Keep as a slice")
-    for attempt in range(3):
-        wait_idle(page)
-        plot.scroll_into_view_if_needed()
-        plot.hover()
-        page.locator('.st-key-exp_map .modebar-btn[data-val="select"]').click()
-        area = plot.locator(".nsewdrag").first.bounding_box()
-        x0, y0 = area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.3
-        page.mouse.move(x0, y0)
-        page.mouse.down()
-        page.mouse.move(x0 + area["width"] * 0.4, y0 + area["height"] * 0.4, steps=12)
-        page.mouse.up()
-        try:
-            keep.wait_for(timeout=20_000)
-            break
-        except Exception:
-            if attempt == 2:
-                raise
+    box_select(page, ".st-key-exp_map", keep)
     wait_idle(page)
     page.get_by_label("Name for the", exact=False).fill("my slice")
     page.get_by_label("Name for the", exact=False).press("Enter")
@@ -532,7 +522,7 @@ def test_cancel_a_long_training_then_train_again(page, app_url):
 
 PROJECTOR_SIZES = ((1024, 768), (1366, 768))
 
-TRUNCATED_BUTTONS = """() => [...document.querySelectorAll('.stButton button')]
+TRUNCATED_BUTTONS = """() => [...document.querySelectorAll('.stButton button, [data-testid="stPageLink"] a')]
     .filter(b => [...b.querySelectorAll('p, div, span')].some(e => e.scrollWidth > e.clientWidth + 1))
     .map(b => b.innerText)"""
 
@@ -542,6 +532,61 @@ TITLES_UNDER_TOOLBAR = """() => [...document.querySelectorAll('.js-plotly-plot')
     const a = t.getBoundingClientRect(), b = m.getBoundingClientRect();
     return b.width > 0 && a.right > b.left && a.left < b.right && a.bottom > b.top && a.top < b.bottom;
 }).length"""
+
+
+TABLES_OVERFLOWING = """() => {
+    const out = [];
+    const shown = el => el.getBoundingClientRect().width > 0;  // not in a closed expander or another tab
+    const name = el => [...el.querySelectorAll('[role="columnheader"], th')].map(h => h.innerText.trim())
+        .filter(t => t).join(' | ');
+    document.querySelectorAll('[data-testid="stDataFrame"]').forEach(el => {
+        const s = el.querySelector('.dvn-scroller');  // glide grid's scroller: wider content scrolls sideways
+        if (shown(el) && s && s.scrollWidth > s.clientWidth + 1)
+            out.push(`dataframe [${name(el)}]: ${s.scrollWidth} px in ${s.clientWidth} px`);
+    });
+    document.querySelectorAll('[data-testid="stTable"]').forEach(el => {
+        const t = el.querySelector('table');
+        const w = t ? t.getBoundingClientRect().width : 0, c = el.getBoundingClientRect().width;
+        if (shown(el) && w > c + 1) out.push(`table [${name(el)}]: ${Math.round(w)} px in ${Math.round(c)} px`);
+    });
+    return out;
+}"""
+
+
+LEGENDS_OVER_AXIS_TITLES = """() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => {
+    const legend = p.querySelector('.legend');
+    if (!legend || legend.getBoundingClientRect().width === 0) return false;
+    const a = legend.getBoundingClientRect();
+    return [...p.querySelectorAll('.xtitle, .ytitle')].some(t => {
+        const b = t.getBoundingClientRect();
+        return b.width > 0 && a.right > b.left && a.left < b.right && a.bottom > b.top && a.top < b.bottom;
+    });
+}).map(p => (p.querySelector('.gtitle') || {textContent: '(untitled chart)'}).textContent)"""
+
+HIDDEN_CHOICES = """() => [...document.querySelectorAll('[data-testid="stMultiSelectTagsContainer"]')]
+    .filter(c => c.getBoundingClientRect().width > 0 && c.scrollWidth > c.clientWidth + 1)
+    .map(c => c.closest('[data-testid="stMultiSelect"]').querySelector('label').innerText)"""
+
+
+def fits_the_page(page, where: str, width: int) -> None:
+    """Every button and page link shows its whole label, every st.dataframe / st.table shown fits the page's width
+    (no column scrolled out of view), every multiselect shows all its chosen values (none scrolled away), and no
+    chart's legend covers an axis title."""
+    truncated = page.evaluate(TRUNCATED_BUTTONS)
+    assert truncated == [], f"{where} at {width} px: labels cut: {truncated}"
+    overflowing = page.evaluate(TABLES_OVERFLOWING)
+    assert overflowing == [], f"{where} at {width} px: tables wider than the page: {overflowing}"
+    hidden = page.evaluate(HIDDEN_CHOICES)
+    assert hidden == [], f"{where} at {width} px: multiselects hiding chosen values: {hidden}"
+    covered = page.evaluate(LEGENDS_OVER_AXIS_TITLES)
+    assert covered == [], f"{where} at {width} px: legends over an axis title: {covered}"
+
+
+SIGNAL_PANEL_WIDTHS = """() => [...document.querySelectorAll('.js-plotly-plot')]
+    .filter(gd => gd.getBoundingClientRect().width > 0 && (gd.data || []).length
+        && String(gd.data[0].hovertemplate || '').startsWith('position'))
+    .map(gd => Math.min(...Object.keys(gd._fullLayout).filter(k => /^xaxis[0-9]*$/.test(k))
+        .map(k => gd._fullLayout[k]._length)))"""
 
 
 def at_projector_sizes(page, name: str, check) -> None:
@@ -560,10 +605,12 @@ def at_projector_sizes(page, name: str, check) -> None:
 
 def test_projector_sizes_lesson_and_pages(browser, app_url):
     """Issue 23 item 6: every page and lesson step at both projector sizes (screenshots ``projector_<w>_<page>``),
-    with no truncated lesson button and no chart title under plotly's toolbar."""
+    with no truncated lesson button, no chart title under plotly's toolbar and no table wider than the page (the
+    Explorer with a slice kept, so its slice tables are shown); then the Influence page on MNIST-1D, whose
+    thumbnails are line charts of at least 100 px a panel."""
     from urllib.parse import urlencode
 
-    from ui.config import DEFAULT_RUN, run_to_query
+    from ui.config import DEFAULT_RUN, DataConfig, ModelConfig, RunConfig, run_to_query
     from ui.lesson import BUTTON_LABELS, STEPS
 
     query = urlencode(run_to_query(DEFAULT_RUN))  # the teacher's model: its committed studies are shown
@@ -579,9 +626,8 @@ def test_projector_sizes_lesson_and_pages(browser, app_url):
     page.get_by_text("to start", exact=False).wait_for()
     wait_idle(page)
 
-    def no_truncated_button(w):
-        truncated = page.evaluate(TRUNCATED_BUTTONS)
-        assert truncated == [], f"{w} px: {truncated}"
+    def no_truncated_button(w, name="Lesson"):
+        fits_the_page(page, name, w)  # buttons and links whole, tables and multiselects within the page
 
     no_truncated_button(width)
     for i, s in enumerate(STEPS, start=1):
@@ -590,7 +636,7 @@ def test_projector_sizes_lesson_and_pages(browser, app_url):
         page.get_by_role("heading", name=s.title).wait_for()
         page.get_by_text("Top 5 helpful" if s.key == "score" else "What the numbers say", exact=False).first.wait_for()
         wait_idle(page)
-        at_projector_sizes(page, f"lesson_{i}_{s.key}", no_truncated_button)
+        at_projector_sizes(page, f"lesson_{i}_{s.key}", lambda w, s=s: no_truncated_button(w, f"lesson {s.key}"))
     for name, ready in (
         ("Samplers", "How representative is each sample?"),
         ("Influence", "Top 8 helpful"),
@@ -603,15 +649,44 @@ def test_projector_sizes_lesson_and_pages(browser, app_url):
         nav.get_by_text(name, exact=True).click()
         page.get_by_text(ready, exact=False).first.wait_for()
         wait_idle(page)
+        if name == "Explorer":  # keep a slice: the slice tables are the widest of the page
+            keep = page.get_by_role("button", name="Keep as a slice")
+            box_select(page, ".st-key-exp_map", keep, start=0.2, size=0.6)
+            wait_idle(page)
+            keep.click()
+            page.get_by_text("slice influence is the predicted increase", exact=False).wait_for()
+            wait_idle(page)
+            page.get_by_text("slice influence is the predicted increase", exact=False).scroll_into_view_if_needed()
 
         def no_title_under_toolbar(w, name=name):
             overlap = page.evaluate(TITLES_UNDER_TOOLBAR)
             assert overlap == 0, f"{name} at {w} px: {overlap} chart titles under the toolbar"
+            fits_the_page(page, name, w)
 
         at_projector_sizes(page, name.lower().replace(" ", "_"), no_title_under_toolbar)
     page.set_viewport_size({"width": width, "height": height})
     nav.get_by_text("Home", exact=True).click()
     page.get_by_text("Test accuracy").wait_for()
     wait_idle(page)
-    at_projector_sizes(page, "home", lambda w: None)
+    at_projector_sizes(page, "home", lambda w: fits_the_page(page, "Home", w))
+
+    # MNIST-1D (a 40-point signal per input): the thumbnails are line charts a class can read.
+    mnist1d = RunConfig(data=DataConfig(name="mnist1d", num_samples=400), model=ModelConfig(hidden=10, epochs=4))
+    page.set_viewport_size({"width": width, "height": height})
+    page.goto(f"{app_url}/?{urlencode(run_to_query(mnist1d))}")
+    page.get_by_text("Data and model").wait_for()
+    wait_idle(page)
+    nav.get_by_text("Influence", exact=True).click()
+    page.get_by_text("Top 8 helpful").first.wait_for()
+    wait_idle(page)
+
+    def readable_signals(w):
+        # the test point's chart and two rows of four for each list, drawn (plotly draws after the page's rerun)
+        page.wait_for_function(f"({SIGNAL_PANEL_WIDTHS})().length >= 5", timeout=60_000)
+        panels = page.evaluate(SIGNAL_PANEL_WIDTHS)
+        assert len(panels) >= 1 + 2 * 2, f"{w} px: {len(panels)} signal thumbnail charts"
+        assert min(panels) >= 100, f"{w} px: signal panels of {panels} px"
+        fits_the_page(page, "Influence (MNIST-1D)", w)
+
+    at_projector_sizes(page, "influence_mnist1d", readable_signals)
     context.close()

@@ -48,3 +48,32 @@ def test_home_refuses_to_train_with_a_width_of_zero(app_page):
     ok(at.run())
     assert any("MLP hidden width must be 2 to 512" in e.value for e in at.error)
     assert any("Nothing was trained" in e.value for e in at.error)
+
+
+def test_budget_floor_is_the_cheapest_configuration_rounded_down():
+    from ui.faithfulness import budget_floor
+
+    rows = [{"m": 64, "solve_seconds": 0.0123, "peak_mb": 351.7}, {"m": 32, "solve_seconds": 0.5, "peak_mb": 900.0}]
+    assert budget_floor(rows, "m") == 32
+    assert budget_floor(rows, "solve_seconds") == pytest.approx(0.012)  # never above what the cheapest needs
+    assert budget_floor(rows, "peak_mb") == 350
+    assert budget_floor([{"m": float("nan")}], "m") == 1.0
+
+
+@pytest.mark.parametrize("value", [0.0, -5.0, 31.0])
+def test_faithfulness_budget_below_the_cheapest_configuration_is_said(app_page, value):
+    """The budget box has no browser-side bound: a value under the study's smallest m (32 in digits_mlp) stays in
+    the box, the allowed range is said under it and no ranking is shown; a value in range ranks again."""
+    at = app_page("pages/4_Faithfulness.py")
+    at.session_state["faith_study"] = "digits_mlp"
+    ok(at.run())
+    assert at.radio(key="faith_budget").value == "m"
+    at.number_input(key="faith_limit").set_value(value)
+    ok(at.run())
+    assert at.number_input(key="faith_limit").value == value  # what the student typed stays visible
+    assert any("at least 32" in e.value and "you typed" in e.value for e in at.error), [e.value for e in at.error]
+    assert any("No ranking" in i.value for i in at.info)
+    assert not any("Within Hessian sample size" in m.value for m in at.markdown)
+    at.number_input(key="faith_limit").set_value(32.0)
+    ok(at.run())
+    assert not at.error and any("Within Hessian sample size m ≤ 32" in m.value for m in at.markdown)

@@ -252,9 +252,12 @@ def test_tabular_thumbnails_are_standardised_with_labelled_axes_and_full_caption
 
     at = wine_page(app_page, wine_run, "pages/2_Influence.py")
     assert not errors(at)
+    from ui.figures import TABULAR_PER_ROW
+
     bars = [f for f in specs(at) if f["data"] and f["data"][0].get("type") == "bar"]
-    # one figure per row of thumbnails (the test point, then a row of 8 per list): one panel, one bar trace, per input
-    assert len(bars) >= 1 + 2 and all(len(f["data"]) == 8 for f in bars[1:3])
+    # one figure per row of thumbnails (the test point, then rows of 4 per list of 8, readable at 1024 px): one panel,
+    # one bar trace, per input
+    assert TABULAR_PER_ROW == 4 and len(bars) >= 1 + 2 and all(len(f["data"]) == 4 for f in bars[1:3])
     assert all(trace["type"] == "bar" for f in bars for trace in f["data"])
     dataset = get_dataset(wine_run[0].data)
     test_bar = bars[0]

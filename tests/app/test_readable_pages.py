@@ -104,3 +104,27 @@ def test_influence_caption_says_when_it_was_loaded_from_the_cache():
     assert "computed just now" in computed_caption(cg, 0.5, 1437, 3) and "41 iterations" in computed_caption(
         cg, 0.5, 1437, 3
     )
+
+
+def test_numbers_are_formatted_by_their_size():
+    from ui.export import number_format
+
+    assert number_format([3.1e-4, -2e-6]) == "%.1e"  # self-influence reads 3.1e-04, never 0.000
+    assert number_format([0.5, 0.01]) == "%.3f"
+    assert number_format([1437.0, 3.0]) == "%.1f"
+    assert number_format([float("nan")]) == number_format([0.0]) == "%.3f"
+
+
+def test_tables_keep_constant_columns_in_the_csv_but_off_the_screen(app_page):
+    """The Samplers page's summary says m and the seed above the table; its on-screen columns fit 1024 px (the
+    browser test measures that), the CSV keeps them."""
+    import json
+
+    at = app_page("pages/1_Samplers.py")
+    ok(at.run())
+    frame = at.dataframe[0]
+    config = json.loads(frame.proto.columns)
+    assert config["m"]["hidden"] and config["seed"]["hidden"]
+    assert not any(c.get("hidden") for name, c in config.items() if name not in ("m", "seed", "_index"))
+    assert {"m", "seed", "class TV", "confidence TV"} <= set(frame.value.columns)  # the CSV's columns
+    assert any("m = 100, seed 0" in c.value for c in at.caption)

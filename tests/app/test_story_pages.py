@@ -266,8 +266,9 @@ def test_lesson_step_4_compares_class_removal_with_retraining(lesson, trained_fa
     from ui.state import removal_run
 
     at = lesson("removal")
-    table = frames(at)[0]
-    assert list(table["sampler"]) == ["random", "feature", "importance"]
+    forgetting, against = frames(at)[:2]  # two tables of few columns (readable at 1024 px), one row per sampler
+    assert list(forgetting["sampler"]) == list(against["sampler"]) == ["random", "feature", "importance"]
+    table = forgetting.merge(against, on="sampler")
     for _, row in table.iterrows():
         rec = removal_run(trained_fast_run, 3, row["sampler"], 100, 0, "cg", 0.01, True, False)  # cached
         assert row["honest F1"] == pytest.approx(rec["selected"]["f1"])
