@@ -23,7 +23,7 @@ from ui.errors import reported
 from ui.export import readable, show_table
 from ui.figures import alpha_path_figure, per_class_figure
 from ui.state import clear_cancelled, reference_predictions, removal_is_cached, removal_run, removal_solver_choices
-from ui.summaries import mean_std_by_sampler, samplers_help
+from ui.summaries import mean_std_by_sampler, reference_tables, samplers_help
 from ui.url_state import keep_settings, publish_settings
 
 page_header("Class removal: forget one class with an influence update")
@@ -236,35 +236,12 @@ if ref:
         "**Agreement with the retrained model**: the share of test points both models predict alike (honest: on "
         "the reporting half, at the α chosen on the selection half)"
     )
-    agree = pd.DataFrame(
-        [
-            {
-                "sampler": r["sampler"],
-                "seed": r["seed"],
-                "agreement (α=1)": r["reference"]["prediction_agreement"]["alpha_1"],
-                "agreement (best α)": r["reference"]["prediction_agreement"]["best_alpha"],
-                "agreement (honest)": r["reference"]["report_agreement"]["selected_alpha"],
-            }
-            for r in with_reference
-        ]
-    )
+    agree, distance = reference_tables(with_reference)
     show_table(agree, f"class_removal_{removed}_vs_retraining", key="rm_agree")
     st.markdown(
         "**Distance from the retrained model's parameters** θ_ref: ‖θ − θ_ref‖ after the update at α = 1 and "
         "without any update; relative: the distance at the chosen α divided by the one without any update (below 1: "
         "the update moved the model toward the retrained one)"
-    )
-    distance = pd.DataFrame(
-        [
-            {
-                "sampler": r["sampler"],
-                "seed": r["seed"],
-                "relative (chosen α)": r["reference"]["relative_distance"]["selected_alpha"],
-                "‖θ(α=1) − θ_ref‖": r["reference"]["param_distance"]["alpha_1"],
-                "‖θ − θ_ref‖, no update": r["reference"]["param_distance"]["original"],
-            }
-            for r in with_reference
-        ]
     )
     show_table(distance, f"class_removal_{removed}_distance_to_retraining", key="rm_distance")
 

@@ -70,3 +70,34 @@ UMAP_HELP = (
     "numba's compilation, which the server warms up when it starts; `make app` prepares the default "
     "models' maps."
 )
+
+
+def reference_tables(records: list[dict]) -> tuple:
+    """Two tables of class-removal runs against the model retrained without the class, one row per (sampler, seed):
+    prediction agreement (at α = 1, at the best α, honest: reporting half at the α chosen on the selection half),
+    and parameter distance ‖θ − θ_ref‖ (relative at the chosen α, at α = 1, without any update)."""
+    import pandas as pd
+
+    def rows(columns: dict) -> pd.DataFrame:
+        return pd.DataFrame(
+            [
+                {"sampler": r["sampler"], "seed": r["seed"], **{k: get(r["reference"]) for k, get in columns.items()}}
+                for r in records
+            ]
+        )
+
+    agree = rows(
+        {
+            "agreement (α=1)": lambda ref: ref["prediction_agreement"]["alpha_1"],
+            "agreement (best α)": lambda ref: ref["prediction_agreement"]["best_alpha"],
+            "agreement (honest)": lambda ref: ref["report_agreement"]["selected_alpha"],
+        }
+    )
+    distance = rows(
+        {
+            "relative (chosen α)": lambda ref: ref["relative_distance"]["selected_alpha"],
+            "‖θ(α=1) − θ_ref‖": lambda ref: ref["param_distance"]["alpha_1"],
+            "‖θ − θ_ref‖, no update": lambda ref: ref["param_distance"]["original"],
+        }
+    )
+    return agree, distance

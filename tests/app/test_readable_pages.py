@@ -128,3 +128,23 @@ def test_tables_keep_constant_columns_in_the_csv_but_off_the_screen(app_page):
     assert not any(c.get("hidden") for name, c in config.items() if name not in ("m", "seed", "_index"))
     assert {"m", "seed", "class TV", "confidence TV"} <= set(frame.value.columns)  # the CSV's columns
     assert any("m = 100, seed 0" in c.value for c in at.caption)
+
+
+def test_reference_tables_read_each_run_against_the_retrained_model():
+    from ui.summaries import reference_tables
+
+    run = {
+        "sampler": "logit",
+        "seed": 3,
+        "reference": {
+            "prediction_agreement": {"alpha_1": 0.5, "best_alpha": 0.9},
+            "report_agreement": {"selected_alpha": 0.8},
+            "relative_distance": {"selected_alpha": 0.7},
+            "param_distance": {"alpha_1": 2.0, "original": 3.0},
+        },
+    }
+    agree, distance = reference_tables([run])
+    assert agree.to_dict("records") == [
+        {"sampler": "logit", "seed": 3, "agreement (α=1)": 0.5, "agreement (best α)": 0.9, "agreement (honest)": 0.8}
+    ]
+    assert distance.iloc[0].tolist() == ["logit", 3, 0.7, 2.0, 3.0]
