@@ -41,6 +41,30 @@ def trained_fast_run(fast_run):
     return fast_run
 
 
+@pytest.fixture(scope="module")
+def wine_run():
+    """The real wine data (178 points, 13 features of very different scales) uploaded as a .npz."""
+    import io
+
+    import numpy as np
+    from sklearn.datasets import load_wine
+
+    from ui.config import DataConfig, ModelConfig, RunConfig
+
+    w = load_wine()
+    buf = io.BytesIO()
+    np.savez(buf, X_train=w.data, y_train=w.target)
+    payload = buf.getvalue()
+    import hashlib
+
+    digest = hashlib.sha256(payload).hexdigest()
+    run = RunConfig(
+        data=DataConfig(name="npz", npz_digest=digest, npz_filename="wine.npz"),
+        model=ModelConfig(hidden=8, epochs=20, polish_steps=20),
+    )
+    return run, {digest: payload}
+
+
 @pytest.fixture
 def app_page(trained_fast_run):
     fast_run = trained_fast_run

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from apptest_helpers import ok
+from apptest_helpers import errors, ok, wine_page
 
 from ui.inputs import range_problem
 
@@ -77,3 +78,29 @@ def test_faithfulness_budget_below_the_cheapest_configuration_is_said(app_page, 
     at.number_input(key="faith_limit").set_value(32.0)
     ok(at.run())
     assert not at.error and any("Within Hessian sample size m ≤ 32" in m.value for m in at.markdown)
+
+
+def test_removal_default_m_fits_a_small_pool_and_a_larger_one_is_said(app_page, wine_run):
+    """The default m is the whole pool when it is below 100; an m outside another class's pool stays in its box
+    with the allowed range under it (issue 23: never silently replaced), and nothing runs until it is fixed."""
+    from ui.state import get_dataset
+
+    at = wine_page(app_page, wine_run, "pages/3_Class_removal.py")
+    dataset = get_dataset(wine_run[0].data)
+    pool = int(np.sum(dataset.y_train != 0))
+    assert pool < 100
+    widget = at.number_input(key="rm_m")
+    assert widget.value == pool and f"1 to {pool}" in widget.help
+    at.selectbox(key="rm_class").set_value(1)  # another class: another pool
+    ok(at.run())
+    pool1 = int(np.sum(dataset.y_train != 1))
+    assert at.number_input(key="rm_m").value == pool
+    if pool > pool1:
+        assert any(f"1 to {pool1}" in e.value and f"you typed {pool}" in e.value for e in at.error)
+        at.number_input(key="rm_m").set_value(pool1)
+        ok(at.run())
+    at.slider(key="rm_seeds").set_value(1)
+    at.multiselect(key="rm_samplers").set_value([])
+    at.button(key="rm_run").click()
+    ok(at.run())
+    assert not errors(at) and at.session_state["rm_results"]["records"][0]["m"] == min(pool, pool1)

@@ -1,6 +1,8 @@
 """Hostile uploads through the home page (AppTest): each is refused by the engine with an error on the page, the
 app keeps running and keeps the previous model. The memory-exhaustion cases (a decompression bomb, a huge label)
-are refused from the file's headers and label range in well under a second, before anything large is built."""
+are refused from the file's headers and label range in well under a second, before anything large is built. An upload
+over the app's size limit is refused naming the limit, and a session keeps at most the upload of its current model and
+the latest one."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from apptest_helpers import errors, ok
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from npz_bombs import lying_header, npz_bytes, zeros_bomb  # noqa: E402
@@ -53,3 +56,45 @@ def test_hostile_upload_shows_an_error_and_keeps_the_previous_model(app_page, ca
     assert any(message in e for e in errors), errors
     assert all(len(e) < 600 for e in errors)
     assert "mlp on digits" in at.subheader[-1].value  # still running, on the previous model
+
+
+def test_upload_over_the_limit_names_the_limit(app_page):
+    at = ok(app_page("app.py").run())
+    assert not at.get("file_uploader")  # digits chosen: no upload box
+    at.selectbox(key="form_dataset").set_value("npz")
+    at.run()  # the uploader is drawn only once "upload a .npz file" is chosen
+    assert "25 MB" in at.get("file_uploader")[0].proto.label
+    at.file_uploader(key="form_upload").upload("big.npz", b"\0" * (26 * 1024 * 1024))
+    at.button[0].click()
+    ok(at.run())
+    assert any("over the 25 MB upload limit" in e and "27.3 MB" in e for e in errors(at)), errors(at)
+    assert "mlp on digits" in at.subheader[-1].value
+
+
+def test_session_keeps_at_most_the_current_and_the_latest_upload(app_page):
+    import io
+
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    payloads = []
+    for n in (300, 310, 320):
+        buf = io.BytesIO()
+        np.savez(buf, X_train=d.images[:n], y_train=d.target[:n])
+        payloads.append(buf.getvalue())
+    at = ok(app_page("app.py").run())
+    at.selectbox(key="form_dataset").set_value("npz")
+    at.run()  # the uploader is drawn only once "upload a .npz file" is chosen
+    at.number_input(key="form_epochs").set_value(2)
+    at.number_input(key="form_hidden").set_value(8)
+    for i, payload in enumerate(payloads):
+        at.file_uploader(key="form_upload").upload(f"d{i}.npz", payload)
+        at.button[0].click()
+        ok(at.run())
+        assert not errors(at)
+        assert len(at.session_state["npz_payloads"]) == 1  # only the current model's upload
+    at.file_uploader(key="form_upload").upload("broken.npz", b"not a zip")
+    at.button[0].click()
+    ok(at.run())
+    assert len(at.session_state["npz_payloads"]) == 2  # the current one survives a failed upload
+    assert "upload d2.npz" in at.subheader[-1].value

@@ -148,3 +148,14 @@ def test_reference_tables_read_each_run_against_the_retrained_model():
         {"sampler": "logit", "seed": 3, "agreement (α=1)": 0.5, "agreement (best α)": 0.9, "agreement (honest)": 0.8}
     ]
     assert distance.iloc[0].tolist() == ["logit", 3, 0.7, 2.0, 3.0]
+
+
+def test_influence_caption_says_when_the_scores_come_from_the_cache(app_page):
+    at = ok(app_page("pages/2_Influence.py").run())
+    at.number_input(key="inf_seed").set_value(11)  # a spec nobody computed yet
+    ok(at.run())
+    assert any("computed just now" in c.value for c in at.caption)
+    at.slider(key="inf_k").set_value(5)  # the same scores again: a cache hit
+    ok(at.run())
+    assert any("loaded from the cache" in c.value and "the first time" in c.value for c in at.caption)
+    assert not any("0 iterations" in c.value for c in at.caption)  # a direct solve says so

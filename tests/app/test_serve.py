@@ -1,9 +1,12 @@
-"""``python -m ui.serve``: it is ``streamlit run app.py`` with the engine imported in a background thread."""
+"""``python -m ui.serve``: it is ``streamlit run app.py`` with the engine imported in a background thread; and the
+server's settings in ``.streamlit/config.toml``."""
 
 from __future__ import annotations
 
 import sys
 import threading
+
+import pytest
 
 
 def test_serve_runs_streamlit_on_app_py_with_the_options_and_preloads(monkeypatch):
@@ -32,3 +35,17 @@ def test_preload_imports_the_modules_and_stops_quietly_at_a_broken_one():
     FIRST_PAGE_DRAWN.set()
     serve.preload(serve.PRELOAD, serve.PRELOAD_LATER)  # the real lists import without error
     assert all(name in sys.modules for name in serve.PRELOAD + serve.PRELOAD_LATER)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_config_toml_bounds_uploads_and_turns_off_deploy_stats_and_watcher():
+    from pathlib import Path
+
+    import tomllib
+
+    from influence_core.data.datasets import MAX_NPZ_BYTES
+
+    cfg = tomllib.loads((Path(__file__).resolve().parents[2] / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["maxUploadSize"] * 1024 * 1024 <= MAX_NPZ_BYTES
+    assert cfg["server"]["fileWatcherType"] == "none" and cfg["server"]["headless"] is True
+    assert cfg["browser"]["gatherUsageStats"] is False and cfg["client"]["toolbarMode"] == "minimal"

@@ -78,3 +78,25 @@ def test_a_shared_link_opens_the_same_view(app_page, trained_fast_run):
     assert at.selectbox(key="inf_a").value == "feature" and at.number_input(key="inf_m").value == 70
     assert at.number_input(key="inf_index").value == 9
     assert any("Test point #9" in m.value for m in at.markdown)
+
+
+def test_choice_is_kept_in_the_url_and_read_back(app_page):
+    from ui.config import ModelConfig, RunConfig, run_from_query, run_to_query
+
+    at = app_page("app.py")
+    del at.session_state["run_config"]
+    at.query_params["data"] = "digits"
+    at.query_params["model"] = "logreg"
+    at.query_params["epochs"] = "nonsense"  # a malformed value falls back to the default
+    ok(at.run())
+    run = at.session_state["run_config"]
+    assert run.model.arch == "logreg" and run.model.epochs == ModelConfig().epochs
+    at.selectbox(key="form_arch").set_value("mlp")
+    at.run()  # the hidden width is shown for the MLP only
+    at.number_input(key="form_hidden").set_value(8)
+    at.number_input(key="form_epochs").set_value(3)
+    at.button[0].click()
+    ok(at.run())
+    assert at.query_params["model"] in ("mlp", ["mlp"]) and at.query_params["hidden"] in ("8", ["8"])
+    trained = RunConfig(model=ModelConfig(hidden=8, epochs=3))
+    assert run_from_query(run_to_query(trained)) == trained
