@@ -1,6 +1,8 @@
 """Faithfulness page: which Hessian sampler gives influence scores that predict retraining (LDS), at what cost:
-the committed study results per sampler against m with across-seed bands, the noise ceiling, the full-data line,
-solve time and peak memory, "for my budget, which sampler?", and a small live LDS on the current model."""
+the cost-faithfulness frontier of the current model from the shipped ground truth (the committed frontier, which
+method for which budget, and a live point of the current model), the committed study results per sampler against m
+with across-seed bands, the noise ceiling, the full-data line, solve time and peak memory, "for my budget, which
+sampler?", and a small live LDS on the current model."""
 
 import math
 
@@ -8,7 +10,8 @@ import pandas as pd
 import streamlit as st
 
 import influence_core as ic
-from ui.components import checked_number, page_header, widget_default, words_panel
+from ui.components import checked_number, page_header, sample_size_input, widget_default, words_panel
+from ui.config import INFLUENCE_PAGE_DEFAULTS
 from ui.errors import reported
 from ui.export import chart, show_table
 from ui.faithfulness import (
@@ -23,8 +26,24 @@ from ui.faithfulness import (
     load_study,
     study_for,
 )
-from ui.live import is_cached, live_lds, live_lds_allowed, live_lds_key
-from ui.state import clear_cancelled, current_run, ensure_model
+from ui.frontier import (
+    FRONTIER_COMMAND,
+    budget_rows,
+    describe_partial,
+    describe_run,
+    frontier_caption,
+    frontier_figure,
+    frontier_settings,
+    live_label,
+    load_frontier,
+    match_run,
+    options_key,
+    shipped_recipe,
+    shipped_runs,
+    solver_name,
+)
+from ui.live import frontier_point, frontier_point_key, is_cached, live_lds, live_lds_allowed, live_lds_key
+from ui.state import clear_cancelled, current_run, ensure_model, get_dataset, set_run
 from ui.url_state import keep_settings, publish_settings
 
 page_header("Faithfulness: which sampler, for my budget?")
@@ -38,6 +57,127 @@ st.markdown(
 )
 words_panel("faithfulness")
 keep_settings("faithfulness")  # the settings of the last visit, or of the URL (a reload or a shared link)
+
+# ------------------------------------------------------------------------------------------------ frontier
+st.subheader("The cost-faithfulness frontier of this model")
+run = current_run()
+with reported("Could not check this model against the shipped ground truth") as outcome:
+    match = match_run(run, lambda: get_dataset(run.data))
+if outcome.failed:
+    match = None
+elif match.name is None:
+    st.info(match.message)
+    for gt_name, other in shipped_runs():
+        if st.button(
+            f"Switch to the {describe_run(other)}, whose ground truth `{gt_name}` is shipped",
+            key=f"faith_front_switch_{gt_name}",
+        ):
+            set_run(other)
+            st.rerun()
+else:
+    name = match.name
+    frontier = load_frontier(name)
+    damping, curvature, solver_options = frontier_settings(frontier)
+    st.markdown(
+        f"This model is the model of the shipped ground truth **{name}**{describe_partial(match)}: its retrains "
+        "(K random halves of the training set, each retrained from scratch with 2 seeds) are in the repository, so "
+        "any way of computing influence on it is scored by its LDS in seconds. Each point below is one Hessian "
+        "sample and solver: higher is more faithful to retraining, further left is cheaper; the red line is the "
+        "Pareto frontier (no cheaper method is as faithful)."
+    )
+    kept = st.session_state.get("kept_settings", {})
+    samplers_all = ic.available_samplers()
+    solvers_all = ic.available_solvers()
+    for key, source, default, allowed in (
+        ("faith_front_sampler", "inf_a", INFLUENCE_PAGE_DEFAULTS["sampler_a"], samplers_all),
+        ("faith_front_solver", "inf_solver", "exact", solvers_all),
+    ):
+        if st.session_state.get(key) not in allowed:  # the Influence page's choice, else its default
+            chosen = st.session_state.get(source, kept.get(source, default))
+            st.session_state[key] = chosen if chosen in allowed else default
+    for key, source, default in (
+        ("faith_front_m", "inf_m", INFLUENCE_PAGE_DEFAULTS["m"]),
+        ("faith_front_seed", "inf_seed", 0),
+    ):
+        if key not in st.session_state:
+            st.session_state[key] = int(st.session_state.get(source, kept.get(source, default)))
+    n_train = int((shipped_recipe(name) or {}).get("dataset", {}).get("n_train", 1))
+    f1, f2, f3, f4 = st.columns(4)
+    sampler = f1.selectbox("Sampler", samplers_all, key="faith_front_sampler")
+    with f2:
+        m = sample_size_input("m (Hessian sample size)", n_train, key="faith_front_m", what="training points")
+    with f3:
+        seed = checked_number("Sampler seed", "faith_front_seed", 0, 1_000_000, 0)
+    solver = f4.selectbox("Solver", solvers_all, key="faith_front_solver", format_func=solver_name)
+    options = options_key(solver_options.get(solver, {}))
+    point_key = (
+        None if m is None or seed is None else frontier_point_key(run, name, sampler, m, seed, solver, damping, options)
+    )
+    go_point = st.button(
+        "Score this model against the ground truth",
+        type="primary",
+        key="faith_front_run",
+        disabled=point_key is None,
+        help="draws the sample, fits the solver, scores the ground truth's test points against every training "
+        "point, and computes the LDS against the shipped retrains (no retraining)",
+    )
+    if go_point and point_key is not None:
+        clear_cancelled()
+        slot = st.empty()
+        with reported("Scoring this model against the ground truth failed"):
+            try:
+                ensure_model(run)
+                bar = slot.progress(0.0, text="Scoring this model…")
+                record = frontier_point(
+                    run,
+                    name,
+                    sampler,
+                    m,
+                    seed,
+                    solver,
+                    damping,
+                    curvature,
+                    options,
+                    progress=lambda f, msg: bar.progress(min(max(f, 0.0), 1.0), text=msg),
+                )
+                record["label"] = live_label(sampler, m, solver)
+                st.session_state["faith_front_live"] = {"key": point_key, "record": record}
+            finally:
+                slot.empty()
+    live = st.session_state.get("faith_front_live")
+    point = live["record"] if live and live["key"][:3] == ("frontier_point", run, name) else None
+    chart(
+        frontier_figure(frontier, point, ceiling=None if frontier or point is None else point["ceiling"]),
+        f"frontier_{name}",
+        key="faith_front_fig",
+    )
+    if point is not None:
+        stale = live["key"] != point_key
+        st.markdown(
+            f"**This model, now** ({point['label']}, sampler seed {point['seed']}): LDS **{point['lds']:.3f}** "
+            f"against the shipped retrains (K = {point['k']}{', partial' if point['partial'] else ''}; noise "
+            f"ceiling {point['ceiling']:.3f}), cost {point['cost_ratio']:,.0f}× one forward+backward pass "
+            f"({point['seconds']:.2f} s against {point['forward_backward_seconds'] * 1e3:.1f} ms, wall clock on this "
+            "server: compare it with the committed points roughly, not to the digit)."
+            + (" The settings changed since: press the button to score them." if stale else "")
+        )
+    elif point_key is not None and is_cached(point_key):
+        st.caption("These settings are already scored: press the button and the point appears at once.")
+    if frontier is not None:
+        st.caption(frontier_caption(frontier))
+        st.markdown("**Which method for my budget** (the most faithful committed configuration within each cost):")
+        show_table(pd.DataFrame(budget_rows(frontier)), f"frontier_budgets_{name}", key="faith_front_budgets")
+    else:
+        st.info(
+            f"No committed frontier for {name} yet; `{FRONTIER_COMMAND.format(name=name)}` measures it (every "
+            "sampler × m × solver against the shipped retrains). The live point above is scored already."
+        )
+    st.caption(
+        f"Every point uses Gauss-Newton curvature with damping δ = {damping:g}"
+        + (" and the frontier's solver options" if frontier else "")
+        + " (the Influence page's damping does not apply here, so the points compare)."
+    )
+st.divider()
 
 names = available_studies()
 if not names:

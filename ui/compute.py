@@ -473,6 +473,93 @@ def live_lds(
     return record
 
 
+def frontier_point(
+    progress: Progress,
+    run: RunConfig,
+    name: str,
+    sampler: str,
+    m: int,
+    seed: int,
+    solver: str,
+    damping: float,
+    curvature: str,
+    options: tuple,
+    payload: bytes | None = None,
+) -> dict:
+    """The current model's influence with one Hessian sample and solver, scored by LDS against the shipped ground
+    truth ``name`` (``influence_core.evaluation.ground_truth.lds_against``), with its cost measured as the committed
+    frontier's is: sampler inputs + draw + fit + scoring of the ground truth's test points against every training
+    point, as a multiple of one forward+backward pass over the training set timed here (wall clock, median of 11).
+    Refuses a model whose retrain-cache key is not the file's: its retrains are of another model."""
+    import copy
+
+    import torch
+    from torch.nn import functional as F
+
+    from influence_core.evaluation.ground_truth import lds_against, load_ground_truth, model_recipe, retrain_key
+
+    progress = _quiet(progress)
+    progress(0.0, f"reading the ground truth {name}")
+    gt = load_ground_truth(name)
+    net, data = model(run, payload), dataset(run.data, payload)
+    key = retrain_key(data, model_recipe(net), ic.RetrainPlan(**gt.recipe["plan"]))
+    if key != gt.recipe["cache_key"]:
+        raise ValueError(
+            f"this model's retrain key is {key}, the ground truth {name}'s is {gt.recipe['cache_key']}: its retrains "
+            "are of another model (recipe, seed, data or torch version), so it is not scored against them"
+        )
+    idx = gt.test_indices
+    X_t, y_t = data.X_test[idx], data.y_test[idx]
+    logit_diff = float(np.max(np.abs(ic.predict_logits(net, X_t) - gt.full_logits)))
+    progress(0.05, "timing one forward+backward pass over the training set")
+    twin = copy.deepcopy(net)  # the shared model's gradients are never touched
+    X = torch.as_tensor(data.X_train).to(next(twin.parameters()).dtype)
+    y = torch.as_tensor(data.y_train)
+
+    def forward_backward() -> None:
+        twin.zero_grad(set_to_none=True)
+        F.cross_entropy(twin(X), y, reduction="sum").backward()
+
+    forward_backward()
+    passes = []
+    for _ in range(11):
+        start = time.perf_counter()
+        forward_backward()
+        passes.append(time.perf_counter() - start)
+    base = float(np.median(passes))
+    progress(0.15, f"{sampler} sample of m = {m}: drawing and fitting ({solver})")
+    start = time.perf_counter()
+    drawn = ic.sample_hessian_subset(net, data, sampler, int(m), seed=int(seed))
+    calc = ic.InfluenceCalculator(net, data.X_train, data.y_train)
+    calc.fit(drawn, solver=solver, damping=float(damping), curvature=curvature, **dict(options))
+    progress(0.5, f"scoring {len(idx)} test points against {data.n_train} training points")
+    scores = calc.scores(X_t, y_t, progress=_part(progress, 0.5, 0.95, "scoring"))
+    seconds = time.perf_counter() - start
+    progress(0.95, "LDS against the shipped retrains")
+    result = lds_against(scores, gt)
+    return {
+        "ground_truth": name,
+        "sampler": sampler,
+        "m": int(m),
+        "seed": int(seed),
+        "solver": solver,
+        "damping": float(damping),
+        "curvature": curvature,
+        "options": dict(options),
+        "lds": float(result.lds),
+        "per_test_std": float(np.nanstd(result.per_test)),
+        "ceiling": float(result.ceiling),
+        "k": int(result.n_subsets),
+        "partial": bool(gt.partial),
+        "seconds": float(seconds),
+        "forward_backward_seconds": base,
+        "cost_ratio": float(seconds / base),
+        "n_test_points": int(len(idx)),
+        "key": key,
+        "full_logit_max_abs_diff": logit_diff,
+    }
+
+
 def mislabel(
     progress: Progress, data: DataConfig, weight_decay: float, fraction: float, seed: int, payload: bytes | None = None
 ):

@@ -1,8 +1,9 @@
 """The Faithfulness, Lesson and Explorer pages' own computations (all maths in ``influence_core``).
 
-The live LDS, the mislabel demo and the self-influence of every training point run as shared jobs on the workers
-(:func:`ui.state.job_result`: a progress bar and a Cancel button; :mod:`ui.compute` does the work): computed once per
-settings, kept for every session; a cancelled run stores nothing, finished LDS retrains stay in their disk cache.
+The live LDS, the live frontier point, the mislabel demo and the self-influence of every training point run as
+shared jobs on the workers (:func:`ui.state.job_result`: a progress bar and a Cancel button; :mod:`ui.compute` does
+the work): computed once per settings, kept for every session; a cancelled run stores nothing, finished LDS retrains
+stay in their disk cache.
 """
 
 from __future__ import annotations
@@ -81,6 +82,49 @@ def live_lds(
         ),
     )
     return job_result(live_lds_key(run, samplers, ms, n_seeds, n_subsets, n_test), "Live LDS", task, progress)
+
+
+# ------------------------------------------------------------------------------------------------------ frontier
+
+
+def frontier_point_key(
+    run: RunConfig, name: str, sampler: str, m: int, seed: int, solver: str, damping: float, options: tuple
+) -> tuple:
+    return ("frontier_point", run, name, sampler, int(m), int(seed), solver, float(damping), tuple(options))
+
+
+def frontier_point(
+    run: RunConfig,
+    name: str,
+    sampler: str,
+    m: int,
+    seed: int,
+    solver: str,
+    damping: float,
+    curvature: str,
+    options: tuple,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The LDS of the current model's influence (``sampler``, ``m``, ``seed``, ``solver``) against the shipped
+    ground truth ``name`` and its cost (:func:`ui.compute.frontier_point`), as a shared job on the workers: computed
+    once per settings, kept for every session. The job refuses a model that is not the ground truth's."""
+    task = Task(
+        compute.frontier_point,
+        (
+            run,
+            name,
+            sampler,
+            int(m),
+            int(seed),
+            solver,
+            float(damping),
+            curvature,
+            tuple(options),
+            _payload(run.data),
+        ),
+    )
+    key = frontier_point_key(run, name, sampler, m, seed, solver, damping, options)
+    return job_result(key, f"LDS of {sampler} m = {m} ({solver}) against {name}", task, progress)
 
 
 # ------------------------------------------------------------------------------------------------------ mislabels

@@ -42,6 +42,8 @@ from influence_core.evaluation.lds import (
     OUTPUTS,
     LDSResult,
     RetrainPlan,
+    _training_recipe,
+    cache_key,
     draw_subsets,
     linear_datamodeling_score,
     noise_ceiling,
@@ -61,9 +63,15 @@ __all__ = [
     "ground_truth_dir",
     "ground_truth_path",
     "lds_against",
+    "ground_truths_of_recipe",
     "load_ground_truth",
+    "model_recipe",
+    "retrain_key",
     "save_ground_truth",
+    "shipped_recipe",
+    "spec_recipe",
     "test_indices_for",
+    "training_recipe",
 ]
 
 FORMAT = "influence-explorer/lds-ground-truth"
@@ -222,6 +230,77 @@ def lds_against(scores: Any, ground_truth: GroundTruth | str | os.PathLike, outp
         gt.k_done,
         int(gt.logits.shape[0]),
     )
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Which shipped ground truth describes a model
+# --------------------------------------------------------------------------------------------------------------------
+# A ground truth scores influence of exactly one model: its retrains are of that model's recipe, seed and data. The
+# retrain-cache key (:func:`~influence_core.evaluation.lds.cache_key`: dataset arrays, training recipe, α, subsets seed,
+# torch version) names them, and a file records it; a model is scored against a file only when its key is the file's.
+
+
+def model_recipe(model: Any) -> dict[str, Any]:
+    """The retrain recipe of ``model`` (made by ``train_model``): what its LDS retrains use and its key hashes."""
+    return _training_recipe(model)
+
+
+def training_recipe(arch: str, seed: int = 0, **settings: Any) -> dict[str, Any]:
+    """The retrain recipe that ``train_model(dataset, arch, seed=seed, **settings)`` would record, without training
+    (equal to :func:`model_recipe` of the trained model)."""
+    from types import SimpleNamespace
+
+    from influence_core.models.training import TrainingConfig
+
+    if "hidden" in settings:
+        settings["hidden"] = tuple(int(h) for h in np.atleast_1d(settings["hidden"]).tolist())
+    cfg = TrainingConfig(arch=arch, seed=seed, **settings)
+    return _training_recipe(
+        SimpleNamespace(training_config={**asdict(cfg), "hidden": list(cfg.hidden)}, weight_decay=cfg.weight_decay)
+    )
+
+
+def retrain_key(dataset: Any, recipe: dict[str, Any], plan: RetrainPlan | None = None) -> str:
+    """The retrain-cache key of a model with retrain ``recipe`` trained on ``dataset``, under ``plan``'s α and subsets
+    seed (default: the LDS studies' plan): the ``cache_key`` a ground-truth file of that model records."""
+    plan = plan or RetrainPlan()
+    return cache_key(dataset, recipe, plan.alpha, plan.subsets_seed)[0]
+
+
+def spec_recipe(name_or_spec: str | GroundTruthSpec) -> dict[str, Any]:
+    """The retrain recipe of a registered ground truth's model (from its spec; no file, no training)."""
+    spec = _spec(name_or_spec)
+    return training_recipe(spec.arch, spec.seed, **spec.train_settings)
+
+
+def ground_truths_of_recipe(dataset_name: str, split_seed: int, recipe: dict[str, Any]) -> list[str]:
+    """Registered ground truths whose model has this dataset (name, split seed, no options) and retrain ``recipe``:
+    the candidates for a model; whether a shipped file holds its retrains is then decided by the key
+    (:func:`shipped_recipe`, :func:`retrain_key`), which also covers the data's arrays and the torch version."""
+    return [
+        spec.name
+        for spec in GROUND_TRUTHS.values()
+        if spec.dataset == dataset_name
+        and not spec.dataset_options
+        and spec.seed == int(split_seed)
+        and spec_recipe(spec) == recipe
+    ]
+
+
+def shipped_recipe(name_or_path: str | os.PathLike) -> dict[str, Any] | None:
+    """The recipe of a ground-truth file (its ``cache_key``, plan, ``k_done``, ...), read from the file without its
+    arrays and not validated (:func:`load_ground_truth` validates), or None when there is no such file or it is not
+    a readable ground-truth file."""
+    path = ground_truth_path(name_or_path)
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            text = f["recipe"] if "recipe" in f.files else None
+        recipe = json.loads(str(text)) if text is not None and text.dtype.kind == "U" and text.ndim == 0 else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return None
+    return recipe if isinstance(recipe, dict) and recipe.get("format") == FORMAT else None
 
 
 # --------------------------------------------------------------------------------------------------------------------
