@@ -9,6 +9,7 @@ Public API (stable names, imported on first use so that ``python -m influence_co
     influence_scores, InfluenceCalculator, top_influences,
     sample_hessian_subset, available_samplers, register_sampler, class_removal, ClassRemoval,
     available_solvers, register_solver, fit_inverse, Task, as_source (data sources: arrays, Dataset, DataLoader),
+    the shipped LDS ground truth (load_ground_truth, lds_against, retrain_key: whether a model is a file's model),
     and what the app builds on (projections, fitted inverses across samples and their storage, the disk store).
 
 Where things live (one subpackage per concern): ``config`` (:class:`InfluenceConfig`: the algorithm's settings and
@@ -36,6 +37,8 @@ _PUBLIC: dict[str, str] = {
     "influence_core.sampling.projection": "project_2d",
     "influence_core.influence.across_samples": "fit_across_samples scores_across_samples",
     "influence_core.evaluation.lds": "RetrainPlan",
+    "influence_core.evaluation.ground_truth": "GROUND_TRUTHS GroundTruth ground_truths_of_recipe lds_against "
+    "load_ground_truth model_recipe retrain_key shipped_recipe spec_recipe training_recipe",
     "influence_core.evaluation.mislabel": "mislabel_detection",
     "influence_core.solvers.fitted_io": "FittedStateError inverse_from_arrays inverse_to_arrays is_storable",
     "influence_core.models.storage": "model_from_arrays model_to_arrays",

@@ -496,13 +496,11 @@ def frontier_point(
     import torch
     from torch.nn import functional as F
 
-    from influence_core.evaluation.ground_truth import lds_against, load_ground_truth, model_recipe, retrain_key
-
     progress = _quiet(progress)
     progress(0.0, f"reading the ground truth {name}")
-    gt = load_ground_truth(name)
+    gt = ic.load_ground_truth(name)
     net, data = model(run, payload), dataset(run.data, payload)
-    key = retrain_key(data, model_recipe(net), ic.RetrainPlan(**gt.recipe["plan"]))
+    key = ic.retrain_key(data, ic.model_recipe(net), ic.RetrainPlan(**gt.recipe["plan"]))
     if key != gt.recipe["cache_key"]:
         raise ValueError(
             f"this model's retrain key is {key}, the ground truth {name}'s is {gt.recipe['cache_key']}: its retrains "
@@ -536,7 +534,7 @@ def frontier_point(
     scores = calc.scores(X_t, y_t, progress=_part(progress, 0.5, 0.95, "scoring"))
     seconds = time.perf_counter() - start
     progress(0.95, "LDS against the shipped retrains")
-    result = lds_against(scores, gt)
+    result = ic.lds_against(scores, gt)
     return {
         "ground_truth": name,
         "sampler": sampler,

@@ -22,15 +22,15 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from influence_core.evaluation.ground_truth import (
+from influence_core import (
     GROUND_TRUTHS,
+    RetrainPlan,
     ground_truths_of_recipe,
     retrain_key,
     shipped_recipe,
     spec_recipe,
     training_recipe,
 )
-from influence_core.evaluation.lds import RetrainPlan
 
 from .colours import CHOSEN, REFERENCE, sampler_colour
 from .config import DataConfig, ModelConfig, RunConfig
