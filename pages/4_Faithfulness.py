@@ -161,6 +161,15 @@ else:
             "server: compare it with the committed points roughly, not to the digit)."
             + (" The settings changed since: press the button to score them." if stale else "")
         )
+        diff = point["full_logit_max_abs_diff"]
+        st.caption(
+            f"The model scored is the ground truth's own: the same retrain key ({point['key']}), and its test logits "
+            + (
+                "equal those the file recorded for its full model."
+                if diff == 0
+                else f"differ from those the file recorded for its full model by at most {diff:.1e}."
+            )
+        )
     elif point_key is not None and is_cached(point_key):
         st.caption("These settings are already scored: press the button and the point appears at once.")
     if frontier is not None:

@@ -41,6 +41,14 @@ GLOSSARY: dict[str, str] = {
     "produced (1 = influence ranks the retrained outcomes perfectly).",
     "noise ceiling": "The LDS that retraining reaches against itself (two retraining seeds of the same halves): no "
     "influence method can be expected to beat it.",
+    "shipped ground truth": "The retrained outputs of the LDS for one model, kept in the repository "
+    "(ground_truth/): any way of computing influence on that very model (same recipe, seed and data) is scored "
+    "by LDS in seconds, without retraining; another model's influence cannot be scored against them.",
+    "Pareto frontier": "Among methods measured by cost and faithfulness, those that no other method beats on both: "
+    "none is at most as costly and at least as faithful. Below the frontier, a cheaper method does as well.",
+    "cost (× forward+backward)": "Time to compute influence (sample, fit, and scores of the test points against "
+    "every training point) divided by the time of one forward and backward pass over the training set, so it "
+    "compares across machines.",
     "iHVP solver": "How (H + δI)⁻¹v is computed: exact (a factorisation, small models), cg (conjugate gradient), "
     "lissa (a Neumann series), or factored approximations (kfac, ekfac, arnoldi).",
 }
@@ -58,7 +66,17 @@ PAGE_TERMS: dict[str, tuple[str, ...]] = {
         "top-k overlap",
     ),
     "removal": ("α (step size)", "F1 (class removal)", "honest F1", "Gauss-Newton", "damping", "iHVP solver"),
-    "faithfulness": ("LDS", "noise ceiling", "gradient dot", "Hessian sample", "m"),
+    "faithfulness": (
+        "LDS",
+        "noise ceiling",
+        "shipped ground truth",
+        "Pareto frontier",
+        "cost (× forward+backward)",
+        "gradient dot",
+        "Hessian sample",
+        "m",
+        "iHVP solver",
+    ),
     "lesson": (
         "influence score",
         "Hessian sample",
