@@ -351,10 +351,10 @@ def test_lesson_flow_explorer_slice_and_png_export(browser, app_url):
     for i, s in enumerate(STEPS, start=1):
         page.get_by_role("button", name=BUTTON_LABELS[s.key], exact=True).click()
         page.get_by_role("heading", name=s.title).wait_for()
+        page.get_by_text(expect[s.key], exact=False).first.wait_for()  # this step's own content
         wait_idle(page)
         # The previous step's elements stay on screen (stale) until the new run has drawn; once it has, one exercise.
-        pw_expect(page.get_by_text("Exercise.", exact=False)).to_have_count(1)
-        page.get_by_text(expect[s.key], exact=False).first.wait_for()
+        pw_expect(page.get_by_text("Exercise.", exact=False)).to_have_count(1, timeout=120_000)
         assert page.locator('[data-testid="stException"]').count() == 0
         assert page.locator('[data-testid="stAlertContentError"]').count() == 0, page.locator(
             '[data-testid="stAlertContentError"]'
