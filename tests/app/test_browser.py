@@ -126,6 +126,8 @@ def wait_idle(page) -> None:
     """Wait until Streamlit's script run is over (no 'Running...' status widget)."""
     page.wait_for_timeout(300)
     page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=90_000)
+    # and no element left over from the previous run (Streamlit marks them data-stale until the run replaces them)
+    page.wait_for_function("() => !document.querySelector('[data-stale=\"true\"]')", timeout=90_000)
 
 
 def box_select(page, scope: str, until, start: float = 0.3, size: float = 0.4) -> None:
@@ -212,6 +214,7 @@ def test_default_flow_box_selection_and_screenshots(page, app_url):
     wait_idle(page)
     assert page.locator("figure.ie-tile").count() >= 1 + 3 * 2 * 8
     # Item 3: the map's state markers are drawn in the state colours, none of which is a class colour.
+    page.locator(".st-key-inf_map .legend .traces").first.wait_for()  # plotly has drawn the map's legend
     legend = legend_colours(page, ".st-key-inf_map")
     assert legend["test correct"] == rgb(GOOD) and legend["test wrong"] == rgb(BAD), legend
     assert legend["top helpful (sampler A)"] == rgb(GOOD) and legend["top harmful (sampler A)"] == rgb(BAD)
@@ -243,7 +246,7 @@ def run_removal_and_wait(page) -> None:
     page.wait_for_timeout(700)
     wait_idle(page)
     page.get_by_role("button", name="Download the runs as CSV").wait_for()
-    page.get_by_text("Reference F1").wait_for()
+    page.get_by_text("Reference F1").first.wait_for()
     assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
         '[data-testid="stException"]'
     ).first.inner_text()
