@@ -19,7 +19,8 @@ measures, in one process and one run:
 Samplers come from the sampler registry and solvers from the solver registry (``available_samplers()``,
 ``available_solvers()``), so new ones appear without editing this script. The Pareto frontier (no other point is at
 most as costly and at least as faithful) is marked, and for each budget (a multiple of the forward+backward pass) the
-most faithful configuration within it is named. Writes ``OUT/NAME.json``, ``.csv``, ``.md`` and ``.png``.
+most faithful configuration within it is named. Writes ``OUT/NAME.json``, ``.csv``, ``.md`` and ``.png``; while it
+runs, ``OUT/NAME.partial.json`` holds the finished rows (a stopped run keeps them).
 
     python benchmarks/frontier.py --ground-truth digits_mlp --out docs/frontier
 
@@ -153,6 +154,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     max_m = {k: int(v) for k, _, v in (item.partition("=") for item in args.solver_max_m)}
     every_solver = set(args.every_solver_samplers if args.every_solver_samplers is not None else samplers)
     rows: list[dict[str, Any]] = []
+    partial = Path(args.out) / f"{args.name or gt.name}.partial.json"
+
+    def checkpoint() -> None:
+        """The finished rows so far, so that a run stopped before its end (killed, out of memory, out of time) leaves
+        its measurements behind; removed once the full result is written."""
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        record = {"command": "python " + " ".join(sys.argv), "git_commit": _git_commit(), "environment": env}
+        record |= {"forward_backward_seconds": base, "load_average_now": [round(v, 2) for v in os.getloadavg()]}
+        with atomic_path(partial) as tmp:
+            tmp.write_text(json.dumps(jsonable(record | {"runs": rows}), indent=1) + "\n")
 
     def measure(method: str, build: Any, **record: Any) -> None:
         with PeakMemory() as mem:
@@ -181,6 +192,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             **info,
         }
         rows.append(row)
+        checkpoint()
         _say(
             f"{method} {record}: LDS {lds_value:.3f}, {seconds:.2f} s CPU = {seconds / base:.0f}x fwd+bwd "
             f"({wall:.2f} s wall), "
@@ -528,7 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default=None, help="file stem (default: the ground truth's name)")
     args = ap.parse_args(argv)
     result = run(args)
-    paths = write(result, Path(args.out), args.name or result["ground_truth"])
+    name = args.name or result["ground_truth"]
+    paths = write(result, Path(args.out), name)
+    (Path(args.out) / f"{name}.partial.json").unlink(missing_ok=True)
     print(markdown(result))
     print("wrote " + ", ".join(map(str, paths)))
     return 0

@@ -8,7 +8,8 @@
 #
 # Environment: PYTHON (default /work/main/.venv/bin/python or python), CACHE (runs/lds-cache), BATCH (retrains per
 # batch; default per model: every retrain of the digits models, 16 for mnist5k MLP, 20 for mnist5k CNN),
-# LOCK (/tmp/influence-bench.lock), LOG (runs/ground_truth_chain.log), NAMES (the order below).
+# LOCK (/tmp/influence-bench.lock), LOG (runs/ground_truth_chain.log), NAMES (the order below), WORKERS (retrain on a
+# local Dask cluster of this many one-thread workers; default: in this process).
 set -u
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-$( [ -x /work/main/.venv/bin/python ] && echo /work/main/.venv/bin/python || echo python )}
@@ -33,7 +34,7 @@ for name in $NAMES; do
   while ! complete "$name"; do
     echo "$(date -u +%FT%TZ) $name: batch of $batch; load before: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$LOG"
     flock "$LOCK" nice -n 5 "$PYTHON" -m influence_core lds ground-truth "$name" --cache "$CACHE" \
-      --max-retrains "$batch" --threads 1 --quiet >>"$LOG" 2>&1
+      --max-retrains "$batch" --threads 1 ${WORKERS:+--workers "$WORKERS"} --quiet >>"$LOG" 2>&1
     rc=$?
     echo "$(date -u +%FT%TZ) $name: rc=$rc; load after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$LOG"
     if [ "$rc" -eq 0 ]; then failures=0; else failures=$(( ${failures:-0} + 1 )); fi

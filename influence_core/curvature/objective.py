@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, vjp, vmap
 from torch.func import jvp as _torch_jvp
+from torch.utils.flop_counter import FlopCounterMode
 
 from influence_core.checks import check_int, check_model_storage, check_real
 from influence_core.data.sources import ArraySource, as_source, source_labels
@@ -32,6 +33,13 @@ from influence_core.models.task import Task, check_parameters, eval_mode, select
 __all__ = ["Objective", "GaussNewtonFactors", "largest_eigenvalue", "CURVATURE_MODES", "as_index_array"]
 
 CURVATURE_MODES = ("hessian", "gauss_newton")
+MATERIALIZE_MIN_VECTORS = 16
+"""Fewest vectors for which :meth:`Objective.grad_dot` considers per-sample gradients instead of forward mode."""
+WEIGHT_REUSE_MIN = 4.0
+"""Forward FLOPs per input, in units of 2p (one multiply-add per weight), above which a model counts as reusing its
+weights (convolutions) and :meth:`Objective.grad_dot` forms per-sample gradients for many vectors."""
+GRAD_BLOCK_BYTES = 256 * 1024**2
+"""Most per-sample gradient bytes :meth:`Objective.grad_dot` holds at once."""
 Operator = Callable[[torch.Tensor], torch.Tensor]
 
 FORWARD_AD_LOCK = threading.RLock()
@@ -149,8 +157,10 @@ class Objective:
         self.fixed = {k: v.detach() for k, v in named.items() if k not in chosen}  # held constant, not differentiated
         self.buffers = {k: v for k, v in model.named_buffers()}
         x1, _ = self.batch(np.arange(1))
-        with torch.no_grad():
+        flops = FlopCounterMode(display=False)
+        with torch.no_grad(), flops:
             out = self.logits(self.theta, x1)
+        self.forward_flops = int(flops.get_total_flops())  # of one input's forward pass (matmuls, convolutions)
         if not isinstance(out, torch.Tensor):
             raise TypeError(
                 f"the output function returned a {type(out).__name__}, not a torch tensor; output_fn "
@@ -303,10 +313,32 @@ class Objective:
             total += grad(lambda th: self.losses(th, x, y).sum())(self.theta)
         return total
 
-    def grad_dot(self, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """∇ℓ(x_i, y_i)ᵀ v_k for a batch (c, ...) and vectors V (k, p) -> (c, k), by forward-mode ``jvp``:
-        one forward pass with k tangents, never forming the (c, p) per-sample gradients."""
+    def materializes_grads(self, k: int) -> bool:
+        """Whether :meth:`grad_dot` with k vectors forms per-sample gradients (True) or runs forward mode (False).
+
+        Forward mode costs about k forward passes; per-sample gradients cost about one forward+backward pass plus
+        writing c × p numbers and a (c, p) @ (p, k) product. So forward mode wins for few vectors and for models that
+        use each weight about once per input (dense layers: forward FLOPs ≈ 2p), and per-sample gradients win for
+        many vectors on models that reuse their weights (convolutions: forward FLOPs ≫ 2p); docs/SCALE.md has the
+        measurements (``benchmarks/grad_dot_paths.py``). The rule depends only on the model and k, never on timing,
+        so every process and executor makes the same choice (the two paths agree to rounding)."""
+        return k >= MATERIALIZE_MIN_VECTORS and self.forward_flops >= WEIGHT_REUSE_MIN * 2 * self.n_params
+
+    def grad_dot(self, V: torch.Tensor, x: torch.Tensor, y: torch.Tensor, *, path: str | None = None) -> torch.Tensor:
+        """∇ℓ(x_i, y_i)ᵀ v_k for a batch (c, ...) and vectors V (k, p) -> (c, k).
+
+        ``path``: "forward" (forward-mode ``jvp``: one forward pass with k tangents, never forming the (c, p)
+        per-sample gradients), "per_sample" (per-sample gradients times Vᵀ, GRAD_BLOCK_BYTES of gradients at a time),
+        or None: the one :meth:`materializes_grads` picks."""
+        if path not in (None, "forward", "per_sample"):
+            raise ValueError(f"path must be None, 'forward' or 'per_sample', got {path!r}")
         x, y = self._prepare(x), y.to(self.device).long()
+        if path == "per_sample" or (path is None and self.materializes_grads(len(V))):
+            itemsize = torch.finfo(self.dtype).bits // 8
+            step = max(1, min(len(x), GRAD_BLOCK_BYTES // (self.n_params * itemsize)))
+            return torch.cat(
+                [self.per_sample_grads(x[i : i + step], y[i : i + step]) @ V.T for i in range(0, len(x), step)]
+            )
 
         def directional(v: torch.Tensor) -> torch.Tensor:
             return jvp(lambda th: self.losses(th, x, y), (self.theta,), (v,))[1]

@@ -11,8 +11,9 @@ Lifecycle (fit, then score): :class:`InfluenceCalculator` owns the objective; ``
 (indices, optional weights) and the settings of an :class:`~influence_core.config.InfluenceConfig` (curvature mode,
 solver, damping); ``scores`` solves s_t = H⁻¹∇ℓ_t for the
 test points (k iHVPs) and then forms ∇ℓ_jᵀ s_t for all training points with one forward-mode pass per chunk of
-training points (``Objective.grad_dot``), so a query costs about one forward+backward pass over the training set and
-the (n, p) per-sample gradients are never stored.
+training points (``Objective.grad_dot``; for many test points on a convolutional model, the chunk's per-sample
+gradients instead), so a query costs about one forward+backward pass over the training set and the (n, p) per-sample
+gradients are never stored.
 
 Exact solves: with ``curvature="gauss_newton"`` and r = m(C−1) < p (m Hessian points, C classes), ``fit`` uses the
 low-rank structure G_S + δI = (wd+δ)·I + U_SᵀU_S (:class:`~influence_core.solvers.base.LowRankInverse`): one Cholesky of

@@ -6,10 +6,11 @@ For a fitted :class:`~influence_core.influence.calculator.InfluenceCalculator` t
     test chunk a (``test_chunk_size`` points):   S_a = (H_S + δI)⁻¹ [∇ℓ(z_t)]_{t∈a}        one batched iHVP
     block (a, b) (``train_chunk_size`` points):  score[a, b] = (1/n) · (∇ℓ_jᵀ s_t)_{t∈a, j∈b}  one forward-mode pass
 
-(``Objective.grad_dot``: a forward pass with one tangent per test point, never forming per-sample training
-gradients). Peak memory is therefore set by the two chunk sizes and the model, not by n_train × n_params: a block
-holds (train_chunk × test_chunk) tangent activations, an iHVP holds test_chunk × n_params numbers, and only the score
-matrix itself grows with n_train × n_test, which is why it can go to disk.
+(``Objective.grad_dot``: a forward pass with one tangent per test point, or for many test points on a model that
+reuses its weights the block's own per-sample gradients; never the (n, p) training gradients). Peak memory is
+therefore set by the two chunk sizes and the model, not by n_train × n_params: a block holds (train_chunk ×
+test_chunk) tangent activations or at most ``GRAD_BLOCK_BYTES`` of per-sample gradients, an iHVP holds test_chunk ×
+n_params numbers, and only the score matrix itself grows with n_train × n_test, which is why it can go to disk.
 
 Blocks are independent tasks: the :class:`~influence_core.influence.executors.SequentialExecutor` (default) runs them
 in this

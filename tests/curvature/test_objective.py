@@ -89,6 +89,38 @@ def test_forward_mode_grad_dot_equals_per_sample_gradients(tiny):
     )
 
 
+def test_grad_dot_forms_per_sample_gradients_for_many_vectors_on_a_convolutional_model(monkeypatch):
+    """A model that reuses its weights (convolutions) with >= MATERIALIZE_MIN_VECTORS vectors takes the per-sample
+    path; it equals forward mode (the closed form's role is played by the explicit per-sample gradients), also when
+    the gradients are split into several blocks; dense models and few vectors keep forward mode."""
+    from influence_core.curvature import objective as objective_module
+    from influence_core.models.zoo import build_model
+
+    gen = np.random.default_rng(4)
+    X = gen.normal(size=(12, 64))
+    y = gen.integers(0, 3, size=12)
+    torch.manual_seed(0)
+    cnn = build_model("cnn", 64, 3, image_shape=(8, 8)).double()
+    obj = Objective(cnn, X, y)
+    k = objective_module.MATERIALIZE_MIN_VECTORS
+    assert obj.forward_flops > objective_module.WEIGHT_REUSE_MIN * 2 * obj.n_params
+    assert obj.materializes_grads(k) and not obj.materializes_grads(k - 1)
+    x, t = torch.as_tensor(X), torch.as_tensor(y)
+    V = torch.as_tensor(gen.normal(size=(k, obj.n_params)))
+    want = (obj.per_sample_grads(x, t) @ V.T).numpy()
+    forward = torch.cat([obj.grad_dot(V[i : i + 1], x, t) for i in range(k)], dim=1).numpy()  # k = 1: forward mode
+    np.testing.assert_allclose(forward, want, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(obj.grad_dot(V, x, t, path="forward").numpy(), want, rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="path must be"):
+        obj.grad_dot(V, x, t, path="reverse")
+    np.testing.assert_allclose(obj.grad_dot(V, x, t).numpy(), want, rtol=1e-9, atol=1e-12)
+    monkeypatch.setattr(objective_module, "GRAD_BLOCK_BYTES", 5 * obj.n_params * 8)  # blocks of 5, 5 and 2 points
+    np.testing.assert_allclose(obj.grad_dot(V, x, t).numpy(), want, rtol=1e-9, atol=1e-12)
+    dense = Objective(build_model("mlp", 64, 3).double(), X, y)
+    assert dense.forward_flops < objective_module.WEIGHT_REUSE_MIN * 2 * dense.n_params
+    assert not dense.materializes_grads(1000)
+
+
 def test_objective_rejects_bad_input(tiny):
     model, X, y = tiny
     with pytest.raises(ValueError, match="weight_decay"):
