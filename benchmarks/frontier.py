@@ -226,6 +226,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return S, {"fit_info": json.dumps(jsonable(calc.fit_info), default=str)[:300]}
 
         repeated("full-data", full, sampler="all", m=n, solver=solver)
+    hvp_probe = None
+    if args.time_hvp:
+        # one full-data curvature product with k vectors: what an iterative full-data solver pays per iteration
+        calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
+        V = torch.randn(args.time_hvp, p, dtype=calc.objective.dtype, generator=torch.Generator().manual_seed(0))
+        start = time.process_time()
+        calc.objective.hvp(V, None, None, args.curvature)
+        seconds = time.process_time() - start
+        hvp_probe = {
+            "vectors": args.time_hvp,
+            "seconds": seconds,
+            "per_vector_over_forward_backward": seconds / args.time_hvp / base,
+        }
+        _say(f"one full-data {args.curvature} product with {args.time_hvp} vectors: {seconds:.1f} s CPU")
     # samplers × m × solvers × seeds
     with PeakMemory():
         t0, c0 = time.perf_counter(), time.process_time()
@@ -235,6 +249,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if m >= n:
             continue
         for sampler in samplers:
+            if sampler not in every_solver and args.others_max_m is not None and m > args.others_max_m:
+                continue
             for solver in solvers if sampler in every_solver else [args.main_solver]:
                 if m > max_m.get(solver, n):
                     continue
@@ -297,6 +313,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "solver_options": DEFAULT_OPTIONS,
         "solver_max_m": max_m,
         "sampler_inputs_seconds": inputs_seconds,
+        "full_data_product": hvp_probe,
         "budgets": budget_table(summary),
         "summary": summary,
         "runs": rows,
@@ -394,6 +411,14 @@ def markdown(result: dict[str, Any]) -> str:
             f"| {'∞' if not math.isfinite(b['budget']) else int(b['budget'])} | {b['best'] or '—'} | "
             f"{_f(b['lds_mean'])} ± {_f(b['lds_std'])} | {_f(b['cost_ratio'], 0)} | {_f(b['peak_mb'], 0)} |"
         )
+    probe = result.get("full_data_product")
+    if probe:
+        lines += [
+            "",
+            f"One full-data {result['curvature']} product with {probe['vectors']} vectors took {probe['seconds']:.1f} "
+            f"s CPU, {probe['per_vector_over_forward_backward']:.1f}× a forward+backward pass per vector: the cost of "
+            f"one iteration of a full-data iterative solver per test point.",
+        ]
     lines += [
         "",
         "Every configuration (mean ± std over sampler seeds; ★ = on the time Pareto frontier, "
@@ -517,6 +542,17 @@ def main(argv: list[str] | None = None) -> int:
         help="samplers run with every solver (default: all); the others only with --main-solver",
     )
     ap.add_argument("--main-solver", default="exact", help="the solver of the other samplers")
+    ap.add_argument(
+        "--others-max-m", type=int, default=None, help="largest m of the samplers not in --every-solver-samplers"
+    )
+    ap.add_argument(
+        "--time-hvp",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also time one full-data curvature product with K vectors (the per-iteration cost of a full-data "
+        "iterative solver; recorded as full_data_product)",
+    )
     ap.add_argument("--m", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     ap.add_argument(
         "--solver-max-m",

@@ -33,7 +33,7 @@ from influence_core.models.task import Task, check_parameters, eval_mode, select
 __all__ = ["Objective", "GaussNewtonFactors", "largest_eigenvalue", "CURVATURE_MODES", "as_index_array"]
 
 CURVATURE_MODES = ("hessian", "gauss_newton")
-MATERIALIZE_MIN_VECTORS = 16
+MATERIALIZE_MIN_VECTORS = 4
 """Fewest vectors for which :meth:`Objective.grad_dot` considers per-sample gradients instead of forward mode."""
 WEIGHT_REUSE_MIN = 4.0
 """Forward FLOPs per input, in units of 2p (one multiply-add per weight), above which a model counts as reusing its
