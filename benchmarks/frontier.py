@@ -282,13 +282,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 row["seconds"] += inputs_seconds
                 row["wall_seconds"] += inputs_wall
                 row["cost_ratio"] = row["seconds"] / base
-    summary = summarise(rows)
-    marks = pareto([(s["cost_ratio"], s["lds_mean"]) for s in summary])
-    for s, mark in zip(summary, marks):
-        s["pareto"] = mark
-    mem_marks = pareto([(s["peak_mb"], s["lds_mean"]) for s in summary])
-    for s, mark in zip(summary, mem_marks):
-        s["pareto_memory"] = mark
+    summary = marked_summary(rows)
     env["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     base_end = cpu_median(forward_backward)
     wall_base = time_call(forward_backward, repeats=21, warmup=1).median
@@ -318,6 +312,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summary,
         "runs": rows,
     }
+
+
+def marked_summary(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:func:`summarise`, with the time (``pareto``) and memory (``pareto_memory``) Pareto marks."""
+    summary = summarise(rows)
+    for s, mark in zip(summary, pareto([(s["cost_ratio"], s["lds_mean"]) for s in summary])):
+        s["pareto"] = mark
+    for s, mark in zip(summary, pareto([(s["peak_mb"], s["lds_mean"]) for s in summary])):
+        s["pareto_memory"] = mark
+    return summary
+
+
+def add_rows(result: dict[str, Any], sources: list[Path]) -> dict[str, Any]:
+    """The frontier ``result`` with the ``row`` of each reference file (e.g. benchmarks/full_data_reference.py's
+    JSON for the same ground truth) added and the summary, marks and budgets recomputed. A row's cost ratio is
+    against the forward+backward pass of its own run (same machine, one thread); its source and command are kept."""
+    runs = list(result["runs"])
+    added = list(result.get("added_rows", []))
+    for path in sources:
+        ref = json.loads(Path(path).read_text())
+        if ref.get("ground_truth") != result["ground_truth"] or "row" not in ref:
+            raise ValueError(f"{path}: not a reference row for ground truth {result['ground_truth']!r}")
+        key = tuple(ref["row"][k] for k in ("method", "sampler", "m", "solver"))
+        runs = [r for r in runs if tuple(r[k] for k in ("method", "sampler", "m", "solver")) != key]
+        runs.append(ref["row"])
+        added = [a for a in added if a["file"] != str(path)] + [{"file": str(path), "command": ref.get("command")}]
+    summary = marked_summary(runs)
+    return result | {"runs": runs, "summary": summary, "budgets": budget_table(summary), "added_rows": added}
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -400,6 +422,11 @@ def markdown(result: dict[str, Any]) -> str:
         f"{result['damping']}, {result['curvature']}. Cost = sampler inputs + draw + fit + scoring "
         f"of all test points against all training points, as a multiple of that pass; memory = peak resident "
         f"memory the configuration added.",
+        *[
+            f"Row added from another run on the same machine (its cost against that run's forward+backward pass): "
+            f"`{a['command']}` ({a['file']})."
+            for a in result.get("added_rows", [])
+        ],
         "",
         "Most faithful configuration within each budget:",
         "",
@@ -572,9 +599,24 @@ def main(argv: list[str] | None = None) -> int:
         help="recompute the sampler inputs in every configuration (default: once, its time added to each)",
     )
     ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    ap.add_argument(
+        "--add-rows",
+        nargs="+",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="instead of a run: add the reference row of each FILE (benchmarks/full_data_reference.py's JSON) to "
+        "the committed OUT/NAME.json and rewrite its tables and plot",
+    )
     ap.add_argument("--out", default="docs/frontier")
     ap.add_argument("--name", default=None, help="file stem (default: the ground truth's name)")
     args = ap.parse_args(argv)
+    if args.add_rows:
+        name = args.name or args.ground_truth
+        result = add_rows(json.loads((Path(args.out) / f"{name}.json").read_text()), args.add_rows)
+        paths = write(result, Path(args.out), name)
+        print("wrote " + ", ".join(map(str, paths)))
+        return 0
     result = run(args)
     name = args.name or result["ground_truth"]
     paths = write(result, Path(args.out), name)

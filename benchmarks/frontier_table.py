@@ -28,6 +28,7 @@ SOLVERS = {
     "kfac": "K-FAC",
     "ekfac": "EK-FAC",
     "arnoldi": "Arnoldi",
+    "cg_factor": "CG on the stored factor",
 }
 
 

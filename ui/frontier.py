@@ -47,6 +47,7 @@ SOLVER_NAMES = {
     "kfac": "K-FAC",
     "ekfac": "EK-FAC",
     "arnoldi": "Arnoldi (rank 50)",
+    "cg_factor": "CG on the materialised Gauss-Newton factor",
 }
 """Readable solver names (a solver registered later shows its registry name)."""
 SYMBOLS = ("circle", "square", "diamond", "triangle-up", "triangle-down", "cross", "x", "pentagon", "hexagon")

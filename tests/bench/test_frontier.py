@@ -81,3 +81,22 @@ def test_tiny_frontier_run_matches_an_independent_lds(frontier, tmp_path):
     assert rows[("full-data", "exact")]["lds"] == pytest.approx(lds_against(S, gt).lds, abs=1e-6)
     assert np.isfinite(rows[("sampled", "exact")]["lds"])
     assert any(s["pareto"] for s in result["summary"])
+
+
+def test_add_rows_merges_a_reference_row_and_recomputes_the_frontier(frontier, tmp_path):
+    row = {"sampler": "random", "m": 32, "solver": "exact", "lds": 0.5, "cost_ratio": 20.0, "seconds": 1.0}
+    row |= {"method": "sampled", "seed": 0, "wall_seconds": 1.0, "peak_mb": 10.0, "status": "ok"}
+    summary = frontier.marked_summary([row])
+    result = {"ground_truth": "toy", "runs": [row], "summary": summary, "budgets": frontier.budget_table(summary)}
+    ref = dict(row, method="full-data", sampler="all", m=100, solver="cg_factor", lds=0.8, cost_ratio=900.0)
+    path = tmp_path / "toy_full_data.json"
+    path.write_text(json.dumps({"ground_truth": "toy", "command": "python ref.py", "row": ref}))
+    merged = frontier.add_rows(result, [path])
+    again = frontier.add_rows(merged, [path])  # adding the same file twice replaces its row
+    assert len(merged["runs"]) == len(again["runs"]) == 2 and again["added_rows"] == merged["added_rows"]
+    best = {b["budget"]: b["best"] for b in merged["budgets"]}
+    assert best[30] == "random m=32 exact" and best[1000] == "full-data cg_factor"
+    assert [s["pareto"] for s in merged["summary"]] == [True, True]
+    path.write_text(json.dumps({"ground_truth": "other", "row": ref}))
+    with pytest.raises(ValueError, match="not a reference row"):
+        frontier.add_rows(result, [path])
