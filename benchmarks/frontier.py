@@ -121,6 +121,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     env = environment()
+    options = {solver: dict(opts) for solver, opts in DEFAULT_OPTIONS.items()}
+    if args.cg_max_iter is not None:
+        options["cg"]["max_iter"] = args.cg_max_iter  # a truncated CG (stops there, unconverged, with a warning)
     gt = load_ground_truth(args.ground_truth)
     r = gt.recipe
     _say(
@@ -219,9 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         def full(solver: str = solver) -> tuple[np.ndarray, dict]:
             calc = InfluenceCalculator(model, ds.X_train, ds.y_train)
-            calc.fit(
-                None, solver=solver, damping=args.damping, curvature=args.curvature, **DEFAULT_OPTIONS.get(solver, {})
-            )
+            calc.fit(None, solver=solver, damping=args.damping, curvature=args.curvature, **options.get(solver, {}))
             S = calc.scores(X_t, y_t)
             return S, {"fit_info": json.dumps(jsonable(calc.fit_info), default=str)[:300]}
 
@@ -269,7 +270,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             solver=solver,
                             damping=args.damping,
                             curvature=args.curvature,
-                            **DEFAULT_OPTIONS.get(solver, {}),
+                            **options.get(solver, {}),
                         )
                         S = calc.scores(X_t, y_t)
                         return S, {"draw_seconds": draw}
@@ -304,7 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "full_logit_max_abs_diff": logit_diff,
         "damping": args.damping,
         "curvature": args.curvature,
-        "solver_options": DEFAULT_OPTIONS,
+        "solver_options": options,
         "solver_max_m": max_m,
         "sampler_inputs_seconds": inputs_seconds,
         "full_data_product": hvp_probe,
@@ -593,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=3, help="sampler seeds 0..N-1 per configuration")
     ap.add_argument("--damping", type=float, default=0.01)
     ap.add_argument("--curvature", default="gauss_newton", choices=("gauss_newton", "hessian"))
+    ap.add_argument(
+        "--cg-max-iter", type=int, default=None, help="CG iterations at most (default 1000: run to residual 1e-6)"
+    )
     ap.add_argument(
         "--recompute-inputs",
         action="store_true",
