@@ -186,8 +186,10 @@ def _load_dataset(cfg: DataConfig, _payload: bytes | None) -> ic.Dataset:
 
 
 def _payload(cfg: DataConfig) -> bytes | None:
-    """The upload's bytes for a job only when the disk cache is off (else the workers find it by its key)."""
-    if cfg.name != "npz" or artifacts.disk_store() is not None:
+    """The upload's bytes for a job, whenever the session holds them: the workers find an upload in the disk cache
+    by its key, but the cache may have evicted it (its byte budget, another session's clean-up) while this process
+    still holds the dataset in memory, and a job without the bytes would then fail with "upload it again"."""
+    if cfg.name != "npz":
         return None
     return st.session_state.get(PAYLOAD_KEY, {}).get(cfg.npz_digest)
 
