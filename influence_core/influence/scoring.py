@@ -4,7 +4,7 @@ executor, optionally straight into a resumable ``.npy`` file on disk.
 For a fitted :class:`~influence_core.influence.calculator.InfluenceCalculator` the grid is
 
     test chunk a (``test_chunk_size`` points):   S_a = (H_S + δI)⁻¹ [∇ℓ(z_t)]_{t∈a}        one batched iHVP
-    block (a, b) (``train_chunk_size`` points):  score[a, b] = (1/n) · (∇ℓ_jᵀ s_t)_{t∈a, j∈b}  one forward-mode pass
+    block (a, b) (``train_chunk_size`` points):  score[a, b] = (1/n) · (∇ℓ_jᵀ s_t)_{t∈a, j∈b}  one block pass (below)
 
 (``Objective.grad_dot``: a forward pass with one tangent per test point, or for many test points on a model that
 reuses its weights the block's own per-sample gradients; never the (n, p) training gradients). Peak memory is
