@@ -9,12 +9,13 @@ measured in the same process, and peak memory.
 dattri runs in its own environment (``influence_core/bench/dattri_side.py``); arrays travel as .npz/JSON
 (:mod:`influence_core.bench.field`). Hold the bench lock (``flock /tmp/influence-bench.lock ...``).
 
-Models: the studied model is ``train_model(dataset, arch, seed)`` (the LDS study's); TRAK's extra checkpoints are
-the same recipe with seeds 1, 2, …; TracIn's checkpoints are the studied run's Adam iterates after the given epochs
-(``train_model(..., epochs=e, polish_steps=0)`` with the same seed replays the same batches and constant learning
-rate exactly) plus the final polished model, each weighted by the learning rate. Cost: ``seconds`` is dattri's
-``cache`` + ``attribute`` (ours: fit + scores of the test points); the extra models a TRAK ensemble needs are timed
-in this process and added in their own column (TracIn's checkpoints are saved along the one training run, free).
+Models: the studied model is ``train_model(dataset, arch, seed)`` (the LDS study's), or with ``--ground-truth`` the
+file's recipe (the mnist5k CNN's cosine schedule); TRAK's extra checkpoints are the same recipe with seeds 1, 2, …;
+TracIn's checkpoints are the studied run's Adam iterates after the given epochs (copied along the run by
+``train_model``'s ``on_epoch`` hook) plus the final polished model, each weighted by the recipe's learning rate
+(equal weights, also under a cosine schedule). Cost: ``seconds`` is dattri's ``cache`` + ``attribute`` (ours: fit
++ scores of the test points); the extra models a TRAK ensemble needs are timed in this process and added in their
+own column (TracIn's checkpoints are saved along the one training run, free).
 """
 
 from __future__ import annotations
@@ -116,8 +117,27 @@ def _train(ds: Any, arch: str, seed: int, **settings: Any) -> Any:
     return train_model(ds, arch, seed=seed, **settings)
 
 
+def _recipe_settings(args: argparse.Namespace, data_name: str, arch: str) -> dict[str, Any]:
+    """The training settings of the studied model: the ground truth's recipe when ``--ground-truth`` is given (so
+    the model is the one its retrains start from), else ``train_model``'s defaults."""
+    if not args.ground_truth:
+        return {}
+    from influence_core.evaluation.ground_truth import shipped_recipe
+
+    recipe = shipped_recipe(args.ground_truth)
+    if recipe is None:
+        raise ValueError(f"--ground-truth {args.ground_truth}: no readable ground-truth file there")
+    got = (recipe["dataset"]["name"], recipe["model"]["arch"], int(recipe["model"]["seed"]))
+    if got != (data_name, arch, args.seed):
+        raise ValueError(
+            f"--ground-truth {args.ground_truth} is for {got[0]}:{got[1]} (seed {got[2]}), not --config "
+            f"{data_name}:{arch} (--seed {args.seed}); pass the matching --config"
+        )
+    return dict(recipe["model"]["train_settings"])
+
+
 def _state(model: Any) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}  # a copy: training goes on
 
 
 def _ours(model: Any, ds: Any, idx: np.ndarray, damping: float, solvers: list[str]) -> list[dict[str, Any]]:
@@ -238,8 +258,21 @@ def run(args: argparse.Namespace) -> int:
     data_name, _, arch = args.config.partition(":")
     with torch_threads(args.threads):
         env = environment()
+        settings_ = _recipe_settings(args, data_name, arch)
         ds = load_dataset(data_name, seed=args.seed)
-        model = _train(ds, arch, args.seed)
+        checkpoints: dict[str, Any] = {}
+
+        def keep_iterate(epoch: int, m: Any) -> None:  # TracIn's checkpoints, along the studied run
+            if epoch in args.tracin_epochs:
+                checkpoints[f"epoch{epoch}"] = _state(m)
+
+        model = _train(ds, arch, args.seed, on_epoch=keep_iterate, **settings_)
+        missing = [e for e in args.tracin_epochs if f"epoch{e}" not in checkpoints]
+        if missing:
+            raise ValueError(
+                f"--tracin-epochs {missing}: the model trains {model.training_config['epochs']} Adam epochs; "
+                "pass epochs within them"
+            )
         idx = np.sort(np.random.default_rng(args.test_seed).choice(ds.n_test, args.test_points, replace=False))
         X, y = torch.as_tensor(ds.X_train), torch.as_tensor(ds.y_train)
         model = model.to(next(model.parameters()).dtype)
@@ -255,15 +288,12 @@ def run(args: argparse.Namespace) -> int:
         wd = float(model.weight_decay)
         records = _ours(model, ds, idx, args.damping, args.ours)
         exact = next((r["scores"] for r in records if r.get("reference")), None)
-        methods, seeds, epochs = _methods(args, wd, float(model.training_config["lr"]))
-        checkpoints: dict[str, Any] = {}
+        methods, seeds, _ = _methods(args, wd, float(model.training_config["lr"]))
         train_seconds: dict[str, float] = {}
         for s in seeds:
             start = time.perf_counter()
-            checkpoints[f"seed{s}"] = _state(_train(ds, arch, s))
+            checkpoints[f"seed{s}"] = _state(_train(ds, arch, s, **settings_))
             train_seconds[f"seed{s}"] = time.perf_counter() - start
-        for e in epochs:
-            checkpoints[f"epoch{e}"] = _state(_train(ds, arch, args.seed, epochs=e, polish_steps=0))
         dtype = "float64" if next(model.parameters()).dtype == torch.float64 else "float32"
         settings = {
             "arch": "mlp" if arch == "logreg" else arch,

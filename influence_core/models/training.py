@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -263,6 +264,7 @@ def train_model(
     seed: int = 0,
     *,
     progress: Progress | None = None,
+    on_epoch: Callable[[int, nn.Module], None] | None = None,
     device: str | torch.device = "cpu",
     **settings: Any,
 ) -> nn.Module:
@@ -270,7 +272,9 @@ def train_model(
 
     ``settings`` are the fields of :class:`TrainingConfig` (epochs, batch_size, lr, weight_decay, hidden,
     polish_steps, dtype). Returns the model in eval mode with ``model.weight_decay``, ``model.training_config``
-    (a dict) and ``model.training_report`` (accuracies, final objective, seconds) attached.
+    (a dict) and ``model.training_report`` (accuracies, final objective, seconds) attached. ``on_epoch(e, model)``
+    is called after Adam epoch e = 1, 2, … with the model being trained (read it, e.g. copy its ``state_dict`` as
+    a TracIn checkpoint; changing it changes the run).
     """
     if not isinstance(dataset, Dataset):
         raise TypeError(
@@ -332,6 +336,8 @@ def train_model(
                 opt.step()
                 if schedule is not None:
                     schedule.step()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, model)
             if progress:
                 progress((epoch + 1) / total, f"epoch {epoch + 1}/{adam_epochs}")
     steps = cfg.polish_steps if arch != "logreg" else max(cfg.polish_steps, 500)

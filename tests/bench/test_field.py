@@ -234,3 +234,28 @@ def test_read_ground_truth(tmp_path):
     np.savez(tmp_path / "other.npz", scores=np.zeros(3))
     with pytest.raises(ValueError, match="not an LDS ground-truth file"):
         read_ground_truth(tmp_path / "other.npz")
+
+
+def test_field_compare_trains_the_ground_truths_recipe():
+    """With --ground-truth the studied model is the file's (its training settings, so the retrains match); a
+    mismatched --config is refused at the entry point."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    spec = importlib.util.spec_from_file_location("field_compare", root / "benchmarks" / "field_compare.py")
+    field_compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(field_compare)
+
+    def parse(*argv: str):
+        parser = field_compare.argparse.ArgumentParser()
+        field_compare.add_arguments(parser)
+        return parser.parse_args(["--dattri-python", sys.executable, *argv])
+
+    cnn = str(root / "ground_truth" / "mnist5k_cnn.npz")
+    settings = field_compare._recipe_settings(parse("--ground-truth", cnn), "mnist5k", "cnn")
+    assert settings["lr_schedule"] == "cosine" and settings["epochs"] == 30
+    assert field_compare._recipe_settings(parse(), "mnist5k", "cnn") == {}
+    with pytest.raises(ValueError, match="is for mnist5k:cnn .* not --config mnist5k:mlp"):
+        field_compare._recipe_settings(parse("--ground-truth", cnn), "mnist5k", "mlp")
+    mlp = str(root / "ground_truth" / "mnist5k_mlp.npz")
+    assert field_compare._recipe_settings(parse("--ground-truth", mlp), "mnist5k", "mlp") == {}

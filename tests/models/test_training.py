@@ -30,6 +30,19 @@ def test_same_seed_same_model_and_progress_is_reported(small):
     assert a.training_report["train_accuracy"] > 0.5
 
 
+def test_on_epoch_sees_the_adam_iterates_of_the_run(small):
+    """The hook gets the model after each Adam epoch: under a constant learning rate the iterate after epoch 2 of a
+    3-epoch run is the model of a 2-epoch run without polish (same batches, same steps), and the run's result is
+    the one without the hook."""
+    seen: dict[int, torch.Tensor] = {}
+    a = train_model(small, "mlp", seed=4, epochs=3, on_epoch=lambda e, m: seen.__setitem__(e, _params(m).clone()))
+    assert sorted(seen) == [1, 2, 3]
+    two = train_model(small, "mlp", seed=4, epochs=2, polish_steps=0, max_polish_steps=0)
+    assert torch.equal(seen[2], _params(two))
+    assert not torch.equal(seen[2], seen[3])
+    assert torch.equal(_params(a), _params(train_model(small, "mlp", seed=4, epochs=3)))
+
+
 def test_logistic_regression_reaches_the_optimum(digits, digits_logreg64):
     """The gradient of the full objective (mean CE + wd/2 ||θ||²) vanishes at the trained weights."""
     model = digits_logreg64
