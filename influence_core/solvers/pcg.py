@@ -21,6 +21,10 @@ G_S = U_SᵀU_S + wd·I, K_S = U_S U_Sᵀ = V Σ Vᵀ and c = wd + δ:
 - P⁻¹ b = b/ρ + E' diag(1/θ_j − 1/ρ) E'ᵀ b (Woodbury on the orthonormal E'), applied matrix-free with one product
   by U_S and one by U_Sᵀ (``eigenvalues="sample"``), or with the dense (k, p) Ritz vectors (``"full"``).
 
+When the factor has at least as many rows as parameters (r = m(C−1) >= p), the eigenpairs come from the (p, p)
+matrix U_SᵀU_S instead of the (r, r) Gram matrix (p³ work instead of r³; the same non-zero eigenvalues), E is
+its eigenvectors, and P⁻¹ is applied with the dense E.
+
 Only Gauss-Newton curvature (G is positive semi-definite; the sample's factor U_S exists), with wd + δ > 0.
 """
 
@@ -88,9 +92,16 @@ class SamplePreconditioner:
         start = time.perf_counter()
         idx = objective.subset(indices)
         c = objective.weight_decay + damping
-        gram = sample_grams(objective, [(idx, weights)])[0]
-        self.factors = GaussNewtonFactors.from_roots(objective, gram.indices, gram.roots, weights)
-        K = gram.gram.double()
+        rows = len(idx) * (objective.n_classes - 1)
+        self.factors: GaussNewtonFactors | None = None
+        if rows < objective.n_params:  # eigenpairs from the (r, r) Gram matrix K_S = U_S U_Sᵀ
+            gram = sample_grams(objective, [(idx, weights)])[0]
+            self.factors = GaussNewtonFactors.from_roots(objective, gram.indices, gram.roots, weights)
+            K = gram.gram.double()
+        else:  # r >= p: from the (p, p) matrix U_SᵀU_S, p³ instead of r³ work (same non-zero eigenvalues)
+            U = objective.gauss_newton_factors(idx, weights)  # (r, p)
+            K = (U.T @ U).double()
+            del U
         sigma, V = torch.linalg.eigh(0.5 * (K + K.T))  # ascending
         sigma, V = sigma.flip(0), V.flip(1)  # descending
         floor = max(damping if keep == "above_damping" else 0.0, float(sigma[0]) * 1e-10 if len(sigma) else 0.0)
@@ -104,13 +115,17 @@ class SamplePreconditioner:
                 "something to work with"
             )
         sigma, V = sigma[:keep], V[:, :keep]
-        self.coeff = (V / sigma.sqrt()).to(objective.dtype)  # (r, k): E = U_Sᵀ coeff
-        self.ritz: torch.Tensor | None = None
+        self.coeff: torch.Tensor | None = None
+        self.ritz: torch.Tensor | None = None  # (k, p) dense orthonormal rows, when the map is dense
+        if self.factors is not None:
+            self.coeff = (V / sigma.sqrt()).to(objective.dtype)  # (r, k): E = U_Sᵀ coeff
+        else:
+            self.ritz = V.T.to(objective.dtype).contiguous()  # (k, p): the eigenvectors themselves
         self.setup_products = 0
         if eigenvalues == "full":
             if full_operator is None:
                 raise ValueError("eigenvalues='full' needs the full-data operator")
-            E = self.factors.rmatmul(self.coeff.T)  # (k, p) orthonormal rows
+            E = self.ritz if self.factors is None else self.factors.rmatmul(self.coeff.T)  # (k, p) orthonormal rows
             T = (full_operator(E) + damping * E) @ E.T  # (k, k) = Eᵀ (G + δI) E
             theta, Y = torch.linalg.eigh(0.5 * (T + T.T).double())
             theta, Y = theta.flip(0), Y.flip(1)
@@ -129,6 +144,7 @@ class SamplePreconditioner:
         """P⁻¹ rᵀ for each row of R (k, p)."""
         if self.ritz is not None:
             return R / self.complement + ((R @ self.ritz.T) * self.scale) @ self.ritz
+        assert self.factors is not None and self.coeff is not None
         Y = self.factors.matmul(R) @ self.coeff  # (k, keep) = (Eᵀ rᵀ)ᵀ
         return R / self.complement + self.factors.rmatmul((Y * self.scale) @ self.coeff.T)
 
@@ -311,11 +327,12 @@ def fit_pcg(
     check_budget(tol, max_iter)
     m = objective.n if indices is None else len(indices)
     rank_bound = m * (objective.n_classes - 1)  # rows of the sample's factor U_S
-    factor_bytes = rank_bound * (objective.n_params + rank_bound) * torch.finfo(objective.dtype).bits // 8
+    side = min(rank_bound, objective.n_params)  # its Gram matrix is (r, r) when r < p, else (p, p)
+    factor_bytes = (rank_bound * objective.n_params + side * side) * torch.finfo(objective.dtype).bits // 8
     if factor_bytes > LOW_RANK_MAX_BYTES:
         raise ValueError(
             f"solver 'pcg' with a Hessian sample of {m} points would form a {rank_bound} x {objective.n_params} "
-            f"factor and its {rank_bound} x {rank_bound} Gram matrix ({factor_bytes / 1024**3:.1f} GiB, over the "
+            f"factor and a {side} x {side} Gram matrix ({factor_bytes / 1024**3:.1f} GiB, over the "
             f"{LOW_RANK_MAX_BYTES / 1024**3:.0f} GiB limit); the sample only preconditions the full-data solve, "
             "so pass a smaller one (e.g. m = 256), or use solver='cg' on all the data"
         )

@@ -70,12 +70,14 @@ def test_answer_is_the_full_data_solve_whatever_the_sample(small, options):
     assert rel(sample_only, want) > 0.05  # the sample's own answer is far from it: pcg is not returning that
 
 
-def test_preconditioner_equals_its_dense_definition(small):
-    """P⁻¹ applied matrix-free equals the dense matrix built from the eigenpairs of the sample's G_S."""
+@pytest.mark.parametrize("m", [30, 80], ids=["r<p", "r>=p"])
+def test_preconditioner_equals_its_dense_definition(small, m):
+    """P⁻¹ applied matrix-free equals the dense matrix built from the eigenpairs of the sample's G_S, both from the
+    (r, r) Gram matrix (30 points: r = 270 < p = 610) and from the (p, p) matrix (80 points: r = 720 >= p)."""
     obj, B, *_ = small
     rng = np.random.default_rng(1)
-    idx = np.sort(rng.choice(obj.n, 30, replace=False))
-    w = rng.uniform(0.5, 2.0, 30)
+    idx = np.sort(rng.choice(obj.n, m, replace=False))
+    w = rng.uniform(0.5, 2.0, m)
     GS = obj.hessian(idx, w, "gauss_newton") - obj.weight_decay * torch.eye(obj.n_params, dtype=torch.float64)
     lam, Q = torch.linalg.eigh(GS)
     c = obj.weight_decay + DAMPING
@@ -87,6 +89,7 @@ def test_preconditioner_equals_its_dense_definition(small):
         rho = float(vals[-1]) if complement == "smallest" else c
         P_inv = E @ torch.diag(1 / vals) @ E.T + (torch.eye(obj.n_params, dtype=torch.float64) - E @ E.T) / rho
         assert pre.rank == 25 and pre.complement == pytest.approx(rho, rel=1e-9)
+        assert (pre.factors is None) == (m * (obj.n_classes - 1) >= obj.n_params)
         np.testing.assert_allclose(
             pre.apply(B).numpy(), (B @ P_inv).numpy(), rtol=1e-7, atol=1e-9 * float(B.abs().max()) / c
         )
