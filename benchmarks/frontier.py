@@ -335,6 +335,12 @@ def add_rows(result: dict[str, Any], sources: list[Path]) -> dict[str, Any]:
         ref = json.loads(Path(path).read_text())
         if ref.get("ground_truth") != result["ground_truth"] or "row" not in ref:
             raise ValueError(f"{path}: not a reference row for ground truth {result['ground_truth']!r}")
+        want = result.get("ground_truth_recipe", {}).get("k_done")
+        if want is not None and ref.get("k_done") is not None and ref["k_done"] != want:
+            raise ValueError(
+                f"{path}: its LDS is against {ref['k_done']} subsets of {result['ground_truth']!r}, the frontier's "
+                f"against {want}; rerun it on the same ground-truth file"
+            )
         key = tuple(ref["row"][k] for k in ("method", "sampler", "m", "solver"))
         runs = [r for r in runs if tuple(r[k] for k in ("method", "sampler", "m", "solver")) != key]
         runs.append(ref["row"])

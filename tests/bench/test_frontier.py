@@ -100,3 +100,7 @@ def test_add_rows_merges_a_reference_row_and_recomputes_the_frontier(frontier, t
     path.write_text(json.dumps({"ground_truth": "other", "row": ref}))
     with pytest.raises(ValueError, match="not a reference row"):
         frontier.add_rows(result, [path])
+    path.write_text(json.dumps({"ground_truth": "toy", "k_done": 60, "row": ref}))
+    with pytest.raises(ValueError, match="against 60 subsets of 'toy', the frontier's against 100"):
+        frontier.add_rows(result | {"ground_truth_recipe": {"k_done": 100}}, [path])
+    assert len(frontier.add_rows(result | {"ground_truth_recipe": {"k_done": 60}}, [path])["runs"]) == 2
