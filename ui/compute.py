@@ -10,7 +10,8 @@ processes of a Dask cluster, or in threads of the server process (``INFLUENCE_EX
 and ``ui.live`` submit them and keep their (small) results for every session.
 
 An uploaded dataset is in the disk cache under its SHA-256 (put there by the server when the student uploads
-it); ``payload`` (the upload's bytes) is passed only when the disk cache is off.
+it); every job for an upload also carries ``payload`` (its bytes), so a worker still finds it when the disk cache
+is off or has evicted it.
 """
 
 from __future__ import annotations
