@@ -98,3 +98,25 @@ def test_session_keeps_at_most_the_current_and_the_latest_upload(app_page):
     ok(at.run())
     assert len(at.session_state["npz_payloads"]) == 2  # the current one survives a failed upload
     assert "upload d2.npz" in at.subheader[-1].value
+
+
+def test_a_job_for_an_upload_carries_its_bytes_so_an_evicted_cache_entry_is_rebuilt(wine_run, monkeypatch, tmp_path):
+    """The disk cache may evict an upload (its byte budget, another session's clean-up) while the session still
+    holds it: every job for the upload carries its bytes (``state._payload``, also with the disk cache on), and a
+    worker that no longer finds it rebuilds it from them; without them it can only say "upload it again" (a CI run
+    once failed so)."""
+    import influence_core as ic
+    from ui import artifacts, state
+    from ui.config import DataConfig
+
+    run, payloads = wine_run
+    monkeypatch.setenv("INFLUENCE_EXPLORER_CACHE_DIR", str(tmp_path / "evicted"))  # a cache without the upload
+    assert artifacts.disk_store() is not None
+    monkeypatch.setattr(state.st, "session_state", {state.PAYLOAD_KEY: dict(payloads)})
+    payload = state._payload(run.data)
+    assert payload == payloads[run.data.npz_digest]
+    assert state._payload(DataConfig()) is None  # built-in data travels by name
+    data = artifacts.dataset(run.data, payload)
+    assert data.n_train + data.n_test == 178 and data.X_train.shape[1] == 13
+    with pytest.raises(ic.DatasetError, match="upload it again"):
+        artifacts.dataset(DataConfig(name="npz", npz_digest="0" * 64, npz_filename="gone.npz"), None)
