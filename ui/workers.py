@@ -28,7 +28,10 @@ had not started.
 **A worker that dies** (out of memory, killed) is restarted by its nanny; the scheduler gives its job to a worker
 once more (``allowed-failures = 1``); when that one dies too the student reads one line
 (:data:`KILLED_MESSAGE`), never a traceback. Errors raised by the engine come back as themselves (one readable line
-through :func:`ui.errors.readable`).
+through :func:`ui.errors.readable`). A nanny can lose the race with a worker killed while it restarts and leave the
+cluster with no worker at all (dask/distributed#3196); a job that has waited :data:`NO_WORKER_SECONDS` on a
+cluster without workers restarts the local cluster and fails with one line (:class:`NoWorkers`), which
+:func:`call` retries once.
 """
 
 from __future__ import annotations
@@ -59,7 +62,15 @@ KILLED_MESSAGE = (
     "it was retried on; choose a smaller model, dataset or sample size, or ask the teacher to give "
     "the server more memory"
 )
+NO_WORKER_SECONDS = 60.0
+"""How long a job waits on a cluster that has no worker before the local cluster is restarted (a nanny restarts
+a killed worker within seconds)."""
+WORKER_CHECK_SECONDS = 5.0
 LOG = logging.getLogger("influence_explorer")
+
+
+class NoWorkers(RuntimeError):
+    """The cluster had no worker for :data:`NO_WORKER_SECONDS` while a job waited (the local one is restarted)."""
 
 
 @dataclass(frozen=True)
@@ -286,6 +297,7 @@ class RemoteJob(jobs.Job):
         stop = Event(f"ie-cancel-{self.id}", client=dask_client)
         board.set([0.0, "waiting for a worker"])  # set before the worker reports: reading it never waits
         future = dask_client.submit(execute, self.id, self.task, key=f"{name}-{self.id}", pure=False)
+        checked = without_workers = time.monotonic()
         try:
             while not future.done():
                 if self.token.cancelled:
@@ -295,6 +307,14 @@ class RemoteJob(jobs.Job):
                 fraction, message = board.get(timeout=10)
                 self._progress(fraction, message)
                 time.sleep(POLL_SECONDS)
+                now = time.monotonic()
+                if now - checked >= WORKER_CHECK_SECONDS:
+                    checked = now
+                    if dask_client.scheduler_info(n_workers=1)["workers"]:
+                        without_workers = now
+                    elif now - without_workers >= NO_WORKER_SECONDS:
+                        future.cancel()
+                        raise _no_workers(self.label, now - without_workers)
             try:
                 status, value = future.result()
             except KilledWorker:
@@ -312,6 +332,21 @@ class RemoteJob(jobs.Job):
                 pass
 
 
+def _no_workers(label: str, seconds: float) -> NoWorkers:
+    """Restart the local cluster (a remote one is left to its operator) and say so in one line."""
+    local = _cluster is not None
+    LOG.warning("%s: no compute worker for %.0f s%s", label, seconds, "; restarting the local cluster" if local else "")
+    if local:
+        shutdown()  # here, before the job ends: the next client() starts a fresh cluster
+        return NoWorkers(
+            f"{label}: no compute worker was running for {seconds:.0f} s, so they were restarted; ask again"
+        )
+    return NoWorkers(
+        f"{label}: no compute worker has been connected to the scheduler for {seconds:.0f} s; start the workers "
+        f"({ENV_SCHEDULER})"
+    )
+
+
 def make_job(key: Hashable, label: str, compute: Callable[[Progress], Any]) -> jobs.Job:
     """The job for ``compute``: on the Dask workers for a :class:`Task` (unless jobs run in this process), else
     in a thread here (a plain callable: work that needs this process's objects)."""
@@ -325,7 +360,11 @@ def call(task: Task, progress: Progress | None = None) -> Any:
     in this process. Used outside sessions (``python -m ui.prepare``, tests, the benchmark)."""
     if in_process():
         return task(progress or (lambda f, m: None))
-    job = RemoteJob(("call", uuid.uuid4().hex), getattr(task.fn, "__name__", "job"), task)
-    job.start()
-    job.done.wait()
-    return job.outcome()
+    for attempt in range(2):
+        job = RemoteJob(("call", uuid.uuid4().hex), getattr(task.fn, "__name__", "job"), task)
+        job.start()
+        job.done.wait()
+        if attempt == 0 and isinstance(job.error, NoWorkers):
+            continue  # the local cluster was restarted: once more on the fresh one
+        return job.outcome()
+    raise AssertionError("unreachable")

@@ -158,3 +158,35 @@ def test_four_sessions_at_once_get_the_sequential_numbers_and_no_error(cluster, 
         assert shown.keys() == expected.keys()
         for pair, value in expected.items():
             assert abs(shown[pair] - value) < 1e-4, (index, m, pair, shown[pair], value)
+
+
+def test_a_cluster_left_without_workers_is_restarted_and_the_call_retried(cluster, monkeypatch):
+    """A nanny that loses the race with a killed worker leaves the cluster with none (dask/distributed#3196): a job
+    waiting on it restarts the local cluster after NO_WORKER_SECONDS and fails with one line; ``call`` retries once
+    on the fresh cluster. Simulated by scaling the cluster to no worker."""
+    import time
+
+    from ui.workers import NoWorkers, RemoteJob, Task
+
+    monkeypatch.setattr(cluster, "NO_WORKER_SECONDS", 2.0)
+    monkeypatch.setattr(cluster, "WORKER_CHECK_SECONDS", 0.5)
+
+    def empty_cluster():
+        cluster.client()
+        old = cluster._cluster
+        old.scale(0)
+        deadline = time.monotonic() + 60
+        while cluster.client().scheduler_info(n_workers=1)["workers"] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not cluster.client().scheduler_info(n_workers=1)["workers"]
+        return old
+
+    old = empty_cluster()
+    job = RemoteJob(("no-workers", 1), "a job", Task(_pid))
+    job.start()
+    assert job.done.wait(60)
+    with pytest.raises(NoWorkers, match="no compute worker was running for .* s, so they were restarted"):
+        job.outcome()
+    assert "\n" not in str(job.error) and cluster._cluster is None  # shut down: the next job starts a fresh one
+    old = empty_cluster()
+    assert cluster.call(Task(_pid)) > 0 and cluster._cluster is not old  # retried once on a fresh cluster
