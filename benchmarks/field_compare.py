@@ -184,7 +184,7 @@ def _ours(model: Any, ds: Any, idx: np.ndarray, damping: float, solvers: list[st
     return out
 
 
-def _methods(args: argparse.Namespace, wd: float, lr: float) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+def _methods(args: argparse.Namespace, wd: float, lr: float) -> tuple[list[dict[str, Any]], list[int]]:
     lam = wd + args.damping
     methods: list[dict[str, Any]] = []
     seeds = list(range(args.seed + 1, args.seed + max(args.trak_checkpoints or [1])))
@@ -245,7 +245,7 @@ def _methods(args: argparse.Namespace, wd: float, lr: float) -> tuple[list[dict[
         elif kind == "ekfac":
             m["name"] = "IF ekfac (empirical Fisher)"
         methods.append(m)
-    return methods, seeds, list(args.tracin_epochs)
+    return methods, seeds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -288,7 +288,7 @@ def run(args: argparse.Namespace) -> int:
         wd = float(model.weight_decay)
         records = _ours(model, ds, idx, args.damping, args.ours)
         exact = next((r["scores"] for r in records if r.get("reference")), None)
-        methods, seeds, _ = _methods(args, wd, float(model.training_config["lr"]))
+        methods, seeds = _methods(args, wd, float(model.training_config["lr"]))
         train_seconds: dict[str, float] = {}
         for s in seeds:
             start = time.perf_counter()

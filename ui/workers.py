@@ -360,11 +360,14 @@ def call(task: Task, progress: Progress | None = None) -> Any:
     in this process. Used outside sessions (``python -m ui.prepare``, tests, the benchmark)."""
     if in_process():
         return task(progress or (lambda f, m: None))
-    for attempt in range(2):
+
+    def run_once() -> RemoteJob:
         job = RemoteJob(("call", uuid.uuid4().hex), getattr(task.fn, "__name__", "job"), task)
         job.start()
         job.done.wait()
-        if attempt == 0 and isinstance(job.error, NoWorkers):
-            continue  # the local cluster was restarted: once more on the fresh one
-        return job.outcome()
-    raise AssertionError("unreachable")
+        return job
+
+    job = run_once()
+    if isinstance(job.error, NoWorkers):
+        job = run_once()  # the local cluster was restarted: once more on the fresh one
+    return job.outcome()
