@@ -281,6 +281,8 @@ def train_model(
             f"dataset must be an influence_core Dataset, got {type(dataset).__name__}; make one from "
             "arrays with dataset_from_arrays(X_train, y_train, X_test, y_test)"
         )
+    if on_epoch is not None and not callable(on_epoch):
+        raise TypeError(f"on_epoch must be a function on_epoch(epoch, model) or None, got {type(on_epoch).__name__}")
     known = set(TrainingConfig.__dataclass_fields__) - {"arch", "seed", "extra"}
     unknown = set(settings) - known
     if unknown:

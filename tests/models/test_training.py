@@ -41,6 +41,8 @@ def test_on_epoch_sees_the_adam_iterates_of_the_run(small):
     assert torch.equal(seen[2], _params(two))
     assert not torch.equal(seen[2], seen[3])
     assert torch.equal(_params(a), _params(train_model(small, "mlp", seed=4, epochs=3)))
+    with pytest.raises(TypeError, match="on_epoch must be a function on_epoch\\(epoch, model\\) or None, got int"):
+        train_model(small, "mlp", seed=4, epochs=3, on_epoch=3)
 
 
 def test_logistic_regression_reaches_the_optimum(digits, digits_logreg64):
